@@ -1,0 +1,129 @@
+"""TVM's tensor-cache layout (``tensor-cache.json`` + raw shards), written and read here.
+
+Parameters are packed in order into shards of at most ``shard_bytes`` raw bytes; a tensor larger
+than half a shard gets a shard of its own (as ``tvm.contrib.tvmjs.dump_tensor_cache`` does), so a
+shard never exceeds ``max(shard_bytes, largest tensor)``. Records start at 16-byte aligned offsets,
+which typed-array views and GPU uploads in the browser need. The decompressed layout is read by
+``tvm.contrib.tvmjs.load_tensor_cache`` unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from packer.errors import BundleError
+
+DTYPES = {
+    "float32": np.dtype("<f4"),
+    "float16": np.dtype("<f2"),
+    "int32": np.dtype("<i4"),
+    "int64": np.dtype("<i8"),
+    "uint8": np.dtype("u1"),
+}
+ALIGN = 16
+INDEX_NAME = "tensor-cache.json"
+
+
+@dataclass
+class Shard:
+    """One raw shard: its file name inside the component folder, bytes and tensor records."""
+
+    data_path: str
+    data: bytearray = field(default_factory=bytearray)
+    records: list[dict] = field(default_factory=list)
+
+    def append(self, name: str, array: np.ndarray) -> None:
+        pad = -len(self.data) % ALIGN
+        self.data += b"\0" * pad
+        raw = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+        self.records.append(
+            {
+                "name": name,
+                "shape": [int(d) for d in array.shape],
+                "dtype": str(array.dtype),
+                "format": "raw",
+                "nbytes": len(raw),
+                "byteOffset": len(self.data),
+            }
+        )
+        self.data += raw
+
+    def element_size(self) -> int:
+        """The itemsize most of this shard's bytes have (for byte-plane shuffle)."""
+        by_size: dict[int, int] = {}
+        for rec in self.records:
+            size = DTYPES[rec["dtype"]].itemsize
+            by_size[size] = by_size.get(size, 0) + rec["nbytes"]
+        return max(by_size, key=lambda s: (by_size[s], s))
+
+    def index_entry(self) -> dict:
+        return {
+            "dataPath": self.data_path,
+            "format": "raw-shard",
+            "nbytes": len(self.data),
+            "records": self.records,
+        }
+
+
+def pack(params: Iterable[tuple[str, np.ndarray]], shard_bytes: int) -> list[Shard]:
+    """Lay ``params`` out in shards, keeping their order."""
+    shards: list[Shard] = []
+    current: Shard | None = None
+    seen: set[str] = set()
+    for name, array in params:
+        if name in seen:
+            raise ValueError(f"duplicate parameter name {name!r}")
+        seen.add(name)
+        if str(array.dtype) not in DTYPES:
+            raise ValueError(f"{name}: unsupported dtype {array.dtype}")
+        nbytes = array.nbytes
+        if nbytes * 2 >= shard_bytes:
+            shard = Shard(f"params_shard_{len(shards)}.bin")
+            shard.append(name, array)
+            shards.append(shard)
+            current = None
+            continue
+        if current is None or len(current.data) + nbytes + ALIGN > shard_bytes:
+            current = Shard(f"params_shard_{len(shards)}.bin")
+            shards.append(current)
+        current.append(name, array)
+    return shards
+
+
+def index(shards: list[Shard], metadata: dict) -> dict:
+    """The ``tensor-cache.json`` document for ``shards``."""
+    return {"metadata": metadata, "records": [s.index_entry() for s in shards]}
+
+
+def check_index(doc: dict, path: str) -> None:
+    """Structural checks that no JSON Schema can express: every record inside its shard."""
+    try:
+        shards = doc["records"]
+        for shard in shards:
+            size = int(shard["nbytes"])
+            for rec in shard["records"]:
+                dtype = DTYPES.get(rec["dtype"])
+                if dtype is None:
+                    raise BundleError(f"{path}: tensor {rec['name']!r} has unsupported dtype {rec['dtype']!r}")
+                count = int(np.prod(rec["shape"], dtype=np.int64)) if rec["shape"] else 1
+                if any(int(d) < 0 for d in rec["shape"]) or count * dtype.itemsize != rec["nbytes"]:
+                    raise BundleError(f"{path}: tensor {rec['name']!r}: shape/dtype do not match nbytes")
+                start, nbytes = int(rec["byteOffset"]), int(rec["nbytes"])
+                if start < 0 or start + nbytes > size:
+                    raise BundleError(
+                        f"{path}: tensor {rec['name']!r} lies outside its shard {shard['dataPath']}",
+                        "the bundle is damaged or forged; pull it again",
+                    )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BundleError(f"{path}: malformed tensor-cache index ({exc.__class__.__name__}: {exc})") from None
+
+
+def read_tensor(raw: bytes, rec: dict) -> np.ndarray:
+    """One tensor out of a raw shard's bytes, as a read-only view."""
+    dtype = DTYPES[rec["dtype"]]
+    return np.frombuffer(raw, dtype=dtype, count=rec["nbytes"] // dtype.itemsize, offset=rec["byteOffset"]).reshape(
+        rec["shape"]
+    )

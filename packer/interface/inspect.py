@@ -1,0 +1,46 @@
+"""`packer inspect BUNDLE`: a human summary of a bundle's manifest (no hashing)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from packer.bundle import Bundle
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
+def summary(path: Path) -> str:
+    m = Bundle.open(path).manifest
+    files = m["files"]
+    lines = [
+        f"model      {m['model']['id']} {m['model']['version']}  (license {m['model']['license']})",
+        f"source     {m['source']['name']} [{m['source']['format']}] sha256 {m['source']['sha256'][:16]}…",
+        f"arch       {m['architecture']['family']} signature {m['architecture']['signature'][:16]}…"
+        f"  prediction {m['architecture']['prediction_type']}",
+        f"dtype      {m['dtype']}",
+        f"scheduler  {m['scheduler']['default']}, {m['scheduler']['steps']} steps, guidance {m['scheduler']['guidance']}",
+        f"generator  sdpack {m['generator']['sdpack']}, apache-tvm {m['generator']['apache_tvm']},"
+        f" tvm-ffi {m['generator']['tvm_ffi']}, pipeline {m['generator']['pipeline_version']}",
+        "components:",
+    ]
+    for name, comp in m["components"].items():
+        prefix = comp["weights"].rsplit("/", 1)[0] + "/"
+        stored = sum(f["size"] for f in files if f["path"].startswith(prefix))
+        raw = sum(f.get("encoding", {}).get("raw_size", f["size"]) for f in files if f["path"].startswith(prefix))
+        inputs = ", ".join(f"{i['name']}{i['shape']}:{i['dtype']}" for i in comp["inputs"])
+        lines.append(f"  {name:<13} {len(comp['params'])} params, {_mib(raw)} raw, {_mib(stored)} stored; inputs {inputs}")
+    lines.append("targets:" if m["targets"] else "targets:   none (weights only)")
+    for key, t in sorted(m["targets"].items()):
+        libs = sum(files_by_path(files)[p]["size"] for p in t["libs"].values())
+        req = t["requirements"]
+        extra = ", ".join(f"{k}={v}" for k, v in sorted(req.items()) if v)
+        lines.append(f"  {key:<16} {len(t['libs'])} libs, {_mib(libs)}" + (f"; {extra}" if extra else ""))
+    total = sum(f["size"] for f in files)
+    lines.append(f"files      {len(files)} + manifest.json, {_mib(total)}")
+    return "\n".join(lines)
+
+
+def files_by_path(files: list[dict]) -> dict[str, dict]:
+    return {f["path"]: f for f in files}

@@ -1,0 +1,1 @@
+"""Running bundles natively: seeded noise and the generation pipeline."""

@@ -34,6 +34,12 @@ class Shard:
     data_path: str
     data: bytearray = field(default_factory=bytearray)
     records: list[dict] = field(default_factory=list)
+    nbytes: int = 0  # kept after release() drops the bytes
+
+    def release(self) -> bytes:
+        """Hand over the raw bytes and forget them (the index still knows the size)."""
+        data, self.data = bytes(self.data), bytearray()
+        return data
 
     def append(self, name: str, array: np.ndarray) -> None:
         pad = -len(self.data) % ALIGN
@@ -50,6 +56,7 @@ class Shard:
             }
         )
         self.data += raw
+        self.nbytes = len(self.data)
 
     def element_size(self) -> int:
         """The itemsize most of this shard's bytes have (for byte-plane shuffle)."""
@@ -63,7 +70,7 @@ class Shard:
         return {
             "dataPath": self.data_path,
             "format": "raw-shard",
-            "nbytes": len(self.data),
+            "nbytes": self.nbytes,
             "records": self.records,
         }
 

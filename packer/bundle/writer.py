@@ -97,26 +97,21 @@ class BundleWriter:
         """
         shards = tensor_cache.pack(params, self.shard_bytes)
         folder = f"weights/{component}"
-        total = sum(len(s.data) for s in shards)
+        total = sum(s.nbytes for s in shards)
         with progress.task(f"compress {component}", total, bytes_=True) as bar:
 
-            def encode(shard: tensor_cache.Shard) -> tuple[tensor_cache.Shard, bytes]:
-                size = shard.element_size() if self.shuffle else None
-                blob = encoding.encode(bytes(shard.data), level=self.zstd_level, element_size=size)
-                return shard, blob
+            def encode(shard: tensor_cache.Shard) -> tuple[tensor_cache.Shard, bytes, dict]:
+                size = shard.element_size() if self.shuffle else 1
+                raw = shard.release()
+                extra = {"compression": "zstd", "raw_size": len(raw), "raw_sha256": canonical.sha256_bytes(raw)}
+                if size > 1:
+                    extra["shuffle"] = size
+                return shard, encoding.encode(raw, level=self.zstd_level, element_size=size), extra
 
             with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-                for shard, blob in pool.map(encode, shards):
-                    extra = {
-                        "compression": "zstd",
-                        "raw_size": len(shard.data),
-                        "raw_sha256": canonical.sha256_bytes(shard.data),
-                    }
-                    if self.shuffle and shard.element_size() > 1:
-                        extra["shuffle"] = shard.element_size()
+                for shard, blob, extra in pool.map(encode, shards):
                     self._write(f"{folder}/{shard.data_path}.zst", blob, extra)
-                    bar.advance(len(shard.data))
-                    shard.data = bytearray()  # release the raw bytes early
+                    bar.advance(shard.nbytes)
         index_path = f"{folder}/{tensor_cache.INDEX_NAME}"
         self.add_json(index_path, tensor_cache.index(shards, metadata or {}))
         names = [rec["name"] for s in shards for rec in s.records]
@@ -143,3 +138,21 @@ class BundleWriter:
         self._stage = None
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def generator_info(pipeline_version: str, zstd_level: int = DEFAULT_ZSTD_LEVEL) -> dict:
+    """The manifest's ``generator`` block: every tool version that shaped the bundle's bytes."""
+    from importlib.metadata import version
+
+    import zstandard
+
+    from packer import __version__
+
+    return {
+        "sdpack": __version__,
+        "apache_tvm": version("apache-tvm"),
+        "tvm_ffi": version("apache-tvm-ffi"),
+        "pipeline_version": pipeline_version,
+        "zstd_level": zstd_level,
+        "zstd": ".".join(map(str, zstandard.ZSTD_VERSION)),
+    }

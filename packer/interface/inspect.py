@@ -8,7 +8,10 @@ from packer.bundle import Bundle
 
 
 def _mib(n: int) -> str:
-    return f"{n / 2**20:.1f} MiB"
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
 
 
 def summary(path: Path) -> str:
@@ -33,14 +36,11 @@ def summary(path: Path) -> str:
         lines.append(f"  {name:<13} {len(comp['params'])} params, {_mib(raw)} raw, {_mib(stored)} stored; inputs {inputs}")
     lines.append("targets:" if m["targets"] else "targets:   none (weights only)")
     for key, t in sorted(m["targets"].items()):
-        libs = sum(files_by_path(files)[p]["size"] for p in t["libs"].values())
+        sizes = {f["path"]: f["size"] for f in files}
+        libs = sum(sizes[p] for p in t["libs"].values())
         req = t["requirements"]
         extra = ", ".join(f"{k}={v}" for k, v in sorted(req.items()) if v)
         lines.append(f"  {key:<16} {len(t['libs'])} libs, {_mib(libs)}" + (f"; {extra}" if extra else ""))
     total = sum(f["size"] for f in files)
     lines.append(f"files      {len(files)} + manifest.json, {_mib(total)}")
     return "\n".join(lines)
-
-
-def files_by_path(files: list[dict]) -> dict[str, dict]:
-    return {f["path"]: f for f in files}

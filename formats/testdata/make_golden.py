@@ -99,7 +99,7 @@ def manifest_fields(index: dict[str, tuple[str, list[str]]]) -> dict:
 def write_bundle(out: Path) -> dict:
     rng = np.random.default_rng(20261122)
     tok_dir = tiny_tokenizer.save(Path(tempfile.mkdtemp()))
-    with BundleWriter(out, shard_bytes=2048, zstd_level=9, shuffle=True) as w:
+    with BundleWriter(out, shard_bytes=2048) as w:
         index = {name: w.add_weights(name, params) for name, params in golden_params(rng).items()}
         for f in ("tokenizer.json", "tokenizer_config.json"):
             w.add_file(f"tokenizer/{f}", tok_dir / f)

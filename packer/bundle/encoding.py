@@ -20,17 +20,27 @@ def shuffle(raw: bytes, element_size: int) -> bytes:
     if element_size <= 1:
         return bytes(raw)
     n = len(raw) // element_size * element_size
-    planes = np.frombuffer(raw, dtype=np.uint8, count=n).reshape(-1, element_size).T
-    return planes.tobytes() + bytes(raw[n:])
+    elems = np.frombuffer(raw, dtype=np.uint8, count=n).reshape(-1, element_size)
+    out = np.empty(len(raw), dtype=np.uint8)
+    planes = out[:n].reshape(element_size, -1)
+    for j in range(element_size):  # one strided copy per plane beats a generic transpose
+        planes[j] = elems[:, j]
+    out[n:] = np.frombuffer(raw, dtype=np.uint8, offset=n)
+    return out.tobytes()
 
 
-def unshuffle(data: bytes, element_size: int) -> bytes:
-    """Inverse of :func:`shuffle`."""
+def unshuffle(data: bytes, element_size: int) -> memoryview | bytes:
+    """Inverse of :func:`shuffle` (returns a buffer; no extra copy to ``bytes``)."""
     if element_size <= 1:
-        return bytes(data)
+        return data
     n = len(data) // element_size * element_size
-    elems = np.frombuffer(data, dtype=np.uint8, count=n).reshape(element_size, -1).T
-    return elems.tobytes() + bytes(data[n:])
+    planes = np.frombuffer(data, dtype=np.uint8, count=n).reshape(element_size, -1)
+    out = np.empty(len(data), dtype=np.uint8)
+    elems = out[:n].reshape(-1, element_size)
+    for j in range(element_size):
+        elems[:, j] = planes[j]
+    out[n:] = np.frombuffer(data, dtype=np.uint8, offset=n)
+    return memoryview(out)
 
 
 def encode(raw: bytes, *, level: int, element_size: int | None) -> bytes:
@@ -46,7 +56,7 @@ def encode(raw: bytes, *, level: int, element_size: int | None) -> bytes:
     return zstandard.ZstdCompressor(compression_params=params).compress(payload)
 
 
-def decode(stored: bytes, *, raw_size: int, element_size: int | None, path: str) -> bytes:
+def decode(stored: bytes, *, raw_size: int, element_size: int | None, path: str) -> bytes | memoryview:
     """Decode one stored shard back to its raw bytes; ``path`` names it in errors."""
     if not stored.startswith(ZSTD_MAGIC):
         raise BundleError(f"{path}: not a zstd frame", "the file is damaged; pull the bundle again")

@@ -64,6 +64,51 @@ def inspect(bundle: Path = typer.Argument(..., help="bundle directory")) -> None
 
 
 @app.command()
+@handles_errors
+def pack(
+    checkpoint: str = typer.Argument(..., help="single-file .safetensors/.ckpt, diffusers folder, or Hub id ORG/NAME[@REV]"),
+    out: Path = typer.Option(..., "--out", help="bundle directory to create"),
+    targets: str = typer.Option("llvm", help="comma-separated compile targets (llvm, cuda, ...)"),
+    dtype: str = typer.Option("fp32", help="fp16 or fp32"),
+    version: str = typer.Option("0.1.0", help="bundle version (semver)"),
+    model_id: str = typer.Option(None, "--model-id", help="ORG/NAME recorded in the manifest"),
+    tokenizer: Path = typer.Option(None, help="CLIP tokenizer folder for single-file checkpoints"),
+    prediction_type: str = typer.Option(None, "--prediction-type", help="epsilon or v_prediction"),
+    shard_mb: int = typer.Option(32, "--shard-mb", help="raw shard size in MiB"),
+    overwrite: bool = typer.Option(False, help="replace an existing --out"),
+) -> None:
+    """Ingest a checkpoint, compile it (reusing cached libraries) and write a bundle."""
+    from packer.interface.pack import PackArgs
+    from packer.interface.pack import pack as run
+
+    args = PackArgs(checkpoint, out, [t.strip() for t in targets.split(",") if t.strip()], dtype, version,
+                    model_id, tokenizer=tokenizer, prediction_type=prediction_type, shard_mb=shard_mb, overwrite=overwrite)
+    typer.echo(run(args).display())
+
+
+@app.command()
+@handles_errors
+def generate(
+    bundle: Path = typer.Argument(..., help="bundle directory"),
+    prompt: str = typer.Option(..., help="what to draw"),
+    out: Path = typer.Option(Path("image.png"), help="PNG to write"),
+    negative_prompt: str = typer.Option("", "--negative-prompt"),
+    seed: int = typer.Option(0, help="noise seed (0 .. 2^64-1)"),
+    steps: int = typer.Option(None, help="denoising steps (default: the bundle's)"),
+    guidance: float = typer.Option(None, help="classifier-free guidance scale (default: the bundle's)"),
+    scheduler: str = typer.Option(None, help="dpm++, euler, euler-a, ddim or pndm"),
+    device: str = typer.Option("cpu", help="cpu or cuda"),
+    latents: Path = typer.Option(None, help="initial latents (.npy) instead of the seeded noise"),
+) -> None:
+    """Generate an image from a bundle with the native TVM runtime."""
+    from packer.interface.generate import GenerateArgs
+    from packer.interface.generate import generate as run
+
+    args = GenerateArgs(bundle, prompt, out, negative_prompt, seed, steps, guidance, scheduler, device, latents)
+    typer.echo(run(args).display())
+
+
+@app.command()
 def version() -> None:
     """Print sdpack's version and the pinned compiler versions."""
     from importlib.metadata import version as v

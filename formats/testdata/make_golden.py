@@ -144,6 +144,10 @@ def noise_vectors() -> dict:
             "sha256_float32_le": canonical.sha256_bytes(lat.astype("<f4").tobytes()),
             "sum": float(lat.astype(np.float64).sum()),
         })
+    for seed in SEEDS[:3]:
+        values = noise.standard_normal(seed, 19, stream=3)
+        normals.append({"seed": str(seed), "stream": 3, "count": 19, "values": [float(v) for v in values],
+                        "float32_bits": values.view(np.uint32).tolist()})
     return {
         "generator": noise.GENERATOR,
         "version": noise.VERSION,

@@ -35,21 +35,28 @@ def philox4x32_10(counters: np.ndarray, key: tuple[int, int]) -> np.ndarray:
     return np.stack(c, axis=1).astype(np.uint32)
 
 
-def uint32_stream(seed: int, blocks: int) -> np.ndarray:
-    """``blocks`` Philox outputs (uint32 [blocks, 4]) for counters 0, 1, ... under ``seed``."""
+def uint32_stream(seed: int, blocks: int, stream: int = 0) -> np.ndarray:
+    """``blocks`` Philox outputs (uint32 [blocks, 4]) for counters 0, 1, ... under ``seed``.
+
+    ``stream`` (counter word 2) separates independent sequences of one seed: 0 for the initial
+    latents, ``i + 1`` for the noise an ancestral sampler adds at step ``i``.
+    """
     if not 0 <= seed < 2**64:
         raise ValueError("seed must be in [0, 2**64)")
+    if not 0 <= stream < 2**32:
+        raise ValueError("stream must be in [0, 2**32)")
     index = np.arange(blocks, dtype=np.uint64)
     counters = np.zeros((blocks, 4), dtype=np.uint32)
     counters[:, 0] = (index & _LO).astype(np.uint32)
     counters[:, 1] = (index >> _SHIFT).astype(np.uint32)
+    counters[:, 2] = stream
     with np.errstate(over="ignore"):
         return philox4x32_10(counters, (seed & 0xFFFFFFFF, seed >> 32))
 
 
-def standard_normal(seed: int, count: int) -> np.ndarray:
+def standard_normal(seed: int, count: int, stream: int = 0) -> np.ndarray:
     """``count`` float32 standard normals for ``seed``: the spec's sequence, in order."""
-    bits = uint32_stream(seed, -(-count // 4)).astype(np.float64).reshape(-1, 2, 2)
+    bits = uint32_stream(seed, -(-count // 4), stream).astype(np.float64).reshape(-1, 2, 2)
     u1 = (bits[:, :, 0] + 1.0) / 4294967296.0  # (0, 1]
     u2 = bits[:, :, 1] / 4294967296.0  # [0, 1)
     radius = np.sqrt(-2.0 * np.log(u1))
@@ -58,6 +65,7 @@ def standard_normal(seed: int, count: int) -> np.ndarray:
     return pairs.reshape(-1)[:count].astype(np.float32)
 
 
-def latents(seed: int, shape: tuple[int, ...]) -> np.ndarray:
-    """Initial latent noise of ``shape`` (C order) for ``seed``, before scaling by init sigma."""
-    return standard_normal(seed, int(np.prod(shape))).reshape(shape)
+def latents(seed: int, shape: tuple[int, ...], stream: int = 0) -> np.ndarray:
+    """Latent-shaped noise (C order) for ``seed``: stream 0 is the initial latents (before
+    scaling by the scheduler's init sigma), stream ``i + 1`` an ancestral sampler's step ``i``."""
+    return standard_normal(seed, int(np.prod(shape)), stream).reshape(shape)

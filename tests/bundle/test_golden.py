@@ -72,7 +72,7 @@ def test_noise_vectors():
     for case in vectors["streams"]:
         assert noise.uint32_stream(int(case["seed"]), 4).reshape(-1).tolist() == case["uint32"]
     for case in vectors["normals"]:
-        got = noise.standard_normal(int(case["seed"]), case["count"])
+        got = noise.standard_normal(int(case["seed"]), case["count"], case.get("stream", 0))
         assert got.view(np.uint32).tolist() == case["float32_bits"]
     for case in vectors["latents"]:
         lat = noise.latents(int(case["seed"]), tuple(case["shape"]))

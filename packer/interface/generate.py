@@ -1,0 +1,64 @@
+"""`packer generate BUNDLE --prompt ...`: one image from a bundle with the native TVM runtime."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from packer.errors import UsageError
+from packer.support import progress
+
+
+@dataclass
+class GenerateArgs:
+    bundle: Path
+    prompt: str
+    out: Path
+    negative_prompt: str = ""
+    seed: int = 0
+    steps: int | None = None
+    guidance: float | None = None
+    scheduler: str | None = None
+    device: str = "cpu"
+    latents: Path | None = None
+
+
+@dataclass
+class GenerateResult:
+    out: Path
+    seconds: float
+    size: tuple[int, int]
+    variant: str
+
+    def display(self) -> str:
+        return f"wrote {self.out} ({self.size[1]}x{self.size[0]}, {self.variant}, {self.seconds:.1f} s)"
+
+
+def generate(args: GenerateArgs) -> GenerateResult:
+    from packer.bundle import Bundle
+    from packer.runtime import schedulers
+    from packer.runtime.generate import Pipeline, Request, save_png
+
+    if args.scheduler is not None and args.scheduler not in schedulers.NAMES:
+        raise UsageError(f"unknown scheduler {args.scheduler!r}", f"choose one of {', '.join(schedulers.NAMES)}")
+    if not 0 <= args.seed < 2**64:
+        raise UsageError("--seed must be between 0 and 2^64-1")
+    if args.steps is not None and not 1 <= args.steps <= 1000:
+        raise UsageError("--steps must be between 1 and 1000")
+    latents = None
+    if args.latents is not None:
+        try:
+            latents = np.load(args.latents, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"cannot read --latents {args.latents}: {exc}", "pass a .npy float32 array") from None
+    start = time.perf_counter()
+    pipe = Pipeline(Bundle.open(args.bundle), device=args.device)
+    req = Request(args.prompt, args.negative_prompt, args.seed, args.steps, args.guidance, args.scheduler, latents)
+    with progress.task("denoise", args.steps or pipe.bundle.manifest["scheduler"]["steps"]) as bar:
+        image = pipe(req, on_step=lambda i, n: bar.advance())
+    save_png(image, args.out)
+    key = f"{pipe.variant['kind']}-{pipe.variant['dtype']}"
+    return GenerateResult(args.out, time.perf_counter() - start, image.shape[:2], key)

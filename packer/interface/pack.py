@@ -1,0 +1,172 @@
+"""`packer pack CHECKPOINT --out DIR`: ingest → compile (cached by signature) → bundle."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from packer.errors import UsageError
+from packer.support import canonical, progress
+
+DTYPES = {"fp16": "float16", "float16": "float16", "fp32": "float32", "float32": "float32"}
+SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$")
+REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+MANIFEST_COMPONENTS = {"text_encoder": "text_encoder", "unet": "unet", "vae_decoder": "vae_decoder"}
+
+
+@dataclass
+class PackArgs:
+    checkpoint: str
+    out: Path
+    targets: list[str] = field(default_factory=lambda: ["llvm"])
+    dtype: str = "fp32"
+    version: str = "0.1.0"
+    model_id: str | None = None
+    license: str = "creativeml-openrail-m"
+    base_model: str = "runwayml/stable-diffusion-v1-5"
+    tokenizer: Path | None = None
+    prediction_type: str | None = None
+    shard_mb: int = 32
+    overwrite: bool = False
+
+    def checked(self) -> "PackArgs":
+        """Validate arguments before any work is done (no partial output on bad input)."""
+        if self.dtype not in DTYPES:
+            raise UsageError(f"unknown --dtype {self.dtype!r}", "use fp16 or fp32")
+        if not SEMVER.match(self.version.removeprefix("v")):
+            raise UsageError(f"--version {self.version!r} is not a semantic version", "use MAJOR.MINOR.PATCH, e.g. 1.2.0")
+        if self.model_id is not None and (not REPO_ID.match(self.model_id) or ".." in self.model_id or "--" in self.model_id):
+            raise UsageError(f"invalid model id {self.model_id!r}", "use ORG/NAME with letters, digits, '.', '_' or '-'")
+        from packer.compile import targets as target_registry
+
+        unknown = [t for t in self.targets if t not in target_registry.TARGETS]
+        if unknown or not self.targets:
+            raise UsageError(f"unknown target(s) {', '.join(unknown) or '(none)'}",
+                             f"choose from {', '.join(sorted(target_registry.TARGETS))}")
+        if self.prediction_type not in (None, "epsilon", "v_prediction"):
+            raise UsageError(f"unknown --prediction-type {self.prediction_type!r}", "use epsilon or v_prediction")
+        if not 1 <= self.shard_mb <= 1024:
+            raise UsageError("--shard-mb must be between 1 and 1024")
+        return self
+
+
+@dataclass
+class PackResult:
+    out: Path
+    manifest: dict
+    compiled: int
+    reused: int
+
+    def display(self) -> str:
+        m = self.manifest
+        size = sum(f["size"] for f in m["files"])
+        return (f"packed {m['model']['id']} {m['model']['version']} → {self.out} "
+                f"({len(m['files'])} files, {size / 2**20:.1f} MiB; targets {', '.join(sorted(m['targets']))}; "
+                f"libraries: {self.compiled} compiled, {self.reused} reused)")
+
+
+def _model_id(checkpoint: str) -> str:
+    stem = Path(checkpoint.split("@")[0]).name
+    stem = re.sub(r"\.(safetensors|ckpt|pt|pth)$", "", stem)
+    return "local/" + (re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-.") or "model")
+
+
+def _params(ckpt, compiled, dtype: str) -> list[tuple[str, np.ndarray]]:
+    state = ckpt.state_dicts[compiled.param_source]
+    out = []
+    for key in compiled.params:
+        t = state[key].detach().cpu()
+        arr = t.numpy()
+        if arr.dtype.kind == "f":
+            arr = arr.astype(dtype)
+        out.append((key, np.ascontiguousarray(arr)))
+    return out
+
+
+def pack(args: PackArgs) -> PackResult:
+    """Turn a checkpoint into a bundle at ``args.out``; nothing is written if anything fails."""
+    from packer.bundle import BundleWriter
+    from packer.bundle.writer import generator_info
+    from packer.compile import PIPELINE_VERSION, compile_all
+    from packer.ingest import ingest
+    from packer.runtime import noise
+
+    args.checked()
+    if args.out.exists() and not args.overwrite:
+        raise UsageError(f"{args.out} already exists", "choose another --out or pass --overwrite")
+    dtype = DTYPES[args.dtype]
+    progress.status(f"ingesting {args.checkpoint}")
+    ckpt = ingest(args.checkpoint, tokenizer=args.tokenizer, prediction_type=args.prediction_type)
+    progress.status("compiling (libraries are reused when the architecture was built before)")
+    compiled = compile_all(ckpt, targets=args.targets, dtype=dtype)
+    by_component: dict[str, list] = {}
+    for (component, _target), cc in compiled.items():
+        by_component.setdefault(component, []).append(cc)
+
+    with BundleWriter(args.out, shard_bytes=args.shard_mb << 20, overwrite=args.overwrite) as writer:
+        components = {}
+        for component, ccs in by_component.items():
+            first = ccs[0]
+            assert all(c.params == first.params for c in ccs), "targets disagree on parameter order"
+            index, names = writer.add_weights(component, _params(ckpt, first, dtype))
+            components[component] = {"weights": index, "params": names, "inputs": first.inputs, "outputs": first.outputs}
+        targets = {}
+        for (component, target), cc in sorted(compiled.items()):
+            key = f"{target}-{dtype}"
+            rel = f"libs/{key}/{component}{cc.lib_path.suffix}"
+            writer.add_file(rel, cc.lib_path)
+            entry = targets.setdefault(key, {
+                "kind": cc.target_json["kind"], "dtype": dtype, "target": cc.target_json, "libs": {},
+                "tuning_db_sha256": cc.tuning_db_sha256, "requirements": cc.requirements if hasattr(cc, "requirements") else {},
+            })
+            entry["libs"][component] = rel
+        tok_files = []
+        for name in ("tokenizer.json", "tokenizer_config.json"):
+            if (ckpt.tokenizer_dir / name).is_file():
+                writer.add_file(f"tokenizer/{name}", ckpt.tokenizer_dir / name)
+                tok_files.append(f"tokenizer/{name}")
+        fields = _manifest_fields(args, ckpt, components, targets, tok_files, dtype)
+        fields["generator"] = generator_info(PIPELINE_VERSION)
+        fields["noise"] = {"generator": noise.GENERATOR, "version": noise.VERSION}
+        doc = writer.commit(fields)
+    reused = sum(1 for c in compiled.values() if getattr(c, "reused", False))
+    return PackResult(args.out, doc, len(compiled) - reused, reused)
+
+
+def _clean(config: dict) -> dict:
+    """A config without private keys (``_name_or_path`` and the like would leak machine paths)."""
+    return {k: v for k, v in sorted(config.items()) if not k.startswith("_")}
+
+
+def _manifest_fields(args, ckpt, components, targets, tok_files, dtype) -> dict:
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(ckpt.tokenizer_dir / "tokenizer.json"))
+    vocab = tok.get_vocab()
+    eos = vocab.get("<|endoftext|>")
+    bos = vocab.get("<|startoftext|>")
+    unet, vae = ckpt.configs["unet"], ckpt.configs["vae"]
+    vae_scale = 2 ** (len(vae["block_out_channels"]) - 1)
+    sample = unet["sample_size"]
+    latent = {"channels": unet["in_channels"], "height": sample, "width": sample,
+              "scaling_factor": vae.get("scaling_factor", 0.18215), "vae_scale": vae_scale}
+    sig = canonical.sha256_bytes(canonical.dumps({"configs": ckpt.signature_configs(), "latent": latent, "dtype": dtype}))
+    tokenizer = {"files": tok_files, "max_length": 77}
+    tokenizer.update({k: v for k, v in (("bos_token_id", bos), ("eos_token_id", eos), ("pad_token_id", eos)) if v is not None})
+    model = {"id": args.model_id or _model_id(args.checkpoint), "version": args.version.removeprefix("v"),
+             "license": args.license, "base_model": args.base_model}
+    return {
+        "model": model,
+        "source": ckpt.source,
+        "architecture": {"family": "sd1", "signature": sig, "prediction_type": ckpt.prediction_type,
+                         "configs": {k: _clean(v) for k, v in ckpt.configs.items()}, "latent": latent},
+        "dtype": dtype,
+        "components": components,
+        "targets": targets,
+        "tokenizer": tokenizer,
+        "scheduler": {"default": "dpm++", "steps": 20, "guidance": 7.5,
+                      "config": {**ckpt.scheduler_config, "prediction_type": ckpt.prediction_type}},
+    }

@@ -1,0 +1,124 @@
+"""Generate an image from a bundle natively with the TVM runtime (no torch model involved).
+
+The loop is the one ``diffusers.StableDiffusionPipeline`` runs — tokenize, encode prompt and
+negative prompt, denoise a batch of two (unconditional, conditional) with classifier-free
+guidance, decode with the VAE — but every network call goes to the bundle's compiled libraries
+and the initial latents come from the bundle spec's seeded noise generator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from packer.bundle import Bundle
+from packer.errors import UsageError
+from packer.runtime import noise, schedulers
+
+DEVICE_KINDS = {"cpu": "llvm", "cuda": "cuda"}
+
+
+@dataclass
+class Request:
+    prompt: str
+    negative_prompt: str = ""
+    seed: int = 0
+    steps: int | None = None
+    guidance: float | None = None
+    scheduler: str | None = None
+    latents: np.ndarray | None = None
+
+
+class Pipeline:
+    """A loaded bundle: tokenizer, three compiled components with their weights on ``device``."""
+
+    def __init__(self, bundle: Bundle, device: str = "cpu", dtype: str | None = None):
+        from tokenizers import Tokenizer
+
+        from packer.runtime.module import ComponentRunner
+
+        self.bundle = bundle
+        m = bundle.manifest
+        self.variant = self._pick_variant(m, device, dtype)
+        self.float = np.dtype(self.variant["dtype"])
+        tok = m["tokenizer"]
+        self.tokenizer = Tokenizer.from_str(bundle.read(tok["files"][0]).decode())
+        self.max_length = tok["max_length"]
+        self.pad_id = tok.get("pad_token_id", tok.get("eos_token_id", 0))
+        self.runners = {}
+        for comp, rel in self.variant["libs"].items():
+            bundle.read(rel)  # verify before loading
+            params = bundle.load_params(comp)
+            order = m["components"][comp]["params"]
+            self.runners[comp] = ComponentRunner(bundle.root / rel, [params[n] for n in order], device)
+
+    @staticmethod
+    def _pick_variant(m: dict, device: str, dtype: str | None) -> dict:
+        kind = DEVICE_KINDS.get(device)
+        if kind is None:
+            raise UsageError(f"unknown device {device!r}", "use cpu or cuda")
+        found = [t for t in m["targets"].values() if t["kind"] == kind and (dtype is None or t["dtype"] == dtype)]
+        if not found:
+            have = ", ".join(sorted(m["targets"])) or "none"
+            raise UsageError(f"bundle has no {kind} library{' for ' + dtype if dtype else ''} (it has: {have})",
+                             "repack with --targets including " + kind)
+        return sorted(found, key=lambda t: t["dtype"] != m["dtype"])[0]
+
+    def token_ids(self, text: str) -> np.ndarray:
+        """CLIP ids as diffusers makes them: truncated to max_length (keeping the end token), padded."""
+        ids = self.tokenizer.encode(text).ids
+        if len(ids) > self.max_length:
+            ids = ids[: self.max_length - 1] + ids[-1:]
+        ids = ids + [self.pad_id] * (self.max_length - len(ids))
+        return np.asarray(ids, dtype=np.int32)[None]
+
+    def encode_prompt(self, text: str) -> np.ndarray:
+        return self.runners["text_encoder"](self.token_ids(text))
+
+    def __call__(self, req: Request, on_step: Callable[[int, int], None] | None = None) -> np.ndarray:
+        """The decoded image as float32 [H, W, 3] in [0, 1]."""
+        m = self.bundle.manifest
+        lat = m["architecture"]["latent"]
+        sched_cfg = m["scheduler"]
+        scheduler = schedulers.make(req.scheduler or sched_cfg["default"], sched_cfg["config"])
+        steps = req.steps or sched_cfg["steps"]
+        guidance = sched_cfg["guidance"] if req.guidance is None else req.guidance
+        shape = (1, lat["channels"], lat["height"], lat["width"])
+        latents = noise.latents(req.seed, shape) if req.latents is None else np.asarray(req.latents, np.float32)
+        if latents.shape != shape:
+            raise UsageError(f"--latents has shape {list(latents.shape)}, the bundle needs {list(shape)}")
+        import torch
+
+        hidden = np.concatenate([self.encode_prompt(req.negative_prompt), self.encode_prompt(req.prompt)])
+        scheduler.set_timesteps(steps)
+        x = torch.from_numpy(latents) * scheduler.init_noise_sigma
+        gen = torch.Generator().manual_seed(req.seed)  # only ancestral samplers draw from it
+        for i, t in enumerate(scheduler.timesteps):
+            x_in = scheduler.scale_model_input(torch.cat([x, x]), t)
+            ts = np.full((2,), float(t), dtype=np.float32)
+            pred = self.runners["unet"](x_in.numpy().astype(self.float), ts, hidden.astype(self.float))
+            uncond, cond = torch.from_numpy(pred.astype(np.float32)).chunk(2)
+            guided = uncond + guidance * (cond - uncond)
+            x = scheduler.step(guided, t, x, generator=gen, return_dict=False)[0]
+            if on_step:
+                on_step(i + 1, len(scheduler.timesteps))
+        z = (x.numpy() / lat["scaling_factor"]).astype(self.float)
+        image = self.runners["vae_decoder"](z).astype(np.float32)[0]
+        return np.clip(image / 2 + 0.5, 0, 1).transpose(1, 2, 0)
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """diffusers' conversion of a [0, 1] float image to 8-bit."""
+    return (image * 255).round().astype(np.uint8)
+
+
+def save_png(image: np.ndarray, path: Path) -> Path:
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(to_uint8(image)).save(path, format="PNG")
+    return path

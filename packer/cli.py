@@ -12,7 +12,7 @@ from pathlib import Path
 import typer
 
 from packer import __version__
-from packer.errors import SdpackError
+from packer.errors import SdpackError, UsageError
 
 app = typer.Typer(
     name="packer",
@@ -106,6 +106,79 @@ def generate(
 
     args = GenerateArgs(bundle, prompt, out, negative_prompt, seed, steps, guidance, scheduler, device, latents)
     typer.echo(run(args).display())
+
+
+@app.command()
+@handles_errors
+def publish(
+    repo: str = typer.Argument(..., help="ORG/NAME on the Hub"),
+    version: str = typer.Option(..., "--version", help="semantic version, e.g. 1.0.0 (tagged v1.0.0)"),
+    checkpoint: str = typer.Option(None, "--checkpoint", help="checkpoint to pack and publish"),
+    bundle: Path = typer.Option(None, "--bundle", help="an already packed bundle to publish instead"),
+    targets: str = typer.Option("llvm", help="comma-separated compile targets (with --checkpoint)"),
+    dtype: str = typer.Option("fp32", help="fp16 or fp32 (with --checkpoint)"),
+    tokenizer: Path = typer.Option(None, help="CLIP tokenizer folder for single-file checkpoints"),
+    prediction_type: str = typer.Option(None, "--prediction-type", help="epsilon or v_prediction"),
+    license: str = typer.Option("creativeml-openrail-m", help="license recorded in the manifest and model card"),
+    private: bool = typer.Option(False, "--private", help="create the Hub repo as private"),
+    to: str = typer.Option("hf", "--to", help="'hf' for the Hugging Face Hub, or a directory hub"),
+    endpoint: str = typer.Option(None, "--endpoint", help="Hub URL (default: HF_ENDPOINT or huggingface.co)"),
+) -> None:
+    """Pack a checkpoint (reusing compiled libraries) and publish it as an immutable version:
+    one commit, tagged vX.Y.Z (token: HF_TOKEN or `hf auth login`)."""
+    from packer.interface.pack import PackArgs
+    from packer.interface.publish import publish_checkpoint
+
+    if (checkpoint is None) == (bundle is None):
+        raise UsageError("pass exactly one of --checkpoint or --bundle")
+    dest = to if to == "hf" else Path(to)
+    pack_args = None
+    if checkpoint is not None:
+        pack_args = PackArgs(checkpoint, Path(), [t.strip() for t in targets.split(",") if t.strip()], dtype, version,
+                             repo, license=license, tokenizer=tokenizer, prediction_type=prediction_type)
+    typer.echo(publish_checkpoint(repo, version, pack_args=pack_args, bundle=bundle, private=private,
+                                  to=dest, endpoint=endpoint).display())
+
+
+@app.command()
+@handles_errors
+def resolve(
+    spec: str = typer.Argument(..., help="ORG/NAME@VERSION, ORG/NAME@<commit sha>, or a lock file"),
+    endpoint: str = typer.Option(None, "--endpoint", help="Hub URL or directory hub"),
+    lock_out: Path = typer.Option(None, "--lock-out", help="write a lock record here"),
+) -> None:
+    """Print the commit, manifest URL and manifest sha256 a version pins (JSON)."""
+    from packer.interface.resolve import resolve_pin
+
+    typer.echo(resolve_pin(spec, endpoint=endpoint, lock_out=lock_out).display())
+
+
+@app.command()
+@handles_errors
+def pull(
+    spec: str = typer.Argument(..., help="ORG/NAME@VERSION, ORG/NAME@<commit sha>, or a lock file"),
+    out: Path = typer.Option(..., "--out", help="directory to create (must not exist)"),
+    endpoint: str = typer.Option(None, "--endpoint", help="Hub URL or directory hub (default: the lock's)"),
+) -> None:
+    """Download a pinned bundle and verify every file before it appears at --out."""
+    from packer.interface.pull import pull_bundle
+
+    typer.echo(pull_bundle(spec, out, endpoint=endpoint).display())
+
+
+@app.command()
+@handles_errors
+def serve(
+    directory: Path = typer.Argument(..., help="directory hub (written by `packer publish --to DIR`)"),
+    port: int = typer.Option(8000, "--port", help="TCP port"),
+    host: str = typer.Option("127.0.0.1", "--host", help="address to bind (127.0.0.1 unless you mean it)"),
+) -> None:
+    """Serve a directory hub at /ORG/NAME/resolve/REV/PATH with CORS and Range, for browsers."""
+    from packer.interface.serve import start
+
+    serving = start(directory, port=port, host=host)
+    typer.echo(serving.display())
+    serving.wait()
 
 
 @app.command()

@@ -167,10 +167,11 @@ def generate(dest: Path) -> None:
     (dest / "noise.json").write_bytes(canonical.dumps(noise_vectors()))
 
 
-def differences(a: Path, b: Path) -> list[str]:
-    """Relative paths that differ between two generated trees."""
+def differences(committed: Path, fresh: Path) -> list[str]:
+    """Paths this script generates that differ from (or are missing in / extra in) ``committed``."""
     files = lambda root: {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}  # noqa: E731
-    names = {n for n in files(a) | files(b) if not n.endswith(".py")}
+    names = files(fresh) | {f"bundle/{n}" for n in files(committed / "bundle")}
+    a, b = committed, fresh
     return sorted(n for n in names if not ((a / n).is_file() and (b / n).is_file() and filecmp.cmp(a / n, b / n, shallow=False)))
 
 

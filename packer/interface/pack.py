@@ -9,11 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from packer.errors import UsageError
-from packer.support import canonical, progress
+from packer.support import canonical, names, progress
 
 DTYPES = {"fp16": "float16", "float16": "float16", "fp32": "float32", "float32": "float32"}
-SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$")
-REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 MANIFEST_COMPONENTS = {"text_encoder": "text_encoder", "unet": "unet", "vae_decoder": "vae_decoder"}
 
 
@@ -36,10 +34,9 @@ class PackArgs:
         """Validate arguments before any work is done (no partial output on bad input)."""
         if self.dtype not in DTYPES:
             raise UsageError(f"unknown --dtype {self.dtype!r}", "use fp16 or fp32")
-        if not SEMVER.match(self.version.removeprefix("v")):
-            raise UsageError(f"--version {self.version!r} is not a semantic version", "use MAJOR.MINOR.PATCH, e.g. 1.2.0")
-        if self.model_id is not None and (not REPO_ID.match(self.model_id) or ".." in self.model_id or "--" in self.model_id):
-            raise UsageError(f"invalid model id {self.model_id!r}", "use ORG/NAME with letters, digits, '.', '_' or '-'")
+        self.version = names.check_version(self.version)
+        if self.model_id is not None:
+            names.check_repo_id(self.model_id)
         from packer.compile import targets as target_registry
 
         unknown = [t for t in self.targets if t not in target_registry.TARGETS]
@@ -156,7 +153,7 @@ def _manifest_fields(args, ckpt, components, targets, tok_files, dtype) -> dict:
     sig = canonical.sha256_bytes(canonical.dumps({"configs": ckpt.signature_configs(), "latent": latent, "dtype": dtype}))
     tokenizer = {"files": tok_files, "max_length": 77}
     tokenizer.update({k: v for k, v in (("bos_token_id", bos), ("eos_token_id", eos), ("pad_token_id", eos)) if v is not None})
-    model = {"id": args.model_id or _model_id(args.checkpoint), "version": args.version.removeprefix("v"),
+    model = {"id": args.model_id or _model_id(args.checkpoint), "version": args.version,
              "license": args.license, "base_model": args.base_model}
     return {
         "model": model,

@@ -1,0 +1,44 @@
+"""`packer resolve ORG/NAME@VERSION|LOCKFILE [--endpoint URL|DIR] [--lock-out FILE]`.
+
+Prints, as JSON, the commit a version pins and the manifest URL and sha256 a web page or a
+script should fetch; ``--lock-out`` writes the same as a lock record for `packer pull`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from packer.hub import lock
+from packer.hub.resolve import Resolved, resolve
+
+
+@dataclass
+class ResolveArgs:
+    spec: str
+    endpoint: str | None = None
+    lock_out: Path | None = None
+
+    def display(self) -> str:
+        return f"resolve {self.spec}" + (f" at {self.endpoint}" if self.endpoint else "")
+
+
+@dataclass
+class ResolveResult:
+    resolved: Resolved
+    lock_file: Path | None = None
+
+    def display(self) -> str:
+        doc = self.resolved.as_dict()
+        if self.lock_file is not None:
+            doc["lock_file"] = str(self.lock_file)
+        return json.dumps(doc, indent=2, sort_keys=True)
+
+
+def resolve_pin(spec: str, endpoint: str | None = None, lock_out: Path | None = None) -> ResolveResult:
+    """Resolve ``spec`` (a pin or a lock file); write a lock record to ``lock_out`` if given."""
+    args = ResolveArgs(spec, endpoint, Path(lock_out) if lock_out else None)
+    resolved = resolve(args.spec, args.endpoint)
+    written = lock.write(args.lock_out, resolved.lock()) if args.lock_out else None
+    return ResolveResult(resolved, written)

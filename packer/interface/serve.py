@@ -1,0 +1,49 @@
+"""`packer serve DIR [--port N] [--host H]`: a directory hub over HTTP, with the Hub's URL shape.
+
+Binds 127.0.0.1 by default: exposing a hub to the network is a decision, not a default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from packer.hub.serve import make_server
+
+
+@dataclass
+class ServeArgs:
+    directory: Path
+    port: int = 8000
+    host: str = "127.0.0.1"
+
+    def display(self) -> str:
+        return f"serve {self.directory} on {self.host}:{self.port}"
+
+
+class Serving:
+    """A bound server: ``display()`` says where, ``wait()`` serves until Ctrl-C, ``stop()`` ends it."""
+
+    def __init__(self, args: ServeArgs):
+        self.args = args
+        self.server = make_server(args.directory, args.port, args.host)
+        self.url = f"http://{self.server.server_address[0]}:{self.server.server_address[1]}"
+
+    def display(self) -> str:
+        return f"serving {self.args.directory} at {self.url}/ORG/NAME/resolve/vX.Y.Z/manifest.json (Ctrl-C to stop)"
+
+    def wait(self) -> None:
+        try:
+            self.server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.server.server_close()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def start(directory: Path, port: int = 8000, host: str = "127.0.0.1") -> Serving:
+    return Serving(ServeArgs(Path(directory), port, host))

@@ -95,16 +95,16 @@ class Pipeline:
         hidden = np.concatenate([self.encode_prompt(req.negative_prompt), self.encode_prompt(req.prompt)])
         scheduler.set_timesteps(steps)
         x = torch.from_numpy(latents) * scheduler.init_noise_sigma
-        gen = torch.Generator().manual_seed(req.seed)  # only ancestral samplers draw from it
-        for i, t in enumerate(scheduler.timesteps):
-            x_in = scheduler.scale_model_input(torch.cat([x, x]), t)
-            ts = np.full((2,), float(t), dtype=np.float32)
-            pred = self.runners["unet"](x_in.numpy().astype(self.float), ts, hidden.astype(self.float))
-            uncond, cond = torch.from_numpy(pred.astype(np.float32)).chunk(2)
-            guided = uncond + guidance * (cond - uncond)
-            x = scheduler.step(guided, t, x, generator=gen, return_dict=False)[0]
-            if on_step:
-                on_step(i + 1, len(scheduler.timesteps))
+        with schedulers.spec_step_noise(scheduler, req.seed):  # ancestral noise from the spec
+            for i, t in enumerate(scheduler.timesteps):
+                x_in = scheduler.scale_model_input(torch.cat([x, x]), t)
+                ts = np.full((2,), float(t), dtype=np.float32)
+                pred = self.runners["unet"](x_in.numpy().astype(self.float), ts, hidden.astype(self.float))
+                uncond, cond = torch.from_numpy(pred.astype(np.float32)).chunk(2)
+                guided = uncond + guidance * (cond - uncond)
+                x = scheduler.step(guided, t, x, return_dict=False)[0]
+                if on_step:
+                    on_step(i + 1, len(scheduler.timesteps))
         z = (x.numpy() / lat["scaling_factor"]).astype(self.float)
         image = self.runners["vae_decoder"](z).astype(np.float32)[0]
         return np.clip(image / 2 + 0.5, 0, 1).transpose(1, 2, 0)

@@ -88,3 +88,10 @@ def test_noise_is_standard_normal_and_seed_sensitive():
     np.testing.assert_array_equal(noise.standard_normal(7, 10), z[:10])
     with pytest.raises(ValueError):
         noise.standard_normal(-1, 4)
+
+
+def test_runtime_vectors_regenerate_identically():
+    """schedulers.json / tokenizer_cases.json are what diffusers and tokenizers produce today."""
+    script = GOLDEN / "make_runtime_vectors.py"
+    proc = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -1,0 +1,71 @@
+"""Run one compiled component natively (CPU or CUDA) through the TVM runtime.
+
+A library built by :mod:`packer.compile` exposes ``main(*inputs, *params)`` (calling
+convention: ``packer/compile/__init__.py``). :class:`ComponentRunner` uploads the params to the
+device once and appends them to every call, so the caller only passes the per-step inputs.
+Only the TVM *runtime* is used here: no compiler, no torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import SdpackError
+
+DEVICES = ("cpu", "cuda")
+
+
+class ComponentRunner:
+    """``ComponentRunner(lib, params, device)(*inputs) -> first output`` as a numpy array.
+
+    ``params`` are numpy arrays in :attr:`CompiledComponent.params` order and already in the
+    library's param dtype (float16 for the fp16 variant); they are copied to the device here.
+
+    >>> runner = ComponentRunner(cc.lib_path, [sd[k].numpy() for k in cc.params])  # doctest: +SKIP
+    >>> hidden = runner(ids.astype(np.int32))  # doctest: +SKIP
+    """
+
+    def __init__(self, lib_path: Path | str, params: Sequence[np.ndarray], device: str = "cpu"):
+        import tvm
+        from tvm import relax
+
+        self._device = _device(device)
+        try:
+            # dlopen caches by path: a path is loaded once per process, so a library file must
+            # never be replaced in place while a process may have loaded it (the cache never does).
+            library = tvm.runtime.load_module(str(lib_path))
+            self._main = relax.VirtualMachine(library, self._device)["main"]
+        except Exception as exc:  # TVM raises its own error types
+            raise SdpackError(f"cannot load compiled library {lib_path}: {exc}",
+                              "rebuild it; the library may be for another target") from exc
+        self._params = [self._upload(p) for p in params]
+
+    def __call__(self, *inputs: np.ndarray) -> np.ndarray:
+        try:
+            out = self._main(*[self._upload(x) for x in inputs], *self._params)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise SdpackError(f"calling the compiled component failed: {exc}",
+                              "check input/param count, shapes and dtypes against the "
+                              "calling convention") from exc
+        if not hasattr(out, "numpy"):  # a tuple result: the first output is the one we want
+            out = out[0]
+        return out.numpy()
+
+    def _upload(self, array: np.ndarray):
+        import tvm
+
+        return tvm.runtime.tensor(np.ascontiguousarray(array), device=self._device)
+
+
+def _device(name: str):
+    import tvm
+
+    if name not in DEVICES:
+        raise SdpackError(f"unknown device {name!r}", f"one of: {', '.join(DEVICES)}")
+    device = tvm.cpu(0) if name == "cpu" else tvm.cuda(0)
+    if not device.exist:
+        raise SdpackError(f"no {name} device available", "run on a machine with a GPU or use cpu")
+    return device

@@ -1,0 +1,28 @@
+/**
+ * The one error type of the runtime: a message that names the file at fault and a hint that
+ * says what the user can do. Callers catch `BundleError` and show `message` and `hint`.
+ */
+export class BundleError extends Error {
+  /** What the user can do about it, when there is something. */
+  readonly hint?: string;
+  /** The bundle-relative path (or URL) the error is about, when it is about one file. */
+  readonly file?: string;
+
+  constructor(message: string, options: { hint?: string; file?: string; cause?: unknown } = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = "BundleError";
+    this.hint = options.hint;
+    this.file = options.file;
+  }
+}
+
+/** The hint for any file that fails its checks. */
+export const DAMAGED = "the bundle is damaged or was tampered with; pull or pack it again";
+
+/** A scheduler config or name this runtime cannot run. */
+export class UnsupportedError extends BundleError {
+  constructor(message: string, hint?: string) {
+    super(message, { hint });
+    this.name = "UnsupportedError";
+  }
+}

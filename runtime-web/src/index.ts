@@ -1,0 +1,50 @@
+/**
+ * @sdpack/runtime-web: everything a browser needs to run an sdpack bundle that is not the GPU —
+ * fetch and verify the bundle, decode its weight shards, tokenize prompts, make the seeded
+ * initial noise, and step the schedulers — each reproducing the formats/ spec and the native
+ * pipeline (packer/runtime/generate.py).
+ */
+export { BundleError, DAMAGED, UnsupportedError } from "./errors.js";
+export { sha256Hex } from "./hash.js";
+export {
+  checkPath,
+  FORMAT,
+  FORMAT_VERSION,
+  MANIFEST_NAME,
+  parseManifest,
+  validateManifest,
+  type Component,
+  type Dtype,
+  type FileEncoding,
+  type FileEntry,
+  type Manifest,
+  type SchedulerName,
+  type Target,
+  type TensorSpec,
+} from "./manifest.js";
+export { GENERATOR as NOISE_GENERATOR, VERSION as NOISE_VERSION, latents, parseSeed, philox4x32_10, standardNormal, uint32Stream, type Seed } from "./noise.js";
+export { decodeShard, unshuffle, verifyStored, zstdContentSize } from "./encoding.js";
+export {
+  DTYPE_SIZES,
+  INDEX_NAME,
+  parseTensorCache,
+  shardTensors,
+  type ShardRecord,
+  type Tensor,
+  type TensorCacheIndex,
+  type TensorData,
+  type TensorRecord,
+} from "./tensorCache.js";
+export { BrowserCache, MemoryCache, type ContentCache } from "./cache.js";
+export {
+  componentTensors,
+  fetchManifest,
+  hubManifestUrl,
+  loadBundleFiles,
+  resolveBundleUrl,
+  type LoadedBundle,
+  type LoadOptions,
+  type LoadProgress,
+} from "./loader.js";
+export { PromptTokenizer, type PromptTokenizerOptions } from "./tokenizer.js";
+export * from "./schedulers/index.js";

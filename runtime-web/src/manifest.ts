@@ -1,0 +1,204 @@
+/**
+ * manifest.json: its types, the JSON Schema check (formats/manifest.schema.json, copied in at
+ * build time) and the rules the schema cannot say (formats/README.md "Paths", "Versioning").
+ */
+import { Ajv2020, type ErrorObject } from "ajv/dist/2020.js";
+
+import { BundleError } from "./errors.js";
+import { manifestSchema } from "./generated/manifestSchema.js";
+
+export const FORMAT = "sdpack.bundle";
+export const FORMAT_VERSION = 1;
+export const MANIFEST_NAME = "manifest.json";
+export const MAX_MANIFEST_BYTES = 16 << 20;
+const MAX_PATH = 512;
+const SEGMENT = /^[A-Za-z0-9._-]+$/;
+
+export type Dtype = "float32" | "float16" | "int32" | "int64" | "uint8";
+export type SchedulerName = "dpm++" | "euler" | "euler-a" | "ddim" | "pndm";
+
+export interface TensorSpec {
+  name: string;
+  shape: number[];
+  dtype: string;
+}
+
+export interface Component {
+  /** The component's tensor-cache.json. */
+  weights: string;
+  /** Parameter names in the order the compiled function takes them after its inputs. */
+  params: string[];
+  inputs: TensorSpec[];
+  outputs?: TensorSpec[];
+}
+
+export interface Target {
+  kind: "llvm" | "cuda" | "webgpu" | "metal" | "vulkan" | "opencl" | "rocm";
+  dtype: "float32" | "float16";
+  target: Record<string, unknown>;
+  libs: Record<string, string>;
+  signature?: string;
+  tuning_db_sha256?: string | null;
+  requirements: {
+    features?: string[];
+    arch?: string;
+    max_buffer_bytes?: number;
+    estimated_memory_bytes?: number;
+  };
+}
+
+export interface FileEncoding {
+  compression: "zstd";
+  shuffle?: 2 | 4;
+  raw_size: number;
+  raw_sha256: string;
+}
+
+export interface FileEntry {
+  path: string;
+  size: number;
+  sha256: string;
+  encoding?: FileEncoding;
+}
+
+export interface Manifest {
+  format: typeof FORMAT;
+  format_version: typeof FORMAT_VERSION;
+  model: { id: string; version: string; license: string; base_model?: string; description?: string };
+  source: { name: string; format: string; sha256: string; revision?: string };
+  architecture: {
+    family: "sd1";
+    signature: string;
+    prediction_type: "epsilon" | "v_prediction";
+    configs: Record<string, Record<string, unknown>>;
+    latent: { channels: number; height: number; width: number; scaling_factor: number; vae_scale: number };
+  };
+  dtype: "float32" | "float16";
+  components: Record<string, Component>;
+  targets: Record<string, Target>;
+  tokenizer: {
+    files: string[];
+    max_length: number;
+    pad_token_id?: number;
+    bos_token_id?: number;
+    eos_token_id?: number;
+  };
+  scheduler: { default: SchedulerName; steps: number; guidance: number; config: Record<string, unknown> };
+  noise: { generator: "philox4x32-10/box-muller"; version: 1 };
+  generator: Record<string, string | number>;
+  files: FileEntry[];
+}
+
+let validator: ReturnType<Ajv2020["compile"]> | undefined;
+
+function validate(doc: unknown): ErrorObject[] {
+  validator ??= new Ajv2020({ allErrors: false, strict: false }).compile(manifestSchema);
+  return validator(doc) ? [] : (validator.errors ?? []);
+}
+
+/**
+ * A bundle-relative path must be POSIX, relative, at most 512 characters of segments of
+ * `[A-Za-z0-9._-]`, with no empty, `.` or `..` segment. `where` names the file that holds it.
+ */
+export function checkPath(path: unknown, where: string): string {
+  if (typeof path !== "string" || path.length === 0) {
+    throw new BundleError(`${where}: path must be a non-empty string`, { file: where });
+  }
+  const shown = JSON.stringify(path);
+  if (path.includes("\\")) {
+    throw new BundleError(`${where}: path ${shown} contains a backslash`, { file: where, hint: "bundle paths use '/'" });
+  }
+  if (path.startsWith("/") || /^[A-Za-z]:/.test(path)) {
+    throw new BundleError(`${where}: path ${shown} is absolute`, { file: where, hint: "bundle paths are relative to the bundle root" });
+  }
+  if (path.length > MAX_PATH) throw new BundleError(`${where}: path ${shown} is longer than ${MAX_PATH}`, { file: where });
+  for (const seg of path.split("/")) {
+    if (seg === "" || seg === "." || seg === "..") {
+      throw new BundleError(`${where}: path ${shown} has an empty, '.' or '..' segment`, {
+        file: where,
+        hint: "the manifest is forged or damaged",
+      });
+    }
+    if (!SEGMENT.test(seg)) throw new BundleError(`${where}: path ${shown} has a character outside [A-Za-z0-9._-]`, { file: where });
+  }
+  return path;
+}
+
+function describe(error: ErrorObject): string {
+  const where = error.instancePath.replace(/^\//, "") || "(root)";
+  const message = `${error.message ?? "is invalid"}${error.params && "allowedValues" in error.params ? ` ${JSON.stringify(error.params.allowedValues)}` : ""}`;
+  return `${where}: ${message.length <= 160 ? message : message.slice(0, 157) + "..."}`;
+}
+
+/** Check `doc` against the schema and the rules it cannot say; return it typed. */
+export function validateManifest(doc: unknown, where: string = MANIFEST_NAME): Manifest {
+  if (typeof doc !== "object" || doc === null || Array.isArray(doc)) {
+    throw new BundleError(`${where}: not a JSON object`, { file: where });
+  }
+  const obj = doc as Record<string, unknown>;
+  if (obj.format !== FORMAT) {
+    throw new BundleError(`${where}: not an sdpack bundle manifest (format=${JSON.stringify(obj.format)})`, { file: where });
+  }
+  if (obj.format_version !== FORMAT_VERSION) {
+    throw new BundleError(
+      `${where}: unknown format_version ${JSON.stringify(obj.format_version)} (this runtime reads ${FORMAT_VERSION})`,
+      { file: where, hint: "upgrade sdpack's web runtime, or repack the model" },
+    );
+  }
+  if (Array.isArray(obj.files)) {
+    obj.files.forEach((entry, i) => {
+      if (typeof entry === "object" && entry !== null) checkPath((entry as { path?: unknown }).path, `${where}: files[${i}]`);
+    });
+  }
+  checkReferencedPaths(obj, where);
+  const errors = validate(doc);
+  if (errors.length) {
+    throw new BundleError(`${where}: schema violation at ${describe(errors[0])}`, { file: where, hint: "the manifest is forged or damaged" });
+  }
+  const manifest = doc as Manifest;
+  checkReferences(manifest, where);
+  return manifest;
+}
+
+/** Path rules for the paths the manifest refers to, before the schema (for a clearer message). */
+function checkReferencedPaths(obj: Record<string, unknown>, where: string): void {
+  const values = (o: unknown) => (typeof o === "object" && o !== null ? Object.values(o) : []);
+  for (const comp of values(obj.components)) {
+    const weights = (comp as { weights?: unknown })?.weights;
+    if (typeof weights === "string") checkPath(weights, where);
+  }
+  for (const target of values(obj.targets)) {
+    for (const lib of values((target as { libs?: unknown })?.libs)) if (typeof lib === "string") checkPath(lib, where);
+  }
+  const files = (obj.tokenizer as { files?: unknown })?.files;
+  if (Array.isArray(files)) for (const f of files) if (typeof f === "string") checkPath(f, where);
+}
+
+function checkReferences(m: Manifest, where: string): void {
+  const paths = m.files.map((f) => f.path);
+  const listed = new Set(paths);
+  if (listed.size !== paths.length) throw new BundleError(`${where}: a file is listed twice`, { file: where });
+  if (listed.has(MANIFEST_NAME)) throw new BundleError(`${where}: manifest.json must not list itself`, { file: where });
+  const refs = [
+    ...Object.values(m.components).map((c) => c.weights),
+    ...Object.values(m.targets).flatMap((t) => Object.values(t.libs)),
+    ...m.tokenizer.files,
+  ];
+  for (const ref of refs) {
+    if (!listed.has(ref)) throw new BundleError(`${where}: ${ref} is referenced but not listed in files`, { file: where });
+  }
+}
+
+/** Parse and validate manifest bytes (or text). Errors name `where`. */
+export function parseManifest(data: Uint8Array | ArrayBuffer | string, where: string = MANIFEST_NAME): Manifest {
+  const size = typeof data === "string" ? data.length : data.byteLength;
+  if (size > MAX_MANIFEST_BYTES) throw new BundleError(`${where}: ${size} bytes is too large for a manifest`, { file: where });
+  let doc: unknown;
+  try {
+    const text = typeof data === "string" ? data : new TextDecoder("utf-8", { fatal: true }).decode(data);
+    doc = JSON.parse(text);
+  } catch (err) {
+    throw new BundleError(`${where}: not valid JSON (${(err as Error).message})`, { file: where, cause: err });
+  }
+  return validateManifest(doc, where);
+}

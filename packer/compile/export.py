@@ -16,6 +16,7 @@ The result is always float32; :mod:`packer.compile.pipeline` lowers it to float1
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -32,13 +33,16 @@ UNET_BATCH = 2
 
 
 class _TextEncoder(nn.Module):
-    """CLIPTextModel → last_hidden_state, with int32 ids and int32 position ids."""
+    """CLIPTextModel → last_hidden_state, with int32 ids (clamped to the vocabulary) and int32
+    position ids."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        # The embedding lookup is unchecked gather: out-of-range ids would read out of bounds.
+        input_ids = input_ids.clamp(0, self.model.config.vocab_size - 1)
         position_ids = torch.arange(input_ids.shape[1], dtype=torch.int32).unsqueeze(0)
         return self.model(input_ids=input_ids, position_ids=position_ids, return_dict=False)[0]
 
@@ -61,7 +65,8 @@ class _VaeDecoder(nn.Module):
 
     def __init__(self, vae: nn.Module):
         super().__init__()
-        self.post_quant_conv = getattr(vae, "post_quant_conv", None) or nn.Identity()
+        post_quant_conv = getattr(vae, "post_quant_conv", None)
+        self.post_quant_conv = nn.Identity() if post_quant_conv is None else post_quant_conv
         self.decoder = vae.decoder
 
     def forward(self, latents: torch.Tensor) -> torch.Tensor:
@@ -109,6 +114,7 @@ SPECS: dict[str, _Spec] = {
 class ExportedComponent:
     """A float32 Relax module ``main(*inputs, *params)`` and what its params are."""
 
+    component: str
     mod: object  # tvm.IRModule
     params: list[str]  # keys of the component's ``state_dict()``, in call order
     param_source: str
@@ -128,18 +134,21 @@ def export_component(
     spec = SPECS[component]
     wrapper = spec.wrap(module)
     args = tuple(_example(shape, dtype) for _, shape, dtype in spec.inputs(module, latent_hw))
-    with _inference(module), _eager_attention(module, not spec.keep_sdpa):
-        try:
-            ep = torch.export.export(wrapper, args)
-        except Exception as exc:  # torch raises many unrelated types here
-            raise CompileError(
-                f"torch.export failed for {component}: {type(exc).__name__}: {exc}",
-                "the component uses an operation outside the SD1.5 architecture",
-            ) from exc
-    mod = _to_relax(ep, spec.keep_sdpa)
+    with warnings.catch_warnings():
+        # torch 2.13 deprecation noise from its own pytree internals, not actionable here
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
+        with _inference(module), _eager_attention(module, not spec.keep_sdpa):
+            try:
+                ep = torch.export.export(wrapper, args)
+            except Exception as exc:  # torch raises many unrelated types here
+                raise CompileError(
+                    f"torch.export failed for {component}: {type(exc).__name__}: {exc}",
+                    "the component uses an operation outside the SD1.5 architecture",
+                ) from exc
+        mod = _to_relax(ep, spec.keep_sdpa)
     params = _param_keys(mod, ep, spec.prefix, module, component)
     names = [name for name, _, _ in spec.inputs(module, latent_hw)]
-    return ExportedComponent(mod, params, spec.param_source, names, spec.output)
+    return ExportedComponent(component, mod, params, spec.param_source, names, spec.output)
 
 
 def _example(shape, dtype) -> torch.Tensor:
@@ -176,11 +185,11 @@ def _param_keys(mod, ep, prefix: str, module: nn.Module, component: str) -> list
     state_keys = set(module.state_dict().keys())
     keys = []
     for var in main.params[int(main.attrs["num_input"]):]:
-        target = by_arg.get(var.name_hint)
+        target = by_arg.get(var.name)
         key = target[len(prefix):] if target and target.startswith(prefix) else None
         if key not in state_keys:
             raise CompileError(
-                f"cannot map {component} parameter {var.name_hint!r} to a state-dict key",
+                f"cannot map {component} parameter {var.name!r} to a state-dict key",
                 "this is a bug in sdpack's exporter; please report it",
             )
         keys.append(key)
@@ -207,7 +216,6 @@ def _eager_attention(module: nn.Module, enable: bool) -> Iterator[None]:
         yield
         return
     before = config._attn_implementation
-    module.set_attn_implementation("eager") if hasattr(module, "set_attn_implementation") else None
     config._attn_implementation = "eager"
     try:
         yield

@@ -1,0 +1,117 @@
+"""THE pass list: every compiled library sdpack ships went through exactly these passes.
+
+The list is fixed and versioned so that a library can be named by what went into it: the
+architecture signature (:func:`packer.compile.architecture_signature`) includes
+``PIPELINE_VERSION``. Changing, adding or reordering a pass — anything that can change the
+generated code for the same input module — must bump ``PIPELINE_VERSION``, which invalidates
+every cached library.
+
+Version 1, in order:
+
+``prepare`` (target independent; decides the calling convention's dtypes)
+  1. float16 only: ``ToMixedPrecision(out_dtype="float16")`` with every param and every float
+     user input except ``timestep`` listed as fp16 inputs (so weights and activations are fp16
+     in memory and math, accumulation included), then a cast of the output to float16.
+     ``timestep`` stays float32 because the sinusoidal embedding of t≈999 in fp16 loses the
+     fraction bits (diffusers computes it in float32 too). It must run before step 2, whose
+     fused functions it cannot type.
+  2. ``FuseTransposeMatmul`` — torch's ``linear`` imports as ``permute_dims(W) @ x``; fusing
+     reads the weight transposed in place instead of materialising ``W.T`` on every call (the
+     params stay the untouched torch tensors, so no ``transform_params`` step exists).
+  3. ``DeadCodeElimination``.
+
+``lower`` (per target; see :mod:`packer.compile.targets`)
+  4. ``LegalizeOps`` → ``AnnotateTIROpPattern`` → ``FoldConstant`` → ``FuseOps`` → ``FuseTIR``
+     (FoldConstant also folds CLIP's causal mask, the only i64 in any graph, into a constant).
+  5. ``MetaScheduleApplyDatabase`` when the target ships a tuning database
+     (:mod:`packer.compile.tuning`); its kernels are marked scheduled and skipped below.
+  6. ``dlight.ApplyDefaultSchedule(<the target's rules>)`` on GPU targets.
+  7. VM lowering, as TVM's default backends do: ``RewriteDataflowReshape``, ``ToNonDataflow``,
+     ``RemovePurityChecking``, ``CallTIRRewrite``, ``StaticPlanBlockMemory``,
+     ``LowerAllocTensor``, ``KillAfterLastUse``, ``LowerRuntimeBuiltin``, ``ComputePrimValue``,
+     ``VMShapeLower``, ``AttachGlobalSymbol``.
+  8. TVM's ``"default"`` TIR pipeline and codegen (``relax.build``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+PIPELINE_VERSION = "1"
+
+FP32_INPUTS = ("timestep",)
+"""Float user inputs that stay float32 in the float16 variant."""
+
+
+def prepare(mod, dtype: str):
+    """Steps 1–3: the target-independent rewrite that fixes the module's dtypes."""
+    import tvm
+    from tvm import relax
+
+    passes = []
+    if dtype == "float16":
+        passes.append(relax.transform.ToMixedPrecision(
+            out_dtype="float16", fp16_input_names=_fp16_inputs(mod)))
+    passes += [relax.transform.FuseTransposeMatmul(), relax.transform.DeadCodeElimination()]
+    mod = tvm.transform.Sequential(passes)(mod)
+    return _cast_output(mod, dtype) if dtype == "float16" else mod
+
+
+def _fp16_inputs(mod) -> list[str]:
+    """Every float32 param of ``main`` except the few that must stay float32."""
+    main = mod["main"]
+    names = []
+    for var in main.params:
+        dtype = var.ty.dtype
+        if dtype == "float32" and var.name not in FP32_INPUTS:
+            names.append(var.name)
+    return names
+
+
+def _cast_output(mod, dtype: str):
+    """Make ``main`` return ``dtype`` whatever precision its last op ran in."""
+    from tvm import relax
+
+    main = mod["main"]
+    ret = main.ret_ty
+    if ret.dtype == dtype:
+        return mod
+    out = relax.Var("output", relax.TensorType(ret.shape, dtype))
+    cast = relax.BindingBlock([relax.VarBinding(out, relax.op.astype(main.body.body, dtype))])
+    body = relax.SeqExpr([*main.body.blocks, cast], out)
+    mod["main"] = relax.Function(main.params, body, out.ty, main.is_pure, main.attrs)
+    return relax.transform.Normalize()(mod)
+
+
+def lower_passes(spec, database=None) -> list:
+    """Steps 4–7 for one target."""
+    from tvm import relax
+    from tvm.s_tir import dlight as dl
+
+    t = relax.transform
+    passes = [t.LegalizeOps(), t.AnnotateTIROpPattern(), t.FoldConstant(), t.FuseOps(),
+              t.FuseTIR()]
+    if database is not None:
+        passes.append(t.MetaScheduleApplyDatabase(enable_warning=False))
+    rules = spec.schedule_rules()
+    if rules:
+        passes.append(dl.ApplyDefaultSchedule(*rules))
+    passes += [t.RewriteDataflowReshape(), t.ToNonDataflow(), t.RemovePurityChecking(),
+               t.CallTIRRewrite(), t.StaticPlanBlockMemory(), t.LowerAllocTensor(),
+               t.KillAfterLastUse(), t.LowerRuntimeBuiltin(), t.ComputePrimValue(),
+               t.VMShapeLower(), t.AttachGlobalSymbol()]
+    return passes
+
+
+def build(mod, spec, database=None):
+    """Steps 4–8: lower a prepared module for ``spec`` and return the VM executable."""
+    import tvm
+    from tvm import relax
+
+    target = spec.tvm_target()
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(target)  # dlight and nvcc read the current target
+        if database is not None:
+            stack.enter_context(database)
+        pipeline = tvm.transform.Sequential(lower_passes(spec, database))
+        return relax.build(mod, target, relax_pipeline=pipeline)

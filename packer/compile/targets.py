@@ -1,0 +1,140 @@
+"""The targets sdpack compiles for: one :class:`TargetSpec` entry each.
+
+A target entry says everything that differs between backends: the TVM target (as the JSON dict
+TVM 0.27 requires), the host it runs beside, the dlight rules that schedule its kernels (none on
+CPU, where LLVM compiles unscheduled loops correctly), how the executable becomes a file, and
+whether the build needs the CUDA driver stub (:mod:`packer.compile.cuda_stub`).
+
+Adding a target is one entry in ``_ENTRIES``. Planned ones and what they need:
+
+* ``webgpu``: ``{"kind": "webgpu"}`` with host
+  ``{"kind": "llvm", "mtriple": "wasm32-unknown-unknown-wasm"}``, the dlight GPU rules,
+  ``lib_suffix=".wasm"``, ``device="webgpu"`` and an ``export`` that calls
+  ``exe.export_library(path, fcompile=tvmjs.create_tvmjs_wasm)`` (needs emscripten and the
+  tvmjs runtime bitcode). The browser has no i64; tests/compile/test_export.py already checks
+  that none reaches run time.
+* ``metal``: ``{"kind": "metal"}`` with the dlight GPU rules minus the simdgroup matmul attempt
+  (slow and failing in 0.27, see the notes), ``device="metal"``.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import UsageError
+
+CUDA_LIMITS = {"max_threads_per_block": 1024, "max_shared_memory_per_block": 49152,
+               "thread_warp_size": 32}
+"""Spelled out because a bare ``{"kind": "cuda"}`` fails in dlight's AutoBind (notes)."""
+
+
+_X86_64 = platform.machine().lower() in ("x86_64", "amd64")
+
+
+def _cpu_target() -> dict:
+    """LLVM for this machine's architecture; on x86-64 the x86-64-v3 level (AVX2, FMA, F16C).
+
+    F16C is what makes the float16 variant buildable: without hardware half conversions LLVM
+    expands every fp16 cast into soft-float code and a tiny UNet takes minutes to compile
+    instead of seconds. v3 is the baseline of every x86-64 CPU since 2013-2015.
+    """
+    if _X86_64:
+        return {"kind": "llvm", "mcpu": "x86-64-v3"}
+    return {"kind": "llvm"}
+
+
+def _no_rules() -> list:
+    return []
+
+
+def _gpu_rules() -> list:
+    """dlight's default GPU schedules, most specific first; Fallback binds whatever is left."""
+    from tvm.s_tir import dlight as dl
+
+    return [dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(),
+            dl.gpu.Fallback()]
+
+
+def _export_shared_library(executable, path: Path) -> None:
+    """A host shared library; device code (a CUDA fatbin) is embedded in it."""
+    executable.export_library(str(path))
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """One compile target. ``key`` names it in the CLI, the cache and ``tuning/<key>/``."""
+
+    key: str
+    device: str  # runtime device kind for ComponentRunner / the manifest: "cpu", "cuda", ...
+    target: dict
+    host: dict | None = None
+    schedule_rules: Callable[[], list] = _no_rules
+    export: Callable[[object, Path], None] = _export_shared_library
+    lib_suffix: str = ".so"
+    needs_cuda_driver: bool = False
+    aliases: tuple[str, ...] = field(default=())
+    requirements: dict = field(default_factory=dict)  # manifest "requirements": what a device needs
+
+    def tvm_target(self):
+        """The ``tvm.target.Target`` (with host) this entry describes."""
+        import tvm
+
+        if self.host is None:
+            return tvm.target.Target(self.target)
+        return tvm.target.Target(self.target, host=self.host)
+
+    def target_json(self) -> dict:
+        """The fully resolved target as plain JSON (what the manifest and cache key record)."""
+        return _plain(self.tvm_target().export())
+
+
+def _plain(value):
+    """TVM's Map/Array/String → dict/list/str, recursively (json cannot encode FFI containers)."""
+    if hasattr(value, "items"):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "Array":
+        return [_plain(v) for v in value]
+    if isinstance(value, (bool, int, float)) or value is None:
+        return value
+    return str(value)
+
+
+def _cuda(arch: str, *aliases: str) -> TargetSpec:
+    return TargetSpec(
+        key=f"cuda-{arch.replace('_', '')}",
+        device="cuda",
+        target={"kind": "cuda", "arch": arch, **CUDA_LIMITS},
+        host={"kind": "llvm"},
+        schedule_rules=_gpu_rules,
+        needs_cuda_driver=True,
+        aliases=aliases,
+        requirements={"arch": arch},
+    )
+
+
+_ENTRIES: tuple[TargetSpec, ...] = (
+    TargetSpec(key="llvm", device="cpu", target=_cpu_target(), aliases=("cpu",),
+               requirements={"arch": "x86-64-v3", "features": ["avx2", "fma", "f16c"]}
+               if _X86_64 else {}),
+    _cuda("sm_80"),
+    _cuda("sm_86"),
+    _cuda("sm_89"),
+    _cuda("sm_90", "cuda"),
+)
+
+TARGETS: dict[str, TargetSpec] = {
+    **{alias: spec for spec in _ENTRIES for alias in spec.aliases},
+    **{spec.key: spec for spec in _ENTRIES},
+}
+"""Every accepted target name, keys and aliases (``cuda`` = ``cuda-sm90``, ``cpu`` = ``llvm``)."""
+
+
+def get_target(name: str) -> TargetSpec:
+    """Look a target up by key (``cuda-sm86``) or alias; ``spec.key`` is the canonical name."""
+    spec = TARGETS.get(name)
+    if spec is None:
+        raise UsageError(f"unknown target {name!r}", f"choose one of: {', '.join(sorted(TARGETS))}")
+    return spec

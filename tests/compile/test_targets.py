@@ -1,0 +1,37 @@
+"""Target entries and names."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from packer.compile import TARGETS, get_target
+from packer.errors import UsageError
+
+
+def test_aliases_and_keys():
+    assert get_target("cuda").key == "cuda-sm90"
+    assert get_target("cpu").key == "llvm"
+    assert {"llvm", "cuda-sm80", "cuda-sm86", "cuda-sm89", "cuda-sm90"} <= set(TARGETS)
+    assert TARGETS["cuda"] is TARGETS["cuda-sm90"]  # aliases are accepted wherever keys are
+
+
+def test_unknown_target_is_a_usage_error():
+    with pytest.raises(UsageError, match="unknown target 'vulkan'") as info:
+        get_target("vulkan")
+    assert "cuda-sm86" in info.value.hint
+
+
+@pytest.mark.parametrize("key", sorted(TARGETS))
+def test_target_json_is_plain_and_resolved(key):
+    spec = TARGETS[key]
+    target = spec.target_json()
+    assert json.loads(json.dumps(target)) == target
+    assert target["kind"] == spec.target["kind"]
+    if target["kind"] == "cuda":
+        assert target["arch"] == "sm_" + spec.key.removeprefix("cuda-sm")
+        assert spec.requirements == {"arch": target["arch"]}
+        assert target["host"]["kind"] == "llvm"
+        assert (target["max_threads_per_block"], target["max_shared_memory_per_block"],
+                target["thread_warp_size"]) == (1024, 49152, 32)

@@ -74,6 +74,7 @@ def pack(
     model_id: str = typer.Option(None, "--model-id", help="ORG/NAME recorded in the manifest"),
     tokenizer: Path = typer.Option(None, help="CLIP tokenizer folder for single-file checkpoints"),
     prediction_type: str = typer.Option(None, "--prediction-type", help="epsilon or v_prediction"),
+    image_size: int = typer.Option(None, "--image-size", help="image size in pixels (default: the checkpoint's, else 512)"),
     shard_mb: int = typer.Option(32, "--shard-mb", help="raw shard size in MiB"),
     overwrite: bool = typer.Option(False, help="replace an existing --out"),
 ) -> None:
@@ -82,7 +83,8 @@ def pack(
     from packer.interface.pack import pack as run
 
     args = PackArgs(checkpoint, out, [t.strip() for t in targets.split(",") if t.strip()], dtype, version,
-                    model_id, tokenizer=tokenizer, prediction_type=prediction_type, shard_mb=shard_mb, overwrite=overwrite)
+                    model_id, tokenizer=tokenizer, prediction_type=prediction_type, image_size=image_size,
+                    shard_mb=shard_mb, overwrite=overwrite)
     typer.echo(run(args).display())
 
 
@@ -119,6 +121,7 @@ def publish(
     dtype: str = typer.Option("fp32", help="fp16 or fp32 (with --checkpoint)"),
     tokenizer: Path = typer.Option(None, help="CLIP tokenizer folder for single-file checkpoints"),
     prediction_type: str = typer.Option(None, "--prediction-type", help="epsilon or v_prediction"),
+    image_size: int = typer.Option(None, "--image-size", help="image size in pixels (default: the checkpoint's, else 512)"),
     license: str = typer.Option("creativeml-openrail-m", help="license recorded in the manifest and model card"),
     private: bool = typer.Option(False, "--private", help="create the Hub repo as private"),
     to: str = typer.Option("hf", "--to", help="'hf' for the Hugging Face Hub, or a directory hub"),
@@ -135,7 +138,8 @@ def publish(
     pack_args = None
     if checkpoint is not None:
         pack_args = PackArgs(checkpoint, Path(), [t.strip() for t in targets.split(",") if t.strip()], dtype, version,
-                             repo, license=license, tokenizer=tokenizer, prediction_type=prediction_type)
+                             repo, license=license, tokenizer=tokenizer, prediction_type=prediction_type,
+                             image_size=image_size)
     typer.echo(publish_checkpoint(repo, version, pack_args=pack_args, bundle=bundle, private=private,
                                   to=dest, endpoint=endpoint).display())
 

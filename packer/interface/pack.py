@@ -27,6 +27,7 @@ class PackArgs:
     base_model: str = "runwayml/stable-diffusion-v1-5"
     tokenizer: Path | None = None
     prediction_type: str | None = None
+    image_size: int | None = None
     shard_mb: int = 32
     overwrite: bool = False
 
@@ -96,7 +97,8 @@ def pack(args: PackArgs) -> PackResult:
         raise UsageError(f"{args.out} already exists", "choose another --out or pass --overwrite")
     dtype = DTYPES[args.dtype]
     progress.status(f"ingesting {args.checkpoint}")
-    ckpt = ingest(args.checkpoint, tokenizer=args.tokenizer, prediction_type=args.prediction_type)
+    ckpt = ingest(args.checkpoint, tokenizer=args.tokenizer, prediction_type=args.prediction_type,
+                  image_size=args.image_size)
     progress.status("compiling (libraries are reused when the architecture was built before)")
     compiled = compile_all(ckpt, targets=args.targets, dtype=dtype)
     by_component: dict[str, list] = {}

@@ -119,9 +119,10 @@ def pack(args: PackArgs) -> PackResult:
             writer.add_file(rel, cc.lib_path)
             entry = targets.setdefault(key, {
                 "kind": cc.target_json["kind"], "dtype": dtype, "target": cc.target_json, "libs": {},
-                "tuning_db_sha256": cc.tuning_db_sha256, "requirements": cc.requirements if hasattr(cc, "requirements") else {},
+                "tuning_db_sha256": cc.tuning_db_sha256, "requirements": dict(cc.requirements),
             })
             entry["libs"][component] = rel
+            _merge_requirements(entry["requirements"], cc.requirements)
         tok_files = []
         for name in ("tokenizer.json", "tokenizer_config.json"):
             if (ckpt.tokenizer_dir / name).is_file():
@@ -131,8 +132,19 @@ def pack(args: PackArgs) -> PackResult:
         fields["generator"] = generator_info(PIPELINE_VERSION)
         fields["noise"] = {"generator": noise.GENERATOR, "version": noise.VERSION}
         doc = writer.commit(fields)
-    reused = sum(1 for c in compiled.values() if getattr(c, "reused", False))
+    reused = sum(1 for c in compiled.values() if c.reused)
     return PackResult(args.out, doc, len(compiled) - reused, reused)
+
+
+def _merge_requirements(into: dict, more: dict) -> None:
+    """A target's requirements cover all its libraries: union of features, largest buffer."""
+    for key, value in more.items():
+        if key == "features":
+            into["features"] = sorted(set(into.get("features", [])) | set(value))
+        elif key in ("max_buffer_bytes", "estimated_memory_bytes"):
+            into[key] = max(int(into.get(key, 0)), int(value))
+        else:
+            into.setdefault(key, value)
 
 
 def _clean(config: dict) -> dict:

@@ -64,8 +64,12 @@ class LibraryCache:
         return {**meta, "lib_path": lib_path}
 
     def store(self, signature: str, suffix: str, write_lib: Callable[[Path], None],
-              meta: dict) -> dict:
-        """Build the library with ``write_lib(tmp_path)``, then commit it and its metadata."""
+              meta: dict, extra: dict | None = None) -> dict:
+        """Build the library with ``write_lib(tmp_path)``, then commit it and its metadata.
+
+        ``extra`` is read after ``write_lib`` returns: facts the build measured (e.g.
+        ``max_buffer_bytes``) join the metadata.
+        """
         self.dir.mkdir(parents=True, exist_ok=True)
         lib_path = self.dir / f"{signature}{suffix}"
         tmp_lib = self._tmp_path(signature, suffix)
@@ -75,7 +79,7 @@ class LibraryCache:
             os.replace(tmp_lib, lib_path)
         finally:
             tmp_lib.unlink(missing_ok=True)
-        meta = {**meta, "format": ENTRY_FORMAT, "signature": signature, "lib": lib_path.name,
+        meta = {**meta, **(extra or {}), "format": ENTRY_FORMAT, "signature": signature, "lib": lib_path.name,
                 "lib_sha256": lib_sha}
         self._write_atomic(self.dir / f"{signature}.json", dumps(meta))
         return {**meta, "lib_path": lib_path}

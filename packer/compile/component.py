@@ -43,6 +43,7 @@ class CompiledComponent:
     tuning_db_sha256: str | None
     target_json: dict
     requirements: dict = field(default_factory=dict)  # manifest "requirements" (e.g. cuda arch)
+    reused: bool = False  # True when the library came from the cache (no export, no build)
 
 
 def architecture_signature(signature_configs: dict, *, component: str, latent_hw, dtype: str,
@@ -92,6 +93,7 @@ class Compiler:
         self.root = root
         self.cache = LibraryCache(root)
         self._exports: dict[tuple, ExportedComponent] = {}
+        self._stats: dict = {}
 
     def compile(self, component: str, load: Callable[[], object], configs: dict, latent_hw,
                 spec: TargetSpec, dtype: str) -> CompiledComponent:
@@ -115,6 +117,7 @@ class Compiler:
                                            dtype=dtype, target_json=target_json,
                                            tuning_db_sha256=tuning_sha)
         entry = self.cache.lookup(signature)
+        reused = entry is not None
         if entry is None:
             exported = self._export(component, load, latent_hw)
             entry = self._build(signature, exported, spec, dtype, database)
@@ -123,7 +126,7 @@ class Compiler:
             params=list(entry["params"]), param_source=entry["param_source"],
             inputs=entry["inputs"], outputs=entry["outputs"], signature=signature,
             tuning_db_sha256=tuning_sha, target_json=target_json,
-            requirements=dict(spec.requirements))
+            requirements=_requirements(spec, dtype, entry), reused=reused)
 
     def _export(self, component, load, latent_hw) -> ExportedComponent:
         key = (component, latent_hw)
@@ -139,11 +142,13 @@ class Compiler:
                 "param_source": exported.param_source, **_io(mod, exported),
                 "tuning_db_sha256": database.sha256 if database else None,
                 "pipeline_version": pipeline.PIPELINE_VERSION}
+        stats = self._stats = {}  # what the build measured (max_buffer_bytes), read by store()
         progress.status(f"compiling {meta['component']} for {spec.key} ({dtype})")
         start = time.monotonic()
         try:
             entry = self.cache.store(signature, spec.lib_suffix,
-                                     lambda out: self._lower(mod, spec, database, out), meta)
+                                     lambda out: self._lower(mod, spec, database, out),
+                                     meta, extra=stats)
         except SdpackError as exc:
             raise _BuildFailed(exc) from exc
         except Exception as exc:  # TVM raises its own error zoo
@@ -158,8 +163,17 @@ class Compiler:
             tuning_dir = database.directory if database else None
             build_in_subprocess(mod, spec.key, tuning_dir, out, cuda_stub.build_env(self.root))
             return
-        executable = pipeline.build(mod, spec, database.open() if database else None)
+        executable = pipeline.build(mod, spec, database.open() if database else None,
+                                    self._stats if spec.measure_buffers else None)
         spec.export(executable, out)
+
+
+def _requirements(spec: TargetSpec, dtype: str, entry: dict) -> dict:
+    """The target's requirements for ``dtype`` plus what the build measured (cache entry)."""
+    requirements = spec.requirements_for(dtype)
+    if spec.measure_buffers and isinstance(entry.get("max_buffer_bytes"), int):
+        requirements["max_buffer_bytes"] = entry["max_buffer_bytes"]
+    return requirements
 
 
 class _BuildFailed(Exception):

@@ -103,8 +103,13 @@ def lower_passes(spec, database=None) -> list:
     return passes
 
 
-def build(mod, spec, database=None):
-    """Steps 4–8: lower a prepared module for ``spec`` and return the VM executable."""
+def build(mod, spec, database=None, stats: dict | None = None):
+    """Steps 4–8: lower a prepared module for ``spec`` and return the VM executable.
+
+    With ``stats`` (a dict), the same passes run in two halves around the memory plan and
+    ``stats["max_buffer_bytes"]`` receives :func:`max_buffer_bytes` of the planned module; the
+    generated code is the same either way.
+    """
     import tvm
     from tvm import relax
 
@@ -113,5 +118,95 @@ def build(mod, spec, database=None):
         stack.enter_context(target)  # dlight and nvcc read the current target
         if database is not None:
             stack.enter_context(database)
-        pipeline = tvm.transform.Sequential(lower_passes(spec, database))
-        return relax.build(mod, target, relax_pipeline=pipeline)
+        passes = lower_passes(spec, database)
+        if stats is None:
+            return relax.build(mod, target, relax_pipeline=tvm.transform.Sequential(passes))
+        split = 1 + [p.info.name for p in passes].index("StaticPlanBlockMemory")
+        planned = tvm.transform.Sequential(passes[:split])(mod)
+        stats["max_buffer_bytes"] = max_buffer_bytes(planned)
+        lowered = tvm.transform.Sequential(passes[split:])(planned)
+        return relax.build(lowered, target, relax_pipeline=None)
+
+
+def max_buffer_bytes(mod) -> int:
+    """The largest single device buffer a memory-planned module allocates, in bytes.
+
+    Counts ``main``'s inputs and params, every storage of the static memory plan
+    (``R.memory.alloc_storage``), every tensor allocated outside it (``R.builtin.alloc_tensor``,
+    e.g. the output) and every global-scope buffer a kernel allocates for itself
+    (``T.alloc_buffer`` that dlight left in global memory). Dynamic sizes are skipped: every
+    sdpack module is static.
+    """
+    import tvm
+    from tvm import relax, tirx
+
+    sizes = [0]
+    for func in mod.functions.values():
+        if isinstance(func, relax.Function):
+            sizes += [_tensor_bytes(p.ty) for p in func.params]
+
+            def visit(expr):
+                if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op):
+                    if expr.op.name == "relax.memory.alloc_storage":
+                        sizes.append(_shape_bytes(expr.args[0], "uint8"))
+                    elif expr.op.name == "relax.builtin.alloc_tensor":
+                        sizes.append(_tensor_bytes(expr.ty))
+
+            relax.analysis.post_order_visit(func.body, visit)
+        elif isinstance(func, tirx.PrimFunc):
+            sizes += [_buffer_bytes(b) for b in _global_allocs(func.body)]
+    return max(sizes)
+
+
+def _tensor_bytes(ty) -> int:
+    from tvm import relax
+
+    if not isinstance(ty, relax.TensorType) or ty.shape is None:
+        return 0
+    return _shape_bytes(ty.shape, str(ty.dtype))
+
+
+def _shape_bytes(shape, dtype: str) -> int:
+    import numpy as np
+    from tvm import relax, tirx
+
+    values = shape.values if isinstance(shape, relax.ShapeExpr) else getattr(shape, "values", None)
+    if values is None or not all(isinstance(v, tirx.IntImm) for v in values):
+        return 0
+    bits = {"bool": 8}.get(dtype) or np.dtype(dtype).itemsize * 8
+    return int(np.prod([int(v) for v in values], dtype=np.int64)) * bits // 8
+
+
+def _buffer_bytes(buffer) -> int:
+    from tvm import tirx
+
+    if not all(isinstance(v, tirx.IntImm) for v in buffer.shape):
+        return 0
+    count = 1
+    for v in buffer.shape:
+        count *= int(v)
+    return count * buffer.dtype.bits * buffer.dtype.lanes // 8
+
+
+def _global_allocs(stmt) -> list:
+    """Global-scope buffers allocated anywhere in a TIR body (blocks and AllocBuffer nodes)."""
+    found = []
+    stack = [stmt]
+    while stack:
+        node = stack.pop()
+        if node is None:
+            continue
+        kind = type(node).__name__
+        for buffer in getattr(node, "alloc_buffers", None) or ():
+            if buffer.scope() == "global":
+                found.append(buffer)
+        if kind == "AllocBuffer" and node.buffer.scope() == "global":
+            found.append(node.buffer)
+        for child in ("body", "block", "then_case", "else_case", "init"):
+            value = getattr(node, child, None)
+            if value is not None and hasattr(value, "same_as"):
+                stack.append(value)
+        seq = getattr(node, "seq", None)
+        if seq is not None:
+            stack.extend(seq)
+    return found

@@ -7,14 +7,15 @@ whether the build needs the CUDA driver stub (:mod:`packer.compile.cuda_stub`).
 
 Adding a target is one entry in ``_ENTRIES``. Planned ones and what they need:
 
-* ``webgpu``: ``{"kind": "webgpu"}`` with host
-  ``{"kind": "llvm", "mtriple": "wasm32-unknown-unknown-wasm"}``, the dlight GPU rules,
-  ``lib_suffix=".wasm"``, ``device="webgpu"`` and an ``export`` that calls
-  ``exe.export_library(path, fcompile=tvmjs.create_tvmjs_wasm)`` (needs emscripten and the
-  tvmjs runtime bitcode). The browser has no i64; tests/compile/test_export.py already checks
-  that none reaches run time.
 * ``metal``: ``{"kind": "metal"}`` with the dlight GPU rules minus the simdgroup matmul attempt
   (slow and failing in 0.27, see the notes), ``device="metal"``.
+
+``webgpu`` builds a standalone ``.wasm`` for tvmjs (``@mlc-ai/web-runtime@0.27.0-dev0``): the
+kernels are WGSL, the host code is LLVM ``wasm32`` linked by emscripten against TVM's wasm
+runtime objects (:mod:`packer.compile.webgpu`). WGSL has no i64: no library takes or computes
+i64 tensors at run time (tests/compile/test_export.py). Its requirements name the WebGPU
+features a device must have (``shader-f16`` for float16) and ``max_buffer_bytes``, the largest
+single buffer the library allocates (measured by :func:`packer.compile.pipeline.build`).
 """
 
 from __future__ import annotations
@@ -63,6 +64,22 @@ def _export_shared_library(executable, path: Path) -> None:
     executable.export_library(str(path))
 
 
+def _export_wasm(executable, path: Path) -> None:
+    """A standalone ``.wasm`` for tvmjs; WGSL kernels are embedded in it."""
+    from .webgpu import export_wasm
+
+    export_wasm(executable, path)
+
+
+def _webgpu_requirements(dtype: str) -> dict:
+    """float16 kernels use WGSL's ``f16``: the device must offer the ``shader-f16`` feature."""
+    return {"features": ["shader-f16"] if dtype == "float16" else []}
+
+
+def _no_dtype_requirements(dtype: str) -> dict:
+    return {}
+
+
 @dataclass(frozen=True)
 class TargetSpec:
     """One compile target. ``key`` names it in the CLI, the cache and ``tuning/<key>/``."""
@@ -77,6 +94,12 @@ class TargetSpec:
     needs_cuda_driver: bool = False
     aliases: tuple[str, ...] = field(default=())
     requirements: dict = field(default_factory=dict)  # manifest "requirements": what a device needs
+    dtype_requirements: Callable[[str], dict] = _no_dtype_requirements  # added per dtype
+    measure_buffers: bool = False  # record the largest buffer as requirements.max_buffer_bytes
+
+    def requirements_for(self, dtype: str) -> dict:
+        """The manifest ``requirements`` of this target's libraries of ``dtype``."""
+        return {**self.requirements, **self.dtype_requirements(dtype)}
 
     def tvm_target(self):
         """The ``tvm.target.Target`` (with host) this entry describes."""
@@ -123,6 +146,10 @@ _ENTRIES: tuple[TargetSpec, ...] = (
     _cuda("sm_86"),
     _cuda("sm_89"),
     _cuda("sm_90", "cuda"),
+    TargetSpec(key="webgpu", device="webgpu", target={"kind": "webgpu"},
+               host={"kind": "llvm", "mtriple": "wasm32-unknown-unknown-wasm"},
+               schedule_rules=_gpu_rules, export=_export_wasm, lib_suffix=".wasm",
+               dtype_requirements=_webgpu_requirements, measure_buffers=True),
 )
 
 TARGETS: dict[str, TargetSpec] = {

@@ -140,7 +140,7 @@ def _merge_requirements(into: dict, more: dict) -> None:
     """A target's requirements cover all its libraries: union of features, largest buffer."""
     for key, value in more.items():
         if key == "features":
-            into["features"] = sorted(set(into.get("features", [])) | set(value))
+            into["features"] = list(dict.fromkeys([*into.get("features", []), *value]))
         elif key in ("max_buffer_bytes", "estimated_memory_bytes"):
             into[key] = max(int(into.get(key, 0)), int(value))
         else:

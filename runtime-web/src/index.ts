@@ -48,3 +48,19 @@ export {
 } from "./loader.js";
 export { PromptTokenizer, type PromptTokenizerOptions } from "./tokenizer.js";
 export * from "./schedulers/index.js";
+export { floatToHalf, float32ToHalf, halfToFloat, halfToFloat32 } from "./half.js";
+export { createWebGpuBackend, loadTvmjs, type GpuBackend, type GpuComponent, type GpuInfo, type HostDtype, type HostTensor, type Tvmjs } from "./gpu.js";
+export {
+  COMPONENTS,
+  loadModel,
+  lockManifest,
+  neededFiles,
+  pickVariant,
+  Pipeline,
+  toImage,
+  type GeneratedImage,
+  type GenerateOptions,
+  type LockRecord,
+  type ModelLoadOptions,
+  type ModelLoadProgress,
+} from "./pipeline.js";

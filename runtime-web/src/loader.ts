@@ -36,8 +36,11 @@ export interface LoadOptions {
   signal?: AbortSignal;
   /** The manifest's sha256 from a lock record: the manifest is rejected unless it matches. */
   manifestSha256?: string;
-  /** Which listed files to load (default: all). Tensor indexes of skipped components are not built. */
-  include?: (entry: FileEntry) => boolean;
+  /**
+   * Which listed files to load (default: all), given the verified manifest. Tensor indexes of
+   * skipped components are not built.
+   */
+  include?: (entry: FileEntry, manifest: Manifest) => boolean;
   /** Files fetched at once (default 4). */
   concurrency?: number;
 }
@@ -229,7 +232,7 @@ export function componentTensors(
  */
 export async function loadBundleFiles(url: string | URL, opts: LoadOptions = {}): Promise<LoadedBundle> {
   const { manifest, manifestUrl, baseUrl } = await fetchManifest(url, opts);
-  const entries = manifest.files.filter((f) => !opts.include || opts.include(f));
+  const entries = manifest.files.filter((f) => !opts.include || opts.include(f, manifest));
   const totalBytes = entries.reduce((a, f) => a + f.size, 0);
   const files = new Map<string, Uint8Array>();
   let loadedBytes = 0;

@@ -1,0 +1,519 @@
+"""SD1.5 on one CUDA GPU: the bundle's TVM libraries against diffusers eager and torch.compile.
+
+Runs ON THE GPU MACHINE (see bench/gpu/run.sh for the lent-GPU setup):
+
+    python bench/gpu.py --bundle .device/bundle --out $OUT            # the full benchmark
+    python bench/gpu.py --bundle .device/bundle --mode ncu           # one TVM UNet step, for ncu
+
+What it does, in one process on one GPU:
+
+* builds full-size SD1.5 modules with random weights from ``--seed`` directly on the GPU
+  (CLIP ViT-L, UNet 320/640/1280/1280, VAE 128/256/512/512: the configs the bundle's manifest
+  records, so they are exactly the architecture the libraries were compiled for), cast to fp16;
+* loads the bundle's TVM libraries with the TVM *runtime* only and hands them the very same
+  torch weights without copies (``tvm.runtime.from_dlpack``), in the param order that
+  ``manifest["components"][c]["params"]`` (state-dict keys) gives;
+* times CLIP, one UNet step (CFG batch 2, 64×64 latent, 77 tokens), the VAE decode and whole
+  512² images (DPM++ at 20 and 50 steps) for TVM, diffusers eager fp16 and diffusers with
+  ``torch.compile`` (CUDA events, warm-up, median of N);
+* checks fidelity: TVM outputs vs torch fp16 on the same inputs (and both vs a torch fp32
+  reference for the UNet), PSNR of the 20-step image TVM vs diffusers with the same latents;
+* profiles a few TVM UNet steps (and torch eager ones) with the CUDA profiler behind
+  ``torch.profiler`` (CUPTI sees every kernel in the process, TVM's too) and writes the
+  top kernels by time.
+
+The whole-image loop is the same Python for every backend (the DPM++ scheduler is diffusers'
+own, running on torch tensors); only the three model calls differ.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import glob
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+# Fallback configs (bench/pack.py's); the manifest's own configs are used when present.
+CLIP_L = {
+    "vocab_size": 49408, "hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
+    "num_attention_heads": 12, "max_position_embeddings": 77, "hidden_act": "quick_gelu",
+    "layer_norm_eps": 1e-5, "projection_dim": 768, "bos_token_id": 49406, "eos_token_id": 49407, "pad_token_id": 49407,
+}  # fmt: skip
+UNET = {
+    "sample_size": 64, "in_channels": 4, "out_channels": 4, "block_out_channels": [320, 640, 1280, 1280],
+    "layers_per_block": 2, "cross_attention_dim": 768, "attention_head_dim": 8, "norm_num_groups": 32,
+    "down_block_types": ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
+    "up_block_types": ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3, "use_linear_projection": False,
+}  # fmt: skip
+VAE = {
+    "sample_size": 512, "in_channels": 3, "out_channels": 3, "latent_channels": 4,
+    "block_out_channels": [128, 256, 512, 512], "layers_per_block": 2, "norm_num_groups": 32,
+    "down_block_types": ["DownEncoderBlock2D"] * 4, "up_block_types": ["UpDecoderBlock2D"] * 4,
+    "scaling_factor": 0.18215,
+}  # fmt: skip
+SCHEDULER = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
+             "num_train_timesteps": 1000, "steps_offset": 1, "prediction_type": "epsilon"}
+SD_UNET_TFLOP = 1.68  # per CFG step at 512² (anchors.md)
+
+LOG: list[str] = []
+
+
+def say(*parts) -> None:
+    line = " ".join(str(p) for p in parts)
+    print(line, flush=True)
+    LOG.append(line)
+
+
+# ------------------------------------------------------------------------------------------------
+# TVM runtime only
+# ------------------------------------------------------------------------------------------------
+def load_tvm(device: str):
+    """Import TVM in runtime-only mode, with the CUDA runtime library that torch already uses."""
+    os.environ.setdefault("TVM_USE_RUNTIME_LIB", "1")
+    if device == "cuda":
+        torch.cuda.init()
+        torch.empty(1, device="cuda")
+        cudart = _loaded("libcudart.so") or _first([
+            "/usr/local/cuda-13.0/lib64/libcudart.so.13", "/usr/local/cuda/lib64/libcudart.so.13",
+            *glob.glob("/usr/local/cuda*/lib64/libcudart.so.13")])
+        ctypes.CDLL(cudart, mode=ctypes.RTLD_GLOBAL)
+    import tvm_ffi
+
+    ffi_lib = Path(tvm_ffi.__file__).parent / "lib" / "libtvm_ffi.so"
+    ctypes.CDLL(str(ffi_lib), mode=ctypes.RTLD_GLOBAL)
+    import tvm
+
+    if device == "cuda":  # runtime-only mode does not load the CUDA runtime module by itself
+        ctypes.CDLL(str(Path(tvm.__file__).parent / "lib" / "libtvm_runtime_cuda.so"),
+                    mode=ctypes.RTLD_GLOBAL)
+    say(f"tvm {tvm.__version__} from {Path(tvm.__file__).parent} runtime_only="
+        f"{tvm.base._RUNTIME_ONLY} libs={sorted(tvm.base._LOADED_LIBS)} cudart={cudart if device == 'cuda' else '-'}")
+    return tvm
+
+
+def _loaded(prefix: str) -> str | None:
+    with open("/proc/self/maps") as f:
+        for line in f:
+            path = line.split()[-1]
+            if os.path.basename(path).startswith(prefix):
+                return path
+    return None
+
+
+def _first(paths):
+    for p in paths:
+        if os.path.exists(p):
+            return p
+    raise FileNotFoundError("no libcudart.so.13 found")
+
+
+class TvmComponent:
+    """One bundle library: ``main(*inputs, *params)``; params are the torch tensors, not copies."""
+
+    def __init__(self, tvm, lib: Path, params: list[torch.Tensor], device):
+        from tvm.runtime.vm import VirtualMachine
+
+        self._tvm = tvm
+        self.vm = VirtualMachine(tvm.runtime.load_module(str(lib)), device)
+        self._main = self.vm["main"]
+        self._keep = params  # the tvm views do not own the memory
+        self._params = [tvm.runtime.from_dlpack(p) for p in params]
+
+    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
+        out = self._main(*[self._tvm.runtime.from_dlpack(_aligned(x)) for x in inputs],
+                         *self._params)
+        if not hasattr(out, "__dlpack__"):
+            out = out[0]
+        return torch.from_dlpack(out)
+
+
+def _aligned(x: torch.Tensor) -> torch.Tensor:
+    """TVM's DLPack import wants 64-byte aligned data: copy views that start mid-allocation."""
+    x = x.contiguous()
+    return x if x.data_ptr() % 64 == 0 else x.clone()
+
+
+def state_tensors(module: torch.nn.Module, keys: list[str]) -> list[torch.Tensor]:
+    """The module's tensors for the manifest's param keys (tolerating a ``text_model.`` prefix
+    difference between transformers versions)."""
+    sd = module.state_dict(keep_vars=False)
+    out = []
+    for key in keys:
+        for cand in (key, "text_model." + key, key.removeprefix("text_model.")):
+            if cand in sd:
+                out.append(_aligned(sd[cand]))
+                break
+        else:
+            raise KeyError(f"param {key!r} not in {type(module).__name__}.state_dict()")
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# models
+# ------------------------------------------------------------------------------------------------
+def build_models(manifest: dict, seed: int, device: str, dtype: torch.dtype, need=("clip", "unet", "vae")):
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    configs = manifest.get("architecture", {}).get("configs", {})
+    models = {}
+    torch.manual_seed(seed)
+    with torch.device(device):
+        if "clip" in need:
+            cfg = {k: v for k, v in configs.get("text_encoder", CLIP_L).items()}
+            models["clip"] = CLIPTextModel(CLIPTextConfig(**cfg))
+        torch.manual_seed(seed + 1)
+        if "unet" in need:
+            models["unet"] = UNet2DConditionModel.from_config(configs.get("unet", UNET))
+        torch.manual_seed(seed + 2)
+        if "vae" in need:
+            models["vae"] = AutoencoderKL.from_config(configs.get("vae", VAE))
+    for m in models.values():
+        m.eval().requires_grad_(False)
+    return models
+
+
+# ------------------------------------------------------------------------------------------------
+# timing
+# ------------------------------------------------------------------------------------------------
+def bench(fn, *, reps: int, warmup: int = 2, budget_s: float = 30.0, min_reps: int = 2) -> dict:
+    """Median/min/max ms of ``fn`` by CUDA events; stops early once ``budget_s`` is spent."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    start = time.perf_counter()
+    for _ in range(reps):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b))
+        if len(times) >= min_reps and time.perf_counter() - start > budget_s:
+            break
+    return {"median": statistics.median(times), "min": min(times), "max": max(times), "n": len(times)}
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR of two images in [-1, 1] after mapping to [0, 1] (as the pipeline's output)."""
+    x = (a.float() / 2 + 0.5).clamp(0, 1)
+    y = (b.float() / 2 + 0.5).clamp(0, 1)
+    mse = torch.mean((x - y) ** 2).item()
+    return float("inf") if mse == 0 else 10 * torch.log10(torch.tensor(1.0 / mse)).item()
+
+
+def diff(out: torch.Tensor, ref: torch.Tensor) -> dict:
+    o, r = out.double(), ref.double()
+    return {"max_abs": (o - r).abs().max().item(), "ref_max_abs": r.abs().max().item(),
+            "rel_l2": ((o - r).norm() / r.norm()).item(), "finite": bool(torch.isfinite(o).all())}
+
+
+# ------------------------------------------------------------------------------------------------
+# pipeline (identical Python for every backend)
+# ------------------------------------------------------------------------------------------------
+def make_scheduler(cfg: dict):
+    from diffusers import DPMSolverMultistepScheduler
+
+    cfg = {**SCHEDULER, **cfg, "algorithm_type": "dpmsolver++", "solver_order": 2}
+    cfg.pop("_class_name", None)
+    return DPMSolverMultistepScheduler.from_config(cfg)
+
+
+def generate(backend: dict, ids: torch.Tensor, latents0: torch.Tensor, steps: int, sched_cfg: dict,
+             scaling: float, guidance: float = 7.5) -> torch.Tensor:
+    """``backend``: ``{"clip": ids[1,77] → [1,77,768], "unet": (x, t, e) → eps, "vae": z → img}``."""
+    sched = make_scheduler(sched_cfg)
+    sched.set_timesteps(steps, device=latents0.device)
+    emb = torch.cat([backend["clip"](ids[0:1]), backend["clip"](ids[1:2])])
+    lat = latents0 * sched.init_noise_sigma
+    for t in sched.timesteps:
+        x = sched.scale_model_input(torch.cat([lat, lat]), t)
+        eps = backend["unet"](x, t, emb)
+        u, c = eps.chunk(2)
+        lat = sched.step(u + guidance * (c - u), t, lat).prev_sample
+    return backend["vae"](lat / scaling)
+
+
+def torch_backend(clip, unet, vae) -> dict:
+    return {
+        "clip": lambda ids: clip(input_ids=ids.long(), return_dict=False)[0],
+        "unet": lambda x, t, e: unet(x, t, encoder_hidden_states=e, return_dict=False)[0],
+        "vae": lambda z: vae.decode(z, return_dict=False)[0],
+    }
+
+
+def tvm_backend(tclip, tunet, tvae) -> dict:
+    def unet(x, t, e):
+        ts = torch.as_tensor(t, device=x.device).float().reshape(-1).expand(x.shape[0]).contiguous()
+        return tunet(x, ts, e)
+
+    return {"clip": lambda ids: tclip(ids.int()), "unet": unet, "vae": lambda z: tvae(z)}
+
+
+# ------------------------------------------------------------------------------------------------
+# profiling
+# ------------------------------------------------------------------------------------------------
+CATEGORIES = (("attention", ("attention", "softmax", "flash")),
+              ("conv2d", ("conv2d", "conv", "implicit", "winograd", "cudnn", "xmma_fprop", "sm90_xmma")),
+              ("matmul", ("matmul", "dense", "gemm", "gemv", "cutlass", "nvjet")),
+              ("group_norm", ("group_norm", "groupnorm")),
+              ("layer_norm", ("layer_norm", "layernorm")),
+              ("memcpy/memset", ("memcpy", "memset")))
+
+
+def category(name: str) -> str:
+    low = name.lower()
+    for cat, keys in CATEGORIES:
+        if any(k in low for k in keys):
+            return cat
+    return "other (elementwise/reduce)"
+
+
+def profile_kernels(fn, steps: int, title: str, top: int = 25) -> tuple[str, dict]:
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            fn()
+        torch.cuda.synchronize()
+    rows = {}
+    for ev in prof.key_averages():
+        t = getattr(ev, "self_device_time_total", None)
+        if t is None:
+            t = getattr(ev, "self_cuda_time_total", 0)
+        if t and t > 0:
+            r = rows.setdefault(ev.key, [0.0, 0])
+            r[0] += t
+            r[1] += ev.count
+    total = sum(r[0] for r in rows.values())
+    lines = [f"## {title}: {steps} steps, GPU kernel time {total / 1e3 / steps:.2f} ms/step, "
+             f"{sum(r[1] for r in rows.values()) / steps:.0f} launches/step, {len(rows)} distinct kernels",
+             f"{'%':>6} {'ms/step':>9} {'calls/step':>10}  category        kernel"]
+    for name, (t, n) in sorted(rows.items(), key=lambda kv: -kv[1][0])[:top]:
+        lines.append(f"{100 * t / total:6.2f} {t / 1e3 / steps:9.3f} {n / steps:10.1f}  "
+                     f"{category(name)[:15]:15s} {name[:140]}")
+    cats: dict[str, list] = {}
+    for name, (t, n) in rows.items():
+        c = cats.setdefault(category(name), [0.0, 0])
+        c[0] += t
+        c[1] += n
+    lines.append("by category:")
+    for c, (t, n) in sorted(cats.items(), key=lambda kv: -kv[1][0]):
+        lines.append(f"{100 * t / total:6.2f} % {t / 1e3 / steps:9.3f} ms/step {n / steps:7.1f} launches/step  {c}")
+    summary = {"total_ms_per_step": total / 1e3 / steps,
+               "kernels": [{"name": k, "us_total": v[0], "calls": v[1]} for k, v in
+                           sorted(rows.items(), key=lambda kv: -kv[1][0])],
+               "categories": {c: {"pct": 100 * t / total, "ms_per_step": t / 1e3 / steps,
+                                  "launches_per_step": n / steps} for c, (t, n) in cats.items()}}
+    return "\n".join(lines), summary
+
+
+# ------------------------------------------------------------------------------------------------
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--bundle", type=Path, required=True, help="dir with manifest.json and libs/")
+    ap.add_argument("--target-key", default="cuda-float16", help="manifest targets key")
+    ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "bench-gpu-out")))
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--mode", choices=("bench", "ncu"), default="bench")
+    ap.add_argument("--steps", default="20,50")
+    ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--image-reps", type=int, default=5)
+    ap.add_argument("--tvm-budget-s", type=float, default=25.0, help="time cap per TVM measurement")
+    ap.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    ap.add_argument("--profile-steps", type=int, default=3)
+    ap.add_argument("--ncu-steps", type=int, default=1)
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    manifest = json.loads((args.bundle / "manifest.json").read_text())
+    target = manifest["targets"][args.target_key]
+    libs = {c: args.bundle / rel for c, rel in target["libs"].items()}
+    params = {c: manifest["components"][c]["params"] for c in libs}
+    scaling = manifest.get("architecture", {}).get("latent", {}).get("scaling_factor", 0.18215)
+    sched_cfg = manifest.get("scheduler", {}).get("config", {})
+    results: dict = {"argv": sys.argv, "target": args.target_key}
+
+    dev = args.device
+    if dev == "cuda":
+        props = torch.cuda.get_device_properties(0)
+        say(f"# {props.name}, {props.multi_processor_count} SMs, {props.total_memory / 2**30:.0f} GiB; "
+            f"torch {torch.__version__}, python {sys.version.split()[0]}")
+        results["gpu"] = props.name
+    tvm = load_tvm(dev)
+    tdev = tvm.cuda(0) if dev == "cuda" else tvm.cpu(0)
+    import diffusers
+    import transformers
+
+    say(f"diffusers {diffusers.__version__}, transformers {transformers.__version__}")
+
+    need = ("unet",) if args.mode == "ncu" else ("clip", "unet", "vae")
+    t0 = time.perf_counter()
+    models32 = build_models(manifest, args.seed, dev, torch.float32, need)
+    unet32 = models32["unet"] if args.mode == "bench" else None
+    import copy
+
+    m16 = {k: (copy.deepcopy(v) if (k == "unet" and unet32 is not None) else v).half()
+           for k, v in models32.items()}
+    if args.mode != "bench":
+        del models32
+    say(f"random fp16 modules built on {dev} in {time.perf_counter() - t0:.1f} s (seed {args.seed})")
+
+    t0 = time.perf_counter()
+    sources = {"text_encoder": m16.get("clip"), "unet": m16.get("unet"), "vae_decoder": m16.get("vae")}
+    tcomp = {c: TvmComponent(tvm, libs[c], state_tensors(sources[c], params[c]), tdev)
+             for c in libs if sources.get(c) is not None}
+    say(f"TVM libraries loaded ({', '.join(f'{c}: {len(params[c])} params' for c in tcomp)}) "
+        f"in {time.perf_counter() - t0:.1f} s")
+
+    g = torch.Generator(device=dev).manual_seed(args.seed + 100)
+    x = torch.randn(2, 4, 64, 64, generator=g, device=dev).half()
+    ehs = torch.randn(2, 77, 768, generator=g, device=dev).half()
+    t_step = torch.tensor(500.0, device=dev)
+    ts = t_step.reshape(1).expand(2).contiguous()
+
+    if args.mode == "ncu":
+        f = lambda: tcomp["unet"](x, ts, ehs)  # noqa: E731
+        f()
+        torch.cuda.synchronize()
+        torch.cuda.profiler.start()
+        for _ in range(args.ncu_steps):
+            f()
+        torch.cuda.synchronize()
+        torch.cuda.profiler.stop()
+        say("ncu range done")
+        return
+
+    # ids: BOS, a few tokens, EOS padding (uncond = empty prompt)
+    ids = torch.full((2, 77), 49407, dtype=torch.int32, device=dev)
+    ids[:, 0] = 49406
+    ids[1, 1:9] = torch.randint(300, 49000, (8,), generator=g, device=dev, dtype=torch.int32)
+    tb = tvm_backend(tcomp["text_encoder"], tcomp["unet"], tcomp["vae_decoder"])
+    eb = torch_backend(m16["clip"], m16["unet"], m16["vae"])
+
+    # ---------------- fidelity ----------------
+    with torch.no_grad():
+        fid = {}
+        e_t, e_e = tb["clip"](ids[1:2]), eb["clip"](ids[1:2])
+        fid["clip_tvm_vs_torch16"] = diff(e_t, e_e)
+        u_t = tb["unet"](x, t_step, ehs)
+        u_e = eb["unet"](x, t_step, ehs)
+        tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+        u_32 = unet32(x.float(), t_step, encoder_hidden_states=ehs.float(), return_dict=False)[0]
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
+        fid["unet_tvm_vs_torch16"] = diff(u_t, u_e)
+        fid["unet_tvm_vs_torch32"] = diff(u_t, u_32)
+        fid["unet_torch16_vs_torch32"] = diff(u_e, u_32)
+        del unet32, models32, u_32
+        torch.cuda.empty_cache()
+        z = torch.randn(1, 4, 64, 64, generator=g, device=dev).half()
+        fid["vae_tvm_vs_torch16"] = diff(tb["vae"](z), eb["vae"](z))
+        results["fidelity"] = fid
+        for k, v in fid.items():
+            say(f"fidelity {k:26s} max|d| {v['max_abs']:.4g} (ref max {v['ref_max_abs']:.3g}) "
+                f"rel L2 {v['rel_l2']:.3g} finite {v['finite']}")
+
+        # ---------------- component timings ----------------
+        timings: dict = {}
+        steps = [int(s) for s in args.steps.split(",")]
+        lat0 = torch.randn(1, 4, 64, 64, generator=g, device=dev).half()
+
+        def components(name, be, budget):
+            reps = args.reps
+            timings[(name, "clip")] = bench(lambda: be["clip"](ids[1:2]), reps=reps, budget_s=budget)
+            timings[(name, "unet")] = bench(lambda: be["unet"](x, t_step, ehs), reps=reps, budget_s=budget)
+            timings[(name, "vae")] = bench(lambda: be["vae"](z), reps=reps, budget_s=budget)
+            for k in ("clip", "unet", "vae"):
+                say(f"{name:9s} {k:5s} {timings[(name, k)]['median']:9.2f} ms (n={timings[(name, k)]['n']})")
+
+        def images(name, be, budget):
+            out = {20: generate(be, ids, lat0, 20, sched_cfg, scaling)}  # also the warm-up
+            for s in steps:
+                fn = lambda s=s: generate(be, ids, lat0, s, sched_cfg, scaling)  # noqa: E731
+                timings[(name, f"image{s}")] = bench(fn, reps=args.image_reps,
+                                                     warmup=0 if name == "tvm" else 1, budget_s=budget)
+                say(f"{name:9s} image {s:2d} steps {timings[(name, f'image{s}')]['median']:9.1f} ms "
+                    f"(n={timings[(name, f'image{s}')]['n']})")
+            return out
+
+        components("eager", eb, 20)
+        components("tvm", tb, args.tvm_budget_s)
+        img_e = images("eager", eb, 20)
+        img_t = images("tvm", tb, args.tvm_budget_s)
+        fid["image20_psnr_tvm_vs_eager_db"] = psnr(img_t[20], img_e[20])
+        say(f"fidelity image 20 steps PSNR tvm vs eager fp16: {fid['image20_psnr_tvm_vs_eager_db']:.2f} dB "
+            f"(image range {img_e[20].min().item():.2f}..{img_e[20].max().item():.2f})")
+        _write(args.out, results, timings)
+
+        # ---------------- profile (before torch.compile, so it survives a timeout) -------------
+        text_t, prof_t = profile_kernels(lambda: tb["unet"](x, t_step, ehs), args.profile_steps,
+                                         "TVM UNet step")
+        text_e, prof_e = profile_kernels(lambda: eb["unet"](x, t_step, ehs), 10, "torch eager UNet step", top=15)
+        text_v, prof_v = profile_kernels(lambda: tb["vae"](z), 1, "TVM VAE decode", top=12)
+        (args.out / "profile_unet.txt").write_text("\n\n".join((text_t, text_e, text_v)) + "\n")
+        (args.out / "profile_unet.json").write_text(
+            json.dumps({"tvm_unet": prof_t, "eager_unet": prof_e, "tvm_vae": prof_v}, indent=1))
+        say(text_t)
+        say(text_e)
+        say(text_v)
+
+        # ---------------- torch.compile ----------------
+        if not args.no_compile:
+            t0 = time.perf_counter()
+            unet_c = torch.compile(m16["unet"])
+            vae_dec_c = torch.compile(lambda zz: m16["vae"].decode(zz, return_dict=False)[0])
+            cb = {"clip": eb["clip"],
+                  "unet": lambda xx, tt, ee: unet_c(xx, tt, encoder_hidden_states=ee, return_dict=False)[0],
+                  "vae": vae_dec_c}
+            cb["unet"](x, t_step, ehs)
+            cb["vae"](z)
+            torch.cuda.synchronize()
+            say(f"torch.compile warm-up (UNet + VAE decode) {time.perf_counter() - t0:.0f} s")
+            components("compiled", cb, 20)
+            img_c = images("compiled", cb, 20)
+            fid["image20_psnr_compiled_vs_eager_db"] = psnr(img_c[20], img_e[20])
+            fid["image20_psnr_tvm_vs_compiled_db"] = psnr(img_t[20], img_c[20])
+            say(f"fidelity image 20 steps PSNR compiled vs eager: {fid['image20_psnr_compiled_vs_eager_db']:.2f} dB, "
+                f"tvm vs compiled: {fid['image20_psnr_tvm_vs_compiled_db']:.2f} dB")
+
+    _write(args.out, results, timings)
+    say(_table(timings))
+
+
+def _write(out: Path, results: dict, timings: dict) -> None:
+    results["timings_ms"] = {f"{n}/{k}": v for (n, k), v in timings.items()}
+    (out / "bench_gpu.json").write_text(json.dumps(results, indent=1))
+
+
+def _table(t: dict) -> str:
+    names = [n for n in ("tvm", "eager", "compiled") if (n, "unet") in t]
+    keys = [k for k in ("clip", "unet", "vae", "image20", "image50") if ("tvm", k) in t]
+    label = {"clip": "CLIP (1×77)", "unet": "UNet step (2×4×64×64)", "vae": "VAE decode 512²",
+             "image20": "image 512², 20 DPM++", "image50": "image 512², 50 DPM++"}
+    head = f"{'median ms':24s}" + "".join(f"{n:>11s}" for n in names)
+    ratio_names = [n for n in names if n != "tvm"]
+    head += "".join(f"{'tvm/' + n:>14s}" for n in ratio_names)
+    lines = [head]
+    for k in keys:
+        row = f"{label[k]:24s}" + "".join(f"{t[(n, k)]['median']:11.2f}" for n in names)
+        row += "".join(f"{t[('tvm', k)]['median'] / t[(n, k)]['median']:13.1f}×" for n in ratio_names)
+        lines.append(row)
+    if ("tvm", "unet") in t:
+        lines.append(f"TVM UNet: {SD_UNET_TFLOP / (t[('tvm', 'unet')]['median'] / 1e3):.1f} TFLOP/s "
+                     f"(of ~{SD_UNET_TFLOP} TFLOP per CFG step)")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,33 @@
+#!/bin/bash
+# Lent-GPU wrapper for bench/gpu.py (runs on the device machine, in the repo root, $OUT set).
+#   fill .device/ first with bench/gpu/prepare.sh (on the dev machine); needs carried:
+#                  .device/whl   (apache_tvm_ffi cp312, diffusers, importlib_metadata wheels)
+#                  .device/site  (the installed tvm package minus lib/libtvm_compiler.so)
+#                  .device/bundle (manifest.json + libs/cuda-float16/*.so of a packed bundle)
+# usage: bash bench/gpu/run.sh [bench|ncu|both] [extra bench/gpu.py args...]
+set -o pipefail
+T0=$SECONDS
+WHAT=${1:-both}; shift || true
+OUT=${OUT:-/tmp/bench-gpu-out}; mkdir -p "$OUT"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .device/whl/*.whl || exit 1
+cp -r .device/site/tvm /tmp/site/
+export PYTHONPATH=/tmp/site TVM_USE_RUNTIME_LIB=1 PYTHONUNBUFFERED=1
+LOG=$OUT/bench_stdout.txt
+{ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu,utilization.gpu,memory.used --format=csv
+  which ncu nsys; uname -r; } 2>&1 | tee "$LOG"
+if [ "$WHAT" != ncu ]; then
+  python3 bench/gpu.py --bundle .device/bundle --out "$OUT" "$@" 2>&1 | tee -a "$LOG"
+  echo "bench rc=$? at $((SECONDS - T0)) s" | tee -a "$LOG"
+fi
+if [ "$WHAT" != bench ]; then
+  left=$((${NCU_DEADLINE:-560} - (SECONDS - T0)))
+  echo "ncu: $left s left" | tee -a "$LOG"
+  if [ $left -gt 60 ]; then
+    timeout $left ncu --clock-control none --profile-from-start off --section SpeedOfLight \
+        --launch-count 3000 --csv --page details --log-file "$OUT/ncu_unet.csv" \
+        python3 bench/gpu.py --bundle .device/bundle --mode ncu --out /tmp/ncu-out \
+        > "$OUT/ncu_app.txt" 2>&1
+    echo "ncu rc=$? at $((SECONDS - T0)) s; $(wc -l < "$OUT/ncu_unet.csv") csv lines" | tee -a "$LOG"
+  fi
+fi

@@ -1,0 +1,208 @@
+/**
+ * The GPU side of the web runtime: one WebGPU device, and per component one tvmjs instance of
+ * the bundle's compiled `.wasm` with its parameters uploaded once. A component is a Relax VM
+ * `main(*inputs, *params)`; inputs go up and the (first) output comes back as host arrays.
+ *
+ * The pipeline talks to `GpuBackend` only, so node tests can run it with a stand-in backend.
+ */
+import type * as Tvm from "@mlc-ai/web-runtime";
+
+import { BundleError, UnsupportedError } from "./errors.js";
+
+export type Tvmjs = typeof Tvm;
+
+export type HostDtype = "float32" | "float16" | "int32";
+
+/** A tensor in host memory; float16 as its raw bits. */
+export interface HostTensor {
+  dtype: HostDtype;
+  shape: number[];
+  data: Float32Array | Uint16Array | Int32Array;
+}
+
+/** What a bundle variant is checked against. */
+export interface GpuInfo {
+  /** "vendor/architecture" of the adapter, for display. */
+  description: string;
+  /** Features the device was created with (e.g. "shader-f16"). */
+  features: string[];
+  /** The device's limits on one buffer and one storage binding. */
+  maxBufferSize: number;
+  maxStorageBufferBindingSize: number;
+}
+
+export interface GpuComponent {
+  /** Run `main(*inputs, *params)` and bring the first output back to the host. */
+  run(inputs: HostTensor[]): Promise<HostTensor>;
+  dispose(): void;
+}
+
+export interface GpuBackend {
+  readonly info: GpuInfo;
+  /** Instantiate a component's wasm on the device and upload its parameters (in `main`'s order). */
+  loadComponent(name: string, wasm: Uint8Array, params: HostTensor[]): Promise<GpuComponent>;
+  /** Release every component and the device. */
+  dispose(): void;
+}
+
+/** tvmjs: the global a `<script>` tag defines, else the npm package. */
+export async function loadTvmjs(): Promise<Tvmjs> {
+  const global = (globalThis as { tvmjs?: Tvmjs }).tvmjs;
+  if (global) return global;
+  const mod = (await import("@mlc-ai/web-runtime")) as Tvmjs & { default?: Tvmjs };
+  return mod.default ?? mod;
+}
+
+function bytesOf(t: HostTensor): Uint8Array {
+  return new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
+}
+
+interface GpuDeviceLike {
+  features: { has(name: string): boolean; forEach(cb: (name: string) => void): void };
+  limits: { maxBufferSize: number; maxStorageBufferBindingSize: number };
+  destroy(): void;
+}
+
+/**
+ * The WebGPU device (tvmjs `detectGPUDevice`, asked once: every component shares it) and a
+ * backend on it. Throws `UnsupportedError` where the browser has no WebGPU adapter.
+ */
+export async function createWebGpuBackend(tvmjs?: Tvmjs): Promise<GpuBackend> {
+  const lib = tvmjs ?? (await loadTvmjs());
+  if (typeof navigator === "undefined" || !(navigator as { gpu?: unknown }).gpu) {
+    throw new UnsupportedError("this browser has no WebGPU", "use a recent Chrome, Edge or Safari, or enable WebGPU");
+  }
+  let detected: Awaited<ReturnType<Tvmjs["detectGPUDevice"]>>;
+  try {
+    detected = await lib.detectGPUDevice();
+  } catch (err) {
+    throw new UnsupportedError(`no usable WebGPU adapter: ${(err as Error).message}`);
+  }
+  if (!detected) throw new UnsupportedError("no WebGPU adapter found");
+  return new WebGpuBackend(lib, detected.device as unknown as GpuDeviceLike, detected.adapterInfo as { vendor?: string; architecture?: string });
+}
+
+class WebGpuBackend implements GpuBackend {
+  readonly info: GpuInfo;
+  private readonly components = new Set<TvmComponent>();
+
+  constructor(
+    private readonly tvmjs: Tvmjs,
+    private readonly device: GpuDeviceLike,
+    adapterInfo: { vendor?: string; architecture?: string },
+  ) {
+    const features: string[] = [];
+    device.features.forEach((f) => features.push(f));
+    this.info = {
+      description: [adapterInfo.vendor, adapterInfo.architecture].filter(Boolean).join("/") || "unknown adapter",
+      features,
+      maxBufferSize: device.limits.maxBufferSize,
+      maxStorageBufferBindingSize: device.limits.maxStorageBufferBindingSize,
+    };
+  }
+
+  async loadComponent(name: string, wasm: Uint8Array, params: HostTensor[]): Promise<GpuComponent> {
+    const buffer = wasm.buffer.slice(wasm.byteOffset, wasm.byteOffset + wasm.byteLength) as ArrayBuffer;
+    let inst: Tvm.Instance;
+    try {
+      inst = await this.tvmjs.instantiate(buffer, this.tvmjs.createPolyfillWASI() as unknown as Record<string, unknown>, () => {});
+    } catch (err) {
+      throw new BundleError(`${name}: the WebGPU library does not load (${(err as Error).message})`, {
+        cause: err,
+        hint: "repack the bundle with this sdpack version's webgpu target",
+      });
+    }
+    // Shared device: tvmjs destroys it in dispose(), so only the backend's dispose() ends it.
+    inst.initWebGPU(this.device as unknown as Parameters<Tvm.Instance["initWebGPU"]>[0]);
+    const component = new TvmComponent(name, inst);
+    try {
+      component.init(params);
+      await component.compileShaders();
+    } catch (err) {
+      component.dispose();
+      throw err;
+    }
+    this.components.add(component);
+    return component;
+  }
+
+  dispose(): void {
+    for (const c of this.components) c.dispose();
+    this.components.clear();
+    this.device.destroy();
+  }
+}
+
+class TvmComponent implements GpuComponent {
+  private readonly dev: Tvm.DLDevice;
+  private vm?: Tvm.VirtualMachine;
+  private main?: Tvm.PackedFunc;
+  private params: Tvm.Tensor[] = [];
+
+  constructor(
+    readonly name: string,
+    private readonly inst: Tvm.Instance,
+  ) {
+    this.dev = inst.webgpu();
+  }
+
+  init(params: HostTensor[]): void {
+    const inst = this.inst;
+    inst.beginScope();
+    try {
+      this.vm = inst.detachFromCurrentScope(inst.createVirtualMachine(this.dev));
+      this.main = inst.detachFromCurrentScope(this.vm.getFunction("main"));
+      for (const p of params) this.params.push(inst.detachFromCurrentScope(this.upload(p)));
+    } finally {
+      inst.endScope();
+    }
+  }
+
+  /**
+   * Create every compute pipeline now, asynchronously (else each is compiled, blocking, on its
+   * first dispatch: tens of seconds of the first image on a software GPU).
+   */
+  async compileShaders(): Promise<void> {
+    await this.inst.asyncLoadWebGPUPipelines(this.vm!.getInternalModule());
+  }
+
+  /** A device tensor holding `t` (inside the caller's scope). */
+  private upload(t: HostTensor): Tvm.Tensor {
+    const gpu = this.inst.empty(t.shape, t.dtype, this.dev);
+    const bytes = bytesOf(t);
+    if (bytes.byteLength % 4 === 0) return gpu.copyFromRawBytes(bytes);
+    // WebGPU writes whole words: an odd-sized float16 tensor goes through a host tensor, which pads.
+    const host = this.inst.empty(t.shape, t.dtype, this.inst.cpu()).copyFromRawBytes(bytes);
+    return gpu.copyFrom(host);
+  }
+
+  async run(inputs: HostTensor[]): Promise<HostTensor> {
+    if (!this.main) throw new Error(`${this.name}: disposed`);
+    const inst = this.inst;
+    inst.beginScope();
+    try {
+      const args = inputs.map((t) => this.upload(t));
+      let out = this.main(...args, ...this.params) as Tvm.Tensor | Tvm.TVMArray;
+      if (!("shape" in out)) out = (out as Tvm.TVMArray).get(0) as unknown as Tvm.Tensor; // torch-exported: a tuple
+      const dtype = out.dtype as HostDtype;
+      const host = inst.empty(out.shape, dtype, inst.cpu());
+      host.copyFrom(out);
+      await this.dev.sync();
+      const raw = host.toRawBytes();
+      const shape = [...out.shape];
+      const data = dtype === "float16" ? new Uint16Array(raw.buffer, raw.byteOffset, raw.byteLength / 2) : dtype === "int32" ? new Int32Array(raw.buffer, raw.byteOffset, raw.byteLength / 4) : new Float32Array(raw.buffer, raw.byteOffset, raw.byteLength / 4);
+      return { dtype, shape, data };
+    } finally {
+      inst.endScope();
+    }
+  }
+
+  dispose(): void {
+    for (const p of this.params) p.dispose();
+    this.params = [];
+    this.main?.dispose();
+    this.vm?.dispose();
+    this.main = undefined;
+    this.vm = undefined;
+  }
+}

@@ -1,0 +1,140 @@
+// Drive the demo page in headless Chromium (WebGPU on SwiftShader) against a Hub-shaped server.
+// Usage: node test/browser/run.mjs CONFIG.json  — prints one JSON result line (the last line).
+// tests/web/test_browser.py starts the servers, writes CONFIG and checks the result.
+import { readFileSync } from "node:fs";
+
+import { chromium } from "playwright-core";
+
+const config = JSON.parse(readFileSync(process.argv[2], "utf8"));
+const FLAGS = [
+  "--headless=new", "--no-sandbox", "--enable-unsafe-webgpu", "--enable-features=Vulkan", "--use-angle=swiftshader",
+  "--use-webgpu-adapter=swiftshader", "--enable-unsafe-swiftshader", "--disable-background-networking",
+  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic", "--disable-dev-shm-usage",
+];
+const hub = config.hubUrl.replace(/\/$/, "");
+const repoUrl = (rev) => `${hub}/${config.repo}/resolve/${rev}/manifest.json`;
+const result = { console: [] };
+const t0 = Date.now();
+const mark = (name) => (result[`t_${name}_ms`] = Date.now() - t0);
+
+/** Requests the hub server saw so far (it logs them; /__log is the test server's own route). */
+async function hubLog() {
+  return (await (await fetch(`${hub}/__log`)).json()).requests;
+}
+
+async function openDemo(context, modelUrl) {
+  const page = await context.newPage();
+  page.on("console", (m) => result.console.push(`${m.type()}: ${m.text()}`.slice(0, 300)));
+  page.on("pageerror", (e) => result.console.push(`pageerror: ${e.message}`.slice(0, 300)));
+  await page.goto(`${config.demoUrl}?model=${encodeURIComponent(modelUrl)}`);
+  await page.waitForFunction(() => globalThis.sdpackDemo !== undefined);
+  return page;
+}
+
+/** Press Load and wait until the model is ready or the load failed; returns what the page shows. */
+async function pressLoad(page) {
+  await page.click("#load");
+  await page.waitForFunction(() => !globalThis.sdpackDemo.busy && (globalThis.sdpackDemo.model || globalThis.sdpackDemo.error), null, { timeout: config.timeoutMs });
+  return page.evaluate(() => {
+    const s = globalThis.sdpackDemo;
+    return s.model
+      ? { ok: true, version: s.model.manifest.model.version, variant: s.model.variant, gpu: s.model.gpu.description, loadMs: s.loadMs }
+      : { ok: false, error: s.error };
+  });
+}
+
+async function generate(page, req) {
+  await page.fill("#prompt", req.prompt);
+  await page.fill("#negative", req.negativePrompt);
+  await page.fill("#seed", String(req.seed));
+  await page.fill("#steps", String(req.steps));
+  await page.fill("#guidance", String(req.guidance));
+  await page.selectOption("#scheduler", req.scheduler);
+  await page.click("#generate");
+  await page.waitForFunction(() => !globalThis.sdpackDemo.busy && (globalThis.sdpackDemo.last || globalThis.sdpackDemo.error), null, { timeout: config.timeoutMs });
+  return page.evaluate(() => {
+    const s = globalThis.sdpackDemo;
+    if (!s.last) return { ok: false, error: s.error };
+    const f = s.last.float;
+    const bytes = new Uint8Array(f.buffer, f.byteOffset, f.byteLength);
+    let bin = "";
+    for (let i = 0; i < bytes.length; i += 0x8000) bin += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+    return { ok: true, width: s.last.width, height: s.last.height, float_b64: btoa(bin), timings: s.last.timings };
+  });
+}
+
+const browser = await chromium.launch({ executablePath: config.chromium, args: FLAGS, headless: true });
+try {
+  // 1. A fresh profile: load v1.0.0 by its pinned commit URL in the demo, generate.
+  const context = await browser.newContext();
+  let page = await openDemo(context, repoUrl(config.commit));
+  mark("page");
+  result.load = await pressLoad(page);
+  mark("load");
+  result.firstLoadRequests = (await hubLog()).length;
+  if (result.load.ok) {
+    result.image = await generate(page, config.request);
+    mark("generate");
+  }
+
+  // 2. Same profile, a fresh page, the tag URL: every file comes from the content cache.
+  const before = (await hubLog()).length;
+  await page.close();
+  page = await openDemo(context, repoUrl(`v${config.version}`));
+  result.cachedLoad = await pressLoad(page);
+  result.cachedLoadRequests = (await hubLog()).slice(before);
+  mark("cached_load");
+
+  // 3. Versions and lock records (manifest-level; files come from the cache).
+  result.versions = await page.evaluate(async ({ tag, main, lock }) => {
+    const { fetchManifest, loadBundleFiles, BrowserCache } = globalThis.sdpack;
+    const version = async (url) => (await fetchManifest(url)).manifest.model.version;
+    const out = { tag: await version(tag), main: await version(main) };
+    const b = await loadBundleFiles(globalThis.sdpack.lockManifest(lock).url, { manifestSha256: lock.manifest_sha256, cache: new BrowserCache() });
+    out.lock = b.manifest.model.version;
+    try {
+      await globalThis.sdpack.loadModel({ ...lock, manifest_sha256: "0".repeat(64) }, { cache: new BrowserCache() });
+      out.badLock = "accepted";
+    } catch (e) {
+      out.badLock = `${e.name}: ${e.message}`;
+    }
+    return out;
+  }, { tag: repoUrl(`v${config.version}`), main: repoUrl("main"), lock: config.lock });
+  mark("versions");
+  await page.close();
+  await context.close();
+
+  // 4. A fresh profile and one tampered shard: refused, named, not cached; a clean retry fetches it again.
+  const tampered = await browser.newContext();
+  const target = `${hub}/${config.repo}/resolve/${config.commit}/${config.tamperPath}`;
+  await tampered.route(target, async (route) => {
+    const response = await route.fetch();
+    const body = Buffer.from(await response.body());
+    body[body.length >> 1] ^= 0x01;
+    await route.fulfill({ response, body });
+  });
+  page = await openDemo(tampered, repoUrl(config.commit));
+  result.tampered = await pressLoad(page);
+  result.tamperedCache = await page.evaluate(async (path) => {
+    const { fetchManifest, BrowserCache } = globalThis.sdpack;
+    const { manifest } = await fetchManifest(location.search ? new URLSearchParams(location.search).get("model") : "");
+    const entry = manifest.files.find((f) => f.path === path);
+    return { cached: (await new BrowserCache().get(entry.sha256)) !== undefined };
+  }, config.tamperPath);
+  await tampered.unroute(target);
+  const beforeRetry = (await hubLog()).length;
+  result.retry = await page.evaluate(async () => {
+    const { loadBundleFiles, BrowserCache } = globalThis.sdpack;
+    const b = await loadBundleFiles(new URLSearchParams(location.search).get("model"), { cache: new BrowserCache() });
+    return { ok: true, files: b.files.size };
+  });
+  result.retryRequests = (await hubLog()).slice(beforeRetry);
+  mark("tamper");
+  await tampered.close();
+} catch (err) {
+  result.fatal = String(err && err.stack ? err.stack : err);
+} finally {
+  await browser.close();
+}
+result.t_total_ms = Date.now() - t0;
+console.log(JSON.stringify(result));

@@ -1,0 +1,309 @@
+/**
+ * loadModel / Pipeline without a GPU: the golden bundle extended with WebGPU and native targets
+ * and a vae_decoder, run on a stand-in backend that records every call. The real WebGPU run is
+ * tests/web/test_browser.py.
+ */
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, test } from "node:test";
+
+import {
+  BundleError,
+  createScheduler,
+  float32ToHalf,
+  floatToHalf,
+  halfToFloat,
+  halfToFloat32,
+  latents,
+  loadModel,
+  lockManifest,
+  MemoryCache,
+  PromptTokenizer,
+  parseManifest,
+  pickVariant,
+  toImage,
+  type GpuBackend,
+  type GpuComponent,
+  type GpuInfo,
+  type HostTensor,
+  type Manifest,
+} from "../src/index.js";
+import { bundleCopy, serve } from "./helpers.js";
+
+const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
+const C = 32; // hidden size of the stand-in text encoder
+
+/** The golden bundle plus libs for webgpu-float32/-float16 and llvm, and a vae_decoder component. */
+function extendedBundle(): { dir: string; remove: () => void; manifest: Manifest } {
+  const copy = bundleCopy();
+  const m = JSON.parse(readFileSync(join(copy.dir, "manifest.json"), "utf8"));
+  const lib = (kind: string, dtype: string, ext: string) => {
+    const libs: Record<string, string> = {};
+    for (const comp of ["text_encoder", "unet", "vae_decoder"]) {
+      const path = `libs/${kind}-${dtype}/${comp}.${ext}`;
+      const bytes = new TextEncoder().encode(`${kind} ${dtype} ${comp}`);
+      mkdirSync(join(copy.dir, `libs/${kind}-${dtype}`), { recursive: true });
+      writeFileSync(join(copy.dir, path), bytes);
+      m.files.push({ path, size: bytes.length, sha256: sha(bytes) });
+      libs[comp] = path;
+    }
+    const features = kind === "webgpu" && dtype === "float16" ? ["shader-f16"] : [];
+    m.targets[`${kind}-${dtype}`] = { kind, dtype, target: { kind }, libs, requirements: { features, max_buffer_bytes: 1 << 20 } };
+  };
+  lib("webgpu", "float32", "wasm");
+  lib("webgpu", "float16", "wasm");
+  lib("llvm", "float32", "so");
+  m.components.vae_decoder = { ...m.components.text_encoder, inputs: [{ name: "latents", dtype: "float32", shape: [1, 4, 8, 8] }] };
+  m.files.sort((a: { path: string }, b: { path: string }) => (a.path < b.path ? -1 : 1));
+  const text = JSON.stringify(m);
+  writeFileSync(join(copy.dir, "manifest.json"), text);
+  return { ...copy, manifest: parseManifest(text) };
+}
+
+interface Call {
+  component: string;
+  inputs: HostTensor[];
+}
+
+/** A backend whose components compute simple known functions and record their inputs. */
+function fakeBackend(features: string[] = []): GpuBackend & { calls: Call[]; loaded: Map<string, HostTensor[]>; disposed: boolean } {
+  const calls: Call[] = [];
+  const loaded = new Map<string, HostTensor[]>();
+  const info: GpuInfo = { description: "fake", features, maxBufferSize: 1 << 30, maxStorageBufferBindingSize: 1 << 30 };
+  const asFloat = (t: HostTensor) => (t.dtype === "float16" ? halfToFloat32(t.data as Uint16Array) : (t.data as Float32Array));
+  const wrap = (t: HostTensor, values: Float32Array, shape: number[]): HostTensor =>
+    t.dtype === "float16" ? { dtype: "float16", shape, data: float32ToHalf(values) } : { dtype: "float32", shape, data: values };
+  const backend = {
+    info,
+    calls,
+    loaded,
+    disposed: false,
+    async loadComponent(name: string, _wasm: Uint8Array, params: HostTensor[]): Promise<GpuComponent> {
+      const component = name.split("/").pop()!.replace(/\.wasm$/, "");
+      loaded.set(name, params);
+      return {
+        async run(inputs: HostTensor[]): Promise<HostTensor> {
+          calls.push({ component, inputs });
+          if (component === "text_encoder") {
+            const ids = inputs[0].data as Int32Array;
+            const out = new Float32Array(77 * C).map((_, i) => ids[Math.floor(i / C)] / 1000);
+            return { dtype: params[0].dtype, shape: [1, 77, C], data: params[0].dtype === "float16" ? float32ToHalf(out) : out };
+          }
+          if (component === "unet") {
+            const x = asFloat(inputs[0]);
+            const h = asFloat(inputs[2]);
+            const n = x.length / 2;
+            // eps = 0.1 x + mean(hidden of that batch row): cond and uncond differ through the prompt.
+            const out = new Float32Array(2 * n);
+            for (let b = 0; b < 2; b++) {
+              const rows = h.subarray((b * h.length) / 2, ((b + 1) * h.length) / 2);
+              const mean = rows.reduce((a, v) => a + v, 0) / rows.length;
+              for (let j = 0; j < n; j++) out[b * n + j] = 0.1 * x[b * n + j] + mean;
+            }
+            return wrap(inputs[0], out, inputs[0].shape);
+          }
+          const z = asFloat(inputs[0]);
+          const img = new Float32Array(3 * 64 * 64).map((_, i) => Math.tanh(z[i % z.length]));
+          return wrap(inputs[0], img, [1, 3, 64, 64]);
+        },
+        dispose() {},
+      };
+    },
+    dispose() {
+      backend.disposed = true;
+    },
+  };
+  return backend;
+}
+
+describe("loadModel", () => {
+  test("fetches only the manifest, tokenizer, weights and the chosen variant's wasm", async () => {
+    const bundle = extendedBundle();
+    const server = await serve(bundle.dir);
+    try {
+      const backend = fakeBackend();
+      const progress: string[] = [];
+      const model = await loadModel(`${server.url}manifest.json`, { backend, onProgress: (p) => progress.push(p.phase) });
+      assert.equal(model.variant, "webgpu-float32");
+      const fetched = server.requests.map((p) => p.slice(1)).sort();
+      const expected = bundle.manifest.files.map((f) => f.path).filter((p) => !p.startsWith("libs/") || p.startsWith("libs/webgpu-float32/"));
+      assert.deepEqual(fetched, ["manifest.json", ...expected].sort());
+      assert.ok(progress.includes("download") && progress.includes("gpu"));
+      // float16 weights are widened to float32 for the fp32 variant, in the manifest's params order.
+      const params = backend.loaded.get("libs/webgpu-float32/unet.wasm")!;
+      assert.equal(params.length, bundle.manifest.components.unet.params.length);
+      const raw = model.bundle.tensors.unet;
+      bundle.manifest.components.unet.params.forEach((name, i) => {
+        const t = raw.get(name)!;
+        assert.deepEqual(params[i].shape, t.shape);
+        if (t.dtype === "float16") {
+          assert.equal(params[i].dtype, "float32");
+          assert.deepEqual(params[i].data, halfToFloat32(t.data as Uint16Array));
+        }
+      });
+    } finally {
+      await server.close();
+      bundle.remove();
+    }
+  });
+
+  test("takes webgpu-float16 where the device has shader-f16, uploading float16 bits as they are", async () => {
+    const bundle = extendedBundle();
+    const server = await serve(bundle.dir);
+    try {
+      const backend = fakeBackend(["shader-f16"]);
+      const model = await loadModel(`${server.url}manifest.json`, { backend });
+      assert.equal(model.variant, "webgpu-float16");
+      assert.ok(server.requests.some((p) => p.startsWith("/libs/webgpu-float16/")));
+      assert.ok(!server.requests.some((p) => p.startsWith("/libs/webgpu-float32/") || p.endsWith(".so")));
+      const params = backend.loaded.get("libs/webgpu-float16/unet.wasm")!;
+      const first = model.bundle.tensors.unet.get(bundle.manifest.components.unet.params[0])!;
+      assert.equal(params[0].dtype, "float16");
+      assert.equal(params[0].data, first.data); // no copy
+    } finally {
+      await server.close();
+      bundle.remove();
+    }
+  });
+
+  test("a lock record pins the commit URL and the manifest sha256", async () => {
+    const bundle = extendedBundle();
+    const server = await serve(bundle.dir, "/org/model/resolve/" + "a".repeat(40) + "/");
+    try {
+      const manifestSha = sha(readFileSync(join(bundle.dir, "manifest.json")));
+      const lock = { lock_version: 1 as const, repo: "org/model", version: "1.0.0", commit: "a".repeat(40), manifest_sha256: manifestSha, endpoint: server.url.replace(/\/org\/.*$/, "") };
+      assert.equal(lockManifest(lock).url, `${server.url}manifest.json`);
+      const model = await loadModel(lock, { backend: fakeBackend() });
+      assert.equal(model.manifest.model.id, bundle.manifest.model.id);
+      const backend = fakeBackend();
+      await assert.rejects(loadModel({ ...lock, manifest_sha256: "0".repeat(64) }, { backend }), (err: BundleError) => {
+        assert.equal(err.file, "manifest.json");
+        assert.match(err.message, /sha256 differs/);
+        return true;
+      });
+      assert.throws(() => lockManifest({ ...lock, commit: "main" }), /commit/);
+      assert.throws(() => lockManifest({ ...lock, lock_version: 2 as unknown as 1 }), /lock_version/);
+    } finally {
+      await server.close();
+      bundle.remove();
+    }
+  });
+
+  test("a second load comes from the cache (only the manifest is fetched)", async () => {
+    const bundle = extendedBundle();
+    const server = await serve(bundle.dir);
+    try {
+      const cache = new MemoryCache();
+      await loadModel(`${server.url}manifest.json`, { backend: fakeBackend(), cache });
+      const first = server.requests.length;
+      await loadModel(`${server.url}manifest.json`, { backend: fakeBackend(), cache });
+      assert.deepEqual(server.requests.slice(first), ["/manifest.json"]);
+    } finally {
+      await server.close();
+      bundle.remove();
+    }
+  });
+
+  test("a bundle without WebGPU libraries, or a GPU with too small buffers, is refused", () => {
+    const { manifest, remove } = extendedBundle();
+    remove();
+    const gpu: GpuInfo = { description: "x", features: [], maxBufferSize: 1 << 30, maxStorageBufferBindingSize: 1 << 30 };
+    assert.equal(pickVariant(manifest, gpu).name, "webgpu-float32");
+    assert.equal(pickVariant(manifest, { ...gpu, features: ["shader-f16"] }).name, "webgpu-float16");
+    assert.throws(() => pickVariant(manifest, { ...gpu, maxStorageBufferBindingSize: 1000 }), /needs GPU buffers of 1048576 bytes/);
+    assert.throws(() => pickVariant(manifest, gpu, "webgpu-float16"), /shader-f16/);
+    const native = { ...manifest, targets: { "llvm-float32": manifest.targets["llvm-float32"] } };
+    assert.throws(() => pickVariant(native, gpu), /has no WebGPU libraries.*llvm-float32/);
+  });
+});
+
+describe("Pipeline.generate", () => {
+  for (const features of [[], ["shader-f16"]]) {
+    test(`runs the native loop: CFG batch [uncond, cond], float32[2] timesteps, latents / scaling_factor (${features.length ? "fp16" : "fp32"})`, async () => {
+      const bundle = extendedBundle();
+      const server = await serve(bundle.dir);
+      try {
+        const backend = fakeBackend(features);
+        const model = await loadModel(`${server.url}manifest.json`, { backend });
+        const steps: number[] = [];
+        const image = await model.generate({ prompt: "a red cat", negativePrompt: "blurry", seed: "7", steps: 4, guidance: 5, scheduler: "euler", onStep: (i) => steps.push(i) });
+        assert.deepEqual(steps, [1, 2, 3, 4]);
+        const calls = backend.calls;
+        assert.deepEqual(calls.map((c) => c.component), ["text_encoder", "text_encoder", "unet", "unet", "unet", "unet", "vae_decoder"]);
+        const tok = PromptTokenizer.fromBundle(model.manifest, model.bundle.files);
+        assert.deepEqual(calls[0].inputs[0].data, tok.encode("blurry"));
+        assert.deepEqual(calls[1].inputs[0].data, tok.encode("a red cat"));
+        const sched = createScheduler("euler", model.manifest.scheduler.config, { seed: "7" });
+        sched.setTimesteps(4);
+        const dt = features.length ? "float16" : "float32";
+        calls.slice(2, 6).forEach((c, i) => {
+          assert.deepEqual(c.inputs.map((t) => t.dtype), [dt, "float32", dt]);
+          assert.deepEqual(c.inputs[1].data, new Float32Array([sched.timesteps[i], sched.timesteps[i]]));
+          assert.deepEqual(c.inputs[2].shape, [2, 77, C]);
+          const x = c.inputs[0].data;
+          assert.deepEqual(x.subarray(0, 256), x.subarray(256)); // both halves are the same latents
+        });
+        // The first UNet input: the seeded noise × init sigma, scaled for the first timestep.
+        const x0 = latents("7", [1, 4, 8, 8]).map((v) => v * Math.fround(sched.initNoiseSigma));
+        const expected = sched.scaleModelInput(x0, sched.timesteps[0]);
+        const got = calls[2].inputs[0];
+        const first = got.dtype === "float16" ? halfToFloat32(got.data.subarray(0, 256) as Uint16Array) : got.data.subarray(0, 256);
+        if (dt === "float32") assert.deepEqual(first, expected);
+        else assert.deepEqual(first, halfToFloat32(float32ToHalf(expected)));
+        // Unconditional half sees the negative prompt's hidden states, conditional the prompt's.
+        const h = calls[2].inputs[2].data;
+        assert.notDeepEqual(h.subarray(0, 77 * C), h.subarray(77 * C));
+        assert.equal(image.width, 64);
+        assert.equal(image.height, 64);
+        assert.equal(image.rgba.length, 64 * 64 * 4);
+        assert.equal(image.float.length, 64 * 64 * 3);
+        assert.equal(image.timings.steps, 4);
+      } finally {
+        await server.close();
+        bundle.remove();
+      }
+    });
+  }
+
+  test("an aborted generation stops between steps", async () => {
+    const bundle = extendedBundle();
+    const server = await serve(bundle.dir);
+    try {
+      const backend = fakeBackend();
+      const model = await loadModel(`${server.url}manifest.json`, { backend });
+      const controller = new AbortController();
+      await assert.rejects(model.generate({ prompt: "x", steps: 10, signal: controller.signal, onStep: (i) => i === 2 && controller.abort() }), { name: "AbortError" });
+      assert.equal(backend.calls.filter((c) => c.component === "unet").length, 2);
+    } finally {
+      await server.close();
+      bundle.remove();
+    }
+  });
+});
+
+describe("images and float16", () => {
+  test("toImage: x / 2 + 0.5 clamped, round(x * 255), HWC float and RGBA", () => {
+    const chw = new Float32Array([-2, 0, 1, 0.5, /* G */ 0.002, -0.002, 3, -1, /* B */ 0, 0, 0, 0]);
+    const { rgba, float } = toImage(chw, 2, 2);
+    assert.deepEqual([...float.subarray(0, 3)], [0, Math.fround(0.501), 0.5]);
+    assert.deepEqual([...rgba.subarray(0, 8)], [0, 128, 128, 255, 128, 127, 128, 255]);
+    assert.deepEqual([...rgba.subarray(8, 16)], [255, 255, 128, 255, 191, 0, 128, 255]);
+    // v * 255 landing exactly on .5 rounds to even, as numpy does: 126.5 → 126, 131.5 → 132, 127.5 → 128.
+    const halves = toImage(new Float32Array([-0.00784313678741455, 0.0313725471496582, 0]), 1, 1).rgba;
+    assert.deepEqual([...halves], [126, 132, 128, 255]);
+  });
+
+  test("float16 conversions round to nearest even and cover subnormals, infinities and NaN", () => {
+    const cases: [number, number][] = [
+      [0, 0x0000], [-0, 0x8000], [1, 0x3c00], [-2, 0xc000], [65504, 0x7bff], [65520, 0x7c00], [1e9, 0x7c00],
+      [2 ** -24, 0x0001], [2 ** -25, 0x0000], [1.5 * 2 ** -25, 0x0001], [2 ** -14, 0x0400], [1 + 2 ** -11, 0x3c00], [1 + 3 * 2 ** -11, 0x3c02],
+      [Infinity, 0x7c00], [-Infinity, 0xfc00], [0.1, 0x2e66],
+    ];
+    for (const [value, bits] of cases) assert.equal(floatToHalf(value), bits, `floatToHalf(${value})`);
+    assert.ok(Number.isNaN(halfToFloat(floatToHalf(NaN))));
+    for (let h = 0; h < 0x7c00; h += 7) assert.equal(floatToHalf(halfToFloat(h)), h); // round trip of every 7th finite half
+    assert.equal(halfToFloat(0x3555), Math.fround(0.333251953125));
+  });
+});

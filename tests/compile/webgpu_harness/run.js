@@ -1,0 +1,42 @@
+// Run one sdpack WebGPU library (.wasm) under tvmjs in Deno (wgpu; Mesa lavapipe on CI).
+//
+//   deno run --unstable-webgpu --allow-read --allow-write run.js TVMJS WASM REQUEST OUT
+//
+// TVMJS is @mlc-ai/web-runtime's lib/index.js (the tvmjs runtime sdpack targets); REQUEST is a
+// JSON file {"blob": "<path>", "tensors": [{"shape", "dtype", "offset", "nbytes"}, ...]} naming
+// main's arguments (inputs, then params) as raw little-endian bytes in one blob. The output
+// tensor's raw bytes go to OUT; one JSON line on stdout says its shape, dtype and the adapter.
+import { createRequire } from "node:module";
+
+const [tvmjsPath, wasmPath, requestPath, outPath] = Deno.args;
+const require = createRequire(import.meta.url);
+const tvmjs = require(tvmjsPath);
+
+const request = JSON.parse(await Deno.readTextFile(requestPath));
+const blob = await Deno.readFile(request.blob);
+const gpu = await tvmjs.detectGPUDevice();
+if (gpu === undefined) throw new Error("no WebGPU adapter");
+const wasm = await Deno.readFile(wasmPath);
+const tvm = await tvmjs.instantiate(wasm.buffer, tvmjs.createPolyfillWASI(), () => {});
+tvm.initWebGPU(gpu.device);
+
+tvm.beginScope();
+const dev = tvm.webgpu();
+const vm = tvm.createVirtualMachine(dev);
+const main = vm.getFunction("main");
+// Staged through a CPU tensor: WebGPU's direct raw-byte uploads need 4-byte multiples, which
+// float16 tensors with an odd element count are not.
+const args = request.tensors.map((t) => {
+  const host = tvm.empty(t.shape, t.dtype, tvm.cpu())
+    .copyFromRawBytes(blob.slice(t.offset, t.offset + t.nbytes));
+  return tvm.empty(t.shape, t.dtype, dev).copyFrom(host);
+});
+const out = main(...args);
+const host = tvm.empty(out.shape, out.dtype, tvm.cpu()).copyFrom(out);
+await dev.sync();
+await Deno.writeFile(outPath, host.toRawBytes());
+const info = gpu.adapterInfo ?? {};
+console.log(JSON.stringify({ shape: out.shape, dtype: out.dtype,
+                             adapter: `${info.vendor ?? ""} ${info.architecture ?? ""} ${info.description ?? ""}`.trim() }));
+tvm.endScope();
+tvm.dispose();

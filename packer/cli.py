@@ -133,7 +133,8 @@ def publish(
     from packer.interface.publish import publish_checkpoint
 
     if (checkpoint is None) == (bundle is None):
-        raise UsageError("pass exactly one of --checkpoint or --bundle")
+        raise UsageError("publish needs exactly one of --checkpoint or --bundle",
+                         "pass --checkpoint FILE to pack and publish it, or --bundle DIR for a packed bundle")
     dest = to if to == "hf" else Path(to)
     pack_args = None
     if checkpoint is not None:
@@ -176,11 +177,12 @@ def serve(
     directory: Path = typer.Argument(..., help="directory hub (written by `packer publish --to DIR`)"),
     port: int = typer.Option(8000, "--port", help="TCP port"),
     host: str = typer.Option("127.0.0.1", "--host", help="address to bind (127.0.0.1 unless you mean it)"),
+    app_dir: Path = typer.Option(None, "--app", help="also serve this folder's static files at /app/ (e.g. runtime-web)"),
 ) -> None:
     """Serve a directory hub at /ORG/NAME/resolve/REV/PATH with CORS and Range, for browsers."""
     from packer.interface.serve import start
 
-    serving = start(directory, port=port, host=host)
+    serving = start(directory, port=port, host=host, app=app_dir)
     typer.echo(serving.display())
     serving.wait()
 
@@ -193,7 +195,15 @@ def version() -> None:
     typer.echo(f"sdpack {__version__} (apache-tvm {v('apache-tvm')}, apache-tvm-ffi {v('apache-tvm-ffi')})")
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one ``warning: ...`` line (no source line, no machine path)."""
+    print("warning: " + " ".join(str(message).split()), file=file or sys.stderr)
+
+
 def main() -> None:
+    import warnings
+
+    warnings.showwarning = _show_warning
     app(prog_name="packer")
 
 

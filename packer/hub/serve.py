@@ -1,13 +1,15 @@
 """Serve a directory hub over HTTP with the Hub's URL shape, for browsers and the Hub client.
 
 ``GET|HEAD /{org}/{name}/resolve/{rev}/{path}`` where ``rev`` is a tag (``v1.0.0``), ``main``
-or a commit sha; everything else is 404. Answers carry what the web runtime needs (CORS, Range,
+or a commit sha; with ``app``, ``/app/...`` serves that folder's static files (the web runtime's
+demo page), so a page and the models it loads come from one origin; everything else is 404. Answers carry what the web runtime needs (CORS, Range,
 ETag = sha256) and what ``hf_hub_download`` needs (``X-Repo-Commit``, ``X-Error-Code``), so the
 same URLs work against ``packer serve`` and the real Hub. Binds 127.0.0.1 unless told otherwise.
 """
 
 from __future__ import annotations
 
+import mimetypes
 import re
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -53,6 +55,7 @@ def _span(header: str | None, size: int) -> tuple[int, int] | None:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     hub: LocalHub  # set on the subclass made by make_server
+    app: Path | None = None  # static files served under /app/
 
     def log_message(self, format, *args):  # noqa: A002 - quiet: the CLI prints the URL once
         pass
@@ -91,7 +94,26 @@ class _Handler(BaseHTTPRequestHandler):
             raise _NotFound("EntryNotFound", {"X-Repo-Commit": commit})
         return repo, commit, {**entry, "immutable": COMMIT.match(rev) is not None, "path": path}
 
+    def _static(self) -> None:
+        """A file of the app folder; never anything outside it."""
+        rel = unquote(urlsplit(self.path).path)[len("/app/"):] or "index.html"
+        root = self.app.resolve()
+        path = (root / rel).resolve()
+        if not path.is_relative_to(root) or not path.is_file():
+            self._answer(404, {})
+            return
+        data = path.read_bytes()
+        kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        if path.suffix in (".js", ".mjs"):
+            kind = "text/javascript"
+        self._answer(200, {"Content-Type": kind, "Cache-Control": "no-cache"}, len(data))
+        if self.command == "GET":
+            self.wfile.write(data)
+
     def do_GET(self) -> None:
+        if self.app is not None and urlsplit(self.path).path.startswith("/app/"):
+            self._static()
+            return
         try:
             repo, commit, entry = self._locate()
         except (_NotFound, HubError) as exc:
@@ -130,12 +152,16 @@ def _copy(src, dst, n: int) -> None:
         n -= len(block)
 
 
-def make_server(directory: str | Path, port: int = 8000, host: str = "127.0.0.1") -> ThreadingHTTPServer:
+def make_server(
+    directory: str | Path, port: int = 8000, host: str = "127.0.0.1", app: str | Path | None = None
+) -> ThreadingHTTPServer:
     """A ready (not yet running) server; ``port=0`` picks a free port (see ``server_address``)."""
     root = Path(directory)
     if not root.is_dir():
         raise HubError(f"{root}: no such hub directory", "publish with --to DIR first")
-    handler = type("HubHandler", (_Handler,), {"hub": LocalHub(root)})
+    if app is not None and not Path(app).is_dir():
+        raise HubError(f"{app}: no such app directory", "pass the folder holding the page, e.g. runtime-web")
+    handler = type("HubHandler", (_Handler,), {"hub": LocalHub(root), "app": Path(app) if app else None})
     try:
         server = ThreadingHTTPServer((host, port), handler)
     except OSError as exc:

@@ -16,6 +16,7 @@ class ServeArgs:
     directory: Path
     port: int = 8000
     host: str = "127.0.0.1"
+    app: Path | None = None
 
     def display(self) -> str:
         return f"serve {self.directory} on {self.host}:{self.port}"
@@ -26,11 +27,14 @@ class Serving:
 
     def __init__(self, args: ServeArgs):
         self.args = args
-        self.server = make_server(args.directory, args.port, args.host)
+        self.server = make_server(args.directory, args.port, args.host, args.app)
         self.url = f"http://{self.server.server_address[0]}:{self.server.server_address[1]}"
 
     def display(self) -> str:
-        return f"serving {self.args.directory} at {self.url}/ORG/NAME/resolve/vX.Y.Z/manifest.json (Ctrl-C to stop)"
+        text = f"serving {self.args.directory} at {self.url}/ORG/NAME/resolve/vX.Y.Z/manifest.json"
+        if self.args.app is not None:
+            text += f"\nweb app {self.args.app} at {self.url}/app/"
+        return text + " (Ctrl-C to stop)"
 
     def wait(self) -> None:
         try:
@@ -45,5 +49,5 @@ class Serving:
         self.server.server_close()
 
 
-def start(directory: Path, port: int = 8000, host: str = "127.0.0.1") -> Serving:
-    return Serving(ServeArgs(Path(directory), port, host))
+def start(directory: Path, port: int = 8000, host: str = "127.0.0.1", app: Path | None = None) -> Serving:
+    return Serving(ServeArgs(Path(directory), port, host, Path(app) if app else None))

@@ -66,7 +66,7 @@ def decode(stored: bytes, *, raw_size: int, element_size: int | None, path: str)
         raise BundleError(f"{path}: zstd frame header is corrupt", "pull the bundle again") from None
     if declared != raw_size:  # checked before any allocation: a small file cannot expand into a bomb
         what = "no content size" if declared < 0 else f"{declared} bytes"
-        raise BundleError(f"{path}: zstd frame declares {what}, manifest says {raw_size}; corrupt or forged")
+        raise BundleError(f"{path}: zstd frame declares {what}, manifest says {raw_size}; corrupt or forged", "pull the bundle again")
     try:
         payload = zstandard.ZstdDecompressor().decompress(stored, max_output_size=raw_size)
     except zstandard.ZstdError as exc:

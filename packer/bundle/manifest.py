@@ -16,6 +16,7 @@ FORMAT = "sdpack.bundle"
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 MAX_MANIFEST_BYTES = 16 << 20
+DAMAGED = "the manifest is forged or damaged; pull or pack the bundle again"
 
 
 def _schema_text(name: str) -> str:
@@ -38,7 +39,7 @@ def schema(name: str = "manifest.schema.json") -> dict:
 def check_path(path: Any, where: str) -> str:
     """A bundle-relative path must be POSIX, relative, and free of '.'/'..' segments."""
     if not isinstance(path, str) or not path:
-        raise BundleError(f"{where}: path must be a non-empty string")
+        raise BundleError(f"{where}: path must be a non-empty string", DAMAGED)
     if "\\" in path:
         raise BundleError(f"{where}: path {path!r} contains a backslash", "bundle paths use '/'")
     if path.startswith("/") or (len(path) > 1 and path[1] == ":"):
@@ -57,10 +58,10 @@ def _describe(error: jsonschema.ValidationError) -> str:
 def validate(doc: Any, *, where: str = MANIFEST_NAME, schema_name: str = "manifest.schema.json") -> dict:
     """Check ``doc`` against the schema and the rules the schema cannot say; return it."""
     if not isinstance(doc, dict):
-        raise BundleError(f"{where}: not a JSON object")
+        raise BundleError(f"{where}: not a JSON object", DAMAGED)
     if schema_name == "manifest.schema.json":
         if doc.get("format") != FORMAT:
-            raise BundleError(f"{where}: not an sdpack bundle manifest (format={doc.get('format')!r})")
+            raise BundleError(f"{where}: not an sdpack bundle manifest (format={doc.get('format')!r})", "is this an sdpack bundle?")
         version = doc.get("format_version")
         if version != FORMAT_VERSION:
             raise BundleError(
@@ -73,7 +74,7 @@ def validate(doc: Any, *, where: str = MANIFEST_NAME, schema_name: str = "manife
     validator = jsonschema.Draft202012Validator(schema(schema_name))
     error = jsonschema.exceptions.best_match(validator.iter_errors(doc))
     if error is not None:
-        raise BundleError(f"{where}: schema violation at {_describe(error)}")
+        raise BundleError(f"{where}: schema violation at {_describe(error)}", DAMAGED)
     if schema_name == "manifest.schema.json":
         _check_references(doc, where)
     return doc
@@ -82,24 +83,24 @@ def validate(doc: Any, *, where: str = MANIFEST_NAME, schema_name: str = "manife
 def _check_references(doc: dict, where: str) -> None:
     paths = [f["path"] for f in doc["files"]]
     if len(set(paths)) != len(paths):
-        raise BundleError(f"{where}: a file is listed twice")
+        raise BundleError(f"{where}: a file is listed twice", DAMAGED)
     if MANIFEST_NAME in paths:
-        raise BundleError(f"{where}: manifest.json must not list itself")
+        raise BundleError(f"{where}: manifest.json must not list itself", DAMAGED)
     listed = set(paths)
     refs = [c["weights"] for c in doc["components"].values()]
     refs += [p for t in doc["targets"].values() for p in t["libs"].values()]
     refs += doc["tokenizer"]["files"]
     for ref in refs:
         if ref not in listed:
-            raise BundleError(f"{where}: {ref} is referenced but not listed in files")
+            raise BundleError(f"{where}: {ref} is referenced but not listed in files", DAMAGED)
 
 
 def parse(data: bytes, where: str = MANIFEST_NAME) -> dict:
     """Parse and validate manifest bytes."""
     if len(data) > MAX_MANIFEST_BYTES:
-        raise BundleError(f"{where}: {len(data)} bytes is too large for a manifest")
+        raise BundleError(f"{where}: {len(data)} bytes is too large for a manifest", DAMAGED)
     try:
         doc = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError(f"{where}: not valid JSON ({exc})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:  # RecursionError: nesting bomb
+        raise BundleError(f"{where}: not valid JSON ({exc})", DAMAGED) from None
     return validate(doc, where=where)

@@ -33,7 +33,7 @@ class Bundle:
         root = Path(root)
         path = root / manifest.MANIFEST_NAME
         if not root.is_dir():
-            raise BundleError(f"{root}: no such bundle directory")
+            raise BundleError(f"{root}: no such bundle directory", "pass the folder `packer pack` or `packer pull` wrote")
         if not path.is_file():
             raise BundleError(f"{root}: no manifest.json", "is this an sdpack bundle?")
         return cls(root, manifest.parse(path.read_bytes()))
@@ -71,7 +71,7 @@ class Bundle:
     def read_json(self, rel: str) -> dict:
         try:
             return json.loads(self.read(rel))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:  # RecursionError: nesting bomb
             raise BundleError(f"{rel}: not valid JSON ({exc})", HINT) from None
 
     # -- weights ---------------------------------------------------------------------------------
@@ -87,7 +87,7 @@ class Bundle:
         """The component's tensor-cache.json, checked for consistency with the manifest."""
         comp = self.manifest["components"].get(component)
         if comp is None:
-            raise BundleError(f"bundle has no component {component!r}")
+            raise BundleError(f"bundle has no component {component!r}", HINT)
         rel = comp["weights"]
         doc = self.read_json(rel)
         tensor_cache.check_index(doc, rel)

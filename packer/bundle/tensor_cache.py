@@ -9,6 +9,7 @@ which typed-array views and GPU uploads in the browser need. The decompressed la
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -24,6 +25,7 @@ DTYPES = {
     "uint8": np.dtype("u1"),
 }
 ALIGN = 16
+DAMAGED = "the bundle is damaged or forged; pull it again"
 INDEX_NAME = "tensor-cache.json"
 
 
@@ -105,27 +107,41 @@ def index(shards: list[Shard], metadata: dict) -> dict:
     return {"metadata": metadata, "records": [s.index_entry() for s in shards]}
 
 
+def _int(value) -> int:
+    """A JSON integer (not a float, string or bool that int() would also take)."""
+    if type(value) is not int:
+        raise TypeError(f"{value!r} is not an integer")
+    return value
+
+
 def check_index(doc: dict, path: str) -> None:
     """Structural checks that no JSON Schema can express: every record inside its shard."""
     try:
         shards = doc["records"]
+        if not isinstance(shards, list):
+            raise TypeError("records is not a list")
         for shard in shards:
-            size = int(shard["nbytes"])
+            if not isinstance(shard["dataPath"], str) or not isinstance(shard["records"], list):
+                raise TypeError("a shard needs a dataPath string and a records list")
+            size = _int(shard["nbytes"])
             for rec in shard["records"]:
+                if not isinstance(rec["name"], str) or not isinstance(rec["shape"], list):
+                    raise TypeError("a record needs a name string and a shape list")
                 dtype = DTYPES.get(rec["dtype"])
                 if dtype is None:
-                    raise BundleError(f"{path}: tensor {rec['name']!r} has unsupported dtype {rec['dtype']!r}")
-                count = int(np.prod(rec["shape"], dtype=np.int64)) if rec["shape"] else 1
-                if any(int(d) < 0 for d in rec["shape"]) or count * dtype.itemsize != rec["nbytes"]:
-                    raise BundleError(f"{path}: tensor {rec['name']!r}: shape/dtype do not match nbytes")
-                start, nbytes = int(rec["byteOffset"]), int(rec["nbytes"])
+                    raise BundleError(f"{path}: tensor {rec['name']!r} has unsupported dtype {rec['dtype']!r}", DAMAGED)
+                shape = [_int(d) for d in rec["shape"]]
+                count = math.prod(shape)  # exact: numpy's int64 product would wrap around
+                if any(d < 0 for d in shape) or count * dtype.itemsize != _int(rec["nbytes"]):
+                    raise BundleError(f"{path}: tensor {rec['name']!r}: shape/dtype do not match nbytes", DAMAGED)
+                start, nbytes = _int(rec["byteOffset"]), rec["nbytes"]
                 if start < 0 or start + nbytes > size:
                     raise BundleError(
                         f"{path}: tensor {rec['name']!r} lies outside its shard {shard['dataPath']}",
-                        "the bundle is damaged or forged; pull it again",
+                        DAMAGED,
                     )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise BundleError(f"{path}: malformed tensor-cache index ({exc.__class__.__name__}: {exc})") from None
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
+        raise BundleError(f"{path}: malformed tensor-cache index ({exc.__class__.__name__}: {exc})", DAMAGED) from None
 
 
 def read_tensor(raw: bytes, rec: dict) -> np.ndarray:

@@ -118,11 +118,13 @@ class LocalHub:
         """``path -> {sha256, size}`` of a commit; paths and hashes are checked before use."""
         try:
             files = json.loads((self.repo_dir(repo) / "commits" / f"{commit}.json").read_bytes())["files"]
-        except (OSError, ValueError, KeyError, TypeError):
+            if not isinstance(files, dict):
+                raise TypeError("files is not an object")
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
             raise HubError(f"{repo}: commit {commit} is unreadable in {self.root}", "the hub directory is damaged") from None
         for path, entry in files.items():
             check_path(path, f"{repo} commit {commit}")
-            if not SHA256.match(entry.get("sha256", "")):
+            if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str) or not SHA256.match(entry["sha256"]):
                 raise HubError(f"{repo} commit {commit}: bad object id for {path}", "the hub directory is damaged")
         return files
 

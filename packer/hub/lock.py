@@ -60,8 +60,8 @@ def read(path: Path) -> dict:
     try:
         doc = json.loads(path.read_bytes())
     except OSError as exc:
-        raise UsageError(f"cannot read lock file {path}: {exc.strerror}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise UsageError(f"cannot read lock file {path}: {exc.strerror}", "write it with `packer resolve --lock-out`") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):  # RecursionError: nesting bomb
         raise UsageError(f"{path}: not JSON", "write it with `packer resolve --lock-out`") from None
     return validate(doc, where=str(path))
 

@@ -60,5 +60,6 @@ def check_same(release: Release, published_sha256: str, location: str) -> None:
     """A version is immutable: the same manifest is a no-op, another one is an error."""
     if published_sha256 != release.manifest_sha256:
         raise HubError(
-            f"{release.repo} version {release.version} already published with different content at {location}; bump --version"
+            f"{release.repo} version {release.version} already published with different content at {location}; bump --version",
+            "publish changed content as a new version: published versions never change",
         )

@@ -23,7 +23,7 @@ FOLDER = "pass a complete SD1.x diffusers folder (model_index.json, text_encoder
 def _json(path: Path, name: str) -> dict:
     try:
         doc = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:  # RecursionError: nesting bomb
         raise CheckpointError(f"{name}: {path.parent.name}/{path.name} is not valid JSON ({exc})", FOLDER) from None
     if not isinstance(doc, dict):
         raise CheckpointError(f"{name}: {path.parent.name}/{path.name} is not a JSON object", FOLDER)

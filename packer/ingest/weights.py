@@ -84,7 +84,7 @@ def check_safetensors_header(path: Path) -> dict:
             covered = end
         if covered != data_size:
             raise ValueError(f"tensors cover {covered} of {data_size} data bytes")
-    except (ValueError, UnicodeDecodeError, struct.error) as exc:
+    except (ValueError, UnicodeDecodeError, struct.error, RecursionError) as exc:  # RecursionError: nesting bomb
         raise CheckpointError(f"{path.name}: invalid safetensors header: {exc}", FORGED) from None
     header["__metadata__"] = meta
     return header

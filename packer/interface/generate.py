@@ -45,9 +45,9 @@ def generate(args: GenerateArgs) -> GenerateResult:
     if args.scheduler is not None and args.scheduler not in schedulers.NAMES:
         raise UsageError(f"unknown scheduler {args.scheduler!r}", f"choose one of {', '.join(schedulers.NAMES)}")
     if not 0 <= args.seed < 2**64:
-        raise UsageError("--seed must be between 0 and 2^64-1")
+        raise UsageError(f"--seed {args.seed} is out of range", "use a seed between 0 and 2^64-1")
     if args.steps is not None and not 1 <= args.steps <= 1000:
-        raise UsageError("--steps must be between 1 and 1000")
+        raise UsageError(f"--steps {args.steps} is out of range", "use between 1 and 1000 steps")
     latents = None
     if args.latents is not None:
         try:

@@ -47,7 +47,7 @@ class PackArgs:
         if self.prediction_type not in (None, "epsilon", "v_prediction"):
             raise UsageError(f"unknown --prediction-type {self.prediction_type!r}", "use epsilon or v_prediction")
         if not 1 <= self.shard_mb <= 1024:
-            raise UsageError("--shard-mb must be between 1 and 1024")
+            raise UsageError(f"--shard-mb {self.shard_mb} is out of range", "use a size between 1 and 1024 MiB (default 32)")
         return self
 
 

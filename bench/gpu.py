@@ -40,24 +40,9 @@ from pathlib import Path
 
 import torch
 
-# Fallback configs (bench/pack.py's); the manifest's own configs are used when present.
-CLIP_L = {
-    "vocab_size": 49408, "hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
-    "num_attention_heads": 12, "max_position_embeddings": 77, "hidden_act": "quick_gelu",
-    "layer_norm_eps": 1e-5, "projection_dim": 768, "bos_token_id": 49406, "eos_token_id": 49407, "pad_token_id": 49407,
-}  # fmt: skip
-UNET = {
-    "sample_size": 64, "in_channels": 4, "out_channels": 4, "block_out_channels": [320, 640, 1280, 1280],
-    "layers_per_block": 2, "cross_attention_dim": 768, "attention_head_dim": 8, "norm_num_groups": 32,
-    "down_block_types": ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
-    "up_block_types": ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3, "use_linear_projection": False,
-}  # fmt: skip
-VAE = {
-    "sample_size": 512, "in_channels": 3, "out_channels": 3, "latent_channels": 4,
-    "block_out_channels": [128, 256, 512, 512], "layers_per_block": 2, "norm_num_groups": 32,
-    "down_block_types": ["DownEncoderBlock2D"] * 4, "up_block_types": ["UpDecoderBlock2D"] * 4,
-    "scaling_factor": 0.18215,
-}  # fmt: skip
+# Fallback configs; the manifest's own configs are used when present.
+from sd15 import CLIP_L, UNET, VAE  # noqa: E402  (bench/ is on sys.path)
+
 SCHEDULER = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
              "num_train_timesteps": 1000, "steps_offset": 1, "prediction_type": "epsilon"}
 SD_UNET_TFLOP = 1.68  # per CFG step at 512² (anchors.md)

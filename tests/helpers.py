@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from packer.support import canonical
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = REPO / "formats" / "testdata"
@@ -34,3 +37,26 @@ def packer(*args: str, env: dict | None = None, cwd: Path | None = None, timeout
         [sys.executable, "-m", "packer", *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=timeout
     )
     return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+# -- forging bundles: change a file, then make the manifest agree (an attacker who knows the format)
+def read_manifest(root: Path) -> dict:
+    return json.loads((root / "manifest.json").read_text())
+
+
+def write_manifest(root: Path, doc: dict) -> None:
+    (root / "manifest.json").write_bytes(canonical.dumps(doc))
+
+
+def rehash(root: Path, rel: str) -> None:
+    """Update the manifest entry of ``rel`` so its size and sha256 match the file's new bytes."""
+    doc = read_manifest(root)
+    data = (root / rel).read_bytes()
+    for entry in doc["files"]:
+        if entry["path"] == rel:
+            entry["size"], entry["sha256"] = len(data), canonical.sha256_bytes(data)
+    write_manifest(root, doc)
+
+
+def file_entry(doc: dict, rel: str) -> dict:
+    return next(e for e in doc["files"] if e["path"] == rel)

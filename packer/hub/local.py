@@ -38,19 +38,20 @@ def commit_id(parent: str | None, files: dict) -> str:
 
 
 @contextlib.contextmanager
+def _os_errors(root: Path, doing: str, hint: str):
+    """An OSError inside the block becomes one HubError line naming the hub directory."""
+    try:
+        yield
+    except OSError as exc:
+        raise HubError(f"cannot {doing} hub directory {root}: {exc.strerror or exc}", hint) from None
+
+
 def _writing(root: Path):
-    try:
-        yield
-    except OSError as exc:
-        raise HubError(f"cannot write to hub directory {root}: {exc.strerror or exc}", "choose a writable --to directory") from None
+    return _os_errors(root, "write to", "choose a writable --to directory")
 
 
-@contextlib.contextmanager
 def _damaged(root: Path):
-    try:
-        yield
-    except OSError as exc:
-        raise HubError(f"cannot read from hub directory {root}: {exc.strerror or exc}", "the hub directory is damaged or unreadable") from None
+    return _os_errors(root, "read from", "the hub directory is damaged or unreadable")
 
 
 def _atomic_write(path: Path, data: bytes, *, exclusive: bool = False) -> bool:

@@ -4,38 +4,14 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 import zstandard
 
-from packer.support import canonical
-from tests.helpers import GOLDEN, packer
+from tests.helpers import GOLDEN, file_entry, packer, read_manifest, rehash, write_manifest
 
 SHARD = "weights/unet/params_shard_0.bin.zst"
 INDEX = "weights/unet/tensor-cache.json"
-
-
-def _manifest(root: Path) -> dict:
-    return json.loads((root / "manifest.json").read_text())
-
-
-def _write_manifest(root: Path, doc: dict) -> None:
-    (root / "manifest.json").write_text(json.dumps(doc, indent=2))
-
-
-def _rehash(root: Path, rel: str) -> None:
-    """Update the manifest entry of ``rel`` so size and sha256 match (a forged bundle)."""
-    doc = _manifest(root)
-    data = (root / rel).read_bytes()
-    for entry in doc["files"]:
-        if entry["path"] == rel:
-            entry["size"], entry["sha256"] = len(data), canonical.sha256_bytes(data)
-    _write_manifest(root, doc)
-
-
-def _entry(doc: dict, rel: str) -> dict:
-    return next(e for e in doc["files"] if e["path"] == rel)
 
 
 def flip_byte(root):
@@ -59,14 +35,14 @@ def delete_shard(root):
 
 def non_zstd_shard(root):
     (root / SHARD).write_bytes(b"PK\x03\x04 not zstd at all" * 10)
-    _rehash(root, SHARD)
+    rehash(root, SHARD)
     return SHARD, "not a zstd frame"
 
 
 def truncated_zstd_frame(root):
     p = root / SHARD
     p.write_bytes(p.read_bytes()[:-40])
-    _rehash(root, SHARD)
+    rehash(root, SHARD)
     return SHARD, "truncated or corrupt"
 
 
@@ -74,14 +50,14 @@ def zstd_bomb(root):
     """A valid frame that decodes to far more than the manifest's raw_size."""
     p = root / SHARD
     p.write_bytes(zstandard.ZstdCompressor().compress(b"\0" * (64 << 20)))
-    _rehash(root, SHARD)
+    rehash(root, SHARD)
     return SHARD, "corrupt"
 
 
 def raw_hash_mismatch(root):
-    doc = _manifest(root)
-    _entry(doc, SHARD)["encoding"]["raw_sha256"] = "0" * 64
-    _write_manifest(root, doc)
+    doc = read_manifest(root)
+    file_entry(doc, SHARD)["encoding"]["raw_sha256"] = "0" * 64
+    write_manifest(root, doc)
     return SHARD, "raw_sha256"
 
 
@@ -90,15 +66,15 @@ def record_outside_shard(root):
     doc = json.loads(p.read_text())
     doc["records"][0]["records"][-1]["byteOffset"] = 10**6
     p.write_text(json.dumps(doc))
-    _rehash(root, INDEX)
+    rehash(root, INDEX)
     return INDEX, "outside its shard"
 
 
 def params_reordered(root):
-    doc = _manifest(root)
+    doc = read_manifest(root)
     params = doc["components"]["unet"]["params"]
     params[0], params[1] = params[1], params[0]
-    _write_manifest(root, doc)
+    write_manifest(root, doc)
     return INDEX, "order"
 
 
@@ -110,9 +86,9 @@ def tokenizer_tampered(root):
 
 def _path_case(bad_path):
     def case(root):
-        doc = _manifest(root)
+        doc = read_manifest(root)
         doc["files"][0]["path"] = bad_path
-        _write_manifest(root, doc)
+        write_manifest(root, doc)
         return "manifest.json", repr(bad_path)[1:-1] if "\\" not in bad_path else "backslash"
 
     case.__name__ = f"path_{bad_path}"
@@ -120,30 +96,30 @@ def _path_case(bad_path):
 
 
 def unknown_format_version(root):
-    doc = _manifest(root)
+    doc = read_manifest(root)
     doc["format_version"] = 2
-    _write_manifest(root, doc)
+    write_manifest(root, doc)
     return "manifest.json", "unknown format_version 2"
 
 
 def schema_violation(root):
-    doc = _manifest(root)
+    doc = read_manifest(root)
     del doc["model"]["license"]
-    _write_manifest(root, doc)
+    write_manifest(root, doc)
     return "manifest.json", "license"
 
 
 def negative_size(root):
-    doc = _manifest(root)
+    doc = read_manifest(root)
     doc["files"][0]["size"] = -1
-    _write_manifest(root, doc)
+    write_manifest(root, doc)
     return "manifest.json", "schema violation"
 
 
 def unlisted_reference(root):
-    doc = _manifest(root)
+    doc = read_manifest(root)
     doc["files"] = [e for e in doc["files"] if e["path"] != INDEX]
-    _write_manifest(root, doc)
+    write_manifest(root, doc)
     return "manifest.json", INDEX
 
 

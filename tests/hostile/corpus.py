@@ -23,6 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from packer.support import canonical
+from tests.helpers import file_entry, read_manifest, rehash, write_manifest
 
 UNET = "model.diffusion_model."
 CLIP = "cond_stage_model.transformer."
@@ -75,28 +76,6 @@ class World:
 
 
 # -- helpers ------------------------------------------------------------------------------------
-def manifest(root: Path) -> dict:
-    return json.loads((root / "manifest.json").read_text())
-
-
-def write_manifest(root: Path, doc: dict) -> None:
-    (root / "manifest.json").write_bytes(canonical.dumps(doc))
-
-
-def rehash(root: Path, rel: str) -> None:
-    """Make the manifest agree with ``rel``'s new bytes (a forger who knows the format)."""
-    doc = manifest(root)
-    data = (root / rel).read_bytes()
-    for entry in doc["files"]:
-        if entry["path"] == rel:
-            entry["size"], entry["sha256"] = len(data), canonical.sha256_bytes(data)
-    write_manifest(root, doc)
-
-
-def entry(doc: dict, rel: str) -> dict:
-    return next(e for e in doc["files"] if e["path"] == rel)
-
-
 def split_safetensors(path: Path) -> tuple[dict, bytes]:
     data = path.read_bytes()
     (n,) = struct.unpack("<Q", data[:8])
@@ -371,7 +350,7 @@ def pack_out_exists(w):
 def _verify_manifest_case(mutate, expect):
     def case(w):
         root = w.copy_bundle()
-        doc = manifest(root)
+        doc = read_manifest(root)
         mutate(doc)
         write_manifest(root, doc)
         return ["verify", str(root)], 1, expect
@@ -394,8 +373,8 @@ verify_huge_declared_size = _verify_manifest_case(lambda d: d["files"][0].update
 
 def verify_huge_raw_size(w):
     root = w.copy_bundle()
-    doc = manifest(root)
-    entry(doc, SHARD)["encoding"]["raw_size"] = 2**32  # the schema's maximum: 4 GiB claimed
+    doc = read_manifest(root)
+    file_entry(doc, SHARD)["encoding"]["raw_size"] = 2**32  # the schema's maximum: 4 GiB claimed
     write_manifest(root, doc)
     return ["verify", str(root)], 1, "zstd frame declares"
 
@@ -471,7 +450,7 @@ def publish_tampered_bundle(w):
 
 def publish_tampered_bundle_to_hf(w):
     root = w.copy_bundle()
-    doc = manifest(root)
+    doc = read_manifest(root)
     doc["files"][0]["path"] = "../x"
     write_manifest(root, doc)
     return ["publish", REPO, "--bundle", str(root), "--version", "1.0.0", "--endpoint", DEAD_ENDPOINT], 1, "'..' segment"
@@ -496,7 +475,7 @@ def publish_checkpoint_and_bundle(w):
 def publish_changed_content_same_version(w):
     hub = w.copy_hub()
     root = w.copy_bundle()
-    doc = manifest(root)
+    doc = read_manifest(root)
     doc["scheduler"]["steps"] = 21  # another bundle claiming the published version
     write_manifest(root, doc)
     return ["publish", REPO, "--bundle", str(root), "--version", "1.0.0", "--to", str(hub)], 2, \

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from packer.errors import UsageError
+from packer.errors import CompileError, UsageError
 from packer.support import canonical, names, progress
 
 DTYPES = {"fp16": "float16", "float16": "float16", "fp32": "float32", "float32": "float32"}
@@ -109,7 +109,9 @@ def pack(args: PackArgs) -> PackResult:
         components = {}
         for component, ccs in by_component.items():
             first = ccs[0]
-            assert all(c.params == first.params for c in ccs), "targets disagree on parameter order"
+            if any(c.params != first.params for c in ccs):  # one weight layout serves every target
+                raise CompileError(f"targets disagree on the {component} parameter order",
+                                   "pack these targets separately and report it as a bug")
             index, names = writer.add_weights(component, _params(ckpt, first, dtype))
             components[component] = {"weights": index, "params": names, "inputs": first.inputs, "outputs": first.outputs}
         targets = {}

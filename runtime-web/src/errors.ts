@@ -16,6 +16,19 @@ export class BundleError extends Error {
   }
 }
 
+/**
+ * A load stopped by the caller's `AbortSignal`. Its `name` is "AbortError" (as for an aborted
+ * `fetch`), so `err.name === "AbortError"` tells a stop from a failure; `file` names the file
+ * being fetched when it stopped, and `cause` is the signal's reason. Nothing of that file was used
+ * or cached.
+ */
+export class LoadAbortedError extends BundleError {
+  constructor(message: string, options: { file?: string; cause?: unknown } = {}) {
+    super(message, options);
+    this.name = "AbortError";
+  }
+}
+
 /** The hint for any file that fails its checks. */
 export const DAMAGED = "the bundle is damaged or was tampered with; pull or pack it again";
 

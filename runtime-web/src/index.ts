@@ -4,7 +4,7 @@
  * initial noise, and step the schedulers — each reproducing the formats/ spec and the native
  * pipeline (packer/runtime/generate.py).
  */
-export { BundleError, DAMAGED, UnsupportedError } from "./errors.js";
+export { BundleError, DAMAGED, LoadAbortedError, UnsupportedError } from "./errors.js";
 export { sha256Hex } from "./hash.js";
 export {
   checkPath,
@@ -45,6 +45,8 @@ export {
   type LoadedBundle,
   type LoadOptions,
   type LoadProgress,
+  type LoadWarning,
+  type RetryOptions,
 } from "./loader.js";
 export { PromptTokenizer, type PromptTokenizerOptions } from "./tokenizer.js";
 export * from "./schedulers/index.js";

@@ -17,23 +17,12 @@ import {
   zstdContentSize,
   type FileEntry,
 } from "../src/index.js";
-import { bundleCopy, readJson, serve, TESTDATA, type FileServer } from "./helpers.js";
+import { bundleCopy, bundleError, readJson, serve, TESTDATA, type FileServer } from "./helpers.js";
 
 const expected = readJson("expected.json");
 const sha256 = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
 const manifestText = readFileSync(join(TESTDATA, "bundle", "manifest.json"), "utf8");
 const goldenManifest = JSON.parse(manifestText);
-
-/** The error a promise rejects with (which must be a BundleError). */
-async function bundleError(p: Promise<unknown>): Promise<BundleError> {
-  try {
-    await p;
-  } catch (err) {
-    assert.ok(err instanceof BundleError, `expected a BundleError, got ${err}`);
-    return err;
-  }
-  assert.fail("expected the load to fail");
-}
 
 describe("golden bundle over HTTP", () => {
   let server: FileServer;

@@ -11,7 +11,7 @@ import { describe, test } from "node:test";
 
 import { BundleError, LoadAbortedError, loadBundleFiles, MemoryCache, type LoadedBundle, type LoadOptions } from "../src/index.js";
 import { retryDelayMs } from "../src/loader.js";
-import { TESTDATA } from "./helpers.js";
+import { bundleError, TESTDATA } from "./helpers.js";
 
 const BASE = "https://hub.test/org/golden/resolve/0123abc/";
 const manifestBytes = readFileSync(join(TESTDATA, "bundle", "manifest.json"));
@@ -57,16 +57,6 @@ function halfThen(body: Uint8Array, signal?: AbortSignal, onHalf?: () => void): 
 
 const unavailable = () => new Response("busy", { status: 503, statusText: "Service Unavailable" });
 const FAST: LoadOptions["retry"] = { delayMs: 1 };
-
-async function failure(p: Promise<unknown>): Promise<BundleError> {
-  try {
-    await p;
-  } catch (err) {
-    assert.ok(err instanceof BundleError, `expected a BundleError, got ${err}`);
-    return err;
-  }
-  assert.fail("expected the load to fail");
-}
 
 /** Every file verified (the loader returns decoded bytes: compare with raw_sha256 or sha256). */
 function assertVerified(b: LoadedBundle) {
@@ -122,7 +112,7 @@ describe("retries", () => {
   test("a server that keeps failing: the error names the file, the status and the tries; nothing cached", async () => {
     const hub = fakeHub({ [SHARD]: () => unavailable() });
     const cache = new MemoryCache();
-    const err = await failure(loadBundleFiles(BASE, { fetch: hub.fetch, cache, retry: FAST }));
+    const err = await bundleError(loadBundleFiles(BASE, { fetch: hub.fetch, cache, retry: FAST }));
     assert.equal(err.file, SHARD);
     assert.match(err.message, new RegExp(`^${SHARD}: HTTP 503 Service Unavailable from .*; gave up after 4 tries$`));
     assert.match(err.hint!, /try again later/);
@@ -133,7 +123,7 @@ describe("retries", () => {
 
   test("retries: 0 turns retrying off", async () => {
     const hub = fakeHub({ [SHARD]: () => unavailable() });
-    const err = await failure(loadBundleFiles(BASE, { fetch: hub.fetch, retry: { retries: 0 } }));
+    const err = await bundleError(loadBundleFiles(BASE, { fetch: hub.fetch, retry: { retries: 0 } }));
     assert.match(err.message, /HTTP 503/);
     assert.doesNotMatch(err.message, /gave up/);
     assert.equal(hub.count(SHARD), 1);
@@ -149,7 +139,7 @@ describe("retries", () => {
     test(`HTTP ${status} is not retried`, async () => {
       const hub = fakeHub({ [SHARD]: () => new Response(null, { status, statusText }) });
       const cache = new MemoryCache();
-      const err = await failure(loadBundleFiles(BASE, { fetch: hub.fetch, cache, retry: FAST }));
+      const err = await bundleError(loadBundleFiles(BASE, { fetch: hub.fetch, cache, retry: FAST }));
       assert.equal(err.message.split(" from ")[0], `${SHARD}: HTTP ${status} ${statusText}`);
       if (status === 404) assert.match(err.hint!, /URL/);
       assert.equal(hub.count(SHARD), 1);
@@ -172,7 +162,7 @@ describe("failed checks are not retried", () => {
     test(name, async () => {
       const hub = fakeHub({ [SHARD]: fault });
       const cache = new MemoryCache();
-      const err = await failure(loadBundleFiles(BASE, { fetch: hub.fetch, cache, retry: FAST }));
+      const err = await bundleError(loadBundleFiles(BASE, { fetch: hub.fetch, cache, retry: FAST }));
       assert.match(err.message, message);
       assert.equal(err.file, SHARD);
       assert.match(err.hint!, /damaged or was tampered with/);
@@ -242,7 +232,7 @@ describe("storage quota", () => {
 
 describe("abort", () => {
   async function aborted(p: Promise<unknown>): Promise<BundleError> {
-    const err = await failure(p);
+    const err = await bundleError(p);
     assert.ok(err instanceof LoadAbortedError);
     assert.equal(err.name, "AbortError");
     return err;

@@ -1,10 +1,13 @@
 /** Shared test helpers: the golden vectors in formats/testdata and a loopback file server. */
+import assert from "node:assert/strict";
 import { cpSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join, normalize, sep } from "node:path";
 import { fileURLToPath } from "node:url";
+
+import { BundleError } from "../src/index.js";
 
 /** formats/testdata (tests run from dist-test/test/). */
 export const TESTDATA = fileURLToPath(new URL("../../../formats/testdata/", import.meta.url));
@@ -59,4 +62,15 @@ export function f32bits(v: number): number {
   const b = new DataView(new ArrayBuffer(4));
   b.setFloat32(0, v, true);
   return b.getInt32(0, true);
+}
+
+/** The error a promise rejects with (which must be a BundleError). */
+export async function bundleError(p: Promise<unknown>): Promise<BundleError> {
+  try {
+    await p;
+  } catch (err) {
+    assert.ok(err instanceof BundleError, `expected a BundleError, got ${err}`);
+    return err;
+  }
+  assert.fail("expected the load to fail");
 }

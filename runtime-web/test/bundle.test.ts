@@ -5,7 +5,6 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 
 import {
-  BundleError,
   decodeShard,
   loadBundleFiles,
   MemoryCache,

@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).parent
 WORKLOAD = "database_workload.json"
 RECORDS = "database_tuning_record.json"
-_IGNORED_TARGET_KEYS = ("host", "tag")
+_IGNORED_TARGET_KEYS = ("host", "tag", "num-cores")  # num-cores: the tuning machine's
 
 
 class TuningDatabaseWarning(UserWarning):
@@ -37,6 +37,7 @@ class TuningDatabase:
 
     def open(self):
         """The MetaSchedule database (read only: ``allow_missing=False`` never creates files)."""
+        import tvm.s_tir.tensor_intrin  # noqa: F401  records name the wmma / mma / dot intrinsics
         from tvm.s_tir import meta_schedule as ms
 
         return ms.database.JSONDatabase(str(self.directory / WORKLOAD),

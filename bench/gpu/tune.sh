@@ -33,12 +33,13 @@ tune)
   unset TVM_USE_RUNTIME_LIB
   nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
   python3 -c "import tvm; print('tvm', tvm.__version__, 'cuda', tvm.cuda(0).exist, tvm.cuda(0).compute_version)"
-  # output to a file, not a pipe: MetaSchedule's worker pools would keep a pipe open past timeout
-  timeout "$SECONDS_LEFT" python3 -m packer.compile.tuning.tasks tune --tasks /tmp/stage/tasks.json \
-      --work-dir /tmp/tunedb --first "$FIRST" --count "$COUNT" --trials "$TRIALS" \
-      --builders "$(nproc)" > /tmp/tune.log 2>&1
+  # --seconds stops between kernels (each kernel's records land when it ends); timeout is the
+  # backstop. Output to a file, not a pipe: MetaSchedule's worker pools could hold a pipe open.
+  timeout $((SECONDS_LEFT + 60)) python3 -m packer.compile.tuning.tasks tune \
+      --tasks /tmp/stage/tasks.json --work-dir /tmp/tunedb --first "$FIRST" --count "$COUNT" \
+      --trials "$TRIALS" --builders "$(nproc)" --seconds "$SECONDS_LEFT" > /tmp/tune.log 2>&1
   echo "tune rc=$? after $SECONDS s"
-  grep -E "^task |Sending|rror|Exception|finished|Total trials|Thread 0x|File \"|tuned " /tmp/tune.log \
+  grep -E "^task |^stopping|Sending|rror|Exception|finished|Total trials|Thread 0x|File \"|tuned " /tmp/tune.log \
       | cut -c1-300 | tail -${LOG_LINES:-60}
   python3 -m packer.compile.tuning.tasks report --tasks /tmp/stage/tasks.json --work-dir /tmp/tunedb \
       | tee "$OUT/report.txt"

@@ -96,23 +96,29 @@ def fused_module(component: str, module, spec, dtype: str, latent_hw):
 
 def tune(tasks_path: Path, work_dir: Path, *, first: int, count: int, trials: int,
          builders: int, seed: int = 0, cost_model: str = "random",
-         strategy: str = "replay-trace") -> None:
+         strategy: str = "replay-trace", seconds: float | None = None) -> None:
     """Tune tasks ``first .. first+count`` of ``tasks.json`` (heaviest first) into ``work_dir``.
 
     CUDA targets search MetaSchedule's tensor-core space (wmma / mma for fp16 conv2d and
     matmul, plain multi-level tiling where no intrinsic applies); other targets its default.
+
+    One ``tune_tasks`` call per kernel: MetaSchedule's task scheduler commits a task's
+    measurements to the database only when it returns to that task or finishes, so a run
+    stopped half way through several tasks keeps nothing (seen on the lent GPU). With
+    ``seconds``, no kernel is started that the slowest kernel so far says would not finish in
+    time; the database then holds every kernel tuned so far.
     """
+    import faulthandler
+    import logging
+
     import tvm
     import tvm.s_tir.tensor_intrin.cuda  # noqa: F401  registers the wmma / mma intrinsics
     from tvm.s_tir import meta_schedule as ms
 
     from ..targets import get_target
 
-    import faulthandler
-    import logging
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    faulthandler.dump_traceback_later(200, repeat=True)  # where a long run hangs, if it does
+    faulthandler.dump_traceback_later(300, repeat=True)  # where a long run hangs, if it does
     doc = json.loads(tasks_path.read_text())
     spec = get_target(doc["target"])
     target = spec.tvm_target()
@@ -121,34 +127,39 @@ def tune(tasks_path: Path, work_dir: Path, *, first: int, count: int, trials: in
 
         target = tvm.target.Target({**spec.target_json(), "num-cores": os.cpu_count()},
                                    host=target.host)
-    chosen = doc["tasks"][first:first + count]
+    rules = "cuda-tensorcore" if spec.device == "cuda" else "from-target"
     work_dir.mkdir(parents=True, exist_ok=True)
-    contexts, weights = [], []
-    for number, task in enumerate(chosen, first):
-        kernel = tvm.ir.load_json(task["mod"])
-        rules = "cuda-tensorcore" if spec.device == "cuda" else "from-target"
-        contexts.append(ms.TuneContext(
-            mod=kernel, target=target,
-            space_generator=ms.space_generator.PostOrderApply(
-                sch_rules=rules, postprocs=rules, mutator_probs=rules),
-            search_strategy=strategy, task_name=f"{number:03d}-{task['name']}",
-            rand_state=seed + number, num_threads=builders))
-        weights.append(float(task["weight"]))
-        print(f"task {number}: {task['name']} ×{task['weight']} "
-              f"{task['flops'] / 1e9:.2f} GFLOP", flush=True)
     database = ms.database.JSONDatabase(
         str(work_dir / "database_workload.json"), str(work_dir / "database_tuning_record.json"))
     start = time.monotonic()
-    ms.tune.tune_tasks(
-        tasks=contexts, task_weights=weights, work_dir=str(work_dir),
-        max_trials_global=trials * len(contexts), max_trials_per_task=trials,
-        num_trials_per_iter=min(64, trials),
-        builder=ms.builder.LocalBuilder(max_workers=builders, timeout_sec=120),
-        runner=ms.runner.LocalRunner(evaluator_config=ms.runner.EvaluatorConfig(
-            number=3, repeat=1, min_repeat_ms=50, enable_cpu_cache_flush=False)),
-        database=database, cost_model=cost_model)
+    slowest = 0.0
+    done = 0
+    for number, task in enumerate(doc["tasks"][first:first + count], first):
+        elapsed = time.monotonic() - start
+        if seconds is not None and elapsed + slowest > seconds:
+            print(f"stopping before task {number}: {elapsed:.0f} s used, the slowest kernel "
+                  f"took {slowest:.0f} s of the {seconds:.0f} s allowed", flush=True)
+            break
+        print(f"task {number}: {task['name']} ×{task['weight']} "
+              f"{task['flops'] / 1e9:.2f} GFLOP", flush=True)
+        context = ms.TuneContext(
+            mod=tvm.ir.load_json(task["mod"]), target=target,
+            space_generator=ms.space_generator.PostOrderApply(
+                sch_rules=rules, postprocs=rules, mutator_probs=rules),
+            search_strategy=strategy, task_name=f"{number:03d}-{task['name']}",
+            rand_state=seed + number, num_threads=builders)
+        ms.tune.tune_tasks(
+            tasks=[context], task_weights=[float(task["weight"])],
+            work_dir=str(work_dir / "logs"), max_trials_global=trials,
+            max_trials_per_task=trials, num_trials_per_iter=min(64, trials),
+            builder=ms.builder.LocalBuilder(max_workers=builders, timeout_sec=120),
+            runner=ms.runner.LocalRunner(evaluator_config=ms.runner.EvaluatorConfig(
+                number=3, repeat=1, min_repeat_ms=50, enable_cpu_cache_flush=False)),
+            database=database, cost_model=cost_model)
+        slowest = max(slowest, time.monotonic() - start - elapsed)
+        done += 1
     faulthandler.cancel_dump_traceback_later()
-    print(f"tuned {len(contexts)} tasks in {time.monotonic() - start:.0f} s", flush=True)
+    print(f"tuned {done} tasks in {time.monotonic() - start:.0f} s", flush=True)
     report(tasks_path, work_dir)
 
 
@@ -262,6 +273,7 @@ def main(argv=None) -> None:
     p.add_argument("--builders", type=int, default=16)
     p.add_argument("--cost-model", default="random")
     p.add_argument("--strategy", default="replay-trace", help="or evolutionary")
+    p.add_argument("--seconds", type=float, help="start no kernel that would end after this")
     p = sub.add_parser("report")
     p.add_argument("--tasks", type=Path, required=True)
     p.add_argument("--work-dir", type=Path, required=True)
@@ -281,7 +293,8 @@ def main(argv=None) -> None:
                   f"{task['flops'] / 1e9:9.2f} GFLOP {task['components']}")
     elif args.verb == "tune":
         tune(args.tasks, args.work_dir, first=args.first, count=args.count, trials=args.trials,
-             builders=args.builders, cost_model=args.cost_model, strategy=args.strategy)
+             builders=args.builders, cost_model=args.cost_model, strategy=args.strategy,
+             seconds=args.seconds)
     elif args.verb == "report":
         report(args.tasks, args.work_dir)
     else:

@@ -7,6 +7,7 @@
 #   there:       bash bench/gpu/tune.sh stage    carry .device/site .device/whl .tune/compiler.xz.part00
 #                bash bench/gpu/tune.sh stage    carry .tune/compiler.xz.part01 .tune/tasks.json
 #                bash bench/gpu/tune.sh tune FIRST COUNT TRIALS [SECONDS]   (repeat; no carry)
+#                PICK=22,25,11 bash bench/gpu/tune.sh tune 0 0 16 400      (these task numbers)
 # The machine keeps /tmp while warm (30 s idle), so back-to-back calls build on each other;
 # every `tune` call copies the whole database to $OUT (database_*.json) and prints the best
 # time per kernel. The compiler is the installed wheel's libtvm_compiler.so, nothing rebuilt.
@@ -37,7 +38,8 @@ tune)
   # backstop. Output to a file, not a pipe: MetaSchedule's worker pools could hold a pipe open.
   timeout $((SECONDS_LEFT + 60)) python3 -m packer.compile.tuning.tasks tune \
       --tasks /tmp/stage/tasks.json --work-dir /tmp/tunedb --first "$FIRST" --count "$COUNT" \
-      --trials "$TRIALS" --builders "$(nproc)" --seconds "$SECONDS_LEFT" > /tmp/tune.log 2>&1
+      --trials "$TRIALS" --builders "$(nproc)" --seconds "$SECONDS_LEFT" ${PICK:+--pick "$PICK"} \
+      > /tmp/tune.log 2>&1
   echo "tune rc=$? after $SECONDS s"
   grep -E "^task |^stopping|Sending|rror|Exception|finished|Total trials|Thread 0x|File \"|tuned " /tmp/tune.log \
       | cut -c1-300 | tail -${LOG_LINES:-60}

@@ -96,8 +96,10 @@ def fused_module(component: str, module, spec, dtype: str, latent_hw):
 
 def tune(tasks_path: Path, work_dir: Path, *, first: int, count: int, trials: int,
          builders: int, seed: int = 0, cost_model: str = "random",
-         strategy: str = "replay-trace", seconds: float | None = None) -> None:
-    """Tune tasks ``first .. first+count`` of ``tasks.json`` (heaviest first) into ``work_dir``.
+         strategy: str = "replay-trace", seconds: float | None = None,
+         pick: list[int] | None = None) -> None:
+    """Tune tasks ``first .. first+count`` of ``tasks.json`` (heaviest first) into ``work_dir``
+    (or the task numbers in ``pick``, in that order: e.g. by a profile's kernel times).
 
     CUDA targets search MetaSchedule's tensor-core space (wmma / mma for fp16 conv2d and
     matmul, plain multi-level tiling where no intrinsic applies); other targets its default.
@@ -134,7 +136,9 @@ def tune(tasks_path: Path, work_dir: Path, *, first: int, count: int, trials: in
     start = time.monotonic()
     slowest = 0.0
     done = 0
-    for number, task in enumerate(doc["tasks"][first:first + count], first):
+    numbers = pick if pick is not None else range(first, min(first + count, len(doc["tasks"])))
+    for number in numbers:
+        task = doc["tasks"][number]
         elapsed = time.monotonic() - start
         if seconds is not None and elapsed + slowest > seconds:
             print(f"stopping before task {number}: {elapsed:.0f} s used, the slowest kernel "
@@ -274,6 +278,7 @@ def main(argv=None) -> None:
     p.add_argument("--cost-model", default="random")
     p.add_argument("--strategy", default="replay-trace", help="or evolutionary")
     p.add_argument("--seconds", type=float, help="start no kernel that would end after this")
+    p.add_argument("--pick", help="comma-separated task numbers, instead of --first/--count")
     p = sub.add_parser("report")
     p.add_argument("--tasks", type=Path, required=True)
     p.add_argument("--work-dir", type=Path, required=True)
@@ -294,7 +299,8 @@ def main(argv=None) -> None:
     elif args.verb == "tune":
         tune(args.tasks, args.work_dir, first=args.first, count=args.count, trials=args.trials,
              builders=args.builders, cost_model=args.cost_model, strategy=args.strategy,
-             seconds=args.seconds)
+             seconds=args.seconds,
+             pick=[int(x) for x in args.pick.split(",")] if args.pick else None)
     elif args.verb == "report":
         report(args.tasks, args.work_dir)
     else:

@@ -6,14 +6,14 @@ architecture signature (:func:`packer.compile.architecture_signature`) includes
 generated code for the same input module — must bump ``PIPELINE_VERSION``, which invalidates
 every cached library.
 
-Version 2, in order (version 1 had neither step 2 nor step 3):
+Version 3, in order (version 1 had none of steps 2–4, version 2 not step 4):
 
 ``prepare`` (target independent; decides the calling convention's dtypes)
   1. float16 only: ``ToMixedPrecision(out_dtype="float16")`` with every param and every float
      user input except ``timestep`` listed as fp16 inputs (so weights and activations are fp16
      in memory and math, accumulation included), then a cast of the output to float16.
      ``timestep`` stays float32 because the sinusoidal embedding of t≈999 in fp16 loses the
-     fraction bits (diffusers computes it in float32 too). It must run before step 4, whose
+     fraction bits (diffusers computes it in float32 too). It must run before step 5, whose
      fused functions it cannot type.
   2. ``SplitAttention`` (:mod:`packer.compile.passes.split_attention`): ``R.nn.attention``
      becomes permute_dims → matmul (scaled Q·Kᵀ) → softmax (float32 in the float16 variant) →
@@ -23,39 +23,44 @@ Version 2, in order (version 1 had neither step 2 nor step 3):
      ``R.nn.group_norm`` becomes per-channel float32 sums over H·W (N·C rows, dlight's
      reduction rules), per-group mean / rstd from them (tiny opaque kernels) and one elementwise
      normalise + affine kernel, instead of one kernel that ran one CTA per batch element.
-  4. ``FuseTransposeMatmul`` — torch's ``linear`` imports as ``permute_dims(W) @ x``; fusing
+  4. ``GatherBeforeCast`` (:mod:`packer.compile.passes.gather_before_cast`):
+     ``take(astype(W), ids)`` → ``astype(take(W, ids))``, so the float16 text encoder casts the
+     77 gathered embedding rows instead of the whole 49408-row table (a 145 MiB float32 buffer
+     per call). Bit-identical values.
+  5. ``FuseTransposeMatmul`` — torch's ``linear`` imports as ``permute_dims(W) @ x``; fusing
      reads the weight transposed in place instead of materialising ``W.T`` on every call (the
      params stay the untouched torch tensors, so no ``transform_params`` step exists).
-  5. ``DeadCodeElimination``.
+  6. ``DeadCodeElimination``.
 
 ``lower`` (per target; see :mod:`packer.compile.targets`)
-  6. ``LegalizeOps`` → ``AnnotateTIROpPattern`` → ``FoldConstant`` → ``FuseOps`` → ``FuseTIR``
+  7. ``LegalizeOps`` → ``AnnotateTIROpPattern`` → ``FoldConstant`` → ``FuseOps`` → ``FuseTIR``
      (FoldConstant also folds CLIP's causal mask, the only i64 in any graph, into a constant).
-  7. ``MetaScheduleApplyDatabase`` when the target ships a tuning database
+  8. ``MetaScheduleApplyDatabase`` when the target ships a tuning database
      (:mod:`packer.compile.tuning`); its kernels are marked scheduled and skipped below.
-  8. ``dlight.ApplyDefaultSchedule(<the target's rules>)`` on GPU targets.
-  9. VM lowering, as TVM's default backends do: ``RewriteDataflowReshape``, ``ToNonDataflow``,
+  9. ``dlight.ApplyDefaultSchedule(<the target's rules>)`` on GPU targets.
+ 10. VM lowering, as TVM's default backends do: ``RewriteDataflowReshape``, ``ToNonDataflow``,
      ``RemovePurityChecking``, ``CallTIRRewrite``, ``StaticPlanBlockMemory``,
      ``LowerAllocTensor``, ``KillAfterLastUse``, ``LowerRuntimeBuiltin``, ``ComputePrimValue``,
      ``VMShapeLower``, ``AttachGlobalSymbol``.
- 10. TVM's ``"default"`` TIR pipeline and codegen (``relax.build``).
+ 11. TVM's ``"default"`` TIR pipeline and codegen (``relax.build``).
 """
 
 from __future__ import annotations
 
 import contextlib
 
-PIPELINE_VERSION = "2"
+PIPELINE_VERSION = "3"
 
 FP32_INPUTS = ("timestep",)
 """Float user inputs that stay float32 in the float16 variant."""
 
 
 def prepare(mod, dtype: str):
-    """Steps 1–5: the target-independent rewrite that fixes the module's dtypes."""
+    """Steps 1–6: the target-independent rewrite that fixes the module's dtypes."""
     import tvm
     from tvm import relax
 
+    from .passes.gather_before_cast import GatherBeforeCast
     from .passes.group_norm_reduction import GroupNormReduction
     from .passes.split_attention import SplitAttention
 
@@ -63,7 +68,8 @@ def prepare(mod, dtype: str):
     if dtype == "float16":
         passes.append(relax.transform.ToMixedPrecision(
             out_dtype="float16", fp16_input_names=_fp16_inputs(mod)))
-    passes += [SplitAttention, GroupNormReduction, relax.transform.FuseTransposeMatmul(),
+    passes += [SplitAttention, GroupNormReduction, GatherBeforeCast,
+               relax.transform.FuseTransposeMatmul(),
                relax.transform.DeadCodeElimination()]
     mod = tvm.transform.Sequential(passes)(mod)
     return _cast_output(mod, dtype) if dtype == "float16" else mod
@@ -96,7 +102,7 @@ def _cast_output(mod, dtype: str):
 
 
 def lower_passes(spec, database=None) -> list:
-    """Steps 6–9 for one target."""
+    """Steps 7–10 for one target."""
     from tvm import relax
     from tvm.s_tir import dlight as dl
 
@@ -116,7 +122,7 @@ def lower_passes(spec, database=None) -> list:
 
 
 def build(mod, spec, database=None, stats: dict | None = None):
-    """Steps 6–10: lower a prepared module for ``spec`` and return the VM executable.
+    """Steps 7–11: lower a prepared module for ``spec`` and return the VM executable.
 
     With ``stats`` (a dict), the same passes run in two halves around the memory plan and
     ``stats["max_buffer_bytes"]`` receives :func:`max_buffer_bytes` of the planned module; the

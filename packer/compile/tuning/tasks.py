@@ -3,7 +3,7 @@
 Two halves, because the machine that builds (here, no GPU) is not the one that measures:
 
 ``python -m packer.compile.tuning.tasks extract --checkpoint C --target cuda-sm90 --out DIR``
-    runs the pipeline's steps 1–6 (:mod:`packer.compile.pipeline`) on each component of a
+    runs the pipeline's steps 1–7 (:mod:`packer.compile.pipeline`) on each component of a
     checkpoint and writes every fused kernel MetaSchedule can tune to ``DIR/tasks.json`` (name,
     component, how often it runs, estimated FLOPs, the kernel as TVM JSON). The kernels are
     exactly the PrimFuncs that ``MetaScheduleApplyDatabase`` later looks up by structural hash.
@@ -82,7 +82,7 @@ def extract(checkpoint: str, target_key: str, dtype: str, components, out: Path,
 
 
 def fused_module(component: str, module, spec, dtype: str, latent_hw):
-    """``module`` through pipeline steps 1–6: the fused kernels a build looks tuning up for."""
+    """``module`` through pipeline steps 1–7: the fused kernels a build looks tuning up for."""
     import tvm
 
     from .. import pipeline

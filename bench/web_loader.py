@@ -1,28 +1,31 @@
-"""Loader overhead in Chromium: the runtime's weight path against a bare fetch of the same bytes.
+"""Loader overhead in Chromium: the runtime's streaming weight path against a bare fetch of the same bytes.
 
-    python bench/web_loader.py --bundle /tmp/sdpack-bench/bundle-a [--repeats 3]
-        [--concurrency 4,1] [--modes peer,runtime,loader,split] [--as-float32] [--json out.json]
+    python bench/web_loader.py --bundle /tmp/sdpack-bench/bundle-a [--repeats 3] [--warmup 1]
+        [--concurrency 4] [--modes peer,runtime,split] [--rate MBps] [--as-float32] [--json out.json]
 
 Serves the bundle on 127.0.0.1 (threaded, sendfile, CORS, ``Cache-Control: no-store`` so every
-run crosses the network), opens bench/web/page.js in headless Chromium with WebGPU on SwiftShader
+run crosses the network; ``--rate`` paces it like a link of that many MB/s), opens bench/web/page.js in headless Chromium with WebGPU on SwiftShader
 (the flags of runtime-web/test/browser/run.mjs) and, in one browser session, for each concurrency
-and repetition runs:
+and repetition runs (bench/web/page.js says exactly what each does):
 
-* ``peer``    — ``fetch`` + ``arrayBuffer()`` of every ``.zst`` shard of every component;
-* ``runtime`` — the same fetch, then runtime-web's ``decodeShard`` (sha256 of the stored bytes,
-  zstd, unshuffle, sha256 of the raw bytes), ``shardTensors``, a GPUBuffer + ``writeBuffer`` per
-  tensor and ``queue.onSubmittedWorkDone()`` per shard; one shard per worker in memory at a time;
-* ``loader``  — ``loadBundleFiles`` (weights only, no upload): the product's download phase as
-  ``loadModel`` runs it, which keeps every decoded shard in memory;
-* ``split``   — diagnostic (concurrency 1 only): decodeShard's four steps timed one by one.
+* ``peer``    — ``fetch`` + ``arrayBuffer()`` of every weight file (tensor indexes and shards);
+* ``runtime`` — runtime-web's ``streamWeights``, the weight path of ``loadModel`` (BYOB fetch,
+  decode workers: stored sha256, zstd, decoded size, unshuffle; each tensor into a GPUBuffer with
+  ``writeBuffer`` as tvmjs does; one shard per slot in memory). ``runtime+full`` checks raw_sha256
+  too, ``runtime+wN`` uses N decode workers (``w0``: the page's thread);
+* ``loader``  — ``loadBundleFiles`` (weights only, no upload), which keeps every decoded file;
+* ``split``   — diagnostic (concurrency 1 only): the decode steps timed one by one on the page's thread.
 
-Peak RSS of Chromium's processes (renderer, GPU process, all) is sampled during each run.
+Each concurrency starts with ``--warmup`` unrecorded passes over the modes (a fresh browser's
+first run is slower for every mode). Peak RSS of Chromium's processes (renderer, GPU process, all) and the CPU time they (and the
+whole machine) used are sampled during each run; the load average before the runs is printed.
 
 The page is bundled by esbuild from a fresh ``tsc`` build of runtime-web/src (into a temporary
-directory; runtime-web/dist is left alone), so the code measured is the product's. Prints the
-median of each, MB/s of raw (decoded) weight bytes, the ratio runtime/peer (goal ≤ 1.1) and the
-runtime's breakdown (fetch, sha256, zstd+unshuffle, upload), split exactly at concurrency 1.
-The Cache API is cleared before every run.
+directory; runtime-web/dist is left alone), with runtime-web's decode worker built next to it,
+so the code measured is the product's. Prints the median of each, MB/s of raw (decoded) weight
+bytes, the ratio runtime/peer (goal ≤ 1.1), the runtime's own per-step times (LoadStats: summed
+over files, which overlap unless concurrency is 1) and CPU seconds per GB. The Cache API is
+cleared before every run.
 """
 
 from __future__ import annotations
@@ -59,12 +62,37 @@ def build_page(out: Path) -> None:
     env = {**os.environ, "NODE_PATH": str(WEB / "node_modules")}
     subprocess.run([str(bin_ / "esbuild"), str(HERE / "page.js"), "--bundle", "--format=esm", "--platform=browser",
                     "--target=es2022", f"--alias:sdpack-rt={out / 'rt'}", f"--outfile={page / 'bench.js'}",
+                    # tvmjs (reached through pipeline.js, never loaded here) has node-only branches
+                    *[f"--external:{m}" for m in ("fs", "path", "perf_hooks", "ws", "crypto")],
+                    "--log-level=warning"], cwd=WEB, env=env, check=True)
+    # The loader starts its decode workers from ./decodeWorker.js next to the page's script.
+    subprocess.run([str(bin_ / "esbuild"), str(out / "rt" / "decodeWorker.js"), "--bundle", "--format=esm",
+                    "--platform=browser", "--target=es2022", f"--outfile={page / 'decodeWorker.js'}",
                     "--log-level=warning"], cwd=WEB, env=env, check=True)
     (page / "index.html").write_text('<!doctype html><meta charset="utf-8"><title>sdpack loader bench</title>'
                                      '<script type="module" src="bench.js"></script>\n')
 
 
-def make_server(bundle: Path, page: Path) -> ThreadingHTTPServer:
+class RateLimit:
+    """One budget of `mbps` MB/s shared by every connection (a token bucket with 0.1 s of burst):
+    the bundle as a link of that speed delivers it."""
+
+    def __init__(self, mbps: float):
+        self.rate = mbps * 1e6
+        self.lock = threading.Lock()
+        self.next_free = time.monotonic()
+
+    def take(self, nbytes: int) -> None:
+        with self.lock:
+            now = time.monotonic()
+            start = max(self.next_free, now - 0.1)
+            self.next_free = start + nbytes / self.rate
+            wait = self.next_free - now
+        if wait > 0:
+            time.sleep(wait)
+
+
+def make_server(bundle: Path, page: Path, rate: RateLimit | None = None) -> ThreadingHTTPServer:
     counts = {"bundle": 0}
     lock = threading.Lock()
 
@@ -99,7 +127,16 @@ def make_server(bundle: Path, page: Path) -> ThreadingHTTPServer:
             super().do_GET()
 
         def copyfile(self, source, outputfile):
-            self.connection.sendfile(source)  # kernel copy: the server is never the bottleneck
+            if rate is None or not self.path.startswith("/bundle/"):
+                self.connection.sendfile(source)  # kernel copy: the server is never the bottleneck
+                return
+            offset, chunk = 0, 1 << 20
+            while True:  # paced: --rate MB/s over all connections
+                rate.take(chunk)
+                sent = self.connection.sendfile(source, offset, chunk)
+                if not sent:
+                    break
+                offset += sent
 
         def log_message(self, format, *args):  # noqa: A002
             pass
@@ -107,40 +144,77 @@ def make_server(bundle: Path, page: Path) -> ThreadingHTTPServer:
     return ThreadingHTTPServer(("127.0.0.1", 0), Handler)
 
 
+def _machine_cpu() -> tuple[float, float]:
+    """(busy, total) seconds of all CPUs since boot, from /proc/stat."""
+    fields = [float(x) for x in open("/proc/stat").readline().split()[1:]]
+    tick = os.sysconf("SC_CLK_TCK")
+    idle = fields[3] + fields[4]
+    total = sum(fields[:8])
+    return (total - idle) / tick, total / tick
+
+
 class RssSampler(threading.Thread):
-    """RSS of Chromium's processes by type (renderer, gpu-process, utility=network, browser), every 0.1 s."""
+    """Every 0.1 s: RSS and CPU time of Chromium's processes by type (renderer, gpu-process,
+    utility=network, browser), this process's CPU time (the HTTP server) and the machine's."""
 
     def __init__(self, root_pid: int):
         super().__init__(daemon=True)
         self.root_pid, self.samples, self.stop = root_pid, [], threading.Event()
+        self.cpu_seen: dict[int, tuple[str, float]] = {}  # pid -> (kind, last cpu seconds), survives exits
 
     def run(self):
         import psutil
 
+        me = psutil.Process()
         while not self.stop.is_set():
             totals: dict[str, int] = {}
             try:
                 for p in psutil.Process(self.root_pid).children(recursive=True):
                     try:
-                        cmd = p.cmdline()
-                        if not cmd or "chrom" not in cmd[0]:
-                            continue
-                        kind = next((a.split("=", 1)[1] for a in cmd if a.startswith("--type=")), "browser")
-                        totals[kind] = totals.get(kind, 0) + p.memory_info().rss
+                        with p.oneshot():
+                            cmd = p.cmdline()
+                            if not cmd or "chrom" not in cmd[0]:
+                                continue
+                            kind = next((a.split("=", 1)[1] for a in cmd if a.startswith("--type=")), "browser")
+                            totals[kind] = totals.get(kind, 0) + p.memory_info().rss
+                            t = p.cpu_times()
+                            self.cpu_seen[p.pid] = (kind, t.user + t.system)
                     except psutil.Error:
                         pass
             except psutil.Error:
                 return
-            self.samples.append((time.time() * 1000, totals))
+            cpu: dict[str, float] = {}
+            for kind, secs in self.cpu_seen.values():
+                cpu[kind] = cpu.get(kind, 0.0) + secs
+            t = me.cpu_times()
+            cpu["server"] = t.user + t.system
+            cpu["machine"], _ = _machine_cpu()
+            self.samples.append((time.time() * 1000, totals, cpu))
             time.sleep(0.1)
+
+    def _within(self, start_ms: float, end_ms: float):
+        return [s for s in self.samples if start_ms <= s[0] <= end_ms]
 
     def peaks(self, start_ms: float, end_ms: float) -> dict[str, float]:
         """Peak RSS (GB) per process type, and of their sum, within [start, end]."""
         out: dict[str, float] = {}
-        for t, totals in self.samples:
-            if start_ms <= t <= end_ms:
-                for k, v in [*totals.items(), ("all", sum(totals.values()))]:
-                    out[k] = max(out.get(k, 0.0), v / 1e9)
+        for _t, totals, _cpu in self._within(start_ms, end_ms):
+            for k, v in [*totals.items(), ("all", sum(totals.values()))]:
+                out[k] = max(out.get(k, 0.0), v / 1e9)
+        return out
+
+    def cpu(self, start_ms: float, end_ms: float) -> dict[str, float]:
+        """CPU seconds used within [start, end] (first to last sample): per Chromium process type,
+        all Chromium, the HTTP server (this process) and the whole machine."""
+        within = self._within(start_ms, end_ms)
+        if len(within) < 2:
+            return {}
+        (t0, _, a), (t1, _, b) = within[0], within[-1]
+        out = {k: b.get(k, 0.0) - a.get(k, 0.0) for k in b}
+        out["chromium"] = sum(v for k, v in out.items() if k not in ("server", "machine"))
+        # what else ran meanwhile (other users' jobs; also the node driver): numbers with much of it are suspect
+        out["other"] = max(0.0, out["machine"] - out["chromium"] - out.get("server", 0.0))
+        out["sampled_s"] = (t1 - t0) / 1000
         return out
 
 
@@ -151,14 +225,16 @@ def med(runs: list[dict], key) -> float:
 def report(result: dict, args) -> dict:
     info = result["info"]
     raw_mb, stored_mb = info["rawBytes"] / 1e6, info["storedBytes"] / 1e6
-    print(f"# {platform.node()} {os.cpu_count()} cores; Chromium headless, WebGPU adapter {info['adapter']} "
+    print(f"# {platform.node()} {os.cpu_count()} cores (navigator.hardwareConcurrency {info.get('hardwareConcurrency')}); "
+          f"load average before: {result.get('loadavg')}; Chromium headless, WebGPU adapter {info['adapter']} "
           f"(features: {', '.join(info['features']) or 'none'})")
-    print(f"# {info['shards']} shards, {info['tensors']} tensors: {stored_mb:.1f} MB stored (.zst), {raw_mb:.1f} MB raw; "
-          f"median of {args.repeats}; MB/s = raw MB / wall")
-    print(f"# limits: adapter {info['adapterLimits']}, default device {info['deviceLimits']}")
-    summary: dict = {"info": info, "rows": []}
-    print(f"\n{'mode':8} {'conc':>4} {'wall s':>7} {'raw MB/s':>9} {'min..max s':>13} {'requests':>8}  "
-          "peak RSS GB: renderer / gpu / all chromium")
+    print(f"# served {'at most %g MB/s' % args.rate if args.rate else 'unpaced (loopback)'}; "
+          f"{info['files']} weight files ({info['shards']} shards, {info['tensors']} tensors): {stored_mb:.1f} MB stored, "
+          f"{raw_mb:.1f} MB raw; median of {args.repeats} after {args.warmup} warm-up pass(es); MB/s = raw MB / wall")
+    print(f"# limits: adapter {info['adapterLimits']}, device {info['deviceLimits']}")
+    summary: dict = {"info": info, "loadavg": result.get("loadavg"), "rate_MBps": args.rate or None, "rows": []}
+    print(f"\n{'mode':16} {'conc':>4} {'wall s':>7} {'raw MB/s':>9} {'min..max s':>13} {'req':>4}  "
+          f"{'CPU s: chromium / machine / other':>34}  peak RSS GB: renderer / gpu / all chromium")
     for conc in args.concurrency:
         walls = {}
         for mode in args.modes:
@@ -170,39 +246,51 @@ def report(result: dict, args) -> dict:
             lo, hi = min(r["wallMs"] for r in runs) / 1000, max(r["wallMs"] for r in runs) / 1000
             reqs = sorted({r["requests"] for r in runs})
             rss = {k: max(r.get("rss", {}).get(k, 0) for r in runs) for k in ("renderer", "gpu-process", "all")}
-            print(f"{mode:8} {conc:4} {wall:7.2f} {raw_mb / wall:9.0f} {lo:6.2f}..{hi:6.2f} {'/'.join(map(str, reqs)):>8}  "
+            cpu = {k: med(runs, lambda r, k=k: r.get("cpu", {}).get(k, 0.0)) for k in ("chromium", "machine", "server",
+                                                                                     "renderer", "gpu-process", "utility", "other")}
+            print(f"{mode:16} {conc:4} {wall:7.2f} {raw_mb / wall:9.0f} {lo:6.2f}..{hi:6.2f} {'/'.join(map(str, reqs)):>4}  "
+                  f"{cpu['chromium']:12.1f} / {cpu['machine']:6.1f} / {cpu['other']:5.1f}      "
                   f"{rss['renderer']:5.2f} / {rss['gpu-process']:5.2f} / {rss['all']:5.2f}")
             row = {"mode": mode, "concurrency": conc, "wall_s": wall, "raw_MBps": raw_mb / wall, "min_s": lo,
-                   "max_s": hi, "peak_rss_GB": rss}
+                   "max_s": hi, "peak_rss_GB": rss, "cpu_s": cpu}
             if mode == "split":
                 row["split_s"] = {k: med(runs, lambda r, k=k: r["ms"][k]) / 1000 for k in runs[0]["ms"]}
-            if mode == "runtime":
-                row["breakdown_s"] = {
-                    "fetch": med(runs, lambda r: r["ms"]["fetch"]) / 1000,
-                    "sha256": med(runs, lambda r: r["sha"]["ms"]) / 1000,
-                    "zstd+unshuffle": med(runs, lambda r: r["decodeMs"]) / 1000,
-                    "tensor views": med(runs, lambda r: r["ms"]["tensors"]) / 1000,
-                    "upload": med(runs, lambda r: r["ms"]["upload"]) / 1000,
-                }
-                row["sha256_MB"] = runs[0]["sha"]["bytes"] / 1e6
+            if "stats" in runs[0] and mode != "split":
+                row["stats_s"] = {k: med(runs, lambda r, k=k: r["stats"]["ms"][k]) / 1000 for k in runs[0]["stats"]["ms"]}
+                st = runs[0]["stats"]
+                row["workers"], row["decoded_in_workers"], row["decoded_in_thread"] = (
+                    st["workers"], st["decodedInWorkers"], st["decodedInThread"])
+                if st.get("workerError"):
+                    row["worker_error"] = st["workerError"]
+            if "uploadedBytes" in runs[0]:
                 row["uploaded_MB"] = runs[0]["uploadedBytes"] / 1e6
             summary["rows"].append(row)
-        if "peer" in walls and "runtime" in walls:
-            ratio = walls["runtime"] / walls["peer"]
-            summary.setdefault("ratio", {})[conc] = ratio
-            print(f"ratio runtime/peer at concurrency {conc}: {ratio:.2f}  (goal ≤ 1.1: {'met' if ratio <= 1.1 else 'NOT met'})")
+        for mode in walls:
+            if mode.startswith("runtime") and "peer" in walls:
+                ratio = walls[mode] / walls["peer"]
+                summary.setdefault("ratio", {}).setdefault(str(conc), {})[mode] = ratio
+                print(f"ratio {mode}/peer at concurrency {conc}: {ratio:.2f}  (goal ≤ 1.1: {'met' if ratio <= 1.1 else 'NOT met'})")
     for row in summary["rows"]:
-        if "breakdown_s" in row:
-            b = row["breakdown_s"]
-            overlap = "exact" if row["concurrency"] == 1 else "summed over overlapping workers"
-            parts = ", ".join(f"{k} {v:.2f}" for k, v in b.items())
-            print(f"runtime breakdown, concurrency {row['concurrency']} ({overlap}), s: {parts}; "
-                  f"sha256 over {row['sha256_MB']:.0f} MB, uploaded {row['uploaded_MB']:.0f} MB")
+        if "stats_s" in row:
+            b = row["stats_s"]
+            overlap = "exact" if row["concurrency"] == 1 else "summed over overlapping files"
+            print(f"{row['mode']} c{row['concurrency']} LoadStats ({overlap}), s: " + ", ".join(f"{k} {v:.2f}" for k, v in b.items())
+                  + f"; workers {row['workers']}, decoded in workers {row['decoded_in_workers']}, in thread {row['decoded_in_thread']}"
+                  + (f", worker error: {row['worker_error']}" if "worker_error" in row else "")
+                  + (f"; uploaded {row['uploaded_MB']:.0f} MB" if "uploaded_MB" in row else ""))
+    for row in summary["rows"]:
+        c = row["cpu_s"]
+        if c.get("chromium"):
+            print(f"{row['mode']} c{row['concurrency']} CPU s per GB raw: chromium {c['chromium'] / raw_mb * 1e3:.2f} "
+                  f"(renderer {c['renderer'] / raw_mb * 1e3:.2f}, gpu {c['gpu-process'] / raw_mb * 1e3:.2f}, "
+                  f"network {c['utility'] / raw_mb * 1e3:.2f}), server {c['server'] / raw_mb * 1e3:.2f}, "
+                  f"machine {c['machine'] / raw_mb * 1e3:.2f} (2 cores give {2 * row['wall_s'] / raw_mb * 1e3:.2f} in the wall time)")
     for row in summary["rows"]:
         if "split_s" in row:
             b = row["split_s"]
-            rates = {"shaStored": stored_mb, "zstd": raw_mb, "unshuffle": raw_mb, "shaRaw": raw_mb}
-            print("decodeShard's steps one by one (split, concurrency 1), s (MB/s): "
+            rates = {"shaStored": info["shardStoredBytes"] / 1e6, "zstd": raw_mb, "unshuffleRef": raw_mb, "unshuffle": raw_mb,
+                     "shaRaw": raw_mb}
+            print("decode steps one by one (split, page's thread), s (MB/s): "
                   + ", ".join(f"{k} {v:.2f} ({rates[k] / v:.0f})" for k, v in b.items()))
     return summary
 
@@ -211,9 +299,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--bundle", type=Path, required=True)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--concurrency", default="4,1", help="comma list; 4 is loadBundleFiles' default")
-    ap.add_argument("--modes", default="peer,runtime,loader,split")
+    ap.add_argument("--warmup", type=int, default=1, help="unrecorded passes over the modes first (per concurrency)")
+    ap.add_argument("--concurrency", default="4", help="comma list; 4 is the loader's default")
+    ap.add_argument("--modes", default="peer,runtime,split",
+                    help="comma list of peer, runtime[+full][+wN], loader, split")
     ap.add_argument("--as-float32", action="store_true", help="upload fp16 weights widened to fp32 (webgpu-float32 variant)")
+    ap.add_argument("--rate", type=float, default=0, help="serve the bundle at most this fast, MB/s over all "
+                    "connections (a link of that speed; default: loopback, unpaced)")
     ap.add_argument("--chromium", default=os.environ.get("SDPACK_CHROMIUM", "/usr/bin/chromium"))
     ap.add_argument("--timeout", type=int, default=600, help="seconds per browser step")
     ap.add_argument("--json", type=Path, help="write the raw runs and the summary here")
@@ -229,14 +321,15 @@ def main() -> None:
             with open(f, "rb") as fh:
                 while fh.read(1 << 24):
                     pass
+    loadavg = " ".join(f"{x:.2f}" for x in os.getloadavg())
     with tempfile.TemporaryDirectory(prefix="sdpack-web-bench-") as tmp:
         tmp = Path(tmp)
         build_page(tmp)
-        server = make_server(args.bundle.resolve(), tmp / "page")
+        server = make_server(args.bundle.resolve(), tmp / "page", RateLimit(args.rate) if args.rate else None)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         try:
             config = {"server": f"http://127.0.0.1:{server.server_address[1]}", "chromium": args.chromium,
-                      "runtimeWeb": str(WEB), "repeats": args.repeats, "concurrency": args.concurrency,
+                      "runtimeWeb": str(WEB), "repeats": args.repeats, "warmup": args.warmup, "concurrency": args.concurrency,
                       "modes": args.modes, "asFloat32": args.as_float32, "timeoutMs": args.timeout * 1000}
             (tmp / "config.json").write_text(json.dumps(config))
             proc = subprocess.Popen(["node", str(HERE / "run.mjs"), str(tmp / "config.json")], cwd=ROOT,
@@ -251,8 +344,10 @@ def main() -> None:
     if proc.returncode or not lines:
         sys.exit(f"browser run failed ({proc.returncode}):\n{stdout[-3000:]}")
     result = json.loads(lines[-1])
+    result["loadavg"] = loadavg
     for r in result["runs"]:
         r["rss"] = sampler.peaks(r["startMs"], r["endMs"])
+        r["cpu"] = sampler.cpu(r["startMs"], r["endMs"])
     if "fatal" in result:
         sys.exit(result["fatal"] + "\n" + "\n".join(result["console"][-20:]))
     summary = report(result, args)

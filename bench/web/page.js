@@ -1,43 +1,33 @@
-// The browser half of bench/web_loader.py: loads a bundle's weight shards two ways and times them.
+// The browser half of bench/web_loader.py: loads a bundle's weights several ways and times them.
 // Bundled by esbuild against runtime-web's compiled sources (the alias `sdpack-rt` points at a
-// `tsc` build of runtime-web/src), so the measured path is the product's code:
-//   peer     fetch + arrayBuffer() of every .zst shard of every component;
-//   runtime  the same fetch, then decodeShard (sha256 of the stored bytes, zstd, unshuffle, sha256
-//            of the raw bytes), shardTensors, and one GPUBuffer + queue.writeBuffer per tensor,
-//            waiting for queue.onSubmittedWorkDone() after each shard;
-//   split    diagnostic, concurrency 1: decodeShard's steps timed one by one on fetched shards
-//            (sha256Hex, zstddec — the runtime's decoder library —, unshuffle, sha256Hex);
-//   loader   loadBundleFiles (the product's loader, stream reads, its own pool), weights only,
-//            no upload: what loadModel does before the GPU phase.
-// Shards are processed and dropped one at a time per worker; only GPU buffers stay (as loadModel
-// keeps them), destroyed at the end of each run.
+// `tsc` build of runtime-web/src; the decode worker is built next to this page), so the measured
+// path is the product's code:
+//   peer     fetch + arrayBuffer() of every weight file (the three tensor indexes and every shard),
+//            `concurrency` at once: what a page that only downloads the bytes would take;
+//   runtime  runtime-web's `streamWeights` — the weight path of `loadModel`: its fetch (BYOB),
+//            its decode-worker pool (stored sha256, zstd, decoded size, unshuffle), `paramFor` (the
+//            variant's dtype) and each parameter handed to a ComponentLoader, shard by shard, at
+//            the loader's concurrency. The ComponentLoader here is the one thing not from the
+//            product: the bundle has no WebGPU wasm for tvmjs, so each parameter goes into a
+//            GPUBuffer of its own with one `queue.writeBuffer` — what tvmjs's `copyFromRawBytes`
+//            does in the product's `TvmComponent.setParam` — and `finish` waits for the queue.
+//            Variants: `runtime+full` (verify "full": also raw_sha256), `runtime+wN` (N workers; w0 =
+//            decode on the page's thread);
+//   loader   `loadBundleFiles` (weights only, no upload): keeps every decoded file, for comparison;
+//   split    diagnostic, one shard at a time on the page's thread: the decode steps timed one by
+//            one (sha256Hex, zstddec, the reference byte-loop unshuffle, the product's unshuffle,
+//            sha256Hex of the raw bytes).
+// GPU buffers, and the run's GPUDevice, are destroyed at the end of each run.
 import { ZSTDDecoder } from "zstddec";
 
-import { decodeShard, unshuffle } from "sdpack-rt/encoding.js";
+import { unshuffleInto, unshuffleReference } from "sdpack-rt/encoding.js";
 import { sha256Hex } from "sdpack-rt/hash.js";
-import { halfToFloat32 } from "sdpack-rt/half.js";
 import { loadBundleFiles } from "sdpack-rt/loader.js";
 import { parseManifest } from "sdpack-rt/manifest.js";
-import { parseTensorCache, shardTensors } from "sdpack-rt/tensorCache.js";
+import { streamWeights } from "sdpack-rt/pipeline.js";
+import { parseTensorCache } from "sdpack-rt/tensorCache.js";
 
 const now = () => performance.now();
-
-// Time every WebCrypto digest the runtime makes (hash.ts calls globalThis.crypto.subtle.digest).
-const digestStats = { ms: 0, bytes: 0, calls: 0 };
-{
-  const subtle = globalThis.crypto.subtle;
-  const digest = subtle.digest.bind(subtle);
-  subtle.digest = async (alg, data) => {
-    const t = now();
-    try {
-      return await digest(alg, data);
-    } finally {
-      digestStats.ms += now() - t;
-      digestStats.bytes += data.byteLength;
-      digestStats.calls += 1;
-    }
-  };
-}
 
 async function pool(items, width, work) {
   let next = 0;
@@ -49,32 +39,48 @@ async function pool(items, width, work) {
 
 let state;
 
-/** Manifest, the shard list (every encoded shard of every component) and a WebGPU device. */
+const isWeights = (f) => f.path.startsWith("weights/");
+
+/** Manifest, the weight files (indexes + shards), the shard list and the adapter (devices with the limits tvmjs asks for). */
 async function init(bundleUrl) {
   const base = new URL(bundleUrl, location.href).href.replace(/\/?$/, "/");
   const manifest = parseManifest(new Uint8Array(await (await fetch(base + "manifest.json")).arrayBuffer()));
   const shards = [];
-  for (const [component, comp] of Object.entries(manifest.components)) {
+  for (const comp of Object.values(manifest.components)) {
     const index = parseTensorCache(new Uint8Array(await (await fetch(base + comp.weights)).arrayBuffer()), comp.weights);
     const dir = comp.weights.slice(0, comp.weights.lastIndexOf("/") + 1);
     for (const record of index.records) {
       const path = dir + record.dataPath;
       const entry = manifest.files.find((f) => f.path === `${path}.zst`) ?? manifest.files.find((f) => f.path === path);
-      shards.push({ component, entry, record, url: base + entry.path });
+      shards.push({ entry, record, url: base + entry.path });
     }
   }
+  const weightFiles = manifest.files.filter(isWeights).map((entry) => ({ entry, url: base + entry.path }));
   const adapter = await navigator.gpu?.requestAdapter();
   if (!adapter) throw new Error("no WebGPU adapter");
-  const device = await adapter.requestDevice();
+  const want = (n) => Math.min(n, 1 << 30);
+  // A device per run (as loadModel makes one per load), destroyed after it: what a run leaves on the
+  // GPU process is freed before the next one.
+  const newDevice = async () => {
+    const a = await navigator.gpu.requestAdapter(); // an adapter gives one device
+    return a.requestDevice({
+      requiredLimits: { maxBufferSize: want(a.limits.maxBufferSize), maxStorageBufferBindingSize: want(a.limits.maxStorageBufferBindingSize) },
+    });
+  };
+  const device = await newDevice();
+  device.destroy();
   const info = adapter.info ?? {};
   const limits = (l) => ({ maxBufferSize: l.maxBufferSize, maxStorageBufferBindingSize: l.maxStorageBufferBindingSize });
-  state = { base, manifest, shards, device };
-  const storedBytes = shards.reduce((a, s) => a + s.entry.size, 0);
-  const rawBytes = shards.reduce((a, s) => a + s.record.nbytes, 0);
+  state = { base, manifest, shards, weightFiles, newDevice };
   return {
-    shards: shards.length, storedBytes, rawBytes, tensors: shards.reduce((a, s) => a + s.record.records.length, 0),
+    files: weightFiles.length, shards: shards.length,
+    storedBytes: weightFiles.reduce((a, f) => a + f.entry.size, 0),
+    shardStoredBytes: shards.reduce((a, s) => a + s.entry.size, 0),
+    rawBytes: shards.reduce((a, s) => a + s.record.nbytes, 0),
+    tensors: shards.reduce((a, s) => a + s.record.records.length, 0),
     adapter: `${info.vendor ?? "?"}/${info.architecture ?? "?"}`, features: [...adapter.features],
     adapterLimits: limits(adapter.limits), deviceLimits: limits(device.limits),
+    hardwareConcurrency: navigator.hardwareConcurrency,
   };
 }
 
@@ -88,90 +94,81 @@ async function peer(concurrency) {
   let bytes = 0;
   let fetchMs = 0;
   const t0 = now();
-  await pool(state.shards, concurrency, async (s) => {
+  await pool(state.weightFiles, concurrency, async (f) => {
     const t = now();
-    const response = await fetch(s.url);
+    const response = await fetch(f.url);
     const body = await response.arrayBuffer();
     fetchMs += now() - t;
-    if (body.byteLength !== s.entry.size) throw new Error(`${s.entry.path}: got ${body.byteLength} bytes`);
+    if (body.byteLength !== f.entry.size) throw new Error(`${f.entry.path}: got ${body.byteLength} bytes`);
     bytes += body.byteLength;
   });
   return { wallMs: now() - t0, storedBytes: bytes, fetchMs };
 }
 
-function upload(device, tensors, buffers, asFloat32) {
-  let bytes = 0;
-  for (const t of tensors) {
-    let src = t.bytes;
-    if (asFloat32 && t.dtype === "float16") {
-      const f = halfToFloat32(t.data); // what loadModel's paramFor does for a webgpu-float32 variant
-      src = new Uint8Array(f.buffer, f.byteOffset, f.byteLength);
-    }
-    const size = (src.byteLength + 3) & ~3;
-    if (size !== src.byteLength) {
-      const padded = new Uint8Array(size);
-      padded.set(src);
-      src = padded;
-    }
-    const buffer = device.createBuffer({ size: Math.max(4, size), usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST });
-    device.queue.writeBuffer(buffer, 0, src.buffer, src.byteOffset, size);
-    buffers.push(buffer);
-    bytes += size;
-  }
-  return bytes;
+/**
+ * Where the bench's parameters go: a GPUBuffer each, filled by one `writeBuffer` (tvmjs's
+ * `copyFromRawBytes`; sizes that are not a multiple of 4 padded, as tvmjs's host-tensor path does).
+ */
+function bufferLoader(device, sink) {
+  return {
+    setParam(index, t) {
+      let bytes = new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
+      if (bytes.byteLength % 4) {
+        const padded = new Uint8Array((bytes.byteLength + 3) & ~3);
+        padded.set(bytes);
+        bytes = padded;
+      }
+      const buffer = device.createBuffer({ size: Math.max(4, bytes.byteLength), usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
+      device.queue.writeBuffer(buffer, 0, bytes.buffer, bytes.byteOffset, bytes.byteLength);
+      sink.buffers.push(buffer);
+      sink.bytes += bytes.byteLength;
+      sink.params += 1;
+    },
+    async finish() {
+      await device.queue.onSubmittedWorkDone();
+      return { run: async () => { throw new Error("bench component"); }, dispose() {} };
+    },
+    dispose() {},
+  };
 }
 
-async function runtime(concurrency, asFloat32 = false) {
+/** `runtime`, `runtime+full`, `runtime+w0`, `runtime+w2+full`, …: the product's streaming weight path. */
+async function runtime(concurrency, asFloat32 = false, variant = "") {
   await clearCaches();
-  const { device } = state;
-  const buffers = [];
-  const ms = { fetch: 0, verifyDecode: 0, tensors: 0, upload: 0 };
-  let stored = 0;
-  let raw = 0;
-  let uploaded = 0;
-  const d0 = { ...digestStats };
+  const device = await state.newDevice();
+  const opts = { verify: variant.includes("+full") ? "full" : "stored" };
+  const w = /\+w(\d+)/.exec(variant);
+  if (w) opts.workers = Number(w[1]);
+  const sink = { buffers: [], bytes: 0, params: 0 };
   const t0 = now();
-  await pool(state.shards, concurrency, async (s) => {
-    let t = now();
-    const response = await fetch(s.url);
-    const bytes = new Uint8Array(await response.arrayBuffer());
-    ms.fetch += now() - t;
-    stored += bytes.byteLength;
-    t = now();
-    const decoded = await decodeShard(bytes, s.entry);
-    ms.verifyDecode += now() - t;
-    raw += decoded.byteLength;
-    t = now();
-    const tensors = shardTensors(decoded, s.record, s.entry.path);
-    ms.tensors += now() - t;
-    t = now();
-    uploaded += upload(device, tensors, buffers, asFloat32);
-    await device.queue.onSubmittedWorkDone();
-    ms.upload += now() - t;
+  const { bundle, components } = await streamWeights(state.base + "manifest.json", {
+    ...opts,
+    concurrency,
+    include: isWeights,
+    dtype: () => (asFloat32 ? "float32" : "float16"),
+    begin: async () => bufferLoader(device, sink),
   });
   const wallMs = now() - t0;
-  const sha = { ms: digestStats.ms - d0.ms, bytes: digestStats.bytes - d0.bytes, calls: digestStats.calls - d0.calls };
-  for (const b of buffers) b.destroy();
+  for (const b of sink.buffers) b.destroy();
   await device.queue.onSubmittedWorkDone();
-  // decodeShard = 2 digests + zstd + unshuffle; at concurrency 1 nothing overlaps, so this splits it exactly.
-  return { wallMs, storedBytes: stored, rawBytes: raw, uploadedBytes: uploaded, buffers: buffers.length, ms, sha,
-    decodeMs: ms.verifyDecode - sha.ms };
+  device.destroy();
+  return { wallMs, stats: bundle.stats, uploadedBytes: sink.bytes, params: sink.params, buffers: sink.buffers.length, components: Object.keys(components).length };
 }
 
 async function loader(concurrency) {
   await clearCaches();
   const t0 = now();
-  const bundle = await loadBundleFiles(state.base + "manifest.json", { concurrency, include: (f) => f.path.startsWith("weights/") });
+  const bundle = await loadBundleFiles(state.base + "manifest.json", { concurrency, include: isWeights });
   const wallMs = now() - t0;
   let raw = 0;
   for (const [path, bytes] of bundle.files) if (path.endsWith(".zst")) raw += bytes.byteLength;
-  return { wallMs, rawBytes: raw, files: bundle.files.size };
+  return { wallMs, rawBytes: raw, files: bundle.files.size, stats: bundle.stats };
 }
 
 async function split() {
   const zstd = new ZSTDDecoder();
   await zstd.init();
-  const ms = { shaStored: 0, zstd: 0, unshuffle: 0, shaRaw: 0 };
+  const ms = { shaStored: 0, zstd: 0, unshuffleRef: 0, unshuffle: 0, shaRaw: 0 };
   let raw = 0;
   const t0 = now();
   for (const s of state.shards) {
@@ -182,9 +179,14 @@ async function split() {
     t = now();
     const payload = zstd.decode(stored, s.entry.encoding.raw_size);
     ms.zstd += now() - t;
+    const k = s.entry.encoding.shuffle ?? 1;
     t = now();
-    const bytes = unshuffle(payload, s.entry.encoding.shuffle ?? 1);
+    const ref = unshuffleReference(payload, k);
+    ms.unshuffleRef += now() - t;
+    t = now();
+    const bytes = unshuffleInto(payload, k, new Uint8Array(payload.length));
     ms.unshuffle += now() - t;
+    if (bytes.length !== ref.length || bytes[bytes.length >> 1] !== ref[ref.length >> 1]) throw new Error("unshuffle differs from the reference");
     t = now();
     await sha256Hex(bytes);
     ms.shaRaw += now() - t;

@@ -24,16 +24,18 @@ try {
   await page.waitForFunction(() => globalThis.benchReady === true);
   result.info = await page.evaluate((url) => globalThis.bench.init(url), "/bundle/");
   for (const concurrency of config.concurrency) {
-    for (let rep = 0; rep < config.repeats; rep++) {
+    // Unrecorded warm-up passes first: the first run of a fresh browser is slower for every mode.
+    for (let rep = -(config.warmup ?? 0); rep < config.repeats; rep++) {
       for (const mode of config.modes) {
         if (mode === "split" && concurrency !== 1) continue;
         const before = await requests();
         const startMs = Date.now();
-        const r = await page.evaluate(({ mode, concurrency, f32 }) => globalThis.bench[mode](concurrency, f32), { mode, concurrency, f32: config.asFloat32 });
+        // "runtime+full+w2" → bench.runtime(concurrency, asFloat32, "runtime+full+w2")
+        const r = await page.evaluate(({ mode, concurrency, f32 }) => globalThis.bench[mode.split("+")[0]](concurrency, f32, mode), { mode, concurrency, f32: config.asFloat32 });
         r.requests = (await requests()) - before;
         Object.assign(r, { mode, concurrency, rep, startMs, endMs: Date.now() });
-        result.runs.push(r);
-        process.stderr.write(`${mode} c${concurrency} #${rep}: ${(r.wallMs / 1000).toFixed(2)} s, ${r.requests} requests\n`);
+        if (rep >= 0) result.runs.push(r);
+        process.stderr.write(`${mode} c${concurrency} ${rep < 0 ? "warm-up" : `#${rep}`}: ${(r.wallMs / 1000).toFixed(2)} s, ${r.requests} requests\n`);
       }
     }
   }

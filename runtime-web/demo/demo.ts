@@ -16,10 +16,12 @@ interface DemoState {
   model?: Pipeline;
   last?: GeneratedImage & { seed: string };
   loadMs?: number;
+  /** Files of the last load checked and decoded in a decode worker / on the page's thread. */
+  decodedBy: { worker: number; thread: number };
   error?: string;
   busy: boolean;
 }
-const state: DemoState = { busy: false };
+const state: DemoState = { busy: false, decodedBy: { worker: 0, thread: 0 } };
 Object.assign(globalThis, { sdpack, sdpackDemo: state });
 
 function status(text: string): void {
@@ -50,6 +52,7 @@ async function load(): Promise<void> {
   const download = $<HTMLProgressElement>("download");
   const t0 = performance.now();
   running = new AbortController();
+  state.decodedBy = { worker: 0, thread: 0 };
   try {
     status("loading…");
     model = await loadModel(url, {
@@ -57,6 +60,7 @@ async function load(): Promise<void> {
       signal: running.signal,
       onProgress: (p) => {
         if (p.phase === "download") {
+          if (p.fileDone && p.decodedBy) state.decodedBy[p.decodedBy] += 1;
           download.max = Math.max(1, p.totalBytes);
           download.value = p.loadedBytes;
           status(`downloading ${p.filesDone}/${p.filesTotal} files (${(p.loadedBytes / 2 ** 20).toFixed(1)} of ${(p.totalBytes / 2 ** 20).toFixed(1)} MiB)`);

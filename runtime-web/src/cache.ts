@@ -6,6 +6,13 @@
  */
 
 export interface ContentCache {
+  /**
+   * True when `put` has copied `bytes` by the time it returns (the loader then reuses their buffer
+   * for the next file); otherwise the loader leaves the buffer to the cache.
+   */
+  readonly copiesOnPut?: boolean;
+  /** True when every `get` returns a buffer of its own that nothing else holds (the loader may then hand it to a decode worker without a copy). */
+  readonly getsFreshCopies?: boolean;
   /** The bytes stored under `sha256`, or undefined. */
   get(sha256: string): Promise<Uint8Array | undefined>;
   /** Store `bytes` under `sha256` (call only after verifying that they hash to it). */
@@ -24,13 +31,14 @@ function key(sha256: string): string {
 /** An in-memory cache (tests, and a session-only cache where the Cache API is missing). */
 export class MemoryCache implements ContentCache {
   readonly entries = new Map<string, Uint8Array>();
+  readonly copiesOnPut = true;
 
   async get(sha256: string): Promise<Uint8Array | undefined> {
     return this.entries.get(key(sha256));
   }
 
   async put(sha256: string, bytes: Uint8Array): Promise<void> {
-    this.entries.set(key(sha256), bytes);
+    this.entries.set(key(sha256), bytes.slice());
   }
 
   async delete(sha256: string): Promise<void> {
@@ -44,6 +52,10 @@ export class MemoryCache implements ContentCache {
  */
 export class BrowserCache implements ContentCache {
   private cache?: Promise<Cache>;
+  /** `put` copies the bytes into a Blob before its first await. */
+  readonly copiesOnPut = true;
+  /** `get` reads each entry into a new ArrayBuffer. */
+  readonly getsFreshCopies = true;
 
   constructor(
     readonly name = "sdpack-content-v1",

@@ -37,10 +37,29 @@ export interface GpuComponent {
   dispose(): void;
 }
 
+/**
+ * A component whose parameters arrive one by one (as `loadModel` streams the shards): each is
+ * uploaded when it is set, so the host keeps none of them.
+ */
+export interface ComponentLoader {
+  /** Upload parameter `index` (in `main`'s order); `tensor` may be reused by the caller once this returns. */
+  setParam(index: number, tensor: HostTensor): void | Promise<void>;
+  /** Every parameter is set: finish (e.g. compile the shaders) and give the runnable component. */
+  finish(): Promise<GpuComponent>;
+  /** Give up (a failed load): free what was uploaded. */
+  dispose(): void;
+}
+
 export interface GpuBackend {
   readonly info: GpuInfo;
   /** Instantiate a component's wasm on the device and upload its parameters (in `main`'s order). */
   loadComponent(name: string, wasm: Uint8Array, params: HostTensor[]): Promise<GpuComponent>;
+  /**
+   * Instantiate a component's wasm, its `paramCount` parameters to follow through the loader.
+   * Optional: `loadModel` falls back to `loadComponent` (holding one component's parameters at a
+   * time) for backends without it.
+   */
+  beginComponent?(name: string, wasm: Uint8Array, paramCount: number): Promise<ComponentLoader>;
   /** Release every component and the device. */
   dispose(): void;
 }
@@ -102,6 +121,17 @@ class WebGpuBackend implements GpuBackend {
   }
 
   async loadComponent(name: string, wasm: Uint8Array, params: HostTensor[]): Promise<GpuComponent> {
+    const loader = await this.beginComponent(name, wasm, params.length);
+    try {
+      params.forEach((p, i) => loader.setParam(i, p));
+    } catch (err) {
+      loader.dispose();
+      throw err;
+    }
+    return loader.finish();
+  }
+
+  async beginComponent(name: string, wasm: Uint8Array, paramCount: number): Promise<ComponentLoader> {
     const buffer = wasm.buffer.slice(wasm.byteOffset, wasm.byteOffset + wasm.byteLength) as ArrayBuffer;
     let inst: Tvm.Instance;
     try {
@@ -114,16 +144,33 @@ class WebGpuBackend implements GpuBackend {
     }
     // Shared device: tvmjs destroys it in dispose(), so only the backend's dispose() ends it.
     inst.initWebGPU(this.device as unknown as Parameters<Tvm.Instance["initWebGPU"]>[0]);
-    const component = new TvmComponent(name, inst);
+    const component = new TvmComponent(name, inst, paramCount);
+    this.components.add(component);
     try {
-      component.init(params);
-      await component.compileShaders();
+      component.init();
     } catch (err) {
+      this.components.delete(component);
       component.dispose();
       throw err;
     }
-    this.components.add(component);
-    return component;
+    return {
+      setParam: (index, tensor) => component.setParam(index, tensor),
+      finish: async () => {
+        try {
+          component.checkParams();
+          await component.compileShaders();
+        } catch (err) {
+          this.components.delete(component);
+          component.dispose();
+          throw err;
+        }
+        return component;
+      },
+      dispose: () => {
+        this.components.delete(component);
+        component.dispose();
+      },
+    };
   }
 
   dispose(): void {
@@ -137,25 +184,43 @@ class TvmComponent implements GpuComponent {
   private readonly dev: Tvm.DLDevice;
   private vm?: Tvm.VirtualMachine;
   private main?: Tvm.PackedFunc;
-  private params: Tvm.Tensor[] = [];
+  private params: (Tvm.Tensor | undefined)[] = [];
 
   constructor(
     readonly name: string,
     private readonly inst: Tvm.Instance,
+    private readonly paramCount: number,
   ) {
     this.dev = inst.webgpu();
+    this.params = new Array(paramCount);
   }
 
-  init(params: HostTensor[]): void {
+  init(): void {
     const inst = this.inst;
     inst.beginScope();
     try {
       this.vm = inst.detachFromCurrentScope(inst.createVirtualMachine(this.dev));
       this.main = inst.detachFromCurrentScope(this.vm.getFunction("main"));
-      for (const p of params) this.params.push(inst.detachFromCurrentScope(this.upload(p)));
     } finally {
       inst.endScope();
     }
+  }
+
+  /** Upload parameter `index` into a device tensor of its own (tvmjs: one GPUBuffer + `queue.writeBuffer`). */
+  setParam(index: number, t: HostTensor): void {
+    if (!Number.isInteger(index) || index < 0 || index >= this.paramCount) throw new RangeError(`${this.name}: no parameter ${index}`);
+    if (this.params[index]) throw new Error(`${this.name}: parameter ${index} set twice`);
+    const inst = this.inst;
+    inst.beginScope();
+    try {
+      this.params[index] = inst.detachFromCurrentScope(this.upload(t));
+    } finally {
+      inst.endScope();
+    }
+  }
+
+  checkParams(): void {
+    for (let i = 0; i < this.paramCount; i++) if (!this.params[i]) throw new BundleError(`${this.name}: parameter ${i} was never uploaded`);
   }
 
   /**
@@ -198,7 +263,7 @@ class TvmComponent implements GpuComponent {
   }
 
   dispose(): void {
-    for (const p of this.params) p.dispose();
+    for (const p of this.params) p?.dispose();
     this.params = [];
     this.main?.dispose();
     this.vm?.dispose();

@@ -23,7 +23,8 @@ export {
   type TensorSpec,
 } from "./manifest.js";
 export { GENERATOR as NOISE_GENERATOR, VERSION as NOISE_VERSION, latents, parseSeed, philox4x32_10, standardNormal, uint32Stream, type Seed } from "./noise.js";
-export { decodeShard, unshuffle, verifyStored, zstdContentSize } from "./encoding.js";
+export { decodeShard, decodeVerified, unshuffle, unshuffleInto, unshuffleReference, verifyStored, zstdContentSize, type DecodeTimings, type VerifyLevel } from "./encoding.js";
+export { defaultWorkers, type WorkerFactory, type WorkerLike } from "./decodePool.js";
 export {
   DTYPE_SIZES,
   INDEX_NAME,
@@ -37,11 +38,18 @@ export {
 } from "./tensorCache.js";
 export { BrowserCache, MemoryCache, type ContentCache } from "./cache.js";
 export {
+  componentLayout,
   componentTensors,
   fetchManifest,
   hubManifestUrl,
   loadBundleFiles,
   resolveBundleUrl,
+  streamBundleFiles,
+  type ComponentLayout,
+  type FileConsumer,
+  type LoadedFile,
+  type LoadStats,
+  type StreamedBundle,
   type LoadedBundle,
   type LoadOptions,
   type LoadProgress,
@@ -51,7 +59,7 @@ export {
 export { PromptTokenizer, type PromptTokenizerOptions } from "./tokenizer.js";
 export * from "./schedulers/index.js";
 export { floatToHalf, float32ToHalf, halfToFloat, halfToFloat32 } from "./half.js";
-export { createWebGpuBackend, loadTvmjs, type GpuBackend, type GpuComponent, type GpuInfo, type HostDtype, type HostTensor, type Tvmjs } from "./gpu.js";
+export { createWebGpuBackend, loadTvmjs, type ComponentLoader, type GpuBackend, type GpuComponent, type GpuInfo, type HostDtype, type HostTensor, type Tvmjs } from "./gpu.js";
 export {
   COMPONENTS,
   loadModel,
@@ -59,6 +67,8 @@ export {
   neededFiles,
   pickVariant,
   Pipeline,
+  streamWeights,
+  type StreamWeightsOptions,
   toImage,
   type GeneratedImage,
   type GenerateOptions,

@@ -17,6 +17,7 @@ import {
   halfToFloat,
   halfToFloat32,
   latents,
+  loadBundleFiles,
   loadModel,
   lockManifest,
   MemoryCache,
@@ -134,7 +135,10 @@ describe("loadModel", () => {
       // float16 weights are widened to float32 for the fp32 variant, in the manifest's params order.
       const params = backend.loaded.get("libs/webgpu-float32/unet.wasm")!;
       assert.equal(params.length, bundle.manifest.components.unet.params.length);
-      const raw = model.bundle.tensors.unet;
+      // The model keeps no weights on the host: only the files that are not shards.
+      assert.deepEqual(model.bundle.tensors, {});
+      assert.ok(![...model.bundle.files.keys()].some((p) => p.includes("params_shard")));
+      const raw = (await loadBundleFiles(`${server.url}manifest.json`)).tensors.unet;
       bundle.manifest.components.unet.params.forEach((name, i) => {
         const t = raw.get(name)!;
         assert.deepEqual(params[i].shape, t.shape);
@@ -159,9 +163,14 @@ describe("loadModel", () => {
       assert.ok(server.requests.some((p) => p.startsWith("/libs/webgpu-float16/")));
       assert.ok(!server.requests.some((p) => p.startsWith("/libs/webgpu-float32/") || p.endsWith(".so")));
       const params = backend.loaded.get("libs/webgpu-float16/unet.wasm")!;
-      const first = model.bundle.tensors.unet.get(bundle.manifest.components.unet.params[0])!;
-      assert.equal(params[0].dtype, "float16");
-      assert.equal(params[0].data, first.data); // no copy
+      const reference = (await loadBundleFiles(`${server.url}manifest.json`)).tensors.unet;
+      bundle.manifest.components.unet.params.forEach((name, i) => {
+        const t = reference.get(name)!;
+        if (t.dtype === "int32") return assert.deepEqual(params[i], { dtype: "int32", shape: t.shape, data: t.data });
+        assert.equal(params[i].dtype, "float16");
+        assert.deepEqual(params[i].data, t.dtype === "float16" ? t.data : float32ToHalf(t.data as Float32Array)); // float16 bits as they are
+      });
+      assert.equal(model.variant, "webgpu-float16");
     } finally {
       await server.close();
       bundle.remove();

@@ -165,6 +165,31 @@ def test_loads_the_webgpu_fp32_variant(run):
     assert "swiftshader" in load["gpu"].lower()
 
 
+def test_files_are_checked_and_decoded_in_the_worker_pool(run):
+    load, cached = run["load"], run["cachedLoad"]
+    needed = [p for p in run["manifest_sha"] if not p.startswith("libs/") or p.startswith("libs/webgpu-float32/")]
+    assert load["decodedBy"] == {"worker": len(needed), "thread": 0}
+    assert cached["decodedBy"] == {"worker": len(needed), "thread": 0}
+    stats = load["stats"]
+    assert stats["workers"] >= 1 and "workerError" not in stats
+    assert stats["verify"] == "stored" and stats["ms"]["rawSha256"] == 0
+    assert stats["decodedInWorkers"] == len(needed) and stats["decodedInThread"] == 0
+
+
+def test_verify_full_checks_raw_sha256_in_the_workers(run):
+    r = run["rawCheck"]
+    # A wrong raw_sha256 (stored bytes intact) passes the default checks: they do not hash raw bytes ...
+    assert r["stored"]["ok"] and r["stored"]["stats"]["ms"]["rawSha256"] == 0
+    assert r["stored"]["stats"]["decodedInThread"] == 0
+    # ... and verify "full" refuses it, naming the file.
+    full = r["full"]
+    assert not full["ok"] and full["file"] == TAMPERED
+    assert full["message"] == f"{TAMPERED}: decoded bytes do not match raw_sha256"
+    assert "thread" not in r.get("fullDecodedBy", [])
+    clean = r["cleanFull"]["stats"]
+    assert clean["verify"] == "full" and clean["ms"]["rawSha256"] > 0 and clean["decodedInThread"] == 0
+
+
 def test_fetches_only_what_the_variant_needs(run):
     # The first load is the only one in a fresh profile: manifest + every file but the native libs.
     needed = [p for p in run["manifest_sha"] if not p.startswith("libs/") or p.startswith("libs/webgpu-float32/")]
@@ -200,7 +225,8 @@ def test_pinned_version_stays_after_a_new_one_is_published(run):
 def test_tampered_shard_is_refused_named_and_not_cached(run):
     t = run["tampered"]
     assert not t["ok"]
-    assert TAMPERED in t["error"]
+    assert TAMPERED in t["error"] and "sha256 mismatch" in t["error"]
+    assert t["decodedBy"]["thread"] == 0 and t["decodedBy"]["worker"] > 0  # the worker path refused it
     assert run["tamperedCache"]["cached"] is False
     # A clean retry must fetch that shard again (it was never cached).
     assert any(r.endswith(TAMPERED) for r in run["retryRequests"])

@@ -229,6 +229,8 @@ def _check_clean_load(run, s: dict, refetched: bool) -> None:
         assert digest == (entry["encoding"]["raw_sha256"] if entry.get("encoding") else entry["sha256"]), path
     assert set(clean["cached"]) == {e["sha256"] for e in entries.values()}
     assert len(_requests(s["cleanRequests"], TARGET)) == (1 if refetched else 0)
+    # Every file was checked and decoded in the loader's decode worker, none on the page's thread.
+    assert clean["decodedBy"] == {"worker": len(entries), "thread": 0}
 
 
 def _check_failed(run, s: dict, message: str, requests: int) -> dict:
@@ -240,6 +242,7 @@ def _check_failed(run, s: dict, message: str, requests: int) -> dict:
     assert re.fullmatch(message, error["message"]), error["message"]
     assert run["entries"][TARGET]["sha256"] not in faulty["cached"]
     assert len(_requests(s["faultyRequests"], TARGET)) == requests
+    assert faulty["decodedBy"]["thread"] == 0
     _check_clean_load(run, s, refetched=True)
     return error
 
@@ -284,8 +287,10 @@ def test_503_twice_then_success_after_backoff(run):
 
 
 def test_wrong_content_of_the_right_length_is_refused(run):
-    error = _check_failed(run, _scenario(run, "wrong_content"), rf"{TARGET_RE}: sha256 mismatch", requests=1)
+    s = _scenario(run, "wrong_content")
+    error = _check_failed(run, s, rf"{TARGET_RE}: sha256 mismatch", requests=1)
     assert "tampered" in error["hint"]
+    assert error["name"] == "BundleError"  # rebuilt from the worker's answer, file and hint kept
 
 
 def test_abort_mid_file(run):

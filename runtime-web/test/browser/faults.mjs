@@ -6,7 +6,8 @@
 //
 // For each scenario, in a fresh browser context: set the server's faults, load the bundle once
 // (the faulty load), list what the Cache API holds, then clear the faults and load again (the
-// clean load), hashing every returned file in the page. Quota: Chromium's own quota, made small
+// clean load), hashing every returned file in the page. Files are checked and decoded in the
+// loader's decode worker (built next to the page), and each load counts where (progress events). Quota: Chromium's own quota, made small
 // with the DevTools protocol (Storage.overrideQuotaForOrigin), so `put` fails for real.
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -43,6 +44,7 @@ async function cachedKeys() {
 async function load({ url, retry, abortOn, concurrency }) {
   const controller = new AbortController();
   const progressWarnings = [];
+  const decodedBy = { worker: 0, thread: 0 };
   const t = performance.now();
   const out = {};
   try {
@@ -54,6 +56,7 @@ async function load({ url, retry, abortOn, concurrency }) {
       include: (entry) => !entry.path.startsWith("libs/"),
       onProgress: (p) => {
         if (p.warning) progressWarnings.push(p.warning);
+        if (p.fileDone) decodedBy[p.decodedBy] += 1;
         if (abortOn && p.file === abortOn && !p.fileDone && !controller.signal.aborted) controller.abort();
       },
     });
@@ -63,6 +66,7 @@ async function load({ url, retry, abortOn, concurrency }) {
   } catch (e) {
     Object.assign(out, { ok: false, error: { name: e.name, message: e.message, file: e.file, hint: e.hint, isBundleError: e.constructor?.name } });
   }
+  out.decodedBy = decodedBy;
   out.ms = Math.round(performance.now() - t);
   out.cached = await cachedKeys();
   return out;
@@ -78,8 +82,14 @@ async function buildPage() {
     stdin: { contents: PAGE_SOURCE, resolveDir: here, loader: "js", sourcefile: "faults-page.js" },
     bundle: true, format: "esm", platform: "browser", target: "es2022", write: false, logLevel: "warning",
   });
+  // The decode worker, where the loader looks for it: next to the page's script.
+  const worker = await build({
+    entryPoints: [join(here, "../../src/decodeWorker.ts")],
+    bundle: true, format: "esm", platform: "browser", target: "es2022", write: false, logLevel: "warning",
+  });
   mkdirSync(config.pageDir, { recursive: true });
   writeFileSync(join(config.pageDir, "faults.js"), out.outputFiles[0].text);
+  writeFileSync(join(config.pageDir, "decodeWorker.js"), worker.outputFiles[0].text);
   writeFileSync(join(config.pageDir, "index.html"), '<!doctype html><meta charset="utf-8"><title>sdpack faults</title><script type="module" src="faults.js"></script>\n');
 }
 

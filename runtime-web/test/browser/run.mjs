@@ -38,8 +38,8 @@ async function pressLoad(page) {
   return page.evaluate(() => {
     const s = globalThis.sdpackDemo;
     return s.model
-      ? { ok: true, version: s.model.manifest.model.version, variant: s.model.variant, gpu: s.model.gpu.description, loadMs: s.loadMs }
-      : { ok: false, error: s.error };
+      ? { ok: true, version: s.model.manifest.model.version, variant: s.model.variant, gpu: s.model.gpu.description, loadMs: s.loadMs, decodedBy: s.decodedBy, stats: s.model.bundle.stats }
+      : { ok: false, error: s.error, decodedBy: s.decodedBy };
   });
 }
 
@@ -131,6 +131,38 @@ try {
   result.retryRequests = (await hubLog()).slice(beforeRetry);
   mark("tamper");
   await tampered.close();
+
+  // 5. verify: "full" in the decode workers: a manifest whose raw_sha256 of one shard is wrong (its
+  //    stored bytes and sha256 are right) loads with the default checks and is refused with "full".
+  const rawCheck = await browser.newContext();
+  const manifestUrl = repoUrl(config.commit);
+  await rawCheck.route(manifestUrl, async (route) => {
+    const response = await route.fetch();
+    const m = JSON.parse(await response.text());
+    const f = m.files.find((x) => x.path === config.tamperPath);
+    f.encoding.raw_sha256 = (f.encoding.raw_sha256[0] === "0" ? "1" : "0") + f.encoding.raw_sha256.slice(1);
+    await route.fulfill({ response, body: JSON.stringify(m) });
+  });
+  page = await openDemo(rawCheck, manifestUrl);
+  result.rawCheck = await page.evaluate(async ({ url, path }) => {
+    const { loadBundleFiles } = globalThis.sdpack;
+    const weightsOnly = (f) => f.path.startsWith("weights/");
+    const out = {};
+    const stored = await loadBundleFiles(url, { include: weightsOnly });
+    out.stored = { ok: true, stats: stored.stats };
+    try {
+      await loadBundleFiles(url, { include: weightsOnly, verify: "full", onProgress: (p) => p.fileDone && (out.fullDecodedBy = [...(out.fullDecodedBy ?? []), p.decodedBy]) });
+      out.full = { ok: true };
+    } catch (e) {
+      out.full = { ok: false, name: e.name, message: e.message, file: e.file };
+    }
+    const component = path.split("/").slice(0, 2).join("/") + "/"; // the other components' weights all check out
+    const clean = await loadBundleFiles(url, { include: (f) => weightsOnly(f) && !f.path.startsWith(component), verify: "full" });
+    out.cleanFull = { ok: true, stats: clean.stats };
+    return out;
+  }, { url: manifestUrl, path: config.tamperPath });
+  mark("raw_check");
+  await rawCheck.close();
 } catch (err) {
   result.fatal = String(err && err.stack ? err.stack : err);
 } finally {

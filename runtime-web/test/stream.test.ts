@@ -1,0 +1,412 @@
+/**
+ * The streaming loader: the fast unshuffle against the spec's byte loop, the `verify` levels, the
+ * decode-worker protocol (driven in-process: node has no Web Workers, so a stand-in runs the
+ * worker's own handler with real transfers), the fallback to the calling thread, and
+ * `loadModel` streaming shards into a backend's component loaders.
+ */
+import assert from "node:assert/strict";
+import { createHash, randomBytes } from "node:crypto";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, test } from "node:test";
+
+import { handleDecodeRequest, SpareBuffers, WORKER_READY, type DecodeRequest, type DecodeResponse } from "../src/decodeProtocol.js";
+import {
+  decodeShard,
+  decodeVerified,
+  halfToFloat32,
+  loadBundleFiles,
+  loadModel,
+  MemoryCache,
+  streamBundleFiles,
+  unshuffle,
+  unshuffleInto,
+  unshuffleReference,
+  type ComponentLoader,
+  type FileEntry,
+  type GpuBackend,
+  type GpuComponent,
+  type HostTensor,
+  type LoadOptions,
+  type WorkerLike,
+} from "../src/index.js";
+import { bundleCopy, bundleError, serve, TESTDATA } from "./helpers.js";
+
+const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
+const BASE = "https://hub.test/org/golden/resolve/0123abc/";
+const manifestText = readFileSync(join(TESTDATA, "bundle", "manifest.json"), "utf8");
+const golden = JSON.parse(manifestText) as { files: FileEntry[] };
+const SHARD = "weights/unet/params_shard_1.bin.zst";
+
+/** A fetch over the golden bundle (the manifest optionally edited), recording requests. */
+function hub(editManifest?: (m: { files: FileEntry[] }) => void, editFile?: (path: string, body: Uint8Array) => Uint8Array) {
+  const m = JSON.parse(manifestText);
+  editManifest?.(m);
+  const files = new Map<string, Uint8Array>([["manifest.json", new TextEncoder().encode(JSON.stringify(m))]]);
+  for (const f of golden.files) files.set(f.path, new Uint8Array(readFileSync(join(TESTDATA, "bundle", f.path))));
+  const requests: string[] = [];
+  const fetch = async (input: RequestInfo | URL): Promise<Response> => {
+    const path = String(input).slice(BASE.length);
+    requests.push(path);
+    const body = files.get(path);
+    if (!body) return new Response(null, { status: 404, statusText: "Not Found" });
+    return new Response((editFile ? editFile(path, body.slice()) : body.slice()) as Uint8Array<ArrayBuffer>, { headers: { "content-length": String(body.length) } });
+  };
+  return { fetch: fetch as typeof globalThis.fetch, requests, manifest: m as { files: FileEntry[] } };
+}
+
+/** Every file of a load verified (decoded files against raw_sha256). */
+function assertGolden(files: Map<string, Uint8Array>) {
+  assert.equal(files.size, golden.files.length);
+  for (const f of golden.files) assert.equal(sha(files.get(f.path)!), f.encoding ? f.encoding.raw_sha256 : f.sha256, f.path);
+}
+
+describe("unshuffle", () => {
+  test("the word-wise unshuffle equals the spec's byte loop: every k, length and alignment", () => {
+    const data = new Uint8Array(randomBytes(4096 + 64));
+    for (const k of [1, 2, 3, 4, 8]) {
+      for (let len = 0; len <= 80; len++) {
+        for (const offset of [0, 1, 2, 4]) {
+          const src = data.subarray(offset, offset + len);
+          const want = unshuffleReference(src, k);
+          assert.deepEqual(unshuffle(src, k), want, `k=${k} len=${len} offset=${offset}`);
+          const dst = new Uint8Array(len + offset).subarray(offset);
+          assert.deepEqual(unshuffleInto(src, k, dst), want, `into: k=${k} len=${len} offset=${offset}`);
+        }
+      }
+    }
+  });
+
+  test("large buffers, word path and fallbacks (planes not 4-byte aligned) alike", () => {
+    for (const k of [2, 4]) {
+      for (const len of [1 << 20, (1 << 20) + 8, (1 << 20) + 3, (1 << 20) + 2 * k, 1000002]) {
+        const src = new Uint8Array(randomBytes(len));
+        assert.equal(sha(unshuffle(src, k)), sha(unshuffleReference(src, k)), `k=${k} len=${len}`);
+      }
+    }
+  });
+
+  test("a known answer, and a destination of the wrong size is refused", () => {
+    // float16 1.0 (0x3c00) and 2.0 (0x4000), shuffled: low bytes 00 00, then high bytes 3c 40
+    assert.deepEqual([...unshuffle(Uint8Array.from([0, 0, 0, 0, 0x3c, 0x40, 0x3c, 0x40]), 2)], [0, 0x3c, 0, 0x40, 0, 0x3c, 0, 0x40]);
+    assert.throws(() => unshuffleInto(new Uint8Array(8), 2, new Uint8Array(7)), RangeError);
+  });
+});
+
+describe("verify levels", () => {
+  const flip = (hex: string) => (hex[0] === "0" ? "1" : "0") + hex.slice(1);
+  const wrongRaw = (m: { files: FileEntry[] }) => {
+    const f = m.files.find((x) => x.path === SHARD)!;
+    f.encoding!.raw_sha256 = flip(f.encoding!.raw_sha256);
+  };
+
+  test("decodeShard: the default checks stored bytes and sizes; 'full' also raw_sha256", async () => {
+    const entry = { ...golden.files.find((f) => f.path === SHARD)! };
+    entry.encoding = { ...entry.encoding!, raw_sha256: flip(entry.encoding!.raw_sha256) };
+    const stored = new Uint8Array(readFileSync(join(TESTDATA, "bundle", SHARD)));
+    const raw = await decodeShard(stored, entry);
+    assert.notEqual(sha(raw), entry.encoding.raw_sha256); // not hashed by default
+    await assert.rejects(decodeShard(stored, entry, { verify: "full" }), /params_shard_1\.bin\.zst: decoded bytes do not match raw_sha256/);
+    const { ms } = await decodeVerified(stored, golden.files.find((f) => f.path === SHARD)!, "full");
+    assert.ok(ms.rawSha256 > 0 && ms.zstd > 0);
+  });
+
+  test("the loader: default loads a bundle whose raw_sha256 is wrong (stored bytes intact), 'full' refuses it naming the file", async () => {
+    const h = hub(wrongRaw);
+    const b = await loadBundleFiles(BASE, { fetch: h.fetch });
+    assert.equal(b.stats!.verify, "stored");
+    assert.equal(b.stats!.ms.rawSha256, 0);
+    const cache = new MemoryCache();
+    const err = await bundleError(loadBundleFiles(BASE, { fetch: hub(wrongRaw).fetch, verify: "full", cache }));
+    assert.equal(err.file, SHARD);
+    assert.match(err.message, /decoded bytes do not match raw_sha256/);
+    const entry = golden.files.find((f) => f.path === SHARD)!;
+    assert.ok(!cache.entries.has(entry.sha256), "a file that failed 'full' is not cached");
+    const full = await loadBundleFiles(BASE, { fetch: hub().fetch, verify: "full" });
+    assertGolden(full.files);
+    assert.ok(full.stats!.ms.rawSha256 > 0);
+  });
+
+  test("tampered stored bytes are refused by either level", async () => {
+    for (const verify of ["stored", "full"] as const) {
+      const h = hub(undefined, (path, body) => (path === SHARD ? (body[body.length >> 1] ^= 1, body) : body));
+      const err = await bundleError(loadBundleFiles(BASE, { fetch: h.fetch, verify }));
+      assert.equal(err.file, SHARD);
+      assert.match(err.message, /sha256 mismatch/);
+    }
+  });
+});
+
+/**
+ * A Web Worker stand-in: runs the decode worker's own handler (decodeProtocol.ts) on a later
+ * task, with messages passed through structuredClone and the transfer lists, so a transferred
+ * buffer is detached on the sender's side exactly as postMessage does.
+ */
+class InProcessWorker implements WorkerLike {
+  static started: InProcessWorker[] = [];
+  private listeners: Record<string, ((event: any) => void)[]> = { message: [], error: [], messageerror: [] };
+  requests = 0;
+  given = 0;
+  terminated = false;
+  private readonly spare = new SpareBuffers(3);
+
+  constructor(private readonly mode: "ok" | "failToStart" | "crash" = "ok") {
+    InProcessWorker.started.push(this);
+    setTimeout(() => (mode === "failToStart" ? this.emit("error", { message: "worker script 404" }) : this.emit("message", { data: WORKER_READY })));
+  }
+
+  private emit(type: string, event: unknown) {
+    if (!this.terminated) for (const l of this.listeners[type]) l(event);
+  }
+
+  postMessage(message: DecodeRequest, transfer: Transferable[]): void {
+    const req = structuredClone(message, { transfer: transfer as ArrayBuffer[] });
+    this.requests += 1;
+    this.given += req.give?.length ?? 0;
+    setTimeout(async () => {
+      if (this.mode === "crash") return this.emit("error", { message: "out of memory" });
+      const { response, transfer: back } = await handleDecodeRequest(req, decodeVerified, this.spare);
+      this.emit("message", { data: structuredClone(response, { transfer: back as ArrayBuffer[] }) as DecodeResponse });
+    });
+  }
+
+  addEventListener(type: string, listener: (event: any) => void): void {
+    this.listeners[type].push(listener);
+  }
+
+  terminate(): void {
+    this.terminated = true;
+  }
+}
+
+const withWorkers = (mode: "ok" | "failToStart" | "crash" = "ok", workers = 2): LoadOptions => ({
+  workers,
+  createWorker: () => new InProcessWorker(mode),
+});
+
+test("cache writes go one at a time (a quota is enforced file by file), while files load concurrently", async () => {
+  let inFlight = 0;
+  let most = 0;
+  const cache = new MemoryCache();
+  const put = cache.put.bind(cache);
+  cache.put = async (sha256: string, bytes: Uint8Array) => {
+    most = Math.max(most, ++inFlight);
+    await new Promise((r) => setTimeout(r, 2));
+    await put(sha256, bytes);
+    inFlight -= 1;
+  };
+  const b = await loadBundleFiles(BASE, { fetch: hub().fetch, cache, concurrency: 4, ...withWorkers() });
+  assertGolden(b.files);
+  assert.equal(cache.entries.size, golden.files.length);
+  assert.equal(most, 1);
+});
+
+describe("decode workers", () => {
+  test("every file is checked and decoded in the workers, bit-exact; stored bytes come back for the cache", async () => {
+    InProcessWorker.started = [];
+    const cache = new MemoryCache();
+    const events: string[] = [];
+    const b = await loadBundleFiles(BASE, { fetch: hub().fetch, cache, ...withWorkers(), onProgress: (p) => p.fileDone && events.push(p.decodedBy!) });
+    assertGolden(b.files);
+    assert.equal(b.stats!.workers, 2);
+    assert.equal(b.stats!.decodedInWorkers, golden.files.length);
+    assert.equal(b.stats!.decodedInThread, 0);
+    assert.deepEqual(events, golden.files.map(() => "worker"));
+    assert.equal(InProcessWorker.started.length, 2);
+    assert.ok(InProcessWorker.started.every((w) => w.requests > 0), "both workers got files");
+    assert.ok(InProcessWorker.started.every((w) => w.terminated), "the workers end with the load");
+    for (const f of golden.files) assert.equal(sha(cache.entries.get(f.sha256)!), f.sha256, `${f.path} cached, intact`);
+    // From the cache: its entries are copied to the workers, never transferred (they stay intact).
+    const again = await loadBundleFiles(BASE, { fetch: hub().fetch, cache, ...withWorkers() });
+    assertGolden(again.files);
+    assert.equal(again.stats!.fromCache, golden.files.length);
+    for (const f of golden.files) assert.equal(cache.entries.get(f.sha256)!.length, f.size, `${f.path}: cache entry not detached`);
+  });
+
+  test("buffers a consumer releases go back to the workers and are decoded into again, bit-exact", async () => {
+    InProcessWorker.started = [];
+    const digests = new Map<string, string>();
+    const released: ArrayBuffer[] = [];
+    const { stats } = await streamBundleFiles(
+      BASE,
+      {
+        releases: true,
+        onFile: ({ entry, content, release }) => {
+          digests.set(entry.path, sha(content));
+          if (entry.encoding) {
+            released.push(content.buffer as ArrayBuffer);
+            release();
+            release(); // twice is harmless
+          }
+        },
+      },
+      { fetch: hub().fetch, concurrency: 1, ...withWorkers("ok", 1) },
+    );
+    for (const f of golden.files) assert.equal(digests.get(f.path), f.encoding ? f.encoding.raw_sha256 : f.sha256, f.path);
+    assert.equal(stats.decodedInWorkers, golden.files.length);
+    const shards = golden.files.filter((f) => f.encoding).length;
+    assert.ok(InProcessWorker.started[0].given >= shards - 1, `${InProcessWorker.started[0].given} buffers given back for ${shards} shards`);
+    assert.ok(released.slice(0, -1).every((b) => b.byteLength === 0), "a released buffer went to the worker (detached here)");
+  });
+
+  test("a tampered shard is refused by the worker path, naming the file; not cached", async () => {
+    const cache = new MemoryCache();
+    const h = hub(undefined, (path, body) => (path === SHARD ? (body[100] ^= 1, body) : body));
+    const err = await bundleError(loadBundleFiles(BASE, { fetch: h.fetch, cache, concurrency: 1, ...withWorkers() }));
+    assert.equal(err.file, SHARD);
+    assert.equal(err.message, `${SHARD}: sha256 mismatch`);
+    assert.match(err.hint!, /damaged or was tampered with/);
+    const entry = golden.files.find((f) => f.path === SHARD)!;
+    assert.ok(!cache.entries.has(entry.sha256));
+  });
+
+  test("a worker that cannot start: the load decodes on the calling thread and says why", async () => {
+    const b = await loadBundleFiles(BASE, { fetch: hub().fetch, ...withWorkers("failToStart") });
+    assertGolden(b.files);
+    assert.equal(b.stats!.decodedInWorkers, 0);
+    assert.equal(b.stats!.decodedInThread, golden.files.length);
+    assert.match(b.stats!.workerError!, /worker script 404/);
+  });
+
+  test("a worker that dies with a file in hand fails the load naming that file", async () => {
+    const err = await bundleError(loadBundleFiles(BASE, { fetch: hub().fetch, concurrency: 1, ...withWorkers("crash", 1) }));
+    assert.ok(err.file && golden.files.some((f) => f.path === err.file));
+    assert.match(err.message, /the decode worker failed \(out of memory\)/);
+  });
+
+  test("workers: 0 and environments without Worker decode on the calling thread", async () => {
+    const b = await loadBundleFiles(BASE, { fetch: hub().fetch, workers: 0, createWorker: () => assert.fail("no worker wanted") });
+    assertGolden(b.files);
+    assert.equal(b.stats!.decodedInThread, golden.files.length);
+    assert.equal(typeof (globalThis as { Worker?: unknown }).Worker, "undefined"); // node: the fallback is what ran above too
+    const plain = await loadBundleFiles(BASE, { fetch: hub().fetch });
+    assert.equal(plain.stats!.decodedInThread, golden.files.length);
+  });
+
+  test("the protocol's answer for a file without encoding gives the stored bytes back as its content", async () => {
+    const entry = golden.files.find((f) => !f.encoding)!;
+    const bytes = new Uint8Array(readFileSync(join(TESTDATA, "bundle", entry.path)));
+    const req: DecodeRequest = { id: 7, buffer: bytes.buffer, byteOffset: bytes.byteOffset, byteLength: bytes.byteLength, entry, verify: "stored" };
+    const { response, transfer } = await handleDecodeRequest(req, decodeVerified);
+    assert.ok(response.ok && response.content === undefined);
+    assert.deepEqual(transfer, [bytes.buffer]);
+  });
+});
+
+/** The golden bundle plus a webgpu-float32 target (its "wasm" is text) and a vae_decoder sharing the text encoder's weights. */
+function webgpuBundle(): { dir: string; remove: () => void } {
+  const copy = bundleCopy();
+  const m = JSON.parse(readFileSync(join(copy.dir, "manifest.json"), "utf8"));
+  const libs: Record<string, string> = {};
+  mkdirSync(join(copy.dir, "libs/webgpu-float32"), { recursive: true });
+  for (const comp of ["text_encoder", "unet", "vae_decoder"]) {
+    const path = `libs/webgpu-float32/${comp}.wasm`;
+    const bytes = new TextEncoder().encode(`wasm of ${comp}`);
+    writeFileSync(join(copy.dir, path), bytes);
+    m.files.push({ path, size: bytes.length, sha256: sha(bytes) });
+    libs[comp] = path;
+  }
+  m.targets["webgpu-float32"] = { kind: "webgpu", dtype: "float32", target: { kind: "webgpu" }, libs, requirements: { features: [] } };
+  m.components.vae_decoder = { ...m.components.text_encoder, inputs: [{ name: "latents", dtype: "float32", shape: [1, 4, 8, 8] }] };
+  m.files.sort((a: FileEntry, b: FileEntry) => (a.path < b.path ? -1 : 1));
+  writeFileSync(join(copy.dir, "manifest.json"), JSON.stringify(m));
+  return copy;
+}
+
+describe("loadModel streams shards into component loaders", () => {
+  /** A backend with beginComponent that records each setParam; tensors it gets are copied (the loader may reuse them). */
+  function streamingBackend() {
+    const log: string[] = [];
+    const params = new Map<string, HostTensor[]>();
+    const backend: GpuBackend & { log: string[]; params: Map<string, HostTensor[]>; disposedLoaders: number; disposedComponents: number } = {
+      info: { description: "stream", features: [], maxBufferSize: 1 << 30, maxStorageBufferBindingSize: 1 << 30 },
+      log,
+      params,
+      disposedLoaders: 0,
+      disposedComponents: 0,
+      async loadComponent() {
+        throw new Error("loadModel should stream through beginComponent");
+      },
+      async beginComponent(name: string, wasm: Uint8Array, count: number): Promise<ComponentLoader> {
+        log.push(`begin ${name} ${count} (${new TextDecoder().decode(wasm)})`);
+        const got: HostTensor[] = new Array(count);
+        params.set(name, got);
+        return {
+          setParam(i, t) {
+            assert.equal(got[i], undefined, "each parameter once");
+            got[i] = { dtype: t.dtype, shape: t.shape, data: t.data.slice() };
+          },
+          async finish(): Promise<GpuComponent> {
+            assert.equal(got.filter(Boolean).length, count, `${name}: finish after every parameter`);
+            log.push(`finish ${name}`);
+            return { run: async () => assert.fail("not run"), dispose: () => void (backend.disposedComponents += 1) };
+          },
+          dispose() {
+            backend.disposedLoaders += 1;
+          },
+        };
+      },
+      dispose() {},
+    };
+    return backend;
+  }
+
+  test("every parameter arrives once, in the variant's dtype; the model keeps no shard", async () => {
+    const copy = webgpuBundle();
+    const server = await serve(copy.dir);
+    const m = JSON.parse(readFileSync(join(copy.dir, "manifest.json"), "utf8"));
+    try {
+      const backend = streamingBackend();
+      const cache = new MemoryCache();
+      const model = await loadModel(`${server.url}manifest.json`, { backend, cache, workers: 2 });
+      const reference = await loadBundleFiles(`${server.url}manifest.json`);
+      for (const comp of ["text_encoder", "unet", "vae_decoder"]) {
+        const got = backend.params.get(`libs/webgpu-float32/${comp}.wasm`)!;
+        const names: string[] = m.components[comp].params;
+        assert.equal(got.length, names.length);
+        names.forEach((name, i) => {
+          const t = reference.tensors[comp].get(name)!;
+          assert.deepEqual(got[i].shape, t.shape);
+          const want = t.dtype === "float16" ? halfToFloat32(t.data as Uint16Array) : t.data;
+          assert.deepEqual(got[i].data, want, `${comp}/${name}`);
+        });
+      }
+      // Each component begins once every non-shard file is in, and finishes once its parameters are.
+      assert.deepEqual(backend.log.filter((l) => l.startsWith("begin")).length, 3);
+      assert.ok(backend.log.indexOf("finish libs/webgpu-float32/unet.wasm") > backend.log.indexOf("begin libs/webgpu-float32/unet.wasm (wasm of unet)"));
+      assert.deepEqual(model.bundle.tensors, {});
+      assert.ok(![...model.bundle.files.keys()].some((p) => p.includes("params_shard")), "no shard kept");
+      assert.ok(model.bundle.files.has("tokenizer/tokenizer.json"));
+      assert.equal(model.bundle.stats!.decodedInThread, m.files.length); // node: no Worker
+    } finally {
+      await server.close();
+      copy.remove();
+    }
+  });
+
+  test("a tampered shard fails the load naming it; every component begun is given up", async () => {
+    const copy = webgpuBundle();
+    const path = join(copy.dir, "weights/unet/params_shard_2.bin.zst");
+    const bytes = readFileSync(path);
+    bytes[bytes.length >> 1] ^= 1;
+    writeFileSync(path, bytes);
+    const server = await serve(copy.dir);
+    try {
+      const backend = streamingBackend();
+      const cache = new MemoryCache();
+      const err = await bundleError(loadModel(`${server.url}manifest.json`, { backend, cache, concurrency: 1 }));
+      assert.equal(err.file, "weights/unet/params_shard_2.bin.zst");
+      assert.match(err.message, /sha256 mismatch/);
+      const begun = backend.log.filter((l) => l.startsWith("begin")).length;
+      const finished = backend.log.filter((l) => l.startsWith("finish")).length;
+      await new Promise((r) => setTimeout(r, 10));
+      assert.equal(begun, 3);
+      assert.equal(backend.disposedComponents, finished, "finished components disposed");
+      assert.equal(backend.disposedLoaders, begun - finished, "the others' loaders given up");
+      for (const [sha256, b] of cache.entries) assert.equal(sha(b), sha256);
+    } finally {
+      await server.close();
+      copy.remove();
+    }
+  });
+});

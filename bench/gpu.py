@@ -110,6 +110,12 @@ class TvmComponent:
         self._main = self.vm["main"]
         self._keep = params  # the tvm views do not own the memory
         self._params = [tvm.runtime.from_dlpack(p) for p in params]
+        try:  # calling convention (packer/compile/__init__.py): params go through it once
+            transform = self.vm["main_transform_params"]
+        except AttributeError:
+            transform = None
+        if transform is not None:
+            self._params = list(transform(self._params))
 
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
         out = self._main(*[self._tvm.runtime.from_dlpack(_aligned(x)) for x in inputs],

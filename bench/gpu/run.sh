@@ -4,7 +4,7 @@
 #                  .device/whl   (apache_tvm_ffi cp312, diffusers, importlib_metadata wheels)
 #                  .device/site  (the installed tvm package minus lib/libtvm_compiler.so)
 #                  .device/bundle (manifest.json + libs/cuda-float16/*.so of a packed bundle)
-# usage: bash bench/gpu/run.sh [bench|ncu|both] [extra bench/gpu.py args...]
+# usage: bash bench/gpu/run.sh [bench|ncu|both|convlab] [extra bench/gpu.py args...]
 set -o pipefail
 T0=$SECONDS
 WHAT=${1:-both}; shift || true
@@ -14,6 +14,11 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 cp -r .device/site/tvm /tmp/site/
 export PYTHONPATH=/tmp/site TVM_USE_RUNTIME_LIB=1 PYTHONUNBUFFERED=1
 LOG=$OUT/bench_stdout.txt
+if [ "$WHAT" = convlab ]; then  # bench/gpu/convlab.py: conv layouts vs cuDNN (.device/convlab)
+  nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$LOG"
+  python3 bench/gpu/convlab.py run --lib .device/convlab "$@" 2>&1 | tee -a "$LOG"
+  exit $?
+fi
 { nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu,utilization.gpu,memory.used --format=csv
   which ncu nsys; uname -r; } 2>&1 | tee "$LOG"
 if [ "$WHAT" != ncu ]; then

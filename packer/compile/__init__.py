@@ -16,6 +16,11 @@ object that was compiled, i.e. the diffusers pipeline's ``text_encoder`` (a tran
 names which). The tensors are the state-dict tensors unchanged (no transposes, no fusion),
 cast to the variant's param dtype.
 
+A library may also have ``main_transform_params(params: tuple) -> tuple``: then ``params`` go
+through it once (after upload) and ``main`` takes its outputs instead
+(:func:`packer.runtime.module.bind_params`). CUDA libraries have it: their convolutions run on
+NHWC activations and OHWI weights (pipeline step 6b).
+
 =============  ===========================================  ==================================
 component      inputs                                       output
 =============  ===========================================  ==================================

@@ -96,6 +96,7 @@ class TargetSpec:
     requirements: dict = field(default_factory=dict)  # manifest "requirements": what a device needs
     dtype_requirements: Callable[[str], dict] = _no_dtype_requirements  # added per dtype
     measure_buffers: bool = False  # record the largest buffer as requirements.max_buffer_bytes
+    conv_layout: str = "NCHW"  # convolutions' layout inside the library (pipeline step 1b)
 
     def requirements_for(self, dtype: str) -> dict:
         """The manifest ``requirements`` of this target's libraries of ``dtype``."""
@@ -135,6 +136,7 @@ def _cuda(arch: str, *aliases: str) -> TargetSpec:
         needs_cuda_driver=True,
         aliases=aliases,
         requirements={"arch": arch},
+        conv_layout="NHWC",  # tensor-core implicit GEMM (packer.compile.passes.conv_implicit_gemm)
     )
 
 

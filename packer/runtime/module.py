@@ -37,11 +37,12 @@ class ComponentRunner:
             # dlopen caches by path: a path is loaded once per process, so a library file must
             # never be replaced in place while a process may have loaded it (the cache never does).
             library = tvm.runtime.load_module(str(lib_path))
-            self._main = relax.VirtualMachine(library, self._device)["main"]
+            vm = relax.VirtualMachine(library, self._device)
+            self._main = vm["main"]
         except Exception as exc:  # TVM raises its own error types
             raise SdpackError(f"cannot load compiled library {lib_path}: {exc}",
                               "rebuild it; the library may be for another target") from exc
-        self._params = [self._upload(p) for p in params]
+        self._params = bind_params(vm, [self._upload(p) for p in params])
 
     def __call__(self, *inputs: np.ndarray) -> np.ndarray:
         try:
@@ -58,6 +59,23 @@ class ComponentRunner:
         import tvm
 
         return tvm.runtime.tensor(np.ascontiguousarray(array), device=self._device)
+
+
+TRANSFORM_PARAMS = "main_transform_params"
+"""The optional second VM function of a library (calling convention, packer/compile)."""
+
+
+def bind_params(vm, params: list) -> list:
+    """What ``main`` takes after the inputs: ``params`` (device tensors in the library's
+    param order), or ``main_transform_params(params)`` for a library that has that function.
+
+    Each param tensor that only the transform reads is dropped by the caller's reference going
+    away: keep nothing but the returned list."""
+    try:
+        transform = vm[TRANSFORM_PARAMS]
+    except (AttributeError, KeyError, ValueError, RuntimeError):
+        return params
+    return list(transform(params))
 
 
 def _device(name: str):

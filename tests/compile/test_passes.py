@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from packer.compile import pipeline
 from packer.compile.export import export_component
+from packer.compile.passes.conv_implicit_gemm import Conv2dImplicitGemm
 from packer.compile.passes.gather_before_cast import GatherBeforeCast
+from packer.runtime.module import ComponentRunner, bind_params
 
 from .tiny import tiny_clip
 
@@ -27,8 +30,8 @@ def _gather_module():
     return bb.get()
 
 
-def _ops(mod) -> list[tuple[str, tuple]]:
-    """(op name, argument shapes) of every call in ``main``, in order."""
+def _ops(mod, func: str = "main") -> list[tuple[str, tuple]]:
+    """(op name, argument shapes) of every call in ``func``, in order."""
     from tvm import relax
 
     found = []
@@ -40,7 +43,7 @@ def _ops(mod) -> list[tuple[str, tuple]]:
                            else None for a in expr.args)
             found.append((expr.op.name, shapes))
 
-    relax.analysis.post_order_visit(mod["main"].body, visit)
+    relax.analysis.post_order_visit(mod[func].body, visit)
     return found
 
 
@@ -74,3 +77,147 @@ def test_float16_text_encoder_no_longer_casts_its_embedding_tables():
     ops = _ops(mod)
     assert ("relax.astype", ((vocab, dim),)) not in ops
     assert any(name == "relax.take" for name, _ in ops)
+
+
+def _conv_module(x_shape, w_shape, strides, padding, dtype="float32"):
+    from tvm import relax
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(x_shape, dtype))
+    w = relax.Var("w", relax.TensorType(w_shape, dtype))
+    with bb.function("main", [x, w]):
+        with bb.dataflow():
+            y = bb.emit(relax.op.nn.conv2d(x, w, strides=strides, padding=padding))
+            out = bb.emit_output(relax.op.add(y, relax.const(0.5, dtype)))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def _nhwc(mod):
+    """What CUDA's prepare does before the pass: NHWC activations, OHWI weights."""
+    from tvm import relax
+
+    return relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"]})(mod)
+
+
+@pytest.mark.parametrize("x_shape,w_shape,strides,padding", [
+    ((2, 5, 9, 7), (6, 5, 3, 3), 1, 1),           # ResNet conv
+    ((1, 4, 9, 8), (3, 4, 3, 3), 2, 1),           # Downsample2D
+    ((2, 6, 5, 5), (4, 6, 1, 1), 1, 0),           # conv_shortcut / proj_in
+    ((1, 3, 6, 7), (2, 3, 3, 3), (2, 1), (0, 1, 1, 0)),  # asymmetric: every index path
+])
+def test_conv2d_implicit_gemm_matches_torch(x_shape, w_shape, strides, padding):
+    import torch
+    import tvm
+    from tvm import relax
+
+    mod = _conv_module(x_shape, w_shape, strides, padding)
+    rewritten = Conv2dImplicitGemm(_nhwc(mod))
+    assert not any(name == "relax.nn.conv2d" for name, _ in _ops(rewritten))
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    vm = relax.VirtualMachine(relax.build(rewritten, "llvm"), tvm.cpu())
+    got = vm["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(w)).numpy()
+    pad = padding if isinstance(padding, tuple) else (padding,) * 4
+    xt = torch.nn.functional.pad(torch.from_numpy(x), (pad[1], pad[3], pad[0], pad[2]))
+    want = torch.nn.functional.conv2d(xt, torch.from_numpy(w), stride=strides).numpy() + 0.5
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_conv2d_implicit_gemm_leaves_other_convolutions_alone():
+    from tvm import relax
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 4, 8, 8), "float32"))
+    w = relax.Var("w", relax.TensorType((4, 2, 3, 3), "float32"))
+    with bb.function("main", [x, w]):
+        with bb.dataflow():
+            out = bb.emit_output(relax.op.nn.conv2d(x, w, padding=1, groups=2))
+        bb.emit_func_output(out)
+    nhwc = _nhwc(bb.get())
+    assert ("relax.nn.conv2d", ((1, 8, 8, 4), (4, 3, 3, 2))) in _ops(nhwc)
+    assert any(name == "relax.nn.conv2d" for name, _ in _ops(Conv2dImplicitGemm(nhwc)))
+
+
+def test_cuda_convolutions_run_on_tensor_cores_without_an_im2col_buffer():
+    """CUDA's prepare: the convolution reads NHWC activations, dlight's tensor-core Matmul rule
+    schedules it (wmma) with the im2col gather inlined into its tile loads (no R·S-times
+    buffer), and the bias add stays fused."""
+    import tvm
+    from tvm import tirx
+
+    from packer.compile.targets import get_target
+
+    spec = get_target("cuda-sm90")
+    assert spec.conv_layout == "NHWC"
+    mod = pipeline.prepare(_conv_module((2, 64, 32, 32), (128, 64, 3, 3), 1, 1, "float16"),
+                           "float16", spec.conv_layout)
+    passes = pipeline.lower_passes(spec)
+    upto = [p.info.name for p in passes].index("RewriteDataflowReshape")
+    with spec.tvm_target():
+        scheduled = tvm.transform.Sequential(passes[:upto])(mod)
+    kernels = {gv.name_hint: f for gv, f in scheduled.functions.items()
+               if isinstance(f, tirx.PrimFunc)}
+    conv = [f for name, f in kernels.items() if "conv2d" in name]
+    assert len(conv) == 1 and "add" in [n for n in kernels if "conv2d" in n][0], kernels.keys()
+    script = conv[0].script()
+    assert "wmma.matrix_b" in script
+    assert "(2, 32, 32, 64)" in script.replace("T.int64(", "(").replace(")", ")")  \
+        or "T.Buffer((T.int64(2), T.int64(32), T.int64(32), T.int64(64))" in script
+    assert pipeline._global_allocs(conv[0].body) == []
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+@pytest.mark.parametrize("component", ["unet", "vae_decoder"])
+def test_nhwc_convolutions_match_torch(component, dtype, tmp_path):
+    """Step 1b (CUDA's conv layout) through a whole model, run on llvm: ConvertLayout keeps
+    the NCHW calling convention, NHWC group norms and the implicit-GEMM convolutions compute
+    what torch does (same tolerances as test_fidelity)."""
+    import tvm
+    from tvm import relax
+
+    from packer.compile.targets import get_target
+
+    from .test_fidelity import TOLERANCE
+    from .tiny import LATENT_HW, MODULES, example_inputs, torch_reference
+
+    module = MODULES[component](seed=0)
+    exported = export_component(component, module, LATENT_HW)
+    mod = pipeline.prepare(exported.mod, dtype, "NHWC")
+    ops = _ops(mod)
+    assert not any(name == "relax.nn.conv2d" for name, _ in ops), "a conv was not rewritten"
+    assert not any(name == "relax.nn.group_norm" and len(shapes[0]) == 4  # (the VAE attention's
+                   for name, shapes in ops), "NHWC group norm left over"  # is rank 3: legalized)
+    inputs = example_inputs(component)
+    expected = torch_reference(component, module, inputs)
+    state = module.state_dict()
+    dev = tvm.cpu()
+    args = [tvm.runtime.tensor(x if x.dtype != np.float32 or name == "timestep"
+                               else x.astype(dtype))
+            for x, name in zip(inputs, exported.input_names)]
+    params = [tvm.runtime.tensor(state[key].numpy().astype(dtype)) for key in exported.params]
+    executable = pipeline.build(mod, get_target("llvm"))
+    vm = relax.VirtualMachine(executable, dev)
+    lifted = bind_params(vm, params)
+    # step 6b: the weight permutes run once, in main_transform_params, not in every call
+    assert len(lifted) == len(mod["main"].params) - len(inputs)
+    assert "relax.permute_dims" in [n for n, _ in _ops(mod, "main_transform_params")]
+    weights = set(mod["main"].params[len(inputs):])
+    permuted = []
+
+    def visit(expr):
+        if isinstance(expr, relax.Call) and getattr(expr.op, "name", "") == "relax.permute_dims":
+            permuted.extend(a for a in expr.args if a in weights)
+
+    relax.analysis.post_order_visit(mod["main"].body, visit)
+    assert not permuted, "a weight is still permuted in main"
+    got = vm["main"](*args, *lifted).numpy().astype(np.float32)
+    assert got.shape == expected.shape
+    # the native runner (packer generate) binds the same way
+    executable.export_library(str(tmp_path / "lib.so"))
+    runner = ComponentRunner(tmp_path / "lib.so", [p.numpy() for p in params])
+    assert np.array_equal(runner(*[a.numpy() for a in args]).astype(np.float32), got)
+    scale = max(1.0, float(np.abs(expected).max()))
+    assert float(np.abs(got - expected).max()) <= TOLERANCE[dtype] * scale

@@ -1,0 +1,177 @@
+"""Convolution layouts under dlight, timed against cuDNN on the lent GPU (issue 6).
+
+Which formulation of SD1.5's convolutions lets dlight's tensor-core Matmul rule run near matmul
+speed? Each variant is one Relax function (conv + bias add) in a single CUDA library:
+
+  topi_nchw   TOPI conv2d_nchw (what pipeline v3 lowers R.nn.conv2d to)
+  gemm_nchw   packer's Conv2dImplicitGemm: out[b, o, hw] = W[o, (c,r,s)] · col[b, (c,r,s), hw]
+  gemm_nhwc   NHWC activations, OHWI weights: out[(b,h,w), o] = col[(b,h,w), (r,s,c)] · W[o, (r,s,c)]
+  gemm_nhwc_oihw  the same with the OIHW weight read in place (strided along c)
+
+    here:  python bench/gpu/convlab.py build --out .device/convlab      (stub driver + nvcc)
+    there: run("bash bench/gpu/run.sh convlab", carry=[".device"])       (times each, and cuDNN)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+SHAPES = {  # name: (batch, in channels, height = width, out channels, kernel, stride)
+    "unet64": (2, 320, 64, 320, 3, 1),
+    "unet32": (2, 640, 32, 640, 3, 1),
+    "unet16": (2, 1280, 16, 1280, 3, 1),
+    "unet8": (2, 1280, 8, 1280, 3, 1),
+    "unet64_1x1": (2, 640, 64, 320, 1, 1),
+    "vae256": (1, 256, 256, 256, 3, 1),
+}
+VARIANTS = ("topi_nchw", "gemm_nchw", "gemm_nhwc", "gemm_nhwc_oihw")
+
+
+def flops(shape) -> float:
+    b, c, hw, o, k, s = shape
+    return 2.0 * b * o * (hw // s) ** 2 * c * k * k
+
+
+def _nhwc_gemm(x, w, kernel, stride, pad, weight_layout):
+    from tvm import te, topi
+
+    b, h, wd, c = (int(v) for v in x.shape)
+    o = int(w.shape[0])
+    oh = (h + 2 * pad - kernel) // stride + 1
+    ow = (wd + 2 * pad - kernel) // stride + 1
+    if pad:
+        x = topi.nn.pad(x, [0, pad, pad, 0], [0, pad, pad, 0], name="pad")
+    kk = kernel * kernel * c
+
+    def gather(m, k):
+        tap, ch = k // c, k % c
+        return x[m // (oh * ow), (m % (oh * ow)) // ow * stride + tap // kernel,
+                 (m % ow) * stride + tap % kernel, ch]
+
+    def flat(n, k):
+        tap, ch = k // c, k % c
+        if weight_layout == "OHWI":
+            return w[n, tap // kernel, tap % kernel, ch]
+        return w[n, ch, tap // kernel, tap % kernel]
+
+    col = te.compute((b * oh * ow, kk), gather, name="im2col")
+    w2 = te.compute((o, kk), flat, name="weight_2d")
+    r = te.reduce_axis((0, kk), "k")
+    gemm = te.compute((b * oh * ow, o), lambda m, n: te.sum(col[m, r] * w2[n, r], axis=r),
+                      name="gemm")
+    return te.compute((b, oh, ow, o), lambda i, y, z, n: gemm[i * oh * ow + y * ow + z, n],
+                      name="out")
+
+
+def build_module():
+    from tvm import relax, topi
+
+    from packer.compile.passes.conv_implicit_gemm import conv2d_as_gemm
+
+    bb = relax.BlockBuilder()
+    for name, (b, c, hw, o, k, s) in SHAPES.items():
+        pad = k // 2
+        for variant in VARIANTS:
+            nhwc = variant.startswith("gemm_nhwc")
+            x_shape = (b, hw, hw, c) if nhwc else (b, c, hw, hw)
+            w_shape = (o, k, k, c) if variant == "gemm_nhwc" else (o, c, k, k)
+            x = relax.Var("x", relax.TensorType(x_shape, "float16"))
+            w = relax.Var("w", relax.TensorType(w_shape, "float16"))
+            bias = relax.Var("bias", relax.TensorType((1, 1, 1, o) if nhwc else (1, o, 1, 1),
+                                                      "float16"))
+            with bb.function(f"{variant}__{name}", [x, w, bias]):
+                with bb.dataflow():
+                    if variant == "topi_nchw":
+                        y = bb.emit_te(topi.nn.conv2d_nchw, x, w, s, pad, 1, "float16",
+                                       primfunc_name_hint="conv")
+                    elif variant == "gemm_nchw":
+                        y = bb.emit_te(conv2d_as_gemm, x, w, [s, s], [pad] * 4, "float16",
+                                       primfunc_name_hint="conv")
+                    else:
+                        y = bb.emit_te(_nhwc_gemm, x, w, k, s, pad,
+                                       "OHWI" if variant == "gemm_nhwc" else "OIHW",
+                                       primfunc_name_hint="conv")
+                    out = bb.emit_output(relax.op.add(y, bias))
+                bb.emit_func_output(out)
+    return bb.get()
+
+
+def cmd_build(out: Path) -> None:
+    from packer.compile import cuda_stub
+    from packer.compile.worker import build_in_subprocess
+    from packer.compile.cache import cache_root
+
+    out.mkdir(parents=True, exist_ok=True)
+    mod = build_module()
+    t0 = time.time()
+    build_in_subprocess(mod, "cuda-sm90", None, out / "convlab.so",
+                        cuda_stub.build_env(cache_root()))
+    (out / "index.json").write_text(json.dumps({"shapes": SHAPES, "variants": VARIANTS}))
+    print(f"built {out / 'convlab.so'} in {time.time() - t0:.0f} s")
+
+
+def cmd_run(lib: Path) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import torch
+
+    from gpu import load_tvm  # bench/gpu.py
+
+    tvm = load_tvm("cuda")
+    from tvm.runtime.vm import VirtualMachine
+
+    dev = tvm.cuda(0)
+    vm = VirtualMachine(tvm.runtime.load_module(str(lib / "convlab.so")), dev)
+    print(f"{'shape':12s} {'GFLOP':>7s} " + " ".join(f"{v:>16s}" for v in (*VARIANTS, "cudnn_nchw",
+                                                                         "cudnn_nhwc")))
+    for name, shape in SHAPES.items():
+        b, c, hw, o, k, s = shape
+        x = torch.randn(b, c, hw, hw, device="cuda", dtype=torch.float16)
+        w = torch.randn(o, c, k, k, device="cuda", dtype=torch.float16) * (c * k * k) ** -0.5
+        bias = torch.randn(o, device="cuda", dtype=torch.float16)
+        want = torch.nn.functional.conv2d(x, w, bias, stride=s, padding=k // 2)
+        cells = []
+        for variant in VARIANTS:
+            nhwc = variant.startswith("gemm_nhwc")
+            xs = x.permute(0, 2, 3, 1).contiguous() if nhwc else x
+            ws = w.permute(0, 2, 3, 1).contiguous() if variant == "gemm_nhwc" else w
+            bs = bias.reshape(1, 1, 1, o) if nhwc else bias.reshape(1, o, 1, 1)
+            args = [tvm.runtime.from_dlpack(t.contiguous()) for t in (xs, ws, bs)]
+            fname = f"{variant}__{name}"
+            got = torch.from_dlpack(vm[fname](*args))
+            if nhwc:
+                got = got.permute(0, 3, 1, 2)
+            err = float((got.float() - want.float()).norm() / want.float().norm())
+            sec = vm.time_evaluator(fname, dev, number=20, repeat=3)(*args).median
+            cells.append(f"{sec * 1e6:7.0f}us {flops(shape) / sec / 1e12:4.0f}T"
+                         + ("" if err < 2e-2 else f" ERR{err:.2f}"))
+        for fmt in (torch.contiguous_format, torch.channels_last):
+            xs, ws = x.contiguous(memory_format=fmt), w.contiguous(memory_format=fmt)
+            for _ in range(3):
+                torch.nn.functional.conv2d(xs, ws, bias, stride=s, padding=k // 2)
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(20):
+                torch.nn.functional.conv2d(xs, ws, bias, stride=s, padding=k // 2)
+            end.record()
+            torch.cuda.synchronize()
+            sec = start.elapsed_time(end) / 20 / 1e3
+            cells.append(f"{sec * 1e6:7.0f}us {flops(shape) / sec / 1e12:4.0f}T")
+        print(f"{name:12s} {flops(shape) / 1e9:7.1f} " + " ".join(f"{c:>16s}" for c in cells),
+              flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("build").add_argument("--out", type=Path, default=Path(".device/convlab"))
+    sub.add_parser("run").add_argument("--lib", type=Path, default=Path(".device/convlab"))
+    args = ap.parse_args()
+    cmd_build(args.out) if args.cmd == "build" else cmd_run(args.lib)
+
+
+if __name__ == "__main__":
+    main()

@@ -6,8 +6,8 @@ architecture signature (:func:`packer.compile.architecture_signature`) includes
 generated code for the same input module — must bump ``PIPELINE_VERSION``, which invalidates
 every cached library.
 
-Version 4, in order (version 1 had none of steps 2–4, version 2 not step 4, version 3 not
-step 1b):
+Version 5, in order (version 1 had none of steps 2–4, version 2 not step 4, version 3 not
+steps 1b and 6b, version 4 no split-k in step 1b):
 
 ``prepare`` (target independent; decides the calling convention's dtypes)
   1. float16 only: ``ToMixedPrecision(out_dtype="float16")`` with every param and every float
@@ -22,7 +22,9 @@ step 1b):
      graph), then ``Conv2dImplicitGemm`` (:mod:`packer.compile.passes.conv_implicit_gemm`):
      each convolution becomes an NT matmul over an im2col view that dlight's tensor-core Matmul
      rule schedules with both operands contiguous along the reduction (2-3× TOPI's NCHW
-     convolution on an H100). The calling convention (NCHW inputs and outputs) is unchanged.
+     convolution on an H100); where the output tiles would not fill the GPU (the 8² and 16²
+     layers), the reduction is split into partial products added up by an elementwise kernel
+     that takes the epilogue. The calling convention (NCHW inputs and outputs) is unchanged.
   2. ``SplitAttention`` (:mod:`packer.compile.passes.split_attention`): ``R.nn.attention``
      becomes permute_dims → matmul (scaled Q·Kᵀ) → softmax (float32 in the float16 variant) →
      matmul (P·V) → permute_dims, so that dlight's Matmul and reduction rules schedule it;
@@ -62,7 +64,7 @@ from __future__ import annotations
 
 import contextlib
 
-PIPELINE_VERSION = "4"
+PIPELINE_VERSION = "5"
 
 FP32_INPUTS = ("timestep",)
 """Float user inputs that stay float32 in the float16 variant."""

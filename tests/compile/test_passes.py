@@ -126,6 +126,45 @@ def test_conv2d_implicit_gemm_matches_torch(x_shape, w_shape, strides, padding):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("x_shape,w_shape,strides,padding", [
+    ((2, 5, 9, 7), (6, 5, 3, 3), 1, 1),
+    ((1, 4, 9, 8), (3, 4, 3, 3), 2, 1),
+])
+def test_conv2d_split_k_matches_torch(x_shape, w_shape, strides, padding, monkeypatch):
+    """Split-k (the 8² and 16² convolutions on CUDA), forced onto tiny shapes: the partial
+    products over parts of the reduction add up to the convolution."""
+    import torch
+    import tvm
+    from tvm import relax
+
+    from packer.compile.passes import conv_implicit_gemm
+
+    monkeypatch.setattr(conv_implicit_gemm, "K_STEP", 1)
+    monkeypatch.setattr(conv_implicit_gemm, "TARGET_BLOCKS", 10**6)
+    k = w_shape[1] * w_shape[2] * w_shape[3]
+    assert conv_implicit_gemm.split_k(64, 64, k) > 1
+    rewritten = Conv2dImplicitGemm(_nhwc(_conv_module(x_shape, w_shape, strides, padding)))
+    assert any("split_k" in gv.name_hint for gv in rewritten.functions)
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    vm = relax.VirtualMachine(relax.build(rewritten, "llvm"), tvm.cpu())
+    got = vm["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(w)).numpy()
+    want = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w), stride=strides,
+                                      padding=padding).numpy() + 0.5
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_split_k_only_where_the_tiles_do_not_fill_the_gpu():
+    from packer.compile.passes.conv_implicit_gemm import split_k
+
+    assert split_k(2 * 8 * 8, 1280, 9 * 1280) == 15      # UNet 8²: 10 tiles → 150
+    assert split_k(2 * 16 * 16, 1280, 9 * 1280) == 4     # 16²: 40 tiles → 160
+    assert split_k(2 * 64 * 64, 320, 9 * 320) == 1       # 64²: 192 tiles already
+    assert split_k(512 * 512, 128, 9 * 128) == 1         # VAE 512²
+    assert split_k(128, 128, 9 * 7) == 1                 # no part of k a multiple of 64
+
+
 def test_conv2d_implicit_gemm_leaves_other_convolutions_alone():
     from tvm import relax
 
@@ -152,7 +191,7 @@ def test_cuda_convolutions_run_on_tensor_cores_without_an_im2col_buffer():
 
     spec = get_target("cuda-sm90")
     assert spec.conv_layout == "NHWC"
-    mod = pipeline.prepare(_conv_module((2, 64, 32, 32), (128, 64, 3, 3), 1, 1, "float16"),
+    mod = pipeline.prepare(_conv_module((2, 64, 64, 64), (256, 64, 3, 3), 1, 1, "float16"),
                            "float16", spec.conv_layout)
     passes = pipeline.lower_passes(spec)
     upto = [p.info.name for p in passes].index("RewriteDataflowReshape")
@@ -164,9 +203,20 @@ def test_cuda_convolutions_run_on_tensor_cores_without_an_im2col_buffer():
     assert len(conv) == 1 and "add" in [n for n in kernels if "conv2d" in n][0], kernels.keys()
     script = conv[0].script()
     assert "wmma.matrix_b" in script
-    assert "(2, 32, 32, 64)" in script.replace("T.int64(", "(").replace(")", ")")  \
-        or "T.Buffer((T.int64(2), T.int64(32), T.int64(32), T.int64(64))" in script
+    assert "T.Buffer((T.int64(2), T.int64(64), T.int64(64), T.int64(64))" in script  # NHWC x
     assert pipeline._global_allocs(conv[0].body) == []
+
+    # an 8² layer: split-k partial products on tensor cores, then one elementwise sum that
+    # takes the epilogue
+    mod = pipeline.prepare(_conv_module((2, 1280, 8, 8), (1280, 1280, 3, 3), 1, 1, "float16"),
+                           "float16", spec.conv_layout)
+    with spec.tvm_target():
+        scheduled = tvm.transform.Sequential(passes[:upto])(mod)
+    kernels = {gv.name_hint: f.script() for gv, f in scheduled.functions.items()
+               if isinstance(f, tirx.PrimFunc)}
+    assert "wmma.matrix_b" in kernels["conv2d_split_k"]
+    assert 'T.thread_binding(T.int64(15), thread="blockIdx.z")' in kernels["conv2d_split_k"]
+    assert any(name.startswith("fused_conv2d_sum_splits_add") for name in kernels), kernels.keys()
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16"])

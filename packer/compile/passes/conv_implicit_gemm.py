@@ -18,6 +18,12 @@ Measured on an H100 with ``bench/gpu/convlab.py`` (fp16, dlight schedules, no tu
 256² layer; the same product read from an OIHW weight was no faster than NCHW, and an NCHW
 im2col matmul neither (the loads along k are strided in both).
 
+dlight's tile is 128 × 128 outputs, so an 8² layer (128 × 1280 outputs) ran as 10 tiles on 132
+SMs. Where the tiles do not fill the GPU (:func:`split_k`), the reduction is split into S equal
+parts: the partial products ``[S, N·OH·OW, O]`` are a batched matmul (S times the tiles) and
+:func:`sum_splits` adds them up in float32, one thread per output, as an elementwise kernel that
+``FuseOps`` fuses with the bias/residual epilogue.
+
 The sum runs in the conv's ``out_dtype`` over the same terms as TOPI's. Only NHWC data, OHWI
 kernel, NHWC output, one group, no dilation and static shapes are rewritten; anything else is
 left to the legalizer.
@@ -58,13 +64,69 @@ class _Rewriter(PyExprMutator):
         out_dtype = str(attrs.out_dtype)
         if out_dtype in ("", "void", "None"):  # unset: the input's dtype, as the legalizer does
             out_dtype = str(x.ty.dtype)
-        return self.builder_.call_te(  # not emitted: the caller's binding takes it
-            conv2d_nhwc_as_gemm, x, w, [int(s) for s in attrs.strides],
-            [int(p) for p in attrs.padding], out_dtype, primfunc_name_hint="conv2d")
+        strides, padding = [int(s) for s in attrs.strides], [int(p) for p in attrs.padding]
+        out = _static(call.ty)
+        splits = split_k(out[0] * out[1] * out[2], out[3], _static(w.ty)[1] * _static(w.ty)[2]
+                         * _static(w.ty)[3])
+        if splits == 1:
+            return self.builder_.call_te(  # not emitted: the caller's binding takes it
+                conv2d_nhwc_as_gemm, x, w, strides, padding, out_dtype,
+                primfunc_name_hint="conv2d")
+        partial = self.builder_.emit_te(conv2d_nhwc_as_gemm, x, w, strides, padding, out_dtype,
+                                        splits, primfunc_name_hint="conv2d_split_k")
+        return self.builder_.call_te(sum_splits, partial, out, out_dtype,
+                                     primfunc_name_hint="conv2d_sum_splits")
 
 
-def conv2d_nhwc_as_gemm(x, w, strides, padding, out_dtype: str):
-    """The TE of the rewrite (module docstring); ``padding`` is (top, left, bottom, right)."""
+TILE = 128
+"""The output tile of dlight's tensor-core matmul (128 × 128)."""
+TARGET_BLOCKS = 160
+"""Split the reduction until about this many tiles run at once (an H100 has 132 SMs)."""
+K_STEP = 64
+"""Each split's share of the reduction is a multiple of this (dlight's k tile)."""
+MAX_SPLITS = 16
+
+
+def split_k(m: int, n: int, k: int) -> int:
+    """Into how many parts to split the reduction of an (m × k)·(k × n) product.
+
+    SD1.5's 8² convolutions are 128 × 1280 outputs with k = 11520 (or 23040): ten 128 × 128
+    tiles for 132 SMs, each looping over all of k, at 11-20 TFLOP/s on an H100 (3.4 ms of a
+    27 ms UNet step). Split into S parts of k, the same product is S times as many tiles
+    (partial sums, a batched matmul), added up by a small reduction that also takes the
+    epilogue. S is the largest in 2..16 with (tiles · S) ≤ TARGET_BLOCKS whose share of k is a
+    multiple of K_STEP; 1 (no split) when the tiles already fill the GPU."""
+    tiles = -(-m // TILE) * -(-n // TILE)
+    best = 1
+    for parts in range(2, MAX_SPLITS + 1):
+        if tiles * parts > TARGET_BLOCKS:
+            break
+        if k % (parts * K_STEP) == 0:
+            best = parts
+    return best
+
+
+def sum_splits(partial, out_shape, out_dtype: str):
+    """y[n, i, j, o] = Σ_s partial[s, (n·OH + i)·OW + j, o], summed in float32."""
+    from tvm import te
+
+    splits = int(partial.shape[0])
+    _, oh, ow, _ = out_shape
+    def value(n, i, j, o):  # an explicit sum: one thread per output, not a reduction kernel
+        m = (n * oh + i) * ow + j
+        total = partial[0, m, o].astype("float32")
+        for s in range(1, splits):
+            total = total + partial[s, m, o].astype("float32")
+        return total.astype(out_dtype)
+
+    return te.compute(tuple(out_shape), value, name="conv2d_nhwc")
+
+
+def conv2d_nhwc_as_gemm(x, w, strides, padding, out_dtype: str, splits: int = 1):
+    """The TE of the rewrite (module docstring); ``padding`` is (top, left, bottom, right).
+
+    With ``splits`` > 1, the partial products ``[splits, N·OH·OW, O]`` over equal parts of the
+    reduction (:func:`split_k`), for :func:`sum_splits`."""
     from tvm import te, topi
 
     batch, height, width, channels = (int(v) for v in x.shape)
@@ -88,6 +150,14 @@ def conv2d_nhwc_as_gemm(x, w, strides, padding, out_dtype: str):
     reduction = kh * kw * channels
     col = te.compute((batch * oh * ow, reduction), gather, name="im2col")
     weight = te.compute((out_channels, reduction), flatten, name="weight_2d")
+    if splits > 1:
+        part = reduction // splits
+        kk = te.reduce_axis((0, part), "k")
+        return te.compute(
+            (splits, batch * oh * ow, out_channels),
+            lambda p, m, o: te.sum(col[m, p * part + kk].astype(out_dtype)
+                                   * weight[o, p * part + kk].astype(out_dtype), axis=kk),
+            name="conv2d_gemm_split")
     k = te.reduce_axis((0, reduction), "k")
     gemm = te.compute(
         (batch * oh * ow, out_channels),

@@ -5,9 +5,11 @@
 #                  .device/site  (the installed tvm package minus lib/libtvm_compiler.so)
 #                  .device/bundle (manifest.json + libs/cuda-float16/*.so of a packed bundle)
 # usage: bash bench/gpu/run.sh [bench|ncu|both|convlab] [extra bench/gpu.py args...]
+#   bench (the default) prints a torch-profiler kernel table too; ncu over the whole bench ran
+#   past its deadline on an H100 (378 s, nothing written): prefer bench.
 set -o pipefail
 T0=$SECONDS
-WHAT=${1:-both}; shift || true
+WHAT=${1:-bench}; shift || true
 OUT=${OUT:-/tmp/bench-gpu-out}; mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .device/whl/*.whl || exit 1

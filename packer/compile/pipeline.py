@@ -125,7 +125,7 @@ def _cast_output(mod, dtype: str):
     return relax.transform.Normalize()(mod)
 
 
-def fusion_passes(spec) -> list:
+def fusion_passes() -> list:
     """Step 7: from a prepared module to the fused PrimFuncs that get scheduled (and tuned)."""
     from tvm import relax
 
@@ -140,7 +140,7 @@ def lower_passes(spec, database=None) -> list:
     from tvm.s_tir import dlight as dl
 
     t = relax.transform
-    passes = fusion_passes(spec)
+    passes = fusion_passes()
     if database is not None:
         passes.append(t.MetaScheduleApplyDatabase(enable_warning=False))
     rules = spec.schedule_rules()

@@ -15,7 +15,6 @@ from .tiny import tiny_clip
 
 
 def _gather_module():
-    import tvm
     from tvm import relax
 
     bb = relax.BlockBuilder()

@@ -35,13 +35,7 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-
-def _static(ty) -> list[int] | None:
-    shape = getattr(ty, "shape", None)
-    values = getattr(shape, "values", None)
-    if values is None or not all(isinstance(v, tvm.tirx.IntImm) for v in values):
-        return None
-    return [int(v) for v in values]
+from . import rewrite_functions, static_shape
 
 
 @mutator
@@ -59,15 +53,15 @@ class _Rewriter(PyExprMutator):
                 or int(attrs.groups) != 1 or [int(d) for d in attrs.dilation] != [1, 1]:
             return call
         x, w = call.args
-        if _static(x.ty) is None or _static(w.ty) is None:
+        w_shape, out = static_shape(w.ty), static_shape(call.ty)
+        if static_shape(x.ty) is None or w_shape is None or out is None:
             return call
         out_dtype = str(attrs.out_dtype)
         if out_dtype in ("", "void", "None"):  # unset: the input's dtype, as the legalizer does
             out_dtype = str(x.ty.dtype)
         strides, padding = [int(s) for s in attrs.strides], [int(p) for p in attrs.padding]
-        out = _static(call.ty)
-        splits = split_k(out[0] * out[1] * out[2], out[3], _static(w.ty)[1] * _static(w.ty)[2]
-                         * _static(w.ty)[3])
+        _, kh, kw, channels = w_shape
+        splits = split_k(out[0] * out[1] * out[2], out[3], kh * kw * channels)
         if splits == 1:
             return self.builder_.call_te(  # not emitted: the caller's binding takes it
                 conv2d_nhwc_as_gemm, x, w, strides, padding, out_dtype,
@@ -112,6 +106,7 @@ def sum_splits(partial, out_shape, out_dtype: str):
 
     splits = int(partial.shape[0])
     _, oh, ow, _ = out_shape
+
     def value(n, i, j, o):  # an explicit sum: one thread per output, not a reduction kernel
         m = (n * oh + i) * ow + j
         total = partial[0, m, o].astype("float32")
@@ -170,8 +165,4 @@ def conv2d_nhwc_as_gemm(x, w, strides, padding, out_dtype: str, splits: int = 1)
 @tvm.transform.module_pass(opt_level=0, name="Conv2dImplicitGemm")
 def Conv2dImplicitGemm(mod, _ctx):  # noqa: N802  (a pass, named like TVM's)
     """The module pass: every Relax function of ``mod`` rewritten."""
-    rewriter = _Rewriter(mod)
-    for gvar, func in mod.functions.items():
-        if isinstance(func, relax.Function):
-            rewriter.builder_.update_func(gvar, rewriter.visit_expr(func))
-    return relax.transform.Normalize()(rewriter.builder_.get())
+    return relax.transform.Normalize()(rewrite_functions(_Rewriter(mod), mod))

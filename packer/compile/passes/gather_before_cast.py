@@ -13,6 +13,8 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
+from . import rewrite_functions
+
 
 @mutator
 class _Rewriter(PyExprMutator):
@@ -38,8 +40,4 @@ class _Rewriter(PyExprMutator):
 @tvm.transform.module_pass(opt_level=0, name="GatherBeforeCast")
 def GatherBeforeCast(mod, _ctx):  # noqa: N802  (TVM pass naming)
     """Rewrite every ``take`` of a freshly cast table in every Relax function of ``mod``."""
-    rewriter = _Rewriter(mod)
-    for gvar, func in list(mod.functions.items()):
-        if isinstance(func, relax.Function):
-            rewriter.builder_.update_func(gvar, rewriter.visit_expr(func))
-    return rewriter.builder_.get()
+    return rewrite_functions(_Rewriter(mod), mod)

@@ -36,15 +36,10 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
+from . import rewrite_functions, static_shape
+
 _OPAQUE = 8
 """``kOpaque``: keeps ``FuseOps`` from fusing the (N, G) statistics with their neighbours."""
-
-
-def _static(shape) -> list[int] | None:
-    values = getattr(shape, "values", None)
-    if values is None or not all(isinstance(v, tvm.tirx.IntImm) for v in values):
-        return None
-    return [int(v) for v in values]
 
 
 @mutator
@@ -59,7 +54,7 @@ class _Rewriter(PyExprMutator):
             return call
         attrs = call.attrs
         x, gamma, beta = call.args
-        shape = _static(x.ty.shape) if x.ty.shape is not None else None
+        shape = static_shape(x.ty)
         groups = int(attrs.num_groups)
         if shape is None or len(shape) != 4:
             return call
@@ -235,8 +230,4 @@ def _normalize(x, mean, rstd, gamma, beta, groups, scale, center, layout):
 @tvm.transform.module_pass(opt_level=0, name="GroupNormReduction")
 def GroupNormReduction(mod, _ctx):  # noqa: N802  (a pass, named like TVM's)
     """The module pass: every Relax function of ``mod`` rewritten."""
-    rewriter = _Rewriter(mod)
-    for gvar, func in mod.functions.items():
-        if isinstance(func, relax.Function):
-            rewriter.builder_.update_func(gvar, rewriter.visit_expr(func))
-    return relax.transform.Normalize()(rewriter.builder_.get())
+    return relax.transform.Normalize()(rewrite_functions(_Rewriter(mod), mod))

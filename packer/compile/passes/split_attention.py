@@ -29,6 +29,8 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
+from . import rewrite_functions
+
 
 @mutator
 class _Splitter(PyExprMutator):
@@ -90,8 +92,4 @@ def _softmax_f32(scores):
 @tvm.transform.module_pass(opt_level=0, name="SplitAttention")
 def SplitAttention(mod, _ctx):  # noqa: N802  (a pass, named like TVM's)
     """The module pass: every Relax function of ``mod`` rewritten."""
-    splitter = _Splitter(mod)
-    for gvar, func in mod.functions.items():
-        if isinstance(func, relax.Function):
-            splitter.builder_.update_func(gvar, splitter.visit_expr(func))
-    return relax.transform.Normalize()(splitter.builder_.get())
+    return relax.transform.Normalize()(rewrite_functions(_Splitter(mod), mod))

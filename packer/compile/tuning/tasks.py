@@ -91,7 +91,7 @@ def fused_module(component: str, module, spec, dtype: str, latent_hw):
     exported = export_component(component, module, tuple(latent_hw))
     mod = pipeline.prepare(exported.mod, dtype, spec.conv_layout)
     with spec.tvm_target():
-        return tvm.transform.Sequential(pipeline.fusion_passes(spec))(mod)
+        return tvm.transform.Sequential(pipeline.fusion_passes())(mod)
 
 
 def tune(tasks_path: Path, work_dir: Path, *, first: int, count: int, trials: int,

@@ -4,7 +4,7 @@
 #                  .device/whl   (apache_tvm_ffi cp312, diffusers, importlib_metadata wheels)
 #                  .device/site  (the installed tvm package minus lib/libtvm_compiler.so)
 #                  .device/bundle (manifest.json + libs/cuda-float16/*.so of a packed bundle)
-# usage: bash bench/gpu/run.sh [bench|ncu|both|convlab] [extra bench/gpu.py args...]
+# usage: [THEN=bench] bash bench/gpu/run.sh [bench|ncu|both|convlab|attnlab] [extra args...]
 #   bench (the default) prints a torch-profiler kernel table too; ncu over the whole bench ran
 #   past its deadline on an H100 (378 s, nothing written): prefer bench.
 set -o pipefail
@@ -15,14 +15,16 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
     --target /tmp/site .device/whl/*.whl || exit 1
 cp -r .device/site/tvm /tmp/site/
 export PYTHONPATH=/tmp/site TVM_USE_RUNTIME_LIB=1 PYTHONUNBUFFERED=1
-LOG=$OUT/bench_stdout.txt
-if [ "$WHAT" = convlab ]; then  # bench/gpu/convlab.py: conv layouts vs cuDNN (.device/convlab)
-  nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$LOG"
-  python3 bench/gpu/convlab.py run --lib .device/convlab "$@" 2>&1 | tee -a "$LOG"
-  exit $?
+LOG=$OUT/bench_stdout.txt; : > "$LOG"
+if [ "$WHAT" = convlab ] || [ "$WHAT" = attnlab ]; then  # bench/gpu/{conv,attn}lab.py (.device/$WHAT)
+  nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee -a "$LOG"
+  python3 bench/gpu/$WHAT.py run --lib .device/$WHAT 2>&1 | tee -a "$LOG"
+  rc=$?
+  [ -z "$THEN" ] && exit $rc
+  WHAT=$THEN  # THEN=bench: the full bench after the lab, in the same call
 fi
 { nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu,utilization.gpu,memory.used --format=csv
-  which ncu nsys; uname -r; } 2>&1 | tee "$LOG"
+  which ncu nsys; uname -r; } 2>&1 | tee -a "$LOG"
 if [ "$WHAT" != ncu ]; then
   python3 bench/gpu.py --bundle .device/bundle --out "$OUT" "$@" 2>&1 | tee -a "$LOG"
   echo "bench rc=$? at $((SECONDS - T0)) s" | tee -a "$LOG"

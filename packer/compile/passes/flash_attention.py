@@ -160,11 +160,13 @@ def attention_kernel(batch: int, seq_q: int, seq_kv: int, heads: int, head_dim: 
         return _call("sdpack_pack_half2", lo, hi, return_type="uint32")
 
     @T.prim_func(private=True)
-    def fused_attention(q: T.Buffer((batch, seq_q, heads, d), "float16"),
-                        k: T.Buffer((batch, seq_kv, heads, d), "float16"),
-                        v: T.Buffer((batch, seq_kv, heads, d), "float16"),
-                        o: T.Buffer((batch, seq_q, heads, d), "float16")):
+    def fused_attention(q_handle: T.handle, k_handle: T.handle, v_handle: T.handle,
+                        o_handle: T.handle):
         T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
+        q = T.match_buffer(q_handle, (batch, seq_q, heads, d), "float16")
+        k = T.match_buffer(k_handle, (batch, seq_kv, heads, d), "float16")
+        v = T.match_buffer(v_handle, (batch, seq_kv, heads, d), "float16")
+        o = T.match_buffer(o_handle, (batch, seq_q, heads, d), "float16")
         for bx in T.thread_binding(q_tiles, thread="blockIdx.x"):
             for by in T.thread_binding(batch * heads, thread="blockIdx.y"):
                 for ty in T.thread_binding(warps, thread="threadIdx.y"):

@@ -123,3 +123,23 @@ def test_fused_attention_compiles_to_tensor_core_code(shape, tmp_path, monkeypat
     assert "float* __restrict__" not in kernel_body  # no float32 global scratch
     assert ("-0x1.93e5939a08ceap+99f" in kernel_body.split("for (int kt")[1]) == \
         (sk % kv_tile != 0)  # the masked "−∞" appears inside the key loop only when needed
+
+
+def test_tuning_skips_the_hand_scheduled_kernel():
+    """packer.compile.tuning.tasks extracts what dlight would schedule, not the fused kernel."""
+    import tvm
+    from tvm import relax
+
+    from packer.compile.tuning.tasks import tunable_tasks
+
+    bb = relax.BlockBuilder()
+    q = relax.Var("q", relax.TensorType((2, 1024, 8, 80), "float16"))
+    with bb.function("main", [q]):
+        with bb.dataflow():
+            out = bb.emit_output(relax.op.add(relax.op.nn.attention(q, q, q), q))
+        bb.emit_func_output(out)
+    spec = get_target("cuda-sm90")
+    with spec.tvm_target():
+        fused = tvm.transform.Sequential(pipeline.fusion_passes())(FusedAttention(bb.get()))
+    assert "fused_attention" in [gv.name_hint for gv in fused.functions]
+    assert [task.task_name for task in tunable_tasks(fused, spec.tvm_target())] == ["add"]

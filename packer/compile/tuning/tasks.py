@@ -42,7 +42,6 @@ def extract(checkpoint: str, target_key: str, dtype: str, components, out: Path,
     """
     import tvm
     import tvm_ffi
-    from tvm.s_tir import meta_schedule as ms
     from tvm.s_tir.analysis import estimate_tir_flops
 
     from ...ingest import ingest
@@ -58,7 +57,7 @@ def extract(checkpoint: str, target_key: str, dtype: str, components, out: Path,
     for component in components:
         start = time.monotonic()
         fused = fused_module(component, loaders[component](), spec, dtype, hw)
-        for task in ms.relax_integration.extract_tasks(fused, target):
+        for task in tunable_tasks(fused, target):
             kernel = task.dispatched[0]
             key = tvm_ffi.structural_hash(kernel)
             entry = tasks.get(key)
@@ -79,6 +78,15 @@ def extract(checkpoint: str, target_key: str, dtype: str, components, out: Path,
         "target": target_key, "target_json": spec.target_json(), "dtype": dtype,
         "latent_hw": list(hw), "tvm": tvm.__version__, "tasks": ranked}))
     return ranked
+
+
+def tunable_tasks(fused, target) -> list:
+    """MetaSchedule's tasks for a fused module, minus the kernels that come scheduled (the
+    hand-written fused attention): a build never looks those up, tuning them would be waste."""
+    from tvm.s_tir import meta_schedule as ms
+
+    return [task for task in ms.relax_integration.extract_tasks(fused, target)
+            if not (task.mod["main"].attrs or {}).get("tirx.is_scheduled")]
 
 
 def fused_module(component: str, module, spec, dtype: str, latent_hw):

@@ -193,6 +193,20 @@ def bench(fn, *, reps: int, warmup: int = 2, budget_s: float = 30.0, min_reps: i
     return {"median": statistics.median(times), "min": min(times), "max": max(times), "n": len(times)}
 
 
+def back_to_back_s(fn, reps: int = 20, warmup: int = 3) -> float:
+    """Mean seconds of ``fn`` over ``reps`` calls queued back to back between two CUDA events
+    (throughput of a short kernel, without :func:`bench`'s per-call synchronisation)."""
+    for _ in range(warmup):
+        fn()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(reps):
+        fn()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / reps / 1e3
+
+
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     """PSNR of two images in [-1, 1] after mapping to [0, 1] (as the pipeline's output)."""
     x = (a.float() / 2 + 0.5).clamp(0, 1)

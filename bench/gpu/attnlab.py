@@ -82,25 +82,11 @@ def cmd_build(out: Path) -> None:
     (out / "index.json").write_text(json.dumps({"shapes": SHAPES, "variants": VARIANTS}))
 
 
-def _time(fn, reps: int = 20) -> float:
-    import torch
-
-    for _ in range(3):
-        fn()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(reps):
-        fn()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) / reps / 1e3
-
-
 def cmd_run(lib: Path) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import torch
 
-    from gpu import load_tvm  # bench/gpu.py
+    from gpu import back_to_back_s, load_tvm  # bench/gpu.py
 
     tvm = load_tvm("cuda")
     from tvm.runtime.vm import VirtualMachine
@@ -125,7 +111,7 @@ def cmd_run(lib: Path) -> None:
             sec = vm.time_evaluator(name, dev, number=20, repeat=3)(*args).median
             cells.append(f"{sec * 1e6:8.1f}us {flops(shape) / sec / 1e12:5.1f}T L2 {err:.1e}")
         sdpa = torch.nn.functional.scaled_dot_product_attention
-        sec = _time(lambda: sdpa(qt, kt, vt))
+        sec = back_to_back_s(lambda: sdpa(qt, kt, vt))
         err = float((sdpa(qt, kt, vt).permute(0, 2, 1, 3).float() - want).norm() / want.norm())
         cells.append(f"{sec * 1e6:8.1f}us {flops(shape) / sec / 1e12:5.1f}T L2 {err:.1e}")
         print(f"{name:8s} {flops(shape) / 1e9:6.2f} " + " ".join(f"{c:>25s}" for c in cells),

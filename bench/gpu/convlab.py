@@ -118,7 +118,7 @@ def cmd_run(lib: Path) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import torch
 
-    from gpu import load_tvm  # bench/gpu.py
+    from gpu import back_to_back_s, load_tvm  # bench/gpu.py
 
     tvm = load_tvm("cuda")
     from tvm.runtime.vm import VirtualMachine
@@ -150,15 +150,8 @@ def cmd_run(lib: Path) -> None:
                          + ("" if err < 2e-2 else f" ERR{err:.2f}"))
         for fmt in (torch.contiguous_format, torch.channels_last):
             xs, ws = x.contiguous(memory_format=fmt), w.contiguous(memory_format=fmt)
-            for _ in range(3):
-                torch.nn.functional.conv2d(xs, ws, bias, stride=s, padding=k // 2)
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            for _ in range(20):
-                torch.nn.functional.conv2d(xs, ws, bias, stride=s, padding=k // 2)
-            end.record()
-            torch.cuda.synchronize()
-            sec = start.elapsed_time(end) / 20 / 1e3
+            sec = back_to_back_s(lambda: torch.nn.functional.conv2d(xs, ws, bias, stride=s,
+                                                                    padding=k // 2))
             cells.append(f"{sec * 1e6:7.0f}us {flops(shape) / sec / 1e12:4.0f}T")
         print(f"{name:12s} {flops(shape) / 1e9:7.1f} " + " ".join(f"{c:>16s}" for c in cells),
               flush=True)

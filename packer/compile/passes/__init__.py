@@ -1,7 +1,8 @@
 """sdpack's own Relax rewrites, each a module pass named for what it does (pipeline v2 on).
 
 Each pass is a ``PyExprMutator`` over calls plus the module-pass wrapper
-:func:`rewrite_functions`; :func:`static_shape` is the shape check they share.
+:func:`rewrite_functions`; :func:`static_shape` is the shape check they share,
+:func:`plain_attention` / :func:`attention_scale` what the two attention passes share.
 """
 
 from __future__ import annotations
@@ -26,3 +27,27 @@ def rewrite_functions(rewriter, mod):
         if isinstance(func, relax.Function):
             rewriter.builder_.update_func(gvar, rewriter.visit_expr(func))
     return rewriter.builder_.get()
+
+
+def plain_attention(call) -> bool:
+    """Whether ``call`` is ``R.nn.attention(q, k, v)`` with no bias, causal mask or window: the
+    form SD1.5's UNet and VAE import as, the only one the attention passes rewrite."""
+    import tvm
+
+    return (isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.nn.attention"
+            and len(call.args) == 3 and call.attrs.causal_mask is None
+            and call.attrs.window_size is None)
+
+
+def attention_scale(call, head_dim) -> float | None:
+    """The softmax scale of an attention ``call``: its own, else 1/√head_dim; None when
+    neither is known (no scale and a symbolic head dim)."""
+    import math
+
+    import tvm
+
+    if call.attrs.scale is not None:
+        return float(call.attrs.scale)
+    if isinstance(head_dim, tvm.tirx.IntImm):
+        head_dim = int(head_dim)
+    return 1.0 / math.sqrt(head_dim) if isinstance(head_dim, int) else None

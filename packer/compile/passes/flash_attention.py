@@ -37,13 +37,11 @@ mask or window; static float16 shapes, D == Dv, D a multiple of 8, Dp ≤ 160) w
 
 from __future__ import annotations
 
-import math
-
 import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from . import rewrite_functions, static_shape
+from . import attention_scale, plain_attention, rewrite_functions, static_shape
 
 SHARED_BYTES = 48 * 1024
 """Static shared memory a CUDA kernel may use without ``cudaFuncSetAttribute``."""
@@ -76,25 +74,22 @@ def tile_config(head_dim: int) -> tuple[int, int] | None:
     return None
 
 
+def _ldmatrix_source(name: str, variant: str) -> str:
+    return f"""
+__forceinline__ __device__ void {name}(void* dst, void* src) {{
+  unsigned* r = (unsigned*)dst;
+  unsigned addr = (unsigned)__cvta_generic_to_shared(src);
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4{variant}.shared.b16 {{%0, %1, %2, %3}}, [%4];\\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr) : "memory");
+}}
+"""
+
+
 _HELPERS = {
     # ldmatrix: four 8×8 b16 matrices from shared memory; lane l gives the address of row l % 8
-    # of matrix l // 8, and receives in register i its share of matrix i.
-    "sdpack_ldsm_x4": """
-__forceinline__ __device__ void sdpack_ldsm_x4(void* dst, void* src) {
-  unsigned* r = (unsigned*)dst;
-  unsigned addr = (unsigned)__cvta_generic_to_shared(src);
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr) : "memory");
-}
-""",
-    "sdpack_ldsm_x4_trans": """
-__forceinline__ __device__ void sdpack_ldsm_x4_trans(void* dst, void* src) {
-  unsigned* r = (unsigned*)dst;
-  unsigned addr = (unsigned)__cvta_generic_to_shared(src);
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr) : "memory");
-}
-""",
+    # of matrix l // 8, and receives in register i its share of matrix i (transposed: .trans)
+    "sdpack_ldsm_x4": _ldmatrix_source("sdpack_ldsm_x4", ""),
+    "sdpack_ldsm_x4_trans": _ldmatrix_source("sdpack_ldsm_x4_trans", ".trans"),
     # D = A·B + D for one 16×8 float32 tile: A 16×16 float16 (4 registers), B 16×8 (2)
     "sdpack_mma_16816": """
 __forceinline__ __device__ void sdpack_mma_16816(void* acc, void* a, void* b) {
@@ -305,15 +300,11 @@ def attention_kernel(batch: int, seq_q: int, seq_kv: int, heads: int, head_dim: 
 class _Fuser(PyExprMutator):
     def __init__(self, mod):
         super().__init__(mod)
-        self.attention = tvm.ir.Op.get("relax.nn.attention")
         self.kernels: dict[tuple, relax.GlobalVar] = {}
 
     def visit_call_(self, call):
         call = super().visit_call_(call)
-        if not (isinstance(call.op, tvm.ir.Op) and call.op.same_as(self.attention)):
-            return call
-        if len(call.args) != 3 or call.attrs.causal_mask is not None \
-                or call.attrs.window_size is not None:
+        if not plain_attention(call):
             return call
         q, k, v = call.args
         shapes = [static_shape(x.ty) for x in (q, k, v)]
@@ -327,9 +318,7 @@ class _Fuser(PyExprMutator):
         config = tile_config(dim)
         if config is None:
             return call
-        scale = call.attrs.scale
-        scale = 1.0 / math.sqrt(dim) if scale is None else float(scale)
-        key = (batch, seq_q, seq_kv, heads, dim, scale, *config)
+        key = (batch, seq_q, seq_kv, heads, dim, attention_scale(call, dim), *config)
         gvar = self.kernels.get(key)
         if gvar is None:
             gvar = self.builder_.add_func(attention_kernel(*key), "fused_attention")

@@ -23,41 +23,27 @@ import as). Anything else is left to the legalizer.
 
 from __future__ import annotations
 
-import math
-
 import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from . import rewrite_functions
+from . import attention_scale, plain_attention, rewrite_functions
 
 
 @mutator
 class _Splitter(PyExprMutator):
-    def __init__(self, mod):
-        super().__init__(mod)
-        self.attention = tvm.ir.Op.get("relax.nn.attention")
-
     def visit_call_(self, call):
         call = super().visit_call_(call)
-        if not (isinstance(call.op, tvm.ir.Op) and call.op.same_as(self.attention)):
-            return call
-        if len(call.args) != 3 or call.attrs.causal_mask is not None \
-                or call.attrs.window_size is not None:
+        if not plain_attention(call):
             return call
         q, k, v = call.args
         q_ty = q.ty
         if q_ty.ndim != 4 or q_ty.shape is None:
             return call
         dtype = str(q_ty.dtype)
-        head_dim = q_ty.shape.values[3]
-        scale = call.attrs.scale
+        scale = attention_scale(call, q_ty.shape.values[3])
         if scale is None:
-            if not isinstance(head_dim, tvm.tirx.IntImm):
-                return call
-            scale = 1.0 / math.sqrt(int(head_dim))
-        else:
-            scale = float(scale)
+            return call
         op = relax.op
         qh = self.builder_.emit(op.permute_dims(q, [0, 2, 1, 3]))
         qh = self.builder_.emit(op.multiply(qh, relax.const(scale, dtype)))

@@ -16,6 +16,8 @@ python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 -
 TVM=$(python3 -c "import tvm, os; print(os.path.dirname(tvm.__file__))")
 (cd "$TVM/.." && tar cf - --exclude=tvm/lib/libtvm_compiler.so --exclude=tvm/3rdparty \
     --exclude=tvm/src --exclude=tvm/web --exclude=__pycache__ tvm) | tar xf - -C .device/site
-cp "$BUNDLE/manifest.json" .device/bundle/
-cp -r "$BUNDLE/libs/cuda-float16" .device/bundle/libs/
+if [ -d "$BUNDLE" ]; then  # the labs need no bundle
+  cp "$BUNDLE/manifest.json" .device/bundle/
+  cp -r "$BUNDLE/libs/cuda-float16" .device/bundle/libs/
+fi
 du -sh .device/*

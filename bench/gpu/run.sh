@@ -4,7 +4,7 @@
 #                  .device/whl   (apache_tvm_ffi cp312, diffusers, importlib_metadata wheels)
 #                  .device/site  (the installed tvm package minus lib/libtvm_compiler.so)
 #                  .device/bundle (manifest.json + libs/cuda-float16/*.so of a packed bundle)
-# usage: [THEN=bench] bash bench/gpu/run.sh [bench|ncu|both|convlab|attnlab] [extra args...]
+# usage: [THEN=bench] bash bench/gpu/run.sh [bench|ncu|both|convlab|attnlab|gemmlab] [extra args...]
 #   bench (the default) prints a torch-profiler kernel table too; ncu over the whole bench ran
 #   past its deadline on an H100 (378 s, nothing written): prefer bench.
 set -o pipefail
@@ -16,7 +16,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 cp -r .device/site/tvm /tmp/site/
 export PYTHONPATH=/tmp/site TVM_USE_RUNTIME_LIB=1 PYTHONUNBUFFERED=1
 LOG=$OUT/bench_stdout.txt; : > "$LOG"
-if [ "$WHAT" = convlab ] || [ "$WHAT" = attnlab ]; then  # bench/gpu/{conv,attn}lab.py (.device/$WHAT)
+if [[ "$WHAT" == *lab ]]; then  # bench/gpu/{conv,attn,gemm}lab.py (.device/$WHAT)
   nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee -a "$LOG"
   python3 bench/gpu/$WHAT.py run --lib .device/$WHAT 2>&1 | tee -a "$LOG"
   rc=$?

@@ -74,7 +74,7 @@ def main() -> None:
         gc.collect()
         for dtype in args.dtypes.split(","):
             start = time.perf_counter()
-            mod = pipeline.prepare(exported.mod, dtype, spec.conv_layout, spec.fused_attention)
+            mod = pipeline.prepare(exported.mod, dtype, spec.conv_layout, spec.mma_kernels)
             stats: dict = {}
             executable = pipeline.build(mod, spec, None, stats)
             build_s = time.perf_counter() - start

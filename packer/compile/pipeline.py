@@ -6,8 +6,8 @@ architecture signature (:func:`packer.compile.architecture_signature`) includes
 generated code for the same input module — must bump ``PIPELINE_VERSION``, which invalidates
 every cached library.
 
-Version 6, in order (version 1 had none of steps 2–4, version 2 not step 4, version 3 not
-steps 1b and 6b, version 4 no split-k in step 1b, version 5 not step 2a):
+Version 7, in order (version 1 had none of steps 2–4, version 2 not step 4, version 3 not
+steps 1b and 6b, version 4 no split-k in step 1b, version 5 not step 2a, version 6 not step 1c):
 
 ``prepare`` (target independent; decides the calling convention's dtypes)
   1. float16 only: ``ToMixedPrecision(out_dtype="float16")`` with every param and every float
@@ -25,7 +25,14 @@ steps 1b and 6b, version 4 no split-k in step 1b, version 5 not step 2a):
      convolution on an H100); where the output tiles would not fill the GPU (the 8² and 16²
      layers), the reduction is split into partial products added up by an elementwise kernel
      that takes the epilogue. The calling convention (NCHW inputs and outputs) is unchanged.
-  2a. Targets with ``fused_attention`` (CUDA), float16 only: ``FusedAttention``
+  1c. Targets with ``mma_kernels`` (CUDA), float16 only, before ``Conv2dImplicitGemm``:
+     ``TensorCoreGemm`` (:mod:`packer.compile.passes.tensor_core_gemm`): every NHWC
+     convolution and every linear layer (``matmul(x, permute_dims(W))``) whose sizes fit its
+     tiles becomes one hand-written GEMM kernel on ``mma.sync`` fed by a ``cp.async`` ring of
+     shared-memory tiles (the convolution's im2col gathered on the fly, padding zero-filled;
+     split along k into float32 partial sums where the tiles would not fill the GPU); the rest
+     (4-channel ``conv_in``/``conv_out``, the 2-row time-embedding products) goes on as before.
+  2a. Targets with ``mma_kernels`` (CUDA), float16 only: ``FusedAttention``
      (:mod:`packer.compile.passes.flash_attention`): each ``R.nn.attention`` whose head dim
      fits its tiles (D ≤ 160: every UNet attention) becomes one hand-written FlashAttention-2
      style kernel on ``mma.sync`` (online softmax, the scores never leave registers), marked
@@ -70,16 +77,16 @@ from __future__ import annotations
 
 import contextlib
 
-PIPELINE_VERSION = "6"
+PIPELINE_VERSION = "7"
 
 FP32_INPUTS = ("timestep",)
 """Float user inputs that stay float32 in the float16 variant."""
 
 
-def prepare(mod, dtype: str, conv_layout: str = "NCHW", fused_attention: bool = False):
+def prepare(mod, dtype: str, conv_layout: str = "NCHW", mma_kernels: bool = False):
     """Steps 1–6: the rewrite that fixes the module's dtypes, its convolutions' layout and its
-    attention kernels (``conv_layout``, ``fused_attention``: the target's,
-    :attr:`packer.compile.targets.TargetSpec.conv_layout` / ``.fused_attention``)."""
+    hand-written kernels (``conv_layout``, ``mma_kernels``: the target's,
+    :attr:`packer.compile.targets.TargetSpec.conv_layout` / ``.mma_kernels``)."""
     import tvm
     from tvm import relax
 
@@ -88,17 +95,21 @@ def prepare(mod, dtype: str, conv_layout: str = "NCHW", fused_attention: bool = 
     from .passes.gather_before_cast import GatherBeforeCast
     from .passes.group_norm_reduction import GroupNormReduction
     from .passes.split_attention import SplitAttention
+    from .passes.tensor_core_gemm import TensorCoreGemm
 
     passes = []
     if dtype == "float16":
         passes.append(relax.transform.ToMixedPrecision(
             out_dtype="float16", fp16_input_names=_fp16_inputs(mod)))
     if conv_layout == "NHWC":
-        passes += [relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"]}),
-                   Conv2dImplicitGemm]
+        passes.append(relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"]}))
     elif conv_layout != "NCHW":
         raise ValueError(f"unknown conv_layout {conv_layout!r}")
-    if fused_attention:
+    if mma_kernels:
+        passes.append(TensorCoreGemm)
+    if conv_layout == "NHWC":
+        passes.append(Conv2dImplicitGemm)
+    if mma_kernels:
         passes.append(FusedAttention)
     passes += [SplitAttention, GroupNormReduction, GatherBeforeCast,
                relax.transform.FuseTransposeMatmul(),

@@ -97,7 +97,7 @@ class TargetSpec:
     dtype_requirements: Callable[[str], dict] = _no_dtype_requirements  # added per dtype
     measure_buffers: bool = False  # record the largest buffer as requirements.max_buffer_bytes
     conv_layout: str = "NCHW"  # convolutions' layout inside the library (pipeline step 1b)
-    fused_attention: bool = False  # float16 attention as one WMMA kernel (pipeline step 2a)
+    mma_kernels: bool = False  # float16 hand-written mma.sync kernels (pipeline steps 1c, 2a)
 
     def requirements_for(self, dtype: str) -> dict:
         """The manifest ``requirements`` of this target's libraries of ``dtype``."""
@@ -138,7 +138,7 @@ def _cuda(arch: str, *aliases: str) -> TargetSpec:
         aliases=aliases,
         requirements={"arch": arch},
         conv_layout="NHWC",  # tensor-core implicit GEMM (packer.compile.passes.conv_implicit_gemm)
-        fused_attention=True,  # WMMA flash attention (packer.compile.passes.flash_attention)
+        mma_kernels=True,  # tensor-core GEMM and flash attention (pipeline steps 1c, 2a)
     )
 
 

@@ -84,13 +84,13 @@ def test_fused_attention_rewrites_plain_float16_attention_only():
 
 def test_only_cuda_float16_libraries_get_the_fused_kernel():
     cuda, web, cpu = (get_target(t) for t in ("cuda-sm90", "webgpu", "llvm"))
-    assert cuda.fused_attention and not web.fused_attention and not cpu.fused_attention
+    assert cuda.mma_kernels and not web.mma_kernels and not cpu.mma_kernels
     mod = _attention_module([(2, 1024, 1024, 8, 80)], "float32", names=["main"])
     for dtype, fused in (("float16", True), ("float32", False)):
-        prepared = pipeline.prepare(mod, dtype, cuda.conv_layout, cuda.fused_attention)
+        prepared = pipeline.prepare(mod, dtype, cuda.conv_layout, cuda.mma_kernels)
         names = [name for name, _ in _calls(prepared, "main")]
         assert ("relax.call_tir" in names and "relax.matmul" not in names) == fused, names
-    prepared = pipeline.prepare(mod, "float16", web.conv_layout, web.fused_attention)
+    prepared = pipeline.prepare(mod, "float16", web.conv_layout, web.mma_kernels)
     assert "relax.matmul" in [name for name, _ in _calls(prepared, "main")]  # split form
 
 

@@ -23,7 +23,7 @@ Q fragments, scores, running max/sum and float32 output accumulators in register
 
 At the end the row sums are reduced across the 4 lanes and O/l is written as float16 in the
 (B, Sq, H, D) layout of ``R.nn.attention``. The PTX is four small device functions
-(:data:`_HELPERS`, emitted through TVM's ``cuda_func_call``); everything else is TIR.
+(:mod:`packer.compile.passes.ptx`); everything else is TIR.
 :func:`tile_config` keeps shared memory within the 48 KiB a kernel gets without opting in.
 Accuracy: float32 scores, max, sums and output; P is rounded to float16 for the second product,
 as cuDNN's and FlashAttention's kernels do (relative L2 vs float32 SDPA 2.6-2.8e-4 on the H100,
@@ -41,7 +41,7 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from . import attention_scale, plain_attention, rewrite_functions, static_shape
+from . import attention_scale, plain_attention, ptx, rewrite_functions, static_shape
 
 SHARED_BYTES = 48 * 1024
 """Static shared memory a CUDA kernel may use without ``cudaFuncSetAttribute``."""
@@ -74,49 +74,6 @@ def tile_config(head_dim: int) -> tuple[int, int] | None:
     return None
 
 
-def _ldmatrix_source(name: str, variant: str) -> str:
-    return f"""
-__forceinline__ __device__ void {name}(void* dst, void* src) {{
-  unsigned* r = (unsigned*)dst;
-  unsigned addr = (unsigned)__cvta_generic_to_shared(src);
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4{variant}.shared.b16 {{%0, %1, %2, %3}}, [%4];\\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr) : "memory");
-}}
-"""
-
-
-_HELPERS = {
-    # ldmatrix: four 8×8 b16 matrices from shared memory; lane l gives the address of row l % 8
-    # of matrix l // 8, and receives in register i its share of matrix i (transposed: .trans)
-    "sdpack_ldsm_x4": _ldmatrix_source("sdpack_ldsm_x4", ""),
-    "sdpack_ldsm_x4_trans": _ldmatrix_source("sdpack_ldsm_x4_trans", ".trans"),
-    # D = A·B + D for one 16×8 float32 tile: A 16×16 float16 (4 registers), B 16×8 (2)
-    "sdpack_mma_16816": """
-__forceinline__ __device__ void sdpack_mma_16816(void* acc, void* a, void* b) {
-  float* d = (float*)acc;
-  const unsigned* x = (const unsigned*)a;
-  const unsigned* y = (const unsigned*)b;
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
-      "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(x[0]), "r"(x[1]), "r"(x[2]), "r"(x[3]), "r"(y[0]), "r"(y[1]));
-}
-""",
-    "sdpack_pack_half2": """
-__forceinline__ __device__ unsigned sdpack_pack_half2(float lo, float hi) {
-  __half2 h = __floats2half2_rn(lo, hi);
-  return *reinterpret_cast<unsigned*>(&h);
-}
-""",
-}
-
-
-def _call(name: str, *args, return_type: str = "void"):
-    from tvm.backend.cuda.op import cuda_func_call
-
-    return cuda_func_call(name, *args, source_code=_HELPERS[name], return_type=return_type)
-
-
 def attention_kernel(batch: int, seq_q: int, seq_kv: int, heads: int, head_dim: int,
                      scale: float, warps: int, kv_tile: int):
     """The fused float16 attention PrimFunc ``(q, k, v) -> o`` for one static shape."""
@@ -143,16 +100,7 @@ def attention_kernel(batch: int, seq_q: int, seq_kv: int, heads: int, head_dim: 
     neg = T.float32(_NEG)
     full = T.uint32(0xFFFFFFFF)
 
-    def ldsm(dst, offset, src, src_offset, trans=False):
-        name = "sdpack_ldsm_x4_trans" if trans else "sdpack_ldsm_x4"
-        return _call(name, dst.access_ptr("w", offset=offset), src.access_ptr("r", offset=src_offset))
-
-    def mma(acc, acc_offset, a, a_offset, b, b_offset):
-        return _call("sdpack_mma_16816", acc.access_ptr("rw", offset=acc_offset),
-                     a.access_ptr("r", offset=a_offset), b.access_ptr("r", offset=b_offset))
-
-    def pack(lo, hi):
-        return _call("sdpack_pack_half2", lo, hi, return_type="uint32")
+    ldsm, mma, pack = ptx.ldmatrix_x4, ptx.mma_16816, ptx.pack_half2
 
     @T.prim_func(private=True)
     def fused_attention(q_handle: T.handle, k_handle: T.handle, v_handle: T.handle,

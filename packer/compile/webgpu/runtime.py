@@ -213,7 +213,7 @@ def _tirx_wheel(root: Path) -> Path:
     if proc.returncode != 0 or not found:
         raise CompileError(
             f"pip could not download {TIRX_REQUIREMENT}: {proc.stderr.strip()[-300:]}",
-            f"download it yourself and set SDPACK_TIRX_WHEEL to the .whl file")
+            "download it yourself and set SDPACK_TIRX_WHEEL to the .whl file")
     return found[0]
 
 

@@ -44,9 +44,9 @@ LINEARS = {  # name: (rows, in features, out features)
 }
 TILES = {  # variant: the tiles tried in order (packer.compile.passes.tensor_core_gemm.Tiles)
     "mma": None,  # the shipped TILES
-    "w8s3": ((128, 128, 2, 4, 3), (128, 64, 2, 2, 3)),  # 8 warps of 64×32, 3 stages
+    "bk64": ((128, 128, 2, 4, 3, 64), (128, 64, 2, 2, 4, 64)),  # 64-wide k-tiles, 96 KiB
+    "bk64_s2": ((128, 128, 2, 4, 2, 64), (128, 64, 2, 2, 2, 64)),  # two stages: 2-3 CTAs/SM
     "w4_64x64": ((128, 128, 2, 2, 4), (256, 64, 4, 1, 4)),  # warps of 64×64
-    "w8_64x64": ((128, 256, 2, 4, 3), (256, 128, 4, 2, 3), (256, 64, 4, 1, 4)),
 }
 VARIANTS = (*TILES, "dlight")
 

@@ -76,8 +76,10 @@ def test_plan_picks_tiles_that_divide_the_output_and_splits_small_products():
     p = plan(2 * 64 * 64, 1280, 320)
     assert (p.tiles.bm, p.tiles.bn, p.splits) == (128, 128, 1)
     small = plan(2 * 8 * 8, 1280, 9 * 1280, channels=1280)  # 10 tiles: split along k
-    assert small.splits > 1 and (small.k // 32) % small.splits == 0
-    assert 10 * small.splits <= 264 and small.k // 32 // small.splits >= 2 * small.tiles.stages
+    k_tiles = small.k // small.tiles.bk
+    assert small.splits > 1 and k_tiles % small.splits == 0
+    assert 10 * small.splits <= 264 and k_tiles // small.splits >= 2 * small.tiles.stages
+    assert plan(8192, 320, 9 * 32 * 3, channels=96).tiles.bk == 32  # k = 864: not 64-aligned
     assert plan(154, 320, 768).splits > 1  # cross-attention K/V: 2 × 5 tiles
     for tiles in TILES:
         assert tiles.shared_bytes() <= SHARED_BYTES

@@ -52,7 +52,7 @@ SHARED_BYTES = 96 * 1024
 for grants one block (sm_86/sm_89: 99 KiB; sm_80: 163; sm_90: 227). TVM's CUDA runtime raises
 a kernel's limit past the default 48 KiB when it launches it."""
 BK = 32
-"""The k-tile: 4 vectors of 8 float16 per row."""
+"""The shortest k-tile (4 vectors of 8 float16 per row); every reduction is a multiple of it."""
 TARGET_BLOCKS = 264
 """Split the reduction until about this many CTAs run (an H100/H200 has 132 SMs, two each)."""
 MAX_SPLITS = 16
@@ -87,17 +87,22 @@ class Tiles:
     wm: int  # warps along m
     wn: int  # warps along n
     stages: int
+    bk: int = BK  # the k-tile: 32 or 64
 
     @property
     def warps(self) -> int:
         return self.wm * self.wn
 
     def shared_bytes(self) -> int:
-        return self.stages * (self.bm + self.bn) * BK * 2
+        return self.stages * (self.bm + self.bn) * self.bk * 2
 
 
-TILES = (Tiles(128, 128, 2, 4, 4), Tiles(128, 64, 2, 2, 4))
-"""Tried in order; the first whose bn divides the output width is used."""
+TILES = (Tiles(128, 128, 2, 4, 2, 64), Tiles(128, 64, 2, 2, 2, 64),
+         Tiles(128, 128, 2, 4, 4), Tiles(128, 64, 2, 2, 4))
+"""Tried in order; the first whose ``bn`` divides the output width and whose ``bk`` divides the
+reduction is used. Two 64-wide k-tiles in flight (64 or 48 KiB, two CTAs per SM) beat four
+32-wide ones by 4 % over the lab's shapes on an H200 (up to 8 % on the 64² layers; 1472 vs
+1531 µs, bench/gpu/bench-2026-12-03-h200-v7b.txt); 64×64 warp tiles were slower (1620)."""
 
 
 @dataclass(frozen=True)
@@ -112,16 +117,16 @@ class Plan:
 def plan(m: int, n: int, k: int, channels: int | None = None,
          tiles_tried: tuple[Tiles, ...] | None = None) -> Plan | None:
     """The tiles (the first of ``tiles_tried``, default :data:`TILES`, that fits) and k-splits
-    for an ``m × n`` product over ``k``, or None when the kernel does not apply: ``k`` must be a multiple of :data:`BK`, ``n`` of a tile's width, an NHWC input's
-    channels of 8 (one 16-byte vector never straddles two taps), and ``m`` at least 16 (below
+    for an ``m × n`` product over ``k``, or None when the kernel does not apply: ``k`` must be
+    a multiple of the tile's ``bk``, ``n`` of its width, an NHWC input's channels of 8 (one 16-byte vector never straddles two taps), and ``m`` at least 16 (below
     that a GEMV schedule is the right kernel)."""
     if k % BK or m < 16 or (channels is not None and channels % 8):
         return None
-    tiles = next((t for t in tiles_tried or TILES if n % t.bn == 0), None)
+    tiles = next((t for t in tiles_tried or TILES if n % t.bn == 0 and k % t.bk == 0), None)
     if tiles is None:
         return None
     ctas = -(-m // tiles.bm) * (n // tiles.bn)
-    k_tiles = k // BK
+    k_tiles = k // tiles.bk
     splits = 1
     for parts in range(2, MAX_SPLITS + 1):
         if ctas * parts > TARGET_BLOCKS:
@@ -142,12 +147,14 @@ def gemm_kernel(p: Plan, conv: Conv | None = None):
     threads = 32 * t.warps
     warp_m, warp_n = bm // t.wm, bn // t.wn
     mi, ni = warp_m // 16, warp_n // 8  # 16×16 A fragments, 16×8 accumulator tiles per warp
-    if warp_m % 16 or warp_n % 16 or (bm * 4) % threads or (bn * 4) % threads:
+    if warp_m % 16 or warp_n % 16 or (bm * t.bk // 8) % threads or (bn * t.bk // 8) % threads:
         raise ValueError(f"tiles {t} do not fit the warp layout")
-    a_loads, b_loads = bm * 4 // threads, bn * 4 // threads  # 16-byte vectors per thread
-    row_step = threads // 4  # each thread always copies vector tid % 4 of rows tid // 4 + i·step
-    k_tiles = k // BK // p.splits
-    a_stage, b_stage = bm * BK, bn * BK
+    bk = t.bk
+    vr = bk // 8  # 16-byte vectors per k-tile row
+    a_loads, b_loads = bm * vr // threads, bn * vr // threads  # 16-byte vectors per thread
+    row_step = threads // vr  # each thread copies vector tid % vr of rows tid // vr + i·step
+    k_tiles = k // bk // p.splits
+    a_stage, b_stage = bm * bk, bn * bk
     a_shape = (m, k) if conv is None else (conv.batch, conv.height, conv.width, conv.channels)
     split = p.splits > 1
     out_shape = (p.splits, m, n) if split else (m, n)
@@ -159,7 +166,9 @@ def gemm_kernel(p: Plan, conv: Conv | None = None):
     ldsm, mma = ptx.ldmatrix_x4, ptx.mma_16816
 
     def swizzle(row, vec):  # element offset of 16-byte vector `vec` of a k-tile's `row`
-        return row * BK + (vec ^ ((row >> 1) & 3)) * 8
+        if vr == 8:  # 128-byte rows: row r's vectors rotate by r % 8
+            return row * bk + (vec ^ (row & 7)) * 8
+        return row * bk + (vec ^ ((row >> 1) & 3)) * 8  # 64-byte rows: two rows per 128 bytes
 
     # Where the 8 float16 of A at (row i of this thread, column kv) start, and whether they
     # exist (rows past m and the convolution's padding read as zeros). Per thread and row, the
@@ -184,16 +193,16 @@ def gemm_kernel(p: Plan, conv: Conv | None = None):
     # one k-tile (kt0 + kt) of A and W into ring slot `stage`
     @T.macro
     def load_tile(sa, sb, a, w, row_base, row_y, row_x, tid, n0, kt0, stage, kt):
-        vec = T.meta_var(tid % 4)
-        kv = T.meta_var((kt0 + kt) * BK + vec * 8)
+        vec = T.meta_var(tid % vr)
+        kv = T.meta_var((kt0 + kt) * bk + vec * 8)
         for i in T.unroll(a_loads):
-            r = T.meta_var(tid // 4 + i * row_step)
+            r = T.meta_var(tid // vr + i * row_step)
             ok, src = T.meta_var(a_vector(row_base, row_y, row_x, i, kv))
             T.evaluate(ptx.cp_async16(
                 sa, stage * a_stage + swizzle(r, vec), a,
                 T.if_then_else(ok, src, 0), T.if_then_else(ok, 16, 0)))
         for i in T.unroll(b_loads):
-            r = T.meta_var(tid // 4 + i * row_step)
+            r = T.meta_var(tid // vr + i * row_step)
             T.evaluate(ptx.cp_async16(
                 sb, stage * b_stage + swizzle(r, vec), w,
                 (n0 + r) * k + kv, 16))
@@ -230,7 +239,7 @@ def gemm_kernel(p: Plan, conv: Conv | None = None):
                             q = T.meta_var(tx % 4)
 
                             for i in T.unroll(a_loads):
-                                row = T.meta_var(m0 + tid // 4 + i * row_step)
+                                row = T.meta_var(m0 + tid // vr + i * row_step)
                                 if conv is None:
                                     row_base[i] = row * k
                                     row_y[i] = T.if_then_else(row < m, 0, -(2**20))
@@ -254,7 +263,7 @@ def gemm_kernel(p: Plan, conv: Conv | None = None):
                                               (kt + stages - 1) % stages, kt + stages - 1)
                                 T.evaluate(ptx.cp_async_commit())
                                 cur = T.meta_var(kt % stages)
-                                for kk in T.unroll(BK // 16):
+                                for kk in T.unroll(bk // 16):
                                     for i in T.unroll(mi):
                                         T.evaluate(ldsm(af, i * 4, sa, cur * a_stage + swizzle(
                                             wm0 + i * 16 + tx % 16, kk * 2 + tx // 16)))

@@ -1,4 +1,4 @@
-"""Convolutions and linear layers as one hand-written tensor-core GEMM (pipeline v7, step 1c).
+"""Convolutions and linear layers as one hand-written tensor-core GEMM (pipeline v7+, step 1c).
 
 Pipeline v6's convolutions were dlight's tensor-core Matmul rule over an implicit-GEMM view
 (:mod:`packer.compile.passes.conv_implicit_gemm`): WMMA fragments loaded from shared memory that
@@ -15,13 +15,17 @@ vector of 8 channels is gathered from the input pixel it comes from, with the co
 zero padding as zero-filled copies. Per CTA (``bm × bn`` outputs, ``warps`` warps each owning a
 ``(bm / wm) × (bn / wn)`` block of 16×8 ``mma.sync`` accumulators in registers):
 
-1. a ``stages``-deep ring of shared-memory k-tiles (``bk`` = 32) filled by ``cp.async``
-   (global → shared without registers), ``stages − 1`` tiles in flight while one is multiplied;
-   a tile's row is 4 vectors of 16 bytes stored at vector ``c ^ ((row >> 1) & 3)``, so that the
-   8 rows an ``ldmatrix`` reads, and the 8 rows 32 threads write, fall in 8 distinct bank groups;
-2. per k-tile, two k16 steps of ``ldmatrix`` A and B fragments and ``mma.sync.m16n8k16``;
-3. the accumulators are written as float16 (or, split along k, as float32 partial sums that
-   :func:`packer.compile.passes.conv_implicit_gemm.sum_splits` adds up with the epilogue).
+1. a ``stages``-deep ring of k-tiles (``bk`` = 64, or 32 where k is not a multiple of 64) in
+   dynamic shared memory, filled by ``cp.async`` (global → shared without registers),
+   ``stages − 1`` tiles in flight while one is multiplied, one barrier per tile; a tile's row
+   of ``bk / 8`` 16-byte vectors stores vector ``c`` at ``c ^ (row & 7)`` (``bk`` = 64) or
+   ``c ^ ((row >> 1) & 3)`` (32), so that the 8 rows an ``ldmatrix`` reads, and the rows a
+   warp's copies write, fall in 8 distinct bank groups;
+2. per k-tile, ``bk / 16`` k16 steps of ``ldmatrix`` A and B fragments and
+   ``mma.sync.m16n8k16``;
+3. the accumulators are written in pairs as float16 (or, split along k, as float32 partial
+   sums that :func:`packer.compile.passes.conv_implicit_gemm.sum_splits` adds up with the
+   epilogue).
 
 :class:`TensorCoreGemm` is the Relax pass (float16 CUDA targets, before
 ``Conv2dImplicitGemm``): every NHWC/OHWI ``conv2d`` and every ``matmul(x, permute_dims(W))``
@@ -30,10 +34,11 @@ zero padding as zero-filled copies. Per CTA (``bm × bn`` outputs, ``warps`` war
 (the 4-channel ``conv_in``, the 4- or 3-channel ``conv_out``, the time embedding's 2-row
 products, the short linears) is left to the passes after it.
 
-H200, ``bench/gpu/gemmlab.py`` (bench/gpu/gemmlab-2026-12-03-h200.txt; each with its bias add):
-the UNet's and VAE's 3×3 convolutions at 130-258 TFLOP/s against dlight's 57-176 (2.2-3.7× on
-the 32², 16² and 8² layers), relative L2 vs float32 2.7e-4 (torch's float16 error; dlight's
-0.7-2.0e-3). cuDNN's sm_90 (wgmma) kernels run the same layers at 200-530 TFLOP/s.
+H200, ``bench/gpu/gemmlab.py`` (bench/gpu/bench-2026-12-03-h200-v7b.txt; each with its bias
+add): the UNet's and VAE's 3×3 convolutions at 130-270 TFLOP/s against dlight's 57-176
+(2.2-3.9× on the 32², 16² and 8² layers), relative L2 vs float32 2.7e-4 (torch's float16
+error; dlight's 0.7-2.0e-3). cuDNN's sm_90 (wgmma) kernels run the same layers at 370-515
+TFLOP/s. Whole UNet step: 13.7 ms (torch.compile 21.9).
 """
 
 from __future__ import annotations

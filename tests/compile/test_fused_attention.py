@@ -18,6 +18,8 @@ from packer.compile.passes.flash_attention import (SHARED_BYTES, FusedAttention,
                                                    attention_kernel, shared_bytes, tile_config)
 from packer.compile.targets import get_target
 
+from .relax_calls import calls as _calls
+
 
 def _attention_module(shapes, dtype="float16", names=None, **attrs):
     """One function (``f0``, ``f1``, … or ``names``) with ``R.nn.attention`` per
@@ -34,20 +36,6 @@ def _attention_module(shapes, dtype="float16", names=None, **attrs):
                 out = bb.emit_output(relax.op.nn.attention(q, k, v, **attrs))
             bb.emit_func_output(out)
     return bb.get()
-
-
-def _calls(mod, func):
-    from tvm import relax
-
-    found = []
-
-    def visit(expr):
-        if isinstance(expr, relax.Call) and hasattr(expr.op, "name"):
-            target = expr.args[0].name_hint if expr.op.name == "relax.call_tir" else None
-            found.append((expr.op.name, target))
-
-    relax.analysis.post_order_visit(mod[func].body, visit)
-    return found
 
 
 def test_tile_config_fits_the_shared_memory_of_every_sd15_head_dim():

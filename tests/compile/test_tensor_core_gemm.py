@@ -19,6 +19,8 @@ from packer.compile.passes.tensor_core_gemm import (SHARED_BYTES, TILES, Conv, T
                                                     gemm_kernel, plan)
 from packer.compile.targets import get_target
 
+from .relax_calls import calls as _calls
+
 
 def _module(dtype="float16"):
     """conv3 (3×3, 320 channels), conv_in (3×3, 4 channels), down (stride 2), linear
@@ -54,20 +56,6 @@ def _module(dtype="float16"):
     linear("short", (2, 4096, 320), 320)
     linear("long", (2, 4096, 1280), 320)
     return bb.get()
-
-
-def _calls(mod, func):
-    from tvm import relax
-
-    found = []
-
-    def visit(expr):
-        if isinstance(expr, relax.Call) and hasattr(expr.op, "name"):
-            target = expr.args[0].name_hint if expr.op.name == "relax.call_tir" else None
-            found.append((expr.op.name, target))
-
-    relax.analysis.post_order_visit(mod[func].body, visit)
-    return found
 
 
 def test_plan_picks_tiles_that_divide_the_output_and_splits_small_products():

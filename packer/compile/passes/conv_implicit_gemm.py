@@ -38,24 +38,31 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 from . import rewrite_functions, static_shape
 
 
+def nhwc_conv_shapes(call) -> tuple[list[int], list[int], list[int]] | None:
+    """(input, weight, output) shapes of ``call`` if it is a ``relax.nn.conv2d`` this module's
+    rewrites apply to (NHWC data, OHWI kernel, NHWC output, one group, no dilation, static
+    shapes); None otherwise. :mod:`packer.compile.passes.tensor_core_gemm` asks the same."""
+    if not (isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.nn.conv2d"):
+        return None
+    attrs = call.attrs
+    if (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) != ("NHWC", "OHWI", "NHWC") \
+            or int(attrs.groups) != 1 or [int(d) for d in attrs.dilation] != [1, 1]:
+        return None
+    x, w = call.args
+    shapes = static_shape(x.ty), static_shape(w.ty), static_shape(call.ty)
+    return None if None in shapes else shapes
+
+
 @mutator
 class _Rewriter(PyExprMutator):
-    def __init__(self, mod):
-        super().__init__(mod)
-        self.conv2d = tvm.ir.Op.get("relax.nn.conv2d")
-
     def visit_call_(self, call):
         call = super().visit_call_(call)
-        if not (isinstance(call.op, tvm.ir.Op) and call.op.same_as(self.conv2d)):
+        shapes = nhwc_conv_shapes(call)
+        if shapes is None:
             return call
-        attrs = call.attrs
-        if (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) != ("NHWC", "OHWI", "NHWC") \
-                or int(attrs.groups) != 1 or [int(d) for d in attrs.dilation] != [1, 1]:
-            return call
+        _, w_shape, out = shapes
         x, w = call.args
-        w_shape, out = static_shape(w.ty), static_shape(call.ty)
-        if static_shape(x.ty) is None or w_shape is None or out is None:
-            return call
+        attrs = call.attrs
         out_dtype = str(attrs.out_dtype)
         if out_dtype in ("", "void", "None"):  # unset: the input's dtype, as the legalizer does
             out_dtype = str(x.ty.dtype)

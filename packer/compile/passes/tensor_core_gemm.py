@@ -43,6 +43,7 @@ TFLOP/s. Whole UNet step: 13.7 ms (torch.compile 21.9).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import tvm
@@ -50,7 +51,7 @@ from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from . import ptx, rewrite_functions, static_shape
-from .conv_implicit_gemm import sum_splits
+from .conv_implicit_gemm import nhwc_conv_shapes, sum_splits
 
 SHARED_BYTES = 96 * 1024
 """The most dynamic shared memory a tile plan may take: what every CUDA target sdpack builds
@@ -123,8 +124,9 @@ def plan(m: int, n: int, k: int, channels: int | None = None,
          tiles_tried: tuple[Tiles, ...] | None = None) -> Plan | None:
     """The tiles (the first of ``tiles_tried``, default :data:`TILES`, that fits) and k-splits
     for an ``m × n`` product over ``k``, or None when the kernel does not apply: ``k`` must be
-    a multiple of the tile's ``bk``, ``n`` of its width, an NHWC input's channels of 8 (one 16-byte vector never straddles two taps), and ``m`` at least 16 (below
-    that a GEMV schedule is the right kernel)."""
+    a multiple of the tile's ``bk``, ``n`` of its width, an NHWC input's channels of 8 (one
+    16-byte vector never straddles two taps), and ``m`` at least 16 (below that a GEMV
+    schedule is the right kernel)."""
     if k % BK or m < 16 or (channels is not None and channels % 8):
         return None
     tiles = next((t for t in tiles_tried or TILES if n % t.bn == 0 and k % t.bk == 0), None)
@@ -152,10 +154,10 @@ def gemm_kernel(p: Plan, conv: Conv | None = None):
     threads = 32 * t.warps
     warp_m, warp_n = bm // t.wm, bn // t.wn
     mi, ni = warp_m // 16, warp_n // 8  # 16×16 A fragments, 16×8 accumulator tiles per warp
-    if warp_m % 16 or warp_n % 16 or (bm * t.bk // 8) % threads or (bn * t.bk // 8) % threads:
-        raise ValueError(f"tiles {t} do not fit the warp layout")
     bk = t.bk
     vr = bk // 8  # 16-byte vectors per k-tile row
+    if warp_m % 16 or warp_n % 16 or (bm * vr) % threads or (bn * vr) % threads:
+        raise ValueError(f"tiles {t} do not fit the warp layout")
     a_loads, b_loads = bm * vr // threads, bn * vr // threads  # 16-byte vectors per thread
     row_step = threads // vr  # each thread copies vector tid % vr of rows tid // vr + i·step
     k_tiles = k // bk // p.splits
@@ -324,14 +326,12 @@ class _Rewriter(PyExprMutator):
         return call if new is None else new
 
     def _conv2d(self, call):
-        attrs = call.attrs
-        if (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) != ("NHWC", "OHWI", "NHWC") \
-                or int(attrs.groups) != 1 or [int(d) for d in attrs.dilation] != [1, 1]:
-            return None
+        shapes = nhwc_conv_shapes(call)
         x, w = call.args
-        x_shape, w_shape, out = static_shape(x.ty), static_shape(w.ty), static_shape(call.ty)
-        if x_shape is None or w_shape is None or out is None or not _float16(x, w, call):
+        if shapes is None or not _float16(x, w, call):
             return None
+        x_shape, w_shape, out = shapes
+        attrs = call.attrs
         batch, height, width, channels = x_shape
         o, kh, kw, _ = w_shape
         m, k = out[0] * out[1] * out[2], kh * kw * channels
@@ -356,9 +356,7 @@ class _Rewriter(PyExprMutator):
                 or len(x_shape) < 2 or not _float16(x, w, call):
             return None
         n, k = w_shape
-        m = 1
-        for d in x_shape[:-1]:
-            m *= d
+        m = math.prod(x_shape[:-1])
         if x_shape[-1] != k or out != [*x_shape[:-1], n]:
             return None
         p = plan(m, n, k)
@@ -373,8 +371,7 @@ class _Rewriter(PyExprMutator):
         if gvar is None:
             gvar = self.builder_.add_func(gemm_kernel(p, conv), "tensor_core_gemm")
             self.kernels[key] = gvar
-        a, w = self.builder_.emit(a) if isinstance(a, relax.Call) else a, \
-            self.builder_.emit(w) if isinstance(w, relax.Call) else w
+        a, w = (self.builder_.emit(e) if isinstance(e, relax.Call) else e for e in (a, w))
         if p.splits == 1:
             y = self.builder_.emit(relax.call_tir(
                 gvar, [a, w], relax.TensorType([p.m, p.n], "float16")))

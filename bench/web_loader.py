@@ -2,11 +2,16 @@
 
     python bench/web_loader.py --bundle /tmp/sdpack-bench/bundle-a [--repeats 3] [--warmup 1]
         [--concurrency 4] [--modes peer,runtime,split] [--rate MBps] [--as-float32] [--json out.json]
+        [--adapter swiftshader|hardware] [--chromium PATH] [--page DIR | --build-page DIR]
 
 Serves the bundle on 127.0.0.1 (threaded, sendfile, CORS, ``Cache-Control: no-store`` so every
-run crosses the network; ``--rate`` paces it like a link of that many MB/s), opens bench/web/page.js in headless Chromium with WebGPU on SwiftShader
-(the flags of runtime-web/test/browser/run.mjs) and, in one browser session, for each concurrency
-and repetition runs (bench/web/page.js says exactly what each does):
+run crosses the network; ``--rate`` paces it like a link of that many MB/s), starts headless
+Chromium on bench/web/page.js with WebGPU on SwiftShader (the flags of
+runtime-web/test/browser/run.mjs) or, with ``--adapter hardware``, on the machine's GPU through
+Vulkan, and the page drives itself (``?auto``: no automation driver, so a machine without node can
+run it given a page built elsewhere with ``--build-page``; bench/web/device.sh does that on the lent
+GPU machine). In one browser session, for each concurrency and repetition it runs
+(bench/web/page.js says exactly what each does):
 
 * ``peer``    — ``fetch`` + ``arrayBuffer()`` of every weight file (tensor indexes and shards);
 * ``runtime`` — runtime-web's ``streamWeights``, the weight path of ``loadModel`` (BYOB fetch,
@@ -21,11 +26,11 @@ first run is slower for every mode). Peak RSS of Chromium's processes (renderer,
 whole machine) used are sampled during each run; the load average before the runs is printed.
 
 The page is bundled by esbuild from a fresh ``tsc`` build of runtime-web/src (into a temporary
-directory; runtime-web/dist is left alone), with runtime-web's decode worker built next to it,
-so the code measured is the product's. Prints the median of each, MB/s of raw (decoded) weight
-bytes, the ratio runtime/peer (goal ≤ 1.1), the runtime's own per-step times (LoadStats: summed
-over files, which overlap unless concurrency is 1) and CPU seconds per GB. The Cache API is
-cleared before every run.
+directory, or ``--build-page DIR``; runtime-web/dist is left alone), with runtime-web's decode
+worker built next to it, so the code measured is the product's. Prints the median of each, MB/s
+of raw (decoded) weight bytes, the ratio runtime/peer (goal ≤ 1.1), the runtime's own per-step
+times (LoadStats: summed over files, which overlap unless concurrency is 1) and CPU seconds per
+GB. The Cache API is cleared before every run.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -49,8 +55,9 @@ WEB = ROOT / "runtime-web"
 HERE = ROOT / "bench" / "web"
 
 
-def build_page(out: Path) -> None:
-    """tsc runtime-web/src → out/rt, esbuild bench/web/page.js (+ it) → out/page/bench.js."""
+def build_page(out: Path) -> Path:
+    """tsc runtime-web/src → out/rt, esbuild bench/web/page.js (+ it) → out/page/bench.js; returns out/page."""
+    out = out.resolve()
     bin_ = WEB / "node_modules" / ".bin"
     if not (bin_ / "esbuild").exists():
         sys.exit("runtime-web/node_modules is missing: cd runtime-web && npm ci")
@@ -71,6 +78,7 @@ def build_page(out: Path) -> None:
                     "--log-level=warning"], cwd=WEB, env=env, check=True)
     (page / "index.html").write_text('<!doctype html><meta charset="utf-8"><title>sdpack loader bench</title>'
                                      '<script type="module" src="bench.js"></script>\n')
+    return page
 
 
 class RateLimit:
@@ -92,7 +100,39 @@ class RateLimit:
             time.sleep(wait)
 
 
-def make_server(bundle: Path, page: Path, rate: RateLimit | None = None) -> ThreadingHTTPServer:
+class Session:
+    """What the self-driving page (bench/web/page.js ``?auto``) reads and reports: its config, a
+    line per run, then its result. ``wait`` gives up when no word came for ``quiet_s`` seconds."""
+
+    def __init__(self, config: dict):
+        self.config = config
+        self.result: dict | None = None
+        self.heard = threading.Condition()
+        self.last = time.monotonic()
+
+    def progress(self, line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+        with self.heard:
+            self.last = time.monotonic()
+
+    def finish(self, result: dict) -> None:
+        with self.heard:
+            self.result = result
+            self.heard.notify_all()
+
+    def wait(self, quiet_s: float, alive) -> dict:
+        with self.heard:
+            while self.result is None:
+                if time.monotonic() - self.last > quiet_s:
+                    raise TimeoutError(f"no word from the page for {quiet_s:.0f} s")
+                if not alive():
+                    raise RuntimeError("Chromium exited before the page reported")
+                self.heard.wait(1.0)
+            return self.result
+
+
+def make_server(bundle: Path, page: Path, rate: RateLimit | None = None,
+                session: Session | None = None) -> ThreadingHTTPServer:
     counts = {"bundle": 0}
     lock = threading.Lock()
 
@@ -112,19 +152,34 @@ def make_server(bundle: Path, page: Path, rate: RateLimit | None = None) -> Thre
             self.send_header("Cache-Control", "no-store")
             super().end_headers()
 
+        def _json(self, doc) -> None:
+            body = json.dumps(doc).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
         def do_GET(self):  # noqa: N802 - http.server's naming
             if self.path == "/__count":
-                body = json.dumps(counts).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-                return
+                return self._json(counts)
+            if self.path == "/__config" and session is not None:
+                return self._json(session.config)
             if self.path.startswith("/bundle/"):
                 with lock:
                     counts["bundle"] += 1
             super().do_GET()
+
+        def do_POST(self):  # noqa: N802
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            if session is None or self.path not in ("/__progress", "/__result"):
+                self.send_error(404)
+                return
+            if self.path == "/__progress":
+                session.progress(body.decode(errors="replace"))
+            else:
+                session.finish(json.loads(body))
+            self._json({})
 
         def copyfile(self, source, outputfile):
             if rate is None or not self.path.startswith("/bundle/"):
@@ -141,7 +196,55 @@ def make_server(bundle: Path, page: Path, rate: RateLimit | None = None) -> Thre
         def log_message(self, format, *args):  # noqa: A002
             pass
 
-    return ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    class Server(ThreadingHTTPServer):
+        def handle_error(self, request, client_address):
+            if not isinstance(sys.exc_info()[1], ConnectionError):  # the browser going away mid-request
+                super().handle_error(request, client_address)
+
+    return Server(("127.0.0.1", 0), Handler)
+
+
+# The flags of runtime-web/test/browser/run.mjs: WebGPU on SwiftShader (what this VM and CI have).
+COMMON_FLAGS = ["--headless=new", "--no-sandbox", "--enable-unsafe-webgpu", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+                "--disable-dev-shm-usage", "--enable-unsafe-swiftshader"]
+ADAPTER_FLAGS = {
+    "swiftshader": ["--enable-features=Vulkan", "--use-angle=swiftshader", "--use-webgpu-adapter=swiftshader"],
+    # the machine's own GPU through Vulkan (Dawn picks it); GL stays on SwiftShader, which nothing here draws with
+    "hardware": ["--enable-features=Vulkan", "--use-vulkan=native", "--ignore-gpu-blocklist", "--use-angle=swiftshader"],
+}
+
+
+def run_browser(chromium: str, flags: list[str], url: str, session: Session, quiet_s: float,
+                log: Path | None = None) -> tuple[dict, "RssSampler"]:
+    """Start Chromium on the self-driving page and wait for its result: (result, the run's samples)."""
+    with tempfile.TemporaryDirectory(prefix="sdpack-web-bench-profile-") as profile:
+        proc = subprocess.Popen([chromium, *flags, f"--user-data-dir={profile}", url], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, errors="replace",
+                                start_new_session=True)
+        err_tail: list[str] = []
+
+        def read_stderr():
+            with open(log or os.devnull, "w") as out:
+                for line in proc.stderr:
+                    err_tail.append(line)
+                    out.write(line)
+
+        threading.Thread(target=read_stderr, daemon=True).start()
+        sampler = RssSampler(proc.pid)
+        sampler.start()
+        try:
+            result = session.wait(quiet_s, alive=lambda: proc.poll() is None)
+        except (TimeoutError, RuntimeError) as exc:
+            result = {"runs": [], "fatal": f"{exc}; Chromium's stderr ends:\n{''.join(err_tail[-30:]).strip()}"}
+        finally:
+            sampler.stop.set()
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(10)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                os.killpg(proc.pid, signal.SIGKILL)
+    return result, sampler
 
 
 def _machine_cpu() -> tuple[float, float]:
@@ -169,7 +272,8 @@ class RssSampler(threading.Thread):
         while not self.stop.is_set():
             totals: dict[str, int] = {}
             try:
-                for p in psutil.Process(self.root_pid).children(recursive=True):
+                root = psutil.Process(self.root_pid)
+                for p in [root, *root.children(recursive=True)]:
                     try:
                         with p.oneshot():
                             cmd = p.cmdline()
@@ -284,7 +388,8 @@ def report(result: dict, args) -> dict:
             print(f"{row['mode']} c{row['concurrency']} CPU s per GB raw: chromium {c['chromium'] / raw_mb * 1e3:.2f} "
                   f"(renderer {c['renderer'] / raw_mb * 1e3:.2f}, gpu {c['gpu-process'] / raw_mb * 1e3:.2f}, "
                   f"network {c['utility'] / raw_mb * 1e3:.2f}), server {c['server'] / raw_mb * 1e3:.2f}, "
-                  f"machine {c['machine'] / raw_mb * 1e3:.2f} (2 cores give {2 * row['wall_s'] / raw_mb * 1e3:.2f} in the wall time)")
+                  f"machine {c['machine'] / raw_mb * 1e3:.2f} ({os.cpu_count()} cores give "
+                  f"{os.cpu_count() * row['wall_s'] / raw_mb * 1e3:.2f} in the wall time)")
     for row in summary["rows"]:
         if "split_s" in row:
             b = row["split_s"]
@@ -307,15 +412,24 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=0, help="serve the bundle at most this fast, MB/s over all "
                     "connections (a link of that speed; default: loopback, unpaced)")
     ap.add_argument("--chromium", default=os.environ.get("SDPACK_CHROMIUM", "/usr/bin/chromium"))
-    ap.add_argument("--timeout", type=int, default=600, help="seconds per browser step")
+    ap.add_argument("--adapter", choices=sorted(ADAPTER_FLAGS), default="swiftshader",
+                    help="WebGPU on SwiftShader (default) or on the machine's GPU through Vulkan")
+    ap.add_argument("--flag", action="append", default=[], help="one more Chromium flag (repeatable)")
+    ap.add_argument("--page", type=Path, help="a page built earlier with --build-page (then node is not needed)")
+    ap.add_argument("--build-page", type=Path, metavar="DIR", help="only build the page into DIR, then exit")
+    ap.add_argument("--timeout", type=int, default=600, help="seconds the page may go without finishing a run")
     ap.add_argument("--json", type=Path, help="write the raw runs and the summary here")
+    ap.add_argument("--log", type=Path, help="write Chromium's stderr here")
     args = ap.parse_args()
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
     args.modes = args.modes.split(",")
+    if args.build_page:
+        build_page(args.build_page)
+        return
     if not (args.bundle / "manifest.json").is_file():
         sys.exit(f"{args.bundle} has no manifest.json")
-    if shutil.which("node") is None or not Path(args.chromium).is_file():
-        sys.exit("needs node and Chromium (--chromium)")
+    if not Path(args.chromium).is_file() or (args.page is None and shutil.which("node") is None):
+        sys.exit("needs Chromium (--chromium) and, unless --page is given, node")
     for f in (args.bundle / "weights").rglob("*"):  # page cache warm: both modes read from memory
         if f.is_file():
             with open(f, "rb") as fh:
@@ -323,33 +437,26 @@ def main() -> None:
                     pass
     loadavg = " ".join(f"{x:.2f}" for x in os.getloadavg())
     with tempfile.TemporaryDirectory(prefix="sdpack-web-bench-") as tmp:
-        tmp = Path(tmp)
-        build_page(tmp)
-        server = make_server(args.bundle.resolve(), tmp / "page", RateLimit(args.rate) if args.rate else None)
+        page = build_page(Path(tmp)) if args.page is None else args.page / "page"
+        if not (page / "index.html").is_file():
+            sys.exit(f"{args.page} has no page: build one with --build-page {args.page}")
+        config = {"repeats": args.repeats, "warmup": args.warmup, "concurrency": args.concurrency,
+                  "modes": args.modes, "asFloat32": args.as_float32}
+        session = Session(config)
+        server = make_server(args.bundle.resolve(), page.resolve(), RateLimit(args.rate) if args.rate else None, session)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         try:
-            config = {"server": f"http://127.0.0.1:{server.server_address[1]}", "chromium": args.chromium,
-                      "runtimeWeb": str(WEB), "repeats": args.repeats, "warmup": args.warmup, "concurrency": args.concurrency,
-                      "modes": args.modes, "asFloat32": args.as_float32, "timeoutMs": args.timeout * 1000}
-            (tmp / "config.json").write_text(json.dumps(config))
-            proc = subprocess.Popen(["node", str(HERE / "run.mjs"), str(tmp / "config.json")], cwd=ROOT,
-                                    stdout=subprocess.PIPE, text=True)
-            sampler = RssSampler(proc.pid)
-            sampler.start()
-            stdout, _ = proc.communicate()
-            sampler.stop.set()
+            flags = [*COMMON_FLAGS, *ADAPTER_FLAGS[args.adapter], *args.flag]
+            url = f"http://127.0.0.1:{server.server_address[1]}/page/index.html?auto"
+            result, sampler = run_browser(args.chromium, flags, url, session, args.timeout, args.log)
         finally:
             server.shutdown()
-    lines = stdout.strip().splitlines()
-    if proc.returncode or not lines:
-        sys.exit(f"browser run failed ({proc.returncode}):\n{stdout[-3000:]}")
-    result = json.loads(lines[-1])
     result["loadavg"] = loadavg
     for r in result["runs"]:
         r["rss"] = sampler.peaks(r["startMs"], r["endMs"])
         r["cpu"] = sampler.cpu(r["startMs"], r["endMs"])
     if "fatal" in result:
-        sys.exit(result["fatal"] + "\n" + "\n".join(result["console"][-20:]))
+        sys.exit(result["fatal"] + "\n" + "\n".join(result.get("console", [])[-20:]))
     summary = report(result, args)
     if args.json:
         args.json.write_text(json.dumps({"summary": summary, **result}, indent=1))

@@ -195,5 +195,65 @@ async function split() {
   return { wallMs: now() - t0, rawBytes: raw, ms };
 }
 
-globalThis.bench = { init, peer, runtime, loader, split };
+const modes = { peer, runtime, loader, split };
+
+/** Bundle requests the server has answered so far (bench/web_loader.py counts them). */
+const requestCount = async () => (await (await fetch("/__count")).json()).bundle;
+
+/**
+ * The whole bench as bench/web_loader.py configures it: for each concurrency, `warmup` unrecorded
+ * passes over the modes (a fresh browser's first run is slower for every mode), then `repeats`
+ * recorded ones. `onRun(line)` hears of every run as it ends.
+ */
+async function runAll(config, onRun = async () => {}) {
+  const result = { runs: [], info: await init("/bundle/") };
+  for (const concurrency of config.concurrency) {
+    for (let rep = -(config.warmup ?? 0); rep < config.repeats; rep++) {
+      for (const mode of config.modes) {
+        if (mode === "split" && concurrency !== 1) continue;
+        const run = modes[mode.split("+")[0]]; // "runtime+full+w2" → runtime(concurrency, f32, "runtime+full+w2")
+        if (!run) throw new Error(`unknown mode ${mode}`);
+        const before = await requestCount();
+        const startMs = Date.now();
+        const r = await run(concurrency, config.asFloat32, mode);
+        r.requests = (await requestCount()) - before;
+        Object.assign(r, { mode, concurrency, rep, startMs, endMs: Date.now() });
+        if (rep >= 0) result.runs.push(r);
+        await onRun(`${mode} c${concurrency} ${rep < 0 ? "warm-up" : `#${rep}`}: ${(r.wallMs / 1000).toFixed(2)} s, ${r.requests} requests`);
+      }
+    }
+  }
+  return result;
+}
+
+/**
+ * `index.html?auto`: the page drives itself, so the browser needs no automation driver (and no
+ * node where it runs): it reads /__config, posts a line to /__progress after each run and the
+ * result (or `fatal`, with the console's last lines) to /__result.
+ */
+async function auto() {
+  const consoleLines = [];
+  for (const level of ["log", "info", "warn", "error"]) {
+    const original = console[level].bind(console);
+    console[level] = (...args) => {
+      consoleLines.push(`${level}: ${args.map(String).join(" ")}`.slice(0, 300));
+      original(...args);
+    };
+  }
+  addEventListener("error", (e) => consoleLines.push(`pageerror: ${e.message}`.slice(0, 300)));
+  addEventListener("unhandledrejection", (e) => consoleLines.push(`pageerror: ${e.reason}`.slice(0, 300)));
+  const post = (path, body) => fetch(path, { method: "POST", body: typeof body === "string" ? body : JSON.stringify(body) });
+  let result;
+  try {
+    const config = await (await fetch("/__config")).json();
+    result = await runAll(config, (line) => post("/__progress", line));
+  } catch (err) {
+    result = { runs: [], fatal: String(err && err.stack ? err.stack : err) };
+  }
+  result.console = consoleLines;
+  await post("/__result", result);
+}
+
+globalThis.bench = { init, runAll, ...modes };
 globalThis.benchReady = true;
+if (new URLSearchParams(location.search).has("auto")) auto();

@@ -1,0 +1,68 @@
+#!/bin/bash
+# The loader bench (bench/web_loader.py) on the lent GPU machine: WebGPU on its own GPU, and on
+# SwiftShader with its 16 cores. Fill .device/web first (bench/web/prepare_device.sh), then, one
+# call right after the other (the machine stays warm 30 s between calls):
+#   run("bash bench/web/device.sh stash 1", carry=[".device/web/p1"])
+#   run("bash bench/web/device.sh stash 2", carry=[".device/web/p2"])
+#   run("bash bench/web/device.sh run [web_loader args]", carry=[".device/web/p3", ".device/web/page",
+#       ".device/web/skel", ".device/web/whl"])
+# `run` unpacks Chromium, links the libraries the machine lacks, makes a full-size bundle with random
+# weights (synth_bundle.py make), probes the WebGPU adapter under each flag set, then runs the
+# bench for each adapter that came up. Output: $OUT/web_loader.txt and the JSON of each run.
+set -uo pipefail
+STASH=/root/sdpack-web-stash
+WORK=/tmp/sdpack-web
+OUT=${OUT:-/tmp/sdpack-web-out}
+mkdir -p "$STASH" "$OUT"
+case "${1:-}" in
+  stash)
+    cp .device/web/p"$2"/* "$STASH"/ && ls -la "$STASH" && exit 0 ;;
+  run) shift ;;
+  *) echo "usage: device.sh stash N | run [web_loader args]"; exit 2 ;;
+esac
+cp .device/web/p3/* "$STASH"/
+T0=$SECONDS
+LOG=$OUT/web_loader.txt
+exec > >(tee -a "$LOG") 2>&1
+rm -rf "$WORK" && mkdir -p "$WORK/lib"
+cat "$STASH"/chromium.tar.xz.part* | xz -d | tar -C "$WORK" -xf - || exit 1
+CR=$WORK/chromium
+ldconfig -p | awk 'NR > 1 {print $1}' | sort -u > "$WORK/have"
+for f in "$CR"/lib/*; do grep -qx "$(basename "$f")" "$WORK/have" || ln -s "$f" "$WORK/lib/"; done
+echo "chromium $(cat "$CR/VERSION"); libraries linked from the package: $(ls "$WORK/lib" | wc -l) of $(ls "$CR/lib" | wc -l)"
+export LD_LIBRARY_PATH=$WORK/lib:/usr/local/nvidia/lib64:/usr/local/nvidia/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+ICD=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+[ -f "$ICD" ] && export VK_DRIVER_FILES=$ICD VK_ICD_FILENAMES=$ICD
+echo "Vulkan ICD: ${VK_DRIVER_FILES:-none found}"
+"$CR/chromium" --version || { ldd "$CR/chromium" | grep "not found"; exit 1; }
+if [ -z "${DRY_RUN:-}" ]; then  # DRY_RUN=1: a rehearsal on the dev VM, whose Python has these packages
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .device/web/whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site
+fi
+export PYTHONUNBUFFERED=1
+nproc; nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+python3 bench/web/synth_bundle.py make .device/web/skel "$WORK/bundle" || exit 1
+echo "bundle made at $((SECONDS - T0)) s"
+B=(python3 bench/web_loader.py --bundle "$WORK/bundle" --page .device/web --chromium "$CR/chromium" --timeout 120)
+adapter_of() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["info"]["adapter"])' "$1" 2>/dev/null; }
+# Flag sets for the machine's GPU, tried in turn until one gives a WebGPU adapter that is not SwiftShader.
+HW=("--adapter hardware" "--adapter hardware --flag=--use-angle=vulkan" "--adapter hardware --flag=--use-angle=vulkan --flag=--enable-features=Vulkan,VulkanFromANGLE,DefaultANGLEVulkan")
+i=0
+for flags in "${HW[@]}"; do
+  i=$((i + 1))
+  echo "== probe $i: $flags"
+  # shellcheck disable=SC2086
+  "${B[@]}" $flags --modes peer --repeats 1 --warmup 0 --json "$OUT/probe$i.json" --log "$WORK/chromium-probe$i.log"
+  adapter=$(adapter_of "$OUT/probe$i.json")
+  echo "adapter: ${adapter:-none}"
+  if [ -n "$adapter" ] && [[ "$adapter" != *swiftshader* ]]; then
+    echo "== bench on $adapter ($flags) at $((SECONDS - T0)) s"
+    # shellcheck disable=SC2086
+    "${B[@]}" $flags "$@" --json "$OUT/loader-hardware.json"
+    break
+  fi
+  tail -c 20000 "$WORK/chromium-probe$i.log" > "$OUT/chromium-probe$i.log"
+done
+echo "== bench on SwiftShader (16 cores) at $((SECONDS - T0)) s"
+"${B[@]}" --adapter swiftshader "$@" --json "$OUT/loader-swiftshader.json"
+echo "done at $((SECONDS - T0)) s"

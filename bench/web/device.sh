@@ -4,7 +4,7 @@
 # call right after the other (the machine stays warm 30 s between calls):
 #   run("bash bench/web/device.sh stash 1", carry=[".device/web/p1"])
 #   run("bash bench/web/device.sh stash 2", carry=[".device/web/p2"])
-#   run("bash bench/web/device.sh run [web_loader args]", carry=[".device/web/p3", ".device/web/page",
+#   run("[SW_ARGS=...] bash bench/web/device.sh run [web_loader args]", carry=[".device/web/p3", ".device/web/page",
 #       ".device/web/skel", ".device/web/whl"])
 # `run` unpacks Chromium, links the libraries the machine lacks, makes a full-size bundle with random
 # weights (synth_bundle.py make), probes the WebGPU adapter under each flag set, then runs the
@@ -63,6 +63,10 @@ for flags in "${HW[@]}"; do
   fi
   tail -c 20000 "$WORK/chromium-probe$i.log" > "$OUT/chromium-probe$i.log"
 done
-echo "== bench on SwiftShader (16 cores) at $((SECONDS - T0)) s"
-"${B[@]}" --adapter swiftshader "$@" --json "$OUT/loader-swiftshader.json"
+# SW_ARGS: the SwiftShader run's own arguments (default: the same); skipped past SW_AFTER s (default 330)
+if [ $((SECONDS - T0)) -lt "${SW_AFTER:-330}" ]; then
+  echo "== bench on SwiftShader ($(nproc) cores) at $((SECONDS - T0)) s"
+  # shellcheck disable=SC2086
+  "${B[@]}" --adapter swiftshader ${SW_ARGS:-"$@"} --json "$OUT/loader-swiftshader.json"
+fi
 echo "done at $((SECONDS - T0)) s"

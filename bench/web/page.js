@@ -1,4 +1,5 @@
-// The browser half of bench/web_loader.py: loads a bundle's weights several ways and times them.
+// The browser half of bench/web_loader.py: loads a bundle's weights several ways and times them
+// (`runAll`; with `index.html?auto` the page drives itself from the server's /__config).
 // Bundled by esbuild against runtime-web's compiled sources (the alias `sdpack-rt` points at a
 // `tsc` build of runtime-web/src; the decode worker is built next to this page), so the measured
 // path is the product's code:

@@ -335,7 +335,8 @@ def report(result: dict, args) -> dict:
     print(f"# served {'at most %g MB/s' % args.rate if args.rate else 'unpaced (loopback)'}; "
           f"{info['files']} weight files ({info['shards']} shards, {info['tensors']} tensors): {stored_mb:.1f} MB stored, "
           f"{raw_mb:.1f} MB raw; median of {args.repeats} after {args.warmup} warm-up pass(es); MB/s = raw MB / wall")
-    print(f"# limits: adapter {info['adapterLimits']}, device {info['deviceLimits']}")
+    print(f"# limits: adapter {info['adapterLimits']}, device {info['deviceLimits']}; "
+          f"concurrency 0 = the runtime's default, here {info.get('defaultConcurrency')}")
     summary: dict = {"info": info, "loadavg": result.get("loadavg"), "rate_MBps": args.rate or None, "rows": []}
     print(f"\n{'mode':16} {'conc':>4} {'wall s':>7} {'raw MB/s':>9} {'min..max s':>13} {'req':>4}  "
           f"{'CPU s: chromium / machine / other':>34}  peak RSS GB: renderer / gpu / all chromium")
@@ -405,7 +406,8 @@ def main() -> None:
     ap.add_argument("--bundle", type=Path, required=True)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1, help="unrecorded passes over the modes first (per concurrency)")
-    ap.add_argument("--concurrency", default="4", help="comma list; 4 is the loader's default")
+    ap.add_argument("--concurrency", default="4", help="comma list of files in flight; 0: the runtime's default "
+                    "(4, or one per decode worker: 8 on 16 cores)")
     ap.add_argument("--modes", default="peer,runtime,split",
                     help="comma list of peer, runtime[+full][+wN], loader, split")
     ap.add_argument("--as-float32", action="store_true", help="upload fp16 weights widened to fp32 (webgpu-float32 variant)")

@@ -28,12 +28,17 @@ rm -rf "$WORK" && mkdir -p "$WORK/lib"
 cat "$STASH"/chromium.tar.xz.part* | xz -d | tar -C "$WORK" -xf - || exit 1
 CR=$WORK/chromium
 ldconfig -p | awk 'NR > 1 {print $1}' | sort -u > "$WORK/have"
-for f in "$CR"/lib/*; do grep -qx "$(basename "$f")" "$WORK/have" || ln -s "$f" "$WORK/lib/"; done
+for f in "$CR"/lib/* "$PWD"/.device/web/gl/*; do grep -qx "$(basename "$f")" "$WORK/have" || ln -sf "$f" "$WORK/lib/"; done
 echo "chromium $(cat "$CR/VERSION"); libraries linked from the package: $(ls "$WORK/lib" | wc -l) of $(ls "$CR/lib" | wc -l)"
 export LD_LIBRARY_PATH=$WORK/lib:/usr/local/nvidia/lib64:/usr/local/nvidia/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+# NVIDIA's Vulkan driver, where Vulkan loaders look (VK_DRIVER_FILES would hide every other driver,
+# SwiftShader's too: Chromium then finds no WebGPU adapter at all)
 ICD=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-[ -f "$ICD" ] && export VK_DRIVER_FILES=$ICD VK_ICD_FILENAMES=$ICD
-echo "Vulkan ICD: ${VK_DRIVER_FILES:-none found}"
+if [ -f "$ICD" ]; then
+  mkdir -p /usr/share/vulkan/icd.d && { [ -e /usr/share/vulkan/icd.d/nvidia_icd.json ] || cp "$ICD" /usr/share/vulkan/icd.d/; }
+  export VK_ADD_DRIVER_FILES=$ICD
+fi
+echo "Vulkan ICD: ${VK_ADD_DRIVER_FILES:-none found}"
 "$CR/chromium" --version || { ldd "$CR/chromium" | grep "not found"; exit 1; }
 if [ -z "${DRY_RUN:-}" ]; then  # DRY_RUN=1: a rehearsal on the dev VM, whose Python has these packages
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .device/web/whl/*.whl || exit 1
@@ -52,8 +57,8 @@ for flags in "${HW[@]}"; do
   i=$((i + 1))
   echo "== probe $i: $flags"
   # shellcheck disable=SC2086
-  "${B[@]}" $flags --modes peer --repeats 1 --warmup 0 --json "$OUT/probe$i.json" --log "$WORK/chromium-probe$i.log"
-  adapter=$(adapter_of "$OUT/probe$i.json")
+  VK_LOADER_DEBUG=error,warn,driver "${B[@]}" $flags --modes peer --repeats 1 --warmup 0 --json "$WORK/probe$i.json" --log "$WORK/chromium-probe$i.log"
+  adapter=$(adapter_of "$WORK/probe$i.json")
   echo "adapter: ${adapter:-none}"
   if [ -n "$adapter" ] && [[ "$adapter" != *swiftshader* ]]; then
     echo "== bench on $adapter ($flags) at $((SECONDS - T0)) s"
@@ -61,12 +66,13 @@ for flags in "${HW[@]}"; do
     "${B[@]}" $flags "$@" --json "$OUT/loader-hardware.json"
     break
   fi
-  tail -c 20000 "$WORK/chromium-probe$i.log" > "$OUT/chromium-probe$i.log"
+  grep -av TextRunHarfBuzz "$WORK/chromium-probe$i.log" | tail -c 60000 > "$OUT/chromium-probe$i.log"  # no fonts there
 done
 # SW_ARGS: the SwiftShader run's own arguments (default: the same); skipped past SW_AFTER s (default 330)
 if [ $((SECONDS - T0)) -lt "${SW_AFTER:-330}" ]; then
   echo "== bench on SwiftShader ($(nproc) cores) at $((SECONDS - T0)) s"
   # shellcheck disable=SC2086
-  "${B[@]}" --adapter swiftshader ${SW_ARGS:-"$@"} --json "$OUT/loader-swiftshader.json"
+  "${B[@]}" --adapter swiftshader ${SW_ARGS:-"$@"} --json "$OUT/loader-swiftshader.json" --log "$WORK/chromium-sw.log" \
+    || grep -av TextRunHarfBuzz "$WORK/chromium-sw.log" | tail -c 60000 > "$OUT/chromium-sw.log"
 fi
 echo "done at $((SECONDS - T0)) s"

@@ -23,6 +23,7 @@ import { ZSTDDecoder } from "zstddec";
 
 import { unshuffleInto, unshuffleReference } from "sdpack-rt/encoding.js";
 import { sha256Hex } from "sdpack-rt/hash.js";
+import { defaultConcurrency } from "sdpack-rt/decodePool.js";
 import { loadBundleFiles } from "sdpack-rt/loader.js";
 import { parseManifest } from "sdpack-rt/manifest.js";
 import { streamWeights } from "sdpack-rt/pipeline.js";
@@ -58,7 +59,7 @@ async function init(bundleUrl) {
   }
   const weightFiles = manifest.files.filter(isWeights).map((entry) => ({ entry, url: base + entry.path }));
   const adapter = await navigator.gpu?.requestAdapter();
-  if (!adapter) throw new Error("no WebGPU adapter");
+  if (!adapter) throw new Error(navigator.gpu ? "no WebGPU adapter (requestAdapter gave null)" : "no WebGPU (navigator.gpu is undefined)");
   const want = (n) => Math.min(n, 1 << 30);
   // A device per run (as loadModel makes one per load), destroyed after it: what a run leaves on the
   // GPU process is freed before the next one.
@@ -81,7 +82,7 @@ async function init(bundleUrl) {
     tensors: shards.reduce((a, s) => a + s.record.records.length, 0),
     adapter: `${info.vendor ?? "?"}/${info.architecture ?? "?"}`, features: [...adapter.features],
     adapterLimits: limits(adapter.limits), deviceLimits: limits(device.limits),
-    hardwareConcurrency: navigator.hardwareConcurrency,
+    hardwareConcurrency: navigator.hardwareConcurrency, defaultConcurrency: defaultConcurrency(),
   };
 }
 
@@ -90,7 +91,11 @@ async function clearCaches() {
   if (globalThis.caches) for (const name of await caches.keys()) await caches.delete(name);
 }
 
+/** Concurrency 0 in the config: the runtime's own default (`defaultConcurrency`: 4, or one per decode worker). */
+const inFlight = (concurrency) => concurrency || defaultConcurrency();
+
 async function peer(concurrency) {
+  concurrency = inFlight(concurrency);
   await clearCaches();
   let bytes = 0;
   let fetchMs = 0;
@@ -144,7 +149,7 @@ async function runtime(concurrency, asFloat32 = false, variant = "") {
   const t0 = now();
   const { bundle, components } = await streamWeights(state.base + "manifest.json", {
     ...opts,
-    concurrency,
+    concurrency: concurrency || undefined,
     include: isWeights,
     dtype: () => (asFloat32 ? "float32" : "float16"),
     begin: async () => bufferLoader(device, sink),
@@ -159,7 +164,7 @@ async function runtime(concurrency, asFloat32 = false, variant = "") {
 async function loader(concurrency) {
   await clearCaches();
   const t0 = now();
-  const bundle = await loadBundleFiles(state.base + "manifest.json", { concurrency, include: isWeights });
+  const bundle = await loadBundleFiles(state.base + "manifest.json", { concurrency: inFlight(concurrency), include: isWeights });
   const wallMs = now() - t0;
   let raw = 0;
   for (const [path, bytes] of bundle.files) if (path.endsWith(".zst")) raw += bytes.byteLength;

@@ -8,7 +8,9 @@
 #                               to the machine while it stays warm (device.sh stash PART, then run);
 #       .device/web/page        the bench page, built (bench/web_loader.py --build-page);
 #       .device/web/skel        BUNDLE without its shards (bench/web/synth_bundle.py skeleton);
-#       .device/web/whl         cp312 wheels packer.bundle needs there (zstandard, jsonschema + deps).
+#       .device/web/whl         cp312 wheels packer.bundle needs there (zstandard, jsonschema + deps);
+#       .device/web/gl          libglvnd's libraries (NVIDIA's Vulkan driver, libGLX_nvidia, needs
+#                               libGLdispatch; that machine has no libglvnd).
 set -euo pipefail
 BUNDLE=${1:?usage: bash bench/web/prepare_device.sh BUNDLE}
 D=.device/web
@@ -21,6 +23,9 @@ python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --
     "zstandard==$(python -c 'import zstandard; print(zstandard.__version__)')" \
     jsonschema==4.26.0 jsonschema-specifications==2025.9.1 referencing==0.37.0 rpds-py==0.30.0
 PKG=$(mktemp -d)
+(cd "$PKG" && apt-get download -q libglvnd0 libglx0 libegl1 libopengl0 libgl1 libgles2 >/dev/null 2>&1 \
+    && for f in ./*.deb; do dpkg -x "$f" x; done && rm ./*.deb)
+mkdir -p "$D/gl" && cp -L "$PKG"/x/usr/lib/x86_64-linux-gnu/lib*.so.[0-9] "$D/gl/" && rm -rf "$PKG/x"
 C=$PKG/chromium
 mkdir -p "$C/lib" "$C/locales"
 (cd /usr/lib/chromium && cp chromium chrome_crashpad_handler ./*.pak icudtl.dat snapshot_blob.bin v8_context_snapshot.bin \

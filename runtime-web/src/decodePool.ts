@@ -32,13 +32,20 @@ export interface DecodeResult {
 }
 
 /**
- * The default number of decode workers: one per core beyond the page's own, 2..4. Two even on two
+ * The default number of decode workers: one per core beyond the page's own, 2..8. Two even on two
  * cores: one worker serializes sha256 (which WebCrypto runs on the calling thread in a worker) and
  * zstd of every file, and becomes the critical path (bench/RESULTS.md, issue 5: 9.1 s → 7.7 s).
+ * Up to 8: on 16 cores, 8 workers with 8 files in flight loaded the full-size weights in 1.10× a
+ * bare fetch's time, 4 with 4 in 1.41× (bench/RESULTS.md, issue 5, lent machine).
  */
 export function defaultWorkers(): number {
   const cores = (globalThis as { navigator?: { hardwareConcurrency?: number } }).navigator?.hardwareConcurrency ?? 2;
-  return Math.max(2, Math.min(4, cores - 1));
+  return Math.max(2, Math.min(8, cores - 1));
+}
+
+/** The default number of files in flight: 4, or one per decode worker where there are more. */
+export function defaultConcurrency(workers: number = defaultWorkers()): number {
+  return Math.max(4, workers);
 }
 
 /** The decode worker's script, next to this module (dist/decodeWorker.js, or the bundle's copy). */

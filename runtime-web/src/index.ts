@@ -24,7 +24,7 @@ export {
 } from "./manifest.js";
 export { GENERATOR as NOISE_GENERATOR, VERSION as NOISE_VERSION, latents, parseSeed, philox4x32_10, standardNormal, uint32Stream, type Seed } from "./noise.js";
 export { decodeShard, decodeVerified, unshuffle, unshuffleInto, unshuffleReference, verifyStored, zstdContentSize, type DecodeTimings, type VerifyLevel } from "./encoding.js";
-export { defaultWorkers, type WorkerFactory, type WorkerLike } from "./decodePool.js";
+export { defaultConcurrency, defaultWorkers, type WorkerFactory, type WorkerLike } from "./decodePool.js";
 export {
   DTYPE_SIZES,
   INDEX_NAME,

@@ -22,7 +22,7 @@
  * (name "AbortError") naming the file, and nothing of that file is cached.
  */
 import type { ContentCache } from "./cache.js";
-import { DecodePool, defaultWorkers, type DecodeResult, type WorkerFactory } from "./decodePool.js";
+import { DecodePool, defaultConcurrency, defaultWorkers, type DecodeResult, type WorkerFactory } from "./decodePool.js";
 import type { VerifyLevel } from "./encoding.js";
 import { BundleError, DAMAGED, LoadAbortedError } from "./errors.js";
 import { sha256Hex } from "./hash.js";
@@ -103,7 +103,7 @@ export interface LoadOptions {
    * skipped components are not built.
    */
   include?: (entry: FileEntry, manifest: Manifest) => boolean;
-  /** Files fetched at once (default 4). */
+  /** Files fetched at once (default: 4, or the number of decode workers where that is more). */
   concurrency?: number;
   /** Retrying of HTTP 5xx answers and network errors (default: 3 retries after 200, 400, 800 ms). */
   retry?: RetryOptions;
@@ -570,6 +570,7 @@ export async function streamBundleFiles(url: string | URL, consumer: FileConsume
   const totalBytes = entries.reduce((a, f) => a + f.size, 0);
   const warnings: LoadWarning[] = [];
   const workers = opts.workers ?? defaultWorkers();
+  const concurrency = opts.concurrency ?? defaultConcurrency(Math.max(workers, 1));
   const decoder = new DecodePool(workers, opts.workerUrl === undefined ? undefined : new URL(String(opts.workerUrl), here()), opts.createWorker);
   const stats: LoadStats = {
     verify: opts.verify ?? "stored",
@@ -581,7 +582,7 @@ export async function streamBundleFiles(url: string | URL, consumer: FileConsume
     contentBytes: 0,
     ms: { total: 0, fetch: 0, decode: 0, sha256: 0, zstd: 0, unshuffle: 0, rawSha256: 0, cache: 0, consume: 0 },
   };
-  const buffers = new FetchBuffers(Math.max(2, opts.concurrency ?? 4));
+  const buffers = new FetchBuffers(Math.max(2, concurrency));
   // Cache writes one at a time: each sees the storage the previous ones took (a quota is then
   // enforced file by file, not overshot by writes racing each other); the files themselves still
   // download and decode concurrently.
@@ -605,7 +606,7 @@ export async function streamBundleFiles(url: string | URL, consumer: FileConsume
     if (entries.length) decoder.start(); // the workers load while the first files download
     await pool(
       entries,
-      opts.concurrency ?? 4,
+      concurrency,
       async (entry) => {
         if (stop.signal.aborted) throw aborted(stop.signal, entry.path);
         const r = await loadFile(

@@ -50,7 +50,7 @@ export interface ModelLoadOptions {
   verify?: LoadOptions["verify"];
   /** Decode workers (see `LoadOptions.workers`; default one per core beyond the page's own, 2..4). */
   workers?: number;
-  /** Files in flight at once (default 4; see `LoadOptions.concurrency`). */
+  /** Files in flight at once (default: 4, or one per decode worker; see `LoadOptions.concurrency`). */
   concurrency?: number;
 }
 

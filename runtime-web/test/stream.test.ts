@@ -13,6 +13,8 @@ import { describe, test } from "node:test";
 import { handleDecodeRequest, SpareBuffers, WORKER_READY, type DecodeRequest, type DecodeResponse } from "../src/decodeProtocol.js";
 import {
   decodeShard,
+  defaultConcurrency,
+  defaultWorkers,
   decodeVerified,
   halfToFloat32,
   loadBundleFiles,
@@ -202,6 +204,45 @@ test("cache writes go one at a time (a quota is enforced file by file), while fi
 });
 
 describe("decode workers", () => {
+  test("defaults by core count: workers one per core beyond the page's, 2..8; files in flight 4, or one per worker", () => {
+    const had = Object.getOwnPropertyDescriptor(globalThis, "navigator");
+    const at = (cores: number | undefined) => {
+      Object.defineProperty(globalThis, "navigator", { value: cores === undefined ? undefined : { hardwareConcurrency: cores }, configurable: true });
+      return [defaultWorkers(), defaultConcurrency()];
+    };
+    try {
+      assert.deepEqual(at(undefined), [2, 4]);
+      assert.deepEqual(at(2), [2, 4]);
+      assert.deepEqual(at(4), [3, 4]);
+      assert.deepEqual(at(6), [5, 5]);
+      assert.deepEqual(at(16), [8, 8]);
+      assert.deepEqual(at(128), [8, 8]);
+    } finally {
+      if (had) Object.defineProperty(globalThis, "navigator", had);
+      else delete (globalThis as { navigator?: unknown }).navigator;
+    }
+    assert.equal(defaultConcurrency(1), 4);
+  });
+
+  test("without a concurrency, files in flight follow the workers asked for", async () => {
+    let inFlight = 0;
+    let most = 0;
+    const base = hub().fetch;
+    const fetch = async (url: RequestInfo | URL, init?: RequestInit) => {
+      most = Math.max(most, ++inFlight);
+      try {
+        await new Promise((r) => setTimeout(r, 5));
+        return await base(url, init);
+      } finally {
+        inFlight -= 1;
+      }
+    };
+    const b = await loadBundleFiles(BASE, { fetch, ...withWorkers("ok", 6) });
+    assertGolden(b.files);
+    assert.equal(b.stats!.workers, 6);
+    assert.equal(most, Math.min(6, golden.files.length));
+  });
+
   test("every file is checked and decoded in the workers, bit-exact; stored bytes come back for the cache", async () => {
     InProcessWorker.started = [];
     const cache = new MemoryCache();

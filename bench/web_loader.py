@@ -1,7 +1,7 @@
 """Loader overhead in Chromium: the runtime's streaming weight path against a bare fetch of the same bytes.
 
     python bench/web_loader.py --bundle /tmp/sdpack-bench/bundle-a [--repeats 3] [--warmup 1]
-        [--concurrency 4] [--modes peer,runtime,split] [--rate MBps] [--as-float32] [--json out.json]
+        [--concurrency 0] [--modes peer,runtime,split] [--rate MBps] [--as-float32] [--json out.json]
         [--adapter swiftshader|hardware] [--chromium PATH] [--page DIR | --build-page DIR]
 
 Serves the bundle on 127.0.0.1 (threaded, sendfile, CORS, ``Cache-Control: no-store`` so every
@@ -406,8 +406,8 @@ def main() -> None:
     ap.add_argument("--bundle", type=Path, required=True)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1, help="unrecorded passes over the modes first (per concurrency)")
-    ap.add_argument("--concurrency", default="4", help="comma list of files in flight; 0: the runtime's default "
-                    "(4, or one per decode worker: 8 on 16 cores)")
+    ap.add_argument("--concurrency", default="0", help="comma list of files in flight; 0 (the default): the "
+                    "runtime's own default (4, or one per decode worker: 4 on 2 cores, 8 on 16)")
     ap.add_argument("--modes", default="peer,runtime,split",
                     help="comma list of peer, runtime[+full][+wN], loader, split")
     ap.add_argument("--as-float32", action="store_true", help="upload fp16 weights widened to fp32 (webgpu-float32 variant)")

@@ -5,7 +5,7 @@
 #   run("bash bench/web/device.sh stash 1", carry=[".device/web/p1"])
 #   run("bash bench/web/device.sh stash 2", carry=[".device/web/p2"])
 #   run("[SW_ARGS=...] bash bench/web/device.sh run [web_loader args]", carry=[".device/web/p3", ".device/web/page",
-#       ".device/web/skel", ".device/web/whl"])
+#       ".device/web/skel", ".device/web/whl", ".device/web/gl"])
 # `run` unpacks Chromium, links the libraries the machine lacks, makes a full-size bundle with random
 # weights (synth_bundle.py make), probes the WebGPU adapter under each flag set, then runs the
 # bench for each adapter that came up. Output: $OUT/web_loader.txt and the JSON of each run.

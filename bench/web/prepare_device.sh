@@ -8,7 +8,7 @@
 #                               to the machine while it stays warm (device.sh stash PART, then run);
 #       .device/web/page        the bench page, built (bench/web_loader.py --build-page);
 #       .device/web/skel        BUNDLE without its shards (bench/web/synth_bundle.py skeleton);
-#       .device/web/whl         cp312 wheels packer.bundle needs there (zstandard, jsonschema + deps);
+#       .device/web/whl         cp312 wheels packer.bundle needs there (zstandard, jsonschema + deps: the versions here);
 #       .device/web/gl          libglvnd's libraries (NVIDIA's Vulkan driver, libGLX_nvidia, needs
 #                               libGLdispatch; that machine has no libglvnd).
 set -euo pipefail
@@ -20,8 +20,8 @@ mv "$D/page-build/page" "$D/page" && rm -rf "$D/page-build"
 python bench/web/synth_bundle.py skeleton "$BUNDLE" "$D/skel"
 python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d "$D/whl" \
-    "zstandard==$(python -c 'import zstandard; print(zstandard.__version__)')" \
-    jsonschema==4.26.0 jsonschema-specifications==2025.9.1 referencing==0.37.0 rpds-py==0.30.0
+    $(python -c 'import importlib.metadata as m
+for n in ("zstandard", "jsonschema", "jsonschema-specifications", "referencing", "rpds-py"): print(f"{n}=={m.version(n)}")')
 PKG=$(mktemp -d)
 (cd "$PKG" && apt-get download -q libglvnd0 libglx0 libegl1 libopengl0 libgl1 libgles2 >/dev/null 2>&1 \
     && for f in ./*.deb; do dpkg -x "$f" x; done && rm ./*.deb)

@@ -570,7 +570,7 @@ export async function streamBundleFiles(url: string | URL, consumer: FileConsume
   const totalBytes = entries.reduce((a, f) => a + f.size, 0);
   const warnings: LoadWarning[] = [];
   const workers = opts.workers ?? defaultWorkers();
-  const concurrency = opts.concurrency ?? defaultConcurrency(Math.max(workers, 1));
+  const concurrency = opts.concurrency ?? defaultConcurrency(workers);
   const decoder = new DecodePool(workers, opts.workerUrl === undefined ? undefined : new URL(String(opts.workerUrl), here()), opts.createWorker);
   const stats: LoadStats = {
     verify: opts.verify ?? "stored",

@@ -48,7 +48,7 @@ export interface ModelLoadOptions {
   backend?: GpuBackend;
   /** What the loader checks: "stored" (default) or "full" (also each shard's raw_sha256); see `LoadOptions.verify`. */
   verify?: LoadOptions["verify"];
-  /** Decode workers (see `LoadOptions.workers`; default one per core beyond the page's own, 2..4). */
+  /** Decode workers (see `LoadOptions.workers`; default one per core beyond the page's own, 2..8). */
   workers?: number;
   /** Files in flight at once (default: 4, or one per decode worker; see `LoadOptions.concurrency`). */
   concurrency?: number;

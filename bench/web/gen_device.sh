@@ -1,0 +1,80 @@
+#!/bin/bash
+# The browser generation bench (bench/web/gen_bench.py) on the lent GPU machine, WebGPU on its NVIDIA
+# adapter. Fill .device/ first (here: bash bench/web/prepare_gen.sh BUNDLE), then, one call right after
+# the other (the machine stays warm 30 s between calls):
+#   run("bash bench/web/device.sh stash 1", carry=[".device/web/p1"])
+#   run("bash bench/web/device.sh stash 2", carry=[".device/web/p2"])
+#   run("bash bench/web/gen_device.sh run [gen_bench args]", carry=[".device/web/p3", ".device/web/whl", ".device/gen"])
+# `run`: unpacks Chromium and the carried .debs (Vulkan loader, libglvnd, fonts), links the libraries the
+# machine lacks, makes the full-size bundle with random weights from the skeleton (synth_bundle.py make),
+# publishes it into a directory hub (gen_bench.py --bundle: packer's publish_bundle, commit derived
+# there), then runs every variant x flag set (default: webgpu-float32,webgpu-float16 x
+# default,norobust,f16, --profile; later arguments override) loading by pinned URL.
+# Output ($OUT): gen_device.txt (the log and tables), gen_bench.json, gen_images.tgz (PNGs),
+# chromium_logs.tgz.
+# Env: ADAPTER=nvidia|swiftshader (default: nvidia where NVIDIA's Vulkan ICD is, else swiftshader);
+#      GEN_DEADLINE=s (no new browser run past it; default 420); DRY_RUN=1 (a rehearsal on the dev VM:
+#      nothing is unpacked into /, the system's Python packages are used);
+#      NATIVE=DIR: afterwards run the native CUDA bench (bench/gpu/run.sh bench $NATIVE_ARGS) with DIR's
+#      whl/ site/ bundle/ (bench/gpu/prepare.sh's .device/{whl,site,bundle}, put there by an earlier call:
+#      run("bash bench/web/gen_device.sh stash-native", carry=[".device/whl", ".device/site", ".device/bundle"])
+#      — the browser carry leaves no room for them in the same call).
+set -uo pipefail
+STASH=/root/sdpack-web-stash  # device.sh's: its stash calls fill it
+NATIVE_STASH=/root/sdpack-native-stash
+WORK=/tmp/sdpack-gen
+OUT=${OUT:-/tmp/sdpack-gen-out}
+mkdir -p "$STASH" "$OUT"
+case "${1:-}" in
+  stash-native)
+    rm -rf "$NATIVE_STASH" && mkdir -p "$NATIVE_STASH" && cp -r .device/whl .device/site .device/bundle "$NATIVE_STASH"/ \
+      && du -sh "$NATIVE_STASH"/* && exit 0; exit 1 ;;
+  run) shift ;;
+  *) echo "usage: gen_device.sh run [gen_bench args] | stash-native"; exit 2 ;;
+esac
+[ -d .device/web/p3 ] && cp .device/web/p3/* "$STASH"/
+T0=$SECONDS
+exec > >(tee -a "$OUT/gen_device.txt") 2>&1
+rm -rf "$WORK" && mkdir -p "$WORK/lib" "$WORK/out"
+cat "$STASH"/chromium.tar.xz.part* | xz -d | tar -C "$WORK" -xf - || { ls -la "$STASH"; exit 1; }
+CR=$WORK/chromium
+if [ -z "${DRY_RUN:-}" ]; then
+  for f in .device/gen/debs/*.deb; do dpkg -x "$f" /; done
+  ldconfig
+fi
+ldconfig -p | awk 'NR > 1 {print $1}' | sort -u > "$WORK/have"
+for f in "$CR"/lib/*; do grep -qx "$(basename "$f")" "$WORK/have" || ln -sf "$f" "$WORK/lib/"; done
+echo "chromium $(cat "$CR/VERSION"); libraries linked from the package: $(ls "$WORK/lib" | wc -l) of $(ls "$CR/lib" | wc -l); unpacked at $((SECONDS - T0)) s"
+export LD_LIBRARY_PATH=$WORK/lib:/usr/local/nvidia/lib64:/usr/local/nvidia/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+export FONTCONFIG_FILE=/etc/fonts/fonts.conf
+ICD=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+if [ -z "${ADAPTER:-}" ]; then [ -f "$ICD" ] && ADAPTER=nvidia || ADAPTER=swiftshader; fi
+# NVIDIA's ICD is not on the loader's default path; VK_DRIVER_FILES makes it the only driver (SwiftShader
+# hidden: an adapter that comes up is the GPU). Never powerPreference high-performance (null there).
+[ "$ADAPTER" = nvidia ] && export VK_DRIVER_FILES=$ICD
+echo "adapter flags: $ADAPTER; VK_DRIVER_FILES=${VK_DRIVER_FILES:-}"
+"$CR/chromium" --version || { ldd "$CR/chromium" | grep "not found"; exit 1; }
+if [ -z "${DRY_RUN:-}" ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .device/web/whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site
+fi
+export PYTHONUNBUFFERED=1
+nproc; nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader 2>&1
+tar -C "$WORK" -xJf .device/gen/skel.tar.xz || exit 1
+python3 bench/web/synth_bundle.py make "$WORK/skel" "$WORK/bundle" || exit 1
+echo "bundle made at $((SECONDS - T0)) s"
+python3 bench/web/gen_bench.py --bundle "$WORK/bundle" --hub "$WORK/hub" --page .device/gen/page --chromium "$CR/chromium" \
+  --adapter "$ADAPTER" --variants webgpu-float32,webgpu-float16 --flag-sets default,norobust,f16 --profile --timeout 150 \
+  --deadline "${GEN_DEADLINE:-420}" --out "$WORK/out" --json "$OUT/gen_bench.json" "$@"
+echo "gen_bench rc=$? at $((SECONDS - T0)) s"
+(cd "$WORK/out" && tar -czf "$OUT/gen_images.tgz" ./*.png)
+for f in "$WORK"/out/chromium.*.log; do grep -av TextRunHarfBuzz "$f" | tail -c 400000 > "$f.t" && mv "$f.t" "$f"; done
+(cd "$WORK/out" && tar -czf "$OUT/chromium_logs.tgz" ./chromium.*.log)
+if [ -n "${NATIVE:-}" ]; then
+  echo "== native bench (bench/gpu/run.sh bench ${NATIVE_ARGS:-}) at $((SECONDS - T0)) s"
+  for d in whl site bundle; do [ -e ".device/$d" ] || ln -s "$NATIVE/$d" ".device/$d"; done
+  # shellcheck disable=SC2086
+  bash bench/gpu/run.sh bench ${NATIVE_ARGS:-}
+  echo "native rc=$? at $((SECONDS - T0)) s"
+fi
+echo "done at $((SECONDS - T0)) s"

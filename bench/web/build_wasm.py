@@ -74,7 +74,7 @@ def main() -> None:
         gc.collect()
         for dtype in args.dtypes.split(","):
             start = time.perf_counter()
-            mod = pipeline.prepare(exported.mod, dtype, spec.conv_layout, spec.mma_kernels)
+            mod = pipeline.prepare_for(exported.mod, dtype, spec)
             stats: dict = {}
             executable = pipeline.build(mod, spec, None, stats)
             build_s = time.perf_counter() - start

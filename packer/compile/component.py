@@ -136,7 +136,7 @@ class Compiler:
         return self._exports[key]
 
     def _build(self, signature, exported, spec, dtype, database) -> dict:
-        mod = pipeline.prepare(exported.mod, dtype, spec.conv_layout, spec.mma_kernels)
+        mod = pipeline.prepare_for(exported.mod, dtype, spec)
         meta = {"component": exported.component, "target": spec.key,
                 "dtype": dtype, "params": exported.params,
                 "param_source": exported.param_source, **_io(mod, exported),

@@ -6,9 +6,7 @@ architecture signature (:func:`packer.compile.architecture_signature`) includes
 generated code for the same input module — must bump ``PIPELINE_VERSION``, which invalidates
 every cached library.
 
-Version 8, in order (version 1 had none of steps 2–4, version 2 not step 4, version 3 not
-steps 1b and 6b, version 4 no split-k in step 1b, version 5 not step 2a, version 6 not step 1c,
-version 7 ran every linear layer through step 1c, with 32-wide k-tiles):
+In order:
 
 ``prepare`` (target independent; decides the calling convention's dtypes)
   1. float16 only: ``ToMixedPrecision(out_dtype="float16")`` with every param and every float
@@ -40,8 +38,13 @@ version 7 ran every linear layer through step 1c, with 32-wide k-tiles):
      (:mod:`packer.compile.passes.flash_attention`): each ``R.nn.attention`` whose head dim
      fits its tiles (D ≤ 160: every UNet attention) becomes one hand-written FlashAttention-2
      style kernel on ``mma.sync`` (online softmax, the scores never leave registers), marked
-     scheduled; the rest (the VAE's 512-wide head) goes on to step 2. H100: UNet step 25.7 →
-     20.7 ms.
+     scheduled; the rest (the VAE's 512-wide head) goes on to step 2.
+  2b. Targets with ``workgroup_attention`` (WebGPU), both dtypes: ``WorkgroupAttention``
+     (:mod:`packer.compile.passes.workgroup_attention`): each ``R.nn.attention`` whose tiles
+     fit becomes one fused kernel in plain TIR (online softmax over 64-key tiles in workgroup
+     memory, register micro-tiles, no warp intrinsics), so no (B, H, Sq, Sk) score matrix is
+     ever allocated: the 64² self-attention's is 512 MiB in float16, above WebGPU's default
+     128 MiB storage binding.
   2. ``SplitAttention`` (:mod:`packer.compile.passes.split_attention`): ``R.nn.attention``
      becomes permute_dims → matmul (scaled Q·Kᵀ) → softmax (float32 in the float16 variant) →
      matmul (P·V) → permute_dims, so that dlight's Matmul and reduction rules schedule it;
@@ -81,16 +84,23 @@ from __future__ import annotations
 
 import contextlib
 
-PIPELINE_VERSION = "8"
+PIPELINE_VERSION = "9"
 
 FP32_INPUTS = ("timestep",)
 """Float user inputs that stay float32 in the float16 variant."""
 
 
-def prepare(mod, dtype: str, conv_layout: str = "NCHW", mma_kernels: bool = False):
+def prepare_for(mod, dtype: str, spec):
+    """:func:`prepare` with the choices of target ``spec`` (a
+    :class:`packer.compile.targets.TargetSpec`)."""
+    return prepare(mod, dtype, spec.conv_layout, spec.mma_kernels, spec.workgroup_attention)
+
+
+def prepare(mod, dtype: str, conv_layout: str = "NCHW", mma_kernels: bool = False,
+            workgroup_attention: bool = False):
     """Steps 1–6: the rewrite that fixes the module's dtypes, its convolutions' layout and its
-    hand-written kernels (``conv_layout``, ``mma_kernels``: the target's,
-    :attr:`packer.compile.targets.TargetSpec.conv_layout` / ``.mma_kernels``)."""
+    hand-written kernels (``conv_layout``, ``mma_kernels``, ``workgroup_attention``: the
+    target's, :attr:`packer.compile.targets.TargetSpec.conv_layout` and so on)."""
     import tvm
     from tvm import relax
 
@@ -100,6 +110,7 @@ def prepare(mod, dtype: str, conv_layout: str = "NCHW", mma_kernels: bool = Fals
     from .passes.group_norm_reduction import GroupNormReduction
     from .passes.split_attention import SplitAttention
     from .passes.tensor_core_gemm import TensorCoreGemm
+    from .passes.workgroup_attention import WorkgroupAttention
 
     passes = []
     if dtype == "float16":
@@ -115,6 +126,8 @@ def prepare(mod, dtype: str, conv_layout: str = "NCHW", mma_kernels: bool = Fals
         passes.append(Conv2dImplicitGemm)
     if mma_kernels:
         passes.append(FusedAttention)
+    if workgroup_attention:
+        passes.append(WorkgroupAttention)
     passes += [SplitAttention, GroupNormReduction, GatherBeforeCast,
                relax.transform.FuseTransposeMatmul(),
                relax.transform.DeadCodeElimination()]
@@ -181,26 +194,46 @@ def lower_passes(spec, database=None) -> list:
 def build(mod, spec, database=None, stats: dict | None = None):
     """Steps 7–11: lower a prepared module for ``spec`` and return the VM executable.
 
-    With ``stats`` (a dict), the same passes run in two halves around the memory plan and
-    ``stats["max_buffer_bytes"]`` receives :func:`max_buffer_bytes` of the planned module; the
-    generated code is the same either way.
+    With ``stats`` (a dict), the same passes run in two halves around the memory plan
+    (:func:`plan`) and ``stats["max_buffer_bytes"]`` receives :func:`max_buffer_bytes` of the
+    planned module; the generated code is the same either way.
     """
     import tvm
     from tvm import relax
 
     target = spec.tvm_target()
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(target)  # dlight and nvcc read the current target
-        if database is not None:
-            stack.enter_context(database)
+    with _lowering(spec, database):
         passes = lower_passes(spec, database)
         if stats is None:
             return relax.build(mod, target, relax_pipeline=tvm.transform.Sequential(passes))
-        split = 1 + [p.info.name for p in passes].index("StaticPlanBlockMemory")
+        split = _plan_end(passes)
         planned = tvm.transform.Sequential(passes[:split])(mod)
         stats["max_buffer_bytes"] = max_buffer_bytes(planned)
         lowered = tvm.transform.Sequential(passes[split:])(planned)
         return relax.build(lowered, target, relax_pipeline=None)
+
+
+def plan(mod, spec, database=None):
+    """Steps 7–10 up to the static memory plan (no code generated): what
+    :func:`max_buffer_bytes` measures, in seconds where a build takes a minute."""
+    import tvm
+
+    with _lowering(spec, database):
+        passes = lower_passes(spec, database)
+        return tvm.transform.Sequential(passes[:_plan_end(passes)])(mod)
+
+
+def _plan_end(passes) -> int:
+    return 1 + [p.info.name for p in passes].index("StaticPlanBlockMemory")
+
+
+def _lowering(spec, database) -> contextlib.ExitStack:
+    """The contexts lowering runs in: the target (dlight and nvcc read it) and the database."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(spec.tvm_target())
+    if database is not None:
+        stack.enter_context(database)
+    return stack
 
 
 def max_buffer_bytes(mod) -> int:

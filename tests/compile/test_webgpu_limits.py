@@ -1,0 +1,50 @@
+"""A full-size SD1.5 fits WebGPU's default limits: every buffer of the webgpu libraries at 512 px
+(64² latents) is at most 128 MiB in float16 (the default ``maxStorageBufferBindingSize``) and
+256 MiB in float32 (the default ``maxBufferSize``), measured on the static memory plan of the real
+components (real configs, random weights) as the packer records ``max_buffer_bytes``.
+
+Before fused attention the UNet's 64² self-attention scores alone were 512 MiB (float16) and
+1 GiB (float32).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from packer.compile import pipeline
+from packer.compile.export import export_component
+from packer.compile.targets import get_target
+
+pytestmark = pytest.mark.slow
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from bench.sd15 import CLIP_L, UNET, VAE  # noqa: E402
+
+MiB = 1 << 20
+LIMITS = {"float16": 128 * MiB, "float32": 256 * MiB}
+
+
+def _module(component: str):
+    import diffusers
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    if component == "unet":
+        return diffusers.UNet2DConditionModel(**UNET)
+    if component == "vae_decoder":
+        return diffusers.AutoencoderKL(**VAE)
+    return transformers.CLIPTextModel(transformers.CLIPTextConfig(**CLIP_L))
+
+
+@pytest.mark.parametrize("component", ["unet", "vae_decoder", "text_encoder"])
+def test_full_size_webgpu_buffers_fit_the_default_limits(component):
+    web = get_target("webgpu")
+    exported = export_component(component, _module(component), (64, 64))
+    for dtype, limit in LIMITS.items():
+        planned = pipeline.plan(pipeline.prepare_for(exported.mod, dtype, web), web)
+        largest = pipeline.max_buffer_bytes(planned)
+        assert largest <= limit, f"{component} {dtype}: {largest / MiB:.1f} MiB"

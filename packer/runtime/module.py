@@ -30,14 +30,14 @@ class ComponentRunner:
 
     def __init__(self, lib_path: Path | str, params: Sequence[np.ndarray], device: str = "cpu"):
         import tvm
-        from tvm import relax
+        from tvm.runtime.vm import VirtualMachine  # not tvm.relax: it needs the compiler library
 
         self._device = _device(device)
         try:
             # dlopen caches by path: a path is loaded once per process, so a library file must
             # never be replaced in place while a process may have loaded it (the cache never does).
             library = tvm.runtime.load_module(str(lib_path))
-            vm = relax.VirtualMachine(library, self._device)
+            vm = VirtualMachine(library, self._device)
             self._main = vm["main"]
         except Exception as exc:  # TVM raises its own error types
             raise SdpackError(f"cannot load compiled library {lib_path}: {exc}",

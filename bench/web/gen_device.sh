@@ -19,9 +19,24 @@
 #      whl/ site/ bundle/ (bench/gpu/prepare.sh's .device/{whl,site,bundle}, put there by an earlier call:
 #      run("bash bench/web/gen_device.sh stash-native", carry=[".device/whl", ".device/site", ".device/bundle"])
 #      — the browser carry leaves no room for them in the same call).
+# Native generation (bench/web/native_gen.py run; default on when the bundle has libraries of the native
+# device's kind and the stash below holds the runtime, NATIVE_GEN=0: off): after the browser runs, the same
+# bundle, prompt, negative prompt, seed, steps, guidance and scheduler (read from gen_bench.json) through
+# packer's own native runtime (Pipeline, as `packer generate`) with runtime-only TVM, on every cuda variant
+# (NATIVE_VARIANTS=a,b to choose; NATIVE_DEVICE=cpu for llvm ones), plus a diffusers fp16 reference
+# (NATIVE_DIFFUSERS=auto|on|off); PSNR of every browser PNG vs the native ones. It needs .device/native
+# (bench/web/prepare_gen.sh makes it when BUNDLE has cuda libraries), which travels with Chromium's part 2:
+#   run("bash bench/web/device.sh stash 1", carry=[".device/web/p1"])
+#   run("bash bench/web/device.sh stash 2 && bash bench/web/gen_device.sh stash-gen-native",
+#       carry=[".device/web/p2", ".device/native"])
+#   run("bash bench/web/gen_device.sh run [gen_bench args]", carry=[".device/web/p3", ".device/web/whl", ".device/gen"])
+# Without that stash the cuda variants are dropped from the skeleton and the browser bench runs alone.
+# Its output: $OUT/native_gen.json, $OUT/native_gen.tgz (native.<variant>.png, diffusers.float16.png),
+# the table in gen_device.txt. It gets what is left of NATIVE_LIMIT (default 590) s since the start.
 set -uo pipefail
 STASH=/root/sdpack-web-stash  # device.sh's: its stash calls fill it
 NATIVE_STASH=/root/sdpack-native-stash
+GEN_NATIVE=/root/sdpack-gen-native  # .device/native, stashed by stash-gen-native
 WORK=/tmp/sdpack-gen
 OUT=${OUT:-/tmp/sdpack-gen-out}
 mkdir -p "$STASH" "$OUT"
@@ -29,8 +44,11 @@ case "${1:-}" in
   stash-native)
     rm -rf "$NATIVE_STASH" && mkdir -p "$NATIVE_STASH" && cp -r .device/whl .device/site .device/bundle "$NATIVE_STASH"/ \
       && du -sh "$NATIVE_STASH"/* && exit 0; exit 1 ;;
+  stash-gen-native)
+    rm -rf "$GEN_NATIVE" && mkdir -p "$GEN_NATIVE" && cp -r .device/native/. "$GEN_NATIVE"/ \
+      && du -sh "$GEN_NATIVE"/* && exit 0; exit 1 ;;
   run) shift ;;
-  *) echo "usage: gen_device.sh run [gen_bench args] | stash-native"; exit 2 ;;
+  *) echo "usage: gen_device.sh run [gen_bench args] | stash-native | stash-gen-native"; exit 2 ;;
 esac
 [ -d .device/web/p3 ] && cp .device/web/p3/* "$STASH"/
 T0=$SECONDS
@@ -61,6 +79,20 @@ fi
 export PYTHONUNBUFFERED=1
 nproc; nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader 2>&1
 tar -C "$WORK" -xJf .device/gen/skel.tar.xz || exit 1
+if [ -f "$GEN_NATIVE/skel-cuda.tar.xz" ]; then tar -C "$WORK" -xJf "$GEN_NATIVE/skel-cuda.tar.xz" || exit 1; fi
+# libraries kept out of skel.tar.xz and not stashed (the cuda ones): their variants leave the skeleton
+python3 - "$WORK/skel" <<'PY' || exit 1
+import json, os, sys
+skel = sys.argv[1]
+doc = json.load(open(f"{skel}/manifest.json"))
+gone = [k for k, t in doc["targets"].items() if not all(os.path.exists(f"{skel}/{p}") for p in t["libs"].values())]
+if gone:
+    for k in gone:
+        paths = set(doc["targets"].pop(k)["libs"].values())
+        doc["files"] = [f for f in doc["files"] if f["path"] not in paths]
+    json.dump(doc, open(f"{skel}/manifest.json", "w"))
+    print(f"skeleton: variants without their libraries dropped: {gone}")
+PY
 python3 bench/web/synth_bundle.py make "$WORK/skel" "$WORK/bundle" || exit 1
 echo "bundle made at $((SECONDS - T0)) s"
 python3 bench/web/gen_bench.py --bundle "$WORK/bundle" --hub "$WORK/hub" --page .device/gen/page --chromium "$CR/chromium" \
@@ -70,6 +102,29 @@ echo "gen_bench rc=$? at $((SECONDS - T0)) s"
 (cd "$WORK/out" && tar -czf "$OUT/gen_images.tgz" ./*.png)
 for f in "$WORK"/out/chromium.*.log; do grep -av TextRunHarfBuzz "$f" | tail -c 400000 > "$f.t" && mv "$f.t" "$f"; done
 (cd "$WORK/out" && tar -czf "$OUT/chromium_logs.tgz" ./chromium.*.log)
+NDEV=${NATIVE_DEVICE:-cuda}
+NKIND=$([ "$NDEV" = cpu ] && echo llvm || echo cuda)
+HAS_NATIVE=$(python3 -c 'import json, sys; print(sum(t["kind"] == sys.argv[2] for t in json.load(open(sys.argv[1]))["targets"].values()))' \
+  "$WORK/bundle/manifest.json" "$NKIND" 2>/dev/null)
+if [ "${NATIVE_GEN:-}" != 0 ] && [ "${HAS_NATIVE:-0}" -gt 0 ] && [ -f "$GEN_NATIVE/tvm-site.tar.xz" ]; then
+  left=$((${NATIVE_LIMIT:-590} - (SECONDS - T0)))
+  echo "== native generation ($NDEV, $HAS_NATIVE $NKIND variants) at $((SECONDS - T0)) s, $left s left"
+  (
+    NS=$WORK/native-site && rm -rf "$NS" && mkdir -p "$NS" && tar -C "$NS" -xJf "$GEN_NATIVE/tvm-site.tar.xz" || exit 1
+    if [ -z "${DRY_RUN:-}" ]; then  # the wheels are cp312 (the machine's python); DRY_RUN uses the system's
+      python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$NS" "$GEN_NATIVE"/whl/*.whl || exit 1
+    fi
+    export PYTHONPATH=$NS${PYTHONPATH:+:$PYTHONPATH} TVM_USE_RUNTIME_LIB=1
+    timeout "$left" python3 bench/web/native_gen.py run --bundle "$WORK/bundle" --gen-json "$OUT/gen_bench.json" \
+      --images "$WORK/out" --device "$NDEV" --variants "${NATIVE_VARIANTS:-auto}" --diffusers "${NATIVE_DIFFUSERS:-auto}" \
+      --out "$WORK/native"
+  )
+  echo "native_gen rc=$? at $((SECONDS - T0)) s"
+  [ -f "$WORK/native/native_gen.json" ] && cp "$WORK/native/native_gen.json" "$OUT/"
+  (cd "$WORK/native" 2>/dev/null && ls ./*.png >/dev/null 2>&1 && tar -czf "$OUT/native_gen.tgz" ./*.png)
+elif [ "${NATIVE_GEN:-}" = 1 ]; then
+  echo "== native generation asked for, but: $NKIND variants in the bundle: ${HAS_NATIVE:-?}; runtime stashed: $([ -f "$GEN_NATIVE/tvm-site.tar.xz" ] && echo yes || echo no)"
+fi
 if [ -n "${NATIVE:-}" ]; then
   echo "== native bench (bench/gpu/run.sh bench ${NATIVE_ARGS:-}) at $((SECONDS - T0)) s"
   for d in whl site bundle; do [ -e ".device/$d" ] || ln -s "$NATIVE/$d" ".device/$d"; done

@@ -12,6 +12,14 @@
 #   .device/gen/debs           Debian .debs unpacked into / there: libvulkan1 + libglvnd (NVIDIA's Vulkan
 #                              driver needs them; shared/notes/webgpu-real-gpu.md), fonts-dejavu-core +
 #                              fontconfig-config (without fonts Chromium aborts on a page with text)
+# and, when BUNDLE has CUDA libraries (add them with `python bench/web/native_gen.py add BUNDLE
+# --variants cuda-float16,cuda-float32`) or NATIVE_GEN=1, .device/native/ for bench/web/native_gen.py
+# (the same image natively, in the same call; NATIVE_GEN=0: not made):
+#   .device/native/skel-cuda.tar.xz  the skeleton's libs/<cuda variant>/ (kept out of skel.tar.xz, so
+#                                    the last call's carry stays the browser's)
+#   .device/native/tvm-site.tar.xz   the installed tvm package without libtvm_compiler.so (runtime only)
+#   .device/native/whl               cp312 wheels: apache-tvm-ffi, diffusers, importlib_metadata
+# It travels with Chromium's part 2 (gen_device.sh's header has the call sequence).
 set -euo pipefail
 BUNDLE=${1:?usage: bash bench/web/prepare_gen.sh BUNDLE}
 cd "$(dirname "$0")/../.."
@@ -22,7 +30,26 @@ python bench/web/gen_bench.py --build-page "$D/build" >/dev/null
 mv "$D/build/page" "$D/page" && rm -rf "$D/build"
 TMP=$(mktemp -d)
 python bench/web/synth_bundle.py skeleton "$BUNDLE" "$TMP/skel"
-tar -C "$TMP" -cf - skel | xz -9 -T0 > "$D/skel.tar.xz"
+CUDA_LIBS=$(python -c 'import json, sys
+t = json.load(open(sys.argv[1]))["targets"]
+print(" ".join(sorted({p.rsplit("/", 1)[0] for v in t.values() if v["kind"] == "cuda" for p in v["libs"].values()})))' "$BUNDLE/manifest.json")
+tar -C "$TMP" -cf - $(for l in $CUDA_LIBS; do echo "--exclude=skel/$l"; done) skel | xz -9 -T0 > "$D/skel.tar.xz"
+N=.device/native
+rm -rf "$N"  # never a stale one: gen_device.sh would take its libraries for this bundle's
+if [ "${NATIVE_GEN:-}" != 0 ] && { [ -n "$CUDA_LIBS" ] || [ "${NATIVE_GEN:-}" = 1 ]; }; then
+  mkdir -p "$N/whl"
+  [ -n "$CUDA_LIBS" ] && tar -C "$TMP" -cf - $(for l in $CUDA_LIBS; do echo "skel/$l"; done) | xz -9 -T0 > "$N/skel-cuda.tar.xz"
+  [ -n "$CUDA_LIBS" ] && du -sh $(for l in $CUDA_LIBS; do echo "$TMP/skel/$l"; done)
+  TVM=$(python -c "import tvm, os; print(os.path.dirname(tvm.__file__))")
+  (cd "$TVM/.." && tar cf - --exclude=tvm/lib/libtvm_compiler.so --exclude=tvm/3rdparty --exclude=tvm/src \
+      --exclude=tvm/web --exclude=__pycache__ tvm) | xz -9 -T0 > "$N/tvm-site.tar.xz"
+  python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+      --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d "$N/whl" \
+      $(python -c 'import importlib.metadata as m
+for n in ("apache-tvm-ffi", "diffusers", "importlib_metadata"): print(f"{n}=={m.version(n)}")')
+  du -sh "$N"/*
+  echo "carry for the stash call (.device/web/p2 + $N): $(du -shc .device/web/p2 "$N" | tail -1)"
+fi
 rm -rf "$TMP"
 (cd "$D/debs" && apt-get download -q libvulkan1 libglvnd0 libegl1 libgl1 libglx0 libgles2 libopengl0 \
     fonts-dejavu-core fontconfig-config >/dev/null)

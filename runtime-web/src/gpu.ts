@@ -159,6 +159,7 @@ class WebGpuBackend implements GpuBackend {
         try {
           component.checkParams();
           await component.compileShaders();
+          component.transformParams();
         } catch (err) {
           this.components.delete(component);
           component.dispose();
@@ -180,10 +181,18 @@ class WebGpuBackend implements GpuBackend {
   }
 }
 
+/**
+ * The optional second VM function of a library: `main_transform_params(params) -> params'`,
+ * run once after upload; `main` then takes its result (e.g. convolution weights permuted to the
+ * layout the kernels read).
+ */
+export const TRANSFORM_PARAMS = "main_transform_params";
+
 class TvmComponent implements GpuComponent {
   private readonly dev: Tvm.DLDevice;
   private vm?: Tvm.VirtualMachine;
   private main?: Tvm.PackedFunc;
+  private transform?: Tvm.PackedFunc;
   private params: (Tvm.Tensor | undefined)[] = [];
 
   constructor(
@@ -201,6 +210,13 @@ class TvmComponent implements GpuComponent {
     try {
       this.vm = inst.detachFromCurrentScope(inst.createVirtualMachine(this.dev));
       this.main = inst.detachFromCurrentScope(this.vm.getFunction("main"));
+      let transform: Tvm.PackedFunc | undefined;
+      try {
+        transform = this.vm.getFunction(TRANSFORM_PARAMS) ?? undefined;
+      } catch {
+        transform = undefined; // a library without the function: main takes the params as stored
+      }
+      if (transform) this.transform = inst.detachFromCurrentScope(transform);
     } finally {
       inst.endScope();
     }
@@ -221,6 +237,27 @@ class TvmComponent implements GpuComponent {
 
   checkParams(): void {
     for (let i = 0; i < this.paramCount; i++) if (!this.params[i]) throw new BundleError(`${this.name}: parameter ${i} was never uploaded`);
+  }
+
+  /**
+   * Replace the uploaded params by `main_transform_params(params)` where the library has that
+   * function. Params only the transform reads are released with their old handles.
+   */
+  transformParams(): void {
+    if (!this.transform) return;
+    const inst = this.inst;
+    inst.beginScope();
+    try {
+      const out = this.transform(inst.makeTVMArray(this.params as Tvm.Tensor[])) as Tvm.TVMArray;
+      const next: Tvm.Tensor[] = [];
+      for (let i = 0; i < out.size(); i++) next.push(inst.detachFromCurrentScope(out.get(i) as unknown as Tvm.Tensor));
+      for (const p of this.params) p?.dispose();
+      this.params = next;
+    } finally {
+      inst.endScope();
+    }
+    this.transform.dispose();
+    this.transform = undefined;
   }
 
   /**
@@ -266,8 +303,10 @@ class TvmComponent implements GpuComponent {
     for (const p of this.params) p?.dispose();
     this.params = [];
     this.main?.dispose();
+    this.transform?.dispose();
     this.vm?.dispose();
     this.main = undefined;
+    this.transform = undefined;
     this.vm = undefined;
   }
 }

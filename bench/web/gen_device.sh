@@ -53,8 +53,17 @@ esac
 [ -d .device/web/p3 ] && cp .device/web/p3/* "$STASH"/
 T0=$SECONDS
 exec > >(tee -a "$OUT/gen_device.txt") 2>&1
-rm -rf "$WORK" && mkdir -p "$WORK/lib" "$WORK/out"
-cat "$STASH"/chromium.tar.xz.part* | xz -d | tar -C "$WORK" -xf - || { ls -la "$STASH"; exit 1; }
+# AGAIN=1: a follow-up call on the same warm machine: Chromium, the bundle and the hub of the last
+# call are reused (no unpack, no synthesis, no publish), only gen_bench runs again with this call's
+# arguments (and native generation unless NATIVE_GEN=0).
+KEEP=""
+[ -n "${AGAIN:-}" ] && [ -d "$WORK/hub" ] && [ -x "$WORK/chromium/chromium" ] && KEEP=1
+if [ -z "$KEEP" ]; then
+  rm -rf "$WORK" && mkdir -p "$WORK/lib" "$WORK/out"
+  cat "$STASH"/chromium.tar.xz.part* | xz -d | tar -C "$WORK" -xf - || { ls -la "$STASH"; exit 1; }
+else
+  echo "AGAIN: reusing Chromium, bundle and hub in $WORK"
+fi
 CR=$WORK/chromium
 if [ -z "${DRY_RUN:-}" ]; then
   for f in .device/gen/debs/*.deb; do dpkg -x "$f" /; done
@@ -78,6 +87,7 @@ if [ -z "${DRY_RUN:-}" ]; then
 fi
 export PYTHONUNBUFFERED=1
 nproc; nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader 2>&1
+if [ -z "$KEEP" ]; then
 tar -C "$WORK" -xJf .device/gen/skel.tar.xz || exit 1
 if [ -f "$GEN_NATIVE/skel-cuda.tar.xz" ]; then tar -C "$WORK" -xJf "$GEN_NATIVE/skel-cuda.tar.xz" || exit 1; fi
 # libraries kept out of skel.tar.xz and not stashed (the cuda ones): their variants leave the skeleton
@@ -95,7 +105,11 @@ if gone:
 PY
 python3 bench/web/synth_bundle.py make "$WORK/skel" "$WORK/bundle" || exit 1
 echo "bundle made at $((SECONDS - T0)) s"
-python3 bench/web/gen_bench.py --bundle "$WORK/bundle" --hub "$WORK/hub" --page .device/gen/page --chromium "$CR/chromium" \
+SOURCE=(--bundle "$WORK/bundle" --hub "$WORK/hub")
+else
+SOURCE=(--hub "$WORK/hub" --repo "$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["model"]["id"])' "$WORK/bundle/manifest.json")" --rev v1.0.0)
+fi
+python3 bench/web/gen_bench.py "${SOURCE[@]}" --page .device/gen/page --chromium "$CR/chromium" \
   --adapter "$ADAPTER" --variants webgpu-float32,webgpu-float16 --flag-sets default,norobust,f16 --profile --timeout 150 \
   --deadline "${GEN_DEADLINE:-420}" --out "$WORK/out" --json "$OUT/gen_bench.json" "$@"
 echo "gen_bench rc=$? at $((SECONDS - T0)) s"

@@ -67,6 +67,46 @@ def _gpu_rules() -> list:
                      dl.gpu.GeneralReduction(), dl.gpu.Fallback()])
 
 
+WEBGPU_MATMUL_CONFIGS = {
+    "t64": {"block_size_x": 16, "block_size_y": 16, "micro_size_x": 4, "micro_size_y": 4,
+            "micro_size_k": 16, "vector_size": 1},
+    "t128": {"block_size_x": 16, "block_size_y": 16, "micro_size_x": 8, "micro_size_y": 8,
+             "micro_size_k": 8, "vector_size": 1},
+}
+"""Tile configs of dlight's Matmul rule for WebGPU, by name: 256 invocations (WebGPU's default
+limit) of 4×4 or 8×8 outputs each, so a 64×64 or 128×128 output tile per workgroup against
+dlight's default 8×8 invocations of 4×4 (32×32). Vectorised loads (``vector_size`` > 1) fail
+in TVM's WebGPU storage rewrite."""
+
+WEBGPU_MATMUL = "dlight"
+"""The config the ``webgpu`` target builds with: a key of :data:`WEBGPU_MATMUL_CONFIGS`, or
+``"dlight"`` for dlight's own default."""
+
+
+def webgpu_rules(matmul: str = WEBGPU_MATMUL) -> list:
+    """The GPU rules with dlight's Matmul on the named tile config (:data:`WEBGPU_MATMUL`)."""
+    from tvm.s_tir import dlight as dl
+
+    rules = _gpu_rules()
+    if matmul == "dlight":
+        return rules
+    config = dl.gpu.Matmul.Config(**WEBGPU_MATMUL_CONFIGS[matmul])
+
+    class ConfiguredMatmul(dl.gpu.Matmul):
+        def get_configs(self, target):
+            return config
+
+    from .schedule_rules import Tolerant
+
+    return [Tolerant(ConfiguredMatmul()) if _is_matmul(rule) else rule for rule in rules]
+
+
+def _is_matmul(rule) -> bool:
+    from tvm.s_tir import dlight as dl
+
+    return isinstance(getattr(rule, "rule", rule), dl.gpu.Matmul)
+
+
 def _export_shared_library(executable, path: Path) -> None:
     """A host shared library; device code (a CUDA fatbin) is embedded in it."""
     executable.export_library(str(path))
@@ -106,6 +146,7 @@ class TargetSpec:
     measure_buffers: bool = False  # record the largest buffer as requirements.max_buffer_bytes
     conv_layout: str = "NCHW"  # convolutions' layout inside the library (pipeline step 1b)
     mma_kernels: bool = False  # float16 hand-written mma.sync kernels (pipeline steps 1c, 2a)
+    workgroup_attention: bool = False  # fused attention in workgroup memory (pipeline step 2b)
 
     def requirements_for(self, dtype: str) -> dict:
         """The manifest ``requirements`` of this target's libraries of ``dtype``."""
@@ -160,8 +201,9 @@ _ENTRIES: tuple[TargetSpec, ...] = (
     _cuda("sm_90", "cuda"),
     TargetSpec(key="webgpu", device="webgpu", target={"kind": "webgpu"},
                host={"kind": "llvm", "mtriple": "wasm32-unknown-unknown-wasm"},
-               schedule_rules=_gpu_rules, export=_export_wasm, lib_suffix=".wasm",
-               dtype_requirements=_webgpu_requirements, measure_buffers=True),
+               schedule_rules=webgpu_rules, export=_export_wasm, lib_suffix=".wasm",
+               dtype_requirements=_webgpu_requirements, measure_buffers=True,
+               workgroup_attention=True),
 )
 
 TARGETS: dict[str, TargetSpec] = {

@@ -3,8 +3,8 @@
 256 MiB in float32 (the default ``maxBufferSize``), measured on the static memory plan of the real
 components (real configs, random weights) as the packer records ``max_buffer_bytes``.
 
-Before fused attention the UNet's 64² self-attention scores alone were 512 MiB (float16) and
-1 GiB (float32).
+Split attention (what other targets build) would materialise the UNet's 64² self-attention
+scores: 512 MiB in float16, 1 GiB in float32.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 Each pass is a ``PyExprMutator`` over calls plus the module-pass wrapper
 :func:`rewrite_functions`; :func:`static_shape` is the shape check they share,
-:func:`plain_attention` / :func:`attention_scale` what the two attention passes share.
+:func:`plain_attention` / :func:`attention_shape` / :func:`attention_scale` what the attention
+passes share.
 """
 
 from __future__ import annotations
@@ -51,3 +52,20 @@ def attention_scale(call, head_dim) -> float | None:
     if isinstance(head_dim, tvm.tirx.IntImm):
         head_dim = int(head_dim)
     return 1.0 / math.sqrt(head_dim) if isinstance(head_dim, int) else None
+
+
+def attention_shape(call) -> tuple[int, int, int, int, int, str] | None:
+    """(batch, seq_q, seq_kv, heads, head_dim, dtype) of a :func:`plain_attention` call whose
+    q, k and v are static rank-4 (B, S, H, D) tensors of one dtype with matching k and v (what a
+    fused attention kernel takes); None for anything else."""
+    if not plain_attention(call):
+        return None
+    q, k, v = call.args
+    shapes = [static_shape(x.ty) for x in (q, k, v)]
+    dtypes = {str(x.ty.dtype) for x in (q, k, v)}
+    if any(s is None or len(s) != 4 for s in shapes) or len(dtypes) != 1:
+        return None
+    (batch, seq_q, heads, dim), (kb, seq_kv, kh, kd), vshape = shapes
+    if (kb, kh, kd) != (batch, heads, dim) or vshape != [batch, seq_kv, heads, dim]:
+        return None
+    return batch, seq_q, seq_kv, heads, dim, dtypes.pop()

@@ -41,7 +41,7 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from . import attention_scale, plain_attention, ptx, rewrite_functions, static_shape
+from . import attention_scale, attention_shape, ptx, rewrite_functions
 
 SHARED_BYTES = 48 * 1024
 """Static shared memory a CUDA kernel may use without ``cudaFuncSetAttribute``."""
@@ -252,16 +252,11 @@ class _Fuser(PyExprMutator):
 
     def visit_call_(self, call):
         call = super().visit_call_(call)
-        if not plain_attention(call):
+        shape = attention_shape(call)
+        if shape is None:
             return call
-        q, k, v = call.args
-        shapes = [static_shape(x.ty) for x in (q, k, v)]
-        if any(s is None or len(s) != 4 for s in shapes) \
-                or any(str(x.ty.dtype) != "float16" for x in (q, k, v)):
-            return call
-        (batch, seq_q, heads, dim), (kb, seq_kv, kh, kd), vshape = shapes
-        if (kb, kh, kd) != (batch, heads, dim) or vshape != [batch, seq_kv, heads, dim] \
-                or dim % 8:
+        batch, seq_q, seq_kv, heads, dim, dtype = shape
+        if dtype != "float16" or dim % 8:
             return call
         config = tile_config(dim)
         if config is None:
@@ -271,7 +266,7 @@ class _Fuser(PyExprMutator):
         if gvar is None:
             gvar = self.builder_.add_func(attention_kernel(*key), "fused_attention")
             self.kernels[key] = gvar
-        return relax.call_tir(gvar, [q, k, v],
+        return relax.call_tir(gvar, list(call.args),
                               relax.TensorType([batch, seq_q, heads, dim], "float16"))
 
 

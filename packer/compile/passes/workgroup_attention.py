@@ -42,7 +42,7 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from . import attention_scale, plain_attention, rewrite_functions, static_shape
+from . import attention_scale, attention_shape, rewrite_functions
 
 WORKGROUP_BYTES = 32 * 1024
 """Workgroup memory a kernel may use: what tvmjs asks every WebGPU device for."""
@@ -240,28 +240,23 @@ class _Fuser(PyExprMutator):
 
     def visit_call_(self, call):
         call = super().visit_call_(call)
-        if not plain_attention(call):
+        shape = attention_shape(call)
+        if shape is None:
             return call
-        q, k, v = call.args
-        shapes = [static_shape(x.ty) for x in (q, k, v)]
-        dtypes = {str(x.ty.dtype) for x in (q, k, v)}
-        if any(s is None or len(s) != 4 for s in shapes) or len(dtypes) != 1 \
-                or not dtypes <= {"float32", "float16"}:
-            return call
-        (batch, seq_q, heads, dim), (kb, seq_kv, kh, kd), vshape = shapes
-        if (kb, kh, kd) != (batch, heads, dim) or vshape != [batch, seq_kv, heads, dim]:
+        batch, seq_q, seq_kv, heads, dim, dtype = shape
+        if dtype not in ("float32", "float16"):
             return call
         config = tile_config(seq_q, dim)
         scale = attention_scale(call, dim)
         if config is None or scale is None:
             return call
-        dtype = dtypes.pop()
         key = (batch, seq_q, seq_kv, heads, dim, scale, dtype, *config)
         gvar = self.kernels.get(key)
         if gvar is None:
             gvar = self.builder_.add_func(attention_kernel(*key), "workgroup_attention")
             self.kernels[key] = gvar
-        return relax.call_tir(gvar, [q, k, v], relax.TensorType([batch, seq_q, heads, dim], dtype))
+        return relax.call_tir(gvar, list(call.args),
+                              relax.TensorType([batch, seq_q, heads, dim], dtype))
 
 
 @tvm.transform.module_pass(opt_level=0, name="WorkgroupAttention")

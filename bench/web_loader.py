@@ -55,8 +55,10 @@ WEB = ROOT / "runtime-web"
 HERE = ROOT / "bench" / "web"
 
 
-def build_page(out: Path) -> Path:
-    """tsc runtime-web/src → out/rt, esbuild bench/web/page.js (+ it) → out/page/bench.js; returns out/page."""
+def build_page(out: Path, script: Path = HERE / "page.js", name: str = "bench.js",
+               title: str = "sdpack loader bench") -> Path:
+    """tsc runtime-web/src → out/rt, esbuild ``script`` (+ it) → out/page/``name`` and the decode
+    worker beside it; returns out/page. gen_bench.py builds its page through this too."""
     out = out.resolve()
     bin_ = WEB / "node_modules" / ".bin"
     if not (bin_ / "esbuild").exists():
@@ -65,19 +67,19 @@ def build_page(out: Path) -> Path:
         subprocess.run(["npm", "run", "--silent", "generate"], cwd=WEB, check=True)
     subprocess.run([str(bin_ / "tsc"), "-p", "tsconfig.json", "--outDir", str(out / "rt")], cwd=WEB, check=True)
     page = out / "page"
-    page.mkdir(parents=True)
+    page.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "NODE_PATH": str(WEB / "node_modules")}
-    subprocess.run([str(bin_ / "esbuild"), str(HERE / "page.js"), "--bundle", "--format=esm", "--platform=browser",
-                    "--target=es2022", f"--alias:sdpack-rt={out / 'rt'}", f"--outfile={page / 'bench.js'}",
-                    # tvmjs (reached through pipeline.js, never loaded here) has node-only branches
-                    *[f"--external:{m}" for m in ("fs", "path", "perf_hooks", "ws", "crypto")],
-                    "--log-level=warning"], cwd=WEB, env=env, check=True)
+    common = ["--bundle", "--format=esm", "--platform=browser", "--target=es2022", "--log-level=warning"]
+    subprocess.run([str(bin_ / "esbuild"), str(script), *common, f"--alias:sdpack-rt={out / 'rt'}",
+                    f"--outfile={page / name}",
+                    # tvmjs (reached through pipeline.js) has node-only branches
+                    *[f"--external:{m}" for m in ("fs", "path", "perf_hooks", "ws", "crypto")]],
+                   cwd=WEB, env=env, check=True)
     # The loader starts its decode workers from ./decodeWorker.js next to the page's script.
-    subprocess.run([str(bin_ / "esbuild"), str(out / "rt" / "decodeWorker.js"), "--bundle", "--format=esm",
-                    "--platform=browser", "--target=es2022", f"--outfile={page / 'decodeWorker.js'}",
-                    "--log-level=warning"], cwd=WEB, env=env, check=True)
-    (page / "index.html").write_text('<!doctype html><meta charset="utf-8"><title>sdpack loader bench</title>'
-                                     '<script type="module" src="bench.js"></script>\n')
+    subprocess.run([str(bin_ / "esbuild"), str(out / "rt" / "decodeWorker.js"), *common,
+                    f"--outfile={page / 'decodeWorker.js'}"], cwd=WEB, env=env, check=True)
+    (page / "index.html").write_text(f'<!doctype html><meta charset="utf-8"><title>{title}</title>'
+                                     f'<script type="module" src="{name}"></script>\n')
     return page
 
 

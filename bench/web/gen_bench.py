@@ -40,7 +40,6 @@ import os
 import shlex
 import statistics
 import struct
-import subprocess
 import sys
 import tempfile
 import threading
@@ -73,26 +72,7 @@ PROMPT = "a photo of an astronaut riding a horse on the moon, highly detailed"
 
 def build_page(out: Path) -> Path:
     """tsc runtime-web/src → out/rt; esbuild gen_page.js (+ tvmjs) → out/page/gen.js, decodeWorker.js; returns out/page."""
-    out = out.resolve()
-    bin_ = WEB / "node_modules" / ".bin"
-    if not (bin_ / "esbuild").exists():
-        sys.exit("runtime-web/node_modules is missing: cd runtime-web && npm ci")
-    if not (WEB / "src" / "generated" / "manifestSchema.ts").exists():
-        subprocess.run(["npm", "run", "--silent", "generate"], cwd=WEB, check=True)
-    subprocess.run([str(bin_ / "tsc"), "-p", "tsconfig.json", "--outDir", str(out / "rt")], cwd=WEB, check=True)
-    page = out / "page"
-    page.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "NODE_PATH": str(WEB / "node_modules")}
-    common = ["--bundle", "--format=esm", "--platform=browser", "--target=es2022", "--log-level=warning"]
-    subprocess.run([str(bin_ / "esbuild"), str(HERE / "gen_page.js"), *common, f"--alias:sdpack-rt={out / 'rt'}",
-                    f"--outfile={page / 'gen.js'}",
-                    *[f"--external:{m}" for m in ("fs", "path", "perf_hooks", "ws", "crypto")]],  # tvmjs's node branches
-                   cwd=WEB, env=env, check=True)
-    subprocess.run([str(bin_ / "esbuild"), str(out / "rt" / "decodeWorker.js"), *common,
-                    f"--outfile={page / 'decodeWorker.js'}"], cwd=WEB, env=env, check=True)
-    (page / "index.html").write_text('<!doctype html><meta charset="utf-8"><title>sdpack generation bench</title>'
-                                     '<script type="module" src="gen.js"></script>\n')
-    return page
+    return web_loader.build_page(out, HERE / "gen_page.js", "gen.js", "sdpack generation bench")
 
 
 def write_png(path: Path, rgba: bytes, width: int, height: int) -> None:

@@ -31,7 +31,6 @@ and guidance (bench/gpu.py's loop), PSNR against the native and browser images.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import statistics
 import sys
@@ -50,14 +49,6 @@ COMPONENT_CONFIG = {"text_encoder": "text_encoder", "unet": "unet", "vae_decoder
 # ------------------------------------------------------------------------------------------------
 # add: native libraries for a packed bundle (here, with the compiler)
 # ------------------------------------------------------------------------------------------------
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def add(bundle: Path, names: list[str], cache: Path | None) -> None:
     from packer.bundle import Bundle
     from packer.compile.cache import cache_root
@@ -65,7 +56,7 @@ def add(bundle: Path, names: list[str], cache: Path | None) -> None:
     from packer.compile.targets import get_target
     from packer.ingest import architecture
     from packer.interface.pack import _merge_requirements
-    from packer.support.canonical import dumps
+    from packer.support.canonical import dumps, sha256_file
 
     manifest_path = bundle / "manifest.json"
     doc = json.loads(manifest_path.read_text())
@@ -104,7 +95,7 @@ def add(bundle: Path, names: list[str], cache: Path | None) -> None:
             rel = f"libs/{name}/{component}{cc.lib_path.suffix}"
             (bundle / rel).parent.mkdir(parents=True, exist_ok=True)
             (bundle / rel).write_bytes(cc.lib_path.read_bytes())
-            files[rel] = {"path": rel, "size": (bundle / rel).stat().st_size, "sha256": sha256(bundle / rel)}
+            files[rel] = {"path": rel, "size": (bundle / rel).stat().st_size, "sha256": sha256_file(bundle / rel)}
             if entry is None:
                 entry = {"kind": cc.target_json["kind"], "dtype": dtype, "target": cc.target_json, "libs": {},
                          "tuning_db_sha256": cc.tuning_db_sha256, "requirements": dict(cc.requirements)}

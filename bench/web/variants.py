@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gc
-import hashlib
 import json
 import sys
 import time
@@ -35,7 +34,8 @@ from packer.compile import pipeline, targets  # noqa: E402
 from packer.compile.component import COMPONENTS  # noqa: E402
 from packer.compile.export import export_component  # noqa: E402
 from packer.compile.webgpu.runtime import export_wasm  # noqa: E402
-from packer.support.canonical import dumps  # noqa: E402
+from packer.interface.pack import _merge_requirements  # noqa: E402
+from packer.support.canonical import dumps, sha256_file  # noqa: E402
 
 
 def parse(spec: str) -> tuple[str, str, dict]:
@@ -66,14 +66,6 @@ def build(exported, dtype: str, choices: dict, path: Path) -> dict:
     return {"build_s": round(time.perf_counter() - start, 1), "max_buffer_bytes": stats["max_buffer_bytes"]}
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("bundle", type=Path)
@@ -92,10 +84,10 @@ def main() -> None:
     hw = (ckpt.configs["unet"]["sample_size"],) * 2
     loaders = {"text_encoder": ckpt.text_encoder, "unet": ckpt.unet, "vae_decoder": ckpt.vae}
     files = {f["path"]: f for f in doc["files"]}
+    web = targets.get_target("webgpu")
     for name, dtype, _ in variants:
         doc["targets"][name] = {"kind": "webgpu", "dtype": dtype, "target": base["target"], "libs": {},
-                                "tuning_db_sha256": None,
-                                "requirements": {"features": ["shader-f16"] if dtype == "float16" else []}}
+                                "tuning_db_sha256": None, "requirements": web.requirements_for(dtype)}
     for component in args.components.split(","):
         exported = export_component(component, loaders[component](), hw)
         for name, dtype, choices in variants:
@@ -105,9 +97,8 @@ def main() -> None:
             row = build(exported, dtype, choices, path)
             entry = doc["targets"][name]
             entry["libs"][component] = rel
-            req = entry["requirements"]
-            req["max_buffer_bytes"] = max(req.get("max_buffer_bytes", 0), row["max_buffer_bytes"])
-            files[rel] = {"path": rel, "size": path.stat().st_size, "sha256": sha256(path)}
+            _merge_requirements(entry["requirements"], {"max_buffer_bytes": row["max_buffer_bytes"]})
+            files[rel] = {"path": rel, "size": path.stat().st_size, "sha256": sha256_file(path)}
             print(json.dumps({"variant": name, "component": component, **row}), flush=True)
             gc.collect()
         del exported

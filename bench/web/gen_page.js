@@ -19,8 +19,9 @@
  */
 import { loadModel } from "sdpack-rt/pipeline.js";
 
+import { drive, post } from "./auto.js";
+
 const now = () => performance.now();
-const post = (path, body) => fetch(path, { method: "POST", body: typeof body === "string" || body instanceof Uint8Array || body instanceof Uint8ClampedArray ? body : JSON.stringify(body) });
 const median = (xs) => {
   if (!xs.length) return null;
   const s = [...xs].sort((a, b) => a - b);
@@ -355,32 +356,16 @@ async function runAll(config, onLine) {
   return result;
 }
 
-async function auto() {
-  const consoleLines = [];
-  for (const level of ["log", "info", "warn", "error"]) {
-    const original = console[level].bind(console);
-    console[level] = (...args) => {
-      consoleLines.push(`${level}: ${args.map(String).join(" ")}`.slice(0, 300));
-      original(...args);
-    };
-  }
-  addEventListener("error", (e) => consoleLines.push(`pageerror: ${e.message}`.slice(0, 300)));
-  addEventListener("unhandledrejection", (e) => consoleLines.push(`pageerror: ${e.reason}`.slice(0, 300)));
-  let result;
+/** `index.html?auto` (bench/web/auto.js); a fatal result carries the adapter where one came up. */
+async function onFatal(fatal) {
+  const result = { fatal };
   try {
-    const config = await (await fetch("/__config")).json();
-    result = await runAll(config, (line) => post("/__progress", line));
-  } catch (err) {
-    result = { fatal: String(err && err.stack ? err.stack : err) };
-    try {
-      result.adapter ??= await adapterReport();
-    } catch (e) {
-      result.adapterError = String(e);
-    }
+    result.adapter = await adapterReport();
+  } catch (e) {
+    result.adapterError = String(e);
   }
-  result.console = consoleLines.slice(-60);
-  await post("/__result", result);
+  return result;
 }
 
 globalThis.genBench = { runAll, adapterReport, profiler };
-if (new URLSearchParams(location.search).has("auto")) auto();
+if (new URLSearchParams(location.search).has("auto")) drive(runAll, { onFatal, consoleLines: 60 });

@@ -29,6 +29,8 @@ import { parseManifest } from "sdpack-rt/manifest.js";
 import { streamWeights } from "sdpack-rt/pipeline.js";
 import { parseTensorCache } from "sdpack-rt/tensorCache.js";
 
+import { drive } from "./auto.js";
+
 const now = () => performance.now();
 
 async function pool(items, width, work) {
@@ -232,34 +234,7 @@ async function runAll(config, onRun = async () => {}) {
   return result;
 }
 
-/**
- * `index.html?auto`: the page drives itself, so the browser needs no automation driver (and no
- * node where it runs): it reads /__config, posts a line to /__progress after each run and the
- * result (or `fatal`, with the console's last lines) to /__result.
- */
-async function auto() {
-  const consoleLines = [];
-  for (const level of ["log", "info", "warn", "error"]) {
-    const original = console[level].bind(console);
-    console[level] = (...args) => {
-      consoleLines.push(`${level}: ${args.map(String).join(" ")}`.slice(0, 300));
-      original(...args);
-    };
-  }
-  addEventListener("error", (e) => consoleLines.push(`pageerror: ${e.message}`.slice(0, 300)));
-  addEventListener("unhandledrejection", (e) => consoleLines.push(`pageerror: ${e.reason}`.slice(0, 300)));
-  const post = (path, body) => fetch(path, { method: "POST", body: typeof body === "string" ? body : JSON.stringify(body) });
-  let result;
-  try {
-    const config = await (await fetch("/__config")).json();
-    result = await runAll(config, (line) => post("/__progress", line));
-  } catch (err) {
-    result = { runs: [], fatal: String(err && err.stack ? err.stack : err) };
-  }
-  result.console = consoleLines;
-  await post("/__result", result);
-}
-
 globalThis.bench = { init, runAll, ...modes };
 globalThis.benchReady = true;
-if (new URLSearchParams(location.search).has("auto")) auto();
+// `index.html?auto`: bench/web/auto.js drives the page from the server's /__config.
+if (new URLSearchParams(location.search).has("auto")) drive(runAll, { onFatal: async (fatal) => ({ runs: [], fatal }) });

@@ -107,7 +107,8 @@ python3 bench/web/synth_bundle.py make "$WORK/skel" "$WORK/bundle" || exit 1
 echo "bundle made at $((SECONDS - T0)) s"
 SOURCE=(--bundle "$WORK/bundle" --hub "$WORK/hub")
 else
-SOURCE=(--hub "$WORK/hub" --repo "$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["model"]["id"])' "$WORK/bundle/manifest.json")" --rev v1.0.0)
+model() { python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["model"][sys.argv[2]])' "$WORK/bundle/manifest.json" "$1"; }
+SOURCE=(--hub "$WORK/hub" --repo "$(model id)" --rev "v$(model version)")  # the tag publish_bundle made
 fi
 python3 bench/web/gen_bench.py "${SOURCE[@]}" --page .device/gen/page --chromium "$CR/chromium" \
   --adapter "$ADAPTER" --variants webgpu-float32,webgpu-float16 --flag-sets default,norobust,f16 --profile --timeout 150 \

@@ -44,8 +44,14 @@ function limitsOf(l) {
 async function adapterReport() {
   if (!navigator.gpu) throw new Error("no WebGPU (navigator.gpu is undefined)");
   // No powerPreference: "high-performance" returned null on the lent NVIDIA machine (shared/notes/webgpu-real-gpu.md).
-  const adapter = await navigator.gpu.requestAdapter();
-  if (!adapter) throw new Error("no WebGPU adapter (requestAdapter gave null)");
+  // The first request of a page can come back null on the lent NVIDIA machine while a later one
+  // gets the GPU (an adapter probe asking twice saw null, then NVIDIA): ask a few times.
+  let adapter = null;
+  for (let i = 0; i < 5 && !adapter; i++) {
+    if (i) await new Promise((r) => setTimeout(r, 200));
+    adapter = await navigator.gpu.requestAdapter();
+  }
+  if (!adapter) throw new Error("no WebGPU adapter (requestAdapter gave null, 5 tries)");
   const i = adapter.info ?? {};
   return {
     vendor: i.vendor, architecture: i.architecture, device: i.device, description: i.description,

@@ -96,6 +96,21 @@ def hub_errors(endpoint: str, repo: str, doing: str):
 
 
 @contextlib.contextmanager
+def cache_errors():
+    """A file-system failure in the Hugging Face cache (not writable, disk full) as one HubError line."""
+    try:
+        yield
+    except HubError:
+        raise
+    except OSError as exc:
+        from huggingface_hub import constants
+
+        where = exc.filename or constants.HF_HUB_CACHE
+        raise HubError(f"cannot write to the Hugging Face cache ({where}): {exc.strerror or exc}",
+                       "free some space, or point HF_HUB_CACHE (or HF_HOME) at a writable folder") from None
+
+
+@contextlib.contextmanager
 def _client_quiet():
     """The client's tqdm bars only where ours would show, and its retry warnings only with
     SDPACK_VERBOSE: the CLI promises one line on stderr when something fails."""
@@ -161,7 +176,7 @@ class HfRemote:
 
         from packer.hub import hf_cache
 
-        with hub_errors(self.endpoint, repo, f"reading {path}"), _client_quiet():
+        with cache_errors(), hub_errors(self.endpoint, repo, f"reading {path}"), _client_quiet():
             for force in (False, True):
                 local = Path(hf_hub_download(repo, path, revision=commit, endpoint=self.endpoint, token=self._token,
                                              force_download=force))
@@ -179,10 +194,13 @@ class HfRemote:
         from packer.hub.hf_cache import CommitFiles, link_or_copy
 
         headers = build_hf_headers(token=self._token, library_name="sdpack", library_version=__version__)
-        with hub_errors(self.endpoint, repo, "downloading"), _client_quiet():
+        with cache_errors(), hub_errors(self.endpoint, repo, "downloading"), _client_quiet():
             fetched = CommitFiles(repo, commit, self.endpoint, headers, self.location).fetch(files, on_bytes)
-        for path, blob in fetched.blobs.items():
-            link_or_copy(blob, Path(dest) / path)
+        try:
+            for path, blob in fetched.blobs.items():
+                link_or_copy(blob, Path(dest) / path)
+        except OSError as exc:
+            raise HubError(f"cannot write to {dest.parent}: {exc.strerror or exc}", "free some space or choose another --out") from None
         return fetched
 
     def url(self, repo: str, commit: str, path: str) -> str:

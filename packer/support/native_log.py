@@ -39,8 +39,9 @@ def quiet(what: str) -> Iterator[None]:
         return
     log = tempfile.TemporaryFile()
     python_stderr = sys.stderr
-    terminal = io.TextIOWrapper(os.fdopen(os.dup(saved), "wb", buffering=0), encoding=getattr(python_stderr, "encoding", None) or "utf-8",
-                                errors="backslashreplace", line_buffering=True)
+    encoding = getattr(python_stderr, "encoding", None) or "utf-8"
+    terminal = io.TextIOWrapper(os.fdopen(os.dup(saved), "wb"), encoding=encoding, errors="backslashreplace",
+                                line_buffering=True)
     os.dup2(log.fileno(), 2)
     sys.stderr = terminal
     try:

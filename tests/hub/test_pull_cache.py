@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from packer.errors import BundleError
+from packer.errors import BundleError, HubError
 from packer.hub import hf_cache
 from packer.interface.publish import publish_bundle
 from packer.interface.pull import pull_bundle
@@ -116,3 +116,15 @@ def test_wrong_bytes_from_the_hub_are_refused(hub_server, hf_env, published, tmp
     assert not (tmp_path / "out").exists()
     blobs = hf_cache.repo_folder(REPO) / "blobs"
     assert not [p for p in blobs.iterdir() if p.name.startswith(shard["sha256"])]  # nothing kept, nothing linked
+
+
+def test_an_unwritable_cache_is_one_line(hub_server, hf_env, published, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(blocker / "hub"))
+    with pytest.raises(HubError) as err:
+        pull_bundle(f"{REPO}@1.0.0", tmp_path / "out", endpoint=hub_server.url)
+    assert err.value.one_line().startswith(f"cannot write to the Hugging Face cache ({blocker}")
+    assert not (tmp_path / "out").exists()

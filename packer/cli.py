@@ -6,25 +6,99 @@ Only this module turns an :class:`SdpackError` into an exit code and one line on
 from __future__ import annotations
 
 import functools
+import json
 import sys
 from pathlib import Path
 
 import typer
+from typer.core import TyperGroup
 
-from packer import __version__
 from packer.errors import SdpackError, UsageError
+
+DTYPES = ("fp16", "fp32")
+DEVICES = ("cpu", "cuda")
+SCHEDULERS = ("dpm++", "euler", "euler-a", "ddim", "pndm")
+TARGETS = ("llvm", "cpu", "cuda", "cuda-sm80", "cuda-sm86", "cuda-sm89", "cuda-sm90", "webgpu")
+"""The names help and completion offer; tests/cli/test_conventions.py holds them to the registries
+(packer.compile.targets imports torch, too slow to load for every command)."""
+HUB_HELP = "where the hub is: 'hf' (HF_ENDPOINT, else huggingface.co), a Hub URL, or a directory hub"
+JSON_HELP = "print one JSON object instead (formats/cli-output.schema.json)"
+
+
+class _Group(TyperGroup):
+    """Click's own usage errors (a missing option, an unknown flag) as one ``error:`` line too."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except typer.Abort:
+            _echo_error("aborted")
+            sys.exit(1)
+        except Exception as exc:
+            message = getattr(exc, "format_message", None)
+            if message is None or not isinstance(getattr(exc, "exit_code", None), int):
+                raise
+            ctx = getattr(exc, "ctx", None)
+            if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
+                typer.echo(ctx.get_help())
+                sys.exit(exc.exit_code)
+            where = ctx.command_path if ctx is not None else "packer"
+            _echo_error(f"{' '.join(message().split())} (see `{where} -h`)")
+            sys.exit(exc.exit_code)
+        sys.exit(code if isinstance(code, int) else 0)
+
 
 app = typer.Typer(
     name="packer",
+    cls=_Group,
     help="Pack Stable Diffusion 1.5-architecture checkpoints into verifiable bundles.",
-    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    add_completion=True,
     no_args_is_help=True,
+    rich_markup_mode=None,  # help text is shown as written: ORG/NAME[@REV] is not markup
     pretty_exceptions_enable=False,
 )
 
 
-def _fail(message: str, code: int) -> None:
+def _echo_error(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
+
+
+def _names(choices: tuple[str, ...]):
+    """Shell completion for an option taking one of ``choices``."""
+    return lambda incomplete: [c for c in choices if c.startswith(incomplete)]
+
+
+def _complete_targets(incomplete: str) -> list[str]:
+    """Completion inside a comma-separated target list: the names for the part after the last comma."""
+    done, _, last = incomplete.rpartition(",")
+    taken = set(done.split(",")) if done else set()
+    return [(done + "," if done else "") + t for t in TARGETS if t.startswith(last) and t not in taken]
+
+
+def _emit(result, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(result.as_json(), indent=2, sort_keys=True))
+    else:
+        typer.echo(result.display())
+
+
+def _hub(hub: str | None, to: str | None = None, endpoint: str | None = None) -> str | None:
+    """``--hub``, or its older spellings ``--to`` (publish) and ``--endpoint``; None if none is given.
+
+    ``--to hf --endpoint URL`` meant the Hub at URL, so it still does."""
+    if to == "hf" and endpoint is not None:
+        to = None
+    given = {name: v for name, v in (("--hub", hub), ("--to", to), ("--endpoint", endpoint)) if v is not None}
+    if len(set(given.values())) > 1:
+        raise UsageError(f"{' and '.join(given)} name different hubs", "pass only --hub hf|URL|DIR")
+    return next(iter(given.values()), None)
+
+
+def _fail(message: str, code: int) -> None:
+    _echo_error(message)
     raise typer.Exit(code)
 
 
@@ -45,38 +119,65 @@ def handles_errors(fn):
     return wrapper
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from packer.interface.version import version as run
+
+        typer.echo(run().display())
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    show_version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                      help="print sdpack's version and the pinned compiler versions, then exit"),
+) -> None:
+    """Pack Stable Diffusion 1.5-architecture checkpoints into verifiable bundles."""
+
+
 @app.command()
 @handles_errors
-def verify(bundle: Path = typer.Argument(..., help="bundle directory")) -> None:
+def verify(
+    bundle: Path = typer.Argument(..., help="bundle directory", metavar="BUNDLE"),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
     """Check a bundle against the schema and every hash; exit 1 naming the first bad file."""
     from packer.interface.verify import verify as run
 
-    typer.echo(run(bundle).display())
+    _emit(run(bundle), as_json)
 
 
 @app.command()
 @handles_errors
-def inspect(bundle: Path = typer.Argument(..., help="bundle directory")) -> None:
+def inspect(
+    bundle: Path = typer.Argument(..., help="bundle directory", metavar="BUNDLE"),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
     """Print a human summary of a bundle."""
-    from packer.interface.inspect import summary
+    from packer.interface.inspect import inspect as run
 
-    typer.echo(summary(bundle))
+    _emit(run(bundle), as_json)
 
 
 @app.command()
 @handles_errors
 def pack(
-    checkpoint: str = typer.Argument(..., help="single-file .safetensors/.ckpt, diffusers folder, or Hub id ORG/NAME[@REV]"),
+    checkpoint: str = typer.Argument(..., help="single-file .safetensors/.ckpt, diffusers folder, or Hub id ORG/NAME[@REV]",
+                                  metavar="CHECKPOINT"),
     out: Path = typer.Option(..., "--out", help="bundle directory to create"),
-    targets: str = typer.Option("llvm", help="comma-separated compile targets (llvm, cuda, ...)"),
-    dtype: str = typer.Option("fp32", help="fp16 or fp32"),
+    targets: str = typer.Option("llvm", help="comma-separated compile targets", metavar="[" + "|".join(TARGETS) + "],...",
+                                autocompletion=_complete_targets),
+    dtype: str = typer.Option("fp32", help="weight and compute precision", metavar="[" + "|".join(DTYPES) + "]",
+                              autocompletion=_names(DTYPES)),
     version: str = typer.Option("0.1.0", help="bundle version (semver)"),
     model_id: str = typer.Option(None, "--model-id", help="ORG/NAME recorded in the manifest"),
     tokenizer: Path = typer.Option(None, help="CLIP tokenizer folder for single-file checkpoints"),
-    prediction_type: str = typer.Option(None, "--prediction-type", help="epsilon or v_prediction"),
+    prediction_type: str = typer.Option(None, "--prediction-type", help="epsilon or v_prediction", metavar="[epsilon|v_prediction]",
+                                        autocompletion=_names(("epsilon", "v_prediction"))),
     image_size: int = typer.Option(None, "--image-size", help="image size in pixels (default: the checkpoint's, else 512)"),
     shard_mb: int = typer.Option(32, "--shard-mb", help="raw shard size in MiB"),
     overwrite: bool = typer.Option(False, help="replace an existing --out"),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Ingest a checkpoint, compile it (reusing cached libraries) and write a bundle."""
     from packer.interface.pack import PackArgs
@@ -85,47 +186,55 @@ def pack(
     args = PackArgs(checkpoint, out, [t.strip() for t in targets.split(",") if t.strip()], dtype, version,
                     model_id, tokenizer=tokenizer, prediction_type=prediction_type, image_size=image_size,
                     shard_mb=shard_mb, overwrite=overwrite)
-    typer.echo(run(args).display())
+    _emit(run(args), as_json)
 
 
 @app.command()
 @handles_errors
 def generate(
-    bundle: Path = typer.Argument(..., help="bundle directory"),
+    bundle: Path = typer.Argument(..., help="bundle directory", metavar="BUNDLE"),
     prompt: str = typer.Option(..., help="what to draw"),
     out: Path = typer.Option(Path("image.png"), help="PNG to write"),
     negative_prompt: str = typer.Option("", "--negative-prompt"),
     seed: int = typer.Option(0, help="noise seed (0 .. 2^64-1)"),
     steps: int = typer.Option(None, help="denoising steps (default: the bundle's)"),
     guidance: float = typer.Option(None, help="classifier-free guidance scale (default: the bundle's)"),
-    scheduler: str = typer.Option(None, help="dpm++, euler, euler-a, ddim or pndm"),
-    device: str = typer.Option("cpu", help="cpu or cuda"),
+    scheduler: str = typer.Option(None, help="sampler (default: the bundle's)", metavar="[" + "|".join(SCHEDULERS) + "]",
+                                  autocompletion=_names(SCHEDULERS)),
+    device: str = typer.Option("cpu", help="where to run", metavar="[" + "|".join(DEVICES) + "]",
+                               autocompletion=_names(DEVICES)),
     latents: Path = typer.Option(None, help="initial latents (.npy) instead of the seeded noise"),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Generate an image from a bundle with the native TVM runtime."""
     from packer.interface.generate import GenerateArgs
     from packer.interface.generate import generate as run
 
     args = GenerateArgs(bundle, prompt, out, negative_prompt, seed, steps, guidance, scheduler, device, latents)
-    typer.echo(run(args).display())
+    _emit(run(args), as_json)
 
 
 @app.command()
 @handles_errors
 def publish(
-    repo: str = typer.Argument(..., help="ORG/NAME on the Hub"),
+    repo: str = typer.Argument(..., help="repository id", metavar="ORG/NAME"),
     version: str = typer.Option(..., "--version", help="semantic version, e.g. 1.0.0 (tagged v1.0.0)"),
     checkpoint: str = typer.Option(None, "--checkpoint", help="checkpoint to pack and publish"),
     bundle: Path = typer.Option(None, "--bundle", help="an already packed bundle to publish instead"),
-    targets: str = typer.Option("llvm", help="comma-separated compile targets (with --checkpoint)"),
-    dtype: str = typer.Option("fp32", help="fp16 or fp32 (with --checkpoint)"),
+    targets: str = typer.Option("llvm", help="comma-separated compile targets (with --checkpoint)",
+                                metavar="[" + "|".join(TARGETS) + "],...", autocompletion=_complete_targets),
+    dtype: str = typer.Option("fp32", help="weight and compute precision (with --checkpoint)",
+                              metavar="[" + "|".join(DTYPES) + "]", autocompletion=_names(DTYPES)),
     tokenizer: Path = typer.Option(None, help="CLIP tokenizer folder for single-file checkpoints"),
-    prediction_type: str = typer.Option(None, "--prediction-type", help="epsilon or v_prediction"),
+    prediction_type: str = typer.Option(None, "--prediction-type", help="epsilon or v_prediction", metavar="[epsilon|v_prediction]",
+                                        autocompletion=_names(("epsilon", "v_prediction"))),
     image_size: int = typer.Option(None, "--image-size", help="image size in pixels (default: the checkpoint's, else 512)"),
     license: str = typer.Option("creativeml-openrail-m", help="license recorded in the manifest and model card"),
     private: bool = typer.Option(False, "--private", help="create the Hub repo as private"),
-    to: str = typer.Option("hf", "--to", help="'hf' for the Hugging Face Hub, or a directory hub"),
-    endpoint: str = typer.Option(None, "--endpoint", help="Hub URL (default: HF_ENDPOINT or huggingface.co)"),
+    hub: str = typer.Option(None, "--hub", help=HUB_HELP + " [default: hf]", metavar="hf|URL|DIR"),
+    to: str = typer.Option(None, "--to", hidden=True),
+    endpoint: str = typer.Option(None, "--endpoint", hidden=True),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Pack a checkpoint (reusing compiled libraries) and publish it as an immutable version:
     one commit, tagged vX.Y.Z (token: HF_TOKEN or `hf auth login`)."""
@@ -135,64 +244,87 @@ def publish(
     if (checkpoint is None) == (bundle is None):
         raise UsageError("publish needs exactly one of --checkpoint or --bundle",
                          "pass --checkpoint FILE to pack and publish it, or --bundle DIR for a packed bundle")
-    dest = to if to == "hf" else Path(to)
+    where = _hub(hub, to, endpoint) or "hf"
+    dest, url = ("hf", where) if where.startswith(("http://", "https://")) else (where if where == "hf" else Path(where), None)
     pack_args = None
     if checkpoint is not None:
         pack_args = PackArgs(checkpoint, Path(), [t.strip() for t in targets.split(",") if t.strip()], dtype, version,
                              repo, license=license, tokenizer=tokenizer, prediction_type=prediction_type,
                              image_size=image_size)
-    typer.echo(publish_checkpoint(repo, version, pack_args=pack_args, bundle=bundle, private=private,
-                                  to=dest, endpoint=endpoint).display())
+    _emit(publish_checkpoint(repo, version, pack_args=pack_args, bundle=bundle, private=private,
+                             to=dest, endpoint=url), as_json)
 
 
 @app.command()
 @handles_errors
 def resolve(
-    spec: str = typer.Argument(..., help="ORG/NAME@VERSION, ORG/NAME@<commit sha>, or a lock file"),
-    endpoint: str = typer.Option(None, "--endpoint", help="Hub URL or directory hub"),
+    spec: str = typer.Argument(..., help="ORG/NAME@VERSION, ORG/NAME@COMMIT, or a lock file", metavar="ORG/NAME@REV|LOCKFILE"),
+    hub: str = typer.Option(None, "--hub", help=HUB_HELP + " [default: the lock file's, else hf]", metavar="hf|URL|DIR"),
+    endpoint: str = typer.Option(None, "--endpoint", hidden=True),
     lock_out: Path = typer.Option(None, "--lock-out", help="write a lock record here"),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP + "; the default output is that object too"),
 ) -> None:
-    """Print the commit, manifest URL and manifest sha256 a version pins (JSON)."""
+    """Print the commit, manifest URL and manifest sha256 a version pins (JSON). For a directory
+    hub the URL is where `packer serve DIR` answers; `serve` says so."""
     from packer.interface.resolve import resolve_pin
 
-    typer.echo(resolve_pin(spec, endpoint=endpoint, lock_out=lock_out).display())
+    _emit(resolve_pin(spec, endpoint=_hub(hub, None, endpoint), lock_out=lock_out), as_json)
 
 
 @app.command()
 @handles_errors
 def pull(
-    spec: str = typer.Argument(..., help="ORG/NAME@VERSION, ORG/NAME@<commit sha>, or a lock file"),
+    spec: str = typer.Argument(..., help="ORG/NAME@VERSION, ORG/NAME@COMMIT, or a lock file", metavar="ORG/NAME@REV|LOCKFILE"),
     out: Path = typer.Option(..., "--out", help="directory to create (must not exist)"),
-    endpoint: str = typer.Option(None, "--endpoint", help="Hub URL or directory hub (default: the lock's)"),
+    hub: str = typer.Option(None, "--hub", help=HUB_HELP + " [default: the lock file's, else hf]", metavar="hf|URL|DIR"),
+    endpoint: str = typer.Option(None, "--endpoint", hidden=True),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    """Download a pinned bundle and verify every file before it appears at --out."""
+    """Download a pinned bundle and verify every file before it appears at --out. From a Hub the
+    files go through the Hugging Face cache (HF_HOME): a cut-off pull resumes where it stopped."""
     from packer.interface.pull import pull_bundle
 
-    typer.echo(pull_bundle(spec, out, endpoint=endpoint).display())
+    _emit(pull_bundle(spec, out, endpoint=_hub(hub, None, endpoint)), as_json)
+
+
+@app.command()
+@handles_errors
+def versions(
+    repo: str = typer.Argument(..., help="repository id", metavar="ORG/NAME"),
+    hub: str = typer.Option(None, "--hub", help=HUB_HELP + " [default: hf]", metavar="hf|URL|DIR"),
+    endpoint: str = typer.Option(None, "--endpoint", hidden=True),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """List the published versions, newest first: commit, date, targets and size of each."""
+    from packer.interface.versions import versions as run
+
+    _emit(run(repo, _hub(hub, None, endpoint)), as_json)
 
 
 @app.command()
 @handles_errors
 def serve(
-    directory: Path = typer.Argument(..., help="directory hub (written by `packer publish --to DIR`)"),
+    directory: Path = typer.Argument(..., help="directory hub (written by `packer publish --hub DIR`)", metavar="DIR"),
     port: int = typer.Option(8000, "--port", help="TCP port"),
     host: str = typer.Option("127.0.0.1", "--host", help="address to bind (127.0.0.1 unless you mean it)"),
     app_dir: Path = typer.Option(None, "--app", help="also serve this folder's static files at /app/ (e.g. runtime-web)"),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP + ", once the server listens"),
 ) -> None:
     """Serve a directory hub at /ORG/NAME/resolve/REV/PATH with CORS and Range, for browsers."""
     from packer.interface.serve import start
 
     serving = start(directory, port=port, host=host, app=app_dir)
-    typer.echo(serving.display())
+    _emit(serving, as_json)
     serving.wait()
 
 
 @app.command()
-def version() -> None:
+@handles_errors
+def version(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """Print sdpack's version and the pinned compiler versions."""
-    from importlib.metadata import version as v
+    from packer.interface.version import version as run
 
-    typer.echo(f"sdpack {__version__} (apache-tvm {v('apache-tvm')}, apache-tvm-ffi {v('apache-tvm-ffi')})")
+    _emit(run(), as_json)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

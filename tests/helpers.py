@@ -39,6 +39,22 @@ def packer(*args: str, env: dict | None = None, cwd: Path | None = None, timeout
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
+def cli_json(result: Result, verb: str) -> dict:
+    """The JSON object a successful ``packer VERB --json`` printed, checked against
+    formats/cli-output.schema.json (the verb's definition, and the top-level oneOf)."""
+    import jsonschema
+
+    from packer.bundle.manifest import schema
+
+    assert result.code == 0, result.err
+    doc = json.loads(result.out)
+    full = schema("cli-output.schema.json")
+    jsonschema.Draft202012Validator(full).validate(doc)
+    jsonschema.Draft202012Validator({"$ref": f"#/$defs/{verb}", "$defs": full["$defs"]}).validate(doc)
+    assert doc["command"] == verb
+    return doc
+
+
 # -- forging bundles: change a file, then make the manifest agree (an attacker who knows the format)
 def read_manifest(root: Path) -> dict:
     return json.loads((root / "manifest.json").read_text())

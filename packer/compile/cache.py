@@ -1,6 +1,7 @@
 """Compiled libraries by architecture signature, so a second checkpoint never recompiles.
 
-Layout under the cache root (``$SDPACK_CACHE``, else ``~/.cache/sdpack``)::
+Layout under the cache root (``$SDPACK_CACHE``, else ``$XDG_CACHE_HOME/sdpack``, else
+``~/.cache/sdpack``)::
 
     compiled/<signature>.so     the library (suffix from the target entry)
     compiled/<signature>.json   what the library is: params, inputs, outputs, target, and the
@@ -30,11 +31,16 @@ _REQUIRED = ("format", "signature", "lib", "lib_sha256", "params", "param_source
 
 
 def cache_root(cache_dir: Path | str | None = None) -> Path:
-    """``cache_dir``, else ``$SDPACK_CACHE``, else ``~/.cache/sdpack``."""
+    """``cache_dir``, else ``$SDPACK_CACHE``, else ``$XDG_CACHE_HOME/sdpack``, else ``~/.cache/sdpack``.
+
+    A relative ``XDG_CACHE_HOME`` is ignored, as the XDG base directory spec says."""
     if cache_dir is not None:
         return Path(cache_dir)
     env = os.environ.get("SDPACK_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "sdpack"
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    return (Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache") / "sdpack"
 
 
 class LibraryCache:

@@ -15,12 +15,12 @@ import contextlib
 import hashlib
 import logging
 import os
-import shutil
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from packer.errors import HubError
 from packer.support.names import COMMIT
+from packer.hub.hf_cache import Fetched
 from packer.hub.release import Published, Release, check_same
 from packer.support import canonical, progress
 
@@ -41,7 +41,7 @@ def shown(endpoint: str) -> str:
     return urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else ""))) if parts.hostname else endpoint
 
 
-def _transport_errors() -> tuple[type[BaseException], ...]:
+def transport_errors() -> tuple[type[BaseException], ...]:
     try:
         import httpx2 as httpx  # huggingface_hub >= 2
     except ImportError:  # pragma: no cover - huggingface_hub 1.x
@@ -75,7 +75,7 @@ def _translate(exc: BaseException, endpoint: str, repo: str, doing: str) -> HubE
             return HubError(f"{repo}: a file is missing at the requested revision on {where} ({doing})", "is this an sdpack repository?")
         if isinstance(exc, HfHubHTTPError):
             return HubError(f"{where} answered HTTP {status} while {doing}", "try again later; finished uploads are kept")
-        if isinstance(exc, _transport_errors() + (LocalEntryNotFoundError,)):
+        if isinstance(exc, transport_errors() + (LocalEntryNotFoundError,)):
             return HubError(f"cannot reach {where} while {doing}", "check the network or --endpoint, then run the same command again")
         exc = exc.__cause__ or exc.__context__
     return None
@@ -93,6 +93,21 @@ def hub_errors(endpoint: str, repo: str, doing: str):
         if err is None:
             raise
         raise err from None
+
+
+@contextlib.contextmanager
+def cache_errors():
+    """A file-system failure in the Hugging Face cache (not writable, disk full) as one HubError line."""
+    try:
+        yield
+    except HubError:
+        raise
+    except OSError as exc:
+        from huggingface_hub import constants
+
+        where = exc.filename or constants.HF_HUB_CACHE
+        raise HubError(f"cannot write to the Hugging Face cache ({where}): {exc.strerror or exc}",
+                       "free some space, or point HF_HUB_CACHE (or HF_HOME) at a writable folder") from None
 
 
 @contextlib.contextmanager
@@ -143,22 +158,50 @@ class HfRemote:
         """A tag -> its commit; a commit sha is already exact (checked when it is read)."""
         return rev if COMMIT.match(rev) else self.tags(repo).get(rev)
 
+    def commit_dates(self, repo: str, commits: set[str]) -> dict[str, str]:
+        """``commit -> ISO 8601 date`` from the history of ``main`` (one paginated listing), and of
+        each commit that is not on it."""
+        with hub_errors(self.endpoint, repo, "listing commits"), _client_quiet():
+            dates = {c.commit_id: c.created_at.isoformat() for c in self.api.list_repo_commits(repo)}
+            for commit in sorted(commits - set(dates)):
+                history = self.api.list_repo_commits(repo, revision=commit)
+                if history:
+                    dates[commit] = history[0].created_at.isoformat()
+        return {c: dates[c] for c in commits if c in dates}
+
     def read(self, repo: str, commit: str, path: str) -> bytes:
+        """A small file of ``commit`` through the client's cache; a cached copy whose content does
+        not match its blob name (sha256 or git blob id) is deleted and downloaded again."""
         from huggingface_hub import hf_hub_download
 
-        with hub_errors(self.endpoint, repo, f"reading {path}"), _client_quiet():
-            local = hf_hub_download(repo, path, revision=commit, endpoint=self.endpoint, token=self._token)
-            return Path(local).read_bytes()
+        from packer.hub import hf_cache
 
-    def download(self, repo: str, commit: str, paths: list[str], dest: Path) -> None:
-        """Exactly ``paths`` of ``commit`` into ``dest`` (the client's metadata folder removed)."""
-        from huggingface_hub import snapshot_download
+        with cache_errors(), hub_errors(self.endpoint, repo, f"reading {path}"), _client_quiet():
+            for force in (False, True):
+                local = Path(hf_hub_download(repo, path, revision=commit, endpoint=self.endpoint, token=self._token,
+                                             force_download=force))
+                if hf_cache.matches_name(local.resolve()):
+                    return local.read_bytes()
+                hf_cache.forget(local)
+        raise HubError(f"{repo}: {path} from {self.location} does not match its own hash", "try again later")
 
-        with hub_errors(self.endpoint, repo, "downloading"), _client_quiet():
-            snapshot_download(
-                repo, revision=commit, allow_patterns=paths, local_dir=dest, endpoint=self.endpoint, token=self._token
-            )
-        shutil.rmtree(Path(dest) / ".cache", ignore_errors=True)
+    def download(self, repo: str, commit: str, files: list[dict], dest: Path, on_bytes=None) -> Fetched:
+        """``files`` (manifest entries) of ``commit`` into ``dest``: fetched into the Hugging Face
+        cache (resuming cut-off files, verifying cached ones), then linked or copied."""
+        from huggingface_hub.utils import build_hf_headers
+
+        from packer import __version__
+        from packer.hub.hf_cache import CommitFiles, link_or_copy
+
+        headers = build_hf_headers(token=self._token, library_name="sdpack", library_version=__version__)
+        with cache_errors(), hub_errors(self.endpoint, repo, "downloading"), _client_quiet():
+            fetched = CommitFiles(repo, commit, self.endpoint, headers, self.location).fetch(files, on_bytes)
+        try:
+            for path, blob in fetched.blobs.items():
+                link_or_copy(blob, Path(dest) / path)
+        except OSError as exc:
+            raise HubError(f"cannot write to {dest.parent}: {exc.strerror or exc}", "free some space or choose another --out") from None
+        return fetched
 
     def url(self, repo: str, commit: str, path: str) -> str:
         return f"{self.location}/{repo}/resolve/{commit}/{path}"

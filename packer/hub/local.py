@@ -4,7 +4,7 @@ an air-gapped mirror), servable over HTTP by serve.py with the Hub's resolve URL
 Layout of ``DIR/<org>/<name>/``::
 
     objects/ab/cdef…        file contents, named by sha256 (shared by every version)
-    commits/<id>.json       a snapshot: {"parent", "files": {path: {"sha256", "size"}}}
+    commits/<id>.json       a snapshot: {"parent", "files": {path: {"sha256", "size"}}, "version", "date"}
     refs/heads/main         the latest commit id
     refs/tags/v1.0.0        the commit id of a version; written once, never moved
 
@@ -19,17 +19,22 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import tempfile
+from datetime import datetime, timezone
 from pathlib import Path
 
 from packer.bundle.manifest import MANIFEST_NAME, check_path
 from packer.errors import HubError
-from packer.support.names import COMMIT, tag_name
+from packer.hub.hf_cache import Fetched
 from packer.hub.release import Published, Release, check_same
+from packer.support.names import COMMIT, tag_name
 from packer.support import canonical
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
+SERVE_PORT = 8000  # where `packer serve DIR` listens by default
+SERVE_URL = f"http://127.0.0.1:{SERVE_PORT}"
 
 
 def commit_id(parent: str | None, files: dict) -> str:
@@ -140,19 +145,46 @@ class LocalHub:
             return self.object_path(repo, entry["sha256"]).read_bytes()
 
     def url(self, repo: str, commit: str, path: str) -> str:
-        """Where the file's bytes are (`packer serve` serves them at /{repo}/resolve/{commit}/{path})."""
-        return self.object_path(repo, self.snapshot(repo, commit)[path]["sha256"]).resolve().as_uri()
+        """Where a browser loads the file once :meth:`serve_command` runs: `packer serve`'s URL."""
+        if path not in self.snapshot(repo, commit):
+            raise HubError(f"{repo}: {path} is missing at commit {commit} in {self.root}", "is this an sdpack repository?")
+        return f"{SERVE_URL}/{repo}/resolve/{commit}/{path}"
 
-    def download(self, repo: str, commit: str, paths: list[str], dest: Path) -> None:
-        """Copy ``paths`` of ``commit`` into ``dest`` (hashes are checked by the caller's verify)."""
-        files = self.snapshot(repo, commit)
-        for path in paths:
-            if path not in files:
+    def serve_command(self) -> str:
+        """The command that serves this hub at the URLs :meth:`url` gives."""
+        return f"packer serve {shlex.quote(self.location)} --port {SERVE_PORT}"
+
+    def commit_dates(self, repo: str, commits: set[str]) -> dict[str, str]:
+        """``commit -> ISO 8601 date``: recorded at publish time, else the commit record's mtime."""
+        dates = {}
+        for commit in commits:
+            record = self.repo_dir(repo) / "commits" / f"{commit}.json"
+            try:
+                date = json.loads(record.read_bytes()).get("date")
+                if not isinstance(date, str):
+                    date = datetime.fromtimestamp(record.stat().st_mtime, timezone.utc).isoformat()
+            except (OSError, ValueError, AttributeError):
+                raise HubError(f"{repo}: commit {commit} is unreadable in {self.root}", "the hub directory is damaged") from None
+            dates[commit] = date
+        return dates
+
+    def download(self, repo: str, commit: str, files: list[dict], dest: Path, on_bytes=None) -> Fetched:
+        """Copy ``files`` (manifest entries) of ``commit`` into ``dest``; the caller verifies them.
+
+        Copies, not links: a bundle edited in place must never change the hub's objects."""
+        snapshot, done = self.snapshot(repo, commit), Fetched()
+        for entry in files:
+            path = entry["path"]
+            if path not in snapshot:
                 raise HubError(f"{repo}: {path} is missing at commit {commit} in {self.root}", "the hub directory is damaged")
             target = Path(dest) / path
             with _damaged(self.root):
                 target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(self.object_path(repo, files[path]["sha256"]), target)
+                shutil.copyfile(self.object_path(repo, snapshot[path]["sha256"]), target)
+            done.count(downloaded=target.stat().st_size)
+            if on_bytes:
+                on_bytes(entry["size"])
+        return done
 
     # -- writing ----------------------------------------------------------------------------------
     def _put_object(self, repo: str, content: Path | bytes) -> tuple[str, int, bool]:
@@ -200,7 +232,8 @@ class LocalHub:
             head = self._ref(repo, "heads/main")
             same_as_head = head is not None and self.snapshot(repo, head) == files
             commit = head if same_as_head else commit_id(head, files)
-            record = canonical.dumps({"parent": head, "files": files, "version": release.version})
+            date = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            record = canonical.dumps({"parent": head, "files": files, "version": release.version, "date": date})
             if not same_as_head:
                 _atomic_write(self.repo_dir(repo) / "commits" / f"{commit}.json", record)
                 _atomic_write(self.repo_dir(repo) / "refs" / "heads" / "main", f"{commit}\n".encode())

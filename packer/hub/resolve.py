@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from packer.bundle import Bundle
@@ -26,18 +26,24 @@ from packer.hub import lock
 from packer.hub.hf import HfRemote
 from packer.hub.local import LocalHub
 from packer.support.names import Pin, check_repo_id, check_version, parse_pin, tag_name
-from packer.support import canonical
+from packer.support import canonical, progress
 
-__all__ = ["Pin", "Resolved", "check_repo_id", "check_version", "parse_pin", "pull", "remote_for", "resolve", "target"]
+__all__ = ["HF", "Pin", "Pulled", "Resolved", "check_repo_id", "check_version", "parse_pin", "pull", "remote_for", "resolve",
+           "target"]
 
 
-def remote_for(endpoint: str | Path | None):
-    """An http(s) URL (or nothing: HF_ENDPOINT / the Hub) -> HfRemote; a directory -> LocalHub."""
-    if endpoint is None or str(endpoint).startswith(("http://", "https://")):
-        return HfRemote(str(endpoint) if endpoint else None)
-    path = Path(endpoint)
+HF = "hf"  # the hub named by HF_ENDPOINT, else huggingface.co
+
+
+def remote_for(hub: str | Path | None):
+    """``hf`` or nothing (HF_ENDPOINT / the Hub) or an http(s) URL -> HfRemote; a directory -> LocalHub."""
+    if hub is None or str(hub) == HF:
+        return HfRemote(None)
+    if str(hub).startswith(("http://", "https://")):
+        return HfRemote(str(hub))
+    path = Path(hub)
     if not path.is_dir():
-        raise UsageError(f"{endpoint}: neither an http(s) URL nor a hub directory", "pass --endpoint URL or a directory hub")
+        raise UsageError(f"{hub}: neither an http(s) URL nor a hub directory", "pass --hub hf, --hub URL or --hub DIR")
     return LocalHub(path)
 
 
@@ -49,15 +55,20 @@ class Resolved:
     manifest_url: str
     manifest_sha256: str
     endpoint: str
+    serve: str | None = None  # for a directory hub: the command that makes manifest_url load
 
     def as_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k != "endpoint"}
+        doc = {k: v for k, v in asdict(self).items() if k not in ("endpoint", "serve")}
+        doc["hub"] = self.endpoint
+        if self.serve:
+            doc["serve"] = self.serve
+        return doc
 
     def lock(self) -> dict:
         return lock.make(self.repo, self.version, self.commit, self.manifest_sha256, self.endpoint)
 
 
-def _resolve(pin: Pin, remote) -> tuple[Resolved, dict]:
+def _resolve(pin: Pin, remote) -> tuple[Resolved, dict, bytes]:
     rev = tag_name(pin.version) if pin.version else pin.commit
     commit = remote.commit_for(pin.repo, rev)
     if commit is None:
@@ -71,7 +82,9 @@ def _resolve(pin: Pin, remote) -> tuple[Resolved, dict]:
             f"{pin} resolves to a manifest for {model['id']} {model['version']}", "the repository does not hold what its tag says"
         )
     url = remote.url(pin.repo, commit, MANIFEST_NAME)
-    return Resolved(pin.repo, model["version"], commit, url, canonical.sha256_bytes(data), remote.location), doc
+    serve = remote.serve_command() if isinstance(remote, LocalHub) else None
+    resolved = Resolved(pin.repo, model["version"], commit, url, canonical.sha256_bytes(data), remote.location, serve)
+    return resolved, doc, data
 
 
 def resolve(spec: str | Path | Pin, endpoint: str | Path | None = None) -> Resolved:
@@ -96,6 +109,9 @@ class Pulled:
     out: Path
     files: int
     bytes: int
+    downloaded: int = 0  # bytes that came over the network (or out of a directory hub)
+    reused: int = 0  # files taken from the Hugging Face cache, verified
+    repaired: list[str] = field(default_factory=list)  # cached files that failed verification and were fetched again
 
 
 def target(spec: str | Path, endpoint) -> tuple[Pin, str | None, str | Path | None]:
@@ -106,28 +122,40 @@ def target(spec: str | Path, endpoint) -> tuple[Pin, str | None, str | Path | No
     return parse_pin(str(spec)), None, endpoint
 
 
-def pull(spec: str | Path, out: Path, endpoint: str | Path | None = None) -> Pulled:
-    """Download a pinned bundle into ``out`` (which must not exist), verified before it appears."""
-    pin, expect_sha, endpoint = target(spec, endpoint)
-    out = Path(out)
-    if out.exists():
-        raise UsageError(f"{out} already exists", "choose another --out or remove it")
-    remote = remote_for(endpoint)
-    resolved, doc = _resolve(pin, remote)
-    _check_lock(pin, resolved, expect_sha)
+def _stage_for(out: Path) -> Path:
+    """An empty folder beside ``out`` (same filesystem: one rename publishes it)."""
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
         stage.chmod(0o755)
     except OSError as exc:
         raise UsageError(f"cannot write to {out.parent}: {exc.strerror}", "choose a writable --out") from None
+    return stage
+
+
+def pull(spec: str | Path, out: Path, endpoint: str | Path | None = None) -> Pulled:
+    """Download a pinned bundle into ``out`` (which must not exist), verified before it appears.
+
+    From a Hub the files go through the Hugging Face cache (:mod:`packer.hub.hf_cache`): a cut-off
+    pull resumes where it stopped, and a second pull of the same files downloads nothing.
+    """
+    pin, expect_sha, endpoint = target(spec, endpoint)
+    out = Path(out)
+    if out.exists():
+        raise UsageError(f"{out} already exists", "choose another --out or remove it")
+    remote = remote_for(endpoint)
+    resolved, doc, manifest_bytes = _resolve(pin, remote)
+    _check_lock(pin, resolved, expect_sha)
+    total = sum(f["size"] for f in doc["files"])
+    stage = _stage_for(out)
     try:
-        remote.download(pin.repo, resolved.commit, [MANIFEST_NAME] + [f["path"] for f in doc["files"]], stage)
-        if canonical.sha256_file(stage / MANIFEST_NAME) != resolved.manifest_sha256:
-            raise HubError(f"{pin}: manifest.json changed during the download", "pull again")
+        with progress.task(f"pull {pin.repo}", total, bytes_=True) as bar:
+            fetched = remote.download(pin.repo, resolved.commit, doc["files"], stage, on_bytes=bar.advance)
+        (stage / MANIFEST_NAME).write_bytes(manifest_bytes)
         bundle = Bundle.open(stage)
-        bundle.verify()
+        with progress.task("verify", total, bytes_=True) as bar:
+            bundle.verify(on_file=lambda entry: bar.advance(entry["size"]))
         os.replace(stage, out)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-    return Pulled(resolved, out, len(bundle.files), sum(f["size"] for f in doc["files"]))
+    return Pulled(resolved, out, len(bundle.files), total, fetched.downloaded, fetched.reused, fetched.repaired)

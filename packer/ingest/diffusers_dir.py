@@ -15,6 +15,7 @@ import torch
 from packer.errors import CheckpointError
 from packer.ingest import architecture, weights
 from packer.ingest.checkpoint import Checkpoint, finish
+from packer.support import progress
 
 WEIGHT_NAMES = {"text_encoder": "model", "unet": "diffusion_pytorch_model", "vae": "diffusion_pytorch_model"}
 FOLDER = "pass a complete SD1.x diffusers folder (model_index.json, text_encoder/, unet/, vae/, tokenizer/)"
@@ -44,12 +45,12 @@ def weight_files(folder: Path, stem: str) -> list[Path]:
     return []
 
 
-def _read(files: list[Path]) -> dict[str, torch.Tensor]:
+def _read(files: list[Path], on_bytes=None) -> dict[str, torch.Tensor]:
     state_dict: dict[str, torch.Tensor] = {}
     for f in files:
         if not f.is_file():
             raise CheckpointError(f"{f.parent.name}/{f.name}: listed shard is missing", FOLDER)
-        state_dict.update(weights.read_safetensors(f)[0] if f.suffix == ".safetensors" else weights.read_pickle(f))
+        state_dict.update(weights.read_safetensors(f, on_bytes)[0] if f.suffix == ".safetensors" else weights.read_pickle(f, on_bytes))
     return weights.to_fp32(state_dict)
 
 
@@ -68,15 +69,19 @@ def load(
     folder = Path(folder)
     name = (source or {}).get("name", folder.name)
     check_index(_json(folder / "model_index.json", name), name)
-    configs, state_dicts, files = {}, {}, []
+    configs, state_dicts, files = {}, {}, {}
     for component in architecture.COMPONENTS:
         sub = folder / component
         found = weight_files(sub, WEIGHT_NAMES[component]) if sub.is_dir() else []
         if not (sub / "config.json").is_file() or not found:
             raise CheckpointError(f"{name}: the diffusers folder has no {component}/ (config.json and weights)", FOLDER)
         configs[component] = _json(sub / "config.json", name)
-        state_dicts[component] = _read(found)
-        files += found
+        files[component] = found
+    size = sum(f.stat().st_size for found in files.values() for f in found if f.is_file())
+    with progress.task(f"reading {name}", size, bytes_=True) as bar:
+        for component, found in files.items():
+            state_dicts[component] = _read(found, bar.advance)
+    files = [f for found in files.values() for f in found]
     te = {k.removeprefix("text_model."): v for k, v in state_dicts["text_encoder"].items()}
     te.pop("embeddings.position_ids", None)
     state_dicts["text_encoder"] = te
@@ -86,7 +91,8 @@ def load(
     scheduler_path = folder / "scheduler" / "scheduler_config.json"
     scheduler = _json(scheduler_path, name) if scheduler_path.is_file() else None
     source = dict(source or {"name": folder.name, "format": "diffusers"})
-    source["sha256"] = weights.folder_sha256(folder, files)
+    with progress.task(f"hashing {name}", size, bytes_=True) as bar:
+        source["sha256"] = weights.folder_sha256(folder, files, bar.advance)
     return finish(
         source, configs, state_dicts, name=name, tokenizer=tokenizer, tokenizer_default=folder / "tokenizer",
         prediction_type=prediction_type, scheduler_config=scheduler,

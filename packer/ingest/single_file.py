@@ -16,7 +16,7 @@ from diffusers.loaders import single_file_utils as sfu
 from packer.errors import CheckpointError
 from packer.ingest import architecture, weights
 from packer.ingest.checkpoint import Checkpoint, finish
-from packer.support import canonical
+from packer.support import canonical, progress
 
 UNET = sfu.LDM_UNET_KEY  # "model.diffusion_model."
 CLIP = "cond_stage_model.transformer."
@@ -103,13 +103,17 @@ def _sample_size(meta: dict[str, str], vae_levels: int) -> int:
 def load(path: Path, *, tokenizer: Path | None = None, prediction_type: str | None = None) -> Checkpoint:
     """Ingest one LDM single-file checkpoint."""
     path = Path(path)
-    if path.suffix.lower() == ".safetensors":
-        fmt, (raw, meta) = "ldm-safetensors", weights.read_safetensors(path)
-    else:
-        fmt, raw, meta = "ldm-ckpt", weights.read_pickle(path), {}
-    check_keys(list(raw), path.name)
-    state_dicts = {c: weights.to_fp32(sd) for c, sd in ldm_to_diffusers(raw, path.name).items()}
-    del raw
+    size = path.stat().st_size
+    with progress.task(f"reading {path.name}", size, bytes_=True) as bar:
+        if path.suffix.lower() == ".safetensors":
+            fmt, (raw, meta) = "ldm-safetensors", weights.read_safetensors(path, bar.advance)
+        else:
+            fmt, raw, meta = "ldm-ckpt", weights.read_pickle(path, bar.advance), {}
+        check_keys(list(raw), path.name)
+        converted = ldm_to_diffusers(raw, path.name)
+        bar.describe(f"converting {path.name}", weights.tensor_bytes(converted))
+        state_dicts = {c: weights.to_fp32(sd, bar.advance) for c, sd in converted.items()}
+        del raw, converted
     architecture.check_structure(state_dicts, path.name)
     vae_levels = _count(state_dicts["vae"], r"encoder\.down_blocks\.(\d+)\.")
     sample_size = _sample_size(meta, vae_levels)
@@ -118,7 +122,8 @@ def load(path: Path, *, tokenizer: Path | None = None, prediction_type: str | No
         "unet": architecture.infer_unet_config(state_dicts["unet"], sample_size),
         "vae": architecture.infer_vae_config(state_dicts["vae"], sample_size),
     }
-    source = {"name": path.name, "format": fmt, "sha256": canonical.sha256_file(path)}
+    with progress.task(f"hashing {path.name}", size, bytes_=True) as bar:
+        source = {"name": path.name, "format": fmt, "sha256": canonical.sha256_file(path, on_bytes=bar.advance)}
     return finish(
         source, configs, state_dicts, name=path.name, tokenizer=tokenizer, tokenizer_default=None,
         prediction_type=prediction_type, scheduler_config=None,

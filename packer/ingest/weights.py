@@ -13,10 +13,11 @@ import math
 import re
 import struct
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
+from safetensors import safe_open
 
 from packer.errors import CheckpointError
 from packer.support import canonical
@@ -90,19 +91,34 @@ def check_safetensors_header(path: Path) -> dict:
     return header
 
 
-def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+Progress = Callable[[int], None] | None  # hears of bytes read, converted or hashed
+
+
+def _nbytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
+def read_safetensors(path: Path, on_bytes: Progress = None) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """The tensors and the ``__metadata__`` string map of a validated safetensors file."""
     meta = check_safetensors_header(path)["__metadata__"]
     try:
-        return load_file(str(path), device="cpu"), meta
+        tensors = {}
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            for name in f.keys():
+                tensors[name] = f.get_tensor(name)
+                if on_bytes:
+                    on_bytes(_nbytes(tensors[name]))
+        return tensors, meta
     except Exception as exc:  # the header was fine, so this is I/O or a library limit
         raise CheckpointError(f"{path.name}: cannot read safetensors data ({exc})", FORGED) from None
 
 
-def read_pickle(path: Path) -> dict[str, torch.Tensor]:
+def read_pickle(path: Path, on_bytes: Progress = None) -> dict[str, torch.Tensor]:
     """A ``.ckpt``/``.pt`` state dict, loaded with ``weights_only=True`` (no code runs)."""
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
+        if on_bytes:
+            on_bytes(path.stat().st_size)
     except Exception as exc:
         found = re.search(r"GLOBAL ([\w.]+)", str(exc))
         what = f"it refers to {found.group(1)}" if found else type(exc).__name__
@@ -114,11 +130,18 @@ def read_pickle(path: Path) -> dict[str, torch.Tensor]:
     return {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
 
 
-def to_fp32(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def to_fp32(state_dict: dict[str, torch.Tensor], on_bytes: Progress = None) -> dict[str, torch.Tensor]:
     """Floating tensors as contiguous fp32 (fp16/bf16 checkpoints are common); others unchanged."""
-    return {
-        k: (v.to(torch.float32) if v.is_floating_point() else v).contiguous() for k, v in state_dict.items()
-    }
+    out = {}
+    for k, v in state_dict.items():
+        out[k] = (v.to(torch.float32) if v.is_floating_point() else v).contiguous()
+        if on_bytes:
+            on_bytes(_nbytes(v))
+    return out
+
+
+def tensor_bytes(state_dicts: dict[str, dict[str, torch.Tensor]]) -> int:
+    return sum(_nbytes(t) for sd in state_dicts.values() for t in sd.values())
 
 
 def warn_non_finite(state_dicts: dict[str, dict[str, torch.Tensor]]) -> None:
@@ -137,7 +160,7 @@ def warn_non_finite(state_dicts: dict[str, dict[str, torch.Tensor]]) -> None:
         )
 
 
-def folder_sha256(root: Path, files: list[Path]) -> str:
+def folder_sha256(root: Path, files: list[Path], on_bytes: Progress = None) -> str:
     """sha256 over the sorted ``"<posix path> <sha256>\\n"`` lines of a folder's weight files."""
-    lines = sorted(f"{f.relative_to(root).as_posix()} {canonical.sha256_file(f)}\n" for f in files)
+    lines = sorted(f"{f.relative_to(root).as_posix()} {canonical.sha256_file(f, on_bytes=on_bytes)}\n" for f in files)
     return hashlib.sha256("".join(lines).encode()).hexdigest()

@@ -36,6 +36,10 @@ class GenerateResult:
     def display(self) -> str:
         return f"wrote {self.out} ({self.size[1]}x{self.size[0]}, {self.variant}, {self.seconds:.1f} s)"
 
+    def as_json(self) -> dict:
+        return {"command": "generate", "out": str(self.out), "width": int(self.size[1]), "height": int(self.size[0]),
+                "variant": self.variant, "seconds": round(self.seconds, 3)}
+
 
 def generate(args: GenerateArgs) -> GenerateResult:
     from packer.bundle import Bundle

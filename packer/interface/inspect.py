@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from packer.bundle import Bundle
@@ -14,8 +15,48 @@ def _mib(n: int) -> str:
     return f"{n} B"
 
 
+@dataclass
+class InspectResult:
+    bundle: Path
+    manifest: dict
+
+    def display(self) -> str:
+        return _text(self.manifest)
+
+    def as_json(self) -> dict:
+        m = self.manifest
+        files = m["files"]
+        sizes = {f["path"]: f["size"] for f in files}
+        components = {}
+        for name, comp in m["components"].items():
+            prefix = comp["weights"].rsplit("/", 1)[0] + "/"
+            mine = [f for f in files if f["path"].startswith(prefix)]
+            components[name] = {"params": len(comp["params"]), "stored_bytes": sum(f["size"] for f in mine),
+                                "raw_bytes": sum(f.get("encoding", {}).get("raw_size", f["size"]) for f in mine)}
+        targets = {key: {"kind": t["kind"], "dtype": t["dtype"], "libs": len(t["libs"]),
+                         "lib_bytes": sum(sizes[p] for p in t["libs"].values()), "requirements": t["requirements"]}
+                   for key, t in sorted(m["targets"].items())}
+        return {
+            "command": "inspect", "bundle": str(self.bundle), "repo": m["model"]["id"], "version": m["model"]["version"],
+            "license": m["model"]["license"], "dtype": m["dtype"],
+            "source": {k: m["source"][k] for k in ("name", "format", "sha256")},
+            "architecture": {k: m["architecture"][k] for k in ("family", "signature", "prediction_type")},
+            "scheduler": {k: m["scheduler"][k] for k in ("default", "steps", "guidance")},
+            "generator": m["generator"], "components": components, "targets": targets,
+            "files": len(files), "bytes": sum(f["size"] for f in files),
+        }
+
+
+def inspect(path: Path) -> InspectResult:
+    """The manifest of the bundle at ``path`` (checked against the schema, no hashing)."""
+    return InspectResult(Path(path), Bundle.open(path).manifest)
+
+
 def summary(path: Path) -> str:
-    m = Bundle.open(path).manifest
+    return inspect(path).display()
+
+
+def _text(m: dict) -> str:
     files = m["files"]
     lines = [
         f"model      {m['model']['id']} {m['model']['version']}  (license {m['model']['license']})",

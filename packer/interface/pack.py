@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from packer.errors import CompileError, UsageError
-from packer.support import canonical, names, progress
+from packer.support import canonical, names, native_log, progress
 
 DTYPES = {"fp16": "float16", "float16": "float16", "fp32": "float32", "float32": "float32"}
 MANIFEST_COMPONENTS = {"text_encoder": "text_encoder", "unet": "unet", "vae_decoder": "vae_decoder"}
@@ -65,6 +65,13 @@ class PackResult:
                 f"({len(m['files'])} files, {size / 2**20:.1f} MiB; targets {', '.join(sorted(m['targets']))}; "
                 f"libraries: {self.compiled} compiled, {self.reused} reused)")
 
+    def as_json(self) -> dict:
+        m = self.manifest
+        return {"command": "pack", "out": str(self.out), "repo": m["model"]["id"], "version": m["model"]["version"],
+                "targets": sorted(m["targets"]), "files": len(m["files"]), "bytes": sum(f["size"] for f in m["files"]),
+                "manifest_sha256": canonical.sha256_file(self.out / "manifest.json"),
+                "libraries": {"compiled": self.compiled, "reused": self.reused}}
+
 
 def _model_id(checkpoint: str) -> str:
     stem = Path(checkpoint.split("@")[0]).name
@@ -100,7 +107,8 @@ def pack(args: PackArgs) -> PackResult:
     ckpt = ingest(args.checkpoint, tokenizer=args.tokenizer, prediction_type=args.prediction_type,
                   image_size=args.image_size)
     progress.status("compiling (libraries are reused when the architecture was built before)")
-    compiled = compile_all(ckpt, targets=args.targets, dtype=dtype)
+    with native_log.quiet("compile"):  # TVM's C++ warnings only with SDPACK_VERBOSE=1
+        compiled = compile_all(ckpt, targets=args.targets, dtype=dtype)
     by_component: dict[str, list] = {}
     for (component, _target), cc in compiled.items():
         by_component.setdefault(component, []).append(cc)

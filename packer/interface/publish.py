@@ -1,4 +1,4 @@
-"""`packer publish ORG/NAME --bundle DIR --version X.Y.Z [--private] [--to hf|DIR] [--endpoint URL]`.
+"""`packer publish ORG/NAME --bundle DIR --version X.Y.Z [--private] [--hub hf|URL|DIR]`.
 
 Publishes a packed bundle as an immutable version: the Hugging Face Hub (default) or a directory
 hub. The bundle is verified first, and must say in its manifest that it is ORG/NAME X.Y.Z, so a
@@ -46,6 +46,12 @@ class PublishResult:
         else:
             head = f"published {p.repo} {p.version} to {p.location}: {len(p.uploaded)} of {self.files} files new or changed"
         return f"{head}\npin: {p.repo}@{p.version} -> commit {p.commit} (manifest sha256 {p.manifest_sha256})"
+
+    def as_json(self) -> dict:
+        p = self.published
+        return {"command": "publish", "repo": p.repo, "version": p.version, "commit": p.commit,
+                "manifest_sha256": p.manifest_sha256, "hub": p.location, "already": p.already,
+                "uploaded": sorted(p.uploaded), "files": self.files}
 
 
 def _check_bundle(bundle: Bundle, repo: str, version: str) -> None:

@@ -1,7 +1,8 @@
-"""`packer resolve ORG/NAME@VERSION|LOCKFILE [--endpoint URL|DIR] [--lock-out FILE]`.
+"""`packer resolve ORG/NAME@VERSION|LOCKFILE [--hub hf|URL|DIR] [--lock-out FILE]`.
 
 Prints, as JSON, the commit a version pins and the manifest URL and sha256 a web page or a
-script should fetch; ``--lock-out`` writes the same as a lock record for `packer pull`.
+script should fetch; ``--lock-out`` writes the same as a lock record for `packer pull`. For a
+directory hub the URL is where `packer serve` answers, and ``serve`` says how to start it.
 """
 
 from __future__ import annotations
@@ -29,11 +30,14 @@ class ResolveResult:
     resolved: Resolved
     lock_file: Path | None = None
 
-    def display(self) -> str:
-        doc = self.resolved.as_dict()
+    def as_json(self) -> dict:
+        doc = {"command": "resolve", **self.resolved.as_dict()}
         if self.lock_file is not None:
             doc["lock_file"] = str(self.lock_file)
-        return json.dumps(doc, indent=2, sort_keys=True)
+        return doc
+
+    def display(self) -> str:
+        return json.dumps(self.as_json(), indent=2, sort_keys=True)
 
 
 def resolve_pin(spec: str, endpoint: str | None = None, lock_out: Path | None = None) -> ResolveResult:

@@ -11,11 +11,15 @@ from packer.support import progress
 
 @dataclass
 class VerifyResult:
+    bundle: Path
     files: int
     bytes: int
 
     def display(self) -> str:
         return f"ok: {self.files} files, {self.bytes / 2**20:.1f} MiB verified"
+
+    def as_json(self) -> dict:
+        return {"command": "verify", "bundle": str(self.bundle), "ok": True, "files": self.files, "bytes": self.bytes}
 
 
 def verify(path: Path) -> VerifyResult:
@@ -24,4 +28,4 @@ def verify(path: Path) -> VerifyResult:
     total = sum(f["size"] for f in bundle.manifest["files"])
     with progress.task("verify", total, bytes_=True) as bar:
         bundle.verify(on_file=lambda entry: bar.advance(entry["size"]))
-    return VerifyResult(files=len(bundle.files), bytes=total)
+    return VerifyResult(Path(path), files=len(bundle.files), bytes=total)

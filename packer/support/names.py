@@ -64,3 +64,13 @@ def parse_pin(spec: str) -> Pin:
     if COMMIT.match(ref):
         return Pin(repo, commit=ref)
     return Pin(repo, version=check_version(ref))
+
+
+def semver_key(version: str) -> tuple:
+    """A sort key giving semantic-version precedence: 1.0.0-rc.1 < 1.0.0 < 1.0.1 < 1.10.0."""
+    core, _, pre = check_version(version).split("+")[0].partition("-")
+    numbers = tuple(int(n) for n in core.split("."))
+    if not pre:
+        return (numbers, 1, ())
+    parts = tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in pre.split("."))
+    return (numbers, 0, parts)

@@ -1,4 +1,8 @@
-"""The one progress helper: a rich progress bar on stderr, silent when not a terminal or in tests."""
+"""The one progress helper: a rich progress bar on stderr.
+
+Silent when stderr is not a terminal, with ``SDPACK_NO_PROGRESS=1`` (the tests), and with
+``HF_HUB_DISABLE_PROGRESS_BARS=1``: whoever turned the Hub client's bars off wants none of ours.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +17,12 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 _console = Console(stderr=True)
 
 
+def _truthy(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def _enabled() -> bool:
-    return sys.stderr.isatty() and not os.environ.get("SDPACK_NO_PROGRESS")
+    return sys.stderr.isatty() and not os.environ.get("SDPACK_NO_PROGRESS") and not _truthy("HF_HUB_DISABLE_PROGRESS_BARS")
 
 
 class _Task:
@@ -24,6 +32,12 @@ class _Task:
     def advance(self, amount: float = 1) -> None:
         if self._progress is not None:
             self._progress.advance(self._id, amount)
+
+    def describe(self, description: str, total: float | None = None) -> None:
+        """Start the next phase of the same work on the same bar (from zero when ``total`` is given)."""
+        if self._progress is not None:
+            fields = {"total": total, "completed": 0} if total is not None else {}
+            self._progress.update(self._id, description=description, **fields)
 
 
 @contextlib.contextmanager

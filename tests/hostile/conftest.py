@@ -52,15 +52,21 @@ def example(session_dirs) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
-def packed(launcher, example, session_dirs) -> Path:
-    """The example packed once (llvm, fp32, 64 px) as sdpack/tiny 1.0.0 through the real CLI."""
+def pack_run(launcher, example, session_dirs):
+    """The example packed once (llvm, fp32, 64 px) as sdpack/tiny 1.0.0 through the real CLI,
+    compiling for real (the session's cache starts empty): the bundle and the run's Result."""
     out = session_dirs["bundles"] / "tiny"
     r = launcher.run("pack", example["safetensors"], "--out", out, "--tokenizer", example["tokenizer"],
                      "--image-size", "64", "--model-id", REPO, "--version", "1.0.0")
     assert r.code == 0, r.err
     for p in out.rglob("*"):  # shared by every case: nobody may change it
         p.chmod(0o444 if p.is_file() else 0o555)
-    return out
+    return out, r
+
+
+@pytest.fixture(scope="session")
+def packed(pack_run) -> Path:
+    return pack_run[0]
 
 
 @pytest.fixture(scope="session")

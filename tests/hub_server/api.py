@@ -169,6 +169,17 @@ def refs(hub, req: Request) -> None:
     send_json(req, doc)
 
 
+def commits(hub, req: Request) -> None:
+    """GET /api/models/{repo}/commits/{rev} — the history from ``rev`` back, newest first, one page."""
+    repo = hub.repo_for_read(req, req.params["repo"])
+    commit_ = hub.commit_at(repo, unquote(req.params["rev"]))
+    history = []
+    while commit_ is not None:
+        history.append({"id": commit_.oid, "title": commit_.title, "message": "", "authors": [], "date": commit_.date})
+        commit_ = repo.commits.get(commit_.parent) if commit_.parent else None
+    send_json(req, history)
+
+
 def _file_doc(path: str, e: Entry) -> dict:
     doc = {"type": "file", "oid": e.git_oid, "size": e.size, "path": path}
     if e.lfs:

@@ -1,14 +1,16 @@
 """GET/HEAD /{repo}/resolve/{rev}/{path}: what hf_hub_download and browsers fetch.
 
 The client's HEAD needs ``X-Repo-Commit`` and an etag (``X-Linked-Etag`` for LFS files, whose
-etag is their sha256) or it reports the file as missing; browsers need CORS and Range.
+etag is their sha256) or it reports the file as missing; browsers need CORS and Range. Every
+GET is recorded (``server.downloads``: path, Range header, bytes sent) so tests can tell a
+resumed download from a fresh one.
 """
 
 from __future__ import annotations
 
 from urllib.parse import unquote
 
-from .wire import Abort, Request, byte_range, send
+from .wire import Abort, Drop, Request, byte_range, send, send_cut
 
 
 def resolve(hub, req: Request) -> None:
@@ -32,10 +34,20 @@ def resolve(hub, req: Request) -> None:
     if req.method == "HEAD":
         send(req, 200, b"", {**headers, "Content-Length": str(entry.size)})
         return
+    mode = hub.faults.take("download", path)
+    if mode == "drop":
+        raise Drop()
+    if mode == "500":
+        raise Abort(500, f"injected failure downloading {path}")
     data = hub.storage.read_object(entry.sha256)
-    if span is None:
-        send(req, 200, data, headers)
-    else:
+    status = 200
+    if span is not None:
         start, end = span
         headers["Content-Range"] = f"bytes {start}-{end}/{entry.size}"
-        send(req, 206, data[start : end + 1], headers)
+        status, data = 206, data[start : end + 1]
+    if mode == "cut":
+        hub.record_download(path, req.headers.get("Range"), len(data) // 2)
+        send_cut(req, status, data, headers, len(data) // 2)
+        return
+    hub.record_download(path, req.headers.get("Range"), len(data))
+    send(req, status, data, headers)

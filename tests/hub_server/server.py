@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import threading
 from collections import Counter
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
@@ -33,6 +34,7 @@ ROUTES = [
     ({"POST"}, rf"/api/models/{REPO}/commit/{REV}", "commit", api.commit),
     ({"POST"}, rf"/api/models/{REPO}/tag/{REV}", "tag", api.create_tag),
     ({"GET"}, rf"/api/models/{REPO}/refs", "refs", api.refs),
+    ({"GET"}, rf"/api/models/{REPO}/commits/{REV}", "commits", api.commits),
     ({"GET"}, rf"/api/models/{REPO}/tree/{REV}(?:/(?P<path>.*))?", "tree", api.tree),
     ({"GET"}, rf"/api/models/{REPO}(?:/revision/{REV})?", "repo_info", api.repo_info),
     ({"POST"}, rf"/{REPO}\.git/info/lfs/objects/batch", "lfs_batch", lfs.batch),
@@ -41,6 +43,15 @@ ROUTES = [
     ({"GET", "HEAD"}, rf"/{REPO}/resolve/{REV}/(?P<path>.+)", "resolve", files.resolve),
 ]
 ROUTES = [(methods, re.compile(pattern), name, fn) for methods, pattern, name, fn in ROUTES]
+
+
+@dataclass(frozen=True)
+class Download:
+    """One GET of a file: its path, the Range header asked for (or None), the bytes sent."""
+
+    path: str
+    range: str | None
+    sent: int
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -66,6 +77,7 @@ class HubServer:
         self.faults = Faults()
         self.counters: Counter = Counter()
         self.lfs_puts: list[str] = []
+        self.downloads: list[Download] = []
         self.tickets: dict[str, tuple[str, int]] = {}
         self._httpd: ThreadingHTTPServer | None = None
         self._lock = threading.Lock()
@@ -100,6 +112,7 @@ class HubServer:
         with self._lock:
             self.counters.clear()
             self.lfs_puts.clear()
+            self.downloads.clear()
 
     def count(self, name: str) -> None:
         with self._lock:
@@ -108,6 +121,10 @@ class HubServer:
     def record_put(self, oid: str) -> None:
         with self._lock:
             self.lfs_puts.append(oid)
+
+    def record_download(self, path: str, range_: str | None, sent: int) -> None:
+        with self._lock:
+            self.downloads.append(Download(path, range_, sent))
 
     # -- auth and lookups (used by the routes) ---------------------------------------------------------
     def user(self, req: Request) -> str | None:

@@ -14,6 +14,7 @@ import os
 import tempfile
 import threading
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 DEFAULT_GITATTRIBUTES = b"".join(
@@ -46,12 +47,18 @@ class Entry:
         return cls(sha256, size, lfs, git_blob_oid(blob))
 
 
+def now() -> str:
+    """The time as the Hub writes commit dates: ISO 8601, UTC, milliseconds."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 @dataclass(frozen=True)
 class Commit:
     oid: str
     parent: str | None
     tree: dict  # path -> Entry
     title: str
+    date: str = field(default_factory=now)  # not part of the oid: content and parent only
 
 
 def commit_oid(parent: str | None, tree: dict[str, Entry]) -> str:

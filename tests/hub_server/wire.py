@@ -93,6 +93,18 @@ def send(req: Request, status: int, body: bytes = b"", headers: dict | None = No
         h.wfile.write(body)
 
 
+def send_cut(req: Request, status: int, body: bytes, headers: dict, keep: int) -> None:
+    """Promise all of ``body`` (Content-Length), send its first ``keep`` bytes, hang up."""
+    h = req.handler
+    h.send_response(status)
+    for key, value in {**CORS, "Content-Length": str(len(body)), **headers}.items():
+        h.send_header(key, value)
+    h.end_headers()
+    h.wfile.write(body[:keep])
+    h.wfile.flush()
+    drop(req)
+
+
 def send_json(req: Request, doc, status: int = 200, headers: dict | None = None) -> None:
     send(req, status, json.dumps(doc).encode(), {"Content-Type": "application/json", **(headers or {})})
 

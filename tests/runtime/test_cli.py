@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from examples.make_example import make_example
-from tests.helpers import packer
+from tests.helpers import cli_json, packer
 
 
 @pytest.fixture
@@ -20,9 +20,9 @@ def env(lib_cache):
 def test_generate_writes_png(packed, env, tmp_path):
     out = tmp_path / "img.png"
     r = packer("generate", str(packed("safetensors", "fp32")), "--prompt", "a red dragon", "--seed", "5",
-               "--steps", "3", "--scheduler", "ddim", "--out", str(out), env=env)
-    assert r.code == 0, r.err
-    assert "wrote" in r.out and "llvm-float32" in r.out
+               "--steps", "3", "--scheduler", "ddim", "--out", str(out), "--json", env=env)
+    doc = cli_json(r, "generate")
+    assert (doc["out"], doc["variant"], doc["width"], doc["height"]) == (str(out), "llvm-float32", 64, 64)
     img = np.asarray(Image.open(out))
     assert img.shape == (64, 64, 3) and img.std() > 5
 
@@ -40,12 +40,12 @@ def test_second_checkpoint_reuses_libraries_and_publish_pull_roundtrip(example, 
     assert r.code == 0, r.err
     lock = json.loads((tmp_path / "lock.json").read_text())
     assert lock["version"] == "1.0.0" and len(lock["commit"]) == 40
-    r = packer("pull", str(tmp_path / "lock.json"), "--out", str(tmp_path / "pulled"))
-    assert r.code == 0, r.err
+    r = packer("pull", str(tmp_path / "lock.json"), "--out", str(tmp_path / "pulled"), "--json")
+    assert cli_json(r, "pull")["commit"] == lock["commit"]
     r = packer("pack", str(other["safetensors"]), "--out", str(tmp_path / "direct"), "--tokenizer",
-               str(other["tokenizer"]), "--image-size", "64", "--version", "1.0.0", "--model-id", "acme/other-model", env=env)
-    assert r.code == 0, r.err
-    assert "0 compiled, 3 reused" in r.out
+               str(other["tokenizer"]), "--image-size", "64", "--version", "1.0.0", "--model-id", "acme/other-model",
+               "--json", env=env)
+    assert cli_json(r, "pack")["libraries"] == {"compiled": 0, "reused": 3}
     # same checkpoint, same versions → byte-identical manifest to the published one
     assert (tmp_path / "direct" / "manifest.json").read_bytes() == (tmp_path / "pulled" / "manifest.json").read_bytes()
     images = []

@@ -111,7 +111,7 @@ def runtime_home(cache_dir: Path | str | None = None) -> Path:
     """A ``TVM_HOME`` whose ``web/dist/wasm`` holds the three objects; builds them if missing.
 
     The cache root is ``cache_dir``, else ``$SDPACK_WEBGPU_RUNTIME_CACHE``, else the library
-    cache root (``$SDPACK_CACHE`` or ``~/.cache/sdpack``).
+    cache root (``$SDPACK_CACHE``, else ``$XDG_CACHE_HOME/sdpack`` or ``~/.cache/sdpack``).
     """
     if cache_dir is None:
         cache_dir = os.environ.get("SDPACK_WEBGPU_RUNTIME_CACHE") or None

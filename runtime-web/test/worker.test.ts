@@ -12,15 +12,21 @@ import { handleModelRequests, type MessageScope } from "../src/worker.js";
 import { extendedBundle, fakeBackend } from "./fakeModel.js";
 import { serve, type FileServer } from "./helpers.js";
 
-/** A page end and a worker end, the worker end answering with the stand-in backend. */
-function channel(): { page: EngineWorker; close: () => void } {
+/** A page end and a worker end, the worker end answering with the stand-in backend; `transfers` records what the worker end transferred. */
+function channel(): { page: EngineWorker; close: () => void; transfers: Transferable[][] } {
   const { port1, port2 } = new MessageChannel();
   const asTarget = (port: MessagePort) => {
     port.start();
     return port as unknown as EngineWorker & MessageScope;
   };
-  handleModelRequests(asTarget(port2), { createBackend: async () => fakeBackend() });
-  return { page: asTarget(port1), close: () => (port1.close(), port2.close()) };
+  const transfers: Transferable[][] = [];
+  const worker = asTarget(port2);
+  const scope: MessageScope = {
+    addEventListener: (type, listener) => worker.addEventListener(type, listener),
+    postMessage: (message, transfer = []) => (transfers.push(transfer), worker.postMessage(message, transfer)),
+  };
+  handleModelRequests(scope, { createBackend: async () => fakeBackend() });
+  return { page: asTarget(port1), close: () => (port1.close(), port2.close()), transfers };
 }
 
 describe("loadModelInWorker", () => {
@@ -36,7 +42,7 @@ describe("loadModelInWorker", () => {
   });
 
   test("loads with progress forwarded, and generates the same image as on the page, steps forwarded", async () => {
-    const { page, close } = channel();
+    const { page, close, transfers } = channel();
     try {
       const events: ModelLoadProgress[] = [];
       const model = await loadModelInWorker(page, `${server.url}manifest.json`, { cache: "none", onProgress: (p) => events.push(p) });
@@ -49,6 +55,10 @@ describe("loadModelInWorker", () => {
       const request = { prompt: "a red cat", negativePrompt: "blurry", seed: 18446744073709551615n, steps: 3, guidance: 6.5, scheduler: "ddim" as const };
       const image = await model.generate({ ...request, onStep: (i, n) => steps.push(i * 10 + n) });
       assert.deepEqual(steps, [13, 23, 33]);
+      // The pixels were transferred: the worker's buffers are detached (byteLength 0) after the post.
+      const sent = transfers.at(-1)! as ArrayBuffer[];
+      assert.equal(sent.length, 2);
+      assert.ok(sent.every((b) => b.byteLength === 0));
       const direct = await (await loadModel(`${server.url}manifest.json`, { backend: fakeBackend() })).generate(request);
       assert.ok(image.rgba instanceof Uint8ClampedArray && image.float instanceof Float32Array);
       assert.deepEqual(image.rgba, direct.rgba);

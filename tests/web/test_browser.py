@@ -155,7 +155,7 @@ def run(tmp_path_factory):
         }
         (tmp / "config.json").write_text(json.dumps(config))
         done = subprocess.run(["node", "test/browser/run.mjs", str(tmp / "config.json")], cwd=WEB,
-                              capture_output=True, text=True, timeout=240)
+                              capture_output=True, text=True, timeout=420)
     finally:
         hub_server.shutdown()
         static.shutdown()
@@ -248,7 +248,6 @@ def test_the_packaged_app_loads_by_version_in_a_worker_from_the_cache(run):
     assert [r for r in run["appRequests"] if r != manifest] == [f"/api/models/{REPO}/revision/v1.0.0"] * 2
     assert app["stats"]["fromCache"] == len(_needed(run))
     assert app["steps"] == [[i, 4] for i in range(1, 5)]  # onStep forwarded from the worker
-    assert app["transferred"]  # the image's buffers came over whole (transferred, not views of a copy)
     assert app["inCache"] is True
     assert isinstance(app["storage"]["persisted"], bool) and app["storage"]["usage"] > 0 and app["storage"]["quota"] > 0
 

@@ -36,7 +36,6 @@ async function run({ spec, endpoint, request }) {
   const out = {
     ok: true, loadMs, modelId: model.modelId, variant: model.variant, commit: model.commit, stats: model.stats, decodedBy, progress, steps,
     image: { width: image.width, height: image.height, float_b64: base64(new Uint8Array(image.float.buffer, image.float.byteOffset, image.float.byteLength)), timings: image.timings },
-    transferred: image.rgba.buffer.byteLength === image.rgba.byteLength && image.float.buffer.byteLength === image.float.byteLength,
     png_b64: base64(png),
     inCache: await hasModelInCache(spec, { endpoint }),
     storage: await requestPersistentStorage(),

@@ -13,6 +13,15 @@ import type { SchedulerName } from "./manifest.js";
 /** What `Software` says for images made in the browser. */
 export const SOFTWARE = `sdpack runtime-web ${RUNTIME_VERSION}`;
 
+/**
+ * A number as the spec writes it (ECMAScript's `Number.prototype.toString`: the shortest decimal
+ * that reads back as the same float64 — `7.5`, `7`, `0.1`, `1e-7`), which `packer generate` writes
+ * the same way.
+ */
+export function numberText(x: number): string {
+  return String(x);
+}
+
 /** The values that made an image (defaults filled in), as `Pipeline.generate` returns them. */
 export interface GenerationParameters {
   prompt: string;
@@ -35,32 +44,11 @@ export interface GenerationParameters {
   software: string;
 }
 
-/**
- * A float as Python's `repr` writes it (the shortest digits that read back as the same double;
- * `7.5`, `7.0`, `1e-05`, `1e+16`), so both runtimes write the same guidance for the same value.
- */
-export function formatFloat(x: number): string {
-  if (Number.isNaN(x)) return "nan";
-  if (!Number.isFinite(x)) return x > 0 ? "inf" : "-inf";
-  if (x === 0) return Object.is(x, -0) ? "-0.0" : "0.0";
-  const sign = x < 0 ? "-" : "";
-  const [mantissa, exponent] = Math.abs(x).toExponential().split("e"); // the shortest round-tripping digits
-  const digits = mantissa.replace(".", "");
-  const exp = Number(exponent);
-  if (exp < -4 || exp >= 16) {
-    const m = digits.length > 1 ? `${digits[0]}.${digits.slice(1)}` : digits;
-    return `${sign}${m}e${exp < 0 ? "-" : "+"}${String(Math.abs(exp)).padStart(2, "0")}`;
-  }
-  if (exp < 0) return `${sign}0.${"0".repeat(-exp - 1)}${digits}`;
-  if (exp >= digits.length - 1) return `${sign}${digits}${"0".repeat(exp - digits.length + 1)}.0`;
-  return `${sign}${digits.slice(0, exp + 1)}.${digits.slice(exp + 1)}`;
-}
-
 /** The A1111/ComfyUI `parameters` text of an image. */
 export function parametersText(p: GenerationParameters): string {
   return (
     `${p.prompt}\nNegative prompt: ${p.negativePrompt}\n` +
-    `Steps: ${p.steps}, Sampler: ${p.scheduler}, CFG scale: ${formatFloat(p.guidance)}, Seed: ${p.seed}, ` +
+    `Steps: ${p.steps}, Sampler: ${p.scheduler}, CFG scale: ${numberText(p.guidance)}, Seed: ${p.seed}, ` +
     `Size: ${p.width}x${p.height}, Model: ${p.model}`
   );
 }
@@ -72,7 +60,7 @@ export function imageMetadata(p: GenerationParameters): [string, string][] {
     ["negative_prompt", p.negativePrompt],
     ["seed", p.seed],
     ["steps", String(p.steps)],
-    ["guidance", formatFloat(p.guidance)],
+    ["guidance", numberText(p.guidance)],
     ["scheduler", p.scheduler],
     ["model", p.model],
   ];

@@ -65,7 +65,7 @@ export {
   type ResolveOptions,
 } from "./modelSpec.js";
 export { encodePng, crc32, type RgbaImage } from "./png.js";
-export { formatFloat, imageMetadata, parametersText, SOFTWARE, type GenerationParameters } from "./imageMetadata.js";
+export { imageMetadata, numberText, parametersText, SOFTWARE, type GenerationParameters } from "./imageMetadata.js";
 export { RUNTIME_VERSION } from "./generated/version.js";
 export {
   componentLayout,

@@ -317,6 +317,7 @@ async function runAll(config, onLine) {
   let lastDownload = 0;
   const t0 = now();
   const model = await loadModel(config.modelUrl, {
+    cache: "none", // every run measures a download, whatever the profile holds
     variant: config.variant || undefined,
     verify: config.verify || undefined,
     onProgress: (p) => {
@@ -325,7 +326,7 @@ async function runAll(config, onLine) {
         load.loadedBytes = p.loadedBytes;
         load.files = p.filesTotal;
         lastDownload = now() - t0;
-      } else {
+      } else if (p.phase === "gpu") {
         load.phases.push({ component: p.component, done: p.componentsDone, atMs: now() - t0 });
       }
     },

@@ -1,14 +1,18 @@
 """Serve a directory hub over HTTP with the Hub's URL shape, for browsers and the Hub client.
 
 ``GET|HEAD /{org}/{name}/resolve/{rev}/{path}`` where ``rev`` is a tag (``v1.0.0``), ``main``
-or a commit sha; with ``app``, ``/app/...`` serves that folder's static files (the web runtime's
-demo page), so a page and the models it loads come from one origin; everything else is 404. Answers carry what the web runtime needs (CORS, Range,
-ETag = sha256) and what ``hf_hub_download`` needs (``X-Repo-Commit``, ``X-Error-Code``), so the
-same URLs work against ``packer serve`` and the real Hub. Binds 127.0.0.1 unless told otherwise.
+or a commit sha; ``GET /api/models/{org}/{name}[/revision/{rev}]``, the Hub API's answer of which
+commit a revision is (``{"id", "sha", "siblings"}``), which the web runtime asks to load
+``ORG/NAME@VERSION`` by commit; with ``app``, ``/app/...`` serves that folder's static files (the
+web runtime's demo page), so a page and the models it loads come from one origin; everything else
+is 404. Answers carry what the web runtime needs (CORS, Range, ETag = sha256) and what
+``hf_hub_download`` needs (``X-Repo-Commit``, ``X-Error-Code``), so the same URLs work against
+``packer serve`` and the real Hub. Binds 127.0.0.1 unless told otherwise.
 """
 
 from __future__ import annotations
 
+import json
 import mimetypes
 import re
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,6 +24,7 @@ from packer.hub.local import LocalHub
 from packer.support.names import COMMIT, check_repo_id
 
 ROUTE = re.compile(r"^/([^/]+/[^/]+)/resolve/([^/]+)/(.+)$")
+API_REVISION = re.compile(r"^/api/models/([^/]+/[^/]+)(?:/revision/([^/]+))?$")
 RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 CORS = {
     "Access-Control-Allow-Origin": "*",
@@ -110,9 +115,33 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command == "GET":
             self.wfile.write(data)
 
+    def _revision(self, repo: str, rev: str) -> None:
+        """The Hub API's revision info: the commit ``rev`` points to, and the files there."""
+        try:
+            check_repo_id(repo)
+            commit = self.hub.commit_for(repo, rev)
+        except SdpackError:
+            commit, code = None, "RepoNotFound"
+        else:
+            code = "RevisionNotFound"
+        if commit is None:
+            body = json.dumps({"error": f"{code}: {repo}@{rev}"}).encode()
+            self._answer(404, {"X-Error-Code": code, "Content-Type": "application/json"}, len(body))
+        else:
+            siblings = [{"rfilename": path} for path in sorted(self.hub.snapshot(repo, commit))]
+            body = json.dumps({"id": repo, "sha": commit, "siblings": siblings}).encode()
+            self._answer(200, {"Content-Type": "application/json", "Cache-Control": "no-cache"}, len(body))
+        if self.command == "GET":
+            self.wfile.write(body)
+
     def do_GET(self) -> None:
-        if self.app is not None and urlsplit(self.path).path.startswith("/app/"):
+        path = urlsplit(self.path).path
+        if self.app is not None and path.startswith("/app/"):
             self._static()
+            return
+        api = API_REVISION.match(path)
+        if api:
+            self._revision(api.group(1), unquote(api.group(2) or "main"))
             return
         try:
             repo, commit, entry = self._locate()

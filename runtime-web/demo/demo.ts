@@ -1,10 +1,24 @@
 /**
- * The demo page: load a bundle by URL (`?model=` pre-fills it), then generate with the chosen
- * prompt, seed, steps, guidance and scheduler, showing download and step progress and timings.
- * Bundled by esbuild into dist/demo.js (npm run build:demo); `window.sdpack` exposes the runtime.
+ * The demo page: load a model by spec (`ORG/NAME@VERSION` on the chosen Hub endpoint) or URL
+ * (`?model=` and `?endpoint=` pre-fill them), then generate with the chosen prompt, seed, steps,
+ * guidance and scheduler, showing load and step progress and timings. Every image of the session
+ * goes into the gallery with its parameters and a button that saves it as a PNG carrying them
+ * (formats/README.md "Image metadata"). Bundled by esbuild into dist/demo.js (npm run build:demo);
+ * `window.sdpack` exposes the runtime and `window.sdpackDemo` the page's state.
  */
 import * as sdpack from "../src/index.js";
-import { BrowserCache, BundleError, loadModel, MemoryCache, type GeneratedImage, type Pipeline, type SchedulerName } from "../src/index.js";
+import {
+  BundleError,
+  deleteModelFromCache,
+  encodePng,
+  imageMetadata,
+  loadModel,
+  requestPersistentStorage,
+  type CacheChoice,
+  type GeneratedImage,
+  type Pipeline,
+  type SchedulerName,
+} from "../src/index.js";
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 const field = (id: string) => $<HTMLInputElement>(id);
@@ -15,13 +29,17 @@ let running: AbortController | undefined;
 interface DemoState {
   model?: Pipeline;
   last?: GeneratedImage & { seed: string };
+  /** This session's images, oldest first. */
+  gallery: GeneratedImage[];
   loadMs?: number;
   /** Files of the last load checked and decoded in a decode worker / on the page's thread. */
   decodedBy: { worker: number; thread: number };
+  /** The last load's progress fractions, in order. */
+  progress: number[];
   error?: string;
   busy: boolean;
 }
-const state: DemoState = { busy: false, decodedBy: { worker: 0, thread: 0 } };
+const state: DemoState = { busy: false, gallery: [], decodedBy: { worker: 0, thread: 0 }, progress: [] };
 Object.assign(globalThis, { sdpack, sdpackDemo: state });
 
 function status(text: string): void {
@@ -39,9 +57,13 @@ function timings(rows: [string, number][]): void {
   $("timings").innerHTML = rows.map(([k, ms]) => `<tr><td>${k}</td><td>${(ms / 1000).toFixed(2)} s</td></tr>`).join("");
 }
 
+function modelOptions(): { endpoint: string; cache: CacheChoice } {
+  return { endpoint: field("endpoint").value.trim() || sdpack.HUB_ENDPOINT, cache: $<HTMLSelectElement>("cache").value as CacheChoice };
+}
+
 async function load(): Promise<void> {
-  const url = field("model").value.trim();
-  if (!url) return;
+  const spec = field("model").value.trim();
+  if (!spec) return;
   running?.abort();
   model?.dispose();
   model = state.model = undefined;
@@ -49,30 +71,27 @@ async function load(): Promise<void> {
   state.error = undefined;
   $("error").textContent = "";
   field("generate").disabled = true;
-  const download = $<HTMLProgressElement>("download");
+  const bar = $<HTMLProgressElement>("download");
   const t0 = performance.now();
   running = new AbortController();
   state.decodedBy = { worker: 0, thread: 0 };
+  state.progress = [];
   try {
     status("loading…");
-    model = await loadModel(url, {
-      cache: BrowserCache.available() ? new BrowserCache() : new MemoryCache(),
+    model = await loadModel(spec, {
+      ...modelOptions(),
       signal: running.signal,
       onProgress: (p) => {
-        if (p.phase === "download") {
-          if (p.fileDone && p.decodedBy) state.decodedBy[p.decodedBy] += 1;
-          download.max = Math.max(1, p.totalBytes);
-          download.value = p.loadedBytes;
-          status(`downloading ${p.filesDone}/${p.filesTotal} files (${(p.loadedBytes / 2 ** 20).toFixed(1)} of ${(p.totalBytes / 2 ** 20).toFixed(1)} MiB)`);
-        } else {
-          status(p.component ? `preparing ${p.component} on the GPU (${p.componentsDone + 1}/${p.componentsTotal})` : "ready");
-        }
+        if (p.phase === "download" && p.fileDone && p.decodedBy) state.decodedBy[p.decodedBy] += 1;
+        state.progress.push(p.progress);
+        bar.value = p.progress;
+        status(p.text);
       },
     });
     state.model = model;
     state.loadMs = performance.now() - t0;
     const m = model.manifest;
-    $("model-info").textContent = `${m.model.id} ${m.model.version} · ${model.variant} · ${model.gpu.description}`;
+    $("model-info").textContent = `${model.modelId}${model.commit ? ` @ ${model.commit.slice(0, 10)}` : ""} · ${model.variant} · ${model.gpu.description}`;
     field("steps").value = String(m.scheduler.steps);
     field("guidance").value = String(m.scheduler.guidance);
     $<HTMLSelectElement>("scheduler").value = m.scheduler.default;
@@ -113,11 +132,9 @@ async function generate(): Promise<void> {
         status(`step ${step}/${total}`);
       },
     });
-    const canvas = $<HTMLCanvasElement>("image");
-    canvas.width = image.width;
-    canvas.height = image.height;
-    canvas.getContext("2d")!.putImageData(new ImageData(image.rgba as Uint8ClampedArray<ArrayBuffer>, image.width, image.height), 0, 0);
+    draw($<HTMLCanvasElement>("image"), image);
     state.last = { ...image, seed };
+    addToGallery(image);
     const t = image.timings;
     timings([["load", state.loadMs ?? 0], ["text encoder ×2", t.textEncoder], [`UNet ×${t.steps}`, t.unet], ["per step", t.unet / t.steps], ["VAE", t.vae], ["total", t.total]]);
     status(`done in ${(t.total / 1000).toFixed(1)} s`);
@@ -131,8 +148,69 @@ async function generate(): Promise<void> {
   }
 }
 
+function draw(canvas: HTMLCanvasElement, image: GeneratedImage): void {
+  canvas.width = image.width;
+  canvas.height = image.height;
+  canvas.getContext("2d")!.putImageData(new ImageData(image.rgba as Uint8ClampedArray<ArrayBuffer>, image.width, image.height), 0, 0);
+}
+
+/** Download the image as a PNG whose text chunks carry its parameters. */
+async function save(image: GeneratedImage): Promise<void> {
+  const png = await encodePng(image, imageMetadata(image.parameters));
+  const url = URL.createObjectURL(new Blob([png as Uint8Array<ArrayBuffer>], { type: "image/png" }));
+  const a = document.createElement("a");
+  a.href = url;
+  a.download = `sdpack-${image.parameters.seed}-${state.gallery.indexOf(image) + 1}.png`;
+  a.click();
+  setTimeout(() => URL.revokeObjectURL(url), 60_000);
+}
+
+/** A gallery entry: the image, its parameters as the PNG will carry them, and a save button. */
+function addToGallery(image: GeneratedImage): void {
+  state.gallery.push(image);
+  const entry = document.createElement("figure");
+  const canvas = document.createElement("canvas");
+  draw(canvas, image);
+  const params = document.createElement("dl");
+  for (const [key, value] of imageMetadata(image.parameters)) {
+    if (key === "parameters") continue;
+    const dt = document.createElement("dt");
+    const dd = document.createElement("dd");
+    dt.textContent = key;
+    dd.textContent = value;
+    params.append(dt, dd);
+  }
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "save";
+  button.textContent = "Save PNG";
+  button.addEventListener("click", () => void save(image).catch(showError));
+  entry.append(canvas, params, button);
+  $("gallery").prepend(entry);
+}
+
+async function persist(): Promise<void> {
+  const s = await requestPersistentStorage();
+  const mb = (n?: number) => (n === undefined ? "?" : (n / 1e6).toFixed(0));
+  $("storage").textContent = `${s.persisted ? "persistent" : "not persistent (the browser may evict it)"}; ${mb(s.usage)} of ${mb(s.quota)} MB used`;
+}
+
+async function forget(): Promise<void> {
+  const spec = field("model").value.trim();
+  if (!spec) return;
+  try {
+    const { deleted } = await deleteModelFromCache(spec, modelOptions());
+    $("storage").textContent = `removed ${deleted} files of ${spec} from the cache`;
+  } catch (err) {
+    showError(err);
+  }
+}
+
 field("load").addEventListener("click", () => void load());
 field("generate").addEventListener("click", () => void generate());
 field("stop").addEventListener("click", () => running?.abort());
-const preset = new URLSearchParams(location.search).get("model");
-if (preset) field("model").value = preset;
+field("persist").addEventListener("click", () => void persist().catch(showError));
+field("forget").addEventListener("click", () => void forget());
+const query = new URLSearchParams(location.search);
+if (query.get("model")) field("model").value = query.get("model")!;
+if (query.get("endpoint")) field("endpoint").value = query.get("endpoint")!;

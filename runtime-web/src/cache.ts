@@ -1,9 +1,17 @@
 /**
  * A content-addressed store of verified stored files, keyed by their sha256. The loader puts a
  * file only after it passed every check, and checks it again when it takes it out, so a cache
- * can never feed unverified bytes into a model. Identical shards of different model versions
- * are stored once.
+ * can never feed unverified bytes into a model (a damaged entry is dropped and the file fetched
+ * again). Identical shards of different model versions are stored once.
+ *
+ * Backends: the Cache API (`BrowserCache`, the default), the Origin Private File System
+ * (`OpfsCache`) and IndexedDB (`IndexedDbCache`), chosen by name with `openCache`; all three
+ * persist per origin, in the page and in workers. `requestPersistentStorage` asks the browser
+ * not to evict them under storage pressure.
  */
+import { UnsupportedError } from "./errors.js";
+import { IndexedDbCache } from "./indexedDbCache.js";
+import { OpfsCache } from "./opfsCache.js";
 
 export interface ContentCache {
   /**
@@ -17,13 +25,76 @@ export interface ContentCache {
   get(sha256: string): Promise<Uint8Array | undefined>;
   /** Store `bytes` under `sha256` (call only after verifying that they hash to it). */
   put(sha256: string, bytes: Uint8Array): Promise<void>;
-  /** Forget `sha256` (a cached copy that no longer verifies). */
+  /** Forget `sha256` (a cached copy that no longer verifies, or a model being deleted). */
   delete(sha256: string): Promise<void>;
+  /** Whether `sha256` is stored, without reading it (optional: `get` answers otherwise). */
+  has?(sha256: string): Promise<boolean>;
+}
+
+/** A cache by name: `"cache-api"`, `"opfs"`, `"indexeddb"` or `"none"`; or a `ContentCache` of your own. */
+export type CacheChoice = "cache-api" | "opfs" | "indexeddb" | "none" | ContentCache;
+
+export const CACHE_CHOICES = ["cache-api", "opfs", "indexeddb", "none"] as const;
+
+const SECURE = 'serve the page over https or from localhost (a secure context), or pass cache: "none"';
+
+/**
+ * The cache a choice names. Undefined (the default) is the Cache API where this environment has
+ * it, else none (node, an insecure context); a backend named explicitly must be available, or an
+ * `UnsupportedError` says so.
+ */
+export function openCache(choice?: CacheChoice): ContentCache | undefined {
+  if (choice === undefined) return BrowserCache.available() ? new BrowserCache() : undefined;
+  if (typeof choice === "object" && choice !== null) return choice;
+  switch (choice) {
+    case "none":
+      return undefined;
+    case "cache-api":
+      if (!BrowserCache.available()) throw new UnsupportedError('cache "cache-api": the Cache API is not available here', SECURE);
+      return new BrowserCache();
+    case "opfs":
+      if (!OpfsCache.available()) throw new UnsupportedError('cache "opfs": the Origin Private File System (navigator.storage.getDirectory) is not available here', SECURE);
+      return new OpfsCache();
+    case "indexeddb":
+      if (!IndexedDbCache.available()) throw new UnsupportedError('cache "indexeddb": IndexedDB is not available here', SECURE);
+      return new IndexedDbCache();
+    default:
+      throw new UnsupportedError(`cache ${JSON.stringify(choice)}: no such cache`, `choose one of ${CACHE_CHOICES.join(", ")}, or pass a ContentCache`);
+  }
+}
+
+/** Whether `cache` holds `sha256` (its `has`, else a `get`). */
+export async function cacheHas(cache: ContentCache, sha256: string): Promise<boolean> {
+  return cache.has ? cache.has(sha256) : (await cache.get(sha256)) !== undefined;
+}
+
+/** What `requestPersistentStorage` found: whether the origin's storage is persistent now, and its usage and quota in bytes. */
+export interface StorageState {
+  persisted: boolean;
+  usage?: number;
+  quota?: number;
+}
+
+/**
+ * Ask the browser to keep this origin's storage (the cached models) under storage pressure:
+ * `navigator.storage.persist()`, which browsers may grant silently, ask the user about, or deny.
+ * Returns whether storage is persistent now, with `navigator.storage.estimate()`'s usage and
+ * quota; `persisted: false` where the Storage API is missing.
+ */
+export async function requestPersistentStorage(): Promise<StorageState> {
+  const storage = (globalThis as { navigator?: { storage?: StorageManager } }).navigator?.storage;
+  if (!storage) return { persisted: false };
+  let persisted = false;
+  if (storage.persisted) persisted = await storage.persisted();
+  if (!persisted && storage.persist) persisted = await storage.persist();
+  const estimate = storage.estimate ? await storage.estimate() : {};
+  return { persisted, usage: estimate.usage, quota: estimate.quota };
 }
 
 const SHA256 = /^[0-9a-f]{64}$/;
 
-function key(sha256: string): string {
+/** `sha256` checked to be 64 lowercase hex digits (a cache key is never a path or URL fragment). */
+export function cacheKey(sha256: string): string {
   if (!SHA256.test(sha256)) throw new Error(`not a sha256: ${JSON.stringify(sha256)}`);
   return sha256;
 }
@@ -34,15 +105,19 @@ export class MemoryCache implements ContentCache {
   readonly copiesOnPut = true;
 
   async get(sha256: string): Promise<Uint8Array | undefined> {
-    return this.entries.get(key(sha256));
+    return this.entries.get(cacheKey(sha256));
   }
 
   async put(sha256: string, bytes: Uint8Array): Promise<void> {
-    this.entries.set(key(sha256), bytes.slice());
+    this.entries.set(cacheKey(sha256), bytes.slice());
   }
 
   async delete(sha256: string): Promise<void> {
-    this.entries.delete(key(sha256));
+    this.entries.delete(cacheKey(sha256));
+  }
+
+  async has(sha256: string): Promise<boolean> {
+    return this.entries.has(cacheKey(sha256));
   }
 }
 
@@ -74,7 +149,7 @@ export class BrowserCache implements ContentCache {
   }
 
   private url(sha256: string): string {
-    return `https://sdpack.invalid/sha256/${key(sha256)}`;
+    return `https://sdpack.invalid/sha256/${cacheKey(sha256)}`;
   }
 
   async get(sha256: string): Promise<Uint8Array | undefined> {
@@ -90,5 +165,9 @@ export class BrowserCache implements ContentCache {
 
   async delete(sha256: string): Promise<void> {
     await (await this.open()).delete(this.url(sha256));
+  }
+
+  async has(sha256: string): Promise<boolean> {
+    return (await (await this.open()).match(this.url(sha256))) !== undefined;
   }
 }

@@ -7,9 +7,9 @@
  * zstd can.
  *
  * Bundlers: the loader starts it as `new Worker(new URL("./decodeWorker.js", import.meta.url),
- * { type: "module" })`, which webpack 5 and Vite follow; with esbuild, build this file as a second
- * entry point next to the bundle (runtime-web/package.json "build:demo" does), or pass
- * `LoadOptions.workerUrl`.
+ * { type: "module" })`, which webpack 5 and Vite follow; with esbuild, build the package's export
+ * `@sdpack/runtime-web/decodeWorker.js` as one more entry point into the bundle's folder (the
+ * README's esbuild line), or pass `LoadOptions.workerUrl`.
  */
 import { handleDecodeRequest, SpareBuffers, WORKER_READY, type DecodeRequest, type DecodeResponse } from "./decodeProtocol.js";
 import { decodeVerified } from "./encoding.js";

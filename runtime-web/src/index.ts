@@ -1,8 +1,10 @@
 /**
- * @sdpack/runtime-web: everything a browser needs to run an sdpack bundle that is not the GPU —
- * fetch and verify the bundle, decode its weight shards, tokenize prompts, make the seeded
- * initial noise, and step the schedulers — each reproducing the formats/ spec and the native
- * pipeline (packer/runtime/generate.py).
+ * @sdpack/runtime-web: run sdpack bundles in the browser. `loadModel(spec)` and
+ * `model.generate(...)` on the page, or `loadModelInWorker` with a worker running
+ * `handleModelRequests` (`@sdpack/runtime-web/worker`); and the parts under them — fetch and
+ * verify the bundle, cache it, decode its weight shards, tokenize prompts, make the seeded initial
+ * noise, step the schedulers, write PNGs with their parameters — each reproducing the formats/
+ * spec and the native pipeline (packer/runtime/generate.py).
  */
 export { BundleError, DAMAGED, LoadAbortedError, UnsupportedError } from "./errors.js";
 export { sha256Hex } from "./hash.js";
@@ -36,7 +38,35 @@ export {
   type TensorData,
   type TensorRecord,
 } from "./tensorCache.js";
-export { BrowserCache, MemoryCache, type ContentCache } from "./cache.js";
+export {
+  BrowserCache,
+  CACHE_CHOICES,
+  MemoryCache,
+  openCache,
+  requestPersistentStorage,
+  type CacheChoice,
+  type ContentCache,
+  type StorageState,
+} from "./cache.js";
+export { OpfsCache } from "./opfsCache.js";
+export { IndexedDbCache } from "./indexedDbCache.js";
+export { deleteModelFromCache, hasModelInCache, type DeletedModel, type ModelCacheOptions } from "./modelCache.js";
+export {
+  commitInUrl,
+  HUB_ENDPOINT,
+  lockManifest,
+  parseModelSpec,
+  resolveModel,
+  resolveRevision,
+  type LockRecord,
+  type ModelSpec,
+  type ParsedSpec,
+  type ResolvedModel,
+  type ResolveOptions,
+} from "./modelSpec.js";
+export { encodePng, crc32, type RgbaImage } from "./png.js";
+export { imageMetadata, numberText, parametersText, SOFTWARE, type GenerationParameters } from "./imageMetadata.js";
+export { RUNTIME_VERSION } from "./generated/version.js";
 export {
   componentLayout,
   componentTensors,
@@ -63,7 +93,6 @@ export { createWebGpuBackend, loadTvmjs, type ComponentLoader, type GpuBackend, 
 export {
   COMPONENTS,
   loadModel,
-  lockManifest,
   neededFiles,
   pickVariant,
   Pipeline,
@@ -72,7 +101,8 @@ export {
   toImage,
   type GeneratedImage,
   type GenerateOptions,
-  type LockRecord,
   type ModelLoadOptions,
   type ModelLoadProgress,
 } from "./pipeline.js";
+export { loadModelInWorker, WorkerModel, type EngineWorker, type WorkerModelLoadOptions } from "./workerModel.js";
+export type { LoadedModelInfo, WorkerLoadOptions } from "./engineProtocol.js";

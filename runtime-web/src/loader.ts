@@ -26,6 +26,7 @@ import { DecodePool, defaultConcurrency, defaultWorkers, type DecodeResult, type
 import type { VerifyLevel } from "./encoding.js";
 import { BundleError, DAMAGED, LoadAbortedError } from "./errors.js";
 import { sha256Hex } from "./hash.js";
+import { downloadText, Monotone } from "./progress.js";
 import { checkPath, type FileEntry, type Manifest, MANIFEST_NAME, MAX_MANIFEST_BYTES, parseManifest } from "./manifest.js";
 import { parseTensorCache, shardTensors, type ShardRecord, type Tensor, type TensorCacheIndex } from "./tensorCache.js";
 
@@ -47,6 +48,10 @@ export interface LoadProgress {
   warning?: string;
   /** On `fileDone` events: where the file was checked and decoded (a decode worker, or the calling thread). */
   decodedBy?: "worker" | "thread";
+  /** The load's fraction done, 0..1 (by bytes, the last 2% by files verified and handed over); it never goes back (a retried file's bytes do not count twice). */
+  progress: number;
+  /** One line for people: files and MiB done, and how many came from the cache. */
+  text: string;
 }
 
 /** What one load did, for progress displays and benchmarks. Times are summed over files (which overlap). */
@@ -98,6 +103,8 @@ export interface LoadOptions {
   signal?: AbortSignal;
   /** The manifest's sha256 from a lock record: the manifest is rejected unless it matches. */
   manifestSha256?: string;
+  /** The model the manifest must say it is (`model.id`, and `model.version` when given), e.g. from a Hub pin. */
+  expectModel?: { id: string; version?: string };
   /**
    * Which listed files to load (default: all), given the verified manifest. Tensor indexes of
    * skipped components are not built.
@@ -141,6 +148,8 @@ export interface LoadedBundle {
   warnings: LoadWarning[];
   /** How the load went: workers, bytes, time per step. */
   stats?: LoadStats;
+  /** The Hub commit the manifest was read at (its URL's `resolve/<commit>/`, or the server's `X-Repo-Commit`), where known. */
+  commit?: string;
 }
 
 /** The Hub URL of a bundle's manifest at `revision` (pin a commit for reproducible loads). */
@@ -218,6 +227,7 @@ async function fetchBytes(
   opts: LoadOptions,
   onChunk?: (bytes: number) => void,
   alloc?: (bytes: number) => ArrayBuffer,
+  onResponse?: (response: Response) => void,
 ): Promise<Uint8Array> {
   const retries = Math.max(0, Math.floor(opts.retry?.retries ?? 3));
   for (let attempt = 0; ; attempt++) {
@@ -226,7 +236,7 @@ async function fetchBytes(
       return await fetchOnce(url, what, limit, exactSize, opts, (n) => {
         got += n;
         onChunk?.(n);
-      }, alloc);
+      }, alloc, onResponse);
     } catch (err) {
       if (got) onChunk?.(-got);
       if (opts.signal?.aborted) throw aborted(opts.signal, what);
@@ -252,6 +262,7 @@ async function fetchOnce(
   opts: LoadOptions,
   onChunk: (bytes: number) => void,
   alloc: (bytes: number) => ArrayBuffer = (n) => new ArrayBuffer(n),
+  onResponse?: (response: Response) => void,
 ): Promise<Uint8Array> {
   const doFetch = opts.fetch ?? globalThis.fetch;
   let response: Response;
@@ -268,6 +279,7 @@ async function fetchOnce(
       hint: response.status === 404 ? "is the URL (and revision) right?" : transient ? "the server failed; try again later" : undefined,
     });
   }
+  onResponse?.(response);
   const tooLarge = () => new BundleError(`${what}: larger than the ${limit} bytes expected`, { file: what, hint: DAMAGED });
   const broken = (err: unknown, at: number) =>
     new TransientError(`${what}: the connection broke after ${at} bytes of ${url} (${messageOf(err)})`, { file: what, hint: NETWORK, cause: err });
@@ -357,17 +369,36 @@ async function fetchOnce(
   return out;
 }
 
-/** Fetch and validate the manifest (and check it against a pinned sha256 when one is given). */
-export async function fetchManifest(url: string | URL, opts: LoadOptions = {}): Promise<{ manifest: Manifest; manifestUrl: string; baseUrl: string }> {
+/**
+ * Fetch and validate the manifest: checked against a pinned sha256 and the expected model when
+ * given. `commit` is the Hub commit it was read at, from its URL or the `X-Repo-Commit` header.
+ */
+export async function fetchManifest(
+  url: string | URL,
+  opts: LoadOptions = {},
+): Promise<{ manifest: Manifest; manifestUrl: string; baseUrl: string; commit?: string }> {
   const { manifestUrl, baseUrl } = resolveBundleUrl(url);
-  const bytes = await fetchBytes(manifestUrl, MANIFEST_NAME, MAX_MANIFEST_BYTES, false, opts);
+  let commit = /\/resolve\/([0-9a-f]{40})\//.exec(manifestUrl)?.[1];
+  const onResponse = (r: Response) => {
+    const header = r.headers.get("x-repo-commit");
+    if (!commit && header && /^[0-9a-f]{40}$/.test(header)) commit = header;
+  };
+  const bytes = await fetchBytes(manifestUrl, MANIFEST_NAME, MAX_MANIFEST_BYTES, false, opts, undefined, undefined, onResponse);
   if (opts.manifestSha256 && (await sha256Hex(bytes)) !== opts.manifestSha256.toLowerCase()) {
     throw new BundleError(`${MANIFEST_NAME}: sha256 differs from the pinned one`, {
       file: MANIFEST_NAME,
       hint: "the revision moved or the manifest was tampered with; check the lock record",
     });
   }
-  return { manifest: parseManifest(bytes), manifestUrl, baseUrl };
+  const manifest = parseManifest(bytes);
+  const want = opts.expectModel;
+  if (want && (manifest.model.id !== want.id || (want.version !== undefined && manifest.model.version !== want.version))) {
+    throw new BundleError(
+      `${MANIFEST_NAME}: is ${manifest.model.id} ${manifest.model.version}, not ${want.id}${want.version === undefined ? "" : ` ${want.version}`}`,
+      { file: MANIFEST_NAME, hint: "the repository does not hold what its tag says; check the version and the repository" },
+    );
+  }
+  return { manifest, manifestUrl, baseUrl, commit };
 }
 
 function isQuotaError(err: unknown): boolean {
@@ -543,6 +574,8 @@ export interface StreamedBundle {
   manifest: Manifest;
   manifestUrl: string;
   baseUrl: string;
+  /** The Hub commit the manifest was read at, where known (see `fetchManifest`). */
+  commit?: string;
   warnings: LoadWarning[];
   stats: LoadStats;
 }
@@ -559,7 +592,7 @@ export interface StreamedBundle {
  */
 export async function streamBundleFiles(url: string | URL, consumer: FileConsumer, opts: LoadOptions = {}): Promise<StreamedBundle> {
   const t0 = now();
-  const { manifest, manifestUrl, baseUrl } = await fetchManifest(url, opts);
+  const { manifest, manifestUrl, baseUrl, commit } = await fetchManifest(url, opts);
   let entries = manifest.files.filter((f) => !opts.include || opts.include(f, manifest));
   const first = consumer.first;
   if (first) {
@@ -600,8 +633,15 @@ export async function streamBundleFiles(url: string | URL, consumer: FileConsume
   const inner: LoadOptions = { ...opts, signal: stop.signal };
   let loadedBytes = 0;
   let filesDone = 0;
-  const report = (file: string, fileDone: boolean, fromCache: boolean, extra: Partial<LoadProgress> = {}) =>
-    opts.onProgress?.({ file, loadedBytes, totalBytes, filesDone, filesTotal: entries.length, fileDone, fromCache, ...extra });
+  const fraction = new Monotone();
+  const report = (file: string, fileDone: boolean, fromCache: boolean, extra: Partial<LoadProgress> = {}) => {
+    if (!opts.onProgress) return;
+    const counts = { loadedBytes, totalBytes, filesDone, filesTotal: entries.length };
+    // By bytes, the last 2% by files handed over: 1 only once every file is verified and consumed.
+    const files = entries.length ? filesDone / entries.length : 1;
+    const progress = fraction.next(totalBytes ? 0.98 * (loadedBytes / totalBytes) + 0.02 * files : files);
+    opts.onProgress({ file, ...counts, fileDone, fromCache, ...extra, progress, text: downloadText(counts, stats.fromCache) });
+  };
   try {
     if (entries.length) decoder.start(); // the workers load while the first files download
     await pool(
@@ -646,7 +686,7 @@ export async function streamBundleFiles(url: string | URL, consumer: FileConsume
     if (decoder.stats.workerError) stats.workerError = decoder.stats.workerError;
     stats.ms.total = now() - t0;
   }
-  return { manifest, manifestUrl, baseUrl, warnings, stats };
+  return { manifest, manifestUrl, baseUrl, commit, warnings, stats };
 }
 
 /** The bundle path of a tensor-cache shard, as listed in the manifest (`D.zst`, or `D` unencoded). */
@@ -722,12 +762,12 @@ export function componentTensors(
  */
 export async function loadBundleFiles(url: string | URL, opts: LoadOptions = {}): Promise<LoadedBundle> {
   const files = new Map<string, Uint8Array>();
-  const { manifest, manifestUrl, baseUrl, warnings, stats } = await streamBundleFiles(url, { onFile: (f) => void files.set(f.entry.path, f.content) }, opts);
+  const { manifest, manifestUrl, baseUrl, commit, warnings, stats } = await streamBundleFiles(url, { onFile: (f) => void files.set(f.entry.path, f.content) }, opts);
   const indexes: Record<string, TensorCacheIndex> = {};
   const tensors: Record<string, Map<string, Tensor>> = {};
   for (const [name, comp] of Object.entries(manifest.components)) {
     if (!files.has(comp.weights)) continue;
     ({ index: indexes[name], tensors: tensors[name] } = componentTensors(manifest, name, files));
   }
-  return { manifest, manifestUrl, baseUrl, files, indexes, tensors, warnings, stats };
+  return { manifest, manifestUrl, baseUrl, commit, files, indexes, tensors, warnings, stats };
 }

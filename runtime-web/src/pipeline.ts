@@ -5,43 +5,48 @@
  * classifier-free guidance over a batch of [unconditional, conditional], VAE decode, and
  * diffusers' conversion to 8-bit — so an image matches the native one for the same request.
  *
- *   const model = await loadModel("https://huggingface.co/org/m/resolve/<commit>/manifest.json",
- *                                 { cache: new BrowserCache(), onProgress: (p) => show(p) });
- *   const { rgba, width, height } = await model.generate({ prompt: "a castle", seed: 42 });
+ *   const model = await loadModel("sdpack/tiny-sd@1.0.0", { onProgress: (p) => show(p.progress, p.text) });
+ *   const image = await model.generate({ prompt: "a castle", seed: 42 });   // image.rgba, image.parameters
  */
-import type { ContentCache } from "./cache.js";
+import { openCache, type CacheChoice } from "./cache.js";
 import { BundleError, UnsupportedError } from "./errors.js";
 import { createWebGpuBackend, type ComponentLoader, type GpuBackend, type GpuComponent, type GpuInfo, type HostDtype, type HostTensor } from "./gpu.js";
 import { float32ToHalf, halfToFloat32 } from "./half.js";
-import { componentLayout, hubManifestUrl, streamBundleFiles, type ComponentLayout, type LoadedBundle, type LoadOptions, type LoadProgress } from "./loader.js";
+import { SOFTWARE, type GenerationParameters } from "./imageMetadata.js";
+import { componentLayout, streamBundleFiles, type ComponentLayout, type LoadedBundle, type LoadOptions, type LoadProgress } from "./loader.js";
 import { MANIFEST_NAME, type FileEntry, type Manifest, type SchedulerName, type Target } from "./manifest.js";
+import { HUB_ENDPOINT, parseModelSpec, resolveModel, type ModelSpec } from "./modelSpec.js";
 import { latents, parseSeed, type Seed } from "./noise.js";
+import { Monotone } from "./progress.js";
 import { createScheduler } from "./schedulers/index.js";
 import { shardTensors, type Tensor, type TensorCacheIndex } from "./tensorCache.js";
 import { PromptTokenizer } from "./tokenizer.js";
 
 export const COMPONENTS = ["text_encoder", "unet", "vae_decoder"] as const;
 
-/** A lock record (manifests/lock.schema.json), as `packer resolve --lock-out` writes it. */
-export interface LockRecord {
-  lock_version: 1;
-  repo: string;
-  version: string;
-  commit: string;
-  manifest_sha256: string;
-  endpoint: string;
-}
-
-/** Progress of `loadModel`: downloading files, then setting up each component on the GPU. */
-export type ModelLoadProgress =
+/**
+ * Progress of `loadModel`: resolving a version on the Hub, downloading files, then setting up each
+ * component on the GPU. Every event has `progress` (0..1 over the whole load, never going back)
+ * and `text` (one line for people); the phases add their details.
+ */
+export type ModelLoadProgress = { progress: number; text: string } & (
+  | { phase: "resolve"; spec: string }
   | ({ phase: "download" } & LoadProgress)
-  | { phase: "gpu"; component: string; componentsDone: number; componentsTotal: number };
+  | { phase: "gpu"; component: string; componentsDone: number; componentsTotal: number }
+);
 
 export interface ModelLoadOptions {
   onProgress?: (progress: ModelLoadProgress) => void;
   signal?: AbortSignal;
   fetch?: typeof globalThis.fetch;
-  cache?: ContentCache;
+  /**
+   * Where verified files are kept between visits: `"cache-api"` (the default, where the browser
+   * has it), `"opfs"`, `"indexeddb"`, `"none"`, or a `ContentCache`. Entries are keyed by sha256
+   * and verified again when taken out.
+   */
+  cache?: CacheChoice;
+  /** The Hub that `ORG/NAME@VERSION` specs are resolved on (default https://huggingface.co). */
+  endpoint?: string;
   /** Force a variant (a key of the manifest's `targets`), instead of the best one for the device. */
   variant?: string;
   /** The GPU to run on (default: the browser's WebGPU device). */
@@ -52,6 +57,8 @@ export interface ModelLoadOptions {
   workers?: number;
   /** Files in flight at once (default: 4, or one per decode worker; see `LoadOptions.concurrency`). */
   concurrency?: number;
+  /** The decode worker's script (default: `decodeWorker.js` next to the runtime's module; see `LoadOptions.workerUrl`). */
+  workerUrl?: string | URL;
 }
 
 export interface GenerateOptions {
@@ -77,21 +84,8 @@ export interface GeneratedImage {
   float: Float32Array;
   /** Milliseconds per stage. */
   timings: { textEncoder: number; unet: number; vae: number; total: number; steps: number; perStep: number[] };
-}
-
-const COMMIT = /^[0-9a-f]{40}$/;
-const SHA256 = /^[0-9a-f]{64}$/;
-
-/** The manifest URL and pinned manifest sha256 of a lock record. */
-export function lockManifest(lock: LockRecord): { url: string; manifestSha256: string } {
-  const bad = (why: string) => new BundleError(`lock record: ${why}`, { hint: "write it with `packer resolve --lock-out`" });
-  if (typeof lock !== "object" || lock === null) throw bad("not an object");
-  if (lock.lock_version !== 1) throw bad(`unknown lock_version ${JSON.stringify(lock.lock_version)}`);
-  if (typeof lock.repo !== "string" || !/^[^/\s]+\/[^/\s]+$/.test(lock.repo)) throw bad("repo must be ORG/NAME");
-  if (typeof lock.commit !== "string" || !COMMIT.test(lock.commit)) throw bad("commit must be a 40-hex commit sha");
-  if (typeof lock.manifest_sha256 !== "string" || !SHA256.test(lock.manifest_sha256)) throw bad("manifest_sha256 must be 64 hex digits");
-  if (typeof lock.endpoint !== "string" || !/^https?:\/\//.test(lock.endpoint)) throw bad("endpoint must be an http(s) URL");
-  return { url: hubManifestUrl(lock.repo, lock.commit, lock.endpoint), manifestSha256: lock.manifest_sha256 };
+  /** What made it, defaults filled in (`imageMetadata(parameters)` gives its PNG text). */
+  parameters: GenerationParameters;
 }
 
 /**
@@ -221,6 +215,16 @@ export class Pipeline {
     return this.backend.info;
   }
 
+  /** `ORG/NAME@VERSION` from the manifest. */
+  get modelId(): string {
+    return `${this.manifest.model.id}@${this.manifest.model.version}`;
+  }
+
+  /** The Hub commit the bundle was read at, where known (a pinned spec or URL, or the server's `X-Repo-Commit`). */
+  get commit(): string | undefined {
+    return this.bundle.commit;
+  }
+
   /** Text-encoder hidden states [1, 77, C] of one prompt, as float32. */
   async encodePrompt(text: string): Promise<{ data: Float32Array; shape: number[] }> {
     const ids: HostTensor = { dtype: "int32", shape: [1, this.tokenizer.maxLength], data: this.tokenizer.encode(text) };
@@ -237,7 +241,8 @@ export class Pipeline {
     const seed = parseSeed(opts.seed ?? 0);
     if (!Number.isInteger(steps) || steps < 1) throw new RangeError(`steps must be a positive integer, got ${steps}`);
     if (!Number.isFinite(guidance)) throw new RangeError(`guidance must be a number, got ${guidance}`);
-    const scheduler = createScheduler(opts.scheduler ?? m.scheduler.default, m.scheduler.config, { seed });
+    const schedulerName = opts.scheduler ?? m.scheduler.default;
+    const scheduler = createScheduler(schedulerName, m.scheduler.config, { seed });
     const abort = () => opts.signal?.throwIfAborted();
     abort();
 
@@ -288,17 +293,28 @@ export class Pipeline {
     const [, , height, width] = image.shape;
     const { rgba, float } = toImage(toFloat32(image), height, width);
     const t3 = now();
-    return { width, height, rgba, float, timings: { textEncoder: t1 - t0, unet: t2 - t1, vae: t3 - t2, total: t3 - t0, steps: total, perStep } };
+    const parameters: GenerationParameters = {
+      prompt: opts.prompt,
+      negativePrompt: opts.negativePrompt ?? "",
+      seed: seed.toString(),
+      steps,
+      guidance,
+      scheduler: schedulerName,
+      model: this.modelId,
+      ...(this.commit ? { commit: this.commit } : {}),
+      width,
+      height,
+      variant: this.variant,
+      software: SOFTWARE,
+    };
+    const timings = { textEncoder: t1 - t0, unet: t2 - t1, vae: t3 - t2, total: t3 - t0, steps: total, perStep };
+    return { width, height, rgba, float, timings, parameters };
   }
 
   /** Free the GPU memory (and the device). */
   dispose(): void {
     this.backend.dispose();
   }
-}
-
-function isLockRecord(x: unknown): x is LockRecord {
-  return typeof x === "object" && x !== null && !(x instanceof URL) && "lock_version" in x;
 }
 
 /** What `streamWeights` needs besides the loader's options. */
@@ -442,8 +458,8 @@ export async function streamWeights(
     for (const state of states.values()) components[state.name] = await state.finished!;
     const indexes: Record<string, TensorCacheIndex> = {};
     for (const state of states.values()) indexes[state.name] = state.layout!.index;
-    const { manifestUrl, baseUrl, warnings, stats } = streamed;
-    return { bundle: { manifest, manifestUrl, baseUrl, files, indexes, tensors: {}, warnings, stats }, components };
+    const { manifestUrl, baseUrl, commit, warnings, stats } = streamed;
+    return { bundle: { manifest, manifestUrl, baseUrl, commit, files, indexes, tensors: {}, warnings, stats }, components };
   } catch (err) {
     // Free what is on the GPU: finished components, and the loaders of the others.
     for (const state of states.values()) {
@@ -466,33 +482,48 @@ function collectingLoader(backend: GpuBackend, name: string, wasm: Uint8Array, c
 }
 
 /**
- * Load a model for WebGPU: a manifest URL (any host, e.g. `…/resolve/{commit}/manifest.json`),
- * a bundle folder URL, or a lock record (its commit and manifest sha256 pinned). Only the
- * manifest, tokenizer, weights and the chosen variant's wasm are fetched; each file is verified
- * before use or caching, and weight shards stream to the GPU one by one (`streamWeights`), decoded
- * in Web Workers: the page never holds the decoded model. Errors are `BundleError`s naming the
- * file (`UnsupportedError` for a GPU or bundle that cannot run here).
+ * Load a model for WebGPU, by `ModelSpec`: `ORG/NAME@VERSION` (its tag resolved to a commit on
+ * `endpoint`, then loaded by commit), `ORG/NAME@<commit>`, a manifest URL (any host, e.g.
+ * `…/resolve/{commit}/manifest.json`) or bundle folder URL, or a lock record (its commit and
+ * manifest sha256 pinned). Only the manifest, tokenizer, weights and the chosen variant's wasm
+ * are fetched; each file is verified before use or caching (in the Cache API by default, see
+ * `ModelLoadOptions.cache`), and weight shards stream to the GPU one by one (`streamWeights`),
+ * decoded in Web Workers: the page never holds the decoded model. Errors are `BundleError`s naming
+ * the file or the spec (`UnsupportedError` for a GPU or bundle that cannot run here).
  */
-export async function loadModel(source: string | URL | LockRecord, opts: ModelLoadOptions = {}): Promise<Pipeline> {
-  let url: string | URL;
-  let manifestSha256: string | undefined;
-  if (isLockRecord(source)) ({ url, manifestSha256 } = lockManifest(source));
-  else url = source;
+export async function loadModel(spec: ModelSpec, opts: ModelLoadOptions = {}): Promise<Pipeline> {
+  const total = COMPONENTS.length;
+  const fraction = new Monotone();
+  let download = 0;
+  let gpuDone = 0;
+  // 90% for the files, 10% for the GPU setup (which overlaps the last downloads).
+  const overall = () => fraction.next(0.9 * download + 0.1 * (gpuDone / total));
+  const parsed = parseModelSpec(spec);
+  if (parsed.kind === "hub" && parsed.version !== undefined) {
+    const what = `${parsed.repo}@${parsed.version}`;
+    opts.onProgress?.({ phase: "resolve", spec: what, progress: 0, text: `Resolving ${what} on ${opts.endpoint ?? HUB_ENDPOINT}` });
+  }
+  const resolved = await resolveModel(spec, { endpoint: opts.endpoint, fetch: opts.fetch, signal: opts.signal });
+  const cache = openCache(opts.cache);
 
   const backend = opts.backend ?? (await createWebGpuBackend());
   try {
     let chosen: { name: string; target: Target } | undefined;
     const choose = (manifest: Manifest) => (chosen ??= pickVariant(manifest, backend.info, opts.variant));
-    const total = COMPONENTS.length;
-    const { bundle, components } = await streamWeights(url, {
+    const { bundle, components } = await streamWeights(resolved.manifestUrl, {
       fetch: opts.fetch,
-      cache: opts.cache,
+      cache,
       signal: opts.signal,
-      manifestSha256,
+      manifestSha256: resolved.manifestSha256,
+      expectModel: resolved.repo === undefined ? undefined : { id: resolved.repo, version: resolved.version },
       verify: opts.verify,
       workers: opts.workers,
       concurrency: opts.concurrency,
-      onProgress: (p) => opts.onProgress?.({ phase: "download", ...p }),
+      workerUrl: opts.workerUrl,
+      onProgress: (p) => {
+        download = p.progress;
+        opts.onProgress?.({ ...p, phase: "download", progress: overall() });
+      },
       include: (entry, manifest) => neededFiles(manifest, choose(manifest).target)(entry),
       dtype: (manifest) => choose(manifest).target.dtype,
       components: COMPONENTS,
@@ -504,10 +535,17 @@ export async function loadModel(source: string | URL | LockRecord, opts: ModelLo
         const count = manifest.components[comp].params.length;
         return backend.beginComponent ? backend.beginComponent(lib, wasm, count) : collectingLoader(backend, lib, wasm, count);
       },
-      onComponent: (component, done) => opts.onProgress?.({ phase: "gpu", component, componentsDone: done, componentsTotal: total }),
+      onComponent: (component, done) => {
+        gpuDone = done;
+        const text = `Preparing ${component} on the GPU (${done + 1}/${total})`;
+        opts.onProgress?.({ phase: "gpu", component, componentsDone: done, componentsTotal: total, progress: overall(), text });
+      },
     });
-    opts.onProgress?.({ phase: "gpu", component: "", componentsDone: total, componentsTotal: total });
     const { name, target } = choose(bundle.manifest);
+    gpuDone = total;
+    download = 1;
+    const ready = `Ready: ${bundle.manifest.model.id} ${bundle.manifest.model.version} (${name})`;
+    opts.onProgress?.({ phase: "gpu", component: "", componentsDone: total, componentsTotal: total, progress: overall(), text: ready });
     return new Pipeline(bundle, name, target, backend, components as Record<(typeof COMPONENTS)[number], GpuComponent>);
   } catch (err) {
     if (!opts.backend) backend.dispose();

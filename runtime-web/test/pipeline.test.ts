@@ -4,8 +4,7 @@
  * tests/web/test_browser.py.
  */
 import assert from "node:assert/strict";
-import { createHash } from "node:crypto";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 
@@ -22,102 +21,14 @@ import {
   lockManifest,
   MemoryCache,
   PromptTokenizer,
-  parseManifest,
   pickVariant,
   toImage,
-  type GpuBackend,
-  type GpuComponent,
   type GpuInfo,
-  type HostTensor,
-  type Manifest,
+  type ModelLoadProgress,
+  RUNTIME_VERSION,
 } from "../src/index.js";
-import { bundleCopy, serve } from "./helpers.js";
-
-const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
-const C = 32; // hidden size of the stand-in text encoder
-
-/** The golden bundle plus libs for webgpu-float32/-float16 and llvm, and a vae_decoder component. */
-function extendedBundle(): { dir: string; remove: () => void; manifest: Manifest } {
-  const copy = bundleCopy();
-  const m = JSON.parse(readFileSync(join(copy.dir, "manifest.json"), "utf8"));
-  const lib = (kind: string, dtype: string, ext: string) => {
-    const libs: Record<string, string> = {};
-    for (const comp of ["text_encoder", "unet", "vae_decoder"]) {
-      const path = `libs/${kind}-${dtype}/${comp}.${ext}`;
-      const bytes = new TextEncoder().encode(`${kind} ${dtype} ${comp}`);
-      mkdirSync(join(copy.dir, `libs/${kind}-${dtype}`), { recursive: true });
-      writeFileSync(join(copy.dir, path), bytes);
-      m.files.push({ path, size: bytes.length, sha256: sha(bytes) });
-      libs[comp] = path;
-    }
-    const features = kind === "webgpu" && dtype === "float16" ? ["shader-f16"] : [];
-    m.targets[`${kind}-${dtype}`] = { kind, dtype, target: { kind }, libs, requirements: { features, max_buffer_bytes: 1 << 20 } };
-  };
-  lib("webgpu", "float32", "wasm");
-  lib("webgpu", "float16", "wasm");
-  lib("llvm", "float32", "so");
-  m.components.vae_decoder = { ...m.components.text_encoder, inputs: [{ name: "latents", dtype: "float32", shape: [1, 4, 8, 8] }] };
-  m.files.sort((a: { path: string }, b: { path: string }) => (a.path < b.path ? -1 : 1));
-  const text = JSON.stringify(m);
-  writeFileSync(join(copy.dir, "manifest.json"), text);
-  return { ...copy, manifest: parseManifest(text) };
-}
-
-interface Call {
-  component: string;
-  inputs: HostTensor[];
-}
-
-/** A backend whose components compute simple known functions and record their inputs. */
-function fakeBackend(features: string[] = []): GpuBackend & { calls: Call[]; loaded: Map<string, HostTensor[]>; disposed: boolean } {
-  const calls: Call[] = [];
-  const loaded = new Map<string, HostTensor[]>();
-  const info: GpuInfo = { description: "fake", features, maxBufferSize: 1 << 30, maxStorageBufferBindingSize: 1 << 30 };
-  const asFloat = (t: HostTensor) => (t.dtype === "float16" ? halfToFloat32(t.data as Uint16Array) : (t.data as Float32Array));
-  const wrap = (t: HostTensor, values: Float32Array, shape: number[]): HostTensor =>
-    t.dtype === "float16" ? { dtype: "float16", shape, data: float32ToHalf(values) } : { dtype: "float32", shape, data: values };
-  const backend = {
-    info,
-    calls,
-    loaded,
-    disposed: false,
-    async loadComponent(name: string, _wasm: Uint8Array, params: HostTensor[]): Promise<GpuComponent> {
-      const component = name.split("/").pop()!.replace(/\.wasm$/, "");
-      loaded.set(name, params);
-      return {
-        async run(inputs: HostTensor[]): Promise<HostTensor> {
-          calls.push({ component, inputs });
-          if (component === "text_encoder") {
-            const ids = inputs[0].data as Int32Array;
-            const out = new Float32Array(77 * C).map((_, i) => ids[Math.floor(i / C)] / 1000);
-            return { dtype: params[0].dtype, shape: [1, 77, C], data: params[0].dtype === "float16" ? float32ToHalf(out) : out };
-          }
-          if (component === "unet") {
-            const x = asFloat(inputs[0]);
-            const h = asFloat(inputs[2]);
-            const n = x.length / 2;
-            // eps = 0.1 x + mean(hidden of that batch row): cond and uncond differ through the prompt.
-            const out = new Float32Array(2 * n);
-            for (let b = 0; b < 2; b++) {
-              const rows = h.subarray((b * h.length) / 2, ((b + 1) * h.length) / 2);
-              const mean = rows.reduce((a, v) => a + v, 0) / rows.length;
-              for (let j = 0; j < n; j++) out[b * n + j] = 0.1 * x[b * n + j] + mean;
-            }
-            return wrap(inputs[0], out, inputs[0].shape);
-          }
-          const z = asFloat(inputs[0]);
-          const img = new Float32Array(3 * 64 * 64).map((_, i) => Math.tanh(z[i % z.length]));
-          return wrap(inputs[0], img, [1, 3, 64, 64]);
-        },
-        dispose() {},
-      };
-    },
-    dispose() {
-      backend.disposed = true;
-    },
-  };
-  return backend;
-}
+import { C, extendedBundle, fakeBackend, sha } from "./fakeModel.js";
+import { serve, serveHub } from "./helpers.js";
 
 describe("loadModel", () => {
   test("fetches only the manifest, tokenizer, weights and the chosen variant's wasm", async () => {
@@ -177,25 +88,79 @@ describe("loadModel", () => {
     }
   });
 
-  test("a lock record pins the commit URL and the manifest sha256", async () => {
+  test("a lock record pins the commit URL and the manifest sha256, and the manifest must be the locked model", async () => {
     const bundle = extendedBundle();
-    const server = await serve(bundle.dir, "/org/model/resolve/" + "a".repeat(40) + "/");
+    const commit = "a".repeat(40);
+    const server = await serve(bundle.dir, `/sdpack/golden/resolve/${commit}/`);
     try {
       const manifestSha = sha(readFileSync(join(bundle.dir, "manifest.json")));
-      const lock = { lock_version: 1 as const, repo: "org/model", version: "1.0.0", commit: "a".repeat(40), manifest_sha256: manifestSha, endpoint: server.url.replace(/\/org\/.*$/, "") };
+      const endpoint = server.url.replace(/\/sdpack\/.*$/, "");
+      const lock = { lock_version: 1 as const, repo: "sdpack/golden", version: "1.0.0", commit, manifest_sha256: manifestSha, endpoint };
       assert.equal(lockManifest(lock).url, `${server.url}manifest.json`);
       const model = await loadModel(lock, { backend: fakeBackend() });
       assert.equal(model.manifest.model.id, bundle.manifest.model.id);
+      assert.equal(model.commit, commit);
       const backend = fakeBackend();
       await assert.rejects(loadModel({ ...lock, manifest_sha256: "0".repeat(64) }, { backend }), (err: BundleError) => {
         assert.equal(err.file, "manifest.json");
         assert.match(err.message, /sha256 differs/);
         return true;
       });
+      await assert.rejects(loadModel({ ...lock, version: "2.0.0" }, { backend }), /manifest\.json: is sdpack\/golden 1\.0\.0, not sdpack\/golden 2\.0\.0/);
       assert.throws(() => lockManifest({ ...lock, commit: "main" }), /commit/);
       assert.throws(() => lockManifest({ ...lock, lock_version: 2 as unknown as 1 }), /lock_version/);
     } finally {
       await server.close();
+      bundle.remove();
+    }
+  });
+
+  test("ORG/NAME@VERSION resolves its tag to a commit through the Hub API, then loads by commit", async () => {
+    const bundle = extendedBundle();
+    const commit = "c".repeat(40);
+    const hub = await serveHub(bundle.dir, "sdpack/golden", { "v1.0.0": commit, "v2.0.0": commit });
+    try {
+      const model = await loadModel("sdpack/golden@1.0.0", { backend: fakeBackend(), endpoint: hub.url });
+      assert.equal(hub.requests[0], "/api/models/sdpack/golden/revision/v1.0.0");
+      assert.ok(hub.requests.slice(1).every((p) => p.startsWith(`/sdpack/golden/resolve/${commit}/`)), hub.requests.join(" "));
+      assert.equal(model.commit, commit);
+      assert.equal(model.modelId, "sdpack/golden@1.0.0");
+      // v-prefixed versions and commits work too; a commit needs no API call.
+      hub.requests.length = 0;
+      await loadModel(`sdpack/golden@${commit}`, { backend: fakeBackend(), endpoint: hub.url });
+      assert.ok(!hub.requests.some((p) => p.startsWith("/api/")));
+      await loadModel("sdpack/golden@v1.0.0", { backend: fakeBackend(), endpoint: `${hub.url}/` });
+      // A tag that holds another version, a missing version, a missing repository: one clear error each.
+      await assert.rejects(loadModel("sdpack/golden@2.0.0", { backend: fakeBackend(), endpoint: hub.url }), /is sdpack\/golden 1\.0\.0, not sdpack\/golden 2\.0\.0/);
+      await assert.rejects(loadModel("sdpack/golden@3.0.0", { backend: fakeBackend(), endpoint: hub.url }), (err: BundleError) => {
+        assert.equal(err.message, `sdpack/golden@v3.0.0: no such revision in sdpack/golden on ${hub.url}`);
+        assert.match(err.hint!, /tag/);
+        return true;
+      });
+      await assert.rejects(loadModel("sdpack/nope@1.0.0", { backend: fakeBackend(), endpoint: hub.url }), /repository sdpack\/nope not found/);
+      await assert.rejects(loadModel("sdpack/golden", { backend: fakeBackend(), endpoint: hub.url }), /model "sdpack\/golden": it does not say which version.*accepted: ORG\/NAME@VERSION/);
+    } finally {
+      await hub.close();
+      bundle.remove();
+    }
+  });
+
+  test("progress: one fraction over the whole load that never goes back and ends at 1, with a line of text", async () => {
+    const bundle = extendedBundle();
+    const hub = await serveHub(bundle.dir, "sdpack/golden", { "v1.0.0": "d".repeat(40) });
+    try {
+      const events: ModelLoadProgress[] = [];
+      await loadModel("sdpack/golden@1.0.0", { backend: fakeBackend(), endpoint: hub.url, onProgress: (p) => events.push(p) });
+      const fractions = events.map((p) => p.progress);
+      assert.ok(fractions.every((f, i) => f >= 0 && f <= 1 && (i === 0 || f >= fractions[i - 1])), fractions.join(" "));
+      assert.equal(fractions.at(-1), 1);
+      assert.deepEqual([...new Set(events.map((p) => p.phase))], ["resolve", "download", "gpu"]);
+      assert.equal(events[0].text, `Resolving sdpack/golden@1.0.0 on ${hub.url}`);
+      assert.match(events.find((p) => p.phase === "download")!.text, /^Loading files: \d+\/\d+, [\d.]+ of [\d.]+ MiB$/);
+      assert.match(events.find((p) => p.phase === "gpu")!.text, /^Preparing (text_encoder|unet|vae_decoder) on the GPU \(\d\/3\)$/);
+      assert.equal(events.at(-1)!.text, "Ready: sdpack/golden 1.0.0 (webgpu-float32)");
+    } finally {
+      await hub.close();
       bundle.remove();
     }
   });
@@ -269,6 +234,11 @@ describe("Pipeline.generate", () => {
         assert.equal(image.rgba.length, 64 * 64 * 4);
         assert.equal(image.float.length, 64 * 64 * 3);
         assert.equal(image.timings.steps, 4);
+        assert.deepEqual(image.parameters, {
+          prompt: "a red cat", negativePrompt: "blurry", seed: "7", steps: 4, guidance: 5, scheduler: "euler",
+          model: "sdpack/golden@1.0.0", width: 64, height: 64, variant: dt === "float16" ? "webgpu-float16" : "webgpu-float32",
+          software: `sdpack runtime-web ${RUNTIME_VERSION}`,
+        });
       } finally {
         await server.close();
         bundle.remove();

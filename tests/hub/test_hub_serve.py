@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 import urllib.error
 import urllib.request
@@ -86,3 +87,22 @@ def test_the_hub_client_reads_a_served_directory_hub(served, hf_env, bundles):
     serving, published = served
     path = hf_hub_download(REPO, "weights/unet/params_shard_2.bin.zst", revision="v1.0.0", endpoint=serving.url)
     assert open(path, "rb").read() == (bundles.v1 / "weights/unet/params_shard_2.bin.zst").read_bytes()
+
+
+def test_api_revision_names_the_commit_as_the_hub_does(served, bundles):
+    """``GET /api/models/ORG/NAME/revision/REV`` -> ``{"id", "sha", "siblings"}``: how the web runtime
+    turns ``ORG/NAME@1.0.0`` into a commit before loading by commit."""
+    serving, published = served
+    for rev in ("v1.0.0", "main", published.commit):
+        status, headers, body = fetch(f"{serving.url}/api/models/{REPO}/revision/{rev}")
+        assert status == 200 and headers["Access-Control-Allow-Origin"] == "*"
+        info = json.loads(body)
+        assert (info["id"], info["sha"]) == (REPO, published.commit)
+        assert "manifest.json" in {s["rfilename"] for s in info["siblings"]}
+    status, _, body = fetch(f"{serving.url}/api/models/{REPO}")
+    assert status == 200 and json.loads(body)["sha"] == published.commit  # no revision: main
+    for path, code in ((f"/api/models/{REPO}/revision/v9.9.9", "RevisionNotFound"),
+                       ("/api/models/sdpack/other/revision/v1.0.0", "RepoNotFound"),
+                       ("/api/models/sdpack/x--y/revision/v1.0.0", "RepoNotFound")):
+        status, headers, body = fetch(serving.url + path)
+        assert status == 404 and headers["X-Error-Code"] == code and code in json.loads(body)["error"]

@@ -1,7 +1,8 @@
-"""The web loader under faults in a real browser (issue 7): headless Chromium loads the tiny example
+"""The web loader under faults in a real browser: headless Chromium loads the tiny example
 bundle with runtime-web's ``loadBundleFiles`` and the Cache API, through a fault-injecting HTTP
 server. For every fault: a clear error that names the file (or a load that recovers), no Cache
-API entry for the bad file, and a later normal load whose files all verify.
+API entry for the bad file, and a later normal load whose files all verify. Then each cache
+backend (Cache API, OPFS, IndexedDB) with one entry damaged in place: refetched, never used.
 
 One module fixture packs the tiny example once (weights-only loads: the libraries are not
 fetched), starts the server, and runs runtime-web/test/browser/faults.mjs once; each test checks
@@ -204,7 +205,8 @@ def run(tmp_path_factory):
     result["entries"] = {f["path"]: f for f in manifest["files"] if not f["path"].startswith("libs/")}
     (tmp / "result.json").write_text(json.dumps(result))
     print(json.dumps({"pack_s": round(pack_s, 1), "browser_ms": result["t_total_ms"],
-                      "scenario_ms": {k: v["ms"] for k, v in result["scenarios"].items()}}))
+                      "scenario_ms": {k: v["ms"] for k, v in result["scenarios"].items()},
+                      "backend_ms": {k: v.get("ms") for k, v in result.get("backends", {}).items()}}))
     return result
 
 
@@ -325,3 +327,21 @@ def test_quota_exceeded_still_loads_and_caches_nothing_partial(run):
     assert clean["ok"], clean.get("error")
     assert {r["path"] for r in s["cleanRequests"]} == {"manifest.json", *warned}
     assert set(clean["cached"]) == {e["sha256"] for e in entries.values()}
+
+
+@pytest.mark.parametrize("backend", ["cache-api", "opfs", "indexeddb"])
+def test_each_cache_backend_refetches_a_damaged_entry_and_deletes_a_model(run, backend):
+    r = run["backends"][backend]
+    assert "fatal" not in r, r.get("fatal", "") + "\n" + "\n".join(run["console"][-20:])
+    entries = run["entries"]
+    assert r["entries"] == len(entries) and r["cachedAfterFirst"] == len(entries) and r["fromCacheFirst"] == 0
+    # The damaged entry was not used: that one file was fetched again, every other came from the cache ...
+    assert r["requests"].count(TARGET) == 2 and r["second"]["fromCache"] == len(entries) - 1
+    assert sorted(r["requests"]) == sorted(["manifest.json", *entries, "manifest.json", TARGET, "manifest.json"])
+    for path, digest in r["second"]["files"].items():
+        entry = entries[path]
+        assert digest == (entry["encoding"]["raw_sha256"] if entry.get("encoding") else entry["sha256"]), path
+    # ... and stored whole again in its place.
+    assert r["repairedSha"] == entries[TARGET]["sha256"]
+    # deleteModelFromCache (reading the manifest once more) removed every file of the bundle.
+    assert r["deleted"] == {"deleted": len(entries), "kept": 0} and r["cachedAfterDelete"] == 0

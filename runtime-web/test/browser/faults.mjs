@@ -1,4 +1,4 @@
-// Loader faults in headless Chromium (issue 7): a fault-injecting server in front of a bundle,
+// Loader faults in headless Chromium: a fault-injecting server in front of a bundle,
 // runtime-web's loadBundleFiles in the page with the Cache API (BrowserCache), weights-only.
 // Usage: node test/browser/faults.mjs CONFIG.json — prints one JSON result line (the last line).
 // tests/web/test_faults.py builds the bundle, starts the server (routes /page/, /bundle/,
@@ -9,6 +9,10 @@
 // clean load), hashing every returned file in the page. Files are checked and decoded in the
 // loader's decode worker (built next to the page), and each load counts where (progress events). Quota: Chromium's own quota, made small
 // with the DevTools protocol (Storage.overrideQuotaForOrigin), so `put` fails for real.
+//
+// Then each cache backend (Cache API, OPFS, IndexedDB), in a fresh context: a load fills it, one
+// entry is damaged in place, the next load refetches exactly that file and stores it whole again,
+// and deleteModelFromCache empties it.
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -29,7 +33,8 @@ const t0 = Date.now();
 // The page: the product's loader and cache, bundled straight from runtime-web/src.
 const PAGE_SOURCE = `
 import { loadBundleFiles } from "../../src/loader.js";
-import { BrowserCache } from "../../src/cache.js";
+import { BrowserCache, openCache } from "../../src/cache.js";
+import { deleteModelFromCache } from "../../src/modelCache.js";
 
 const CACHE_NAME = "sdpack-content-v1";
 const hex = async (bytes) => [...new Uint8Array(await crypto.subtle.digest("SHA-256", bytes))].map((b) => b.toString(16).padStart(2, "0")).join("");
@@ -72,7 +77,29 @@ async function load({ url, retry, abortOn, concurrency }) {
   return out;
 }
 
-globalThis.faults = { load, cachedKeys };
+/** One backend: fill it, damage one entry in place, load again (that file is refetched), delete the model. */
+async function backend({ url, name, damage }) {
+  const cache = openCache(name);
+  const opts = { cache, include: (entry) => !entry.path.startsWith("libs/") };
+  const first = await loadBundleFiles(url, opts);
+  const entries = first.manifest.files.filter(opts.include);
+  const has = async () => (await Promise.all(entries.map((e) => cache.has(e.sha256)))).filter(Boolean).length;
+  const out = { name, entries: entries.length, cachedAfterFirst: await has(), fromCacheFirst: first.stats.fromCache };
+  const entry = entries.find((e) => e.path === damage);
+  const bytes = await cache.get(entry.sha256);
+  bytes[bytes.length >> 1] ^= 0xff;
+  await cache.put(entry.sha256, bytes);
+  const again = await loadBundleFiles(url, opts);
+  const files = {};
+  for (const [path, content] of again.files) files[path] = await hex(content);
+  out.second = { fromCache: again.stats.fromCache, files };
+  out.repairedSha = await hex(await cache.get(entry.sha256));
+  out.deleted = await deleteModelFromCache(url, { cache });
+  out.cachedAfterDelete = await has();
+  return out;
+}
+
+globalThis.faults = { load, cachedKeys, backend };
 globalThis.faultsReady = true;
 `;
 
@@ -81,6 +108,7 @@ async function buildPage() {
   const out = await build({
     stdin: { contents: PAGE_SOURCE, resolveDir: here, loader: "js", sourcefile: "faults-page.js" },
     bundle: true, format: "esm", platform: "browser", target: "es2022", write: false, logLevel: "warning",
+    external: ["fs", "path", "perf_hooks", "ws", "crypto"], // tvmjs's node branches (modelCache reaches gpu.ts)
   });
   // The decode worker, where the loader looks for it: next to the page's script.
   const worker = await build({
@@ -150,6 +178,27 @@ try {
     } finally {
       await context.close();
       r.ms = Date.now() - start;
+    }
+  }
+  await setFaults({});
+  result.backends = {};
+  for (const name of config.only ? [] : ["cache-api", "opfs", "indexeddb"]) {
+    const start = Date.now();
+    const context = await browser.newContext();
+    try {
+      const page = await context.newPage();
+      page.setDefaultTimeout(config.timeoutMs);
+      page.on("console", (m) => result.console.push(`${name} ${m.type()}: ${m.text()}`.slice(0, 300)));
+      await page.goto(`${server}/page/index.html`);
+      await page.waitForFunction(() => globalThis.faultsReady === true);
+      const before = (await serverLog()).length;
+      result.backends[name] = await page.evaluate((args) => globalThis.faults.backend(args), { url, name, damage: target });
+      result.backends[name].requests = (await serverLog()).slice(before).map((r) => r.path);
+    } catch (err) {
+      result.backends[name] = { fatal: String(err && err.stack ? err.stack : err) };
+    } finally {
+      await context.close();
+      result.backends[name].ms = Date.now() - start;
     }
   }
 } catch (err) {

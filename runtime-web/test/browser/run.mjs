@@ -1,6 +1,8 @@
-// Drive the demo page in headless Chromium (WebGPU on SwiftShader) against a Hub-shaped server.
+// Drive the demo page and an app built from the npm package in headless Chromium (WebGPU on
+// SwiftShader) against a Hub-shaped server. Both pages come from one origin, so they share the
+// browser profile's content cache.
 // Usage: node test/browser/run.mjs CONFIG.json  — prints one JSON result line (the last line).
-// tests/web/test_browser.py starts the servers, writes CONFIG and checks the result.
+// tests/web/test_browser.py starts the servers, builds the app, writes CONFIG and checks the result.
 import { readFileSync } from "node:fs";
 
 import { chromium } from "playwright-core";
@@ -38,7 +40,7 @@ async function pressLoad(page) {
   return page.evaluate(() => {
     const s = globalThis.sdpackDemo;
     return s.model
-      ? { ok: true, version: s.model.manifest.model.version, variant: s.model.variant, gpu: s.model.gpu.description, loadMs: s.loadMs, decodedBy: s.decodedBy, stats: s.model.bundle.stats }
+      ? { ok: true, version: s.model.manifest.model.version, variant: s.model.variant, gpu: s.model.gpu.description, loadMs: s.loadMs, decodedBy: s.decodedBy, stats: s.model.bundle.stats, progress: s.progress }
       : { ok: false, error: s.error, decodedBy: s.decodedBy };
   });
 }
@@ -63,9 +65,26 @@ async function generate(page, req) {
   });
 }
 
+/** Press the newest gallery entry's save button: the downloaded PNG (base64), its name, and the entry's text. */
+async function saveFromGallery(page) {
+  const [download] = await Promise.all([page.waitForEvent("download"), page.click("#gallery figure:first-child .save")]);
+  const png = readFileSync(await download.path()).toString("base64");
+  const shown = await page.evaluate(() => ({ images: globalThis.sdpackDemo.gallery.length, text: document.querySelector("#gallery figure dl").textContent }));
+  return { png_b64: png, name: download.suggestedFilename(), ...shown };
+}
+
+async function openApp(context) {
+  const page = await context.newPage();
+  page.on("console", (m) => result.console.push(`app ${m.type()}: ${m.text()}`.slice(0, 300)));
+  page.on("pageerror", (e) => result.console.push(`app pageerror: ${e.message}`.slice(0, 300)));
+  await page.goto(config.appUrl);
+  await page.waitForFunction(() => globalThis.app !== undefined);
+  return page;
+}
+
 const browser = await chromium.launch({ executablePath: config.chromium, args: FLAGS, headless: true });
 try {
-  // 1. A fresh profile: load v1.0.0 by its pinned commit URL in the demo, generate.
+  // 1. A fresh profile: load v1.0.0 by its pinned commit URL in the demo, generate, save the PNG from the gallery.
   const context = await browser.newContext();
   let page = await openDemo(context, repoUrl(config.commit));
   mark("page");
@@ -75,17 +94,21 @@ try {
   if (result.load.ok) {
     result.image = await generate(page, config.request);
     mark("generate");
+    if (result.image.ok) result.saved = await saveFromGallery(page);
   }
-
-  // 2. Same profile, a fresh page, the tag URL: every file comes from the content cache.
-  const before = (await hubLog()).length;
   await page.close();
-  page = await openDemo(context, repoUrl(`v${config.version}`));
-  result.cachedLoad = await pressLoad(page);
-  result.cachedLoadRequests = (await hubLog()).slice(before);
-  mark("cached_load");
+
+  // 2. Same profile, the app built from the npm package: ORG/NAME@VERSION resolved on the hub and
+  //    loaded in a model worker with the default cache (every file from step 1's cache), generated.
+  const spec = `${config.repo}@${config.version}`;
+  const before = (await hubLog()).length;
+  const app = await openApp(context);
+  result.app = await app.evaluate((args) => globalThis.app.run(args).catch((e) => ({ ok: false, error: `${e.name}: ${e.message}` })), { spec, endpoint: hub, request: config.request });
+  result.appRequests = (await hubLog()).slice(before);
+  mark("app");
 
   // 3. Versions and lock records (manifest-level; files come from the cache).
+  page = await openDemo(context, repoUrl(`v${config.version}`));
   result.versions = await page.evaluate(async ({ tag, main, lock }) => {
     const { fetchManifest, loadBundleFiles, BrowserCache } = globalThis.sdpack;
     const version = async (url) => (await fetchManifest(url)).manifest.model.version;
@@ -98,13 +121,24 @@ try {
     } catch (e) {
       out.badLock = `${e.name}: ${e.message}`;
     }
+    try {
+      await globalThis.sdpack.loadModel(`${lock.repo}@latest`, { endpoint: lock.endpoint });
+      out.badSpec = "accepted";
+    } catch (e) {
+      out.badSpec = `${e.name}: ${e.message}`;
+    }
     return out;
   }, { tag: repoUrl(`v${config.version}`), main: repoUrl("main"), lock: config.lock });
   mark("versions");
   await page.close();
+
+  // 4. The app removes the model from the cache: nothing of it is left.
+  result.forget = await app.evaluate((args) => globalThis.app.forget(args), { spec, endpoint: hub });
+  result.forget.left = await app.evaluate(async () => (await (await caches.open("sdpack-content-v1")).keys()).length);
+  await app.close();
   await context.close();
 
-  // 4. A fresh profile and one tampered shard: refused, named, not cached; a clean retry fetches it again.
+  // 5. A fresh profile and one tampered shard: refused, named, not cached; a clean retry fetches it again.
   const tampered = await browser.newContext();
   const target = `${hub}/${config.repo}/resolve/${config.commit}/${config.tamperPath}`;
   await tampered.route(target, async (route) => {
@@ -132,7 +166,7 @@ try {
   mark("tamper");
   await tampered.close();
 
-  // 5. verify: "full" in the decode workers: a manifest whose raw_sha256 of one shard is wrong (its
+  // 6. verify: "full" in the decode workers: a manifest whose raw_sha256 of one shard is wrong (its
   //    stored bytes and sha256 are right) loads with the default checks and is refused with "full".
   const rawCheck = await browser.newContext();
   const manifestUrl = repoUrl(config.commit);

@@ -83,7 +83,7 @@ interface GpuDeviceLike {
 }
 
 /**
- * The WebGPU device (tvmjs `detectGPUDevice`, asked once: every component shares it) and a
+ * The WebGPU device (tvmjs `detectGPUDevice` through `detectDevice`; one device every component shares) and a
  * backend on it. Throws `UnsupportedError` where the browser has no WebGPU adapter.
  */
 export async function createWebGpuBackend(tvmjs?: Tvmjs): Promise<GpuBackend> {
@@ -91,14 +91,34 @@ export async function createWebGpuBackend(tvmjs?: Tvmjs): Promise<GpuBackend> {
   if (typeof navigator === "undefined" || !(navigator as { gpu?: unknown }).gpu) {
     throw new UnsupportedError("this browser has no WebGPU", "use a recent Chrome, Edge or Safari, or enable WebGPU");
   }
-  let detected: Awaited<ReturnType<Tvmjs["detectGPUDevice"]>>;
-  try {
-    detected = await lib.detectGPUDevice();
-  } catch (err) {
-    throw new UnsupportedError(`no usable WebGPU adapter: ${(err as Error).message}`);
-  }
-  if (!detected) throw new UnsupportedError("no WebGPU adapter found");
+  const detected = await detectDevice(lib);
   return new WebGpuBackend(lib, detected.device as unknown as GpuDeviceLike, detected.adapterInfo as { vendor?: string; architecture?: string });
+}
+
+/** Power preferences asked for in turn, `ADAPTER_RETRY_MS` apart. */
+const ADAPTER_ATTEMPTS = ["high-performance", "high-performance", "low-power"] as const;
+const ADAPTER_RETRY_MS = 200;
+
+/**
+ * tvmjs's `detectGPUDevice`, asked again when it finds no adapter: a browser can answer a page's
+ * first `requestAdapter` with null while the GPU process is still starting (seen with Chromium on
+ * NVIDIA's Vulkan driver), and some adapters only answer the low-power preference. Exported for tests.
+ */
+export async function detectDevice(
+  lib: Pick<Tvmjs, "detectGPUDevice">,
+  sleep: (ms: number) => Promise<void> = (ms) => new Promise((r) => setTimeout(r, ms)),
+): Promise<NonNullable<Awaited<ReturnType<Tvmjs["detectGPUDevice"]>>>> {
+  let last = "no WebGPU adapter found";
+  for (const [i, preference] of ADAPTER_ATTEMPTS.entries()) {
+    if (i > 0) await sleep(ADAPTER_RETRY_MS);
+    try {
+      const detected = await lib.detectGPUDevice(preference);
+      if (detected) return detected;
+    } catch (err) {
+      last = (err as Error).message;
+    }
+  }
+  throw new UnsupportedError(`no usable WebGPU adapter after ${ADAPTER_ATTEMPTS.length} requests: ${last}`);
 }
 
 class WebGpuBackend implements GpuBackend {

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import platform
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..errors import UsageError
@@ -128,6 +128,23 @@ def _no_dtype_requirements(dtype: str) -> dict:
     return {}
 
 
+def _webgpu_choices(dtype: str) -> dict:
+    """float32 libraries run convolutions as NHWC implicit GEMMs on 64×64 output tiles (``t64``),
+    float16 ones keep NCHW with dlight's own tiles: the faster layout for each dtype in the
+    browser generation bench on a real GPU (bench/RESULTS.md, "WebGPU on the lent GPU")."""
+    if dtype == "float32":
+        return {"conv_layout": "NHWC", "schedule_rules": _webgpu_t64_rules}
+    return {}
+
+
+def _webgpu_t64_rules() -> list:
+    return webgpu_rules("t64")
+
+
+def _no_dtype_choices(dtype: str) -> dict:
+    return {}
+
+
 @dataclass(frozen=True)
 class TargetSpec:
     """One compile target. ``key`` names it in the CLI, the cache and ``tuning/<key>/``."""
@@ -147,6 +164,12 @@ class TargetSpec:
     conv_layout: str = "NCHW"  # convolutions' layout inside the library (pipeline step 1b)
     mma_kernels: bool = False  # float16 hand-written mma.sync kernels (pipeline steps 1c, 2a)
     workgroup_attention: bool = False  # fused attention in workgroup memory (pipeline step 2b)
+    dtype_choices: Callable[[str], dict] = _no_dtype_choices  # fields that differ by dtype
+
+    def for_dtype(self, dtype: str) -> "TargetSpec":
+        """This entry with the pipeline choices of its ``dtype`` libraries (``dtype_choices``)."""
+        choices = self.dtype_choices(dtype)
+        return replace(self, **choices) if choices else self
 
     def requirements_for(self, dtype: str) -> dict:
         """The manifest ``requirements`` of this target's libraries of ``dtype``."""
@@ -203,7 +226,7 @@ _ENTRIES: tuple[TargetSpec, ...] = (
                host={"kind": "llvm", "mtriple": "wasm32-unknown-unknown-wasm"},
                schedule_rules=webgpu_rules, export=_export_wasm, lib_suffix=".wasm",
                dtype_requirements=_webgpu_requirements, measure_buffers=True,
-               workgroup_attention=True),
+               workgroup_attention=True, dtype_choices=_webgpu_choices),
 )
 
 TARGETS: dict[str, TargetSpec] = {

@@ -182,8 +182,11 @@ def test_wasm_imports_are_all_provided_by_tvmjs(text_encoder_wasm):
 
 # --- numbers on a WebGPU implementation -------------------------------------------------------
 
-def run_in_deno(wasm: Path, arrays: list[np.ndarray], work: Path) -> np.ndarray:
-    """Run ``main(*arrays)`` of ``wasm`` through tvmjs in Deno; the output as float32."""
+def run_in_deno(wasm: Path, arrays: list[np.ndarray], work: Path, n_inputs: int | None = None) -> np.ndarray:
+    """Run ``main(*arrays)`` of ``wasm`` through tvmjs in Deno; the output as float32.
+
+    With ``n_inputs``, the arrays after the first ``n_inputs`` are the library's params: they go
+    through ``main_transform_params`` first where the library has it (as runtime-web does)."""
     blob, tensors = bytearray(), []
     for arr in arrays:
         arr = np.ascontiguousarray(arr)
@@ -191,8 +194,8 @@ def run_in_deno(wasm: Path, arrays: list[np.ndarray], work: Path) -> np.ndarray:
                         "nbytes": arr.nbytes})
         blob += arr.tobytes()
     (work / "args.bin").write_bytes(bytes(blob))
-    (work / "request.json").write_text(json.dumps({"blob": str(work / "args.bin"),
-                                                   "tensors": tensors}))
+    (work / "request.json").write_text(json.dumps({"blob": str(work / "args.bin"), "tensors": tensors,
+                                                   "n_inputs": n_inputs}))
     proc = subprocess.run(
         [str(DENO), "run", "--quiet", "--unstable-webgpu", "--allow-read", "--allow-write",
          "--allow-env", str(HARNESS / "run.js"), str(TVMJS), str(wasm),
@@ -212,7 +215,7 @@ def test_text_encoder_wasm_matches_torch_on_webgpu(text_encoder_wasm, tmp_path):
     inputs = example_inputs("text_encoder")
     state = module.state_dict()
     params = [state[key].numpy().astype(np.float32) for key in compiled.params]
-    got = run_in_deno(compiled.lib_path, inputs + params, tmp_path)
+    got = run_in_deno(compiled.lib_path, inputs + params, tmp_path, len(inputs))
     expected = torch_reference("text_encoder", module, inputs)
     assert got.shape == expected.shape
     scale = float(np.abs(expected).max())
@@ -232,6 +235,6 @@ def test_float16_text_encoder_runs_on_webgpu(runtime_cache, tmp_path, monkeypatc
     inputs = example_inputs("text_encoder")
     state = module.state_dict()
     params = [state[key].numpy().astype(np.float16) for key in compiled.params]
-    got = run_in_deno(compiled.lib_path, inputs + params, tmp_path)
+    got = run_in_deno(compiled.lib_path, inputs + params, tmp_path, len(inputs))
     expected = torch_reference("text_encoder", module, inputs)
     assert np.abs(got - expected).max() <= 3e-2 * float(np.abs(expected).max())

@@ -4,7 +4,9 @@
 //
 // TVMJS is @mlc-ai/web-runtime's lib/index.js (the tvmjs runtime sdpack targets); REQUEST is a
 // JSON file {"blob": "<path>", "tensors": [{"shape", "dtype", "offset", "nbytes"}, ...]} naming
-// main's arguments (inputs, then params) as raw little-endian bytes in one blob. The output
+// main's arguments (inputs, then params) as raw little-endian bytes in one blob, and "n_inputs"
+// (optional): where the params start, which then go through main_transform_params first where the
+// library has that function (runtime-web does the same once after upload). The output
 // tensor's raw bytes go to OUT; one JSON line on stdout says its shape, dtype and the adapter.
 import { createRequire } from "node:module";
 
@@ -31,7 +33,23 @@ const args = request.tensors.map((t) => {
     .copyFromRawBytes(blob.slice(t.offset, t.offset + t.nbytes));
   return tvm.empty(t.shape, t.dtype, dev).copyFrom(host);
 });
-const out = main(...args);
+let callArgs = args;
+if (request.n_inputs != null) {
+  let transform = null;
+  try {
+    transform = vm.getFunction("main_transform_params");
+  } catch {
+    transform = null; // a library without weight transforms
+  }
+  if (transform) {
+    const params = args.slice(request.n_inputs);
+    const arr = transform(tvm.makeTVMArray(params));
+    const transformed = [];
+    for (let i = 0; i < arr.size(); i++) transformed.push(arr.get(i));
+    callArgs = [...args.slice(0, request.n_inputs), ...transformed];
+  }
+}
+const out = main(...callArgs);
 const host = tvm.empty(out.shape, out.dtype, tvm.cpu()).copyFrom(out);
 await dev.sync();
 await Deno.writeFile(outPath, host.toRawBytes());

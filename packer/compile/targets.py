@@ -128,6 +128,28 @@ def _no_dtype_requirements(dtype: str) -> dict:
     return {}
 
 
+def _no_toolchain() -> None:
+    """LLVM is inside the apache-tvm wheel: nothing else to install."""
+
+
+def _emscripten() -> None:
+    """The wasm link needs emscripten's ``emcc`` (a CompileError saying what to do otherwise)."""
+    from .webgpu import emcc
+
+    emcc()
+
+
+def _nvcc() -> None:
+    """CUDA kernels are compiled by the toolkit's ``nvcc``, with or without a GPU here."""
+    from ..errors import CompileError
+    from .cuda_stub import find_nvcc
+
+    if find_nvcc() is None:
+        raise CompileError("the cuda targets need the CUDA toolkit's nvcc, which is not installed",
+                           "install the CUDA toolkit (nvcc in /usr/local/cuda*/bin or on PATH), "
+                           "or leave cuda out of --targets")
+
+
 @dataclass(frozen=True)
 class TargetSpec:
     """One compile target. ``key`` names it in the CLI, the cache and ``tuning/<key>/``."""
@@ -147,6 +169,7 @@ class TargetSpec:
     conv_layout: str = "NCHW"  # convolutions' layout inside the library (pipeline step 1b)
     mma_kernels: bool = False  # float16 hand-written mma.sync kernels (pipeline steps 1c, 2a)
     workgroup_attention: bool = False  # fused attention in workgroup memory (pipeline step 2b)
+    toolchain: Callable[[], None] = _no_toolchain  # raises, saying what to install, if a tool is missing
 
     def requirements_for(self, dtype: str) -> dict:
         """The manifest ``requirements`` of this target's libraries of ``dtype``."""
@@ -188,6 +211,7 @@ def _cuda(arch: str, *aliases: str) -> TargetSpec:
         requirements={"arch": arch},
         conv_layout="NHWC",  # tensor-core implicit GEMM (packer.compile.passes.conv_implicit_gemm)
         mma_kernels=True,  # tensor-core GEMM and flash attention (pipeline steps 1c, 2a)
+        toolchain=_nvcc,
     )
 
 
@@ -203,7 +227,7 @@ _ENTRIES: tuple[TargetSpec, ...] = (
                host={"kind": "llvm", "mtriple": "wasm32-unknown-unknown-wasm"},
                schedule_rules=webgpu_rules, export=_export_wasm, lib_suffix=".wasm",
                dtype_requirements=_webgpu_requirements, measure_buffers=True,
-               workgroup_attention=True),
+               workgroup_attention=True, toolchain=_emscripten),
 )
 
 TARGETS: dict[str, TargetSpec] = {

@@ -56,7 +56,7 @@ def packed(launcher, example, session_dirs) -> Path:
     """The example packed once (llvm, fp32, 64 px) as sdpack/tiny 1.0.0 through the real CLI."""
     out = session_dirs["bundles"] / "tiny"
     r = launcher.run("pack", example["safetensors"], "--out", out, "--tokenizer", example["tokenizer"],
-                     "--image-size", "64", "--model-id", REPO, "--version", "1.0.0")
+                     "--image-size", "64", "--model-id", REPO, "--version", "1.0.0", "--targets", "llvm", "--dtype", "fp32")
     assert r.code == 0, r.err
     for p in out.rglob("*"):  # shared by every case: nobody may change it
         p.chmod(0o444 if p.is_file() else 0o555)

@@ -104,7 +104,7 @@ def run(tmp_path_factory):
     example = make_example(tmp / "example")
     hub = tmp / "hub"
     publish = ["publish", REPO, "--checkpoint", str(example["safetensors"]), "--tokenizer", str(example["tokenizer"]),
-               "--image-size", "64", "--targets", "llvm,webgpu", "--to", str(hub)]
+               "--image-size", "64", "--targets", "llvm,webgpu", "--dtype", "fp32", "--to", str(hub)]
     _packer(*publish, "--version", "1.0.0")
     timings["publish"] = time.perf_counter() - start
     pin = json.loads(_packer("resolve", f"{REPO}@1.0.0", "--endpoint", str(hub)))

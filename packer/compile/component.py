@@ -114,20 +114,14 @@ class Compiler:
                   dtype: str) -> bool:
         """Whether the library is in the cache (intact), so compiling it costs no build."""
         _check(component, dtype)
-        target_json = spec.target_json()
-        database = tuning.find_database(spec.key, target_json)
-        signature = architecture_signature(configs, component=component,
-                                           latent_hw=tuple(int(x) for x in latent_hw), dtype=dtype,
-                                           target_json=target_json,
-                                           tuning_db_sha256=database.sha256 if database else None)
+        database = tuning.find_database(spec.key, spec.target_json())
+        signature = _signature(component, configs, tuple(int(x) for x in latent_hw), spec, dtype, database)
         return self.cache.lookup(signature) is not None
 
     def _compile(self, component, load, configs, latent_hw, spec, dtype, database):
         target_json = spec.target_json()
         tuning_sha = database.sha256 if database else None
-        signature = architecture_signature(configs, component=component, latent_hw=latent_hw,
-                                           dtype=dtype, target_json=target_json,
-                                           tuning_db_sha256=tuning_sha)
+        signature = _signature(component, configs, latent_hw, spec, dtype, database)
         entry = self.cache.lookup(signature)
         reused = entry is not None
         if entry is None:
@@ -186,6 +180,12 @@ def _requirements(spec: TargetSpec, dtype: str, entry: dict) -> dict:
     if spec.measure_buffers and isinstance(entry.get("max_buffer_bytes"), int):
         requirements["max_buffer_bytes"] = entry["max_buffer_bytes"]
     return requirements
+
+
+def _signature(component, configs, latent_hw, spec: TargetSpec, dtype: str, database) -> str:
+    return architecture_signature(configs, component=component, latent_hw=latent_hw, dtype=dtype,
+                                  target_json=spec.target_json(),
+                                  tuning_db_sha256=database.sha256 if database else None)
 
 
 class _BuildFailed(Exception):

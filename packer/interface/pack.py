@@ -13,7 +13,7 @@ from packer.support import canonical, names, progress
 
 DTYPES = {"fp16": "float16", "float16": "float16", "fp32": "float32", "float32": "float32"}
 MANIFEST_COMPONENTS = {"text_encoder": "text_encoder", "unet": "unet", "vae_decoder": "vae_decoder"}
-DEFAULT_LICENSE = "creativeml-openrail-m"  # SD1.5's: its derivatives must carry its use restrictions
+DEFAULT_LICENSE = "creativeml-openrail-m"  # SD1.5's license, which SD1.5 derivatives carry on
 DEFAULT_BASE_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # where SD1.5 lives on the Hub now
 
 

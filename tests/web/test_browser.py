@@ -2,8 +2,9 @@
 against a directory hub served Hub-style, and its image is compared with ``packer generate``.
 
 One module fixture does the slow part once — the tiny example published as v1.0.0 and v1.1.0
-for ``llvm,webgpu``, the demo built, both servers started, one Playwright run
-(runtime-web/test/browser/run.mjs) — and each test checks one promise of its result.
+with the default variants (webgpu float16 and float32, llvm float32, over float16 weights), the
+demo built, both servers started, one Playwright run (runtime-web/test/browser/run.mjs) — and
+each test checks one promise of its result.
 Skipped (with the reason) only where Chromium, node or the npm packages are missing.
 """
 
@@ -104,7 +105,7 @@ def run(tmp_path_factory):
     example = make_example(tmp / "example")
     hub = tmp / "hub"
     publish = ["publish", REPO, "--checkpoint", str(example["safetensors"]), "--tokenizer", str(example["tokenizer"]),
-               "--image-size", "64", "--targets", "llvm,webgpu", "--dtype", "fp32", "--to", str(hub)]
+               "--image-size", "64", "--to", str(hub)]  # the default variants: what a user publishes
     _packer(*publish, "--version", "1.0.0")
     timings["publish"] = time.perf_counter() - start
     pin = json.loads(_packer("resolve", f"{REPO}@1.0.0", "--endpoint", str(hub)))

@@ -16,6 +16,9 @@ runtime objects (:mod:`packer.compile.webgpu`). WGSL has no i64: no library take
 i64 tensors at run time (tests/compile/test_export.py). Its requirements name the WebGPU
 features a device must have (``shader-f16`` for float16) and ``max_buffer_bytes``, the largest
 single buffer the library allocates (measured by :func:`packer.compile.pipeline.build`).
+
+``toolchain`` checks what a build needs beyond the apache-tvm wheel (emscripten's ``emcc`` for
+webgpu, ``nvcc`` for cuda) before anything is exported, so a missing tool is one line.
 """
 
 from __future__ import annotations

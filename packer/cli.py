@@ -62,6 +62,19 @@ app = typer.Typer(
 )
 
 
+TARGETS_HELP = ("comma-separated compile targets (default: webgpu,llvm, plus cuda when this machine has a "
+                "CUDA GPU and nvcc)")
+DTYPE_HELP = ("fp16 or fp32: every target in it, weights stored in it (default: webgpu fp16 and fp32, "
+              "llvm fp32, cuda fp16, over fp16 weights)")
+LICENSE_HELP = "license for the manifest and model card (default: the source card's, else creativeml-openrail-m)"
+BASE_MODEL_HELP = ("ORG/NAME of the model this one derives from, for the model card (default: the source's Hub id, "
+                   "else stable-diffusion-v1-5/stable-diffusion-v1-5)")
+
+
+def _target_list(targets: str | None) -> list[str] | None:
+    return None if targets is None else [t.strip() for t in targets.split(",") if t.strip()]
+
+
 def _echo_error(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
 
@@ -165,12 +178,14 @@ def pack(
     checkpoint: str = typer.Argument(..., help="single-file .safetensors/.ckpt, diffusers folder, or Hub id ORG/NAME[@REV]",
                                   metavar="CHECKPOINT"),
     out: Path = typer.Option(..., "--out", help="bundle directory to create"),
-    targets: str = typer.Option("llvm", help="comma-separated compile targets", metavar="[" + "|".join(TARGETS) + "],...",
+    targets: str = typer.Option(None, help=TARGETS_HELP, metavar="[" + "|".join(TARGETS) + "],...",
                                 autocompletion=_complete_targets),
-    dtype: str = typer.Option("fp32", help="weight and compute precision", metavar="[" + "|".join(DTYPES) + "]",
+    dtype: str = typer.Option(None, help=DTYPE_HELP, metavar="[" + "|".join(DTYPES) + "]",
                               autocompletion=_names(DTYPES)),
     version: str = typer.Option("0.1.0", help="bundle version (semver)"),
     model_id: str = typer.Option(None, "--model-id", help="ORG/NAME recorded in the manifest"),
+    license: str = typer.Option(None, help=LICENSE_HELP),
+    base_model: str = typer.Option(None, "--base-model", help=BASE_MODEL_HELP),
     tokenizer: Path = typer.Option(None, help="CLIP tokenizer folder for single-file checkpoints"),
     prediction_type: str = typer.Option(None, "--prediction-type", help="epsilon or v_prediction", metavar="[epsilon|v_prediction]",
                                         autocompletion=_names(("epsilon", "v_prediction"))),
@@ -183,9 +198,9 @@ def pack(
     from packer.interface.pack import PackArgs
     from packer.interface.pack import pack as run
 
-    args = PackArgs(checkpoint, out, [t.strip() for t in targets.split(",") if t.strip()], dtype, version,
-                    model_id, tokenizer=tokenizer, prediction_type=prediction_type, image_size=image_size,
-                    shard_mb=shard_mb, overwrite=overwrite)
+    args = PackArgs(checkpoint, out, _target_list(targets), dtype, version, model_id, license=license,
+                    base_model=base_model, tokenizer=tokenizer, prediction_type=prediction_type,
+                    image_size=image_size, shard_mb=shard_mb, overwrite=overwrite)
     _emit(run(args), as_json)
 
 
@@ -221,15 +236,16 @@ def publish(
     version: str = typer.Option(..., "--version", help="semantic version, e.g. 1.0.0 (tagged v1.0.0)"),
     checkpoint: str = typer.Option(None, "--checkpoint", help="checkpoint to pack and publish"),
     bundle: Path = typer.Option(None, "--bundle", help="an already packed bundle to publish instead"),
-    targets: str = typer.Option("llvm", help="comma-separated compile targets (with --checkpoint)",
+    targets: str = typer.Option(None, help=TARGETS_HELP + " (with --checkpoint)",
                                 metavar="[" + "|".join(TARGETS) + "],...", autocompletion=_complete_targets),
-    dtype: str = typer.Option("fp32", help="weight and compute precision (with --checkpoint)",
+    dtype: str = typer.Option(None, help=DTYPE_HELP + " (with --checkpoint)",
                               metavar="[" + "|".join(DTYPES) + "]", autocompletion=_names(DTYPES)),
     tokenizer: Path = typer.Option(None, help="CLIP tokenizer folder for single-file checkpoints"),
     prediction_type: str = typer.Option(None, "--prediction-type", help="epsilon or v_prediction", metavar="[epsilon|v_prediction]",
                                         autocompletion=_names(("epsilon", "v_prediction"))),
     image_size: int = typer.Option(None, "--image-size", help="image size in pixels (default: the checkpoint's, else 512)"),
-    license: str = typer.Option("creativeml-openrail-m", help="license recorded in the manifest and model card"),
+    license: str = typer.Option(None, help=LICENSE_HELP + " (with --checkpoint)"),
+    base_model: str = typer.Option(None, "--base-model", help=BASE_MODEL_HELP + " (with --checkpoint)"),
     private: bool = typer.Option(False, "--private", help="create the Hub repo as private"),
     hub: str = typer.Option(None, "--hub", help=HUB_HELP + " [default: hf]", metavar="hf|URL|DIR"),
     to: str = typer.Option(None, "--to", hidden=True),
@@ -248,8 +264,8 @@ def publish(
     dest, url = ("hf", where) if where.startswith(("http://", "https://")) else (where if where == "hf" else Path(where), None)
     pack_args = None
     if checkpoint is not None:
-        pack_args = PackArgs(checkpoint, Path(), [t.strip() for t in targets.split(",") if t.strip()], dtype, version,
-                             repo, license=license, tokenizer=tokenizer, prediction_type=prediction_type,
+        pack_args = PackArgs(checkpoint, Path(), _target_list(targets), dtype, version, repo, license=license,
+                             base_model=base_model, tokenizer=tokenizer, prediction_type=prediction_type,
                              image_size=image_size)
     _emit(publish_checkpoint(repo, version, pack_args=pack_args, bundle=bundle, private=private,
                              to=dest, endpoint=url), as_json)

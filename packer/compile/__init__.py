@@ -3,8 +3,9 @@
 Flow: :mod:`.export` (torch → float32 Relax, params detached) → :mod:`.pipeline` (the fixed,
 versioned pass list) → :mod:`.targets` (what differs per backend) → :mod:`.cache` (libraries
 by architecture signature, so checkpoints sharing an architecture share libraries).
-:mod:`.tuning` supplies MetaSchedule databases when shipped; :mod:`.cuda_stub` lets a machine
-without a GPU embed CUDA machine code.
+:mod:`.variants` says which (target, dtype) variants a pack builds by default and the dtype
+its weights are stored in. :mod:`.tuning` supplies MetaSchedule databases when shipped;
+:mod:`.cuda_stub` lets a machine without a GPU embed CUDA machine code.
 
 Calling convention
 ==================
@@ -58,6 +59,7 @@ from .component import (
 )
 from .pipeline import PIPELINE_VERSION
 from .targets import TARGETS, TargetSpec, get_target
+from .variants import Plan, Variant, plan
 
 __all__ = [
     "COMPONENTS",
@@ -65,9 +67,12 @@ __all__ = [
     "PIPELINE_VERSION",
     "TARGETS",
     "CompiledComponent",
+    "Plan",
     "TargetSpec",
+    "Variant",
     "architecture_signature",
     "compile_all",
     "compile_component",
     "get_target",
+    "plan",
 ]

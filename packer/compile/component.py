@@ -111,12 +111,18 @@ class Compiler:
             tuning.skip(database.directory, f"the build failed with it: {exc.error.message}")
         return self._compile(component, load, configs, latent_hw, spec, dtype, None)
 
+    def is_cached(self, component: str, configs: dict, latent_hw, spec: TargetSpec,
+                  dtype: str) -> bool:
+        """Whether the library is in the cache (intact), so compiling it costs no build."""
+        _check(component, dtype)
+        database = tuning.find_database(spec.key, spec.target_json())
+        signature = _signature(component, configs, tuple(int(x) for x in latent_hw), spec, dtype, database)
+        return self.cache.lookup(signature) is not None
+
     def _compile(self, component, load, configs, latent_hw, spec, dtype, database):
         target_json = spec.target_json()
         tuning_sha = database.sha256 if database else None
-        signature = architecture_signature(configs, component=component, latent_hw=latent_hw,
-                                           dtype=dtype, target_json=target_json,
-                                           tuning_db_sha256=tuning_sha)
+        signature = _signature(component, configs, latent_hw, spec, dtype, database)
         entry = self.cache.lookup(signature)
         reused = entry is not None
         if entry is None:
@@ -177,6 +183,12 @@ def _requirements(spec: TargetSpec, dtype: str, entry: dict) -> dict:
     return requirements
 
 
+def _signature(component, configs, latent_hw, spec: TargetSpec, dtype: str, database) -> str:
+    return architecture_signature(configs, component=component, latent_hw=latent_hw, dtype=dtype,
+                                  target_json=spec.target_json(),
+                                  tuning_db_sha256=database.sha256 if database else None)
+
+
 class _BuildFailed(Exception):
     def __init__(self, error: SdpackError):
         super().__init__(error.message)
@@ -226,25 +238,30 @@ def compile_component(component: str, module, *, configs: dict, latent_hw: tuple
                                                    latent_hw, spec, dtype)
 
 
-def compile_all(checkpoint_like, *, targets: list[str], dtype: str, latent_hw=None,
-                cache_dir=None) -> dict[tuple[str, str], CompiledComponent]:
-    """Every component for every target, keyed ``(component, target as passed)``.
+def compile_all(checkpoint_like, *, variants: list[tuple[str, str]], latent_hw=None,
+                cache_dir=None) -> dict[tuple[str, str, str], CompiledComponent]:
+    """Every component for every ``(target, dtype)`` variant, keyed ``(component, target as
+    passed, dtype)``.
 
     Components are loaded (``checkpoint_like.unet()`` …) and exported at most once, and only
-    when some target misses the cache.
+    when some variant misses the cache. Before anything is exported, every target with a miss
+    has its toolchain checked (:attr:`TargetSpec.toolchain`): a missing ``emcc`` fails in a
+    second, not after the other targets were built.
     """
-    specs = {name: get_target(name) for name in targets}
+    specs = {name: get_target(name) for name, _ in variants}
     configs = checkpoint_like.signature_configs()
     loaders = _memo_loaders(checkpoint_like)
     hw = latent_hw or _default_latent_hw(checkpoint_like, loaders["unet"])
     compiler = Compiler(cache_root(cache_dir))
-    result = {}
-    for name, spec in specs.items():
-        for component in COMPONENTS:
-            result[(component, name)] = compiler.compile(
+    jobs = [(component, name, dtype) for name, dtype in variants for component in COMPONENTS]
+    for name in dict.fromkeys(name for component, name, dtype in jobs
+                              if not compiler.is_cached(component, _component_configs(configs, component),
+                                                        hw, specs[name], dtype)):
+        specs[name].toolchain()
+    return {(component, name, dtype): compiler.compile(
                 component, loaders[component], _component_configs(configs, component), hw,
-                spec, dtype)
-    return result
+                specs[name], dtype)
+            for component, name, dtype in jobs}
 
 
 def _memo_loaders(ckpt) -> dict[str, Callable[[], object]]:

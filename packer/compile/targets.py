@@ -16,6 +16,9 @@ runtime objects (:mod:`packer.compile.webgpu`). WGSL has no i64: no library take
 i64 tensors at run time (tests/compile/test_export.py). Its requirements name the WebGPU
 features a device must have (``shader-f16`` for float16) and ``max_buffer_bytes``, the largest
 single buffer the library allocates (measured by :func:`packer.compile.pipeline.build`).
+
+``toolchain`` checks what a build needs beyond the apache-tvm wheel (emscripten's ``emcc`` for
+webgpu, ``nvcc`` for cuda) before anything is exported, so a missing tool is one line.
 """
 
 from __future__ import annotations
@@ -145,6 +148,28 @@ def _no_dtype_choices(dtype: str) -> dict:
     return {}
 
 
+def _no_toolchain() -> None:
+    """LLVM is inside the apache-tvm wheel: nothing else to install."""
+
+
+def _emscripten() -> None:
+    """The wasm link needs emscripten's ``emcc`` (a CompileError saying what to do otherwise)."""
+    from .webgpu import emcc
+
+    emcc()
+
+
+def _nvcc() -> None:
+    """CUDA kernels are compiled by the toolkit's ``nvcc``, with or without a GPU here."""
+    from ..errors import CompileError
+    from .cuda_stub import find_nvcc
+
+    if find_nvcc() is None:
+        raise CompileError("the cuda targets need the CUDA toolkit's nvcc, which is not installed",
+                           "install the CUDA toolkit (nvcc in /usr/local/cuda*/bin or on PATH), "
+                           "or leave cuda out of --targets")
+
+
 @dataclass(frozen=True)
 class TargetSpec:
     """One compile target. ``key`` names it in the CLI, the cache and ``tuning/<key>/``."""
@@ -165,6 +190,7 @@ class TargetSpec:
     mma_kernels: bool = False  # float16 hand-written mma.sync kernels (pipeline steps 1c, 2a)
     workgroup_attention: bool = False  # fused attention in workgroup memory (pipeline step 2b)
     dtype_choices: Callable[[str], dict] = _no_dtype_choices  # fields that differ by dtype
+    toolchain: Callable[[], None] = _no_toolchain  # raises, saying what to install, if a tool is missing
 
     def for_dtype(self, dtype: str) -> "TargetSpec":
         """This entry with the pipeline choices of its ``dtype`` libraries (``dtype_choices``)."""
@@ -211,6 +237,7 @@ def _cuda(arch: str, *aliases: str) -> TargetSpec:
         requirements={"arch": arch},
         conv_layout="NHWC",  # tensor-core implicit GEMM (packer.compile.passes.conv_implicit_gemm)
         mma_kernels=True,  # tensor-core GEMM and flash attention (pipeline steps 1c, 2a)
+        toolchain=_nvcc,
     )
 
 
@@ -226,7 +253,7 @@ _ENTRIES: tuple[TargetSpec, ...] = (
                host={"kind": "llvm", "mtriple": "wasm32-unknown-unknown-wasm"},
                schedule_rules=webgpu_rules, export=_export_wasm, lib_suffix=".wasm",
                dtype_requirements=_webgpu_requirements, measure_buffers=True,
-               workgroup_attention=True, dtype_choices=_webgpu_choices),
+               workgroup_attention=True, dtype_choices=_webgpu_choices, toolchain=_emscripten),
 )
 
 TARGETS: dict[str, TargetSpec] = {

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 from packer.errors import HubError
 from packer.support.names import COMMIT
 from packer.hub.hf_cache import Fetched
+from packer.hub import card
 from packer.hub.release import Published, Release, check_same
 from packer.support import canonical, progress
 
@@ -42,11 +43,9 @@ def shown(endpoint: str) -> str:
 
 
 def transport_errors() -> tuple[type[BaseException], ...]:
-    try:
-        import httpx2 as httpx  # huggingface_hub >= 2
-    except ImportError:  # pragma: no cover - huggingface_hub 1.x
-        import httpx
-    return (httpx.TransportError, ConnectionError, TimeoutError)
+    import httpx2  # the client's transport (huggingface-hub 2)
+
+    return (httpx2.TransportError, ConnectionError, TimeoutError)
 
 
 def _translate(exc: BaseException, endpoint: str, repo: str, doing: str) -> HubError | None:
@@ -73,6 +72,8 @@ def _translate(exc: BaseException, endpoint: str, repo: str, doing: str) -> HubE
             return HubError(f"{repo}: revision not found at {where} ({doing})", "check the version or commit")
         if isinstance(exc, RemoteEntryNotFoundError):
             return HubError(f"{repo}: a file is missing at the requested revision on {where} ({doing})", "is this an sdpack repository?")
+        if isinstance(exc, ValueError) and str(exc).startswith("Invalid metadata in README.md"):
+            return HubError(f"{where} refused the model card's metadata: {' '.join(str(exc).split()[4:])[:300]}", card.HINT)
         if isinstance(exc, HfHubHTTPError):
             return HubError(f"{where} answered HTTP {status} while {doing}", "try again later; finished uploads are kept")
         if isinstance(exc, transport_errors() + (LocalEntryNotFoundError,)):
@@ -227,6 +228,7 @@ class HfRemote:
 
         repo = release.repo
         with hub_errors(self.endpoint, repo, f"publishing {repo} {release.version}"), _client_quiet():
+            self.validate_card(release.card_text())
             self.api.create_repo(repo, private=private, exist_ok=True)
             refs = self.api.list_repo_refs(repo)
             if (done := self._existing(release, {t.name: t.target_commit for t in refs.tags})) is not None:
@@ -242,6 +244,22 @@ class HfRemote:
                 return self._existing(release, self.tags(repo))  # tagged meanwhile by another publish
         changed = [p for p in sorted(release.files) if not _same(release, p, remote.get(p))]
         return Published(repo, release.version, info.oid, release.manifest_sha256, self.location, changed, False)
+
+    def validate_card(self, text: str) -> None:
+        """The Hub's own check of a model card (``POST /api/validate-yaml``, what
+        ``ModelCard.validate`` sends), here against this remote's endpoint: a card the Hub
+        refuses fails before anything is created or uploaded."""
+        from huggingface_hub.utils import get_session, hf_raise_for_status
+
+        response = get_session().post(f"{self.endpoint}/api/validate-yaml", json={"repoType": "model", "content": text},
+                                      headers={"Accept": "application/json"})
+        if response.status_code == 400:
+            try:
+                errors = [str(e.get("message", e)) for e in response.json().get("errors", [])]
+            except (ValueError, AttributeError):
+                errors = [response.text]
+            raise HubError(f"{self.location} refused the model card's metadata: {'; '.join(errors)[:300]}", card.HINT)
+        hf_raise_for_status(response)
 
     def _tag(self, release: Release, commit: str) -> bool:
         from huggingface_hub.errors import HfHubHTTPError

@@ -16,6 +16,10 @@ from packer.errors import UsageError
 from packer.support import canonical
 
 SCHEMA = "lock.schema.json"
+BUNDLE_LOCK = "sdpack.lock.json"
+"""The lock record ``packer pull`` leaves in the bundle folder it writes: what was pulled (the
+commit above all), for ``packer generate`` to record in its images. It is not one of the
+bundle's files (the manifest does not list it; verify and publish ignore it)."""
 
 
 def make(repo: str, version: str, commit: str, manifest_sha256: str, endpoint: str) -> dict:

@@ -31,6 +31,15 @@ class Release:
     def tag(self) -> str:
         return tag_name(self.version)
 
+    def card_text(self) -> str:
+        """README.md as text (the bundle's own or the generated one), for validation."""
+        content = self.files[CARD_NAME]
+        data = content.read_bytes() if isinstance(content, Path) else content
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise HubError("the bundle's README.md is not UTF-8 text", card.HINT) from None
+
 
 @dataclass
 class Published:

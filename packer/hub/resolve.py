@@ -2,7 +2,8 @@
 
 A version tag is resolved to its commit once; everything after that (downloads, lock records,
 the URL a web page fetches) uses the commit sha, so a later change on the Hub cannot swap the
-bytes under a pin. ``pull`` verifies every file before the bundle appears at ``out``.
+bytes under a pin. ``pull`` verifies every file before the bundle appears at ``out``, and leaves
+the pin beside the bundle's files as a lock record (:data:`packer.hub.lock.BUNDLE_LOCK`).
 
 >>> r = resolve("sdpack/tiny-sd@1.0.0")                       # doctest: +SKIP
 >>> r.manifest_url
@@ -155,6 +156,7 @@ def pull(spec: str | Path, out: Path, endpoint: str | Path | None = None) -> Pul
         bundle = Bundle.open(stage)
         with progress.task("verify", total, bytes_=True) as bar:
             bundle.verify(on_file=lambda entry: bar.advance(entry["size"]))
+        lock.write(stage / lock.BUNDLE_LOCK, resolved.lock())  # the commit, for packer generate
         os.replace(stage, out)
     finally:
         shutil.rmtree(stage, ignore_errors=True)

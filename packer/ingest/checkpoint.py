@@ -17,7 +17,8 @@ class Checkpoint:
 
     ``source``: ``{"name", "format", "sha256", "revision"?}`` (never a full local path);
     ``configs`` / ``state_dicts``: diffusers configs and fp32 weights for ``text_encoder``,
-    ``unet`` and ``vae``. The model constructors load those weights strictly and *share* their
+    ``unet`` and ``vae``; ``license``: what the source's model card declares (None when the
+    source has no card or the card no license). The model constructors load those weights strictly and *share* their
     storage (no copy of a 3 GB UNet), so do not modify parameters in place.
 
     >>> ckpt = ingest("model.safetensors", tokenizer=Path("tok"))   # doctest: +SKIP
@@ -30,6 +31,7 @@ class Checkpoint:
     tokenizer_dir: Path
     prediction_type: str
     scheduler_config: dict
+    license: str | None = None  # from the source's model card (README.md front matter), when it has one
 
     def _model(self, component: str) -> torch.nn.Module:
         # Text encoder on CPU: it has non-persistent buffers (position_ids) a meta build would lose.

@@ -93,7 +93,25 @@ def load(
     source = dict(source or {"name": folder.name, "format": "diffusers"})
     with progress.task(f"hashing {name}", size, bytes_=True) as bar:
         source["sha256"] = weights.folder_sha256(folder, files, bar.advance)
-    return finish(
+    ckpt = finish(
         source, configs, state_dicts, name=name, tokenizer=tokenizer, tokenizer_default=folder / "tokenizer",
         prediction_type=prediction_type, scheduler_config=scheduler,
     )  # fmt: skip
+    ckpt.license = card_license(folder / "README.md")
+    return ckpt
+
+
+def card_license(path: Path) -> str | None:
+    """The ``license`` of a model card's front matter, read with ``huggingface_hub.ModelCard``;
+    None without a card, a license, or a readable front matter (the license is then the user's
+    ``--license``)."""
+    if not path.is_file():
+        return None
+    import yaml
+    from huggingface_hub import ModelCard
+
+    try:
+        value = ModelCard.load(path, ignore_metadata_errors=True).data.license
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError):
+        return None
+    return value if isinstance(value, str) and value.strip() else None

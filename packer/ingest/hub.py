@@ -1,6 +1,7 @@
 """Hub ids (``org/name[@revision]``): download the diffusers layout, then ingest the folder.
 
-Only the files ingest reads are fetched (no safety checker, no fp16 variants, no ``.bin``).
+Only the files ingest reads are fetched (no safety checker, no fp16 variants, no ``.bin``), and
+the model card, whose ``license`` the bundle inherits.
 The snapshot folder's name is the resolved commit, recorded as ``source["revision"]``.
 """
 
@@ -17,6 +18,7 @@ HUB_ID = re.compile(r"(?P<repo>[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*)(?:@(?P<rev
 WEIGHT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 ALLOW_PATTERNS = [
     "model_index.json",
+    "README.md",  # the model card: its license becomes the bundle's
     "scheduler/scheduler_config.json",
     "tokenizer/*",
     *(f"{c}/config.json" for c in ("text_encoder", "unet", "vae")),

@@ -42,9 +42,12 @@ class GenerateResult:
 
 
 def generate(args: GenerateArgs) -> GenerateResult:
+    """One image, written with its generation parameters (:mod:`packer.runtime.image_metadata`)."""
+    from packer import __version__
     from packer.bundle import Bundle
     from packer.runtime import schedulers
     from packer.runtime.generate import Pipeline, Request, save_png
+    from packer.runtime.image_metadata import ImageMetadata
 
     if args.scheduler is not None and args.scheduler not in schedulers.NAMES:
         raise UsageError(f"unknown scheduler {args.scheduler!r}", f"choose one of {', '.join(schedulers.NAMES)}")
@@ -60,9 +63,36 @@ def generate(args: GenerateArgs) -> GenerateResult:
             raise UsageError(f"cannot read --latents {args.latents}: {exc}", "pass a .npy float32 array") from None
     start = time.perf_counter()
     pipe = Pipeline(Bundle.open(args.bundle), device=args.device)
-    req = Request(args.prompt, args.negative_prompt, args.seed, args.steps, args.guidance, args.scheduler, latents)
-    with progress.task("denoise", args.steps or pipe.bundle.manifest["scheduler"]["steps"]) as bar:
+    m = pipe.bundle.manifest
+    sched = m["scheduler"]
+    req = Request(args.prompt, args.negative_prompt, args.seed, args.steps or sched["steps"],
+                  sched["guidance"] if args.guidance is None else args.guidance,
+                  args.scheduler or sched["default"], latents)
+    with progress.task("denoise", req.steps) as bar:
         image = pipe(req, on_step=lambda i, n: bar.advance())
-    save_png(image, args.out)
-    key = f"{pipe.variant['kind']}-{pipe.variant['dtype']}"
-    return GenerateResult(args.out, time.perf_counter() - start, image.shape[:2], key)
+    metadata = ImageMetadata(
+        req.prompt, req.negative_prompt, req.seed, req.steps, req.guidance, req.scheduler,
+        f"{m['model']['id']}@{m['model']['version']}", pinned_commit(pipe.bundle), image.shape[1],
+        image.shape[0], pipe.variant_key, f"sdpack {__version__}")
+    save_png(image, args.out, metadata)
+    return GenerateResult(args.out, time.perf_counter() - start, image.shape[:2], pipe.variant_key)
+
+
+def pinned_commit(bundle) -> str | None:
+    """The Hub commit ``bundle`` was pulled from: the lock record ``packer pull`` leaves in the
+    folder, if it pins this very manifest (its sha256 and model id and version); else None."""
+    from packer.errors import SdpackError
+    from packer.hub import lock
+    from packer.support import canonical
+
+    path = bundle.root / lock.BUNDLE_LOCK
+    if not path.is_file():
+        return None
+    try:
+        record = lock.read(path)
+    except SdpackError:
+        return None
+    model = bundle.manifest["model"]
+    pinned = (record["manifest_sha256"], record["repo"], record["version"])
+    here = (canonical.sha256_file(bundle.root / "manifest.json"), model["id"], model["version"])
+    return record["commit"] if pinned == here else None

@@ -63,7 +63,7 @@ def _text(m: dict) -> str:
         f"source     {m['source']['name']} [{m['source']['format']}] sha256 {m['source']['sha256'][:16]}…",
         f"arch       {m['architecture']['family']} signature {m['architecture']['signature'][:16]}…"
         f"  prediction {m['architecture']['prediction_type']}",
-        f"dtype      {m['dtype']}",
+        f"weights    {m['dtype']} (each variant converts them to its own dtype when loading)",
         f"scheduler  {m['scheduler']['default']}, {m['scheduler']['steps']} steps, guidance {m['scheduler']['guidance']}",
         f"generator  sdpack {m['generator']['sdpack']}, apache-tvm {m['generator']['apache_tvm']},"
         f" tvm-ffi {m['generator']['tvm_ffi']}, pipeline {m['generator']['pipeline_version']}",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -13,18 +13,24 @@ from packer.support import canonical, names, native_log, progress
 
 DTYPES = {"fp16": "float16", "float16": "float16", "fp32": "float32", "float32": "float32"}
 MANIFEST_COMPONENTS = {"text_encoder": "text_encoder", "unet": "unet", "vae_decoder": "vae_decoder"}
+DEFAULT_LICENSE = "creativeml-openrail-m"  # SD1.5's license, which SD1.5 derivatives carry on
+DEFAULT_BASE_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # where SD1.5 lives on the Hub now
 
 
 @dataclass
 class PackArgs:
+    """What to pack and how. ``targets``/``dtype`` None: the default variants
+    (:mod:`packer.compile.variants`); ``license``/``base_model`` None: from the source when it
+    says (a Hub id's card and id), else :data:`DEFAULT_LICENSE` / :data:`DEFAULT_BASE_MODEL`."""
+
     checkpoint: str
     out: Path
-    targets: list[str] = field(default_factory=lambda: ["llvm"])
-    dtype: str = "fp32"
+    targets: list[str] | None = None
+    dtype: str | None = None
     version: str = "0.1.0"
     model_id: str | None = None
-    license: str = "creativeml-openrail-m"
-    base_model: str = "runwayml/stable-diffusion-v1-5"
+    license: str | None = None
+    base_model: str | None = None
     tokenizer: Path | None = None
     prediction_type: str | None = None
     image_size: int | None = None
@@ -33,15 +39,20 @@ class PackArgs:
 
     def checked(self) -> "PackArgs":
         """Validate arguments before any work is done (no partial output on bad input)."""
-        if self.dtype not in DTYPES:
-            raise UsageError(f"unknown --dtype {self.dtype!r}", "use fp16 or fp32")
+        if self.dtype is not None and self.dtype not in DTYPES:
+            raise UsageError(f"unknown --dtype {self.dtype!r}", "use fp16 or fp32, or leave it out for each target's own")
         self.version = names.check_version(self.version)
         if self.model_id is not None:
             names.check_repo_id(self.model_id)
+        if self.base_model is not None:
+            try:
+                names.check_repo_id(self.base_model)
+            except UsageError as exc:
+                raise UsageError(f"--base-model {self.base_model!r} is not a Hub repo id", exc.hint) from None
         from packer.compile import targets as target_registry
 
-        unknown = [t for t in self.targets if t not in target_registry.TARGETS]
-        if unknown or not self.targets:
+        unknown = [t for t in self.targets or [] if t not in target_registry.TARGETS]
+        if unknown or self.targets == []:
             raise UsageError(f"unknown target(s) {', '.join(unknown) or '(none)'}",
                              f"choose from {', '.join(sorted(target_registry.TARGETS))}")
         if self.prediction_type not in (None, "epsilon", "v_prediction"):
@@ -79,6 +90,19 @@ def _model_id(checkpoint: str) -> str:
     return "local/" + (re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-.") or "model")
 
 
+def model_fields(args: PackArgs, ckpt) -> dict:
+    """The manifest's ``model``: what the user said, else what the source says, else the defaults.
+
+    ``base_model`` is ``--base-model``, else the Hub id the checkpoint came from (the bundle is
+    that model), else :data:`DEFAULT_BASE_MODEL`; ``license`` is ``--license``, else the source's
+    model card's, else :data:`DEFAULT_LICENSE`.
+    """
+    hub_id = ckpt.source["name"] if ckpt.source.get("format") == "hub" else None
+    return {"id": args.model_id or _model_id(args.checkpoint), "version": args.version,
+            "license": args.license or ckpt.license or DEFAULT_LICENSE,
+            "base_model": args.base_model or hub_id or DEFAULT_BASE_MODEL}
+
+
 def _params(ckpt, compiled, dtype: str) -> list[tuple[str, np.ndarray]]:
     state = ckpt.state_dicts[compiled.param_source]
     out = []
@@ -95,44 +119,46 @@ def pack(args: PackArgs) -> PackResult:
     """Turn a checkpoint into a bundle at ``args.out``; nothing is written if anything fails."""
     from packer.bundle import BundleWriter
     from packer.bundle.writer import generator_info
-    from packer.compile import PIPELINE_VERSION, compile_all
+    from packer.compile import PIPELINE_VERSION, compile_all, plan
     from packer.ingest import ingest
     from packer.runtime import noise
 
     args.checked()
     if args.out.exists() and not args.overwrite:
         raise UsageError(f"{args.out} already exists", "choose another --out or pass --overwrite")
-    dtype = DTYPES[args.dtype]
+    chosen = plan(args.targets, DTYPES[args.dtype] if args.dtype else None)
+    dtype = chosen.weights_dtype
     progress.status(f"ingesting {args.checkpoint}")
     ckpt = ingest(args.checkpoint, tokenizer=args.tokenizer, prediction_type=args.prediction_type,
                   image_size=args.image_size)
-    progress.status("compiling (libraries are reused when the architecture was built before)")
+    progress.status(f"compiling {chosen.display()} (libraries are reused when the architecture was built before)")
     with native_log.quiet("compile"):  # TVM's C++ warnings only with SDPACK_VERBOSE=1
-        compiled = compile_all(ckpt, targets=args.targets, dtype=dtype)
+        compiled = compile_all(ckpt, variants=[(v.target, v.dtype) for v in chosen.variants])
     by_component: dict[str, list] = {}
-    for (component, _target), cc in compiled.items():
+    for (component, _target, _dtype), cc in compiled.items():
         by_component.setdefault(component, []).append(cc)
 
     with BundleWriter(args.out, shard_bytes=args.shard_mb << 20, overwrite=args.overwrite) as writer:
         components = {}
         for component, ccs in by_component.items():
             first = ccs[0]
-            if any(c.params != first.params for c in ccs):  # one weight layout serves every target
+            if any(c.params != first.params for c in ccs):  # one weight layout serves every variant
                 raise CompileError(f"targets disagree on the {component} parameter order",
                                    "pack these targets separately and report it as a bug")
             index, names = writer.add_weights(component, _params(ckpt, first, dtype))
             components[component] = {"weights": index, "params": names, "inputs": first.inputs, "outputs": first.outputs}
         targets = {}
-        for (component, target), cc in sorted(compiled.items()):
-            key = f"{target}-{dtype}"
-            rel = f"libs/{key}/{component}{cc.lib_path.suffix}"
-            writer.add_file(rel, cc.lib_path)
-            entry = targets.setdefault(key, {
-                "kind": cc.target_json["kind"], "dtype": dtype, "target": cc.target_json, "libs": {},
-                "tuning_db_sha256": cc.tuning_db_sha256, "requirements": dict(cc.requirements),
-            })
-            entry["libs"][component] = rel
-            _merge_requirements(entry["requirements"], cc.requirements)
+        for variant in chosen.variants:
+            for component in by_component:
+                cc = compiled[(component, variant.target, variant.dtype)]
+                rel = f"libs/{variant.key}/{component}{cc.lib_path.suffix}"
+                writer.add_file(rel, cc.lib_path)
+                entry = targets.setdefault(variant.key, {
+                    "kind": cc.target_json["kind"], "dtype": variant.dtype, "target": cc.target_json, "libs": {},
+                    "tuning_db_sha256": cc.tuning_db_sha256, "requirements": dict(cc.requirements),
+                })
+                entry["libs"][component] = rel
+                _merge_requirements(entry["requirements"], cc.requirements)
         tok_files = []
         for name in ("tokenizer.json", "tokenizer_config.json"):
             if (ckpt.tokenizer_dir / name).is_file():
@@ -177,8 +203,7 @@ def _manifest_fields(args, ckpt, components, targets, tok_files, dtype) -> dict:
     sig = canonical.sha256_bytes(canonical.dumps({"configs": ckpt.signature_configs(), "latent": latent, "dtype": dtype}))
     tokenizer = {"files": tok_files, "max_length": 77}
     tokenizer.update({k: v for k, v in (("bos_token_id", bos), ("eos_token_id", eos), ("pad_token_id", eos)) if v is not None})
-    model = {"id": args.model_id or _model_id(args.checkpoint), "version": args.version,
-             "license": args.license, "base_model": args.base_model}
+    model = model_fields(args, ckpt)
     return {
         "model": model,
         "source": ckpt.source,

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from packer.bundle import Bundle
 from packer.errors import UsageError
+from packer.hub import card
 from packer.hub import release as release_mod
 from packer.support.names import check_repo_id, check_version
 from packer.hub.release import Published
@@ -89,6 +90,7 @@ def publish_bundle(
         if private:
             raise UsageError("--private applies to the Hugging Face Hub only", "a directory hub is as private as its folder")
         release = release_mod.from_bundle(bundle, LOCAL_CARD_URL)
+        card.check(release.card_text())  # what the Hub's validate-yaml would refuse, refused here too
         published = LocalHub(Path(to)).publish(release)
     return PublishResult(published, len(release.files))
 

@@ -42,7 +42,7 @@ class Pipeline:
 
         self.bundle = bundle
         m = bundle.manifest
-        self.variant = self._pick_variant(m, device, dtype)
+        self.variant_key, self.variant = self._pick_variant(m, device, dtype)
         self.float = np.dtype(self.variant["dtype"])
         tok = m["tokenizer"]
         self.tokenizer = Tokenizer.from_str(bundle.read(tok["files"][0]).decode())
@@ -53,19 +53,22 @@ class Pipeline:
             bundle.read(rel)  # verify before loading
             params = bundle.load_params(comp)
             order = m["components"][comp]["params"]
-            self.runners[comp] = ComponentRunner(bundle.root / rel, [params[n] for n in order], device)
+            self.runners[comp] = ComponentRunner(bundle.root / rel, [param_for(params.pop(n), self.float) for n in order],
+                                                 device)
 
     @staticmethod
-    def _pick_variant(m: dict, device: str, dtype: str | None) -> dict:
+    def _pick_variant(m: dict, device: str, dtype: str | None) -> tuple[str, dict]:
+        """``(manifest key, target entry)`` of the library set to run: the device's kind, in
+        ``dtype`` if given, preferring the dtype the weights are stored in."""
         kind = DEVICE_KINDS.get(device)
         if kind is None:
             raise UsageError(f"unknown device {device!r}", "use cpu or cuda")
-        found = [t for t in m["targets"].values() if t["kind"] == kind and (dtype is None or t["dtype"] == dtype)]
+        found = [(k, t) for k, t in m["targets"].items() if t["kind"] == kind and (dtype is None or t["dtype"] == dtype)]
         if not found:
             have = ", ".join(sorted(m["targets"])) or "none"
             raise UsageError(f"bundle has no {kind} library{' for ' + dtype if dtype else ''} (it has: {have})",
                              "repack with --targets including " + kind)
-        return sorted(found, key=lambda t: t["dtype"] != m["dtype"])[0]
+        return sorted(found, key=lambda kt: (kt[1]["dtype"] != m["dtype"], kt[0]))[0]
 
     def token_ids(self, text: str) -> np.ndarray:
         """CLIP ids as diffusers makes them: truncated to max_length (keeping the end token), padded."""
@@ -110,15 +113,26 @@ class Pipeline:
         return np.clip(image / 2 + 0.5, 0, 1).transpose(1, 2, 0)
 
 
+def param_for(array: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """A stored parameter as the variant's ``main`` takes it: floating-point tensors in the
+    variant's dtype (float16 weights widen exactly for a float32 variant), others as stored."""
+    if array.dtype.kind == "f" and array.dtype != dtype:
+        return array.astype(dtype)
+    return array
+
+
 def to_uint8(image: np.ndarray) -> np.ndarray:
     """diffusers' conversion of a [0, 1] float image to 8-bit."""
     return (image * 255).round().astype(np.uint8)
 
 
-def save_png(image: np.ndarray, path: Path) -> Path:
+def save_png(image: np.ndarray, path: Path, metadata=None) -> Path:
+    """Write ``image`` as an 8-bit RGB PNG, with ``metadata``'s text chunks when given
+    (:class:`packer.runtime.image_metadata.ImageMetadata`)."""
     from PIL import Image
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(to_uint8(image)).save(path, format="PNG")
+    pnginfo = metadata.png_info() if metadata is not None else None
+    Image.fromarray(to_uint8(image)).save(path, format="PNG", pnginfo=pnginfo)
     return path

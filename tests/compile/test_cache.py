@@ -52,13 +52,12 @@ def _forbid_builds(monkeypatch):
 
 
 def test_second_checkpoint_reuses_libraries(shared_cache, monkeypatch):
-    first = compile_all(FakeCheckpoint(1), targets=["llvm"], dtype="float32",
-                        cache_dir=shared_cache)
+    first = compile_all(FakeCheckpoint(1), variants=[("llvm", "float32")], cache_dir=shared_cache)
     _forbid_builds(monkeypatch)
     other = FakeCheckpoint(2)  # same architecture, different weights
-    second = compile_all(other, targets=["llvm"], dtype="float32", cache_dir=shared_cache)
+    second = compile_all(other, variants=[("llvm", "float32")], cache_dir=shared_cache)
 
-    assert set(second) == {("text_encoder", "llvm"), ("unet", "llvm"), ("vae_decoder", "llvm")}
+    assert set(second) == {(c, "llvm", "float32") for c in ("text_encoder", "unet", "vae_decoder")}
     assert other.loaded == []  # not even loaded: the signature needs configs only
     for key, compiled in second.items():
         assert compiled.lib_path == first[key].lib_path
@@ -68,7 +67,7 @@ def test_second_checkpoint_reuses_libraries(shared_cache, monkeypatch):
     for component, source in (("text_encoder", "text_encoder"), ("vae_decoder", "vae")):
         module = other.models[source]
         inputs = example_inputs(component, seed=3)
-        got = run_compiled(second[(component, "llvm")], module, inputs)
+        got = run_compiled(second[(component, "llvm", "float32")], module, inputs)
         np.testing.assert_allclose(got, torch_reference(component, module, inputs), atol=1e-4)
 
 

@@ -57,7 +57,7 @@ def pack_run(launcher, example, session_dirs):
     compiling for real (the session's cache starts empty): the bundle and the run's Result."""
     out = session_dirs["bundles"] / "tiny"
     r = launcher.run("pack", example["safetensors"], "--out", out, "--tokenizer", example["tokenizer"],
-                     "--image-size", "64", "--model-id", REPO, "--version", "1.0.0")
+                     "--image-size", "64", "--model-id", REPO, "--version", "1.0.0", "--targets", "llvm", "--dtype", "fp32")
     assert r.code == 0, r.err
     for p in out.rglob("*"):  # shared by every case: nobody may change it
         p.chmod(0o444 if p.is_file() else 0o555)

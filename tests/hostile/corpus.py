@@ -59,7 +59,9 @@ class World:
         return path
 
     def pack(self, checkpoint: Path | str, *extra: str) -> list[str]:
-        return ["pack", str(checkpoint), "--out", str(self.tmp / "out"), *self.tok, "--image-size", "64", *extra]
+        # llvm fp32 unless a case says otherwise (a later --targets/--dtype wins): no WebGPU builds here
+        return ["pack", str(checkpoint), "--out", str(self.tmp / "out"), *self.tok, "--image-size", "64",
+                "--targets", "llvm", "--dtype", "fp32", *extra]
 
     def copy_bundle(self) -> Path:
         return shutil.copytree(self.bundle, self.tmp / "bundle")

@@ -61,8 +61,9 @@ def test_two_versions_publish_resolve_pull(hub_server, alice, bundles, tmp_path)
         out = tmp_path / f"pulled-{version}"
         pulled = pull_bundle(f"{REPO}@v{version}", out, endpoint=hub_server.url).pulled
         assert pulled.resolved.commit == published.commit
-        assert bundle_files(out) == bundle_files(bundle)
+        assert bundle_files(out) == bundle_files(bundle) | {"sdpack.lock.json"}  # the pin, beside the bundle's files
         assert all((out / f).read_bytes() == (bundle / f).read_bytes() for f in bundle_files(bundle))
+        assert json.loads((out / "sdpack.lock.json").read_text())["commit"] == published.commit
 
         from_lock = pull_bundle(str(lock_file), tmp_path / f"from-lock-{version}").pulled  # endpoint from the lock
         assert from_lock.resolved.commit == published.commit

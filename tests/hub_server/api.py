@@ -9,6 +9,7 @@ import posixpath
 from fnmatch import fnmatch
 from urllib.parse import unquote
 
+from .metadata import errors_and_warnings
 from .storage import Entry, lfs_pointer
 from .wire import Abort, Request, send_json
 
@@ -38,12 +39,10 @@ def create_repo(hub, req: Request) -> None:
 
 
 def validate_yaml(hub, req: Request) -> None:
-    """POST /api/validate-yaml — front matter must at least be closed."""
-    content = (req.json() or {}).get("content", "")
-    if content.startswith("---") and "\n---" not in content[3:]:
-        send_json(req, {"errors": [{"message": "unterminated YAML front matter"}], "warnings": []}, 400)
-        return
-    send_json(req, {"errors": [], "warnings": []})
+    """POST /api/validate-yaml — the card's metadata checked as the Hub types it (metadata.py)."""
+    errors, warnings = errors_and_warnings(str((req.json() or {}).get("content", "")))
+    send_json(req, {"errors": [{"message": e} for e in errors], "warnings": [{"message": w} for w in warnings]},
+              400 if errors else 200)
 
 
 def whoami(hub, req: Request) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
+from pathlib import Path
 
 import huggingface_hub
 import pytest
@@ -24,6 +26,7 @@ def test_hub_id_parsing(tmp_path):
 def test_hub_snapshot_is_ingested_as_a_diffusers_folder(example, ingested, tmp_path, monkeypatch):
     snapshot = tmp_path / "snapshots" / SHA
     shutil.copytree(example["diffusers"], snapshot)
+    (snapshot / "README.md").write_text("---\nlicense: mit\ntags:\n- x\n---\n# the source's card\n")
     calls = []
 
     def fake_snapshot_download(repo_id, *, revision=None, allow_patterns=None, **kwargs):
@@ -35,6 +38,7 @@ def test_hub_snapshot_is_ingested_as_a_diffusers_folder(example, ingested, tmp_p
     assert calls[0][:2] == ("org/tiny-sd", "rev")
     assert "unet/diffusion_pytorch_model.safetensors" in calls[0][2]
     assert "safety_checker/model.safetensors" not in calls[0][2]
+    assert "README.md" in calls[0][2] and ckpt.license == "mit"  # the card's license, read with ModelCard
     assert ckpt.source == {
         "name": "org/tiny-sd", "format": "hub", "revision": SHA, "sha256": ingested["diffusers"].source["sha256"]
     }  # fmt: skip
@@ -58,3 +62,30 @@ def test_default_tokenizer_failure_hints_at_the_option(example, monkeypatch):
     with pytest.raises(CheckpointError, match="clip-vit-large-patch14") as err:
         ingest(example["safetensors"])
     assert "--tokenizer" in err.value.hint
+
+
+def test_the_source_gives_the_bundle_its_base_model_and_license(ingested):
+    from packer.interface.pack import DEFAULT_BASE_MODEL, DEFAULT_LICENSE, PackArgs, model_fields
+
+    local = ingested["diffusers"]  # a folder without a card
+    hub_ckpt = dataclasses.replace(local, source={**local.source, "name": "org/tiny-sd", "format": "hub"}, license="mit")
+    args = PackArgs("org/tiny-sd", Path("out"))
+    assert model_fields(args, hub_ckpt)["base_model"] == "org/tiny-sd" and model_fields(args, hub_ckpt)["license"] == "mit"
+    assert (model_fields(args, local)["base_model"], model_fields(args, local)["license"]) == (DEFAULT_BASE_MODEL, DEFAULT_LICENSE)
+    given = PackArgs("org/tiny-sd", Path("out"), base_model="other/base", license="openrail")
+    assert (model_fields(given, hub_ckpt)["base_model"], model_fields(given, hub_ckpt)["license"]) == ("other/base", "openrail")
+    assert DEFAULT_BASE_MODEL == "stable-diffusion-v1-5/stable-diffusion-v1-5"
+
+
+@pytest.mark.parametrize("card, license", [
+    ("---\nlicense: creativeml-openrail-m\n---\n", "creativeml-openrail-m"),
+    ("# no front matter\n", None),
+    ("---\nlicense: [broken\n---\n", None),
+    ("---\ntags: [a]\n---\n", None),
+])  # fmt: skip
+def test_card_license(tmp_path, card, license):
+    from packer.ingest.diffusers_dir import card_license
+
+    (tmp_path / "README.md").write_text(card)
+    assert card_license(tmp_path / "README.md") == license
+    assert card_license(tmp_path / "missing.md") is None

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from examples.make_example import make_example
+from packer import __version__
 from tests.helpers import cli_json, packer
 
 
@@ -17,14 +18,21 @@ def env(lib_cache):
     return {"SDPACK_CACHE": str(lib_cache)}
 
 
-def test_generate_writes_png(packed, env, tmp_path):
+def test_generate_writes_png_with_its_parameters(packed, env, tmp_path):
     out = tmp_path / "img.png"
     r = packer("generate", str(packed("safetensors", "fp32")), "--prompt", "a red dragon", "--seed", "5",
-               "--steps", "3", "--scheduler", "ddim", "--out", str(out), "--json", env=env)
+               "--steps", "3", "--scheduler", "ddim", "--guidance", "7", "--out", str(out), "--json", env=env)
     doc = cli_json(r, "generate")
     assert (doc["out"], doc["variant"], doc["width"], doc["height"]) == (str(out), "llvm-float32", 64, 64)
     img = np.asarray(Image.open(out))
     assert img.shape == (64, 64, 3) and img.std() > 5
+    assert Image.open(out).text == {  # formats/README.md, "Image metadata"; a packed bundle has no commit
+        "prompt": "a red dragon", "negative_prompt": "", "seed": "5", "steps": "3", "guidance": "7",
+        "scheduler": "ddim", "model": "sdpack/tiny-sd15@1.0.0", "width": "64", "height": "64",
+        "variant": "llvm-float32", "Software": f"sdpack {__version__}",
+        "parameters": "a red dragon\nNegative prompt: \nSteps: 3, Sampler: ddim, CFG scale: 7, Seed: 5, "
+                      "Size: 64x64, Model: sdpack/tiny-sd15@1.0.0",
+    }  # fmt: skip
 
 
 def test_second_checkpoint_reuses_libraries_and_publish_pull_roundtrip(example, packed, env, tmp_path):
@@ -33,7 +41,8 @@ def test_second_checkpoint_reuses_libraries_and_publish_pull_roundtrip(example, 
     other = make_example(tmp_path / "other", seed=1)
     hub = tmp_path / "hub"
     r = packer("publish", "acme/other-model", "--checkpoint", str(other["safetensors"]), "--tokenizer",
-               str(other["tokenizer"]), "--image-size", "64", "--version", "1.0.0", "--to", str(hub), env=env)
+               str(other["tokenizer"]), "--image-size", "64", "--version", "1.0.0", "--to", str(hub),
+               "--targets", "llvm", "--dtype", "fp32", env=env)
     assert r.code == 0, r.err
     assert "published acme/other-model 1.0.0" in r.out
     r = packer("resolve", "acme/other-model@1.0.0", "--endpoint", str(hub), "--lock-out", str(tmp_path / "lock.json"))
@@ -44,7 +53,7 @@ def test_second_checkpoint_reuses_libraries_and_publish_pull_roundtrip(example, 
     assert cli_json(r, "pull")["commit"] == lock["commit"]
     r = packer("pack", str(other["safetensors"]), "--out", str(tmp_path / "direct"), "--tokenizer",
                str(other["tokenizer"]), "--image-size", "64", "--version", "1.0.0", "--model-id", "acme/other-model",
-               "--json", env=env)
+               "--targets", "llvm", "--dtype", "fp32", "--json", env=env)
     assert cli_json(r, "pack")["libraries"] == {"compiled": 0, "reused": 3}
     # same checkpoint, same versions → byte-identical manifest to the published one
     assert (tmp_path / "direct" / "manifest.json").read_bytes() == (tmp_path / "pulled" / "manifest.json").read_bytes()
@@ -65,6 +74,7 @@ def test_second_checkpoint_reuses_libraries_and_publish_pull_roundtrip(example, 
         (["--targets", "tpu"], "unknown target"),
         (["--model-id", "no-slash"], "invalid repo id"),
         (["--image-size", "100"], "image size 100"),
+        (["--base-model", "not-an-id"], "--base-model 'not-an-id' is not a Hub repo id"),
     ],
 )
 def test_pack_bad_arguments(example, tmp_path, args, message, env):

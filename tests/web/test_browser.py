@@ -4,7 +4,8 @@ hub served Hub-style; their images are compared with ``packer generate``, and th
 are read back with Pillow.
 
 One module fixture does the slow part once — the tiny example published as v1.0.0 and v1.1.0
-for ``llvm,webgpu``, the demo and the app built, both servers started, one Playwright run
+with the default variants (webgpu float16 and float32, llvm float32, over float16 weights), the
+demo and the app built, both servers started, one Playwright run
 (runtime-web/test/browser/run.mjs) — and each test checks one promise of its result. The demo
 loads the model by commit URL into a fresh profile's cache; the app, from the same origin, loads
 it by ``ORG/NAME@VERSION`` in a model worker, every file from that cache (so the one GPU load
@@ -120,7 +121,7 @@ def run(tmp_path_factory):
     example = make_example(tmp / "example")
     hub = tmp / "hub"
     publish = ["publish", REPO, "--checkpoint", str(example["safetensors"]), "--tokenizer", str(example["tokenizer"]),
-               "--image-size", "64", "--targets", "llvm,webgpu", "--to", str(hub)]
+               "--image-size", "64", "--hub", str(hub)]  # the default variants: what a user publishes
     _packer(*publish, "--version", "1.0.0")
     timings["publish"] = time.perf_counter() - start
     pin = json.loads(_packer("resolve", f"{REPO}@1.0.0", "--endpoint", str(hub)))

@@ -82,8 +82,9 @@ def emcc() -> str:
     """Path of emscripten's ``emcc``, or a CompileError saying how to get it."""
     path = shutil.which("emcc")
     if path is None:
-        raise CompileError("emcc (emscripten) is not installed; WebGPU libraries need it",
-                           _EMCC_HINT)
+        raise CompileError("the webgpu target needs emscripten's emcc, which is not installed",
+                           "install it (Debian: apt-get install emscripten), or build without "
+                           "WebGPU: --targets llvm")
     return path
 
 

@@ -5,7 +5,7 @@
         --add webgpunhwc-float32:layout=NHWC
 
 Each ``--add NAME:CHOICES`` builds the three components for ``webgpu`` in NAME's dtype with the
-target's own choices for that dtype except those given, links them (``webgpu.export_wasm``), and adds them to
+target's own choices except those given, links them (``webgpu.export_wasm``), and adds them to
 BUNDLE as the manifest variant NAME (``<letters>-float32|float16``; ``kind`` webgpu, so
 ``loadModel(url, {variant: NAME})`` runs it), each file pinned by size and sha256 like the
 packer's own. The weights are shared: every choice here keeps the parameters as the bundle
@@ -51,7 +51,7 @@ def parse(spec: str) -> tuple[str, str, dict]:
 
 
 def build(exported, dtype: str, choices: dict, path: Path) -> dict:
-    base = targets.get_target("webgpu").for_dtype(dtype)
+    base = targets.get_target("webgpu")
     rules = base.schedule_rules if "matmul" not in choices else lambda: targets.webgpu_rules(choices["matmul"])
     spec = dataclasses.replace(base, conv_layout=choices.get("layout", base.conv_layout),
                                schedule_rules=rules,

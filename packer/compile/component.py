@@ -99,7 +99,6 @@ class Compiler:
                 spec: TargetSpec, dtype: str) -> CompiledComponent:
         """The cached library for this architecture, building it first on a miss."""
         _check(component, dtype)
-        spec = spec.for_dtype(dtype)
         latent_hw = tuple(int(x) for x in latent_hw)
         target_json = spec.target_json()
         database = tuning.find_database(spec.key, target_json)

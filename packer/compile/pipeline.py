@@ -15,8 +15,7 @@ In order:
      ``timestep`` stays float32 because the sinusoidal embedding of t≈999 in fp16 loses the
      fraction bits (diffusers computes it in float32 too). It must run before step 5, whose
      fused functions it cannot type.
-  1b. Targets whose ``conv_layout`` is NHWC (CUDA; WebGPU float32, see
-     :meth:`packer.compile.targets.TargetSpec.for_dtype`): ``ConvertLayout`` of every ``conv2d`` to
+  1b. Targets whose ``conv_layout`` is NHWC (CUDA): ``ConvertLayout`` of every ``conv2d`` to
      NHWC activations and OHWI weights (the activations stay NHWC through the element-wise ops,
      group norms, concats and resizes between convolutions; the weights are permuted in the
      graph), then ``Conv2dImplicitGemm`` (:mod:`packer.compile.passes.conv_implicit_gemm`):
@@ -85,7 +84,7 @@ from __future__ import annotations
 
 import contextlib
 
-PIPELINE_VERSION = "10"
+PIPELINE_VERSION = "9"
 
 FP32_INPUTS = ("timestep",)
 """Float user inputs that stay float32 in the float16 variant."""

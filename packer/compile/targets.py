@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import platform
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UsageError
@@ -131,23 +131,6 @@ def _no_dtype_requirements(dtype: str) -> dict:
     return {}
 
 
-def _webgpu_choices(dtype: str) -> dict:
-    """float32 libraries run convolutions as NHWC implicit GEMMs on 64×64 output tiles (``t64``),
-    float16 ones keep NCHW with dlight's own tiles: the faster layout for each dtype in the
-    browser generation bench on a real GPU (bench/RESULTS.md, "WebGPU on the lent GPU")."""
-    if dtype == "float32":
-        return {"conv_layout": "NHWC", "schedule_rules": _webgpu_t64_rules}
-    return {}
-
-
-def _webgpu_t64_rules() -> list:
-    return webgpu_rules("t64")
-
-
-def _no_dtype_choices(dtype: str) -> dict:
-    return {}
-
-
 def _no_toolchain() -> None:
     """LLVM is inside the apache-tvm wheel: nothing else to install."""
 
@@ -189,13 +172,7 @@ class TargetSpec:
     conv_layout: str = "NCHW"  # convolutions' layout inside the library (pipeline step 1b)
     mma_kernels: bool = False  # float16 hand-written mma.sync kernels (pipeline steps 1c, 2a)
     workgroup_attention: bool = False  # fused attention in workgroup memory (pipeline step 2b)
-    dtype_choices: Callable[[str], dict] = _no_dtype_choices  # fields that differ by dtype
     toolchain: Callable[[], None] = _no_toolchain  # raises, saying what to install, if a tool is missing
-
-    def for_dtype(self, dtype: str) -> "TargetSpec":
-        """This entry with the pipeline choices of its ``dtype`` libraries (``dtype_choices``)."""
-        choices = self.dtype_choices(dtype)
-        return replace(self, **choices) if choices else self
 
     def requirements_for(self, dtype: str) -> dict:
         """The manifest ``requirements`` of this target's libraries of ``dtype``."""
@@ -253,7 +230,7 @@ _ENTRIES: tuple[TargetSpec, ...] = (
                host={"kind": "llvm", "mtriple": "wasm32-unknown-unknown-wasm"},
                schedule_rules=webgpu_rules, export=_export_wasm, lib_suffix=".wasm",
                dtype_requirements=_webgpu_requirements, measure_buffers=True,
-               workgroup_attention=True, dtype_choices=_webgpu_choices, toolchain=_emscripten),
+               workgroup_attention=True, toolchain=_emscripten),
 )
 
 TARGETS: dict[str, TargetSpec] = {

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from packer.compile import TARGETS, get_target, targets
+from packer.compile import TARGETS, get_target
 from packer.errors import UsageError
 
 
@@ -36,25 +36,3 @@ def test_target_json_is_plain_and_resolved(key):
         assert (target["max_threads_per_block"], target["max_shared_memory_per_block"],
                 target["thread_warp_size"]) == (1024, 49152, 32)
 
-
-def test_webgpu_choices_differ_by_dtype():
-    """float32 WebGPU libraries build NHWC implicit GEMMs on 64×64 tiles; float16 ones NCHW on
-    dlight's own tiles; other targets are the same entry for every dtype."""
-    from tvm.s_tir import dlight as dl
-
-    webgpu = targets.get_target("webgpu")
-    f32, f16 = webgpu.for_dtype("float32"), webgpu.for_dtype("float16")
-    assert (f32.conv_layout, f16.conv_layout) == ("NHWC", "NCHW")
-    assert f16 is webgpu and f32.key == webgpu.key and f32.target == webgpu.target
-
-    def matmul_config(spec):
-        rule = next(r for r in spec.schedule_rules() if isinstance(getattr(r, "rule", r), dl.gpu.Matmul))
-        return getattr(rule, "rule", rule)
-
-    tile = targets.WEBGPU_MATMUL_CONFIGS["t64"]
-    cfg = matmul_config(f32).get_configs(webgpu.tvm_target())
-    assert (cfg.block_size_x * cfg.micro_size_x, cfg.block_size_y * cfg.micro_size_y) == (64, 64)
-    assert cfg.micro_size_k == tile["micro_size_k"]
-    for key in ("llvm", "cuda-sm90"):
-        spec = targets.get_target(key)
-        assert spec.for_dtype("float16") is spec and spec.for_dtype("float32") is spec

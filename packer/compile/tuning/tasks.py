@@ -97,7 +97,6 @@ def fused_module(component: str, module, spec, dtype: str, latent_hw):
     from ..export import export_component
 
     exported = export_component(component, module, tuple(latent_hw))
-    spec = spec.for_dtype(dtype)
     mod = pipeline.prepare_for(exported.mod, dtype, spec)
     with spec.tvm_target():
         return tvm.transform.Sequential(pipeline.fusion_passes())(mod)

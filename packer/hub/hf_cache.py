@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from packer.errors import BundleError, HubError
+from packer.support import canonical
 
 RETRY_DELAYS = (0.5, 1.5)  # seconds before the second and third attempt of a transfer that was cut off
 WORKERS = 8  # files downloaded at once, as huggingface_hub's snapshot_download does
@@ -70,14 +71,8 @@ def matches_name(path: Path) -> bool:
     return True
 
 
-def _sha256(path: Path, on_bytes: Callable[[int], None] | None = None) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(CHUNK):
-            digest.update(block)
-            if on_bytes:
-                on_bytes(len(block))
-    return digest.hexdigest()
+def _sha256(path: Path) -> str:
+    return canonical.sha256_file(path, CHUNK)
 
 
 def forget(*paths: Path) -> None:

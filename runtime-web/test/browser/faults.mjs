@@ -144,6 +144,17 @@ const SCENARIOS = {
   quota: { faults: {}, quotaBytes: config.quotaBytes },
 };
 
+/** A fresh page of `context` on the faults page, its console (and errors) logged under `name`. */
+async function openFaultsPage(context, name) {
+  const page = await context.newPage();
+  page.setDefaultTimeout(config.timeoutMs);
+  page.on("console", (m) => result.console.push(`${name} ${m.type()}: ${m.text()}`.slice(0, 300)));
+  page.on("pageerror", (e) => result.console.push(`${name} pageerror: ${e.message}`.slice(0, 300)));
+  await page.goto(`${server}/page/index.html`);
+  await page.waitForFunction(() => globalThis.faultsReady === true);
+  return page;
+}
+
 const browser = await chromium.launch({ executablePath: config.chromium, args: FLAGS, headless: true });
 try {
   await buildPage();
@@ -154,12 +165,7 @@ try {
     const start = Date.now();
     const context = await browser.newContext();
     try {
-      const page = await context.newPage();
-      page.setDefaultTimeout(config.timeoutMs);
-      page.on("console", (m) => result.console.push(`${name} ${m.type()}: ${m.text()}`.slice(0, 300)));
-      page.on("pageerror", (e) => result.console.push(`${name} pageerror: ${e.message}`.slice(0, 300)));
-      await page.goto(`${server}/page/index.html`);
-      await page.waitForFunction(() => globalThis.faultsReady === true);
+      const page = await openFaultsPage(context, name);
       let cdp;
       if (s.quotaBytes) {
         cdp = await context.newCDPSession(page);
@@ -186,11 +192,7 @@ try {
     const start = Date.now();
     const context = await browser.newContext();
     try {
-      const page = await context.newPage();
-      page.setDefaultTimeout(config.timeoutMs);
-      page.on("console", (m) => result.console.push(`${name} ${m.type()}: ${m.text()}`.slice(0, 300)));
-      await page.goto(`${server}/page/index.html`);
-      await page.waitForFunction(() => globalThis.faultsReady === true);
+      const page = await openFaultsPage(context, name);
       const before = (await serverLog()).length;
       result.backends[name] = await page.evaluate((args) => globalThis.faults.backend(args), { url, name, damage: target });
       result.backends[name].requests = (await serverLog()).slice(before).map((r) => r.path);

@@ -32,8 +32,7 @@ In order:
      shared-memory tiles (the convolution's im2col gathered on the fly, padding zero-filled;
      split along k into float32 partial sums where the tiles would not fill the GPU); the rest
      (4-channel ``conv_in``/``conv_out``, the 2-row time-embedding products, the short
-     linears, which dlight runs faster with their bias fused) goes on as before. H200: UNet
-     step 14.2 ms with this step (its GPU kernels 12.8 ms; torch eager's 11.9).
+     linears, which dlight runs faster with their bias fused) is left to the steps after it.
   2a. Targets with ``mma_kernels`` (CUDA), float16 only: ``FusedAttention``
      (:mod:`packer.compile.passes.flash_attention`): each ``R.nn.attention`` whose head dim
      fits its tiles (D ≤ 160: every UNet attention) becomes one hand-written FlashAttention-2
@@ -48,11 +47,11 @@ In order:
   2. ``SplitAttention`` (:mod:`packer.compile.passes.split_attention`): ``R.nn.attention``
      becomes permute_dims → matmul (scaled Q·Kᵀ) → softmax (float32 in the float16 variant) →
      matmul (P·V) → permute_dims, so that dlight's Matmul and reduction rules schedule it;
-     legalized whole it was one kernel family no rule recognised (2/3 of a v1 fp16 UNet step).
+     legalized whole it is one kernel family no rule recognises (Fallback: one thread per score).
   3. ``GroupNormReduction`` (:mod:`packer.compile.passes.group_norm_reduction`):
      ``R.nn.group_norm`` becomes per-channel float32 sums over H·W (N·C rows, dlight's
      reduction rules), per-group mean / rstd from them (tiny opaque kernels) and one elementwise
-     normalise + affine kernel, instead of one kernel that ran one CTA per batch element.
+     normalise + affine kernel, instead of one kernel that runs one CTA per batch element.
   4. ``GatherBeforeCast`` (:mod:`packer.compile.passes.gather_before_cast`):
      ``take(astype(W), ids)`` → ``astype(take(W, ids))``, so the float16 text encoder casts the
      77 gathered embedding rows instead of the whole 49408-row table (a 145 MiB float32 buffer
@@ -64,8 +63,10 @@ In order:
   6b. NHWC targets only: ``LiftTransformParams``: what depends on params alone (the OHWI
      permutes of the conv weights and the NHWC reshapes of their biases) moves to a second VM
      function, ``main_transform_params(params) -> params'``, that a runner calls once after
-     upload (:func:`packer.runtime.module.bind_params`); ``main`` then takes ``params'``.
-     Permuting the UNet's 1.2 GB of conv weights on every step cost 1.7 ms of a 34 ms step.
+     upload (:func:`packer.runtime.module.bind_params`); ``main`` then takes ``params'``, so the
+     UNet's 1.2 GB of conv weights are permuted once, not on every step.
+
+Why each step exists and what it was measured to give: docs/design.md, one section per step.
 
 ``lower`` (per target; see :mod:`packer.compile.targets`)
   7. ``LegalizeOps`` → ``AnnotateTIROpPattern`` → ``FoldConstant`` → ``FuseOps`` → ``FuseTIR``

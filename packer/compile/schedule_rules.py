@@ -14,7 +14,7 @@ whole build. In apache-tvm 0.27 that is ``dl.gpu.GEMV`` on two classes of GEMV-s
   i.e. ``--image-size 64``), where the sequence length — P·V's reduction — is 1, wherever the
   attention is split into two products (``SplitAttention``): CUDA float32 always, CUDA float16
   for head dims over 160 (``FusedAttention`` takes the rest), WebGPU for head dims over 1024
-  (``WorkgroupAttention`` takes the rest; before pipeline v9 WebGPU split every attention).
+  (``WorkgroupAttention`` takes the rest).
   Channel and head counts matter only through that choice: every UNet whose deepest attention
   level shrinks to one pixel and is split there hits it.
 * **odd GEMV width on CUDA**: a batched product ``[B, 1, K] @ [B, K, N]`` (one batch axis of
@@ -27,10 +27,10 @@ whole build. In apache-tvm 0.27 that is ``dl.gpu.GEMV`` on two classes of GEMV-s
 Wrapping each rule (:class:`Tolerant`) turns such a raise into ``None``, so the next rule —
 ultimately ``Fallback``, which binds the spatial loops to threads and keeps the reduction in
 each thread (for a unit reduction: an elementwise product) — schedules the kernel. Kernels on
-which no rule raised get exactly the schedule they got before: the wrapper only changes what
-happens where the build used to fail. ``Fallback`` itself is not wrapped: if it raised, nothing
-would be left to schedule the kernel, and its own error says more than the unbound-thread error
-the codegen would give later.
+which no rule raises get exactly the schedule the unwrapped rules give: the wrapper only changes
+what happens where a rule would raise and fail the build. ``Fallback`` itself is not wrapped: if
+it raised, nothing would be left to schedule the kernel, and its own error says more than the
+unbound-thread error the codegen would give later.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""sdpack's own Relax rewrites, each a module pass named for what it does (pipeline v2 on).
+"""sdpack's own Relax rewrites, each a module pass named for what it does.
 
 Each pass is a ``PyExprMutator`` over calls plus the module-pass wrapper
 :func:`rewrite_functions`; :func:`static_shape` is the shape check they share,

@@ -12,15 +12,14 @@ as
 Both operands are contiguous along k (channels innermost), the layout dlight's tensor-core
 Matmul rule loads well; ``col`` and ``W'`` are pure index maps that dlight inlines into the
 loads of its shared-memory tiles, so nothing R·S times larger than the input is materialised.
-Measured on an H100 with ``bench/gpu/convlab.py`` (fp16, dlight schedules, no tuning): SD1.5's
-3×3 convolutions at 64², 32² and 16² latents ran at 146, 145 and 70 TFLOP/s this way against
-46, 61 and 32 for TOPI's NCHW convolution (what every earlier pipeline ran), 2.0× on the VAE's
-256² layer; the same product read from an OIHW weight was no faster than NCHW, and an NCHW
-im2col matmul neither (the loads along k are strided in both).
+On an H100 (``bench/gpu/convlab.py``, fp16, dlight schedules, no tuning) SD1.5's 3×3
+convolutions run 2-3× faster this way than as TOPI's NCHW convolution (what NCHW targets keep);
+the same product read from an OIHW weight is no faster than NCHW, and an NCHW im2col matmul
+neither (the loads along k are strided in both). Numbers: docs/design.md, step 1b.
 
-dlight's tile is 128 × 128 outputs, so an 8² layer (128 × 1280 outputs) ran as 10 tiles on 132
-SMs. Where the tiles do not fill the GPU (:func:`split_k`), the reduction is split into S equal
-parts: the partial products ``[S, N·OH·OW, O]`` are a batched matmul (S times the tiles) and
+dlight's tile is 128 × 128 outputs, so an 8² layer (128 × 1280 outputs) would run as 10 tiles
+on 132 SMs. Where the tiles do not fill the GPU (:func:`split_k`), the reduction is split into S
+equal parts: the partial products ``[S, N·OH·OW, O]`` are a batched matmul (S times the tiles) and
 :func:`sum_splits` adds them up in float32, one thread per output, as an elementwise kernel that
 ``FuseOps`` fuses with the bias/residual epilogue.
 
@@ -92,8 +91,8 @@ def split_k(m: int, n: int, k: int) -> int:
     """Into how many parts to split the reduction of an (m × k)·(k × n) product.
 
     SD1.5's 8² convolutions are 128 × 1280 outputs with k = 11520 (or 23040): ten 128 × 128
-    tiles for 132 SMs, each looping over all of k, at 11-20 TFLOP/s on an H100 (3.4 ms of a
-    27 ms UNet step). Split into S parts of k, the same product is S times as many tiles
+    tiles for 132 SMs, each looping over all of k, which leaves most of an H100 idle
+    (docs/design.md, step 1b). Split into S parts of k, the same product is S times as many tiles
     (partial sums, a batched matmul), added up by a small reduction that also takes the
     epilogue. S is the largest in 2..16 with (tiles · S) ≤ TARGET_BLOCKS whose share of k is a
     multiple of K_STEP; 1 (no split) when the tiles already fill the GPU."""

@@ -1,9 +1,9 @@
-"""Fused attention on tensor cores for float16 CUDA libraries (pipeline v6, step 2a).
+"""Fused attention on tensor cores for float16 CUDA libraries (pipeline step 2a).
 
 ``SplitAttention`` materialises the (B, H, Sq, Sk) scores: for the UNet's 64² self-attention
 that is 2·8·4096² float16 values written by one product, read and rewritten by the softmax and
-read again by the second (issue 6, H100: 0.84 ms per call, 4.2 ms of a 25.7 ms UNet step;
-cuDNN's flash kernel takes 0.15 ms). :func:`attention_kernel` is one hand-written TIR kernel per
+read again by the second (on an H100 over 5× the time of cuDNN's flash kernel; docs/design.md,
+step 2a). :func:`attention_kernel` is one hand-written TIR kernel per
 shape that never stores a score outside registers: the online-softmax algorithm of
 FlashAttention-2 (Dao, 2023) on ``mma.sync.m16n8k16`` tensor-core instructions. One CTA of
 ``warps`` warps owns ``16·warps`` query rows of one (batch, head); each warp keeps its 16 rows'
@@ -68,7 +68,7 @@ def tile_config(head_dim: int) -> tuple[int, int] | None:
     if dp > 160:  # Q fragments and the output accumulators alone would take 120+ registers
         return None
     for warps, kv_tile in ((8, 64), (4, 64), (4, 32)):  # H100: (8, 64) 246 µs, (4, 64) 304 µs
-        # at 64², the same at 32² (bench/gpu/attnlab-2026-11-22-h100.txt)
+        # at 64², the same at 32² (docs/design.md, step 2a)
         if shared_bytes(head_dim, warps, kv_tile) <= SHARED_BYTES:
             return warps, kv_tile
     return None

@@ -3,7 +3,7 @@
 ``ToMixedPrecision`` keeps ``R.take`` in float32 and so casts the *whole* table it gathers
 from: in the float16 CLIP text encoder that is the 49408×768 token embedding, a 145 MiB float32
 copy made on every call just to read 77 rows of it (over WebGPU's default 128 MiB binding
-limit, issue 5). A cast is elementwise, so gathering first and casting the gathered rows gives
+limit). A cast is elementwise, so gathering first and casting the gathered rows gives
 bit-identical values; the now unused whole-table cast is left to ``DeadCodeElimination``.
 """
 

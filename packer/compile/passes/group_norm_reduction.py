@@ -1,8 +1,8 @@
 """Rewrite ``relax.nn.group_norm`` into reductions with one row per channel.
 
 ``LegalizeOps`` turns ``R.nn.group_norm`` (plus the SiLU that ``FuseOps`` attaches) into one
-PrimFunc that no dlight rule parallelises beyond the batch: on an H100 every such kernel ran as 2
-CTAs (issue 6: 27 % of the fp16 UNet step, 86 % of the VAE decode). For an NCHW input x with G
+PrimFunc that no dlight rule parallelises beyond the batch: one CTA per batch element, 2 for the
+UNet (on an H100, 27 % of the fp16 UNet step and 86 % of the VAE decode). For an NCHW input x with G
 groups of C/G channels it becomes five small PrimFuncs (``emit_te``):
 
     t1[n·C+c] = Σ_hw x           t2[n·C+c] = Σ_hw x²          N·C rows of H·W   (reductions)
@@ -25,9 +25,9 @@ Only SD1.5's layouts are rewritten: rank 4, static shape, C divisible by G, and 
 (``channel_axis=1``, ``axes=[2, 3]``) or NHWC (``channel_axis=3``, ``axes=[1, 2]``, what
 ``ConvertLayout`` makes of it for CUDA). In NHWC the channel sums reduce over the outer axes,
 so they run in two stages: partial sums per block of rows (:func:`_partial_channel_sums`, ~64 K
-outputs read along contiguous channels), then the sum of the blocks per channel (on an H100
-with the UNet's and VAE's NHWC group norms: 5.4 → 1.6 ms per UNet step, 11.7 → 3.2 ms per VAE
-decode, against one thread per channel). Anything else is left to the legalizer.
+outputs read along contiguous channels), then the sum of the blocks per channel (3-4× faster
+than one thread per channel on an H100; docs/design.md, step 3). Anything else is left to the
+legalizer.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 ``LegalizeOps`` turns one ``R.nn.attention(q, k, v)`` into a single PrimFunc (QKᵀ, softmax and
 P·V as blocks of one kernel family) that none of dlight's rules recognises: its Fallback runs the
-QKᵀ product one thread per score (issue 6: 67 % of the fp16 UNet step on an H100). Spelled out as
+QKᵀ product one thread per score (two thirds of the fp16 UNet step on an H100). Spelled out as
 
     q' = permute_dims(q, [0, 2, 1, 3]) * scale        (B, H, Sq, D)
     kᵀ = permute_dims(k, [0, 2, 3, 1])                (B, H, D, Sk)

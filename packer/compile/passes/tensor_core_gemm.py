@@ -1,10 +1,9 @@
-"""Convolutions and linear layers as one hand-written tensor-core GEMM (pipeline v7+, step 1c).
+"""Convolutions and linear layers as one hand-written tensor-core GEMM (pipeline step 1c).
 
-Pipeline v6's convolutions were dlight's tensor-core Matmul rule over an implicit-GEMM view
+Without it, convolutions go through dlight's tensor-core Matmul rule over an implicit-GEMM view
 (:mod:`packer.compile.passes.conv_implicit_gemm`): WMMA fragments loaded from shared memory that
-registers filled, one k-tile at a time, at 18-150 TFLOP/s on an H100 (9.8 ms of a 19 ms UNet
-step; cuDNN runs the same convolutions in 5.2 ms). :func:`gemm_kernel` is one TIR kernel per
-shape for
+registers filled, one k-tile at a time, at about half of cuDNN's speed on an H100.
+:func:`gemm_kernel` is one TIR kernel per shape for
 
     out[m, o] = Σ_k A[m, k] · W[o, k]          (float16 in, float32 accumulation)
 
@@ -34,11 +33,9 @@ zero padding as zero-filled copies. Per CTA (``bm × bn`` outputs, ``warps`` war
 (the 4-channel ``conv_in``, the 4- or 3-channel ``conv_out``, the time embedding's 2-row
 products, the short linears) is left to the passes after it.
 
-H200, ``bench/gpu/gemmlab.py`` (bench/gpu/bench-2026-12-03-h200-v7b.txt; each with its bias
-add): the UNet's and VAE's 3×3 convolutions at 130-270 TFLOP/s against dlight's 57-176
-(2.2-3.9× on the 32², 16² and 8² layers), relative L2 vs float32 2.7e-4 (torch's float16
-error; dlight's 0.7-2.0e-3). cuDNN's sm_90 (wgmma) kernels run the same layers at 370-515
-TFLOP/s. Whole UNet step: 13.7 ms (torch.compile 21.9).
+``bench/gpu/gemmlab.py`` checks and times the kernel on every SD1.5 shape: 2.2-3.9× dlight's
+convolutions on the 32², 16² and 8² layers at torch's own float16 error; docs/design.md, step 1c,
+has the numbers.
 """
 
 from __future__ import annotations
@@ -63,11 +60,11 @@ TARGET_BLOCKS = 264
 """Split the reduction until about this many CTAs run (an H100/H200 has 132 SMs, two each)."""
 MAX_SPLITS = 16
 LINEAR_MIN_K = 1024
-"""Linear layers with a shorter reduction stay with dlight unless the product is split: on an
-H200 (bench/gpu/gemmlab-2026-12-03-h200.txt) dlight's kernel with the bias add fused ran the
-UNet's 320- and 640-wide projections 1.2-1.9× faster than this kernel plus a separate bias add
-(10-20 k-tiles per CTA leave the ring's fill and drain exposed); from k = 1280 on, and for the
-split small products, this kernel wins (up to 2.2×)."""
+"""Linear layers with a shorter reduction stay with dlight unless the product is split: dlight's
+kernel with the bias add fused runs the UNet's 320- and 640-wide projections 1.2-1.9× faster than
+this kernel plus a separate bias add (10-20 k-tiles per CTA leave the ring's fill and drain
+exposed); from k = 1280 on, and for the split small products, this kernel wins (up to 2.2×;
+H200, docs/design.md, step 1c)."""
 
 
 @dataclass(frozen=True)
@@ -107,8 +104,8 @@ TILES = (Tiles(128, 128, 2, 4, 2, 64), Tiles(128, 64, 2, 2, 2, 64),
          Tiles(128, 128, 2, 4, 4), Tiles(128, 64, 2, 2, 4))
 """Tried in order; the first whose ``bn`` divides the output width and whose ``bk`` divides the
 reduction is used. Two 64-wide k-tiles in flight (64 or 48 KiB, two CTAs per SM) beat four
-32-wide ones by 4 % over the lab's shapes on an H200 (up to 8 % on the 64² layers; 1472 vs
-1531 µs, bench/gpu/bench-2026-12-03-h200-v7b.txt); 64×64 warp tiles were slower (1620)."""
+32-wide ones by 4 % over the lab's shapes on an H200 (up to 8 % on the 64² layers); 64×64 warp
+tiles are slower (docs/design.md, step 1c)."""
 
 
 @dataclass(frozen=True)

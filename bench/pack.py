@@ -5,7 +5,7 @@
 Makes two single-file LDM ``.safetensors`` checkpoints (fp16, as model sites ship them) with the
 real SD1.5 configs and different random weights, then runs ``packer pack`` on each in a fresh
 process with an empty library cache, measuring wall time and peak RSS (of the packer process and
-its children). Goals (issue 3): first ≤ 10 min, second ≤ 2 min, peak RSS ≤ 12 GB.
+its children). Goals: first ≤ 10 min, second ≤ 2 min, peak RSS ≤ 12 GB.
 """
 
 from __future__ import annotations

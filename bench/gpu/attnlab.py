@@ -1,8 +1,8 @@
-"""Fused (WMMA flash) vs split attention vs torch SDPA, on the lent GPU (issue 6).
+"""Fused (WMMA flash) vs split attention vs torch SDPA, on the lent GPU.
 
 Each shape is one float16 ``R.nn.attention(q, k, v)`` ((B, S, H, D) layout) compiled twice for
 cuda-sm90: ``fused`` through :class:`packer.compile.passes.flash_attention.FusedAttention`
-(pipeline v6 step 2a), ``split`` through ``SplitAttention`` alone (what v5 shipped). On the GPU
+(pipeline step 2a), ``split`` through ``SplitAttention`` alone (the form without it). On the GPU
 both are checked against float32 SDPA on the same random inputs (relative L2) and timed against
 ``torch.nn.functional.scaled_dot_product_attention`` in float16.
 

@@ -1,9 +1,9 @@
-"""Convolution layouts under dlight, timed against cuDNN on the lent GPU (issue 6).
+"""Convolution layouts under dlight, timed against cuDNN on the lent GPU.
 
 Which formulation of SD1.5's convolutions lets dlight's tensor-core Matmul rule run near matmul
 speed? Each variant is one Relax function (conv + bias add) in a single CUDA library:
 
-  topi_nchw   TOPI conv2d_nchw (what pipeline v3 lowers R.nn.conv2d to)
+  topi_nchw   TOPI conv2d_nchw (what LegalizeOps lowers an NCHW R.nn.conv2d to)
   gemm_nchw   packer's Conv2dImplicitGemm: out[b, o, hw] = W[o, (c,r,s)] · col[b, (c,r,s), hw]
   gemm_nhwc   NHWC activations, OHWI weights: out[(b,h,w), o] = col[(b,h,w), (r,s,c)] · W[o, (r,s,c)]
   gemm_nhwc_oihw  the same with the OIHW weight read in place (strided along c)

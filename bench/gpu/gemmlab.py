@@ -1,8 +1,8 @@
-"""The hand-written tensor-core GEMM vs dlight vs cuDNN / cuBLAS, on the lent GPU (issue 6).
+"""The hand-written tensor-core GEMM vs dlight vs cuDNN / cuBLAS, on the lent GPU.
 
 Each shape is one float16 Relax function compiled twice for cuda-sm90: ``mma`` through
-:class:`packer.compile.passes.tensor_core_gemm.TensorCoreGemm` (pipeline v7 step 1c) and
-``dlight`` through what v6 shipped (``Conv2dImplicitGemm`` / ``FuseTransposeMatmul`` and
+:class:`packer.compile.passes.tensor_core_gemm.TensorCoreGemm` (pipeline step 1c) and
+``dlight`` through the passes without it (``Conv2dImplicitGemm`` / ``FuseTransposeMatmul`` and
 dlight's tensor-core Matmul rule). Convolutions are NHWC with OHWI weights plus a bias add
 (what ``ConvertLayout`` leaves), linear layers ``x @ Wᵀ + b``. On the GPU both are checked
 against torch in float32 on the same random inputs (relative L2) and timed against torch

@@ -58,7 +58,7 @@ import web_loader  # noqa: E402  (bench/web_loader.py: Session, run_browser, the
 
 ADAPTERS = {
     "swiftshader": web_loader.ADAPTER_FLAGS["swiftshader"],
-    # shared/notes/webgpu-real-gpu.md: what reached the NVIDIA adapter on the lent machine
+    # what reaches the NVIDIA adapter on the lent machine (docs/design.md)
     "nvidia": ["--use-angle=vulkan", "--enable-features=Vulkan", "--disable-vulkan-surface"],
     "none": [],
 }

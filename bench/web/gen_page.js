@@ -43,7 +43,7 @@ function limitsOf(l) {
 
 async function adapterReport() {
   if (!navigator.gpu) throw new Error("no WebGPU (navigator.gpu is undefined)");
-  // No powerPreference: "high-performance" returned null on the lent NVIDIA machine (shared/notes/webgpu-real-gpu.md).
+  // No powerPreference: "high-performance" returns null on the lent NVIDIA machine (docs/design.md).
   // The first request of a page can come back null on the lent NVIDIA machine while a later one
   // gets the GPU (an adapter probe asking twice saw null, then NVIDIA): ask a few times.
   let adapter = null;

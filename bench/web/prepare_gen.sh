@@ -10,7 +10,7 @@
 #   .device/gen/skel.tar.xz    BUNDLE without its shards (synth_bundle.py skeleton), xz'd: the full-size
 #                              variants' wasm is ~50 MB raw, a few MB compressed
 #   .device/gen/debs           Debian .debs unpacked into / there: libvulkan1 + libglvnd (NVIDIA's Vulkan
-#                              driver needs them; shared/notes/webgpu-real-gpu.md), fonts-dejavu-core +
+#                              driver needs them; docs/design.md), fonts-dejavu-core +
 #                              fontconfig-config (without fonts Chromium aborts on a page with text)
 # and, when BUNDLE has CUDA libraries (add them with `python bench/web/native_gen.py add BUNDLE
 # --variants cuda-float16,cuda-float32`) or NATIVE_GEN=1, .device/native/ for bench/web/native_gen.py

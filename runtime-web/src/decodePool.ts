@@ -34,9 +34,9 @@ export interface DecodeResult {
 /**
  * The default number of decode workers: one per core beyond the page's own, 2..8. Two even on two
  * cores: one worker serializes sha256 (which WebCrypto runs on the calling thread in a worker) and
- * zstd of every file, and becomes the critical path (bench/RESULTS.md, issue 5: 9.1 s → 7.7 s).
- * Up to 8: on 16 cores, 8 workers with 8 files in flight loaded the full-size weights in 1.10× a
- * bare fetch's time, 4 with 4 in 1.41× (bench/RESULTS.md, issue 5, lent machine).
+ * zstd of every file, and becomes the critical path. Up to 8: on 16 cores, 8 workers with 8 files
+ * in flight load the full-size weights close to a bare fetch's time, 4 with 4 noticeably slower
+ * (docs/design.md, "Decode workers", has the measurements).
  */
 export function defaultWorkers(): number {
   const cores = (globalThis as { navigator?: { hardwareConcurrency?: number } }).navigator?.hardwareConcurrency ?? 2;

@@ -1,5 +1,5 @@
 /**
- * Loader faults over a fake fetch (issue 7): retries with exponential backoff for HTTP 5xx and
+ * Loader faults over a fake fetch: retries with exponential backoff for HTTP 5xx and
  * network errors (never for 4xx or failed checks), a cache that runs out of quota, and aborts.
  * After every fault the cache holds no entry for the bad file and a normal load succeeds.
  */

@@ -1,9 +1,9 @@
-"""Pipeline v6 step 2a: ``FusedAttention`` (packer.compile.passes.flash_attention).
+"""Pipeline step 2a: ``FusedAttention`` (packer.compile.passes.flash_attention).
 
 The kernel runs only on an NVIDIA GPU (mma.sync, ldmatrix): here it is checked for what it
 rewrites and for what nvcc makes of it. Its numbers are checked on the lent H100 by
 ``bench/gpu/attnlab.py`` against float32 SDPA on every SD1.5 attention shape plus ragged ones
-(relative L2 2.6-2.8e-4, the same as torch's float16 SDPA: bench/gpu/attnlab-2026-11-22-h100.txt)
+(relative L2 2.6-2.8e-4, the same as torch's float16 SDPA: docs/design.md, step 2a)
 and end to end by bench/gpu.py's UNet and image fidelity.
 """
 

@@ -1,16 +1,16 @@
 """Every image size and every SD1.5-architecture dims variant builds for every GPU target.
 
-The shape class behind issue 15 (point 5): at ``--image-size 64`` (8×8 latents) the SD1.5 UNet's
+The shape class these tests guard: at ``--image-size 64`` (8×8 latents) the SD1.5 UNet's
 mid block runs attention over a 1×1 latent. Where attention is split into two products
 (``SplitAttention``: CUDA float32; CUDA float16 for head dims over 160; WebGPU for head dims
 over 1024, too wide for ``WorkgroupAttention``), the self-attention's P·V is then a batched
 product with a reduction of extent 1 (``[2, 8, 1, 1] @ [2, 8, 1, 160]``), and dlight's GEMV rule
 fails ``assert r_loops`` on it instead of declining it. A second class raises
 ``AttributeError`` in the same rule on CUDA (batched GEMVs ``[B, 1, K] @ [B, K, N]`` with N
-not a multiple of 16, e.g. 77). The fix (:mod:`packer.compile.schedule_rules`)
+not a multiple of 16, e.g. 77). :mod:`packer.compile.schedule_rules`
 lets the next rule schedule such kernels; these tests reproduce both classes on single ops and
-the first on tiny models whose deepest attention level is 1×1, and check that kernels that
-scheduled before are scheduled exactly as before.
+the first on tiny models whose deepest attention level is 1×1, and check that kernels the
+unwrapped rules schedule are scheduled exactly as they schedule them.
 
 What sets the class is the *deepest* UNet level's extent, ``latent / 2**(levels - 1)``: 1 at
 64 px for SD1.5 (4 levels), up to 12 at 768 px. The tiny UNets below have 2 levels (the tiny
@@ -155,7 +155,7 @@ def build(mod, target: str, dtype: str):
 
 
 def raw_dlight_rules():
-    """dlight's GPU rules as the pipeline listed them before the fix."""
+    """dlight's GPU rules unwrapped (without :class:`packer.compile.schedule_rules.Tolerant`)."""
     from tvm.s_tir import dlight as dl
 
     return [dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(),
@@ -354,8 +354,8 @@ def full_size_unet_8x8():
 @pytest.mark.slow
 @pytest.mark.parametrize("target", GPU_TARGETS)
 def test_full_size_unet_builds_at_64px(full_size_unet_8x8, target):
-    """The issue's reproduction: the SD1.5 UNet at 8×8 latents, float32, through
-    ``relax.build`` in this process (WebGPU: before the wasm link; CUDA: without the driver
-    stub). With WorkgroupAttention (pipeline v9) WebGPU no longer splits these attentions;
-    CUDA float32 still does and failed here before the fix."""
+    """The reproduction: the SD1.5 UNet at 8×8 latents, float32, through ``relax.build`` in
+    this process (WebGPU: before the wasm link; CUDA: without the driver stub). WebGPU runs
+    these attentions through WorkgroupAttention; CUDA float32 splits them, so it builds only
+    because :mod:`packer.compile.schedule_rules` passes the unit-reduction P·V on to Fallback."""
     assert build(full_size_unet_8x8.mod, target, "float32") is not None

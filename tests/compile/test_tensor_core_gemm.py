@@ -1,4 +1,4 @@
-"""Pipeline v7 step 1c: ``TensorCoreGemm`` (packer.compile.passes.tensor_core_gemm).
+"""Pipeline step 1c: ``TensorCoreGemm`` (packer.compile.passes.tensor_core_gemm).
 
 The kernel runs only on an NVIDIA GPU (cp.async, ldmatrix, mma.sync): here it is checked for
 what it rewrites, for its tile plans and for what nvcc and ptxas make of it. Its numbers are

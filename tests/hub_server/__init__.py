@@ -1,6 +1,6 @@
 """A Hugging Face Hub-protocol test server for the real ``huggingface_hub`` client (2.4.0).
 
-Endpoints (models only; see shared/notes/hub-protocol.md for what each client call sends):
+Endpoints (models only; docs/design.md, "Hub test server", says what the client relies on):
 POST /api/repos/create (409 still carries {"url"}), POST /api/validate-yaml (metadata.py), GET /api/whoami-v2,
 POST /api/models/{repo}/preupload/{rev}, POST /{repo}.git/info/lfs/objects/batch, PUT upload /
 POST verify (hrefs from the batch answer), POST /api/models/{repo}/commit/{rev} (NDJSON, atomic),

@@ -1,7 +1,7 @@
 """HubServer: a Hugging Face Hub-protocol server on 127.0.0.1 for the real ``huggingface_hub``.
 
 Why our own: no server on PyPI takes writes the way the client sends them (see
-shared/notes/hub-protocol.md). This one holds repos in a temp folder, checks tokens, makes
+docs/design.md, "Hub test server"). This one holds repos in a temp folder, checks tokens, makes
 commits atomic, and lets tests break any protocol step on purpose.
 
 >>> with HubServer(tmp_path, tokens={"hf_alice": "alice"}) as hub:     # doctest: +SKIP

@@ -134,7 +134,7 @@ def _partial_channel_sums(x, power):
     """NHWC stage 1: p[n·B + b, c] = Σ over the rows of block b and all columns of x^power.
 
     One sum per channel over H·W reduces along the outer axes of an NHWC tensor: as N·C rows
-    (640 for the UNet's 64² × 320 layers, 128 for the VAE's 512² × 128) dlight ran each as one
+    (640 for the UNet's 64² × 320 layers, 128 for the VAE's 512² × 128) dlight runs each as one
     thread over H·W values (107 µs for 5 MB on an H100, 550 µs for the VAE's 64 MB). Split into
     B row blocks there are ~64 K partial sums, each over (H/B)·W values read along contiguous
     channels."""

@@ -27,7 +27,6 @@ sys.path.insert(0, str(REPO))
 
 from examples import make_example, tiny_tokenizer  # noqa: E402
 from packer.ingest import architecture  # noqa: E402
-
 from sd15 import CLIP_L, UNET, VAE  # noqa: E402  (bench/ is on sys.path)
 
 

@@ -218,7 +218,7 @@ ADAPTER_FLAGS = {
 
 
 def run_browser(chromium: str, flags: list[str], url: str, session: Session, quiet_s: float,
-                log: Path | None = None) -> tuple[dict, "RssSampler"]:
+                log: Path | None = None) -> tuple[dict, RssSampler]:
     """Start Chromium on the self-driving page and wait for its result: (result, the run's samples)."""
     with tempfile.TemporaryDirectory(prefix="sdpack-web-bench-profile-") as profile:
         proc = subprocess.Popen([chromium, *flags, f"--user-data-dir={profile}", url], stdin=subprocess.DEVNULL,
@@ -334,7 +334,7 @@ def report(result: dict, args) -> dict:
     print(f"# {platform.node()} {os.cpu_count()} cores (navigator.hardwareConcurrency {info.get('hardwareConcurrency')}); "
           f"load average before: {result.get('loadavg')}; Chromium headless, WebGPU adapter {info['adapter']} "
           f"(features: {', '.join(info['features']) or 'none'})")
-    print(f"# served {'at most %g MB/s' % args.rate if args.rate else 'unpaced (loopback)'}; "
+    print(f"# served {f'at most {args.rate:g} MB/s' if args.rate else 'unpaced (loopback)'}; "
           f"{info['files']} weight files ({info['shards']} shards, {info['tensors']} tensors): {stored_mb:.1f} MB stored, "
           f"{raw_mb:.1f} MB raw; median of {args.repeats} after {args.warmup} warm-up pass(es); MB/s = raw MB / wall")
     print(f"# limits: adapter {info['adapterLimits']}, device {info['deviceLimits']}; "

@@ -24,7 +24,7 @@ class Result:
     @property
     def error_line(self) -> str:
         """The single stderr line of a failed run (asserts there is exactly one, no traceback)."""
-        lines = [l for l in self.err.splitlines() if l.strip()]
+        lines = [line for line in self.err.splitlines() if line.strip()]
         assert "Traceback" not in self.err, self.err
         assert len(lines) == 1, f"expected one error line, got: {self.err!r}"
         return lines[0]

@@ -105,7 +105,7 @@ def cmd_run(lib: Path) -> None:
             qt.float(), kt.float(), vt.float()).permute(0, 2, 1, 3)
         args = [tvm.runtime.from_dlpack(x.contiguous()) for x in (q, k, v)]
         cells = []
-        for variant, vm in vms.items():
+        for _variant, vm in vms.items():
             got = torch.from_dlpack(vm[name](*args)).float()
             err = float((got - want).norm() / want.norm())
             sec = vm.time_evaluator(name, dev, number=20, repeat=3)(*args).median

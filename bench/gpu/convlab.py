@@ -102,8 +102,8 @@ def build_module():
 
 def cmd_build(out: Path) -> None:
     from packer.compile import cuda_stub
-    from packer.compile.worker import build_in_subprocess
     from packer.compile.cache import cache_root
+    from packer.compile.worker import build_in_subprocess
 
     out.mkdir(parents=True, exist_ok=True)
     mod = build_module()

@@ -20,7 +20,6 @@ import argparse
 import gc
 import gzip
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ from packer.compile.component import COMPONENTS  # noqa: E402
 from packer.compile.export import export_component  # noqa: E402
 from packer.compile.targets import get_target  # noqa: E402
 from packer.compile.webgpu.runtime import LINK_OPTIONS, export_wasm, runtime_home  # noqa: E402
+
 
 def gzip9(path: Path) -> int:
     return len(gzip.compress(path.read_bytes(), compresslevel=9))

@@ -298,7 +298,7 @@ def diffusers_reference(bundle, req: dict, gpu, tvm, pipe16) -> tuple[dict, np.n
         res["unet_step_diffusers_ms"] = gpu.bench(lambda: torch_b["unet"](x, t, emb), reps=20)
         variant = next(t for t in m["targets"].values() if t["kind"] == "cuda" and t["dtype"] == "float16")
         tunet = gpu.TvmComponent(tvm, bundle.root / variant["libs"]["unet"], tensors["unet"], tvm.cuda(0))
-        res["unet_step_tvm_device_resident_ms"] = gpu.bench(lambda: tunet(x, t, emb), reps=20)
+        res["unet_step_tvm_device_resident_ms"] = gpu.bench(lambda: tunet(x, t, emb), reps=20)  # noqa: F821
         res["unet_tvm_vs_diffusers"] = gpu.diff(tunet(x, t, emb).float(), torch_b["unet"](x, t, emb).float())
         del tunet
         if req["scheduler"] != "dpm++":

@@ -29,7 +29,7 @@ class Bundle:
         self.files = {f["path"]: f for f in doc["files"]}
 
     @classmethod
-    def open(cls, root: str | Path) -> "Bundle":
+    def open(cls, root: str | Path) -> Bundle:
         root = Path(root)
         path = root / manifest.MANIFEST_NAME
         if not root.is_dir():

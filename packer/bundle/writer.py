@@ -47,7 +47,7 @@ class BundleWriter:
         self._entries: dict[str, dict] = {}
         self._stage: Path | None = None
 
-    def __enter__(self) -> "BundleWriter":
+    def __enter__(self) -> BundleWriter:
         if self.out.exists() and not self.overwrite:
             raise BundleError(f"{self.out} already exists", "choose another --out or remove it")
         parent = self.out.parent

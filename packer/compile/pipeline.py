@@ -252,7 +252,7 @@ def max_buffer_bytes(mod) -> int:
     sizes = [0]
     for func in mod.functions.values():
         if isinstance(func, relax.Function):
-            sizes += [_tensor_bytes(p.ty) for p in func.params]
+            sizes.extend(_tensor_bytes(p.ty) for p in func.params)
 
             def visit(expr):
                 if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op):
@@ -263,7 +263,7 @@ def max_buffer_bytes(mod) -> int:
 
             relax.analysis.post_order_visit(func.body, visit)
         elif isinstance(func, tirx.PrimFunc):
-            sizes += [_buffer_bytes(b) for b in _global_allocs(func.body)]
+            sizes.extend(_buffer_bytes(b) for b in _global_allocs(func.body))
     return max(sizes)
 
 

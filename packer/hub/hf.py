@@ -19,11 +19,11 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from packer.errors import HubError
-from packer.support.names import COMMIT
-from packer.hub.hf_cache import Fetched
 from packer.hub import card
+from packer.hub.hf_cache import Fetched
 from packer.hub.release import Published, Release, check_same
 from packer.support import canonical, progress
+from packer.support.names import COMMIT
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 KEEP = {".gitattributes"}  # Hub-managed files a release never deletes
@@ -115,7 +115,11 @@ def cache_errors():
 def _client_quiet():
     """The client's tqdm bars only where ours would show, and its retry warnings only with
     SDPACK_VERBOSE: the CLI promises one line on stderr when something fails."""
-    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+    from huggingface_hub.utils import (
+        are_progress_bars_disabled,
+        disable_progress_bars,
+        enable_progress_bars,
+    )
     from huggingface_hub.utils import logging as hf_logging
 
     was_disabled = are_progress_bars_disabled()

@@ -22,15 +22,15 @@ import re
 import shlex
 import shutil
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from packer.bundle.manifest import MANIFEST_NAME, check_path
 from packer.errors import HubError
 from packer.hub.hf_cache import Fetched
 from packer.hub.release import Published, Release, check_same
-from packer.support.names import COMMIT, tag_name
 from packer.support import canonical
+from packer.support.names import COMMIT, tag_name
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 SERVE_PORT = 8000  # where `packer serve DIR` listens by default
@@ -162,7 +162,7 @@ class LocalHub:
             try:
                 date = json.loads(record.read_bytes()).get("date")
                 if not isinstance(date, str):
-                    date = datetime.fromtimestamp(record.stat().st_mtime, timezone.utc).isoformat()
+                    date = datetime.fromtimestamp(record.stat().st_mtime, UTC).isoformat()
             except (OSError, ValueError, AttributeError):
                 raise HubError(f"{repo}: commit {commit} is unreadable in {self.root}", "the hub directory is damaged") from None
             dates[commit] = date
@@ -232,7 +232,7 @@ class LocalHub:
             head = self._ref(repo, "heads/main")
             same_as_head = head is not None and self.snapshot(repo, head) == files
             commit = head if same_as_head else commit_id(head, files)
-            date = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            date = datetime.now(UTC).isoformat(timespec="seconds")
             record = canonical.dumps({"parent": head, "files": files, "version": release.version, "date": date})
             if not same_as_head:
                 _atomic_write(self.repo_dir(repo) / "commits" / f"{commit}.json", record)

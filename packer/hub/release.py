@@ -13,8 +13,8 @@ from packer.bundle import Bundle
 from packer.bundle.manifest import MANIFEST_NAME
 from packer.errors import HubError
 from packer.hub import card
-from packer.support.names import tag_name
 from packer.support import canonical
+from packer.support.names import tag_name
 
 CARD_NAME = "README.md"
 

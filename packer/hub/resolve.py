@@ -26,8 +26,8 @@ from packer.errors import HubError, UsageError
 from packer.hub import lock
 from packer.hub.hf import HfRemote
 from packer.hub.local import LocalHub
-from packer.support.names import Pin, check_repo_id, check_version, parse_pin, tag_name
 from packer.support import canonical, progress
+from packer.support.names import Pin, check_repo_id, check_version, parse_pin, tag_name
 
 __all__ = ["HF", "Pin", "Pulled", "Resolved", "check_repo_id", "check_version", "parse_pin", "pull", "remote_for", "resolve",
            "target"]

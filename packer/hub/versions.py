@@ -10,7 +10,7 @@ cache, so listing again costs one refs call and one commit listing); the date is
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from packer.bundle import manifest as manifest_mod
@@ -52,9 +52,9 @@ def _version_of(tag: str) -> str | None:
 
 def _when(date: str | None) -> datetime:
     try:
-        return datetime.fromisoformat(date.replace("Z", "+00:00")) if date else datetime.min.replace(tzinfo=timezone.utc)
+        return datetime.fromisoformat(date.replace("Z", "+00:00")) if date else datetime.min.replace(tzinfo=UTC)
     except ValueError:
-        return datetime.min.replace(tzinfo=timezone.utc)
+        return datetime.min.replace(tzinfo=UTC)
 
 
 def list_versions(repo: str, hub: str | Path | None = None) -> Versions:

@@ -37,7 +37,7 @@ class PackArgs:
     shard_mb: int = 32
     overwrite: bool = False
 
-    def checked(self) -> "PackArgs":
+    def checked(self) -> PackArgs:
         """Validate arguments before any work is done (no partial output on bad input)."""
         if self.dtype is not None and self.dtype not in DTYPES:
             raise UsageError(f"unknown --dtype {self.dtype!r}", "use fp16 or fp32, or leave it out for each target's own")

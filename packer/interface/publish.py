@@ -14,9 +14,9 @@ from packer.bundle import Bundle
 from packer.errors import UsageError
 from packer.hub import card
 from packer.hub import release as release_mod
-from packer.support.names import check_repo_id, check_version
 from packer.hub.release import Published
 from packer.support import progress
+from packer.support.names import check_repo_id, check_version
 
 LOCAL_CARD_URL = "http://127.0.0.1:8000"  # where `packer serve DIR` answers by default
 

@@ -131,7 +131,7 @@ class WebGpuBackend implements GpuBackend {
     adapterInfo: { vendor?: string; architecture?: string },
   ) {
     const features: string[] = [];
-    device.features.forEach((f) => features.push(f));
+    device.features.forEach((f) => { features.push(f); });
     this.info = {
       description: [adapterInfo.vendor, adapterInfo.architecture].filter(Boolean).join("/") || "unknown adapter",
       features,
@@ -143,7 +143,7 @@ class WebGpuBackend implements GpuBackend {
   async loadComponent(name: string, wasm: Uint8Array, params: HostTensor[]): Promise<GpuComponent> {
     const loader = await this.beginComponent(name, wasm, params.length);
     try {
-      params.forEach((p, i) => loader.setParam(i, p));
+      params.forEach((p, i) => { loader.setParam(i, p); });
     } catch (err) {
       loader.dispose();
       throw err;

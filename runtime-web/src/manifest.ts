@@ -127,7 +127,7 @@ export function checkPath(path: unknown, where: string): string {
 function describe(error: ErrorObject): string {
   const where = error.instancePath.replace(/^\//, "") || "(root)";
   const message = `${error.message ?? "is invalid"}${error.params && "allowedValues" in error.params ? ` ${JSON.stringify(error.params.allowedValues)}` : ""}`;
-  return `${where}: ${message.length <= 160 ? message : message.slice(0, 157) + "..."}`;
+  return `${where}: ${message.length <= 160 ? message : `${message.slice(0, 157)}...`}`;
 }
 
 /** Check `doc` against the schema and the rules it cannot say; return it typed. */

@@ -337,7 +337,7 @@ export interface StreamWeightsOptions extends LoadOptions {
 function deferred<T>(): { promise: Promise<T>; resolve: (v: T) => void; reject: (e: unknown) => void } {
   let resolve!: (v: T) => void;
   let reject!: (e: unknown) => void;
-  const promise = new Promise<T>((res, rej) => ((resolve = res), (reject = rej)));
+  const promise = new Promise<T>((res, rej) => { resolve = res; reject = rej; });
   promise.catch(() => {}); // awaited later, or never once the load failed
   return { promise, resolve, reject };
 }
@@ -475,9 +475,9 @@ function collectingLoader(backend: GpuBackend, name: string, wasm: Uint8Array, c
   let params: HostTensor[] = new Array(count);
   return {
     // A copy: the tensor may be a view of a shard the loader lets go of once this returns.
-    setParam: (i, t) => void (params[i] = { dtype: t.dtype, shape: t.shape, data: t.data.slice() }),
+    setParam: (i, t) => { params[i] = { dtype: t.dtype, shape: t.shape, data: t.data.slice() }; },
     finish: () => backend.loadComponent(name, wasm, params).finally(() => (params = [])),
-    dispose: () => void (params = []),
+    dispose: () => { params = []; },
   };
 }
 

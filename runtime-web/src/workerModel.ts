@@ -78,7 +78,7 @@ class EngineClient {
       const onAbort = () => this.worker.postMessage({ type: "abort", id });
       signal?.addEventListener("abort", onAbort, { once: true });
       const done = () => signal?.removeEventListener("abort", onAbort);
-      this.pending.set(id, { ...callbacks, resolve: (v) => (done(), resolve(v)), reject: (e) => (done(), reject(e)) });
+      this.pending.set(id, { ...callbacks, resolve: (v) => { done(); resolve(v); }, reject: (e) => { done(); reject(e); } });
       this.worker.postMessage({ ...message, id } as EngineRequest);
       if (signal?.aborted) onAbort();
     });

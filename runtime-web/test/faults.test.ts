@@ -9,7 +9,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 
-import { BundleError, LoadAbortedError, loadBundleFiles, MemoryCache, type LoadedBundle, type LoadOptions } from "../src/index.js";
+import { type BundleError, LoadAbortedError, loadBundleFiles, MemoryCache, type LoadedBundle, type LoadOptions } from "../src/index.js";
 import { retryDelayMs } from "../src/loader.js";
 import { bundleError, TESTDATA } from "./helpers.js";
 

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { describe, test } from "node:test";
 
 import {
-  BundleError,
+  type BundleError,
   createScheduler,
   float32ToHalf,
   floatToHalf,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 
 import numpy as np
@@ -12,8 +13,6 @@ from hypothesis import strategies as st
 from packer.bundle import Bundle, BundleWriter, encoding, tensor_cache
 from packer.errors import BundleError
 from tests.helpers import GOLDEN
-
-import importlib.util
 
 _spec = importlib.util.spec_from_file_location("make_golden", GOLDEN / "make_golden.py")
 make_golden = importlib.util.module_from_spec(_spec)

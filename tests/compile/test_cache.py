@@ -11,8 +11,16 @@ from packer.compile import architecture_signature, compile_all, compile_componen
 from packer.compile import component as component_mod
 from packer.errors import CompileError
 
-from .tiny import (LATENT_HW, example_inputs, run_compiled, signature_configs, tiny_clip,
-                   tiny_unet, tiny_vae, torch_reference)
+from .tiny import (
+    LATENT_HW,
+    example_inputs,
+    run_compiled,
+    signature_configs,
+    tiny_clip,
+    tiny_unet,
+    tiny_vae,
+    torch_reference,
+)
 
 
 class FakeCheckpoint:

@@ -13,8 +13,14 @@ import pytest
 
 from packer.compile import compile_component
 
-from .tiny import LATENT_HW, MODULES, example_inputs, run_compiled, signature_configs, \
-    torch_reference
+from .tiny import (
+    LATENT_HW,
+    MODULES,
+    example_inputs,
+    run_compiled,
+    signature_configs,
+    torch_reference,
+)
 
 TOLERANCE = {"float32": 1e-4, "float16": 3e-2}
 

@@ -14,8 +14,13 @@ import re
 import pytest
 
 from packer.compile import cuda_stub, pipeline
-from packer.compile.passes.flash_attention import (SHARED_BYTES, FusedAttention,
-                                                   attention_kernel, shared_bytes, tile_config)
+from packer.compile.passes.flash_attention import (
+    SHARED_BYTES,
+    FusedAttention,
+    attention_kernel,
+    shared_bytes,
+    tile_config,
+)
 from packer.compile.targets import get_target
 
 from .relax_calls import calls as _calls

@@ -191,7 +191,7 @@ def test_dlight_gemv_raises_on_the_class(target, make):
             except (AssertionError, AttributeError) as exc:
                 raised.append(type(exc).__name__)
     assert raised, "dlight's GEMV no longer raises on this attention"
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017
         scheduled(mod, spec, raw_dlight_rules())
 
 

@@ -15,8 +15,14 @@ import subprocess
 import pytest
 
 from packer.compile import cuda_stub, pipeline
-from packer.compile.passes.tensor_core_gemm import (SHARED_BYTES, TILES, Conv, TensorCoreGemm,
-                                                    gemm_kernel, plan)
+from packer.compile.passes.tensor_core_gemm import (
+    SHARED_BYTES,
+    TILES,
+    Conv,
+    TensorCoreGemm,
+    gemm_kernel,
+    plan,
+)
 from packer.compile.targets import get_target
 
 from .relax_calls import calls as _calls

@@ -16,9 +16,14 @@ import numpy as np
 import pytest
 
 from packer.compile import pipeline
-from packer.compile.passes.workgroup_attention import (ACCUMULATORS, THREADS, WORKGROUP_BYTES,
-                                                       WorkgroupAttention, tile_config,
-                                                       workgroup_words)
+from packer.compile.passes.workgroup_attention import (
+    ACCUMULATORS,
+    THREADS,
+    WORKGROUP_BYTES,
+    WorkgroupAttention,
+    tile_config,
+    workgroup_words,
+)
 from packer.compile.targets import get_target
 
 from .relax_calls import calls as _calls

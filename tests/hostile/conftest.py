@@ -7,10 +7,8 @@ touches the user's caches and tests can search them for leftovers and secrets.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import tempfile
+from pathlib import Path
 
 import pytest
 from hypothesis.configuration import set_hypothesis_home_dir

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -40,7 +39,7 @@ class Launcher:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
 
-    def start(self, *argv: str, env: dict | None = None, cwd: Path | None = None) -> "Running":
+    def start(self, *argv: str, env: dict | None = None, cwd: Path | None = None) -> Running:
         self._lock.acquire()
         self._n += 1
         out = self.workdir / f"{self._n}.out"

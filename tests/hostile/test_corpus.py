@@ -90,7 +90,7 @@ def test_hostile_input(case, world, launcher, session_dirs, tmp_path):
     r = launcher.run(*argv, env={"TMPDIR": str(tmpdir)})
 
     assert "Traceback" not in r.err, r.err
-    lines = [l for l in r.err.splitlines() if l.strip()]
+    lines = [line for line in r.err.splitlines() if line.strip()]
     assert len(lines) == 1, f"expected one stderr line, got {r.err!r}"
     line = lines[0]
     assert expect in line, line

@@ -29,7 +29,7 @@ def alice(monkeypatch, hf_env):  # noqa: F811
     monkeypatch.setenv("HF_TOKEN", ALICE_TOKEN)
 
 
-def assert_no_partial_version(hub_server, expected: set[str]) -> None:
+def assert_no_partial_version(hub_server, expected: set[str]) -> None:  # noqa: F811
     repo = hub_server.storage.repos.get(REPO)
     if repo is None:
         return
@@ -39,7 +39,7 @@ def assert_no_partial_version(hub_server, expected: set[str]) -> None:
         assert set(repo.commits[oid].tree) == expected, tag
 
 
-def publish_completes_then_no_op(hub_server, bundle, expected):
+def publish_completes_then_no_op(hub_server, bundle, expected):  # noqa: F811
     done = publish_bundle(bundle, REPO, "1.0.0", endpoint=hub_server.url).published
     view = hub_server.repo(REPO)
     assert view.tags == {"v1.0.0": done.commit} and set(view.files("v1.0.0")) == expected

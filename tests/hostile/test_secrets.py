@@ -50,7 +50,7 @@ def test_token_never_printed_or_written(launcher, packed, session_dirs, hub_serv
     (damaged / SHARD).write_bytes(b"\0" + (damaged / SHARD).read_bytes()[1:])
     cli("publish", REPO, "--bundle", damaged, "--version", "1.0.0", "--endpoint", url, expect=1)
     url_with_password = url.replace("http://", f"http://user:{TOKEN}@")  # a token pasted into the URL
-    r = cli("resolve", f"{REPO}@1.0.0", "--endpoint", url_with_password)
+    cli("resolve", f"{REPO}@1.0.0", "--endpoint", url_with_password)
     hub_server.stop()
     cli("publish", REPO, "--bundle", packed, "--version", "2.0.0", "--endpoint", url, expect=2)
 

@@ -14,7 +14,7 @@ import os
 import tempfile
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 DEFAULT_GITATTRIBUTES = b"".join(
@@ -42,14 +42,14 @@ class Entry:
     git_oid: str
 
     @classmethod
-    def make(cls, sha256: str, size: int, lfs: bool, data: bytes | None = None) -> "Entry":
+    def make(cls, sha256: str, size: int, lfs: bool, data: bytes | None = None) -> Entry:
         blob = lfs_pointer(sha256, size) if lfs else data
         return cls(sha256, size, lfs, git_blob_oid(blob))
 
 
 def now() -> str:
     """The time as the Hub writes commit dates: ISO 8601, UTC, milliseconds."""
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)

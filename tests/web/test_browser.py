@@ -19,9 +19,9 @@ import base64
 import functools
 import io
 import json
-import struct
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import threading

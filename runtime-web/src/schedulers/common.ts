@@ -191,7 +191,7 @@ export function spacedTimesteps(config: BaseConfig, n: number, roundLinspace: bo
 /** diffusers' index_for_timestep: the position of `t` (the second one if it appears twice). */
 export function indexForTimestep(timesteps: readonly number[], t: number, name: string): number {
   const hits: number[] = [];
-  timesteps.forEach((v, i) => v === t && hits.push(i));
+  timesteps.forEach((v, i) => { if (v === t) hits.push(i); });
   if (!hits.length) throw new RangeError(`${name}: timestep ${t} is not in this schedule`);
   return hits.length > 1 ? hits[1] : hits[0];
 }

@@ -75,7 +75,7 @@ export class DpmSolverMultistepScheduler implements Scheduler {
         break;
     }
     const sigmas = new Float32Array(ts.length + 1);
-    ts.forEach((t, i) => (sigmas[i] = this.trainSigmas[t]));
+    ts.forEach((t, i) => { sigmas[i] = this.trainSigmas[t]; });
     sigmas[ts.length] = this.config.final_sigmas_type === "sigma_min" ? this.trainSigmas[0] : 0;
     this.timesteps = ts;
     this.sigmas = sigmas;

@@ -49,7 +49,7 @@ abstract class SigmaScheduler implements Scheduler {
     const grid = spacedTimesteps(this.config, n, false).map(Math.fround);
     this.timesteps = grid;
     const sigmas = new Float32Array(n + 1);
-    grid.forEach((t, i) => (sigmas[i] = interpIndex(t, this.trainSigmas)));
+    grid.forEach((t, i) => { sigmas[i] = interpIndex(t, this.trainSigmas); });
     sigmas[n] = this.config.final_sigmas_type === "sigma_min" ? this.trainSigmas[0] : 0;
     this.sigmas = sigmas;
     this.stepIndex = null;

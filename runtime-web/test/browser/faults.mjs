@@ -180,7 +180,7 @@ try {
       r.clean = await page.evaluate((args) => globalThis.faults.load(args), { url });
       r.cleanRequests = await serverLog();
     } catch (err) {
-      r.fatal = String(err && err.stack ? err.stack : err);
+      r.fatal = String(err?.stack ? err.stack : err);
     } finally {
       await context.close();
       r.ms = Date.now() - start;
@@ -197,14 +197,14 @@ try {
       result.backends[name] = await page.evaluate((args) => globalThis.faults.backend(args), { url, name, damage: target });
       result.backends[name].requests = (await serverLog()).slice(before).map((r) => r.path);
     } catch (err) {
-      result.backends[name] = { fatal: String(err && err.stack ? err.stack : err) };
+      result.backends[name] = { fatal: String(err?.stack ? err.stack : err) };
     } finally {
       await context.close();
       result.backends[name].ms = Date.now() - start;
     }
   }
 } catch (err) {
-  result.fatal = String(err && err.stack ? err.stack : err);
+  result.fatal = String(err?.stack ? err.stack : err);
 } finally {
   await browser.close();
   await setFaults({}).catch(() => {});

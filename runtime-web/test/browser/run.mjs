@@ -190,7 +190,7 @@ try {
     } catch (e) {
       out.full = { ok: false, name: e.name, message: e.message, file: e.file };
     }
-    const component = path.split("/").slice(0, 2).join("/") + "/"; // the other components' weights all check out
+    const component = `${path.split("/").slice(0, 2).join("/")}/`; // the other components' weights all check out
     const clean = await loadBundleFiles(url, { include: (f) => weightsOnly(f) && !f.path.startsWith(component), verify: "full" });
     out.cleanFull = { ok: true, stats: clean.stats };
     return out;
@@ -198,7 +198,7 @@ try {
   mark("raw_check");
   await rawCheck.close();
 } catch (err) {
-  result.fatal = String(err && err.stack ? err.stack : err);
+  result.fatal = String(err?.stack ? err.stack : err);
 } finally {
   await browser.close();
 }

@@ -52,9 +52,9 @@ def parse(spec: str) -> tuple[str, str, dict]:
 
 def build(exported, dtype: str, choices: dict, path: Path) -> dict:
     base = targets.get_target("webgpu")
-    rules = base.schedule_rules if "matmul" not in choices else lambda: targets.webgpu_rules(choices["matmul"])
+    matmul = choices.get("matmul", targets.WEBGPU_MATMUL)
     spec = dataclasses.replace(base, conv_layout=choices.get("layout", base.conv_layout),
-                               schedule_rules=rules,
+                               schedule_rules=lambda: targets.webgpu_rules(matmul),
                                workgroup_attention=choices.get("attention", "workgroup" if
                                                                base.workgroup_attention else
                                                                "split") == "workgroup")

@@ -106,6 +106,7 @@ class TvmComponent:
         from tvm.runtime.vm import VirtualMachine
 
         self._tvm = tvm
+        self.device = device
         self.vm = VirtualMachine(tvm.runtime.load_module(str(lib)), device)
         self._main = self.vm["main"]
         self._keep = params  # the tvm views do not own the memory
@@ -129,6 +130,55 @@ def _aligned(x: torch.Tensor) -> torch.Tensor:
     """TVM's DLPack import wants 64-byte aligned data: copy views that start mid-allocation."""
     x = x.contiguous()
     return x if x.data_ptr() % 64 == 0 else x.clone()
+
+
+class TvmGraphed:
+    """A :class:`TvmComponent` replayed as one CUDA graph through packer's own capture
+    (``packer.runtime.cuda_graph``, what ``packer generate`` uses): the inputs are copied into
+    static buffers, the output is cloned out of the graph's static one."""
+
+    def __init__(self, comp: TvmComponent, example: list[torch.Tensor]):
+        from packer.runtime.cuda_graph import CapturedCall
+
+        self._static = [_aligned(x).clone() for x in example]
+        views = [comp._tvm.runtime.from_dlpack(s) for s in self._static]
+        self._call = CapturedCall(comp._main, views, comp.device, tail=comp._params)
+
+    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
+        for s, x in zip(self._static, inputs, strict=True):
+            s.copy_(x)
+        out = self._call.replay()
+        if not hasattr(out, "__dlpack__"):
+            out = out[0]
+        return torch.from_dlpack(out).clone()
+
+
+class TorchGraphed:
+    """``fn(*inputs)`` of torch eager captured with ``torch.cuda.graph`` (static inputs copied in,
+    the output cloned out), as a user replays an eager model under CUDA graphs."""
+
+    def __init__(self, fn, example: list[torch.Tensor]):
+        self._static = [x.clone() for x in example]
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                fn(*self._static)
+        torch.cuda.current_stream().wait_stream(side)
+        self._graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self._graph):
+            self._out = fn(*self._static)
+
+    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
+        for s, x in zip(self._static, inputs, strict=True):
+            s.copy_(x)
+        self._graph.replay()
+        return self._out.clone()
+
+
+def _steps_tensor(t, x: torch.Tensor) -> torch.Tensor:
+    """A timestep as the batch-sized float tensor a captured UNet call takes."""
+    return torch.as_tensor(t, device=x.device).float().reshape(-1).expand(x.shape[0]).contiguous()
 
 
 def state_tensors(module: torch.nn.Module, keys: list[str]) -> list[torch.Tensor]:
@@ -215,6 +265,15 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return float("inf") if mse == 0 else 10 * torch.log10(torch.tensor(1.0 / mse)).item()
 
 
+def psnr_unclamped(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR of the raw decoder outputs (no clamp: random weights saturate the clamped image),
+    the peak being the reference's value range."""
+    x, y = a.double(), b.double()
+    mse = torch.mean((x - y) ** 2).item()
+    peak = (y.max() - y.min()).item()
+    return float("inf") if mse == 0 else 10 * torch.log10(torch.tensor(peak * peak / mse)).item()
+
+
 def diff(out: torch.Tensor, ref: torch.Tensor) -> dict:
     o, r = out.double(), ref.double()
     return {"max_abs": (o - r).abs().max().item(), "ref_max_abs": r.abs().max().item(),
@@ -261,6 +320,16 @@ def tvm_backend(tclip, tunet, tvae) -> dict:
         return tunet(x, ts, e)
 
     return {"clip": lambda ids: tclip(ids.int()), "unet": unet, "vae": lambda z: tvae(z)}
+
+
+def graphed_backend(make, clip, unet, vae, ids, x, t, ehs, z) -> dict:
+    """Each component captured once by ``make(fn, example_inputs)`` (static shapes: one CLIP row,
+    the CFG batch, one latent), the timestep passed as a float tensor."""
+    gclip = make(clip, [ids[1:2].int()])
+    gunet = make(unet, [x, _steps_tensor(t, x), ehs])
+    gvae = make(vae, [z])
+    return {"clip": lambda i: gclip(i.int()), "unet": lambda xx, tt, ee: gunet(xx, _steps_tensor(tt, xx), ee),
+            "vae": gvae}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -336,7 +405,11 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--image-reps", type=int, default=5)
     ap.add_argument("--tvm-budget-s", type=float, default=25.0, help="time cap per TVM measurement")
-    ap.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    ap.add_argument("--compile-modes", default="default,reduce-overhead",
+                    help="torch.compile modes to measure, comma-separated (default, reduce-overhead, "
+                         "max-autotune); empty: none")
+    ap.add_argument("--no-graphs", action="store_true", help="skip the CUDA-graph runs (TVM and eager)")
+    ap.add_argument("--no-profile", action="store_true", help="skip the kernel profiles")
     ap.add_argument("--profile-steps", type=int, default=3)
     ap.add_argument("--ncu-steps", type=int, default=1)
     args = ap.parse_args()
@@ -457,43 +530,101 @@ def main() -> None:
         img_e = images("eager", eb, 20)
         img_t = images("tvm", tb, args.tvm_budget_s)
         fid["image20_psnr_tvm_vs_eager_db"] = psnr(img_t[20], img_e[20])
-        say(f"fidelity image 20 steps PSNR tvm vs eager fp16: {fid['image20_psnr_tvm_vs_eager_db']:.2f} dB "
+        fid["image20_psnr_unclamped_tvm_vs_eager_db"] = psnr_unclamped(img_t[20], img_e[20])
+        say(f"fidelity image 20 steps PSNR tvm vs eager fp16: {fid['image20_psnr_tvm_vs_eager_db']:.2f} dB, "
+            f"unclamped {fid['image20_psnr_unclamped_tvm_vs_eager_db']:.2f} dB "
             f"(image range {img_e[20].min().item():.2f}..{img_e[20].max().item():.2f})")
         _write(args.out, results, timings)
 
-        # ---------------- profile (before torch.compile, so it survives a timeout) -------------
-        text_t, prof_t = profile_kernels(lambda: tb["unet"](x, t_step, ehs), args.profile_steps,
-                                         "TVM UNet step")
-        text_e, prof_e = profile_kernels(lambda: eb["unet"](x, t_step, ehs), 10, "torch eager UNet step", top=15)
-        text_v, prof_v = profile_kernels(lambda: tb["vae"](z), 1, "TVM VAE decode", top=12)
-        (args.out / "profile_unet.txt").write_text("\n\n".join((text_t, text_e, text_v)) + "\n")
-        (args.out / "profile_unet.json").write_text(
-            json.dumps({"tvm_unet": prof_t, "eager_unet": prof_e, "tvm_vae": prof_v}, indent=1))
-        say(text_t)
-        say(text_e)
-        say(text_v)
-
-        # ---------------- torch.compile ----------------
-        if not args.no_compile:
+        # ---------------- CUDA graphs: the bundle through packer's capture, torch eager captured ----
+        if not args.no_graphs:
+            ref = {"clip": tb["clip"](ids[1:2]).clone(), "unet": tb["unet"](x, t_step, ehs).clone(),
+                   "vae": tb["vae"](z).clone()}
             t0 = time.perf_counter()
-            unet_c = torch.compile(m16["unet"])
-            vae_dec_c = torch.compile(lambda zz: m16["vae"].decode(zz, return_dict=False)[0])
+            tg = graphed_backend(lambda comp, ex: TvmGraphed(tcomp[comp], ex), "text_encoder", "unet",
+                                 "vae_decoder", ids, x, t_step, ehs, z)
+            say(f"TVM components captured as CUDA graphs in {time.perf_counter() - t0:.1f} s")
+            fid["tvm_graph_bit_identical"] = {"clip": torch.equal(tg["clip"](ids[1:2]), ref["clip"]),
+                                              "unet": torch.equal(tg["unet"](x, t_step, ehs), ref["unet"]),
+                                              "vae": torch.equal(tg["vae"](z), ref["vae"])}
+            say(f"fidelity TVM under CUDA graphs vs TVM, bit-identical: {fid['tvm_graph_bit_identical']}")
+            components("tvm-graph", tg, args.tvm_budget_s)
+            img_tg = images("tvm-graph", tg, args.tvm_budget_s)
+            fid["image20_tvm_graph_equal_tvm"] = bool(torch.equal(img_tg[20], img_t[20]))
+            say(f"fidelity image 20 steps TVM graph == TVM: {fid['image20_tvm_graph_equal_tvm']}")
+            eager_fns = {"clip": lambda i: m16["clip"](input_ids=i.long(), return_dict=False)[0],
+                         "unet": lambda xx, tt, ee: m16["unet"](xx, tt, encoder_hidden_states=ee, return_dict=False)[0],
+                         "vae": lambda zz: m16["vae"].decode(zz, return_dict=False)[0]}
+            t0 = time.perf_counter()
+            eg = graphed_backend(lambda comp, ex: TorchGraphed(eager_fns[comp], ex), "clip", "unet", "vae",
+                                 ids, x, t_step, ehs, z)
+            say(f"torch eager components captured as CUDA graphs in {time.perf_counter() - t0:.1f} s")
+            components("eager-graph", eg, 20)
+            img_eg = images("eager-graph", eg, 20)
+            fid["image20_psnr_eager_graph_vs_eager_db"] = psnr(img_eg[20], img_e[20])
+            _write(args.out, results, timings)
+            say(_table(timings))
+
+        # ---------------- profile (before torch.compile, so it survives a timeout) -------------
+        if not args.no_profile:
+            text_t, prof_t = profile_kernels(lambda: tb["unet"](x, t_step, ehs), args.profile_steps,
+                                             "TVM UNet step")
+            text_e, prof_e = profile_kernels(lambda: eb["unet"](x, t_step, ehs), 10, "torch eager UNet step", top=15)
+            text_v, prof_v = profile_kernels(lambda: tb["vae"](z), 1, "TVM VAE decode", top=12)
+            (args.out / "profile_unet.txt").write_text("\n\n".join((text_t, text_e, text_v)) + "\n")
+            (args.out / "profile_unet.json").write_text(
+                json.dumps({"tvm_unet": prof_t, "eager_unet": prof_e, "tvm_vae": prof_v}, indent=1))
+            say(text_t)
+            say(text_e)
+            say(text_v)
+
+        # ---------------- torch.compile, in each mode asked for ----------------
+        for mode in [m for m in args.compile_modes.split(",") if m]:
+            name = COMPILE_NAMES[mode]
+            t0 = time.perf_counter()
+            # channels_last copies for the CUDA-graph modes (what a user tuning for speed does);
+            # the default mode compiles the eager modules as they are
+            unet_m, vae_m = m16["unet"], m16["vae"]
+            if mode != "default":
+                unet_m = copy.deepcopy(unet_m).to(memory_format=torch.channels_last)
+                vae_m = copy.deepcopy(vae_m).to(memory_format=torch.channels_last)
+            unet_c = torch.compile(unet_m, mode=mode)
+            vae_c = torch.compile(lambda zz, v=vae_m: v.decode(zz, return_dict=False)[0], mode=mode)
             cb = {"clip": eb["clip"],
-                  "unet": lambda xx, tt, ee: unet_c(xx, tt, encoder_hidden_states=ee, return_dict=False)[0],
-                  "vae": vae_dec_c}
+                  "unet": _step_marked(lambda xx, tt, ee, u=unet_c: u(xx, _steps_tensor(tt, xx), encoder_hidden_states=ee,
+                                                                      return_dict=False)[0]),
+                  "vae": _step_marked(vae_c)}
             cb["unet"](x, t_step, ehs)
             cb["vae"](z)
             torch.cuda.synchronize()
-            say(f"torch.compile warm-up (UNet + VAE decode) {time.perf_counter() - t0:.0f} s")
-            components("compiled", cb, 20)
-            img_c = images("compiled", cb, 20)
-            fid["image20_psnr_compiled_vs_eager_db"] = psnr(img_c[20], img_e[20])
-            fid["image20_psnr_tvm_vs_compiled_db"] = psnr(img_t[20], img_c[20])
-            say(f"fidelity image 20 steps PSNR compiled vs eager: {fid['image20_psnr_compiled_vs_eager_db']:.2f} dB, "
-                f"tvm vs compiled: {fid['image20_psnr_tvm_vs_compiled_db']:.2f} dB")
+            say(f"torch.compile mode={mode} warm-up (UNet + VAE decode) {time.perf_counter() - t0:.0f} s")
+            components(name, cb, 20)
+            img_c = images(name, cb, 20)
+            fid[f"image20_psnr_{name}_vs_eager_db"] = psnr(img_c[20], img_e[20])
+            fid[f"image20_psnr_tvm_vs_{name}_db"] = psnr(img_t[20], img_c[20])
+            fid[f"image20_psnr_unclamped_tvm_vs_{name}_db"] = psnr_unclamped(img_t[20], img_c[20])
+            say(f"fidelity image 20 steps PSNR {name} vs eager: {fid[f'image20_psnr_{name}_vs_eager_db']:.2f} dB, "
+                f"tvm vs {name}: {fid[f'image20_psnr_tvm_vs_{name}_db']:.2f} dB "
+                f"(unclamped {fid[f'image20_psnr_unclamped_tvm_vs_{name}_db']:.2f} dB)")
+            _write(args.out, results, timings)
+            say(_table(timings))
+            del unet_c, vae_c, cb
+            torch.cuda.empty_cache()
 
     _write(args.out, results, timings)
     say(_table(timings))
+
+
+COMPILE_NAMES = {"default": "compiled", "reduce-overhead": "compiled-ro", "max-autotune": "compiled-ma"}
+BACKENDS = ("tvm", "tvm-graph", "eager", "eager-graph", "compiled", "compiled-ro", "compiled-ma")
+
+
+def _step_marked(fn):
+    """A torch.compile'd call whose CUDA-graph outputs are cloned before the next replay."""
+    def call(*a):
+        torch.compiler.cudagraph_mark_step_begin()
+        return fn(*a).clone()
+    return call
 
 
 def _write(out: Path, results: dict, timings: dict) -> None:
@@ -502,20 +633,23 @@ def _write(out: Path, results: dict, timings: dict) -> None:
 
 
 def _table(t: dict) -> str:
-    names = [n for n in ("tvm", "eager", "compiled") if (n, "unet") in t]
+    names = [n for n in BACKENDS if (n, "unet") in t]
     keys = [k for k in ("clip", "unet", "vae", "image20", "image50") if ("tvm", k) in t]
     label = {"clip": "CLIP (1×77)", "unet": "UNet step (2×4×64×64)", "vae": "VAE decode 512²",
              "image20": "image 512², 20 DPM++", "image50": "image 512², 50 DPM++"}
-    head = f"{'median ms':24s}" + "".join(f"{n:>11s}" for n in names)
-    ratio_names = [n for n in names if n != "tvm"]
-    head += "".join(f"{'tvm/' + n:>14s}" for n in ratio_names)
-    lines = [head]
+    lines = [f"{'median ms':24s}" + "".join(f"{n:>12s}" for n in names)]
     for k in keys:
-        row = f"{label[k]:24s}" + "".join(f"{t[(n, k)]['median']:11.2f}" for n in names)
-        row += "".join(f"{t[('tvm', k)]['median'] / t[(n, k)]['median']:13.1f}×" for n in ratio_names)
-        lines.append(row)
-    if ("tvm", "unet") in t:
-        lines.append(f"TVM UNet: {SD_UNET_TFLOP / (t[('tvm', 'unet')]['median'] / 1e3):.1f} TFLOP/s "
+        lines.append(f"{label[k]:24s}" + "".join(f"{t[(n, k)]['median']:12.2f}" if (n, k) in t else f"{'-':>12s}"
+                                                 for n in names))
+    peers = [n for n in names if not n.startswith("tvm")]
+    for ours in [n for n in names if n.startswith("tvm")]:
+        lines.append(f"{ours + ' / peer':24s}" + "".join(f"{n:>12s}" for n in peers))
+        for k in keys:
+            lines.append(f"{'  ' + label[k]:24s}" + "".join(
+                f"{t[(ours, k)]['median'] / t[(n, k)]['median']:11.2f}×" if (n, k) in t and (ours, k) in t
+                else f"{'-':>12s}" for n in peers))
+    for ours in [n for n in names if n.startswith("tvm")]:
+        lines.append(f"{ours} UNet: {SD_UNET_TFLOP / (t[(ours, 'unet')]['median'] / 1e3):.1f} TFLOP/s "
                      f"(of ~{SD_UNET_TFLOP} TFLOP per CFG step)")
     return "\n".join(lines)
 

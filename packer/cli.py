@@ -219,13 +219,17 @@ def generate(
     device: str = typer.Option("cpu", help="where to run", metavar="[" + "|".join(DEVICES) + "]",
                                autocompletion=_names(DEVICES)),
     latents: Path = typer.Option(None, help="initial latents (.npy) instead of the seeded noise"),
+    cuda_graph: bool = typer.Option(True, "--cuda-graph/--no-cuda-graph",
+                                    help="on cuda, replay each component call as a captured CUDA graph "
+                                         "where the bundle's variant allows it"),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Generate an image from a bundle with the native TVM runtime."""
     from packer.interface.generate import GenerateArgs
     from packer.interface.generate import generate as run
 
-    args = GenerateArgs(bundle, prompt, out, negative_prompt, seed, steps, guidance, scheduler, device, latents)
+    args = GenerateArgs(bundle, prompt, out, negative_prompt, seed, steps, guidance, scheduler, device, latents,
+                        cuda_graph)
     _emit(run(args), as_json)
 
 

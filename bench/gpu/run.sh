@@ -14,7 +14,7 @@ OUT=${OUT:-/tmp/bench-gpu-out}; mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .device/whl/*.whl || exit 1
 cp -r .device/site/tvm /tmp/site/
-export PYTHONPATH=/tmp/site TVM_USE_RUNTIME_LIB=1 PYTHONUNBUFFERED=1
+export PYTHONPATH=/tmp/site:$PWD TVM_USE_RUNTIME_LIB=1 PYTHONUNBUFFERED=1  # $PWD: packer.runtime.cuda_graph
 LOG=$OUT/bench_stdout.txt; : > "$LOG"
 if [[ "$WHAT" == *lab ]]; then  # bench/gpu/{conv,attn,gemm}lab.py (.device/$WHAT)
   nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee -a "$LOG"

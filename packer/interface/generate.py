@@ -24,6 +24,7 @@ class GenerateArgs:
     scheduler: str | None = None
     device: str = "cpu"
     latents: Path | None = None
+    cuda_graph: bool = True
 
 
 @dataclass
@@ -62,7 +63,7 @@ def generate(args: GenerateArgs) -> GenerateResult:
         except (OSError, ValueError) as exc:
             raise UsageError(f"cannot read --latents {args.latents}: {exc}", "pass a .npy float32 array") from None
     start = time.perf_counter()
-    pipe = Pipeline(Bundle.open(args.bundle), device=args.device)
+    pipe = Pipeline(Bundle.open(args.bundle), device=args.device, cuda_graph=args.cuda_graph)
     m = pipe.bundle.manifest
     sched = m["scheduler"]
     req = Request(args.prompt, args.negative_prompt, args.seed, args.steps or sched["steps"],

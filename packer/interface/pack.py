@@ -156,6 +156,8 @@ def pack(args: PackArgs) -> PackResult:
                 entry = targets.setdefault(variant.key, {
                     "kind": cc.target_json["kind"], "dtype": variant.dtype, "target": cc.target_json, "libs": {},
                     "tuning_db_sha256": cc.tuning_db_sha256, "requirements": dict(cc.requirements),
+                    # static shapes, no host synchronisation inside a call: each call may be captured
+                    **({"cuda_graph": True} if cc.target_json["kind"] == "cuda" else {}),
                 })
                 entry["libs"][component] = rel
                 _merge_requirements(entry["requirements"], cc.requirements)

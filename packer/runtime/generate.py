@@ -35,7 +35,7 @@ class Request:
 class Pipeline:
     """A loaded bundle: tokenizer, three compiled components with their weights on ``device``."""
 
-    def __init__(self, bundle: Bundle, device: str = "cpu", dtype: str | None = None):
+    def __init__(self, bundle: Bundle, device: str = "cpu", dtype: str | None = None, cuda_graph: bool = True):
         from tokenizers import Tokenizer
 
         from packer.runtime.module import ComponentRunner
@@ -48,13 +48,15 @@ class Pipeline:
         self.tokenizer = Tokenizer.from_str(bundle.read(tok["files"][0]).decode())
         self.max_length = tok["max_length"]
         self.pad_id = tok.get("pad_token_id", tok.get("eos_token_id", 0))
+        # On cuda, a variant that allows it runs each component call as a replayed CUDA graph.
+        self.cuda_graph = bool(cuda_graph and device == "cuda" and self.variant.get("cuda_graph"))
         self.runners = {}
         for comp, rel in self.variant["libs"].items():
             bundle.read(rel)  # verify before loading
             params = bundle.load_params(comp)
             order = m["components"][comp]["params"]
             self.runners[comp] = ComponentRunner(bundle.root / rel, [param_for(params.pop(n), self.float) for n in order],
-                                                 device)
+                                                 device, cuda_graph=self.cuda_graph)
 
     @staticmethod
     def _pick_variant(m: dict, device: str, dtype: str | None) -> tuple[str, dict]:

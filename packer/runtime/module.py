@@ -28,7 +28,8 @@ class ComponentRunner:
     >>> hidden = runner(ids.astype(np.int32))  # doctest: +SKIP
     """
 
-    def __init__(self, lib_path: Path | str, params: Sequence[np.ndarray], device: str = "cpu"):
+    def __init__(self, lib_path: Path | str, params: Sequence[np.ndarray], device: str = "cpu",
+                 cuda_graph: bool = False):
         import tvm
         from tvm.runtime.vm import VirtualMachine  # not tvm.relax: it needs the compiler library
 
@@ -43,8 +44,14 @@ class ComponentRunner:
             raise SdpackError(f"cannot load compiled library {lib_path}: {exc}",
                               "rebuild it; the library may be for another target") from exc
         self._params = bind_params(vm, [self._upload(p) for p in params])
+        # With cuda_graph, each input signature (shapes, dtypes) is captured once as a CUDA graph
+        # (packer.runtime.cuda_graph) and replayed from then on.
+        self.cuda_graph = cuda_graph and device == "cuda"
+        self._graphs: dict[tuple, object] = {}
 
     def __call__(self, *inputs: np.ndarray) -> np.ndarray:
+        if self.cuda_graph:
+            return self._replay(inputs)
         try:
             out = self._main(*[self._upload(x) for x in inputs], *self._params)
         except (TypeError, ValueError, RuntimeError) as exc:
@@ -52,6 +59,32 @@ class ComponentRunner:
                               "check input/param count, shapes and dtypes against the "
                               "calling convention") from exc
         if not hasattr(out, "numpy"):  # a tuple result: the first output is the one we want
+            out = out[0]
+        return out.numpy()
+
+    def _replay(self, inputs: Sequence[np.ndarray]) -> np.ndarray:
+        """The call through the CUDA graph of this input signature, captured on first use."""
+        from .cuda_graph import CapturedCall, CudaGraphError
+
+        arrays = [np.ascontiguousarray(x) for x in inputs]
+        key = tuple((a.shape, a.dtype.str) for a in arrays)
+        call = self._graphs.get(key)
+        try:
+            if call is None:
+                call = self._graphs[key] = CapturedCall(self._main, [self._upload(a) for a in arrays],
+                                                        self._device, tail=self._params)
+            else:
+                for buf, a in zip(call.inputs, arrays, strict=True):
+                    buf.copyfrom(a)
+            out = call.replay()
+        except CudaGraphError as exc:
+            raise SdpackError(f"replaying the component as a CUDA graph failed: {exc}",
+                              "run without CUDA graphs (packer generate --no-cuda-graph)") from exc
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise SdpackError(f"calling the compiled component failed: {exc}",
+                              "check input/param count, shapes and dtypes against the "
+                              "calling convention") from exc
+        if not hasattr(out, "numpy"):
             out = out[0]
         return out.numpy()
 

@@ -50,3 +50,31 @@ def test_unloadable_library(tmp_path):
     bad.write_bytes(b"nope")
     with pytest.raises(SdpackError, match="cannot load compiled library"):
         ComponentRunner(bad, [])
+
+
+def test_cuda_graph_is_only_for_cuda(clip_library):
+    compiled, params = clip_library
+    runner = ComponentRunner(compiled.lib_path, params, device="cpu", cuda_graph=True)
+    assert runner.cuda_graph is False  # a CPU call has no launches to capture
+    ids = example_inputs("text_encoder")[0]
+    np.testing.assert_array_equal(runner(ids), ComponentRunner(compiled.lib_path, params)(ids))
+
+
+def _driver_present() -> bool:
+    import ctypes
+
+    try:
+        ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(_driver_present(), reason="checks the error path of a machine without the CUDA driver")
+def test_cuda_graph_without_a_driver_is_one_clear_error(clip_library):
+    compiled, params = clip_library
+    runner = ComponentRunner(compiled.lib_path, params)
+    runner.cuda_graph = True  # as on a cuda device whose driver library went missing
+    with pytest.raises(SdpackError, match="CUDA graph failed: the CUDA driver library is not loadable") as err:
+        runner(example_inputs("text_encoder")[0])
+    assert "--no-cuda-graph" in err.value.hint

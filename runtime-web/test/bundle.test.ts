@@ -4,18 +4,13 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 
-import {
-  decodeShard,
-  loadBundleFiles,
-  MemoryCache,
-  parseManifest,
-  PromptTokenizer,
-  resolveBundleUrl,
-  hubManifestUrl,
-  unshuffle,
-  zstdContentSize,
-  type FileEntry,
-} from "../src/index.js";
+import { MemoryCache } from "../src/cache.js";
+import { decodeShard, unshuffle, zstdContentSize } from "../src/encoding.js";
+import { hubManifestUrl, resolveBundleUrl } from "../src/fetch.js";
+import type { FileEntry } from "../src/formats.js";
+import { parseManifest } from "../src/manifest.js";
+import { loadBundleFiles } from "../src/stream.js";
+import { PromptTokenizer } from "../src/tokenizer.js";
 import { bundleCopy, bundleError, readJson, serve, TESTDATA, type FileServer } from "./helpers.js";
 
 const expected = readJson("expected.json");

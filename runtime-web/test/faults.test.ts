@@ -9,8 +9,11 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 
-import { type BundleError, LoadAbortedError, loadBundleFiles, MemoryCache, type LoadedBundle, type LoadOptions } from "../src/index.js";
-import { retryDelayMs } from "../src/loader.js";
+import { MemoryCache } from "../src/cache.js";
+import { type BundleError, LoadAbortedError } from "../src/errors.js";
+import { loadBundleFiles } from "../src/stream.js";
+import type { LoadedBundle, LoadOptions } from "../src/types.js";
+import { retryDelayMs } from "../src/fetch.js";
 import { bundleError, TESTDATA } from "./helpers.js";
 
 const BASE = "https://hub.test/org/golden/resolve/0123abc/";

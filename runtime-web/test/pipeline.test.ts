@@ -8,25 +8,20 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 
-import {
-  type BundleError,
-  createScheduler,
-  float32ToHalf,
-  floatToHalf,
-  halfToFloat,
-  halfToFloat32,
-  latents,
-  loadBundleFiles,
-  loadModel,
-  lockManifest,
-  MemoryCache,
-  PromptTokenizer,
-  pickVariant,
-  toImage,
-  type GpuInfo,
-  type ModelLoadProgress,
-  RUNTIME_VERSION,
-} from "../src/index.js";
+import { MemoryCache } from "../src/cache.js";
+import { loadModel } from "../src/engine.js";
+import type { BundleError } from "../src/errors.js";
+import { RUNTIME_VERSION } from "../src/generated/version.js";
+import type { GpuInfo } from "../src/gpu.js";
+import { float32ToHalf, floatToHalf, halfToFloat, halfToFloat32 } from "../src/half.js";
+import { toImage } from "../src/image.js";
+import { lockManifest } from "../src/lock.js";
+import { latents } from "../src/noise.js";
+import { createScheduler } from "../src/schedulers/index.js";
+import { loadBundleFiles } from "../src/stream.js";
+import { PromptTokenizer } from "../src/tokenizer.js";
+import type { ModelLoadProgress } from "../src/types.js";
+import { pickVariant } from "../src/variant.js";
 import { C, extendedBundle, fakeBackend, sha } from "./fakeModel.js";
 import { serve, serveHub } from "./helpers.js";
 

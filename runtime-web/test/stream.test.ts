@@ -11,27 +11,15 @@ import { join } from "node:path";
 import { describe, test } from "node:test";
 
 import { handleDecodeRequest, SpareBuffers, WORKER_READY, type DecodeRequest, type DecodeResponse } from "../src/decodeProtocol.js";
-import {
-  decodeShard,
-  defaultConcurrency,
-  defaultWorkers,
-  decodeVerified,
-  halfToFloat32,
-  loadBundleFiles,
-  loadModel,
-  MemoryCache,
-  streamBundleFiles,
-  unshuffle,
-  unshuffleInto,
-  unshuffleReference,
-  type ComponentLoader,
-  type FileEntry,
-  type GpuBackend,
-  type GpuComponent,
-  type HostTensor,
-  type LoadOptions,
-  type WorkerLike,
-} from "../src/index.js";
+import { MemoryCache } from "../src/cache.js";
+import { defaultConcurrency, defaultWorkers, type WorkerLike } from "../src/decodePool.js";
+import { decodeShard, decodeVerified, unshuffle, unshuffleInto, unshuffleReference } from "../src/encoding.js";
+import { loadModel } from "../src/engine.js";
+import type { FileEntry } from "../src/formats.js";
+import type { ComponentLoader, GpuBackend, GpuComponent, HostTensor } from "../src/gpu.js";
+import { halfToFloat32 } from "../src/half.js";
+import { loadBundleFiles, streamBundleFiles } from "../src/stream.js";
+import type { LoadOptions } from "../src/types.js";
 import { bundleCopy, bundleError, serve, TESTDATA } from "./helpers.js";
 
 const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");

@@ -20,7 +20,8 @@ import { latents, parseSeed } from "./noise.js";
 import { Monotone } from "./progress.js";
 import { createScheduler } from "./schedulers/index.js";
 import { PromptTokenizer } from "./tokenizer.js";
-import type { GeneratedImage, GenerateOptions, LoadedBundle, ModelLoadOptions } from "./types.js";
+import { fetchManifest } from "./fetch.js";
+import type { GeneratedImage, GenerateOptions, LoadedBundle, LoadOptions, ModelLoadOptions } from "./types.js";
 import { neededFiles, pickVariant } from "./variant.js";
 import { collectingLoader, streamWeights } from "./weights.js";
 
@@ -56,7 +57,7 @@ export class Pipeline {
     readonly variant: string,
     readonly target: Target,
     private readonly backend: GpuBackend,
-    private readonly components: Record<(typeof COMPONENTS)[number], GpuComponent>,
+    private readonly components: Record<ComponentName, GpuComponent>,
   ) {
     this.tokenizer = PromptTokenizer.fromBundle(bundle.manifest, bundle.files);
     this.dtype = target.dtype;
@@ -200,9 +201,7 @@ export async function loadModel(spec: ModelSpec, opts: ModelLoadOptions = {}): P
 
   const backend = opts.backend ?? (await createWebGpuBackend());
   try {
-    let chosen: { name: string; target: Target } | undefined;
-    const choose = (manifest: Manifest) => (chosen ??= pickVariant(manifest, backend.info, opts.variant));
-    const { bundle, components } = await streamWeights(resolved.manifestUrl, {
+    const loadOptions: LoadOptions = {
       fetch: opts.fetch,
       cache,
       signal: opts.signal,
@@ -212,20 +211,26 @@ export async function loadModel(spec: ModelSpec, opts: ModelLoadOptions = {}): P
       workers: opts.workers,
       concurrency: opts.concurrency,
       workerUrl: opts.workerUrl,
-      onProgress: (p) => {
-        download = p.progress;
-        opts.onProgress?.({ ...p, phase: "download", progress: overall() });
-      },
-      include: (entry, manifest) => neededFiles(manifest, choose(manifest).target)(entry),
-      dtype: (manifest) => choose(manifest).target.dtype,
+    };
+    // The manifest says which variant runs here, and so which files to fetch and in which dtype.
+    const fetched = await fetchManifest(resolved.manifestUrl, loadOptions);
+    const { manifest } = fetched;
+    const { name, target } = pickVariant(manifest, backend.info, opts.variant);
+    const { bundle, components } = await streamWeights(fetched, {
+      ...loadOptions,
+      include: neededFiles(manifest, target),
+      dtype: target.dtype,
       components: COMPONENTS,
-      begin: async (comp, files, manifest) => {
-        const { name, target } = choose(manifest);
+      begin: async (comp, files) => {
         const lib = target.libs[comp];
         const wasm = lib === undefined ? undefined : files.get(lib);
         if (!lib || !wasm) throw new BundleError(`${name}: no library or weights for ${comp}`, { file: MANIFEST_NAME });
         const count = manifest.components[comp].params.length;
         return backend.beginComponent ? backend.beginComponent(lib, wasm, count) : collectingLoader(backend, lib, wasm, count);
+      },
+      onProgress: (p) => {
+        download = p.progress;
+        opts.onProgress?.({ ...p, phase: "download", progress: overall() });
       },
       onComponent: (component, done) => {
         gpuDone = done;
@@ -233,12 +238,11 @@ export async function loadModel(spec: ModelSpec, opts: ModelLoadOptions = {}): P
         opts.onProgress?.({ phase: "gpu", component, componentsDone: done, componentsTotal: total, progress: overall(), text });
       },
     });
-    const { name, target } = choose(bundle.manifest);
     gpuDone = total;
     download = 1;
-    const ready = `Ready: ${bundle.manifest.model.id} ${bundle.manifest.model.version} (${name})`;
+    const ready = `Ready: ${manifest.model.id} ${manifest.model.version} (${name})`;
     opts.onProgress?.({ phase: "gpu", component: "", componentsDone: total, componentsTotal: total, progress: overall(), text: ready });
-    return new Pipeline(bundle, name, target, backend, components as Record<(typeof COMPONENTS)[number], GpuComponent>);
+    return new Pipeline(bundle, name, target, backend, components as Record<ComponentName, GpuComponent>);
   } catch (err) {
     if (!opts.backend) backend.dispose();
     throw err;

@@ -240,6 +240,14 @@ export interface FetchedManifest {
   commit?: string;
 }
 
+/** Where a load starts: a manifest or bundle folder URL, or a manifest already fetched and verified. */
+export type BundleSource = string | URL | FetchedManifest;
+
+/** The verified manifest of `source`, fetched unless it is one already. */
+export async function manifestOf(source: BundleSource, opts: LoadOptions = {}): Promise<FetchedManifest> {
+  return typeof source === "string" || source instanceof URL ? fetchManifest(source, opts) : source;
+}
+
 /**
  * Fetch and validate the manifest: checked against a pinned sha256 and the expected model when
  * given. `commit` is the Hub commit it was read at, from its URL or the `X-Repo-Commit` header.

@@ -105,14 +105,21 @@ function checkReferences(m: Manifest, where: string): void {
   const listed = new Set(paths);
   if (listed.size !== paths.length) throw new BundleError(`${where}: a file is listed twice`, { file: where });
   if (listed.has(MANIFEST_NAME)) throw new BundleError(`${where}: manifest.json must not list itself`, { file: where });
-  const refs = [
+  for (const ref of referencedPaths(m)) {
+    if (!listed.has(ref)) throw new BundleError(`${where}: ${ref} is referenced but not listed in files`, { file: where });
+  }
+}
+
+/**
+ * The files the manifest names outside `files`: each component's tensor index, each target's
+ * libraries and the tokenizer's files. The rest of `files` are the weight shards the indexes list.
+ */
+export function referencedPaths(m: Manifest): Set<string> {
+  return new Set([
     ...Object.values(m.components).map((c) => c.weights),
     ...Object.values(m.targets).flatMap((t) => Object.values(t.libs)),
     ...m.tokenizer.files,
-  ];
-  for (const ref of refs) {
-    if (!listed.has(ref)) throw new BundleError(`${where}: ${ref} is referenced but not listed in files`, { file: where });
-  }
+  ]);
 }
 
 /** Parse and validate manifest bytes (or text). Errors name `where`. */

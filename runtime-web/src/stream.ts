@@ -20,7 +20,7 @@
  * with a `LoadAbortedError` (name "AbortError") naming the file, and nothing of that file is cached.
  */
 import { DecodePool, defaultConcurrency, defaultWorkers, type DecodeResult } from "./decodePool.js";
-import { aborted, fetchBytes, fetchManifest, fileUrl, messageOf, type FetchedManifest } from "./fetch.js";
+import { aborted, type BundleSource, fetchBytes, fileUrl, manifestOf, messageOf } from "./fetch.js";
 import type { FileEntry } from "./formats.js";
 import { componentTensors } from "./layout.js";
 import { downloadText, Monotone } from "./progress.js";
@@ -181,9 +181,9 @@ async function pool<T>(items: T[], width: number, work: (item: T) => Promise<voi
  * the files in flight are aborted (so is the `signal` given to `onFile`), and once every file in
  * flight has settled the first error is thrown.
  */
-export async function streamBundleFiles(url: string | URL, consumer: FileConsumer, opts: LoadOptions = {}): Promise<StreamedBundle> {
+export async function streamBundleFiles(source: BundleSource, consumer: FileConsumer, opts: LoadOptions = {}): Promise<StreamedBundle> {
   const t0 = now();
-  const { manifest, manifestUrl, baseUrl, commit } = await fetchManifest(url, opts);
+  const { manifest, manifestUrl, baseUrl, commit } = await manifestOf(source, opts);
   let entries = manifest.files.filter((f) => !opts.include || opts.include(f, manifest));
   const first = consumer.first;
   if (first) {
@@ -288,9 +288,9 @@ export async function streamBundleFiles(url: string | URL, consumer: FileConsume
  * that name the file. Keeps every file in memory (`files`): to stream weights to a GPU instead,
  * use `loadModel` (or `streamBundleFiles`).
  */
-export async function loadBundleFiles(url: string | URL, opts: LoadOptions = {}): Promise<LoadedBundle> {
+export async function loadBundleFiles(source: BundleSource, opts: LoadOptions = {}): Promise<LoadedBundle> {
   const files = new Map<string, Uint8Array>();
-  const { manifest, manifestUrl, baseUrl, commit, warnings, stats } = await streamBundleFiles(url, { onFile: (f) => void files.set(f.entry.path, f.content) }, opts);
+  const { manifest, manifestUrl, baseUrl, commit, warnings, stats } = await streamBundleFiles(source, { onFile: (f) => void files.set(f.entry.path, f.content) }, opts);
   const indexes: Record<string, TensorCacheIndex> = {};
   const tensors: Record<string, Map<string, Tensor>> = {};
   for (const [name, comp] of Object.entries(manifest.components)) {

@@ -6,7 +6,7 @@
 import { BundleError, LoadAbortedError, UnsupportedError } from "./errors.js";
 import type { GpuInfo } from "./gpu.js";
 import type { LoadStats, LoadWarning } from "./types.js";
-import type { Manifest } from "./manifest.js";
+import type { Manifest } from "./formats.js";
 import type { LockRecord } from "./modelSpec.js";
 import type { GeneratedImage, GenerateOptions, ModelLoadOptions, ModelLoadProgress } from "./types.js";
 

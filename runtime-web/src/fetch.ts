@@ -7,7 +7,8 @@
 import { BundleError, DAMAGED, LoadAbortedError } from "./errors.js";
 import { MANIFEST_NAME, MAX_MANIFEST_BYTES } from "./formats.js";
 import { sha256Hex } from "./hash.js";
-import { checkPath, type Manifest, parseManifest } from "./manifest.js";
+import type { Manifest } from "./formats.js";
+import { checkPath, parseManifest } from "./manifest.js";
 import type { LoadOptions, RetryOptions } from "./types.js";
 
 const here = () => (globalThis as { location?: { href: string } }).location?.href;

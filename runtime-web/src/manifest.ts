@@ -9,9 +9,6 @@ import { BundleError } from "./errors.js";
 import { FORMAT, FORMAT_VERSION, MANIFEST_NAME, MAX_MANIFEST_BYTES, MAX_PATH, type Manifest } from "./formats.js";
 import { manifest as schemaValidator } from "./generated/validators.js";
 
-export type { Component, FileEncoding, FileEntry, Manifest, SchedulerName, Target, TensorSpec } from "./formats.js";
-export type { Dtype } from "./formats.js";
-export { FORMAT, FORMAT_VERSION, MANIFEST_NAME, MAX_MANIFEST_BYTES };
 
 const SEGMENT = /^[A-Za-z0-9._-]+$/;
 

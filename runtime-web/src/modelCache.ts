@@ -15,7 +15,7 @@
 import { cacheHas, openCache, type CacheChoice, type ContentCache } from "./cache.js";
 import { UnsupportedError } from "./errors.js";
 import { fetchManifest } from "./fetch.js";
-import type { FileEntry, Manifest } from "./manifest.js";
+import type { FileEntry, Manifest } from "./formats.js";
 import { resolveModel, type ModelSpec, type ResolveOptions } from "./modelSpec.js";
 import { neededFiles } from "./variant.js";
 

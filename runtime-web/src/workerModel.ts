@@ -12,7 +12,7 @@ import { BundleError } from "./errors.js";
 import { fromWire, type EngineRequest, type EngineResponse, type LoadedModelInfo, type WorkerLoadOptions } from "./engineProtocol.js";
 import type { GpuInfo } from "./gpu.js";
 import type { LoadStats } from "./types.js";
-import type { Manifest } from "./manifest.js";
+import type { Manifest } from "./formats.js";
 import { parseModelSpec, type LockRecord, type ModelSpec } from "./modelSpec.js";
 import type { GeneratedImage, GenerateOptions, ModelLoadProgress } from "./types.js";
 

@@ -55,6 +55,11 @@ export type {
 } from "./types.js";
 export { SCHEDULER_NAMES, type FileEntry, type Manifest, type SchedulerName, type Target } from "./formats.js";
 
+// The GPU-free parts of the pipeline, each reproducing formats/ and the native pipeline.
+export { PromptTokenizer } from "./tokenizer.js";
+export { latents } from "./noise.js";
+export { createScheduler } from "./schedulers/index.js";
+
 // The GPU a model runs on (to bring your own device or backend).
 export { createWebGpuBackend, type GpuBackend, type GpuInfo } from "./gpu.js";
 

@@ -10,6 +10,7 @@
  */
 import { openCache } from "./cache.js";
 import { BundleError } from "./errors.js";
+import { fetchManifest } from "./fetch.js";
 import { COMPONENTS, MANIFEST_NAME, type ComponentName, type Manifest, type Target } from "./formats.js";
 import { createWebGpuBackend, type GpuBackend, type GpuComponent, type GpuInfo, type HostTensor } from "./gpu.js";
 import { float32ToHalf, halfToFloat32 } from "./half.js";
@@ -20,7 +21,6 @@ import { latents, parseSeed } from "./noise.js";
 import { Monotone } from "./progress.js";
 import { createScheduler } from "./schedulers/index.js";
 import { PromptTokenizer } from "./tokenizer.js";
-import { fetchManifest } from "./fetch.js";
 import type { GeneratedImage, GenerateOptions, LoadedBundle, LoadOptions, ModelLoadOptions } from "./types.js";
 import { neededFiles, pickVariant } from "./variant.js";
 import { collectingLoader, streamWeights } from "./weights.js";

@@ -14,10 +14,11 @@
  * hands each file over and forgets it (what `loadModel` uses to put weights on the GPU shard by
  * shard); `loadBundleFiles` keeps them all.
  *
- * Faults: see fetch.ts for retries. Files that fail verification are not retried. A cache that
- * cannot store a verified file (a full storage quota) does not fail the load: the file is used, a
- * warning is reported, and nothing of it is left in the cache. An aborted `signal` ends the load
- * with a `LoadAbortedError` (name "AbortError") naming the file, and nothing of that file is cached.
+ * Faults: HTTP 5xx answers and network errors are retried (fetch.ts); files that fail
+ * verification are not. A cache that cannot store a verified file (a full storage quota) does not
+ * fail the load: the file is used, a warning is reported, and nothing of it is left in the cache.
+ * An aborted `signal` ends the load with a `LoadAbortedError` (name "AbortError") naming the file,
+ * and nothing of that file is cached.
  */
 import { DecodePool, defaultConcurrency, defaultWorkers, type DecodeResult } from "./decodePool.js";
 import { aborted, type BundleSource, fetchBytes, fileUrl, manifestOf, messageOf } from "./fetch.js";

@@ -8,7 +8,7 @@
 import { responseError, WORKER_READY, type DecodeRequest, type DecodeResponse } from "./decodeProtocol.js";
 import { decodeVerified, type DecodeTimings, type VerifyLevel } from "./encoding.js";
 import { BundleError } from "./errors.js";
-import type { FileEntry } from "./manifest.js";
+import type { FileEntry } from "./formats.js";
 
 /** The part of a `Worker` the pool uses. */
 export interface WorkerLike {

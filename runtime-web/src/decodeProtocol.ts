@@ -4,7 +4,7 @@
  */
 import type { DecodeTimings, VerifyLevel } from "./encoding.js";
 import { BundleError } from "./errors.js";
-import type { FileEntry } from "./manifest.js";
+import type { FileEntry } from "./formats.js";
 
 /** What a worker posts once its module has loaded (before that, nothing is sent to it). */
 export const WORKER_READY = "sdpack-decode-worker-ready";

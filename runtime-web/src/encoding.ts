@@ -11,7 +11,7 @@ import { ZSTDDecoder } from "zstddec";
 
 import { BundleError, DAMAGED } from "./errors.js";
 import { sha256Hex } from "./hash.js";
-import type { FileEntry } from "./manifest.js";
+import type { FileEntry } from "./formats.js";
 
 const ZSTD_MAGIC = 0xfd2fb528;
 

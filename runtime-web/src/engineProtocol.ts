@@ -5,10 +5,10 @@
  */
 import { BundleError, LoadAbortedError, UnsupportedError } from "./errors.js";
 import type { GpuInfo } from "./gpu.js";
-import type { LoadStats, LoadWarning } from "./loader.js";
-import type { Manifest } from "./manifest.js";
+import type { LoadStats, LoadWarning } from "./types.js";
+import type { Manifest } from "./formats.js";
 import type { LockRecord } from "./modelSpec.js";
-import type { GeneratedImage, GenerateOptions, ModelLoadOptions, ModelLoadProgress } from "./pipeline.js";
+import type { GeneratedImage, GenerateOptions, ModelLoadOptions, ModelLoadProgress } from "./types.js";
 
 /** Load options that can cross to a worker: a cache by name, no functions, objects or signals. */
 export type WorkerLoadOptions = Pick<ModelLoadOptions, "endpoint" | "variant" | "verify" | "workers" | "concurrency"> & {

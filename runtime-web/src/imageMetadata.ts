@@ -8,7 +8,7 @@
  *   const png = await encodePng(image, imageMetadata(image.parameters));
  */
 import { RUNTIME_VERSION } from "./generated/version.js";
-import type { SchedulerName } from "./manifest.js";
+import type { SchedulerName } from "./formats.js";
 
 /** What `Software` says for images made in the browser. */
 export const SOFTWARE = `sdpack runtime-web ${RUNTIME_VERSION}`;

@@ -1,98 +1,21 @@
 /**
- * manifest.json: its types, the JSON Schema check (formats/manifest.schema.json, copied in at
- * build time) and the rules the schema cannot say (formats/README.md "Paths", "Versioning").
+ * manifest.json: the JSON Schema check (formats/manifest.schema.json, compiled at build time into
+ * a standalone validator) and the rules the schema cannot say (formats/README.md "Paths",
+ * "Versioning"). Its types are generated from the schema too (formats.ts).
  */
-import { Ajv2020, type ErrorObject } from "ajv/dist/2020.js";
+import type { ErrorObject } from "ajv";
 
 import { BundleError } from "./errors.js";
-import { manifestSchema } from "./generated/manifestSchema.js";
+import { FORMAT, FORMAT_VERSION, MANIFEST_NAME, MAX_MANIFEST_BYTES, MAX_PATH, type Manifest } from "./formats.js";
+import { manifest as schemaValidator } from "./generated/validators.js";
 
-export const FORMAT = "sdpack.bundle";
-export const FORMAT_VERSION = 1;
-export const MANIFEST_NAME = "manifest.json";
-export const MAX_MANIFEST_BYTES = 16 << 20;
-const MAX_PATH = 512;
+
 const SEGMENT = /^[A-Za-z0-9._-]+$/;
 
-export type Dtype = "float32" | "float16" | "int32" | "int64" | "uint8";
-export type SchedulerName = "dpm++" | "euler" | "euler-a" | "ddim" | "pndm";
-
-export interface TensorSpec {
-  name: string;
-  shape: number[];
-  dtype: string;
-}
-
-export interface Component {
-  /** The component's tensor-cache.json. */
-  weights: string;
-  /** Parameter names in the order the compiled function takes them after its inputs. */
-  params: string[];
-  inputs: TensorSpec[];
-  outputs?: TensorSpec[];
-}
-
-export interface Target {
-  kind: "llvm" | "cuda" | "webgpu" | "metal" | "vulkan" | "opencl" | "rocm";
-  dtype: "float32" | "float16";
-  target: Record<string, unknown>;
-  libs: Record<string, string>;
-  signature?: string;
-  tuning_db_sha256?: string | null;
-  requirements: {
-    features?: string[];
-    arch?: string;
-    max_buffer_bytes?: number;
-    estimated_memory_bytes?: number;
-  };
-}
-
-export interface FileEncoding {
-  compression: "zstd";
-  shuffle?: 2 | 4;
-  raw_size: number;
-  raw_sha256: string;
-}
-
-export interface FileEntry {
-  path: string;
-  size: number;
-  sha256: string;
-  encoding?: FileEncoding;
-}
-
-export interface Manifest {
-  format: typeof FORMAT;
-  format_version: typeof FORMAT_VERSION;
-  model: { id: string; version: string; license: string; base_model?: string; description?: string };
-  source: { name: string; format: string; sha256: string; revision?: string };
-  architecture: {
-    family: "sd1";
-    signature: string;
-    prediction_type: "epsilon" | "v_prediction";
-    configs: Record<string, Record<string, unknown>>;
-    latent: { channels: number; height: number; width: number; scaling_factor: number; vae_scale: number };
-  };
-  dtype: "float32" | "float16";
-  components: Record<string, Component>;
-  targets: Record<string, Target>;
-  tokenizer: {
-    files: string[];
-    max_length: number;
-    pad_token_id?: number;
-    bos_token_id?: number;
-    eos_token_id?: number;
-  };
-  scheduler: { default: SchedulerName; steps: number; guidance: number; config: Record<string, unknown> };
-  noise: { generator: "philox4x32-10/box-muller"; version: 1 };
-  generator: Record<string, string | number>;
-  files: FileEntry[];
-}
-
-let validator: ReturnType<Ajv2020["compile"]> | undefined;
+/** The schema's standalone validator (generated code: no `new Function` at run time). */
+const validator = schemaValidator as ((doc: unknown) => boolean) & { errors?: ErrorObject[] | null };
 
 function validate(doc: unknown): ErrorObject[] {
-  validator ??= new Ajv2020({ allErrors: false, strict: false }).compile(manifestSchema);
   return validator(doc) ? [] : (validator.errors ?? []);
 }
 
@@ -179,14 +102,21 @@ function checkReferences(m: Manifest, where: string): void {
   const listed = new Set(paths);
   if (listed.size !== paths.length) throw new BundleError(`${where}: a file is listed twice`, { file: where });
   if (listed.has(MANIFEST_NAME)) throw new BundleError(`${where}: manifest.json must not list itself`, { file: where });
-  const refs = [
+  for (const ref of referencedPaths(m)) {
+    if (!listed.has(ref)) throw new BundleError(`${where}: ${ref} is referenced but not listed in files`, { file: where });
+  }
+}
+
+/**
+ * The files the manifest names outside `files`: each component's tensor index, each target's
+ * libraries and the tokenizer's files. The rest of `files` are the weight shards the indexes list.
+ */
+export function referencedPaths(m: Manifest): Set<string> {
+  return new Set([
     ...Object.values(m.components).map((c) => c.weights),
     ...Object.values(m.targets).flatMap((t) => Object.values(t.libs)),
     ...m.tokenizer.files,
-  ];
-  for (const ref of refs) {
-    if (!listed.has(ref)) throw new BundleError(`${where}: ${ref} is referenced but not listed in files`, { file: where });
-  }
+  ]);
 }
 
 /** Parse and validate manifest bytes (or text). Errors name `where`. */

@@ -14,10 +14,10 @@
  */
 import { cacheHas, openCache, type CacheChoice, type ContentCache } from "./cache.js";
 import { UnsupportedError } from "./errors.js";
-import { fetchManifest } from "./loader.js";
-import type { FileEntry, Manifest } from "./manifest.js";
+import { fetchManifest } from "./fetch.js";
+import type { FileEntry, Manifest } from "./formats.js";
 import { resolveModel, type ModelSpec, type ResolveOptions } from "./modelSpec.js";
-import { neededFiles } from "./pipeline.js";
+import { neededFiles } from "./variant.js";
 
 export interface ModelCacheOptions extends ResolveOptions {
   /** The cache to look in (as `loadModel` takes it; default the Cache API). */

@@ -10,21 +10,15 @@
  *   // https://huggingface.co/sdpack/tiny-sd/resolve/<commit>/manifest.json
  */
 import { BundleError } from "./errors.js";
-import { manifestSchema } from "./generated/manifestSchema.js";
-import { hubManifestUrl, resolveBundleUrl } from "./loader.js";
+import { hubManifestUrl, resolveBundleUrl } from "./fetch.js";
+import { COMMIT_PATTERN, REPO_ID_PATTERN, SEMVER_PATTERN, type LockRecord } from "./formats.js";
+import { lockManifest } from "./lock.js";
+
+export type { LockRecord };
+export { lockManifest };
 
 /** The Hub `loadModel` resolves `ORG/NAME@…` specs on unless told otherwise. */
 export const HUB_ENDPOINT = "https://huggingface.co";
-
-/** A lock record (manifests/lock.schema.json), as `packer resolve --lock-out` writes it. */
-export interface LockRecord {
-  lock_version: 1;
-  repo: string;
-  version: string;
-  commit: string;
-  manifest_sha256: string;
-  endpoint: string;
-}
 
 /** A model as `loadModel`, `hasModelInCache` and `deleteModelFromCache` take it. */
 export type ModelSpec = string | URL | LockRecord;
@@ -54,11 +48,9 @@ export interface ResolveOptions {
   signal?: AbortSignal;
 }
 
-const COMMIT = /^[0-9a-f]{40}$/;
-const SHA256 = /^[0-9a-f]{64}$/;
-const defs = manifestSchema.$defs as Record<string, { pattern: string }>;
-const REPO_ID = new RegExp(defs.repo_id.pattern);
-const SEMVER = new RegExp(defs.semver.pattern);
+const COMMIT = new RegExp(COMMIT_PATTERN);
+const REPO_ID = new RegExp(REPO_ID_PATTERN);
+const SEMVER = new RegExp(SEMVER_PATTERN);
 /** Strings read as URLs: absolute (`https://…`), or relative to the page only when they say so. */
 const URL_LIKE = /^([a-z][a-z0-9+.-]*:\/\/|\/|\.\.?\/)/i;
 
@@ -74,18 +66,6 @@ function badSpec(spec: string, why: string): BundleError {
 /** `ORG/NAME` as the Hub accepts it (the manifest schema's pattern; no `--` or `..`, which the Hub refuses). */
 function isRepoId(repo: string): boolean {
   return REPO_ID.test(repo) && !repo.includes("--") && !repo.includes("..");
-}
-
-/** The manifest URL and pinned manifest sha256 of a lock record. */
-export function lockManifest(lock: LockRecord): { url: string; manifestSha256: string } {
-  const bad = (why: string) => new BundleError(`lock record: ${why}`, { hint: "write it with `packer resolve --lock-out`" });
-  if (typeof lock !== "object" || lock === null) throw bad("not an object");
-  if (lock.lock_version !== 1) throw bad(`unknown lock_version ${JSON.stringify(lock.lock_version)}`);
-  if (typeof lock.repo !== "string" || !/^[^/\s]+\/[^/\s]+$/.test(lock.repo)) throw bad("repo must be ORG/NAME");
-  if (typeof lock.commit !== "string" || !COMMIT.test(lock.commit)) throw bad("commit must be a 40-hex commit sha");
-  if (typeof lock.manifest_sha256 !== "string" || !SHA256.test(lock.manifest_sha256)) throw bad("manifest_sha256 must be 64 hex digits");
-  if (typeof lock.endpoint !== "string" || !/^https?:\/\//.test(lock.endpoint)) throw bad("endpoint must be an http(s) URL");
-  return { url: hubManifestUrl(lock.repo, lock.commit, lock.endpoint), manifestSha256: lock.manifest_sha256 };
 }
 
 /**

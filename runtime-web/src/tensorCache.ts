@@ -3,11 +3,12 @@
  * checks (every record inside its shard, shape × dtype = nbytes) and typed views per tensor.
  */
 import { BundleError, DAMAGED } from "./errors.js";
-import { checkPath, type Dtype } from "./manifest.js";
+import { DTYPE_SIZES, type Dtype } from "./formats.js";
+import { checkPath } from "./manifest.js";
+
+export { DTYPE_SIZES };
 
 export const INDEX_NAME = "tensor-cache.json";
-
-export const DTYPE_SIZES: Record<Dtype, number> = { float32: 4, float16: 2, int32: 4, int64: 8, uint8: 1 };
 
 export interface TensorRecord {
   name: string;
@@ -74,7 +75,7 @@ function checkRecord(rec: TensorRecord, shard: ShardRecord, names: Set<string>, 
   const label = `tensor ${JSON.stringify(rec.name)}`;
   if (names.has(rec.name)) throw bad(`${label} is listed twice`);
   names.add(rec.name);
-  const size = DTYPE_SIZES[rec.dtype];
+  const size: number | undefined = DTYPE_SIZES[rec.dtype];
   if (size === undefined || !Object.hasOwn(DTYPE_SIZES, rec.dtype)) throw bad(`${label} has unsupported dtype ${JSON.stringify(rec.dtype)}`);
   if (!Array.isArray(rec.shape) || !rec.shape.every((d) => isInt(d) && d >= 0)) throw bad(`${label} has a malformed shape`);
   const count = rec.shape.reduce((a, b) => a * b, 1);

@@ -7,7 +7,7 @@
 import { Tokenizer } from "@huggingface/tokenizers";
 
 import { BundleError } from "./errors.js";
-import type { Manifest } from "./manifest.js";
+import { TEXT_MAX_LENGTH, type Manifest } from "./formats.js";
 
 export interface PromptTokenizerOptions {
   maxLength?: number;
@@ -53,7 +53,7 @@ export class PromptTokenizer {
     }
     this.tokenizer = new Tokenizer(json, {});
     this.lower = lowercases(json.normalizer);
-    this.maxLength = options.maxLength ?? 77;
+    this.maxLength = options.maxLength ?? TEXT_MAX_LENGTH;
     this.padTokenId = options.padTokenId ?? 0;
   }
 

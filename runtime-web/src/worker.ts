@@ -12,7 +12,7 @@
 import { UnsupportedError } from "./errors.js";
 import { toWire, type EngineRequest, type EngineResponse } from "./engineProtocol.js";
 import type { GpuBackend } from "./gpu.js";
-import { loadModel, type Pipeline } from "./pipeline.js";
+import { loadModel, type Pipeline } from "./engine.js";
 
 /** The part of a worker's global scope the handler uses. */
 export interface MessageScope {

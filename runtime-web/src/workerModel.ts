@@ -11,10 +11,10 @@
 import { BundleError } from "./errors.js";
 import { fromWire, type EngineRequest, type EngineResponse, type LoadedModelInfo, type WorkerLoadOptions } from "./engineProtocol.js";
 import type { GpuInfo } from "./gpu.js";
-import type { LoadStats } from "./loader.js";
-import type { Manifest } from "./manifest.js";
+import type { LoadStats } from "./types.js";
+import type { Manifest } from "./formats.js";
 import { parseModelSpec, type LockRecord, type ModelSpec } from "./modelSpec.js";
-import type { GeneratedImage, GenerateOptions, ModelLoadProgress } from "./pipeline.js";
+import type { GeneratedImage, GenerateOptions, ModelLoadProgress } from "./types.js";
 
 /** The part of a `Worker` the page's side uses. */
 export interface EngineWorker {

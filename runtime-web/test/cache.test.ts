@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { BrowserCache, MemoryCache } from "../src/index.js";
+import { BrowserCache, MemoryCache } from "../src/cache.js";
 
 /** The part of the Cache API BrowserCache uses, over a Map (node 20 has Response but no caches). */
 class FakeCacheStorage {

@@ -7,7 +7,10 @@ import { createHash } from "node:crypto";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 
-import { float32ToHalf, halfToFloat32, parseManifest, type GpuBackend, type GpuComponent, type GpuInfo, type HostTensor, type Manifest } from "../src/index.js";
+import type { Manifest } from "../src/formats.js";
+import type { GpuBackend, GpuComponent, GpuInfo, HostTensor } from "../src/gpu.js";
+import { float32ToHalf, halfToFloat32 } from "../src/half.js";
+import { parseManifest } from "../src/manifest.js";
 import { bundleCopy } from "./helpers.js";
 
 export const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");

@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import { join, normalize, sep } from "node:path";
 import { fileURLToPath } from "node:url";
 
-import { BundleError } from "../src/index.js";
+import { BundleError } from "../src/errors.js";
 
 /** formats/testdata (tests run from dist-test/test/). */
 export const TESTDATA = fileURLToPath(new URL("../../../formats/testdata/", import.meta.url));

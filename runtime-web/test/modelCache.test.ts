@@ -3,7 +3,10 @@ import assert from "node:assert/strict";
 import { rmSync } from "node:fs";
 import { test } from "node:test";
 
-import { deleteModelFromCache, hasModelInCache, loadBundleFiles, loadModel, MemoryCache, openCache } from "../src/index.js";
+import { MemoryCache, openCache } from "../src/cache.js";
+import { loadModel } from "../src/engine.js";
+import { deleteModelFromCache, hasModelInCache } from "../src/modelCache.js";
+import { loadBundleFiles } from "../src/stream.js";
 import { extendedBundle, fakeBackend } from "./fakeModel.js";
 import { serve, serveHub } from "./helpers.js";
 

@@ -2,7 +2,8 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 
-import { BundleError, commitInUrl, parseModelSpec, resolveModel, resolveRevision } from "../src/index.js";
+import { BundleError } from "../src/errors.js";
+import { commitInUrl, parseModelSpec, resolveModel, resolveRevision } from "../src/modelSpec.js";
 import { serveHub, TESTDATA } from "./helpers.js";
 
 const COMMIT = "0123456789abcdef0123456789abcdef01234567";

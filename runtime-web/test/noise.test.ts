@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { test } from "node:test";
 
-import { latents, parseSeed, philox4x32_10, standardNormal, uint32Stream } from "../src/index.js";
+import { latents, parseSeed, philox4x32_10, standardNormal, uint32Stream } from "../src/noise.js";
 import { f32bits, readJson } from "./helpers.js";
 
 const vectors = readJson("noise.json");

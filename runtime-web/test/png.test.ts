@@ -3,7 +3,8 @@ import assert from "node:assert/strict";
 import { inflateSync } from "node:zlib";
 import { describe, test } from "node:test";
 
-import { crc32, encodePng, imageMetadata, numberText, parametersText, type GenerationParameters } from "../src/index.js";
+import { type GenerationParameters, imageMetadata, numberText, parametersText } from "../src/imageMetadata.js";
+import { crc32, encodePng } from "../src/png.js";
 
 interface Chunk {
   type: string;

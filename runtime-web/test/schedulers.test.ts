@@ -1,7 +1,10 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { createScheduler, latents, SCHEDULER_NAMES, type SchedulerName, UnsupportedError } from "../src/index.js";
+import { UnsupportedError } from "../src/errors.js";
+import type { SchedulerName } from "../src/formats.js";
+import { latents } from "../src/noise.js";
+import { createScheduler, SCHEDULER_NAMES } from "../src/schedulers/index.js";
 import { readJson } from "./helpers.js";
 
 interface Case {

@@ -1,45 +1,33 @@
 /**
- * The streaming loader: the fast unshuffle against the spec's byte loop, the `verify` levels, the
- * decode-worker protocol (driven in-process: node has no Web Workers, so a stand-in runs the
- * worker's own handler with real transfers), the fallback to the calling thread, and
- * `loadModel` streaming shards into a backend's component loaders.
+ * stream.ts: the golden bundle loaded over HTTP and from the cache, tampered bundles refused
+ * naming the file, the `verify` levels, cache writes one at a time, and faults (failed checks
+ * not retried, a full storage quota, aborts) after which the cache holds nothing bad.
  */
 import assert from "node:assert/strict";
-import { createHash, randomBytes } from "node:crypto";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { createHash, } from "node:crypto";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { describe, test } from "node:test";
+import { after, before, describe, test } from "node:test";
 
-import { handleDecodeRequest, SpareBuffers, WORKER_READY, type DecodeRequest, type DecodeResponse } from "../src/decodeProtocol.js";
-import {
-  decodeShard,
-  defaultConcurrency,
-  defaultWorkers,
-  decodeVerified,
-  halfToFloat32,
-  loadBundleFiles,
-  loadModel,
-  MemoryCache,
-  streamBundleFiles,
-  unshuffle,
-  unshuffleInto,
-  unshuffleReference,
-  type ComponentLoader,
-  type FileEntry,
-  type GpuBackend,
-  type GpuComponent,
-  type HostTensor,
-  type LoadOptions,
-  type WorkerLike,
-} from "../src/index.js";
-import { bundleCopy, bundleError, serve, TESTDATA } from "./helpers.js";
+import { MemoryCache } from "../src/cache.js";
+import type { WorkerLike } from "../src/decodePool.js";
+import { type DecodeRequest, type DecodeResponse, handleDecodeRequest, SpareBuffers, WORKER_READY } from "../src/decodeProtocol.js";
+import { decodeShard, decodeVerified, } from "../src/encoding.js";
+import { type BundleError, LoadAbortedError } from "../src/errors.js";
+import type { FileEntry } from "../src/formats.js";
+import { loadBundleFiles, } from "../src/stream.js";
+import { PromptTokenizer } from "../src/tokenizer.js";
+import type { LoadOptions } from "../src/types.js";
 
-const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
-const BASE = "https://hub.test/org/golden/resolve/0123abc/";
+import { assertVerified, BASE, cleanLoadWorks, fakeHub, FAST, type Fault, FILES, halfThen, listedSha, manifest, OTHER, QuotaCache, SHARD, unavailable } from "./faultyHub.js";
+import { bundleCopy, bundleError, type FileServer, readJson, serve, TESTDATA } from "./helpers.js";
+
+const expected = readJson("expected.json");
+const sha256 = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
 const manifestText = readFileSync(join(TESTDATA, "bundle", "manifest.json"), "utf8");
+const goldenManifest = JSON.parse(manifestText);
+const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
 const golden = JSON.parse(manifestText) as { files: FileEntry[] };
-const SHARD = "weights/unet/params_shard_1.bin.zst";
-
 /** A fetch over the golden bundle (the manifest optionally edited), recording requests. */
 function hub(editManifest?: (m: { files: FileEntry[] }) => void, editFile?: (path: string, body: Uint8Array) => Uint8Array) {
   const m = JSON.parse(manifestText);
@@ -56,42 +44,224 @@ function hub(editManifest?: (m: { files: FileEntry[] }) => void, editFile?: (pat
   };
   return { fetch: fetch as typeof globalThis.fetch, requests, manifest: m as { files: FileEntry[] } };
 }
-
 /** Every file of a load verified (decoded files against raw_sha256). */
 function assertGolden(files: Map<string, Uint8Array>) {
   assert.equal(files.size, golden.files.length);
   for (const f of golden.files) assert.equal(sha(files.get(f.path)!), f.encoding ? f.encoding.raw_sha256 : f.sha256, f.path);
 }
+/**
+ * A Web Worker stand-in: runs the decode worker's own handler (decodeProtocol.ts) on a later
+ * task, with messages passed through structuredClone and the transfer lists, so a transferred
+ * buffer is detached on the sender's side exactly as postMessage does.
+ */
+class InProcessWorker implements WorkerLike {
+  static started: InProcessWorker[] = [];
+  private listeners: Record<string, ((event: any) => void)[]> = { message: [], error: [], messageerror: [] };
+  requests = 0;
+  given = 0;
+  terminated = false;
+  private readonly spare = new SpareBuffers(3);
 
-describe("unshuffle", () => {
-  test("the word-wise unshuffle equals the spec's byte loop: every k, length and alignment", () => {
-    const data = new Uint8Array(randomBytes(4096 + 64));
-    for (const k of [1, 2, 3, 4, 8]) {
-      for (let len = 0; len <= 80; len++) {
-        for (const offset of [0, 1, 2, 4]) {
-          const src = data.subarray(offset, offset + len);
-          const want = unshuffleReference(src, k);
-          assert.deepEqual(unshuffle(src, k), want, `k=${k} len=${len} offset=${offset}`);
-          const dst = new Uint8Array(len + offset).subarray(offset);
-          assert.deepEqual(unshuffleInto(src, k, dst), want, `into: k=${k} len=${len} offset=${offset}`);
-        }
+  constructor(private readonly mode: "ok" | "failToStart" | "crash" = "ok") {
+    InProcessWorker.started.push(this);
+    setTimeout(() => (mode === "failToStart" ? this.emit("error", { message: "worker script 404" }) : this.emit("message", { data: WORKER_READY })));
+  }
+
+  private emit(type: string, event: unknown) {
+    if (!this.terminated) for (const l of this.listeners[type]) l(event);
+  }
+
+  postMessage(message: DecodeRequest, transfer: Transferable[]): void {
+    const req = structuredClone(message, { transfer: transfer as ArrayBuffer[] });
+    this.requests += 1;
+    this.given += req.give?.length ?? 0;
+    setTimeout(async () => {
+      if (this.mode === "crash") return this.emit("error", { message: "out of memory" });
+      const { response, transfer: back } = await handleDecodeRequest(req, decodeVerified, this.spare);
+      this.emit("message", { data: structuredClone(response, { transfer: back as ArrayBuffer[] }) as DecodeResponse });
+    });
+  }
+
+  addEventListener(type: string, listener: (event: any) => void): void {
+    this.listeners[type].push(listener);
+  }
+
+  terminate(): void {
+    this.terminated = true;
+  }
+}
+const withWorkers = (mode: "ok" | "failToStart" | "crash" = "ok", workers = 2): LoadOptions => ({
+  workers,
+  createWorker: () => new InProcessWorker(mode),
+});
+
+describe("golden bundle over HTTP", () => {
+  let server: FileServer;
+  before(async () => {
+    server = await serve(join(TESTDATA, "bundle"), "/org/golden/resolve/0123abc/");
+  });
+  after(() => server.close());
+
+  test("every file and tensor matches expected.json", async () => {
+    const events: number[] = [];
+    const b = await loadBundleFiles(`${server.url}manifest.json`, { onProgress: (p) => events.push(p.loadedBytes) });
+    assert.equal(sha256(new TextEncoder().encode(manifestText)), expected.manifest_sha256);
+    for (const [path, sha] of Object.entries(expected.files)) {
+      const entry = b.manifest.files.find((f) => f.path === path)!;
+      assert.equal(entry.sha256, sha);
+      assert.equal(sha256(b.files.get(path)!), entry.encoding ? entry.encoding.raw_sha256 : sha, path);
+    }
+    let count = 0;
+    for (const [component, tensors] of Object.entries(b.tensors)) {
+      assert.deepEqual([...tensors.keys()], b.manifest.components[component].params);
+      for (const [name, tensor] of tensors) {
+        const want = expected.tensors[`${component}/${name}`];
+        assert.equal(tensor.dtype, want.dtype);
+        assert.deepEqual(tensor.shape, want.shape);
+        assert.equal(sha256(tensor.bytes), want.sha256, `${component}/${name}`);
+        assert.equal(tensor.data.length, want.shape.reduce((a: number, d: number) => a * d, 1));
+        count += 1;
       }
     }
+    assert.equal(count, Object.keys(expected.tensors).length);
+    const total = b.manifest.files.reduce((a, f) => a + f.size, 0);
+    assert.equal(events.at(-1), total);
+    const tok = PromptTokenizer.fromBundle(b.manifest, b.files);
+    assert.deepEqual([...tok.encode("")].slice(0, 3), [689, 690, 690]);
   });
 
-  test("large buffers, word path and fallbacks (planes not 4-byte aligned) alike", () => {
-    for (const k of [2, 4]) {
-      for (const len of [1 << 20, (1 << 20) + 8, (1 << 20) + 3, (1 << 20) + 2 * k, 1000002]) {
-        const src = new Uint8Array(randomBytes(len));
-        assert.equal(sha(unshuffle(src, k)), sha(unshuffleReference(src, k)), `k=${k} len=${len}`);
-      }
+  test("a second load is served from the cache: only the manifest is fetched", async () => {
+    const cache = new MemoryCache();
+    const start = server.requests.length;
+    const first = await loadBundleFiles(server.url, { cache });
+    const fetchedFirst = server.requests.length - start;
+    assert.equal(fetchedFirst, 1 + first.manifest.files.length);
+    assert.equal(cache.entries.size, first.manifest.files.length);
+    const fromCache: boolean[] = [];
+    const second = await loadBundleFiles(server.url, { cache, onProgress: (p) => p.fileDone && fromCache.push(p.fromCache) });
+    assert.deepEqual(server.requests.slice(start + fetchedFirst), ["/org/golden/resolve/0123abc/manifest.json"]);
+    assert.ok(fromCache.length === first.manifest.files.length && fromCache.every(Boolean));
+    for (const [path, bytes] of first.files) assert.deepEqual(second.files.get(path), bytes);
+  });
+
+  test("a damaged cache entry is dropped and fetched again", async () => {
+    const cache = new MemoryCache();
+    await loadBundleFiles(server.url, { cache });
+    const entry = goldenManifest.files.find((f: FileEntry) => f.path.endsWith("params_shard_1.bin.zst"));
+    cache.entries.get(entry.sha256)![10] ^= 0xff;
+    const start = server.requests.length;
+    await loadBundleFiles(server.url, { cache });
+    assert.deepEqual(server.requests.slice(start).map((p) => p.split("/0123abc/")[1]), ["manifest.json", entry.path]);
+    assert.equal(sha256(cache.entries.get(entry.sha256)!), entry.sha256);
+  });
+
+  test("a missing file is an HTTP error naming it", async () => {
+    const err = await bundleError(loadBundleFiles(`${server.url.replace("0123abc", "nope")}manifest.json`));
+    assert.equal(err.file, "manifest.json");
+    assert.match(err.message, /HTTP 404/);
+  });
+
+  test("a pinned manifest sha256 is enforced", async () => {
+    await loadBundleFiles(server.url, { manifestSha256: expected.manifest_sha256 });
+    const err = await bundleError(loadBundleFiles(server.url, { manifestSha256: "0".repeat(64) }));
+    assert.match(err.message, /^manifest\.json: sha256 differs/);
+  });
+});
+
+describe("tampered bundles are refused, naming the file, and nothing bad is cached", () => {
+  async function tampered(edit: (dir: string) => void) {
+    const copy = bundleCopy();
+    edit(copy.dir);
+    const server = await serve(copy.dir);
+    const cache = new MemoryCache();
+    try {
+      const err = await bundleError(loadBundleFiles(`${server.url}manifest.json`, { cache, concurrency: 1 }));
+      return { err, cache, requests: [...server.requests] };
+    } finally {
+      await server.close();
+      copy.remove();
     }
+  }
+  const editManifest = (dir: string, f: (m: any) => void) => {
+    const m = JSON.parse(readFileSync(join(dir, "manifest.json"), "utf8"));
+    f(m);
+    writeFileSync(join(dir, "manifest.json"), JSON.stringify(m));
+  };
+  const assertCacheClean = (cache: MemoryCache) => {
+    for (const [sha, bytes] of cache.entries) assert.equal(sha256(bytes), sha, "every cached entry verifies");
+  };
+
+  test("a flipped byte in a shard", async () => {
+    const path = "weights/unet/params_shard_1.bin.zst";
+    const { err, cache } = await tampered((dir) => {
+      const b = readFileSync(join(dir, path));
+      b[100] ^= 0x01;
+      writeFileSync(join(dir, path), b);
+    });
+    assert.equal(err.file, path);
+    assert.match(err.message, /^weights\/unet\/params_shard_1\.bin\.zst: sha256 mismatch/);
+    const entry = goldenManifest.files.find((f: FileEntry) => f.path === path);
+    assert.equal(cache.entries.has(entry.sha256), false);
+    assertCacheClean(cache);
   });
 
-  test("a known answer, and a destination of the wrong size is refused", () => {
-    // float16 1.0 (0x3c00) and 2.0 (0x4000), shuffled: low bytes 00 00, then high bytes 3c 40
-    assert.deepEqual([...unshuffle(Uint8Array.from([0, 0, 0, 0, 0x3c, 0x40, 0x3c, 0x40]), 2)], [0, 0x3c, 0, 0x40, 0, 0x3c, 0, 0x40]);
-    assert.throws(() => unshuffleInto(new Uint8Array(8), 2, new Uint8Array(7)), RangeError);
+  test("a flipped hex digit of a file's sha256 in the manifest", async () => {
+    const { err, cache } = await tampered((dir) =>
+      editManifest(dir, (m) => {
+        const f = m.files.find((x: FileEntry) => x.path === "tokenizer/tokenizer.json");
+        f.sha256 = (f.sha256[0] === "0" ? "1" : "0") + f.sha256.slice(1);
+      }),
+    );
+    assert.equal(err.file, "tokenizer/tokenizer.json");
+    assertCacheClean(cache);
+    assert.equal(cache.entries.size < goldenManifest.files.length, true);
+  });
+
+  test("a manifest byte flipped into invalid JSON", async () => {
+    const { err, cache, requests } = await tampered((dir) => {
+      const b = readFileSync(join(dir, "manifest.json"));
+      b[0] ^= 0x20;
+      writeFileSync(join(dir, "manifest.json"), b);
+    });
+    assert.equal(err.file, "manifest.json");
+    assert.match(err.message, /not valid JSON/);
+    assert.equal(requests.length, 1);
+    assert.equal(cache.entries.size, 0);
+  });
+
+  test("a path with '..'", async () => {
+    const { err, cache, requests } = await tampered((dir) =>
+      editManifest(dir, (m) => {
+        m.files[0].path = "tokenizer/../../secret";
+      }),
+    );
+    assert.match(err.message, /^manifest\.json: files\[0\]: path "tokenizer\/\.\.\/\.\.\/secret" has an empty, '\.' or '\.\.' segment/);
+    assert.equal(requests.length, 1, "nothing but the manifest was fetched");
+    assert.equal(cache.entries.size, 0);
+  });
+
+  test("an unknown format_version", async () => {
+    const { err, cache, requests } = await tampered((dir) =>
+      editManifest(dir, (m) => {
+        m.format_version = 2;
+      }),
+    );
+    assert.equal(err.file, "manifest.json");
+    assert.match(err.message, /unknown format_version 2/);
+    assert.match(err.hint!, /upgrade/);
+    assert.equal(requests.length, 1);
+    assert.equal(cache.entries.size, 0);
+  });
+
+  test("a shard whose raw_size the zstd frame contradicts (checked before decompressing)", async () => {
+    const path = "weights/unet/params_shard_2.bin.zst";
+    const { err } = await tampered((dir) =>
+      editManifest(dir, (m) => {
+        m.files.find((x: FileEntry) => x.path === path).encoding.raw_size = 1 << 30;
+      }),
+    );
+    assert.equal(err.file, path);
+    assert.match(err.message, /zstd frame declares 1152 bytes, manifest says 1073741824/);
   });
 });
 
@@ -139,53 +309,6 @@ describe("verify levels", () => {
   });
 });
 
-/**
- * A Web Worker stand-in: runs the decode worker's own handler (decodeProtocol.ts) on a later
- * task, with messages passed through structuredClone and the transfer lists, so a transferred
- * buffer is detached on the sender's side exactly as postMessage does.
- */
-class InProcessWorker implements WorkerLike {
-  static started: InProcessWorker[] = [];
-  private listeners: Record<string, ((event: any) => void)[]> = { message: [], error: [], messageerror: [] };
-  requests = 0;
-  given = 0;
-  terminated = false;
-  private readonly spare = new SpareBuffers(3);
-
-  constructor(private readonly mode: "ok" | "failToStart" | "crash" = "ok") {
-    InProcessWorker.started.push(this);
-    setTimeout(() => (mode === "failToStart" ? this.emit("error", { message: "worker script 404" }) : this.emit("message", { data: WORKER_READY })));
-  }
-
-  private emit(type: string, event: unknown) {
-    if (!this.terminated) for (const l of this.listeners[type]) l(event);
-  }
-
-  postMessage(message: DecodeRequest, transfer: Transferable[]): void {
-    const req = structuredClone(message, { transfer: transfer as ArrayBuffer[] });
-    this.requests += 1;
-    this.given += req.give?.length ?? 0;
-    setTimeout(async () => {
-      if (this.mode === "crash") return this.emit("error", { message: "out of memory" });
-      const { response, transfer: back } = await handleDecodeRequest(req, decodeVerified, this.spare);
-      this.emit("message", { data: structuredClone(response, { transfer: back as ArrayBuffer[] }) as DecodeResponse });
-    });
-  }
-
-  addEventListener(type: string, listener: (event: any) => void): void {
-    this.listeners[type].push(listener);
-  }
-
-  terminate(): void {
-    this.terminated = true;
-  }
-}
-
-const withWorkers = (mode: "ok" | "failToStart" | "crash" = "ok", workers = 2): LoadOptions => ({
-  workers,
-  createWorker: () => new InProcessWorker(mode),
-});
-
 test("cache writes go one at a time (a quota is enforced file by file), while files load concurrently", async () => {
   let inFlight = 0;
   let most = 0;
@@ -203,251 +326,123 @@ test("cache writes go one at a time (a quota is enforced file by file), while fi
   assert.equal(most, 1);
 });
 
-describe("decode workers", () => {
-  test("defaults by core count: workers one per core beyond the page's, 2..8; files in flight 4, or one per worker", () => {
-    const had = Object.getOwnPropertyDescriptor(globalThis, "navigator");
-    const at = (cores: number | undefined) => {
-      Object.defineProperty(globalThis, "navigator", { value: cores === undefined ? undefined : { hardwareConcurrency: cores }, configurable: true });
-      return [defaultWorkers(), defaultConcurrency()];
-    };
-    try {
-      assert.deepEqual(at(undefined), [2, 4]);
-      assert.deepEqual(at(2), [2, 4]);
-      assert.deepEqual(at(4), [3, 4]);
-      assert.deepEqual(at(6), [5, 5]);
-      assert.deepEqual(at(16), [8, 8]);
-      assert.deepEqual(at(128), [8, 8]);
-    } finally {
-      if (had) Object.defineProperty(globalThis, "navigator", had);
-      else delete (globalThis as { navigator?: unknown }).navigator;
-    }
-    assert.equal(defaultConcurrency(1), 4);
-  });
+describe("failed checks are not retried", () => {
+  const cases: [string, Fault, RegExp][] = [
+    ["a truncated body", (_n, body) => new Response(body.slice(0, body.length - 100)), new RegExp(`^${SHARD}: size \\d+ != \\d+ in the manifest$`)],
+    ["another file's bytes of the right length", (_n, body) => {
+      const other = FILES.get("tokenizer/tokenizer.json")!.slice(0, body.length);
+      return new Response(other);
+    }, new RegExp(`^${SHARD}: sha256 mismatch$`)],
+    ["a body larger than the manifest says", (_n, body) => new Response(new Uint8Array(body.length + 1)), /larger than the \d+ bytes expected/],
+  ];
+  for (const [name, fault, message] of cases) {
+    test(name, async () => {
+      const hub = fakeHub({ [SHARD]: fault });
+      const cache = new MemoryCache();
+      const err = await bundleError(loadBundleFiles(BASE, { fetch: hub.fetch, cache, retry: FAST }));
+      assert.match(err.message, message);
+      assert.equal(err.file, SHARD);
+      assert.match(err.hint!, /damaged or was tampered with/);
+      assert.equal(hub.count(SHARD), 1);
+      assert.ok(!cache.entries.has(listedSha(SHARD)));
+      await cleanLoadWorks(cache, [SHARD]);
+    });
+  }
+});
 
-  test("without a concurrency, files in flight follow the workers asked for", async () => {
-    let inFlight = 0;
-    let most = 0;
-    const base = hub().fetch;
-    const fetch = async (url: RequestInfo | URL, init?: RequestInit) => {
-      most = Math.max(most, ++inFlight);
-      try {
-        await new Promise((r) => setTimeout(r, 5));
-        return await base(url, init);
-      } finally {
-        inFlight -= 1;
+describe("storage quota", () => {
+  for (const partial of [false, true]) {
+    test(`a QuotaExceededError from put does not fail the load${partial ? " (and a partial entry is removed)" : ""}`, async () => {
+      const cache = new QuotaCache(new Set([listedSha(SHARD), listedSha(OTHER)]), partial);
+      const events: string[] = [];
+      const b = await loadBundleFiles(BASE, { fetch: fakeHub().fetch, cache, onProgress: (p) => p.warning && events.push(p.warning) });
+      assertVerified(b);
+      assert.deepEqual(b.warnings.map((w) => w.file).sort(), [SHARD, OTHER]);
+      for (const w of b.warnings) {
+        assert.match(w.message, new RegExp(`^${w.file}: verified and used but not cached: the browser's storage quota is exceeded \\(QuotaExceededError: Quota exceeded.\\)`));
+        assert.equal((w.cause as DOMException).name, "QuotaExceededError");
       }
+      assert.deepEqual(events.sort(), b.warnings.map((w) => w.message).sort());
+      assert.ok(!cache.entries.has(listedSha(SHARD)) && !cache.entries.has(listedSha(OTHER)));
+      assert.deepEqual(cache.deleted.sort(), [listedSha(SHARD), listedSha(OTHER)].sort());
+      assert.equal(cache.entries.size, manifest.files.length - 2);
+      await cleanLoadWorks(new MemoryCache(), []);
+      // The same cache, with room again: the two files are fetched, the rest come from the cache.
+      const hub = fakeHub();
+      const again = await loadBundleFiles(BASE, { fetch: hub.fetch, cache: Object.assign(cache, { full: new Set() }) });
+      assertVerified(again);
+      assert.deepEqual(hub.requests.sort(), ["manifest.json", OTHER, SHARD].sort());
+      assert.deepEqual(again.warnings, []);
+    });
+  }
+
+  test("any other put failure is a warning too", async () => {
+    const cache = new MemoryCache();
+    cache.put = async () => {
+      throw new DOMException("The operation is insecure.", "SecurityError");
     };
-    const b = await loadBundleFiles(BASE, { fetch, ...withWorkers("ok", 6) });
-    assertGolden(b.files);
-    assert.equal(b.stats!.workers, 6);
-    assert.equal(most, Math.min(6, golden.files.length));
-  });
-
-  test("every file is checked and decoded in the workers, bit-exact; stored bytes come back for the cache", async () => {
-    InProcessWorker.started = [];
-    const cache = new MemoryCache();
-    const events: string[] = [];
-    const b = await loadBundleFiles(BASE, { fetch: hub().fetch, cache, ...withWorkers(), onProgress: (p) => p.fileDone && events.push(p.decodedBy!) });
-    assertGolden(b.files);
-    assert.equal(b.stats!.workers, 2);
-    assert.equal(b.stats!.decodedInWorkers, golden.files.length);
-    assert.equal(b.stats!.decodedInThread, 0);
-    assert.deepEqual(events, golden.files.map(() => "worker"));
-    assert.equal(InProcessWorker.started.length, 2);
-    assert.ok(InProcessWorker.started.every((w) => w.requests > 0), "both workers got files");
-    assert.ok(InProcessWorker.started.every((w) => w.terminated), "the workers end with the load");
-    for (const f of golden.files) assert.equal(sha(cache.entries.get(f.sha256)!), f.sha256, `${f.path} cached, intact`);
-    // From the cache: its entries are copied to the workers, never transferred (they stay intact).
-    const again = await loadBundleFiles(BASE, { fetch: hub().fetch, cache, ...withWorkers() });
-    assertGolden(again.files);
-    assert.equal(again.stats!.fromCache, golden.files.length);
-    for (const f of golden.files) assert.equal(cache.entries.get(f.sha256)!.length, f.size, `${f.path}: cache entry not detached`);
-  });
-
-  test("buffers a consumer releases go back to the workers and are decoded into again, bit-exact", async () => {
-    InProcessWorker.started = [];
-    const digests = new Map<string, string>();
-    const released: ArrayBuffer[] = [];
-    const { stats } = await streamBundleFiles(
-      BASE,
-      {
-        releases: true,
-        onFile: ({ entry, content, release }) => {
-          digests.set(entry.path, sha(content));
-          if (entry.encoding) {
-            released.push(content.buffer as ArrayBuffer);
-            release();
-            release(); // twice is harmless
-          }
-        },
-      },
-      { fetch: hub().fetch, concurrency: 1, ...withWorkers("ok", 1) },
-    );
-    for (const f of golden.files) assert.equal(digests.get(f.path), f.encoding ? f.encoding.raw_sha256 : f.sha256, f.path);
-    assert.equal(stats.decodedInWorkers, golden.files.length);
-    const shards = golden.files.filter((f) => f.encoding).length;
-    assert.ok(InProcessWorker.started[0].given >= shards - 1, `${InProcessWorker.started[0].given} buffers given back for ${shards} shards`);
-    assert.ok(released.slice(0, -1).every((b) => b.byteLength === 0), "a released buffer went to the worker (detached here)");
-  });
-
-  test("a tampered shard is refused by the worker path, naming the file; not cached", async () => {
-    const cache = new MemoryCache();
-    const h = hub(undefined, (path, body) => (path === SHARD ? (body[100] ^= 1, body) : body));
-    const err = await bundleError(loadBundleFiles(BASE, { fetch: h.fetch, cache, concurrency: 1, ...withWorkers() }));
-    assert.equal(err.file, SHARD);
-    assert.equal(err.message, `${SHARD}: sha256 mismatch`);
-    assert.match(err.hint!, /damaged or was tampered with/);
-    const entry = golden.files.find((f) => f.path === SHARD)!;
-    assert.ok(!cache.entries.has(entry.sha256));
-  });
-
-  test("a worker that cannot start: the load decodes on the calling thread and says why", async () => {
-    const b = await loadBundleFiles(BASE, { fetch: hub().fetch, ...withWorkers("failToStart") });
-    assertGolden(b.files);
-    assert.equal(b.stats!.decodedInWorkers, 0);
-    assert.equal(b.stats!.decodedInThread, golden.files.length);
-    assert.match(b.stats!.workerError!, /worker script 404/);
-  });
-
-  test("a worker that dies with a file in hand fails the load naming that file", async () => {
-    const err = await bundleError(loadBundleFiles(BASE, { fetch: hub().fetch, concurrency: 1, ...withWorkers("crash", 1) }));
-    assert.ok(err.file && golden.files.some((f) => f.path === err.file));
-    assert.match(err.message, /the decode worker failed \(out of memory\)/);
-  });
-
-  test("workers: 0 and environments without Worker decode on the calling thread", async () => {
-    const b = await loadBundleFiles(BASE, { fetch: hub().fetch, workers: 0, createWorker: () => assert.fail("no worker wanted") });
-    assertGolden(b.files);
-    assert.equal(b.stats!.decodedInThread, golden.files.length);
-    assert.equal(typeof (globalThis as { Worker?: unknown }).Worker, "undefined"); // node: the fallback is what ran above too
-    const plain = await loadBundleFiles(BASE, { fetch: hub().fetch });
-    assert.equal(plain.stats!.decodedInThread, golden.files.length);
-  });
-
-  test("the protocol's answer for a file without encoding gives the stored bytes back as its content", async () => {
-    const entry = golden.files.find((f) => !f.encoding)!;
-    const bytes = new Uint8Array(readFileSync(join(TESTDATA, "bundle", entry.path)));
-    const req: DecodeRequest = { id: 7, buffer: bytes.buffer, byteOffset: bytes.byteOffset, byteLength: bytes.byteLength, entry, verify: "stored" };
-    const { response, transfer } = await handleDecodeRequest(req, decodeVerified);
-    assert.ok(response.ok && response.content === undefined);
-    assert.deepEqual(transfer, [bytes.buffer]);
+    const b = await loadBundleFiles(BASE, { fetch: fakeHub().fetch, cache });
+    assertVerified(b);
+    assert.equal(b.warnings.length, manifest.files.length);
+    assert.match(b.warnings[0].message, /not cached: the cache refused it \(SecurityError: The operation is insecure\.\)/);
   });
 });
 
-/** The golden bundle plus a webgpu-float32 target (its "wasm" is text) and a vae_decoder sharing the text encoder's weights. */
-function webgpuBundle(): { dir: string; remove: () => void } {
-  const copy = bundleCopy();
-  const m = JSON.parse(readFileSync(join(copy.dir, "manifest.json"), "utf8"));
-  const libs: Record<string, string> = {};
-  mkdirSync(join(copy.dir, "libs/webgpu-float32"), { recursive: true });
-  for (const comp of ["text_encoder", "unet", "vae_decoder"]) {
-    const path = `libs/webgpu-float32/${comp}.wasm`;
-    const bytes = new TextEncoder().encode(`wasm of ${comp}`);
-    writeFileSync(join(copy.dir, path), bytes);
-    m.files.push({ path, size: bytes.length, sha256: sha(bytes) });
-    libs[comp] = path;
-  }
-  m.targets["webgpu-float32"] = { kind: "webgpu", dtype: "float32", target: { kind: "webgpu" }, libs, requirements: { features: [] } };
-  m.components.vae_decoder = { ...m.components.text_encoder, inputs: [{ name: "latents", dtype: "float32", shape: [1, 4, 8, 8] }] };
-  m.files.sort((a: FileEntry, b: FileEntry) => (a.path < b.path ? -1 : 1));
-  writeFileSync(join(copy.dir, "manifest.json"), JSON.stringify(m));
-  return copy;
-}
-
-describe("loadModel streams shards into component loaders", () => {
-  /** A backend with beginComponent that records each setParam; tensors it gets are copied (the loader may reuse them). */
-  function streamingBackend() {
-    const log: string[] = [];
-    const params = new Map<string, HostTensor[]>();
-    const backend: GpuBackend & { log: string[]; params: Map<string, HostTensor[]>; disposedLoaders: number; disposedComponents: number } = {
-      info: { description: "stream", features: [], maxBufferSize: 1 << 30, maxStorageBufferBindingSize: 1 << 30 },
-      log,
-      params,
-      disposedLoaders: 0,
-      disposedComponents: 0,
-      async loadComponent() {
-        throw new Error("loadModel should stream through beginComponent");
-      },
-      async beginComponent(name: string, wasm: Uint8Array, count: number): Promise<ComponentLoader> {
-        log.push(`begin ${name} ${count} (${new TextDecoder().decode(wasm)})`);
-        const got: HostTensor[] = new Array(count);
-        params.set(name, got);
-        return {
-          setParam(i, t) {
-            assert.equal(got[i], undefined, "each parameter once");
-            got[i] = { dtype: t.dtype, shape: t.shape, data: t.data.slice() };
-          },
-          async finish(): Promise<GpuComponent> {
-            assert.equal(got.filter(Boolean).length, count, `${name}: finish after every parameter`);
-            log.push(`finish ${name}`);
-            return { run: async () => assert.fail("not run"), dispose: () => void (backend.disposedComponents += 1) };
-          },
-          dispose() {
-            backend.disposedLoaders += 1;
-          },
-        };
-      },
-      dispose() {},
-    };
-    return backend;
+describe("abort", () => {
+  async function aborted(p: Promise<unknown>): Promise<BundleError> {
+    const err = await bundleError(p);
+    assert.ok(err instanceof LoadAbortedError);
+    assert.equal(err.name, "AbortError");
+    return err;
   }
 
-  test("every parameter arrives once, in the variant's dtype; the model keeps no shard", async () => {
-    const copy = webgpuBundle();
-    const server = await serve(copy.dir);
-    const m = JSON.parse(readFileSync(join(copy.dir, "manifest.json"), "utf8"));
-    try {
-      const backend = streamingBackend();
-      const cache = new MemoryCache();
-      const model = await loadModel(`${server.url}manifest.json`, { backend, cache, workers: 2 });
-      const reference = await loadBundleFiles(`${server.url}manifest.json`);
-      for (const comp of ["text_encoder", "unet", "vae_decoder"]) {
-        const got = backend.params.get(`libs/webgpu-float32/${comp}.wasm`)!;
-        const names: string[] = m.components[comp].params;
-        assert.equal(got.length, names.length);
-        names.forEach((name, i) => {
-          const t = reference.tensors[comp].get(name)!;
-          assert.deepEqual(got[i].shape, t.shape);
-          const want = t.dtype === "float16" ? halfToFloat32(t.data as Uint16Array) : t.data;
-          assert.deepEqual(got[i].data, want, `${comp}/${name}`);
-        });
-      }
-      // Each component begins once every non-shard file is in, and finishes once its parameters are.
-      assert.deepEqual(backend.log.filter((l) => l.startsWith("begin")).length, 3);
-      assert.ok(backend.log.indexOf("finish libs/webgpu-float32/unet.wasm") > backend.log.indexOf("begin libs/webgpu-float32/unet.wasm (wasm of unet)"));
-      assert.deepEqual(model.bundle.tensors, {});
-      assert.ok(![...model.bundle.files.keys()].some((p) => p.includes("params_shard")), "no shard kept");
-      assert.ok(model.bundle.files.has("tokenizer/tokenizer.json"));
-      assert.equal(model.bundle.stats!.decodedInThread, m.files.length); // node: no Worker
-    } finally {
-      await server.close();
-      copy.remove();
-    }
+  test("mid-body: AbortError naming the file, nothing of it cached, a later load succeeds", async () => {
+    const controller = new AbortController();
+    const hub = fakeHub({
+      [SHARD]: (_n, body, signal) => new Response(halfThen(body, signal, () => setTimeout(() => controller.abort(), 5)), { headers: { "content-length": String(body.length) } }),
+    });
+    const cache = new MemoryCache();
+    const err = await aborted(loadBundleFiles(BASE, { fetch: hub.fetch, cache, signal: controller.signal, concurrency: 1 }));
+    assert.equal(err.file, SHARD);
+    assert.match(err.message, new RegExp(`^${SHARD}: loading aborted \\(.+\\); the file was not cached$`));
+    assert.equal(hub.count(SHARD), 1, "an abort is not retried");
+    assert.ok(!cache.entries.has(listedSha(SHARD)));
+    assert.ok(!hub.requests.includes("weights/unet/tensor-cache.json"), "no file is started after the abort");
+    await cleanLoadWorks(cache, [SHARD]);
   });
 
-  test("a tampered shard fails the load naming it; every component begun is given up", async () => {
-    const copy = webgpuBundle();
-    const path = join(copy.dir, "weights/unet/params_shard_2.bin.zst");
-    const bytes = readFileSync(path);
-    bytes[bytes.length >> 1] ^= 1;
-    writeFileSync(path, bytes);
-    const server = await serve(copy.dir);
-    try {
-      const backend = streamingBackend();
-      const cache = new MemoryCache();
-      const err = await bundleError(loadModel(`${server.url}manifest.json`, { backend, cache, concurrency: 1 }));
-      assert.equal(err.file, "weights/unet/params_shard_2.bin.zst");
-      assert.match(err.message, /sha256 mismatch/);
-      const begun = backend.log.filter((l) => l.startsWith("begin")).length;
-      const finished = backend.log.filter((l) => l.startsWith("finish")).length;
-      await new Promise((r) => setTimeout(r, 10));
-      assert.equal(begun, 3);
-      assert.equal(backend.disposedComponents, finished, "finished components disposed");
-      assert.equal(backend.disposedLoaders, begun - finished, "the others' loaders given up");
-      for (const [sha256, b] of cache.entries) assert.equal(sha(b), sha256);
-    } finally {
-      await server.close();
-      copy.remove();
-    }
+  test("with a reason: the message carries it", async () => {
+    const controller = new AbortController();
+    const hub = fakeHub({ [SHARD]: (_n, body, signal) => new Response(halfThen(body, signal, () => controller.abort(new Error("user pressed Stop")))) });
+    const err = await aborted(loadBundleFiles(BASE, { fetch: hub.fetch, signal: controller.signal }));
+    assert.match(err.message, /loading aborted \(user pressed Stop\)/);
+  });
+
+  test("during a retry's backoff: stops at once", async () => {
+    const controller = new AbortController();
+    const hub = fakeHub({ [SHARD]: () => (setTimeout(() => controller.abort(), 20), unavailable()) });
+    const t0 = performance.now();
+    const err = await aborted(loadBundleFiles(BASE, { fetch: hub.fetch, signal: controller.signal, retry: { delayMs: 10_000 } }));
+    assert.ok(performance.now() - t0 < 2000);
+    assert.equal(err.file, SHARD);
+    assert.equal(hub.count(SHARD), 1);
+  });
+
+  test("already aborted: nothing is fetched", async () => {
+    const hub = fakeHub();
+    const err = await aborted(loadBundleFiles(BASE, { fetch: hub.fetch, signal: AbortSignal.abort() }));
+    assert.equal(err.file, "manifest.json");
+    assert.deepEqual(hub.requests, ["manifest.json"]);
+  });
+
+  test("after the last byte but before caching: not cached", async () => {
+    const controller = new AbortController();
+    const hub = fakeHub({
+      [SHARD]: (_n, body) => new Response(new ReadableStream({ pull: (c) => (c.enqueue(body.slice()), c.close(), controller.abort()) })),
+    });
+    const cache = new MemoryCache();
+    const err = await aborted(loadBundleFiles(BASE, { fetch: hub.fetch, cache, signal: controller.signal, concurrency: 1 }));
+    assert.equal(err.file, SHARD);
+    assert.ok(!cache.entries.has(listedSha(SHARD)));
   });
 });

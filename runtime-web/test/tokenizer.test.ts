@@ -3,7 +3,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 
-import { PromptTokenizer } from "../src/index.js";
+import { PromptTokenizer } from "../src/tokenizer.js";
 import { readJson, TESTDATA } from "./helpers.js";
 
 const vectors = readJson("tokenizer_cases.json");

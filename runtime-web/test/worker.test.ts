@@ -7,7 +7,11 @@ import assert from "node:assert/strict";
 import { MessageChannel, type MessagePort } from "node:worker_threads";
 import { after, before, describe, test } from "node:test";
 
-import { BundleError, loadModel, loadModelInWorker, MemoryCache, type EngineWorker, type ModelLoadProgress } from "../src/index.js";
+import { MemoryCache } from "../src/cache.js";
+import { loadModel } from "../src/engine.js";
+import { BundleError } from "../src/errors.js";
+import type { ModelLoadProgress } from "../src/types.js";
+import { type EngineWorker, loadModelInWorker } from "../src/workerModel.js";
 import { handleModelRequests, type MessageScope } from "../src/worker.js";
 import { extendedBundle, fakeBackend } from "./fakeModel.js";
 import { serve, type FileServer } from "./helpers.js";

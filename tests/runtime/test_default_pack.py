@@ -57,7 +57,7 @@ def test_default_pack_has_exactly_the_default_variants_and_verifies(default_bund
 
 
 def runtime_web_pick(manifest: dict, features: list[str], max_buffer: int) -> str | None:
-    """runtime-web's pickVariant (src/pipeline.ts) for an adapter: the webgpu float16 variant
+    """runtime-web's pickVariant (src/variant.ts) for an adapter: the webgpu float16 variant
     where the device has shader-f16, else the float32 one; only variants whose required
     features it has; None where the chosen one needs larger buffers than the device allows."""
     usable = {k: t for k, t in manifest["targets"].items()

@@ -175,7 +175,7 @@ def _packer(*args: str) -> str:
 def run(tmp_path_factory):
     start = time.perf_counter()
     tmp = tmp_path_factory.mktemp("web-faults")
-    if not (WEB / "src" / "generated" / "manifestSchema.ts").exists():
+    if not (WEB / "src" / "generated" / "validators.ts").exists():
         subprocess.run(["npm", "run", "--silent", "generate"], cwd=WEB, check=True)
 
     from examples.make_example import make_example

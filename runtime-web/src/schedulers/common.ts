@@ -8,7 +8,7 @@
  * float32 arrays, within 1e-6 of diffusers' float32 results.
  */
 import { UnsupportedError } from "../errors.js";
-import type { SchedulerName } from "../manifest.js";
+import type { SchedulerName } from "../formats.js";
 
 export type PredictionType = "epsilon" | "v_prediction" | "sample";
 export type TimestepSpacing = "linspace" | "leading" | "trailing";

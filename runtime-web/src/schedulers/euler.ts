@@ -4,7 +4,7 @@
  * step i from the spec's noise generator, stream i + 1 (formats/README.md "Seeded noise").
  */
 import { UnsupportedError } from "../errors.js";
-import type { SchedulerName } from "../manifest.js";
+import type { SchedulerName } from "../formats.js";
 import {
   alphasCumprod,
   type BaseConfig,

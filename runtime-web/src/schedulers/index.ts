@@ -1,6 +1,6 @@
 /** The five schedulers a bundle can name (manifest `scheduler.default`), by name. */
 import { UnsupportedError } from "../errors.js";
-import type { SchedulerName } from "../manifest.js";
+import { SCHEDULER_NAMES as NAMES, type SchedulerName } from "../formats.js";
 import { latents, type Seed } from "../noise.js";
 import type { Scheduler } from "./common.js";
 import { DdimScheduler } from "./ddim.js";
@@ -8,7 +8,7 @@ import { DpmSolverMultistepScheduler } from "./dpmSolver.js";
 import { EulerAncestralScheduler, EulerScheduler, type StepNoise } from "./euler.js";
 import { PndmScheduler } from "./pndm.js";
 
-export const SCHEDULER_NAMES: readonly SchedulerName[] = ["dpm++", "euler", "euler-a", "ddim", "pndm"];
+export const SCHEDULER_NAMES: readonly SchedulerName[] = NAMES;
 
 export interface SchedulerOptions {
   /** The generation's seed: Euler a draws step i's noise from its stream i + 1. */

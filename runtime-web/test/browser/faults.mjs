@@ -32,7 +32,7 @@ const t0 = Date.now();
 
 // The page: the product's loader and cache, bundled straight from runtime-web/src.
 const PAGE_SOURCE = `
-import { loadBundleFiles } from "../../src/loader.js";
+import { loadBundleFiles } from "../../src/stream.js";
 import { BrowserCache, openCache } from "../../src/cache.js";
 import { deleteModelFromCache } from "../../src/modelCache.js";
 

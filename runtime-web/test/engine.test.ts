@@ -1,32 +1,25 @@
 /**
- * loadModel / Pipeline without a GPU: the golden bundle extended with WebGPU and native targets
- * and a vae_decoder, run on a stand-in backend that records every call. The real WebGPU run is
- * tests/web/test_browser.py.
+ * engine.ts: loadModel and Pipeline without a GPU: the golden bundle extended with WebGPU and
+ * native targets and a vae_decoder, run on a stand-in backend that records every call. The real
+ * WebGPU run is tests/web/test_browser.py.
  */
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 
-import {
-  type BundleError,
-  createScheduler,
-  float32ToHalf,
-  floatToHalf,
-  halfToFloat,
-  halfToFloat32,
-  latents,
-  loadBundleFiles,
-  loadModel,
-  lockManifest,
-  MemoryCache,
-  PromptTokenizer,
-  pickVariant,
-  toImage,
-  type GpuInfo,
-  type ModelLoadProgress,
-  RUNTIME_VERSION,
-} from "../src/index.js";
+import { MemoryCache } from "../src/cache.js";
+import { loadModel } from "../src/engine.js";
+import type { BundleError } from "../src/errors.js";
+import { RUNTIME_VERSION } from "../src/generated/version.js";
+import { float32ToHalf, halfToFloat32 } from "../src/half.js";
+import { lockManifest } from "../src/lock.js";
+import { latents } from "../src/noise.js";
+import { createScheduler } from "../src/schedulers/index.js";
+import { loadBundleFiles } from "../src/stream.js";
+import { PromptTokenizer } from "../src/tokenizer.js";
+import type { ModelLoadProgress } from "../src/types.js";
+
 import { C, extendedBundle, fakeBackend, sha } from "./fakeModel.js";
 import { serve, serveHub } from "./helpers.js";
 
@@ -179,18 +172,6 @@ describe("loadModel", () => {
       bundle.remove();
     }
   });
-
-  test("a bundle without WebGPU libraries, or a GPU with too small buffers, is refused", () => {
-    const { manifest, remove } = extendedBundle();
-    remove();
-    const gpu: GpuInfo = { description: "x", features: [], maxBufferSize: 1 << 30, maxStorageBufferBindingSize: 1 << 30 };
-    assert.equal(pickVariant(manifest, gpu).name, "webgpu-float32");
-    assert.equal(pickVariant(manifest, { ...gpu, features: ["shader-f16"] }).name, "webgpu-float16");
-    assert.throws(() => pickVariant(manifest, { ...gpu, maxStorageBufferBindingSize: 1000 }), /needs GPU buffers of 1048576 bytes/);
-    assert.throws(() => pickVariant(manifest, gpu, "webgpu-float16"), /shader-f16/);
-    const native = { ...manifest, targets: { "llvm-float32": manifest.targets["llvm-float32"] } };
-    assert.throws(() => pickVariant(native, gpu), /has no WebGPU libraries.*llvm-float32/);
-  });
 });
 
 describe("Pipeline.generate", () => {
@@ -259,30 +240,5 @@ describe("Pipeline.generate", () => {
       await server.close();
       bundle.remove();
     }
-  });
-});
-
-describe("images and float16", () => {
-  test("toImage: x / 2 + 0.5 clamped, round(x * 255), HWC float and RGBA", () => {
-    const chw = new Float32Array([-2, 0, 1, 0.5, /* G */ 0.002, -0.002, 3, -1, /* B */ 0, 0, 0, 0]);
-    const { rgba, float } = toImage(chw, 2, 2);
-    assert.deepEqual([...float.subarray(0, 3)], [0, Math.fround(0.501), 0.5]);
-    assert.deepEqual([...rgba.subarray(0, 8)], [0, 128, 128, 255, 128, 127, 128, 255]);
-    assert.deepEqual([...rgba.subarray(8, 16)], [255, 255, 128, 255, 191, 0, 128, 255]);
-    // v * 255 landing exactly on .5 rounds to even, as numpy does: 126.5 → 126, 131.5 → 132, 127.5 → 128.
-    const halves = toImage(new Float32Array([-0.00784313678741455, 0.0313725471496582, 0]), 1, 1).rgba;
-    assert.deepEqual([...halves], [126, 132, 128, 255]);
-  });
-
-  test("float16 conversions round to nearest even and cover subnormals, infinities and NaN", () => {
-    const cases: [number, number][] = [
-      [0, 0x0000], [-0, 0x8000], [1, 0x3c00], [-2, 0xc000], [65504, 0x7bff], [65520, 0x7c00], [1e9, 0x7c00],
-      [2 ** -24, 0x0001], [2 ** -25, 0x0000], [1.5 * 2 ** -25, 0x0001], [2 ** -14, 0x0400], [1 + 2 ** -11, 0x3c00], [1 + 3 * 2 ** -11, 0x3c02],
-      [Infinity, 0x7c00], [-Infinity, 0xfc00], [0.1, 0x2e66],
-    ];
-    for (const [value, bits] of cases) assert.equal(floatToHalf(value), bits, `floatToHalf(${value})`);
-    assert.ok(Number.isNaN(halfToFloat(floatToHalf(NaN))));
-    for (let h = 0; h < 0x7c00; h += 7) assert.equal(floatToHalf(halfToFloat(h)), h); // round trip of every 7th finite half
-    assert.equal(halfToFloat(0x3555), Math.fround(0.333251953125));
   });
 });

@@ -63,7 +63,7 @@ def build_page(out: Path, script: Path = HERE / "page.js", name: str = "bench.js
     bin_ = WEB / "node_modules" / ".bin"
     if not (bin_ / "esbuild").exists():
         sys.exit("runtime-web/node_modules is missing: cd runtime-web && npm ci")
-    if not (WEB / "src" / "generated" / "manifestSchema.ts").exists():
+    if not (WEB / "src" / "generated" / "validators.ts").exists():
         subprocess.run(["npm", "run", "--silent", "generate"], cwd=WEB, check=True)
     subprocess.run([str(bin_ / "tsc"), "-p", "tsconfig.json", "--outDir", str(out / "rt")], cwd=WEB, check=True)
     page = out / "page"

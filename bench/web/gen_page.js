@@ -17,7 +17,7 @@
  * and POSTs a line per stage to /__progress, each image's RGBA to /__image?name=…&w=…&h=…, and the
  * result (or `fatal`, with the console's last lines) to /__result.
  */
-import { loadModel } from "sdpack-rt/pipeline.js";
+import { loadModel } from "sdpack-rt/engine.js";
 
 import { drive, post } from "./auto.js";
 

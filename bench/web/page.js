@@ -24,9 +24,9 @@ import { ZSTDDecoder } from "zstddec";
 import { unshuffleInto, unshuffleReference } from "sdpack-rt/encoding.js";
 import { sha256Hex } from "sdpack-rt/hash.js";
 import { defaultConcurrency } from "sdpack-rt/decodePool.js";
-import { loadBundleFiles } from "sdpack-rt/loader.js";
+import { loadBundleFiles } from "sdpack-rt/stream.js";
 import { parseManifest } from "sdpack-rt/manifest.js";
-import { streamWeights } from "sdpack-rt/pipeline.js";
+import { streamWeights } from "sdpack-rt/weights.js";
 import { parseTensorCache } from "sdpack-rt/tensorCache.js";
 
 import { drive } from "./auto.js";
@@ -153,7 +153,7 @@ async function runtime(concurrency, asFloat32 = false, variant = "") {
     ...opts,
     concurrency: concurrency || undefined,
     include: isWeights,
-    dtype: () => (asFloat32 ? "float32" : "float16"),
+    dtype: asFloat32 ? "float32" : "float16",
     begin: async () => bufferLoader(device, sink),
   });
   const wallMs = now() - t0;

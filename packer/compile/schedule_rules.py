@@ -67,6 +67,26 @@ class Tolerant(ScheduleRule):
         return f"Tolerant({type(self.rule).__name__})"
 
 
+def load_tensor_intrinsics() -> None:
+    """Import TVM's tensor-core intrinsics (``tvm.s_tir.tensor_intrin``), quickly.
+
+    dlight's tensor-core Matmul rule and the tuning records need them. The import parses a few
+    hundred TVMScript functions, and each parse walks the Python stack with ``inspect``; naming a
+    frame of the import machinery (a frozen module: no file) makes ``inspect.getmodule`` scan
+    every loaded module, each time. With torch and diffusers loaded that is most of a minute,
+    or minutes on a loaded machine. Recording those frames' module names in inspect's own
+    file→module cache first makes each lookup a dict hit; nothing else changes.
+    """
+    import inspect
+    import sys
+
+    if "tvm.s_tir.tensor_intrin.cuda" in sys.modules:
+        return
+    for name in ("importlib._bootstrap", "importlib._bootstrap_external"):
+        inspect.modulesbyfile.setdefault(f"<frozen {name}>", name)
+    import tvm.s_tir.tensor_intrin.cuda  # noqa: F401  registers the wmma / mma intrinsics
+
+
 def tolerant(rules: list) -> list:
     """Every rule but the last wrapped in :class:`Tolerant` (the last one is the catch-all)."""
     return [Tolerant(rule) for rule in rules[:-1]] + list(rules[-1:])

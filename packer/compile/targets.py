@@ -70,6 +70,14 @@ def _gpu_rules() -> list:
                      dl.gpu.GeneralReduction(), dl.gpu.Fallback()])
 
 
+def _cuda_rules() -> list:
+    """:func:`_gpu_rules`, with TVM's tensor-core intrinsics loaded for the Matmul rule."""
+    from .schedule_rules import load_tensor_intrinsics
+
+    load_tensor_intrinsics()
+    return _gpu_rules()
+
+
 WEBGPU_MATMUL_CONFIGS = {
     "t64": {"block_size_x": 16, "block_size_y": 16, "micro_size_x": 4, "micro_size_y": 4,
             "micro_size_k": 16, "vector_size": 1},
@@ -208,7 +216,7 @@ def _cuda(arch: str, *aliases: str) -> TargetSpec:
         device="cuda",
         target={"kind": "cuda", "arch": arch, **CUDA_LIMITS},
         host={"kind": "llvm"},
-        schedule_rules=_gpu_rules,
+        schedule_rules=_cuda_rules,
         needs_cuda_driver=True,
         aliases=aliases,
         requirements={"arch": arch},

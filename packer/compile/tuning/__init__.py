@@ -37,8 +37,11 @@ class TuningDatabase:
 
     def open(self):
         """The MetaSchedule database (read only: ``allow_missing=False`` never creates files)."""
-        import tvm.s_tir.tensor_intrin  # noqa: F401  records name the wmma / mma / dot intrinsics
         from tvm.s_tir import meta_schedule as ms
+
+        from ..schedule_rules import load_tensor_intrinsics
+
+        load_tensor_intrinsics()  # records name the wmma / mma intrinsics
 
         return ms.database.JSONDatabase(str(self.directory / WORKLOAD),
                                         str(self.directory / RECORDS), allow_missing=False)

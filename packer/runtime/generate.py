@@ -66,15 +66,18 @@ class Pipeline:
         ``dtype`` if given, preferring the dtype the weights are stored in."""
         kind = DEVICE_KINDS.get(device)
         if kind is None:
-            raise UsageError(f"unknown device {device!r}", "use cpu or cuda")
+            raise UsageError(f"unknown device {device!r}", f"use one of: {', '.join(DEVICE_KINDS)}")
         found = [(k, t) for k, t in m["targets"].items()
                  if t["kind"] == kind and (dtype is None or t["dtype"] == dtype) and runs_here(t)]
         if kind == "opencl" and found:
             found = _with_device_features(found)
         if not found:
             have = ", ".join(sorted(m["targets"])) or "none"
-            raise UsageError(f"bundle has no {kind} library{' for ' + dtype if dtype else ''} (it has: {have})",
-                             "repack with --targets including " + kind)
+            here = " for this machine" if kind == "opencl" else ""
+            raise UsageError(f"bundle has no {kind} library{here}{' for ' + dtype if dtype else ''} (it has: {have})",
+                             "repack with --targets including " + (
+                                 "opencl (x86-64 hosts) or opencl-mali (aarch64 boards)"
+                                 if kind == "opencl" else kind))
         return sorted(found, key=lambda kt: (kt[1]["dtype"] != m["dtype"], kt[0]))[0]
 
     def token_ids(self, text: str) -> np.ndarray:

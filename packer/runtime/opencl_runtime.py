@@ -65,8 +65,9 @@ def compile_command(out: Path, cxx: str = "g++", objects_only: bool = False) -> 
            f"-I{tvm_dir / 'include'}", f"-I{ffi_dir / 'include'}", str(SOURCE), "-o", str(out)]
     if objects_only:
         return [*cmd, "-c"]
-    return [*cmd, "-shared", f"-L{tvm_dir / 'lib'}", f"-L{ffi_dir / 'lib'}", "-ltvm_runtime",
-            "-ltvm_ffi", "-lOpenCL"]
+    libs = [tvm_dir / "lib", ffi_dir / "lib"]
+    return [*cmd, "-shared", *(f"-L{d}" for d in libs), f"-Wl,-rpath,{':'.join(map(str, libs))}",
+            "-ltvm_runtime", "-ltvm_ffi", "-lOpenCL"]
 
 
 def build(cache_dir: Path | str | None = None) -> Path:
@@ -100,6 +101,8 @@ def load(cache_dir: Path | str | None = None) -> Path:
     if _loaded is not None:
         return _loaded
     import ctypes
+
+    import tvm  # noqa: F401  (its runtime libraries first: the plugin links against them)
 
     path = build(cache_dir)
     try:

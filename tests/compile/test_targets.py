@@ -48,3 +48,16 @@ def test_opencl_targets_name_their_host_and_limits():
         assert get_target(key).requirements_for("float16")["features"] == ["cl_khr_fp16"]
         assert get_target(key).requirements_for("float32")["features"] == []
     assert get_target("opencl-mali").requirements_for("float32")["arch"] == "aarch64"
+
+
+def test_opencl_mali_without_cross_linker_says_what_to_install(monkeypatch):
+    import platform
+    import shutil
+
+    from packer.errors import CompileError
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    with pytest.raises(CompileError, match="aarch64-linux-gnu-g\\+\\+") as info:
+        get_target("opencl-mali").toolchain()
+    assert "g++-aarch64-linux-gnu" in info.value.hint

@@ -338,6 +338,7 @@ class OpenCLModuleObj final : public ffi::ModuleObj {
     }
     size_t global[3];
     for (int d = 0; d < 3; ++d) global[d] = group[d] * local[d];
+    if (global[0] == 0 || global[1] == 0 || global[2] == 0) return;  // empty launch: no work
     cl_int err = clEnqueueNDRangeKernel(Workspace::Global()->queue(device_id), kernel, 3,
                                         nullptr, global, local, 0, nullptr, nullptr);
     if (err != CL_SUCCESS) Fail("clEnqueueNDRangeKernel(" + name + ")", err);

@@ -61,3 +61,13 @@ def test_opencl_mali_without_cross_linker_says_what_to_install(monkeypatch):
     with pytest.raises(CompileError, match="aarch64-linux-gnu-g\\+\\+") as info:
         get_target("opencl-mali").toolchain()
     assert "g++-aarch64-linux-gnu" in info.value.hint
+
+
+def test_opencl_libraries_are_cached_apart_from_each_other_and_llvm():
+    from packer.compile import architecture_signature
+
+    signatures = {architecture_signature({"hidden_size": 32}, component="text_encoder",
+                                         latent_hw=(8, 8), dtype="float32",
+                                         target_json=get_target(key).target_json())
+                  for key in ("llvm", "opencl", "opencl-mali")}
+    assert len(signatures) == 3

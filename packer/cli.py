@@ -16,9 +16,10 @@ from typer.core import TyperGroup
 from packer.errors import SdpackError, UsageError
 
 DTYPES = ("fp16", "fp32")
-DEVICES = ("cpu", "cuda")
+DEVICES = ("cpu", "cuda", "opencl")
 SCHEDULERS = ("dpm++", "euler", "euler-a", "ddim", "pndm")
-TARGETS = ("llvm", "cpu", "cuda", "cuda-sm80", "cuda-sm86", "cuda-sm89", "cuda-sm90", "webgpu")
+TARGETS = ("llvm", "cpu", "cuda", "cuda-sm80", "cuda-sm86", "cuda-sm89", "cuda-sm90", "opencl", "opencl-mali",
+           "webgpu")
 """The names help and completion offer; tests/cli/test_conventions.py holds them to the registries
 (packer.compile.targets imports torch, too slow to load for every command)."""
 HUB_HELP = "where the hub is: 'hf' (HF_ENDPOINT, else huggingface.co), a Hub URL, or a directory hub"

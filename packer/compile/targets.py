@@ -17,6 +17,14 @@ i64 tensors at run time (tests/compile/test_export.py). Its requirements name th
 features a device must have (``shader-f16`` for float16) and ``max_buffer_bytes``, the largest
 single buffer the library allocates (measured by :func:`packer.compile.pipeline.build`).
 
+``opencl`` (an x86-64 host, desktop OpenCL and CPU OpenCL such as pocl) and ``opencl-mali``
+(an aarch64 Linux host, Arm Mali GPUs such as the RK3588's Mali-G610) emit OpenCL C kernels
+embedded in a host shared library; the apache-tvm wheel's runtime cannot run them, sdpack's
+OpenCL plugin can (:mod:`packer.runtime.opencl_runtime`). Their float16 variants compute in
+``half``, so a device must offer ``cl_khr_fp16`` (``requirements.features``). ``opencl-mali``
+schedules within Mali's limits (:data:`MALI_LIMITS`) and is cross-linked by Debian's
+``aarch64-linux-gnu-g++``.
+
 ``toolchain`` checks what a build needs beyond the apache-tvm wheel (emscripten's ``emcc`` for
 webgpu, ``nvcc`` for cuda) before anything is exported, so a missing tool is one line.
 """
@@ -48,6 +56,16 @@ def _cpu_target() -> dict:
     if _X86_64:
         return {"kind": "llvm", "mcpu": "x86-64-v3"}
     return {"kind": "llvm"}
+
+
+MALI_LIMITS = {"max_num_threads": 256, "max_shared_memory_per_block": 32768,
+               "thread_warp_size": 1}
+"""What an ``opencl-mali`` kernel may use: 256 work-items per work-group (Bifrost/Valhall Mali
+GPUs report 256 to 1024 depending on register use; 256 always launches), 32 KiB of local
+memory (the Mali-G610's), and no warp-level code."""
+
+AARCH64_CROSS_CXX = "aarch64-linux-gnu-g++"
+"""The cross linker of ``opencl-mali`` libraries (Debian's ``g++-aarch64-linux-gnu``)."""
 
 
 def _no_rules() -> list:
@@ -130,6 +148,18 @@ def _export_wasm(executable, path: Path) -> None:
     export_wasm(executable, path)
 
 
+def _export_aarch64_library(executable, path: Path) -> None:
+    """An aarch64 Linux shared library, linked by the cross compiler; kernels embedded."""
+    from tvm.support import cc
+
+    executable.export_library(str(path), fcompile=cc.cross_compiler(AARCH64_CROSS_CXX))
+
+
+def _opencl_requirements(dtype: str) -> dict:
+    """float16 kernels compute in OpenCL's ``half``: the device must offer ``cl_khr_fp16``."""
+    return {"features": ["cl_khr_fp16"] if dtype == "float16" else []}
+
+
 def _webgpu_requirements(dtype: str) -> dict:
     """float16 kernels use WGSL's ``f16``: the device must offer the ``shader-f16`` feature."""
     return {"features": ["shader-f16"] if dtype == "float16" else []}
@@ -159,6 +189,19 @@ def _nvcc() -> None:
         raise CompileError("the cuda targets need the CUDA toolkit's nvcc, which is not installed",
                            "install the CUDA toolkit (nvcc in /usr/local/cuda*/bin or on PATH), "
                            "or leave cuda out of --targets")
+
+
+def _aarch64_cross() -> None:
+    """``opencl-mali`` libraries are linked for aarch64 by the cross toolchain."""
+    import shutil
+
+    from ..errors import CompileError
+
+    if shutil.which(AARCH64_CROSS_CXX) is None and platform.machine() != "aarch64":
+        raise CompileError(f"the opencl-mali target needs the aarch64 cross linker "
+                           f"{AARCH64_CROSS_CXX}, which is not installed",
+                           "apt-get install g++-aarch64-linux-gnu, or leave opencl-mali out "
+                           "of --targets")
 
 
 @dataclass(frozen=True)
@@ -234,6 +277,15 @@ _ENTRIES: tuple[TargetSpec, ...] = (
     _cuda("sm_86"),
     _cuda("sm_89"),
     _cuda("sm_90", "cuda"),
+    TargetSpec(key="opencl", device="opencl", target={"kind": "opencl"}, host=_cpu_target(),
+               schedule_rules=_gpu_rules, dtype_requirements=_opencl_requirements,
+               requirements={"arch": "x86-64-v3"} if _X86_64 else {}),
+    TargetSpec(key="opencl-mali", device="opencl",
+               target={"kind": "opencl", "device": "mali", **MALI_LIMITS},
+               host={"kind": "llvm", "mtriple": "aarch64-linux-gnu"},
+               schedule_rules=_gpu_rules, export=_export_aarch64_library,
+               requirements={"arch": "aarch64"}, dtype_requirements=_opencl_requirements,
+               toolchain=_aarch64_cross),
     TargetSpec(key="webgpu", device="webgpu", target={"kind": "webgpu"},
                host={"kind": "llvm", "mtriple": "wasm32-unknown-unknown-wasm"},
                schedule_rules=webgpu_rules, export=_export_wasm, lib_suffix=".wasm",

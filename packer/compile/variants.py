@@ -1,7 +1,8 @@
 """Which libraries a pack builds — its variants, one per (target, dtype) — and the weights' dtype.
 
 The default serves the browser first: ``webgpu`` in float16 (devices with ``shader-f16``) and
-float32 (the rest; runtime-web picks between them), ``llvm`` in float32 (CPUs: float16 there is
+float32 (the rest; runtime-web picks between them), ``opencl`` targets the same way (float16
+needs ``cl_khr_fp16``, which not every driver offers), ``llvm`` in float32 (CPUs: float16 there is
 slower and less exact), and ``cuda`` in float16 (tensor cores) when this machine has a CUDA GPU
 and nvcc (:func:`local_cuda_target`).
 
@@ -26,7 +27,8 @@ from .targets import TARGETS, get_target
 DEFAULT_TARGETS = ("webgpu", "llvm")
 """The targets of a pack without ``--targets`` (plus :func:`local_cuda_target`)."""
 
-AUTO_DTYPES = {"webgpu": ("float16", "float32"), "cpu": ("float32",), "cuda": ("float16",)}
+AUTO_DTYPES = {"webgpu": ("float16", "float32"), "cpu": ("float32",), "cuda": ("float16",),
+               "opencl": ("float16", "float32")}
 """The dtypes a target is built in without ``--dtype``, by its runtime device."""
 
 

@@ -18,7 +18,11 @@ from packer.bundle import Bundle
 from packer.errors import UsageError
 from packer.runtime import noise, schedulers
 
-DEVICE_KINDS = {"cpu": "llvm", "cuda": "cuda"}
+DEVICE_KINDS = {"cpu": "llvm", "cuda": "cuda", "opencl": "opencl"}
+
+MACHINE_ARCHS = {"aarch64": "aarch64", "arm64": "aarch64", "x86_64": "x86-64", "amd64": "x86-64"}
+"""``platform.machine()`` → the prefix a variant's ``requirements.arch`` starts with when its
+host code is for that machine (``x86-64-v3``, ``aarch64``)."""
 
 
 @dataclass
@@ -64,12 +68,18 @@ class Pipeline:
         ``dtype`` if given, preferring the dtype the weights are stored in."""
         kind = DEVICE_KINDS.get(device)
         if kind is None:
-            raise UsageError(f"unknown device {device!r}", "use cpu or cuda")
-        found = [(k, t) for k, t in m["targets"].items() if t["kind"] == kind and (dtype is None or t["dtype"] == dtype)]
+            raise UsageError(f"unknown device {device!r}", f"use one of: {', '.join(DEVICE_KINDS)}")
+        found = [(k, t) for k, t in m["targets"].items()
+                 if t["kind"] == kind and (dtype is None or t["dtype"] == dtype) and runs_here(t)]
+        if kind == "opencl" and found:
+            found = _with_device_features(found)
         if not found:
             have = ", ".join(sorted(m["targets"])) or "none"
-            raise UsageError(f"bundle has no {kind} library{' for ' + dtype if dtype else ''} (it has: {have})",
-                             "repack with --targets including " + kind)
+            here = " for this machine" if kind == "opencl" else ""
+            raise UsageError(f"bundle has no {kind} library{here}{' for ' + dtype if dtype else ''} (it has: {have})",
+                             "repack with --targets including " + (
+                                 "opencl (x86-64 hosts) or opencl-mali (aarch64 boards)"
+                                 if kind == "opencl" else kind))
         return sorted(found, key=lambda kt: (kt[1]["dtype"] != m["dtype"], kt[0]))[0]
 
     def token_ids(self, text: str) -> np.ndarray:
@@ -113,6 +123,34 @@ class Pipeline:
         z = (x.numpy() / lat["scaling_factor"]).astype(self.float)
         image = self.runners["vae_decoder"](z).astype(np.float32)[0]
         return np.clip(image / 2 + 0.5, 0, 1).transpose(1, 2, 0)
+
+
+def _with_device_features(found: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
+    """The OpenCL variants whose ``requirements.features`` (``cl_khr_fp16``) the device has."""
+    from packer.runtime.opencl_runtime import device_extensions
+
+    have = device_extensions()
+    usable = [(k, t) for k, t in found if set(t["requirements"].get("features", [])) <= have]
+    if not usable:
+        need = sorted({f for _, t in found for f in t["requirements"].get("features", [])} - have)
+        raise UsageError(f"this OpenCL device lacks {', '.join(need)}, which every opencl library "
+                         f"of the bundle needs ({', '.join(k for k, _ in found)})",
+                         "repack with an fp32 opencl variant (packer pack --targets opencl makes "
+                         "both), or run on a device that has it")
+    return usable
+
+
+def runs_here(target: dict) -> bool:
+    """Whether a variant's host code is for this machine: its ``requirements.arch`` names a CPU
+    architecture (``x86-64-v3``, ``aarch64``) this machine has, or none (a GPU arch, or none)."""
+    import platform
+
+    arch = target.get("requirements", {}).get("arch", "")
+    known = set(MACHINE_ARCHS.values())
+    if not any(arch.startswith(a) for a in known):
+        return True
+    here = MACHINE_ARCHS.get(platform.machine().lower())
+    return here is not None and arch.startswith(here)
 
 
 def param_for(array: np.ndarray, dtype: np.dtype) -> np.ndarray:

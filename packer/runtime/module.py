@@ -1,9 +1,10 @@
-"""Run one compiled component natively (CPU or CUDA) through the TVM runtime.
+"""Run one compiled component natively (CPU, CUDA or OpenCL) through the TVM runtime.
 
 A library built by :mod:`packer.compile` exposes ``main(*inputs, *params)`` (calling
 convention: ``packer/compile/__init__.py``). :class:`ComponentRunner` uploads the params to the
 device once and appends them to every call, so the caller only passes the per-step inputs.
-Only the TVM *runtime* is used here: no compiler, no torch.
+Only the TVM *runtime* is used here: no compiler, no torch. OpenCL runs through sdpack's own
+runtime plugin (:mod:`packer.runtime.opencl_runtime`), loaded before the first OpenCL device.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 
 from ..errors import SdpackError
 
-DEVICES = ("cpu", "cuda")
+DEVICES = ("cpu", "cuda", "opencl")
 
 
 class ComponentRunner:
@@ -116,6 +117,10 @@ def _device(name: str):
 
     if name not in DEVICES:
         raise SdpackError(f"unknown device {name!r}", f"one of: {', '.join(DEVICES)}")
+    if name == "opencl":
+        from . import opencl_runtime
+
+        return opencl_runtime.device()
     device = tvm.cpu(0) if name == "cpu" else tvm.cuda(0)
     if not device.exist:
         raise SdpackError(f"no {name} device available", "run on a machine with a GPU or use cpu")

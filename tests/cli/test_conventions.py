@@ -30,9 +30,10 @@ def test_help_shows_brackets_and_choices_as_written(cli):
     pack = cli("pack", "-h").out
     assert "Hub id ORG/NAME[@REV]" in pack  # not eaten as markup
     assert "--dtype [fp16|fp32]" in pack
-    assert "--targets [llvm|cpu|cuda|cuda-sm80|cuda-sm86|cuda-sm89|cuda-sm90|webgpu],..." in pack
+    assert ("--targets [llvm|cpu|cuda|cuda-sm80|cuda-sm86|cuda-sm89|cuda-sm90|opencl|opencl-mali|webgpu],..."
+            in pack)
     generate = cli("generate", "-h").out
-    assert "--scheduler [dpm++|euler|euler-a|ddim|pndm]" in generate and "--device [cpu|cuda]" in generate
+    assert "--scheduler [dpm++|euler|euler-a|ddim|pndm]" in generate and "--device [cpu|cuda|opencl]" in generate
     assert "ORG/NAME@REV|LOCKFILE" in packer("pull", "--help").out  # the real command, as a shell runs it
 
 

@@ -36,3 +36,38 @@ def test_target_json_is_plain_and_resolved(key):
         assert (target["max_threads_per_block"], target["max_shared_memory_per_block"],
                 target["thread_warp_size"]) == (1024, 49152, 32)
 
+
+
+def test_opencl_targets_name_their_host_and_limits():
+    desktop, mali = get_target("opencl").target_json(), get_target("opencl-mali").target_json()
+    assert desktop["kind"] == mali["kind"] == "opencl"
+    assert mali["host"]["mtriple"] == "aarch64-linux-gnu"
+    assert (mali["max_num_threads"], mali["max_shared_memory_per_block"]) == (256, 32768)
+    assert "mali" in mali["keys"]
+    for key in ("opencl", "opencl-mali"):  # float16 kernels compute in OpenCL's half
+        assert get_target(key).requirements_for("float16")["features"] == ["cl_khr_fp16"]
+        assert get_target(key).requirements_for("float32")["features"] == []
+    assert get_target("opencl-mali").requirements_for("float32")["arch"] == "aarch64"
+
+
+def test_opencl_mali_without_cross_linker_says_what_to_install(monkeypatch):
+    import platform
+    import shutil
+
+    from packer.errors import CompileError
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    with pytest.raises(CompileError, match="aarch64-linux-gnu-g\\+\\+") as info:
+        get_target("opencl-mali").toolchain()
+    assert "g++-aarch64-linux-gnu" in info.value.hint
+
+
+def test_opencl_libraries_are_cached_apart_from_each_other_and_llvm():
+    from packer.compile import architecture_signature
+
+    signatures = {architecture_signature({"hidden_size": 32}, component="text_encoder",
+                                         latent_hw=(8, 8), dtype="float32",
+                                         target_json=get_target(key).target_json())
+                  for key in ("llvm", "opencl", "opencl-mali")}
+    assert len(signatures) == 3

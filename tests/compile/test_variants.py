@@ -65,3 +65,11 @@ def test_local_cuda_target_needs_nvcc_and_a_gpu(monkeypatch, nvcc, exist, versio
     monkeypatch.setattr(cuda_stub, "find_nvcc", lambda: nvcc)
     _tvm_cuda(monkeypatch, exist, version)
     assert variants.local_cuda_target() == expected
+
+
+def test_opencl_targets_build_float16_and_float32(no_gpu):
+    p = plan(["opencl", "opencl-mali"], None)
+    assert keys(p) == ["opencl-float16", "opencl-float32", "openclmali-float16",
+                       "openclmali-float32"]
+    assert p.weights_dtype == "float16"
+    assert all(KEY.fullmatch(k) for k in keys(p))

@@ -106,6 +106,7 @@ def test_pack_refuses_existing_out(example, tmp_path, env):
         (["--device", "tpu"], "unknown device"),
         (["--steps", "0"], "--steps"),
         (["--device", "cuda"], "no cuda library"),
+        (["--device", "opencl"], "no opencl library for this machine"),
     ],
 )
 def test_generate_bad_arguments(packed, tmp_path, args, message, env):

@@ -1,5 +1,5 @@
-"""`packer publish-batch` through real Ray: in the CLI's own process, then on a two-node cluster on
-loopback (`ray start --head` + `ray start --address`).
+"""`packer publish-batch` through real Ray: in the CLI's own process, then again (a rerun) on a
+two-node cluster on loopback (`ray start --head` + `ray start --address`).
 
 One catalogue of the tiny example at two architectures (B differs from A in its text encoder
 only, so B shares A's UNet and VAE libraries), in three layouts, plus a pickle that would run
@@ -133,19 +133,6 @@ def test_a_killed_worker_is_retried_and_nothing_half_published(first, world):
     assert len(list((repo / "commits").glob("*.json"))) == 1  # one commit: the retry's, whole
 
 
-def test_rerun_skips_published_versions_and_finishes_the_rest(first, world):
-    hub = first[2]
-    jobs = world["root"] / "more.jsonl"
-    late = {**world["jobs"][0], "repo": "t/a-late"}
-    jobs.write_text((world["root"] / "jobs.jsonl").read_text() + json.dumps(late) + "\n")
-    result, by_repo = batch(world, "--hub", str(hub), jobs=jobs)
-    assert result.code == 2 and len(result.err.strip().splitlines()) == 2  # the bad two fail again
-    done = [j["repo"] for j in world["jobs"] if j["repo"] not in ("t/evil", "t/truncated")]
-    assert all(by_repo[r]["status"] == "already" and by_repo[r]["commit"] == first[1][r]["commit"] for r in done)
-    assert by_repo["t/a-late"]["status"] == "published"
-    assert by_repo[""]["libraries"]["compiled"] == 0
-
-
 @pytest.fixture(scope="module")
 def cluster(world, first):
     """A head and a second node, one CPU each, on loopback; stopped (by their pids) afterwards."""
@@ -202,16 +189,19 @@ def _wait_for(ready, logs: Path, timeout: float = 120) -> None:
     raise AssertionError("the Ray cluster did not start: " + " ".join(p.read_text()[-500:] for p in logs.glob("*.log")))
 
 
-def test_two_node_cluster_by_address(world, cluster):
-    jobs = world["root"] / "cluster.jsonl"
-    good = [j for j in world["jobs"] if j["repo"] not in ("t/evil", "t/truncated", "t/a-killed")]
-    jobs.write_text("".join(json.dumps({**j, "repo": j["repo"] + "-c"}) + "\n" for j in good))
-    hub = world["root"] / "cluster-hub"
+def test_rerun_on_a_two_node_cluster_skips_published_versions_and_finishes_the_rest(first, world, cluster):
+    """The same catalogue plus three new jobs, by ``--address`` on the cluster, to the same hub."""
+    hub = first[2]
+    late = [{**world["jobs"][i], "repo": f"t/late-{i}"} for i in (0, 1, 3)]
+    jobs = world["root"] / "more.jsonl"
+    jobs.write_text((world["root"] / "jobs.jsonl").read_text() + "".join(json.dumps(j) + "\n" for j in late))
     result, by_repo = batch(world, "--hub", str(hub), "--address", cluster, jobs=jobs)
-    assert result.code == 0, result.err
     summary = by_repo.pop("")
-    assert summary["ray"] == cluster and summary["published"] == len(good)
-    assert summary["libraries"]["compiled"] == 0  # every node read the run's shared cache
-    assert len({r["node"] for r in by_repo.values()}) == 2  # one CPU per node: both nodes worked
-    for r in by_repo.values():
-        assert LocalHub(hub).tags(r["repo"]) == {f"v{r['version']}": r["commit"]}
+    assert result.code == 2 and len(result.err.strip().splitlines()) == 2  # the bad two fail again
+    assert summary["ray"] == cluster
+    done = [j["repo"] for j in world["jobs"] if j["repo"] not in ("t/evil", "t/truncated")]
+    assert all(by_repo[r]["status"] == "already" and by_repo[r]["commit"] == first[1][r]["commit"] for r in done)
+    assert summary["published"] == len(late) and summary["libraries"]["compiled"] == 0  # the run's cache, on every node
+    assert len({by_repo[j["repo"]]["node"] for j in late}) == 2  # one CPU per node: both nodes packed
+    for j in late:
+        assert LocalHub(hub).tags(j["repo"]) == {f"v{j['version']}": by_repo[j["repo"]]["commit"]}

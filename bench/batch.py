@@ -1,13 +1,15 @@
 """`packer publish-batch` throughput: jobs per hour once the libraries are cached.
 
     python bench/batch.py [--jobs 16] [--checkpoint F --tokenizer DIR] [--targets llvm] [--address RAY]
+                          [--seed-cache DIR]
 
 Publishes one job first (it compiles the libraries into a fresh cache), then ``--jobs`` more of the
 same architecture to a fresh directory hub in one run: every library is a cache hit, so the rate
 is what a catalogue costs per checkpoint. The default checkpoint is the tiny example; pass
 bench/pack.py's full-size ``sd15-a.safetensors`` for full-size jobs. Every job packs the same file
 under its own repo id (the bytes do not change the work). Prints the run's wall time, jobs/hour
-and the per-job pack+publish times the workers measured.
+and the per-job pack+publish times the workers measured. ``--seed-cache`` copies a compile cache
+that already holds the libraries into the fresh one first (the warm-up then compiles nothing).
 """
 
 from __future__ import annotations
@@ -48,12 +50,15 @@ def main() -> None:
     ap.add_argument("--targets", default="llvm")
     ap.add_argument("--dtype", default="fp32")
     ap.add_argument("--address")
+    ap.add_argument("--seed-cache", type=Path)
     ap.add_argument("--work", type=Path, default=Path("/tmp/sdpack-batch-bench"))
     args = ap.parse_args()
     work = args.work
     for sub in ("cache", "hub"):
         shutil.rmtree(work / sub, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
+    if args.seed_cache:
+        shutil.copytree(args.seed_cache, work / "cache")
     ckpt, tok = args.checkpoint, args.tokenizer
     options = {"targets": args.targets, "dtype": args.dtype}
     if ckpt is None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from packer.batch.jobs import Job
-from packer.errors import CheckpointError, HubError
+from packer.errors import CheckpointError
 from packer.support import canonical
 from packer.support.names import tag_name
 
@@ -95,13 +95,9 @@ def published_commit(hub: str | Path | None, job: Job) -> str | None:
 
     from packer.hub.hf import hub_errors
 
-    try:
-        with hub_errors(remote.endpoint, job.repo, "listing versions"):
+    with hub_errors(remote.endpoint, job.repo, "listing versions"):
+        try:
             refs = remote.api.list_repo_refs(job.repo)
-    except HubError as exc:
-        if isinstance(exc.__cause__, RepositoryNotFoundError) or "not found" in exc.message:
+        except RepositoryNotFoundError:
             return None
-        raise
-    except RepositoryNotFoundError:
-        return None
     return next((t.target_commit for t in refs.tags if t.name == tag_name(job.version)), None)

@@ -28,6 +28,8 @@ class PublishBatchArgs:
     def checked(self) -> PublishBatchArgs:
         if not 0 <= self.retries <= 100:
             raise UsageError(f"--retries {self.retries} is out of range", f"use 0 to 100 (default {RETRIES})")
+        if self.hub != "hf" and not self.hub.startswith(("http://", "https://")):
+            self.hub = str(Path(self.hub).absolute())  # a directory hub: the same folder for every worker
         return self
 
     def display(self) -> str:

@@ -11,7 +11,8 @@
 3. **Followers**: a job whose libraries are all built runs at once; every library is a cache
    hit, so it costs weight I/O and upload only.
 
-Every job is a Ray task declaring ``num_cpus=1`` and ``memory`` (:mod:`.memory`); Ray retries a
+Every job is a Ray task declaring ``num_cpus=1`` and ``memory`` (:mod:`.memory`), spread over the
+nodes (Ray's ``SPREAD`` strategy: each job reads gigabytes, so the disks and NICs share them); Ray retries a
 task whose worker process died (``max_retries``), and since a job publishes in one commit tagged
 after it landed, a retried job either finds its version published or publishes it whole.
 
@@ -31,6 +32,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import sys
 import tempfile
 import time
@@ -49,6 +51,8 @@ FORWARDED = ("SDPACK_WEBGPU_RUNTIME_CACHE", "SDPACK_VERBOSE", "HF_ENDPOINT", "HF
              "HF_HUB_DISABLE_XET", "HF_HUB_OFFLINE", KILL_ONCE)
 OBJECT_STORE_BYTES = 256 << 20  # local runs pass only small results through it: leave memory to packs
 RAY_HINT = "install it with: pip install 'sdpack[batch]'"
+CLUSTER_HINT = "start one with `ray start --head`, then pass the HOST:PORT it prints as --address"
+CONNECT_SECONDS = 5
 
 
 @dataclass
@@ -176,11 +180,23 @@ def start(ray, address: str | None, cache: Path) -> None:
         if address is None:
             ray.init(num_cpus=os.cpu_count() or 1, object_store_memory=OBJECT_STORE_BYTES, **options)
         else:
+            _check_reachable(address)  # Ray itself retries an unreachable address for minutes
             options.pop("include_dashboard")
             ray.init(address=address, **options)
     except ConnectionError as exc:
         raise UsageError(f"cannot reach the Ray cluster at {address}: {' '.join(str(exc).split())[:200]}",
-                         "start it with `ray start --head`, then pass the address it prints") from None
+                         CLUSTER_HINT) from None
+
+
+def _check_reachable(address: str) -> None:
+    """``HOST:PORT`` (or ``ray://HOST:PORT``) must accept a TCP connection; ``auto`` is Ray's to find."""
+    if address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_SECONDS).close()
+    except (OSError, ValueError):
+        raise UsageError(f"cannot reach the Ray cluster at {address}", CLUSTER_HINT) from None
 
 
 def _largest_node_memory(ray) -> int:
@@ -193,20 +209,26 @@ def run_batch(jobs: list[Job], *, hub: str = "hf", address: str | None = None, c
     from packer.compile.cache import cache_root
 
     ray = _ray()
-    if hub != "hf" and not hub.startswith(("http://", "https://")):  # workers run elsewhere: an absolute path
-        try:
-            Path(hub).mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UsageError(f"cannot create hub directory {hub}: {exc.strerror or exc}", "choose a writable --hub DIR") from None
-        hub = str(Path(hub).absolute())
     # Ray's driver prints the cluster's messages (a worker died, a task is retried) on stdout, which
     # belongs to --json: they go to stderr with SDPACK_VERBOSE=1, else nowhere; results say what happened.
     with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(sys.stderr if verbose() else devnull):
         start(ray, address, cache_root(cache))
         try:
+            hub = _hub_directory(hub)
             return _schedule(ray, jobs, hub, retries, on_result or (lambda r: None))
         finally:
             ray.shutdown()
+
+
+def _hub_directory(hub: str) -> str:
+    """A directory hub exists and is named absolutely (workers run elsewhere); other hubs as given."""
+    if hub == "hf" or hub.startswith(("http://", "https://")):
+        return hub
+    try:
+        Path(hub).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create hub directory {hub}: {exc.strerror or exc}", "choose a writable --hub DIR") from None
+    return str(Path(hub).absolute())
 
 
 def _schedule(ray, jobs, hub, retries, on_result) -> list[JobResult]:
@@ -236,7 +258,7 @@ def _schedule(ray, jobs, hub, retries, on_result) -> list[JobResult]:
         leader = not keys <= built
         need = memory.peak_bytes(jobs[i].checkpoint, compiles=leader)
         options = {"name": f"publish {jobs[i].name}", "num_cpus": 1, "max_retries": retries,
-                   "memory": min(need, cap) if cap else need}
+                   "memory": min(need, cap) if cap else need, "scheduling_strategy": "SPREAD"}
         running[task.options(**options).remote(jobs[i], hub, leader)] = (i, keys - built)
         building.update(keys - built)
 

@@ -71,3 +71,15 @@ def test_memory_estimate_grows_with_the_checkpoint_and_with_compiling(tmp_path):
     assert memory.peak_bytes(str(big), compiles=False) == memory.BASE_BYTES + memory.PACK_FACTOR * 100_000
     full = memory.peak_bytes("org/some-hub-model", compiles=False)  # unknown size: a full-size SD1.5 file
     assert full == memory.BASE_BYTES + memory.PACK_FACTOR * memory.FULL_SIZE_SD15_BYTES
+
+
+def test_an_unreachable_cluster_is_one_line_and_leaves_nothing(tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on once closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    jobs = write_jsonl(tmp_path / "c.jsonl", {"repo": "org/a", "checkpoint": "m.safetensors", "version": "1.0.0"})
+    r = packer("publish-batch", str(jobs), "--hub", str(tmp_path / "hub"), "--address", f"127.0.0.1:{port}")
+    assert r.code == 2 and f"cannot reach the Ray cluster at 127.0.0.1:{port}" in r.error_line
+    assert not (tmp_path / "hub").exists()

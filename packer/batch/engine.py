@@ -31,11 +31,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +45,7 @@ from pathlib import Path
 from packer.batch import memory, probe
 from packer.batch.jobs import Job
 from packer.errors import SdpackError, UsageError
+from packer.support import canonical
 from packer.support.native_log import verbose
 
 RETRIES = 3  # attempts after a worker dies (out of memory, a lost node), per job
@@ -107,21 +110,32 @@ def probe_job(job: Job, hub: str) -> tuple[str, str | None, JobResult | None]:
         return "failed", None, _failed(job, exc)
 
 
-def publish_job(job: Job, hub: str, leader: bool) -> JobResult:
-    """Pack ``job`` into a temporary folder and publish it: `packer publish --checkpoint`, as one task."""
+def work_dir(run: str, job: Job) -> Path:
+    """Where ``job`` packs on its node: the same folder for every attempt of the job in one run, so
+    an attempt first removes what a killed one left (a bundle of gigabytes)."""
+    return Path(tempfile.gettempdir()) / "sdpack-batch" / f"{run}-{canonical.sha256_bytes(job.name.encode())[:16]}"
+
+
+def publish_job(job: Job, hub: str, leader: bool, run: str) -> JobResult:
+    """Pack ``job`` into its work folder and publish it: `packer publish --checkpoint`, as one task."""
     from packer.interface.pack import pack
     from packer.interface.publish import publish_bundle
 
     os.environ["SDPACK_NO_PROGRESS"] = "1"
     start = time.monotonic()
     to, endpoint = destination(hub)
+    work = work_dir(run, job)
     try:
-        with tempfile.TemporaryDirectory(prefix="sdpack-batch-") as tmp:
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        try:
             args = job.pack_args()
-            args.out = Path(tmp) / "bundle"
+            args.out = work / "bundle"
             packed = pack(args)
             _kill_once(job)
             done = publish_bundle(args.out, job.repo, job.version, job.private, to, endpoint).published
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
     except BaseException as exc:  # noqa: BLE001
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise
@@ -249,6 +263,7 @@ def _schedule(ray, jobs, hub, retries, on_result) -> list[JobResult]:
 
     cap = _largest_node_memory(ray)
     task = ray.remote(publish_job)
+    run = uuid.uuid4().hex[:12]
     running: dict = {}  # ObjectRef -> (job, keys it builds)
     built: set[str] = set()
     building: set[str] = set()
@@ -259,7 +274,7 @@ def _schedule(ray, jobs, hub, retries, on_result) -> list[JobResult]:
         need = memory.peak_bytes(jobs[i].checkpoint, compiles=leader)
         options = {"name": f"publish {jobs[i].name}", "num_cpus": 1, "max_retries": retries,
                    "memory": min(need, cap) if cap else need, "scheduling_strategy": "SPREAD"}
-        running[task.options(**options).remote(jobs[i], hub, leader)] = (i, keys - built)
+        running[task.options(**options).remote(jobs[i], hub, leader, run)] = (i, keys - built)
         building.update(keys - built)
 
     def dispatch() -> None:

@@ -73,8 +73,10 @@ def world():
     (root / "kill-once").write_text("t/a-killed@1.0.0\n")
     env = {"SDPACK_CACHE": str(root / "cache"), "HF_HOME": str(root / "hf"), "RAY_TMPDIR": str(root / "r"),
            "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16), "SDPACK_NO_PROGRESS": "1",
-           "SDPACK_BATCH_KILL_ONCE": str(root / "kill-once"), "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0"}
+           "SDPACK_BATCH_KILL_ONCE": str(root / "kill-once"), "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0",
+           "TMPDIR": str(root / "tmp")}
     (root / "r").mkdir()
+    (root / "tmp").mkdir()
     yield {"root": root, "a": a, "b": b, "jobs": jobs, "env": env}
     shutil.rmtree(root, ignore_errors=True)
 
@@ -131,6 +133,7 @@ def test_a_killed_worker_is_retried_and_nothing_half_published(first, world):
     assert by_repo["t/a-killed"]["status"] == "published"
     repo = LocalHub(hub).repo_dir("t/a-killed")
     assert len(list((repo / "commits").glob("*.json"))) == 1  # one commit: the retry's, whole
+    assert not any((world["root"] / "tmp" / "sdpack-batch").iterdir())  # the retry removed the killed one's bundle
 
 
 @pytest.fixture(scope="module")

@@ -276,6 +276,32 @@ def publish(
                              to=dest, endpoint=url), as_json)
 
 
+@app.command("publish-batch")
+@handles_errors
+def publish_batch(
+    jobs: Path = typer.Argument(..., help="job file: .jsonl (one JSON object per line) or .toml ([[job]] tables); "
+                                "formats/batch-job.schema.json", metavar="JOBS"),
+    hub: str = typer.Option("hf", "--hub", help=HUB_HELP, metavar="hf|URL|DIR"),
+    address: str = typer.Option(None, "--address", help="a running Ray cluster (`ray start --head` prints it); "
+                                "default: Ray in this process, on this machine"),
+    cache: Path = typer.Option(None, "--cache", help="compile cache every worker reads (on a cluster: a shared "
+                               "filesystem) [default: SDPACK_CACHE, else ~/.cache/sdpack]"),
+    retries: int = typer.Option(3, "--retries", help="times a job is retried when its worker process dies"),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP + "; printed also when some jobs failed"),
+) -> None:
+    """Publish many checkpoints on Ray: one job per line of JOBS, libraries compiled once per architecture.
+    Exit 2 when any job failed (one stderr line each); a rerun skips versions already published."""
+    from packer.interface.publish_batch import PublishBatchArgs
+    from packer.interface.publish_batch import publish_batch as run
+
+    result = run(PublishBatchArgs(jobs, hub, address, cache, retries))
+    _emit(result, as_json)
+    for line in result.error_lines():
+        _echo_error(line)
+    if result.failed:
+        raise typer.Exit(2)
+
+
 @app.command()
 @handles_errors
 def resolve(

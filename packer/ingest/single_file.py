@@ -100,6 +100,19 @@ def _sample_size(meta: dict[str, str], vae_levels: int) -> int:
     return architecture.SD15_SAMPLE_SIZE
 
 
+def infer_configs(state_dicts: dict[str, dict[str, torch.Tensor]], meta: dict[str, str], name: str) -> dict[str, dict]:
+    """The three components' configs from diffusers-layout weights (shapes only: meta tensors do)
+    and the file's metadata, after checking the structure is SD1.x text-to-image."""
+    architecture.check_structure(state_dicts, name)
+    vae_levels = _count(state_dicts["vae"], r"encoder\.down_blocks\.(\d+)\.")
+    sample_size = _sample_size(meta, vae_levels)
+    return {
+        "text_encoder": architecture.infer_text_encoder_config(state_dicts["text_encoder"]),
+        "unet": architecture.infer_unet_config(state_dicts["unet"], sample_size),
+        "vae": architecture.infer_vae_config(state_dicts["vae"], sample_size),
+    }
+
+
 def load(path: Path, *, tokenizer: Path | None = None, prediction_type: str | None = None) -> Checkpoint:
     """Ingest one LDM single-file checkpoint."""
     path = Path(path)
@@ -114,14 +127,7 @@ def load(path: Path, *, tokenizer: Path | None = None, prediction_type: str | No
         bar.describe(f"converting {path.name}", weights.tensor_bytes(converted))
         state_dicts = {c: weights.to_fp32(sd, bar.advance) for c, sd in converted.items()}
         del raw, converted
-    architecture.check_structure(state_dicts, path.name)
-    vae_levels = _count(state_dicts["vae"], r"encoder\.down_blocks\.(\d+)\.")
-    sample_size = _sample_size(meta, vae_levels)
-    configs = {
-        "text_encoder": architecture.infer_text_encoder_config(state_dicts["text_encoder"]),
-        "unet": architecture.infer_unet_config(state_dicts["unet"], sample_size),
-        "vae": architecture.infer_vae_config(state_dicts["vae"], sample_size),
-    }
+    configs = infer_configs(state_dicts, meta, path.name)
     with progress.task(f"hashing {path.name}", size, bytes_=True) as bar:
         source = {"name": path.name, "format": fmt, "sha256": canonical.sha256_file(path, on_bytes=bar.advance)}
     return finish(

@@ -16,7 +16,7 @@ from packer.support import native_log, progress
 from tests.cli.conftest import make_bundle
 from tests.helpers import packer
 
-VERBS = ["verify", "inspect", "pack", "generate", "publish", "resolve", "pull", "versions", "serve", "version"]
+VERBS = ["verify", "inspect", "pack", "generate", "publish", "publish-batch", "resolve", "pull", "versions", "serve", "version"]
 
 
 @pytest.mark.parametrize("verb", VERBS)

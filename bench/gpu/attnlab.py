@@ -1,7 +1,7 @@
 """Fused (WMMA flash) vs split attention vs torch SDPA, on the lent GPU.
 
 Each shape is one float16 ``R.nn.attention(q, k, v)`` ((B, S, H, D) layout) compiled twice for
-cuda-sm90: ``fused`` through :class:`packer.compile.passes.flash_attention.FusedAttention`
+cuda-sm90: ``fused`` through :class:`packer.compile.passes.fused_attention.FusedAttention`
 (pipeline step 2a), ``split`` through ``SplitAttention`` alone (the form without it). On the GPU
 both are checked against float32 SDPA on the same random inputs (relative L2) and timed against
 ``torch.nn.functional.scaled_dot_product_attention`` in float16.
@@ -59,18 +59,18 @@ def cmd_build(out: Path) -> None:
 
     from packer.compile import cuda_stub
     from packer.compile.cache import cache_root
-    from packer.compile.passes import flash_attention
-    from packer.compile.passes.flash_attention import FusedAttention
+    from packer.compile.passes import fused_attention
+    from packer.compile.passes.fused_attention import FusedAttention
     from packer.compile.passes.split_attention import SplitAttention
     from packer.compile.worker import build_in_subprocess
 
     out.mkdir(parents=True, exist_ok=True)
-    default_config = flash_attention.tile_config
+    default_config = fused_attention.tile_config
     for variant in VARIANTS:
         fixed = CONFIGS.get(variant)
-        flash_attention.tile_config = default_config if not fixed else (
-            lambda d, fixed=fixed: fixed if flash_attention.shared_bytes(d, *fixed)
-            <= flash_attention.SHARED_BYTES else default_config(d))
+        fused_attention.tile_config = default_config if not fixed else (
+            lambda d, fixed=fixed: fixed if fused_attention.shared_bytes(d, *fixed)
+            <= fused_attention.SHARED_BYTES else default_config(d))
         passes = ([FusedAttention] if variant.startswith("fused") else []) + [SplitAttention]
         mod = tvm.transform.Sequential([*passes, relax.transform.DeadCodeElimination()])(
             build_module())
@@ -78,7 +78,7 @@ def cmd_build(out: Path) -> None:
         build_in_subprocess(mod, "cuda-sm90", None, out / f"{variant}.so",
                             cuda_stub.build_env(cache_root()))
         print(f"built {out / variant}.so in {time.time() - t0:.0f} s")
-    flash_attention.tile_config = default_config
+    fused_attention.tile_config = default_config
     (out / "index.json").write_text(json.dumps({"shapes": SHAPES, "variants": VARIANTS}))
 
 

@@ -70,7 +70,7 @@ def _nhwc_gemm(x, w, kernel, stride, pad, weight_layout):
 def build_module():
     from tvm import relax, topi
 
-    from packer.compile.passes.conv_implicit_gemm import conv2d_as_gemm
+    from packer.compile.passes.conv2d_implicit_gemm import conv2d_as_gemm
 
     bb = relax.BlockBuilder()
     for name, (b, c, hw, o, k, s) in SHAPES.items():

@@ -94,7 +94,7 @@ def cmd_build(out: Path) -> None:
     from packer.compile import cuda_stub
     from packer.compile.cache import cache_root
     from packer.compile.passes import tensor_core_gemm
-    from packer.compile.passes.conv_implicit_gemm import Conv2dImplicitGemm
+    from packer.compile.passes.conv2d_implicit_gemm import Conv2dImplicitGemm
     from packer.compile.passes.tensor_core_gemm import TensorCoreGemm, Tiles
     from packer.compile.worker import build_in_subprocess
 

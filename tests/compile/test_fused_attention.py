@@ -1,4 +1,4 @@
-"""Pipeline step 2a: ``FusedAttention`` (packer.compile.passes.flash_attention).
+"""Pipeline step 2a: ``FusedAttention`` (packer.compile.passes.fused_attention).
 
 The kernel runs only on an NVIDIA GPU (mma.sync, ldmatrix): here it is checked for what it
 rewrites and for what nvcc makes of it. Its numbers are checked on the lent H100 by
@@ -14,7 +14,7 @@ import re
 import pytest
 
 from packer.compile import cuda_stub, pipeline
-from packer.compile.passes.flash_attention import (
+from packer.compile.passes.fused_attention import (
     SHARED_BYTES,
     FusedAttention,
     attention_kernel,

@@ -1,7 +1,7 @@
 """Convolutions and linear layers as one hand-written tensor-core GEMM (pipeline step 1c).
 
 Without it, convolutions go through dlight's tensor-core Matmul rule over an implicit-GEMM view
-(:mod:`packer.compile.passes.conv_implicit_gemm`): WMMA fragments loaded from shared memory that
+(:mod:`packer.compile.passes.conv2d_implicit_gemm`): WMMA fragments loaded from shared memory that
 registers filled, one k-tile at a time, at about half of cuDNN's speed on an H100.
 :func:`gemm_kernel` is one TIR kernel per shape for
 
@@ -23,7 +23,7 @@ zero padding as zero-filled copies. Per CTA (``bm × bn`` outputs, ``warps`` war
 2. per k-tile, ``bk / 16`` k16 steps of ``ldmatrix`` A and B fragments and
    ``mma.sync.m16n8k16``;
 3. the accumulators are written in pairs as float16 (or, split along k, as float32 partial
-   sums that :func:`packer.compile.passes.conv_implicit_gemm.sum_splits` adds up with the
+   sums that :func:`packer.compile.passes.conv2d_implicit_gemm.sum_splits` adds up with the
    epilogue).
 
 :class:`TensorCoreGemm` is the Relax pass (float16 CUDA targets, before
@@ -48,7 +48,7 @@ from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from . import ptx, rewrite_functions, static_shape
-from .conv_implicit_gemm import nhwc_conv_shapes, sum_splits
+from .conv2d_implicit_gemm import nhwc_conv_shapes, sum_splits
 
 SHARED_BYTES = 96 * 1024
 """The most dynamic shared memory a tile plan may take: what every CUDA target sdpack builds

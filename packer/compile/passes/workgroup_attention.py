@@ -32,7 +32,7 @@ float32 words (Dp = D rounded up to 16), at most :data:`WORKGROUP_BYTES`.
 :class:`WorkgroupAttention` is the Relax pass: it replaces every plain ``R.nn.attention`` (no
 bias, mask or window; static shapes, D == Dv, float32 or float16) whose tiles fit with a
 ``call_tir`` of its kernel, marked scheduled so that dlight leaves it alone. Targets with
-``mma_kernels`` (CUDA float16) use :mod:`.flash_attention` instead; heads too wide for the
+``mma_kernels`` (CUDA float16) use :mod:`.fused_attention` instead; heads too wide for the
 workgroup memory stay with ``SplitAttention``.
 """
 

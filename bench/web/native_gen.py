@@ -51,11 +51,11 @@ COMPONENT_CONFIG = {"text_encoder": "text_encoder", "unet": "unet", "vae_decoder
 # ------------------------------------------------------------------------------------------------
 def add(bundle: Path, names: list[str], cache: Path | None) -> None:
     from packer.bundle import Bundle
+    from packer.bundle.manifest import merge_requirements
     from packer.compile.cache import cache_root
     from packer.compile.component import COMPONENTS, Compiler, _component_configs
     from packer.compile.targets import get_target
     from packer.ingest import architecture
-    from packer.interface.pack import _merge_requirements
     from packer.support.canonical import dumps, sha256_file
 
     manifest_path = bundle / "manifest.json"
@@ -100,7 +100,7 @@ def add(bundle: Path, names: list[str], cache: Path | None) -> None:
                 entry = {"kind": cc.target_json["kind"], "dtype": dtype, "target": cc.target_json, "libs": {},
                          "tuning_db_sha256": cc.tuning_db_sha256, "requirements": dict(cc.requirements)}
             entry["libs"][component] = rel
-            _merge_requirements(entry["requirements"], cc.requirements)
+            merge_requirements(entry["requirements"], cc.requirements)
             print(json.dumps({"variant": name, "component": component, "reused": cc.reused,
                               "s": round(time.perf_counter() - t0, 1), "bytes": files[rel]["size"]}), flush=True)
         doc["targets"][name] = entry

@@ -24,8 +24,9 @@ import torch
 from torch import nn
 
 from ..errors import CompileError
+from ..support.spec import TEXT_MAX_LENGTH
 
-TEXT_LENGTH = 77
+TEXT_LENGTH = TEXT_MAX_LENGTH
 """Tokens per prompt: fixed by SD1.5's CLIP tokenizer, shared by the text encoder and UNet."""
 
 UNET_BATCH = 2

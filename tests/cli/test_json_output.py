@@ -9,8 +9,8 @@ import json
 import subprocess
 import sys
 
-from packer.bundle.manifest import schema
 from packer.cli import app
+from packer.support.schemas import schema
 from tests.cli.conftest import ALICE_TOKEN, make_bundle
 from tests.helpers import REPO as SOURCE_TREE
 from tests.helpers import cli_json

@@ -9,7 +9,7 @@
 The model is served as a directory hub by packer's own `packer serve` handler (packer/hub/serve.py,
 subclassed here to add the page under /app/ and the page's /__config, /__progress, /__image and
 /__result) and loaded by its pinned Hub-style URL `…/<org>/<name>/resolve/<commit>/manifest.json`.
-`--bundle DIR` publishes the bundle into a directory hub first (packer's publish_bundle, which
+`--bundle DIR` publishes the bundle into a directory hub first (packer's publish verb, which
 verifies it; the commit id is derived there), under the id and version its manifest names.
 
 For each variant × flag set a fresh Chromium runs bench/web/gen_page.js (`?auto`; see there):
@@ -90,12 +90,13 @@ def write_png(path: Path, rgba: bytes, width: int, height: int) -> None:
 
 
 def publish(bundle: Path, hub: Path) -> tuple[str, str, str]:
-    """Publish `bundle` into the directory hub `hub` (packer's publish_bundle): (repo, version, commit)."""
-    from packer.interface.publish import publish_bundle
+    """Publish `bundle` into the directory hub `hub` (packer's publish verb): (repo, version, commit)."""
+    from packer.interface.publish import PublishArgs
+    from packer.interface.publish import publish as publish_verb
 
     model = json.loads((bundle / "manifest.json").read_text())["model"]
     t0 = time.monotonic()
-    res = publish_bundle(bundle, model["id"], model["version"], to=hub)
+    res = publish_verb(PublishArgs(bundle, model["id"], model["version"], to=hub))
     print(f"published {bundle} as {model['id']} {model['version']} into {hub}: commit {res.published.commit} "
           f"({time.monotonic() - t0:.1f} s)", file=sys.stderr)
     return model["id"], model["version"], res.published.commit

@@ -4,7 +4,7 @@ The kernel runs only on an NVIDIA GPU (mma.sync, ldmatrix): here it is checked f
 rewrites and for what nvcc makes of it. Its numbers are checked on the lent H100 by
 ``bench/gpu/attnlab.py`` against float32 SDPA on every SD1.5 attention shape plus ragged ones
 (relative L2 2.6-2.8e-4, the same as torch's float16 SDPA: docs/design.md, step 2a)
-and end to end by bench/gpu.py's UNet and image fidelity.
+and end to end by bench/gpu/native.py's UNet and image fidelity.
 """
 
 from __future__ import annotations

@@ -20,8 +20,8 @@ In order:
      group norms, concats and resizes between convolutions; the weights are permuted in the
      graph), then ``Conv2dImplicitGemm`` (:mod:`packer.compile.passes.conv2d_implicit_gemm`):
      each convolution becomes an NT matmul over an im2col view that dlight's tensor-core Matmul
-     rule schedules with both operands contiguous along the reduction (2-3× TOPI's NCHW
-     convolution on an H100); where the output tiles would not fill the GPU (the 8² and 16²
+     rule schedules with both operands contiguous along the reduction (faster than TOPI's NCHW
+     convolution); where the output tiles would not fill the GPU (the 8² and 16²
      layers), the reduction is split into partial products added up by an elementwise kernel
      that takes the epilogue. The calling convention (NCHW inputs and outputs) is unchanged.
   1c. Targets with ``mma_kernels`` (CUDA), float16 only, before ``Conv2dImplicitGemm``:

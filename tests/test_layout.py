@@ -9,8 +9,18 @@ from pathlib import Path
 
 from tests.helpers import REPO
 
-ORDER = ("errors", "support", "ingest", "compile", "bundle", "hub", "runtime", "interface", "cli",
-         "__main__")
+ORDER = (
+    "errors",
+    "support",
+    "ingest",
+    "compile",
+    "bundle",
+    "hub",
+    "runtime",
+    "interface",
+    "cli",
+    "__main__",
+)
 """packer's top-level modules and packages, earliest first."""
 LEAVES = ("packer/support/schemas.py",)
 
@@ -30,7 +40,7 @@ def packer_imports(path: Path) -> list[str]:
             found += [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):
             if node.level:
-                base = package[:len(package) - node.level + 1]
+                base = package[: len(package) - node.level + 1]
                 module = ".".join([*base, *([node.module] if node.module else [])])
                 found += [module] if node.module else [f"{module}.{a.name}" for a in node.names]
             elif node.module:
@@ -39,8 +49,11 @@ def packer_imports(path: Path) -> list[str]:
 
 
 def test_the_stage_list_covers_packer():
-    stages = {p.stem if p.is_file() else p.name for p in (REPO / "packer").iterdir()
-              if (p.suffix == ".py" and p.stem != "__init__") or (p / "__init__.py").is_file()}
+    stages = {
+        p.stem if p.is_file() else p.name
+        for p in (REPO / "packer").iterdir()
+        if (p.suffix == ".py" and p.stem != "__init__") or (p / "__init__.py").is_file()
+    }
     assert stages == set(ORDER)
 
 

@@ -8,7 +8,10 @@ import json
 from importlib import resources
 from pathlib import Path
 
-FOLDERS = ("formats", "manifests")  # where the repository keeps them; the wheel puts both in _formats/
+FOLDERS = (
+    "formats",
+    "manifests",
+)  # where the repository keeps them; the wheel puts both in _formats/
 
 
 def _text(name: str) -> str:

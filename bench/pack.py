@@ -1,6 +1,6 @@
 """Pack full-size SD1.5 twice: how long, how much memory, and does the second reuse the libraries?
 
-    python bench/pack.py [--targets llvm,cuda] [--dtype fp16] [--work /tmp/sdpack-bench]
+    python -m bench.pack [--targets llvm,cuda] [--dtype fp16] [--work /tmp/sdpack-bench]
 
 Makes two single-file LDM ``.safetensors`` checkpoints (fp16, as model sites ship them) with the
 real SD1.5 configs and different random weights, then runs ``packer pack`` on each in a fresh
@@ -22,12 +22,10 @@ from pathlib import Path
 import psutil
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from examples import make_example, tiny_tokenizer
+from packer.ingest import architecture
 
-from examples import make_example, tiny_tokenizer  # noqa: E402
-from packer.ingest import architecture  # noqa: E402
-from sd15 import CLIP_L, UNET, VAE  # noqa: E402  (bench/ is on sys.path)
+from .sd15 import CLIP_L, UNET, VAE
 
 
 def make_checkpoint(path: Path, seed: int) -> None:

@@ -135,9 +135,10 @@ def handles_errors(fn):
 
 def _print_version(value: bool) -> None:
     if value:
+        from packer.interface.version import VersionArgs
         from packer.interface.version import version as run
 
-        typer.echo(run().display())
+        typer.echo(run(VersionArgs()).display())
         raise typer.Exit()
 
 
@@ -156,9 +157,10 @@ def verify(
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Check a bundle against the schema and every hash; exit 1 naming the first bad file."""
+    from packer.interface.verify import VerifyArgs
     from packer.interface.verify import verify as run
 
-    _emit(run(bundle), as_json)
+    _emit(run(VerifyArgs(bundle)), as_json)
 
 
 @app.command()
@@ -168,9 +170,10 @@ def inspect(
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Print a human summary of a bundle."""
+    from packer.interface.inspect import InspectArgs
     from packer.interface.inspect import inspect as run
 
-    _emit(run(bundle), as_json)
+    _emit(run(InspectArgs(bundle)), as_json)
 
 
 @app.command()
@@ -260,20 +263,21 @@ def publish(
     """Pack a checkpoint (reusing compiled libraries) and publish it as an immutable version:
     one commit, tagged vX.Y.Z (token: HF_TOKEN or `hf auth login`)."""
     from packer.interface.pack import PackArgs
-    from packer.interface.publish import publish_checkpoint
+    from packer.interface.publish import PublishArgs
+    from packer.interface.publish import publish as run
 
-    if (checkpoint is None) == (bundle is None):
-        raise UsageError("publish needs exactly one of --checkpoint or --bundle",
-                         "pass --checkpoint FILE to pack and publish it, or --bundle DIR for a packed bundle")
-    where = _hub(hub, to, endpoint) or "hf"
-    dest, url = ("hf", where) if where.startswith(("http://", "https://")) else (where if where == "hf" else Path(where), None)
     pack_args = None
     if checkpoint is not None:
         pack_args = PackArgs(checkpoint, Path(), _target_list(targets), dtype, version, repo, license=license,
                              base_model=base_model, tokenizer=tokenizer, prediction_type=prediction_type,
                              image_size=image_size)
-    _emit(publish_checkpoint(repo, version, pack_args=pack_args, bundle=bundle, private=private,
-                             to=dest, endpoint=url), as_json)
+    args = PublishArgs(bundle, repo, version, private, pack=pack_args)
+    if (checkpoint is None) == (bundle is None):
+        args.checked()  # says which of the two to pass before the hub options are looked at
+    where = _hub(hub, to, endpoint) or "hf"
+    args.to, args.endpoint = ("hf", where) if where.startswith(("http://", "https://")) else (
+        where if where == "hf" else Path(where), None)
+    _emit(run(args), as_json)
 
 
 @app.command("publish-batch")
@@ -313,9 +317,10 @@ def resolve(
 ) -> None:
     """Print the commit, manifest URL and manifest sha256 a version pins (JSON). For a directory
     hub the URL is where `packer serve DIR` answers; `serve` says so."""
-    from packer.interface.resolve import resolve_pin
+    from packer.interface.resolve import ResolveArgs
+    from packer.interface.resolve import resolve as run
 
-    _emit(resolve_pin(spec, endpoint=_hub(hub, None, endpoint), lock_out=lock_out), as_json)
+    _emit(run(ResolveArgs(spec, endpoint=_hub(hub, None, endpoint), lock_out=lock_out)), as_json)
 
 
 @app.command()
@@ -329,9 +334,10 @@ def pull(
 ) -> None:
     """Download a pinned bundle and verify every file before it appears at --out. From a Hub the
     files go through the Hugging Face cache (HF_HOME): a cut-off pull resumes where it stopped."""
-    from packer.interface.pull import pull_bundle
+    from packer.interface.pull import PullArgs
+    from packer.interface.pull import pull as run
 
-    _emit(pull_bundle(spec, out, endpoint=_hub(hub, None, endpoint)), as_json)
+    _emit(run(PullArgs(spec, out, endpoint=_hub(hub, None, endpoint))), as_json)
 
 
 @app.command()
@@ -343,9 +349,10 @@ def versions(
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """List the published versions, newest first: commit, date, targets and size of each."""
+    from packer.interface.versions import VersionsArgs
     from packer.interface.versions import versions as run
 
-    _emit(run(repo, _hub(hub, None, endpoint)), as_json)
+    _emit(run(VersionsArgs(repo, _hub(hub, None, endpoint))), as_json)
 
 
 @app.command()
@@ -358,9 +365,10 @@ def serve(
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP + ", once the server listens"),
 ) -> None:
     """Serve a directory hub at /ORG/NAME/resolve/REV/PATH with CORS and Range, for browsers."""
-    from packer.interface.serve import start
+    from packer.interface.serve import ServeArgs
+    from packer.interface.serve import serve as run
 
-    serving = start(directory, port=port, host=host, app=app_dir)
+    serving = run(ServeArgs(directory, port=port, host=host, app=app_dir))
     _emit(serving, as_json)
     serving.wait()
 
@@ -369,9 +377,10 @@ def serve(
 @handles_errors
 def version(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """Print sdpack's version and the pinned compiler versions."""
+    from packer.interface.version import VersionArgs
     from packer.interface.version import version as run
 
-    _emit(run(), as_json)
+    _emit(run(VersionArgs()), as_json)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

@@ -44,7 +44,7 @@ def cli_json(result: Result, verb: str) -> dict:
     formats/cli-output.schema.json (the verb's definition, and the top-level oneOf)."""
     import jsonschema
 
-    from packer.bundle.manifest import schema
+    from packer.support.schemas import schema
 
     assert result.code == 0, result.err
     doc = json.loads(result.out)

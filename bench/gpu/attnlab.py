@@ -1,22 +1,21 @@
 """Fused (WMMA flash) vs split attention vs torch SDPA, on the lent GPU.
 
 Each shape is one float16 ``R.nn.attention(q, k, v)`` ((B, S, H, D) layout) compiled twice for
-cuda-sm90: ``fused`` through :class:`packer.compile.passes.flash_attention.FusedAttention`
+cuda-sm90: ``fused`` through :class:`packer.compile.passes.fused_attention.FusedAttention`
 (pipeline step 2a), ``split`` through ``SplitAttention`` alone (the form without it). On the GPU
 both are checked against float32 SDPA on the same random inputs (relative L2) and timed against
 ``torch.nn.functional.scaled_dot_product_attention`` in float16.
 
-    here:  python bench/gpu/attnlab.py build --out .device/attnlab
+    here:  python -m bench.gpu.attnlab build --out .device/attnlab
     there: run("bash bench/gpu/run.sh attnlab", carry=[".device"])
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
-import time
 from pathlib import Path
+
+from .lab import Gpu, build_library, main, rel_l2
 
 SHAPES = {  # name: (batch, query length, key length, heads, head dim)
     "self64": (2, 4096, 4096, 8, 40),  # SD1.5 UNet, 64² latents, classifier-free guidance
@@ -57,43 +56,32 @@ def cmd_build(out: Path) -> None:
     import tvm
     from tvm import relax
 
-    from packer.compile import cuda_stub
-    from packer.compile.cache import cache_root
-    from packer.compile.passes import flash_attention
-    from packer.compile.passes.flash_attention import FusedAttention
+    from packer.compile.passes import fused_attention
+    from packer.compile.passes.fused_attention import FusedAttention
     from packer.compile.passes.split_attention import SplitAttention
-    from packer.compile.worker import build_in_subprocess
 
     out.mkdir(parents=True, exist_ok=True)
-    default_config = flash_attention.tile_config
+    default_config = fused_attention.tile_config
     for variant in VARIANTS:
         fixed = CONFIGS.get(variant)
-        flash_attention.tile_config = default_config if not fixed else (
-            lambda d, fixed=fixed: fixed if flash_attention.shared_bytes(d, *fixed)
-            <= flash_attention.SHARED_BYTES else default_config(d))
+        fused_attention.tile_config = default_config if not fixed else (
+            lambda d, fixed=fixed: fixed if fused_attention.shared_bytes(d, *fixed)
+            <= fused_attention.SHARED_BYTES else default_config(d))
         passes = ([FusedAttention] if variant.startswith("fused") else []) + [SplitAttention]
         mod = tvm.transform.Sequential([*passes, relax.transform.DeadCodeElimination()])(
             build_module())
-        t0 = time.time()
-        build_in_subprocess(mod, "cuda-sm90", None, out / f"{variant}.so",
-                            cuda_stub.build_env(cache_root()))
-        print(f"built {out / variant}.so in {time.time() - t0:.0f} s")
-    flash_attention.tile_config = default_config
+        build_library(mod, out / f"{variant}.so")
+    fused_attention.tile_config = default_config
     (out / "index.json").write_text(json.dumps({"shapes": SHAPES, "variants": VARIANTS}))
 
 
 def cmd_run(lib: Path) -> None:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import torch
 
-    from gpu import back_to_back_s, load_tvm  # bench/gpu.py
+    from .native import back_to_back_s
 
-    tvm = load_tvm("cuda")
-    from tvm.runtime.vm import VirtualMachine
-
-    dev = tvm.cuda(0)
-    vms = {v: VirtualMachine(tvm.runtime.load_module(str(lib / f"{v}.so")), dev)
-           for v in VARIANTS}
+    gpu = Gpu()
+    vms = {v: gpu.load(lib / f"{v}.so") for v in VARIANTS}
     print(f"{'shape':8s} {'GFLOP':>6s} " + " ".join(f"{v:>25s}" for v in (*VARIANTS, "torch_sdpa")))
     torch.manual_seed(0)
     for name, shape in SHAPES.items():
@@ -103,29 +91,19 @@ def cmd_run(lib: Path) -> None:
         qt, kt, vt = (x.permute(0, 2, 1, 3) for x in (q, k, v))
         want = torch.nn.functional.scaled_dot_product_attention(
             qt.float(), kt.float(), vt.float()).permute(0, 2, 1, 3)
-        args = [tvm.runtime.from_dlpack(x.contiguous()) for x in (q, k, v)]
+        args = gpu.arrays(q, k, v)
         cells = []
         for _variant, vm in vms.items():
-            got = torch.from_dlpack(vm[name](*args)).float()
-            err = float((got - want).norm() / want.norm())
-            sec = vm.time_evaluator(name, dev, number=20, repeat=3)(*args).median
+            err = rel_l2(torch.from_dlpack(vm[name](*args)), want)
+            sec = gpu.seconds(vm, name, args)
             cells.append(f"{sec * 1e6:8.1f}us {flops(shape) / sec / 1e12:5.1f}T L2 {err:.1e}")
         sdpa = torch.nn.functional.scaled_dot_product_attention
         sec = back_to_back_s(lambda: sdpa(qt, kt, vt))
-        err = float((sdpa(qt, kt, vt).permute(0, 2, 1, 3).float() - want).norm() / want.norm())
+        err = rel_l2(sdpa(qt, kt, vt).permute(0, 2, 1, 3), want)
         cells.append(f"{sec * 1e6:8.1f}us {flops(shape) / sec / 1e12:5.1f}T L2 {err:.1e}")
         print(f"{name:8s} {flops(shape) / 1e9:6.2f} " + " ".join(f"{c:>25s}" for c in cells),
               flush=True)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("build").add_argument("--out", type=Path, default=Path(".device/attnlab"))
-    sub.add_parser("run").add_argument("--lib", type=Path, default=Path(".device/attnlab"))
-    args = ap.parse_args()
-    cmd_build(args.out) if args.cmd == "build" else cmd_run(args.lib)
-
-
 if __name__ == "__main__":
-    main()
+    main("attnlab", cmd_build, cmd_run)

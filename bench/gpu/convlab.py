@@ -8,17 +8,16 @@ speed? Each variant is one Relax function (conv + bias add) in a single CUDA lib
   gemm_nhwc   NHWC activations, OHWI weights: out[(b,h,w), o] = col[(b,h,w), (r,s,c)] · W[o, (r,s,c)]
   gemm_nhwc_oihw  the same with the OIHW weight read in place (strided along c)
 
-    here:  python bench/gpu/convlab.py build --out .device/convlab      (stub driver + nvcc)
+    here:  python -m bench.gpu.convlab build --out .device/convlab      (stub driver + nvcc)
     there: run("bash bench/gpu/run.sh convlab", carry=[".device"])       (times each, and cuDNN)
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
-import time
 from pathlib import Path
+
+from .lab import Gpu, build_library, main, rel_l2
 
 SHAPES = {  # name: (batch, in channels, height = width, out channels, kernel, stride)
     "unet64": (2, 320, 64, 320, 3, 1),
@@ -70,7 +69,7 @@ def _nhwc_gemm(x, w, kernel, stride, pad, weight_layout):
 def build_module():
     from tvm import relax, topi
 
-    from packer.compile.passes.conv_implicit_gemm import conv2d_as_gemm
+    from packer.compile.passes.conv2d_implicit_gemm import conv2d_as_gemm
 
     bb = relax.BlockBuilder()
     for name, (b, c, hw, o, k, s) in SHAPES.items():
@@ -101,30 +100,17 @@ def build_module():
 
 
 def cmd_build(out: Path) -> None:
-    from packer.compile import cuda_stub
-    from packer.compile.cache import cache_root
-    from packer.compile.worker import build_in_subprocess
-
-    out.mkdir(parents=True, exist_ok=True)
-    mod = build_module()
-    t0 = time.time()
-    build_in_subprocess(mod, "cuda-sm90", None, out / "convlab.so",
-                        cuda_stub.build_env(cache_root()))
+    build_library(build_module(), out / "convlab.so")
     (out / "index.json").write_text(json.dumps({"shapes": SHAPES, "variants": VARIANTS}))
-    print(f"built {out / 'convlab.so'} in {time.time() - t0:.0f} s")
 
 
 def cmd_run(lib: Path) -> None:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import torch
 
-    from gpu import back_to_back_s, load_tvm  # bench/gpu.py
+    from .native import back_to_back_s
 
-    tvm = load_tvm("cuda")
-    from tvm.runtime.vm import VirtualMachine
-
-    dev = tvm.cuda(0)
-    vm = VirtualMachine(tvm.runtime.load_module(str(lib / "convlab.so")), dev)
+    gpu = Gpu()
+    vm = gpu.load(lib / "convlab.so")
     print(f"{'shape':12s} {'GFLOP':>7s} " + " ".join(f"{v:>16s}" for v in (*VARIANTS, "cudnn_nchw",
                                                                          "cudnn_nhwc")))
     for name, shape in SHAPES.items():
@@ -139,13 +125,13 @@ def cmd_run(lib: Path) -> None:
             xs = x.permute(0, 2, 3, 1).contiguous() if nhwc else x
             ws = w.permute(0, 2, 3, 1).contiguous() if variant == "gemm_nhwc" else w
             bs = bias.reshape(1, 1, 1, o) if nhwc else bias.reshape(1, o, 1, 1)
-            args = [tvm.runtime.from_dlpack(t.contiguous()) for t in (xs, ws, bs)]
+            args = gpu.arrays(xs, ws, bs)
             fname = f"{variant}__{name}"
             got = torch.from_dlpack(vm[fname](*args))
             if nhwc:
                 got = got.permute(0, 3, 1, 2)
-            err = float((got.float() - want.float()).norm() / want.float().norm())
-            sec = vm.time_evaluator(fname, dev, number=20, repeat=3)(*args).median
+            err = rel_l2(got, want)
+            sec = gpu.seconds(vm, fname, args)
             cells.append(f"{sec * 1e6:7.0f}us {flops(shape) / sec / 1e12:4.0f}T"
                          + ("" if err < 2e-2 else f" ERR{err:.2f}"))
         for fmt in (torch.contiguous_format, torch.channels_last):
@@ -157,14 +143,5 @@ def cmd_run(lib: Path) -> None:
               flush=True)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("build").add_argument("--out", type=Path, default=Path(".device/convlab"))
-    sub.add_parser("run").add_argument("--lib", type=Path, default=Path(".device/convlab"))
-    args = ap.parse_args()
-    cmd_build(args.out) if args.cmd == "build" else cmd_run(args.lib)
-
-
 if __name__ == "__main__":
-    main()
+    main("convlab", cmd_build, cmd_run)

@@ -8,17 +8,16 @@ dlight's tensor-core Matmul rule). Convolutions are NHWC with OHWI weights plus 
 against torch in float32 on the same random inputs (relative L2) and timed against torch
 float16 (cuDNN channels-last convolution, cuBLAS linear).
 
-    here:  python bench/gpu/gemmlab.py build --out .device/gemmlab
+    here:  python -m bench.gpu.gemmlab build --out .device/gemmlab
     there: run("bash bench/gpu/run.sh gemmlab", carry=[".device"])
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
-import time
 from pathlib import Path
+
+from .lab import Gpu, build_library, main, rel_l2
 
 CONVS = {  # name: (batch, in channels, height = width, out channels, kernel, stride)
     "unet64": (2, 320, 64, 320, 3, 1),
@@ -91,12 +90,9 @@ def cmd_build(out: Path) -> None:
     import tvm
     from tvm import relax
 
-    from packer.compile import cuda_stub
-    from packer.compile.cache import cache_root
     from packer.compile.passes import tensor_core_gemm
-    from packer.compile.passes.conv_implicit_gemm import Conv2dImplicitGemm
+    from packer.compile.passes.conv2d_implicit_gemm import Conv2dImplicitGemm
     from packer.compile.passes.tensor_core_gemm import TensorCoreGemm, Tiles
-    from packer.compile.worker import build_in_subprocess
 
     out.mkdir(parents=True, exist_ok=True)
     shipped = tensor_core_gemm.TILES
@@ -107,26 +103,18 @@ def cmd_build(out: Path) -> None:
             Conv2dImplicitGemm, relax.transform.FuseTransposeMatmul(),
             relax.transform.DeadCodeElimination()]
         mod = tvm.transform.Sequential(passes)(build_module())
-        t0 = time.time()
-        build_in_subprocess(mod, "cuda-sm90", None, out / f"{variant}.so",
-                            cuda_stub.build_env(cache_root()))
-        print(f"built {out / variant}.so in {time.time() - t0:.0f} s")
+        build_library(mod, out / f"{variant}.so")
     tensor_core_gemm.TILES = shipped
     (out / "index.json").write_text(json.dumps({"convs": CONVS, "linears": LINEARS}))
 
 
 def cmd_run(lib: Path) -> None:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import torch
 
-    from gpu import back_to_back_s, load_tvm  # bench/gpu.py
+    from .native import back_to_back_s
 
-    tvm = load_tvm("cuda")
-    from tvm.runtime.vm import VirtualMachine
-
-    dev = tvm.cuda(0)
-    vms = {v: VirtualMachine(tvm.runtime.load_module(str(lib / f"{v}.so")), dev)
-           for v in VARIANTS}
+    gpu = Gpu()
+    vms = {v: gpu.load(lib / f"{v}.so") for v in VARIANTS}
     print(f"{'shape':12s} {'GFLOP':>6s} " + " ".join(f"{v:>24s}" for v in (*VARIANTS, "torch")), flush=True)
     torch.manual_seed(0)
     cases = [(name, shape, True) for name, shape in CONVS.items()] + \
@@ -155,31 +143,20 @@ def cmd_run(lib: Path) -> None:
             args = [x, w, bias]
             peer = (lambda: torch.nn.functional.linear(x, w, bias))
             flop = linear_flops(shape)
-        args = [tvm.runtime.from_dlpack(t.contiguous()) for t in args]
+        args = gpu.arrays(*args)
         cells = []
         for variant, vm in vms.items():
-            got = torch.from_dlpack(vm[name](*args)).float()
-            err = float((got - want).norm() / want.norm())
-            sec = vm.time_evaluator(name, dev, number=20, repeat=3)(*args).median
+            err = rel_l2(torch.from_dlpack(vm[name](*args)), want)
+            sec = gpu.seconds(vm, name, args)
             totals[variant] += sec
             cells.append(f"{sec * 1e6:7.1f}us {flop / sec / 1e12:4.0f}T L2 {err:.1e}")
         sec = back_to_back_s(peer)
         totals["torch"] += sec
-        err = float((peer().float() - want.permute(0, 3, 1, 2) if is_conv else
-                     peer().float() - want).norm() / want.norm())
+        err = rel_l2(peer(), want.permute(0, 3, 1, 2) if is_conv else want)
         cells.append(f"{sec * 1e6:7.1f}us {flop / sec / 1e12:4.0f}T L2 {err:.1e}")
         print(f"{name:12s} {flop / 1e9:6.1f} " + " ".join(f"{c:>24s}" for c in cells), flush=True)
     print("total        " + " ".join(f"{totals[v] * 1e6:>22.0f}us" for v in totals))
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("build").add_argument("--out", type=Path, default=Path(".device/gemmlab"))
-    sub.add_parser("run").add_argument("--lib", type=Path, default=Path(".device/gemmlab"))
-    args = ap.parse_args()
-    cmd_build(args.out) if args.cmd == "build" else cmd_run(args.lib)
-
-
 if __name__ == "__main__":
-    main()
+    main("gemmlab", cmd_build, cmd_run)

@@ -1,6 +1,6 @@
 """Summarise `ncu --section SpeedOfLight --csv --page details` output of TVM UNet steps.
 
-    python bench/gpu/ncu_summary.py ncu_unet.csv [--top 25] [--steps 1]
+    python -m bench.gpu.ncu_summary ncu_unet.csv [--top 25] [--steps 1]
 
 One row per kernel name (launches summed): total duration, share, launches, grid/block of the
 longest launch, and duration-weighted SM (compute) and memory throughput in % of peak — low on

@@ -1,6 +1,6 @@
 """Full-size SD1.5 components built for ``webgpu``: Relax build time, link time, wasm size.
 
-    python bench/web/build_wasm.py [--checkpoint /tmp/sdpack-bench/sd15-a.safetensors]
+    python -m bench.web.build_wasm [--checkpoint /tmp/sdpack-bench/sd15-a.safetensors]
         [--tokenizer /tmp/sdpack-bench/tokenizer] [--dtypes float16,float32] [--o3 unet:float16]
         [--out /tmp/sdpack-bench/wasm] [--json bench/web/wasm-results.jsonl]
 
@@ -20,18 +20,14 @@ import argparse
 import gc
 import gzip
 import json
-import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
-
-from packer.compile import pipeline  # noqa: E402
-from packer.compile.component import COMPONENTS  # noqa: E402
-from packer.compile.export import export_component  # noqa: E402
-from packer.compile.targets import get_target  # noqa: E402
-from packer.compile.webgpu.runtime import LINK_OPTIONS, export_wasm, runtime_home  # noqa: E402
+from packer.compile import pipeline
+from packer.compile.component import COMPONENTS
+from packer.compile.export import export_component
+from packer.compile.targets import get_target
+from packer.compile.webgpu.runtime import LINK_OPTIONS, export_wasm, runtime_home
 
 
 def gzip9(path: Path) -> int:

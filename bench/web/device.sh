@@ -1,5 +1,5 @@
 #!/bin/bash
-# The loader bench (bench/web_loader.py) on the lent GPU machine: WebGPU on its own GPU, and on
+# The loader bench (bench/web/loader.py) on the lent GPU machine: WebGPU on its own GPU, and on
 # SwiftShader with its 16 cores. Fill .device/web first (bench/web/prepare_device.sh), then, one
 # call right after the other (the machine stays warm 30 s between calls):
 #   run("bash bench/web/device.sh stash 1", carry=[".device/web/p1"])
@@ -46,9 +46,9 @@ if [ -z "${DRY_RUN:-}" ]; then  # DRY_RUN=1: a rehearsal on the dev VM, whose Py
 fi
 export PYTHONUNBUFFERED=1
 nproc; nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
-python3 bench/web/synth_bundle.py make .device/web/skel "$WORK/bundle" || exit 1
+python3 -m bench.web.synth_bundle make .device/web/skel "$WORK/bundle" || exit 1
 echo "bundle made at $((SECONDS - T0)) s"
-B=(python3 bench/web_loader.py --bundle "$WORK/bundle" --page .device/web --chromium "$CR/chromium" --timeout 120)
+B=(python3 -m bench.web.loader --bundle "$WORK/bundle" --page .device/web --chromium "$CR/chromium" --timeout 120)
 adapter_of() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["info"]["adapter"])' "$1" 2>/dev/null; }
 # Flag sets for the machine's GPU, tried in turn until one gives a WebGPU adapter that is not SwiftShader.
 HW=("--adapter hardware" "--adapter hardware --flag=--use-angle=vulkan" "--adapter hardware --flag=--use-angle=vulkan --flag=--enable-features=Vulkan,VulkanFromANGLE,DefaultANGLEVulkan")

@@ -1,6 +1,6 @@
 """Browser generation bench: the product's loadModel + generate in headless Chromium, by pinned URL.
 
-    python bench/web/gen_bench.py (--bundle DIR | --hub DIR --repo ORG/NAME [--rev v1.0.0])
+    python -m bench.web.gen_bench (--bundle DIR | --hub DIR --repo ORG/NAME [--rev v1.0.0])
         [--variants webgpu-float32,webgpu-float16] [--flag-sets default,norobust,f16] [--flag NAME=FLAGS]
         [--adapter nvidia|swiftshader|none] [--profile] [--steps 20] [--size 512] [--images 2]
         [--prompt TEXT] [--seed 42] [--scheduler dpm++] [--out DIR] [--json FILE]
@@ -9,7 +9,7 @@
 The model is served as a directory hub by packer's own `packer serve` handler (packer/hub/serve.py,
 subclassed here to add the page under /app/ and the page's /__config, /__progress, /__image and
 /__result) and loaded by its pinned Hub-style URL `…/<org>/<name>/resolve/<commit>/manifest.json`.
-`--bundle DIR` publishes the bundle into a directory hub first (packer's publish_bundle, which
+`--bundle DIR` publishes the bundle into a directory hub first (packer's publish verb, which
 verifies it; the commit id is derived there), under the id and version its manifest names.
 
 For each variant × flag set a fresh Chromium runs bench/web/gen_page.js (`?auto`; see there):
@@ -27,7 +27,7 @@ Writes under --out: gen_bench.json (every run's result), <variant>.<flags>.<imag
 logs; prints a table, and the profile tables with --profile. The image size is fixed by the
 bundle's compiled libraries: --size only checks it.
 
-The page is bundled by esbuild from a fresh tsc build of runtime-web/src (as bench/web_loader.py
+The page is bundled by esbuild from a fresh tsc build of runtime-web/src (as bench/web/loader.py
 does for the loader bench); `--build-page DIR` builds it (here, where node is) and exits, `--page
 DIR` runs with one built earlier (the lent machine has no node).
 """
@@ -48,13 +48,11 @@ import zlib
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+from . import loader as web_loader  # Session, run_browser, the common Chromium flags
+
 ROOT = Path(__file__).resolve().parents[2]
 HERE = ROOT / "bench" / "web"
 WEB = ROOT / "runtime-web"
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-import web_loader  # noqa: E402  (bench/web_loader.py: Session, run_browser, the common Chromium flags)
 
 ADAPTERS = {
     "swiftshader": web_loader.ADAPTER_FLAGS["swiftshader"],
@@ -90,12 +88,13 @@ def write_png(path: Path, rgba: bytes, width: int, height: int) -> None:
 
 
 def publish(bundle: Path, hub: Path) -> tuple[str, str, str]:
-    """Publish `bundle` into the directory hub `hub` (packer's publish_bundle): (repo, version, commit)."""
-    from packer.interface.publish import publish_bundle
+    """Publish `bundle` into the directory hub `hub` (packer's publish verb): (repo, version, commit)."""
+    from packer.interface.publish import PublishArgs
+    from packer.interface.publish import publish as publish_verb
 
     model = json.loads((bundle / "manifest.json").read_text())["model"]
     t0 = time.monotonic()
-    res = publish_bundle(bundle, model["id"], model["version"], to=hub)
+    res = publish_verb(PublishArgs(bundle, model["id"], model["version"], to=hub))
     print(f"published {bundle} as {model['id']} {model['version']} into {hub}: commit {res.published.commit} "
           f"({time.monotonic() - t0:.1f} s)", file=sys.stderr)
     return model["id"], model["version"], res.published.commit

@@ -103,14 +103,14 @@ if gone:
     json.dump(doc, open(f"{skel}/manifest.json", "w"))
     print(f"skeleton: variants without their libraries dropped: {gone}")
 PY
-python3 bench/web/synth_bundle.py make "$WORK/skel" "$WORK/bundle" || exit 1
+python3 -m bench.web.synth_bundle make "$WORK/skel" "$WORK/bundle" || exit 1
 echo "bundle made at $((SECONDS - T0)) s"
 SOURCE=(--bundle "$WORK/bundle" --hub "$WORK/hub")
 else
 model() { python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["model"][sys.argv[2]])' "$WORK/bundle/manifest.json" "$1"; }
 SOURCE=(--hub "$WORK/hub" --repo "$(model id)" --rev "v$(model version)")  # the tag publish_bundle made
 fi
-python3 bench/web/gen_bench.py "${SOURCE[@]}" --page .device/gen/page --chromium "$CR/chromium" \
+python3 -m bench.web.gen_bench "${SOURCE[@]}" --page .device/gen/page --chromium "$CR/chromium" \
   --adapter "$ADAPTER" --variants webgpu-float32,webgpu-float16 --flag-sets default,norobust,f16 --profile --timeout 150 \
   --deadline "${GEN_DEADLINE:-420}" --out "$WORK/out" --json "$OUT/gen_bench.json" "$@"
 echo "gen_bench rc=$? at $((SECONDS - T0)) s"
@@ -130,7 +130,7 @@ if [ "${NATIVE_GEN:-}" != 0 ] && [ "${HAS_NATIVE:-0}" -gt 0 ] && [ -f "$GEN_NATI
       python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$NS" "$GEN_NATIVE"/whl/*.whl || exit 1
     fi
     export PYTHONPATH=$NS${PYTHONPATH:+:$PYTHONPATH} TVM_USE_RUNTIME_LIB=1
-    timeout "$left" python3 bench/web/native_gen.py run --bundle "$WORK/bundle" --gen-json "$OUT/gen_bench.json" \
+    timeout "$left" python3 -m bench.web.native_gen run --bundle "$WORK/bundle" --gen-json "$OUT/gen_bench.json" \
       --images "$WORK/out" --device "$NDEV" --variants "${NATIVE_VARIANTS:-auto}" --diffusers "${NATIVE_DIFFUSERS:-auto}" \
       --out "$WORK/native"
   )

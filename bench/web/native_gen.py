@@ -1,7 +1,7 @@
 """The browser generation bench's image, made natively: packer's own runtime on the same bundle.
 
-    python bench/web/native_gen.py add BUNDLE [--variants cuda-float16,cuda-float32]   # here
-    python bench/web/native_gen.py run --bundle DIR --gen-json gen_bench.json --images DIR \\
+    python -m bench.web.native_gen add BUNDLE [--variants cuda-float16,cuda-float32]   # here
+    python -m bench.web.native_gen run --bundle DIR --gen-json gen_bench.json --images DIR \\
         [--device cuda|cpu] [--variants auto|cuda-float16,...] [--out DIR] [--diffusers auto|on|off]  # there
 
 ``add`` compiles native libraries for a packed bundle and adds them as manifest variants, the way
@@ -25,7 +25,7 @@ The seed maps one to one: both runtimes draw the initial latents from the spec's
 With ``--diffusers`` (default: on for cuda), the same weights also go into diffusers/transformers
 modules in fp16 on the GPU: one UNet step timed by CUDA events (diffusers eager vs the TVM library
 fed the same torch tensors, outputs compared), and a whole image with the same latents, scheduler
-and guidance (bench/gpu.py's loop), PSNR against the native and browser images.
+and guidance (bench/gpu/native.py's loop), PSNR against the native and browser images.
 """
 
 from __future__ import annotations
@@ -40,9 +40,6 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(ROOT / "bench" / "web")]
-
 COMPONENT_CONFIG = {"text_encoder": "text_encoder", "unet": "unet", "vae_decoder": "vae"}
 
 
@@ -51,11 +48,11 @@ COMPONENT_CONFIG = {"text_encoder": "text_encoder", "unet": "unet", "vae_decoder
 # ------------------------------------------------------------------------------------------------
 def add(bundle: Path, names: list[str], cache: Path | None) -> None:
     from packer.bundle import Bundle
+    from packer.bundle.manifest import merge_requirements
     from packer.compile.cache import cache_root
     from packer.compile.component import COMPONENTS, Compiler, _component_configs
     from packer.compile.targets import get_target
     from packer.ingest import architecture
-    from packer.interface.pack import _merge_requirements
     from packer.support.canonical import dumps, sha256_file
 
     manifest_path = bundle / "manifest.json"
@@ -100,7 +97,7 @@ def add(bundle: Path, names: list[str], cache: Path | None) -> None:
                 entry = {"kind": cc.target_json["kind"], "dtype": dtype, "target": cc.target_json, "libs": {},
                          "tuning_db_sha256": cc.tuning_db_sha256, "requirements": dict(cc.requirements)}
             entry["libs"][component] = rel
-            _merge_requirements(entry["requirements"], cc.requirements)
+            merge_requirements(entry["requirements"], cc.requirements)
             print(json.dumps({"variant": name, "component": component, "reused": cc.reused,
                               "s": round(time.perf_counter() - t0, 1), "bytes": files[rel]["size"]}), flush=True)
         doc["targets"][name] = entry
@@ -178,13 +175,11 @@ class Timed:
 
 
 def gpu_module():
-    """bench/gpu.py, for load_tvm, bench, TvmComponent and generate (imported by path: bench/gpu/ is a folder too)."""
-    import importlib.util
+    """bench/gpu/native.py, for load_tvm, bench, TvmComponent and generate (imported when needed:
+    it imports torch)."""
+    from ..gpu import native
 
-    spec = importlib.util.spec_from_file_location("sdpack_bench_gpu", ROOT / "bench" / "gpu.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return native
 
 
 def request_of(gen: dict) -> dict:
@@ -258,7 +253,7 @@ def run_native(bundle, name: str, device: str, req: dict, repeat: int, sync) -> 
 
 def diffusers_reference(bundle, req: dict, gpu, tvm, pipe16) -> tuple[dict, np.ndarray | None]:
     """diffusers/transformers fp16 modules with the bundle's weights: one UNet step (vs the TVM
-    library on the same torch tensors), and a whole image with bench/gpu.py's loop."""
+    library on the same torch tensors), and a whole image with bench/gpu/native.py's loop."""
     import torch
 
     from packer.runtime import noise
@@ -302,7 +297,7 @@ def diffusers_reference(bundle, req: dict, gpu, tvm, pipe16) -> tuple[dict, np.n
         res["unet_tvm_vs_diffusers"] = gpu.diff(tunet(x, t, emb).float(), torch_b["unet"](x, t, emb).float())
         del tunet
         if req["scheduler"] != "dpm++":
-            res["image"] = f"skipped: bench/gpu.py's loop is DPM++ only, the request is {req['scheduler']}"
+            res["image"] = f"skipped: bench/gpu/native.py's loop is DPM++ only, the request is {req['scheduler']}"
             return res, None
         sched_cfg = m["scheduler"]["config"]
         gen = lambda: gpu.generate(torch_b, ids, latents0.half(), req["steps"], sched_cfg, lat["scaling_factor"],  # noqa: E731
@@ -320,9 +315,9 @@ def diffusers_reference(bundle, req: dict, gpu, tvm, pipe16) -> tuple[dict, np.n
 
 
 def run(args) -> None:
-    from gen_bench import write_png
-
     from packer.bundle import Bundle
+
+    from .gen_bench import write_png
 
     device = args.device
     if device == "cuda":
@@ -403,7 +398,7 @@ def print_report(doc: dict) -> None:
                   f"TVM vs diffusers max abs {d['unet_tvm_vs_diffusers']['max_abs']:.4f} "
                   f"(ref max {d['unet_tvm_vs_diffusers']['ref_max_abs']:.3f}, rel l2 {d['unet_tvm_vs_diffusers']['rel_l2']:.2e})")
         if "image_s" in d:
-            print(f"whole image, diffusers eager fp16 (bench/gpu.py's loop): {d['image_s']:.3f} s")
+            print(f"whole image, diffusers eager fp16 (bench/gpu/native.py's loop): {d['image_s']:.3f} s")
     print("\n== PSNR (dB) of each image against the native ones (* = same dtype)")
     cols = sorted({p["b"] for p in doc["psnr"]}, key=lambda s: (not s.startswith("native"), s))
     rows = list(dict.fromkeys(p["a"] for p in doc["psnr"]))

@@ -1,4 +1,4 @@
-// The browser half of bench/web_loader.py: loads a bundle's weights several ways and times them
+// The browser half of bench/web/loader.py: loads a bundle's weights several ways and times them
 // (`runAll`; with `index.html?auto` the page drives itself from the server's /__config).
 // Bundled by esbuild against runtime-web's compiled sources (the alias `sdpack-rt` points at a
 // `tsc` build of runtime-web/src; the decode worker is built next to this page), so the measured
@@ -205,11 +205,11 @@ async function split() {
 
 const modes = { peer, runtime, loader, split };
 
-/** Bundle requests the server has answered so far (bench/web_loader.py counts them). */
+/** Bundle requests the server has answered so far (bench/web/loader.py counts them). */
 const requestCount = async () => (await (await fetch("/__count")).json()).bundle;
 
 /**
- * The whole bench as bench/web_loader.py configures it: for each concurrency, `warmup` unrecorded
+ * The whole bench as bench/web/loader.py configures it: for each concurrency, `warmup` unrecorded
  * passes over the modes (a fresh browser's first run is slower for every mode), then `repeats`
  * recorded ones. `onRun(line)` hears of every run as it ends.
  */

@@ -6,7 +6,7 @@
 #                               libstdc++'s, NSS's modules) as one tar.xz in three parts, ≤ 40 MB
 #                               each: a call carries 64 MiB at most, so three calls in a row take them
 #                               to the machine while it stays warm (device.sh stash PART, then run);
-#       .device/web/page        the bench page, built (bench/web_loader.py --build-page);
+#       .device/web/page        the bench page, built (bench/web/loader.py --build-page);
 #       .device/web/skel        BUNDLE without its shards (bench/web/synth_bundle.py skeleton);
 #       .device/web/whl         cp312 wheels packer.bundle needs there (zstandard, jsonschema + deps: the versions here);
 #       .device/web/gl          libglvnd's libraries (NVIDIA's Vulkan driver, libGLX_nvidia, needs
@@ -15,9 +15,9 @@ set -euo pipefail
 BUNDLE=${1:?usage: bash bench/web/prepare_device.sh BUNDLE}
 D=.device/web
 rm -rf "$D" && mkdir -p "$D"
-python bench/web_loader.py --bundle "$BUNDLE" --build-page "$D/page-build"
+python -m bench.web.loader --bundle "$BUNDLE" --build-page "$D/page-build"
 mv "$D/page-build/page" "$D/page" && rm -rf "$D/page-build"
-python bench/web/synth_bundle.py skeleton "$BUNDLE" "$D/skel"
+python -m bench.web.synth_bundle skeleton "$BUNDLE" "$D/skel"
 python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d "$D/whl" \
     $(python -c 'import importlib.metadata as m

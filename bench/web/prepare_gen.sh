@@ -12,7 +12,7 @@
 #   .device/gen/debs           Debian .debs unpacked into / there: libvulkan1 + libglvnd (NVIDIA's Vulkan
 #                              driver needs them; docs/design.md), fonts-dejavu-core +
 #                              fontconfig-config (without fonts Chromium aborts on a page with text)
-# and, when BUNDLE has CUDA libraries (add them with `python bench/web/native_gen.py add BUNDLE
+# and, when BUNDLE has CUDA libraries (add them with `python -m bench.web.native_gen add BUNDLE
 # --variants cuda-float16,cuda-float32`) or NATIVE_GEN=1, .device/native/ for bench/web/native_gen.py
 # (the same image natively, in the same call; NATIVE_GEN=0: not made):
 #   .device/native/skel-cuda.tar.xz  the skeleton's libs/<cuda variant>/ (kept out of skel.tar.xz, so
@@ -26,10 +26,10 @@ cd "$(dirname "$0")/../.."
 if [ -n "${FRESH:-}" ] || [ ! -f .device/web/p3/chromium.tar.xz.part02 ]; then bash bench/web/prepare_device.sh "$BUNDLE"; fi
 D=.device/gen
 rm -rf "$D" && mkdir -p "$D/debs"
-python bench/web/gen_bench.py --build-page "$D/build" >/dev/null
+python -m bench.web.gen_bench --build-page "$D/build" >/dev/null
 mv "$D/build/page" "$D/page" && rm -rf "$D/build"
 TMP=$(mktemp -d)
-python bench/web/synth_bundle.py skeleton "$BUNDLE" "$TMP/skel"
+python -m bench.web.synth_bundle skeleton "$BUNDLE" "$TMP/skel"
 CUDA_LIBS=$(python -c 'import json, sys
 t = json.load(open(sys.argv[1]))["targets"]
 print(" ".join(sorted({p.rsplit("/", 1)[0] for v in t.values() if v["kind"] == "cuda" for p in v["libs"].values()})))' "$BUNDLE/manifest.json")

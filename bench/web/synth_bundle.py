@@ -1,7 +1,7 @@
 """A full-size bundle with random weights, made where a checkpoint cannot travel (the lent GPU machine).
 
-    python bench/web/synth_bundle.py skeleton BUNDLE DIR     # here: BUNDLE without its shards (a few MB)
-    python bench/web/synth_bundle.py make DIR OUT [--seed 0]  # there: the same bundle, random weights
+    python -m bench.web.synth_bundle skeleton BUNDLE DIR     # here: BUNDLE without its shards (a few MB)
+    python -m bench.web.synth_bundle make DIR OUT [--seed 0]  # there: the same bundle, random weights
 
 ``skeleton`` keeps a bundle's manifest, tensor indexes and every file outside weights/ (tokenizer,
 libraries). ``make`` writes, through packer's own ``BundleWriter`` (sharding, byte shuffle, zstd
@@ -23,10 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-
-from packer.bundle import BundleWriter  # noqa: E402
+from packer.bundle import BundleWriter
 
 
 def skeleton(bundle: Path, out: Path) -> None:

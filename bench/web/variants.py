@@ -1,6 +1,6 @@
 """Add WebGPU variants built with other pipeline choices to a packed bundle, to time them side by side.
 
-    python bench/web/variants.py BUNDLE --checkpoint CKPT --tokenizer TOK \\
+    python -m bench.web.variants BUNDLE --checkpoint CKPT --tokenizer TOK \\
         --add webgpuvviii-float32:attention=split,layout=NCHW,matmul=dlight \\
         --add webgpunhwc-float32:layout=NHWC
 
@@ -23,19 +23,15 @@ import argparse
 import dataclasses
 import gc
 import json
-import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
-
-from packer.compile import pipeline, targets  # noqa: E402
-from packer.compile.component import COMPONENTS  # noqa: E402
-from packer.compile.export import export_component  # noqa: E402
-from packer.compile.webgpu.runtime import export_wasm  # noqa: E402
-from packer.interface.pack import _merge_requirements  # noqa: E402
-from packer.support.canonical import dumps, sha256_file  # noqa: E402
+from packer.bundle.manifest import merge_requirements
+from packer.compile import pipeline, targets
+from packer.compile.component import COMPONENTS
+from packer.compile.export import export_component
+from packer.compile.webgpu.runtime import export_wasm
+from packer.support.canonical import dumps, sha256_file
 
 
 def parse(spec: str) -> tuple[str, str, dict]:
@@ -97,7 +93,7 @@ def main() -> None:
             row = build(exported, dtype, choices, path)
             entry = doc["targets"][name]
             entry["libs"][component] = rel
-            _merge_requirements(entry["requirements"], {"max_buffer_bytes": row["max_buffer_bytes"]})
+            merge_requirements(entry["requirements"], {"max_buffer_bytes": row["max_buffer_bytes"]})
             files[rel] = {"path": rel, "size": path.stat().st_size, "sha256": sha256_file(path)}
             print(json.dumps({"variant": name, "component": component, **row}), flush=True)
             gc.collect()

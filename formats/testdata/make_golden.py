@@ -23,7 +23,7 @@ sys.path.insert(0, str(HERE.parents[1]))
 
 from examples import tiny_tokenizer  # noqa: E402
 from packer.bundle import Bundle, BundleWriter  # noqa: E402
-from packer.bundle.writer import generator_info  # noqa: E402
+from packer.bundle.manifest import generator_info  # noqa: E402
 from packer.runtime import noise  # noqa: E402
 from packer.support import canonical  # noqa: E402
 

@@ -29,6 +29,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
 from packer.runtime import noise, schedulers  # noqa: E402
+from packer.support.spec import TEXT_MAX_LENGTH  # noqa: E402
 
 SD15 = {
     "num_train_timesteps": 1000,
@@ -57,7 +58,7 @@ LATENT_SHAPE = (1, 4, 2, 2)
 SEED = 42
 
 TOKENIZER = HERE / "bundle" / "tokenizer" / "tokenizer.json"
-MAX_LENGTH, PAD_ID = 77, 690
+MAX_LENGTH, PAD_ID = TEXT_MAX_LENGTH, 690
 LONG = ("a photo of an astronaut riding a horse on the moon, oil painting of a castle at sunset over "
         "mountains, highly detailed, sharp focus, trending on art station, beautiful forest river and "
         "lake with red green yellow white and black dragons flying in the sky among the clouds, anime "

@@ -16,14 +16,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from packer.errors import BundleError
+from packer.support.spec import TENSOR_DTYPE_SIZES
 
-DTYPES = {
-    "float32": np.dtype("<f4"),
-    "float16": np.dtype("<f2"),
-    "int32": np.dtype("<i4"),
-    "int64": np.dtype("<i8"),
-    "uint8": np.dtype("u1"),
-}
+DTYPES = {name: np.dtype(name).newbyteorder("<") for name in TENSOR_DTYPE_SIZES}  # little-endian
 ALIGN = 16
 DAMAGED = "the bundle is damaged or forged; pull it again"
 INDEX_NAME = "tensor-cache.json"

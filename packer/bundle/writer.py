@@ -146,16 +146,3 @@ def _zstd_version() -> str:
 
     return ".".join(map(str, zstandard.ZSTD_VERSION))
 
-
-def generator_info(pipeline_version: str) -> dict:
-    """The manifest's ``generator`` block (the writer adds the zstd level and version it used)."""
-    from importlib.metadata import version
-
-    from packer import __version__
-
-    return {
-        "sdpack": __version__,
-        "apache_tvm": version("apache-tvm"),
-        "tvm_ffi": version("apache-tvm-ffi"),
-        "pipeline_version": pipeline_version,
-    }

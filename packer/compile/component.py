@@ -17,14 +17,14 @@ from pathlib import Path
 from ..errors import CompileError, SdpackError, UsageError
 from ..support import progress
 from ..support.canonical import dumps, sha256_bytes
+from ..support.spec import COMPONENTS, WEIGHT_DTYPES
 from . import cuda_stub, pipeline, tuning
 from .cache import LibraryCache, cache_root
 from .export import SPECS, TEXT_LENGTH, UNET_BATCH, ExportedComponent, export_component
 from .targets import TargetSpec, get_target
 from .worker import build_in_subprocess
 
-COMPONENTS = ("text_encoder", "unet", "vae_decoder")
-DTYPES = ("float32", "float16")
+DTYPES = WEIGHT_DTYPES  # a variant computes in one of the dtypes weights are stored in
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 Each component is wrapped in a small ``nn.Module`` that runs only what the browser and native
 runtimes call (the CLIP text tower, one UNet step, the VAE decoder), so ``torch.export`` lifts
-only the weights that step needs. The import recipe follows docs/notes (tvm-pipeline.md):
+only the weights that step needs. The import recipe:
 
 * UNet and VAE keep ``scaled_dot_product_attention`` out of the decomposition table, so every
   attention stays one ``relax.nn.attention`` that the backends can schedule as a whole.
@@ -24,8 +24,9 @@ import torch
 from torch import nn
 
 from ..errors import CompileError
+from ..support.spec import TEXT_MAX_LENGTH
 
-TEXT_LENGTH = 77
+TEXT_LENGTH = TEXT_MAX_LENGTH
 """Tokens per prompt: fixed by SD1.5's CLIP tokenizer, shared by the text encoder and UNet."""
 
 UNET_BATCH = 2

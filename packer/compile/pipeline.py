@@ -18,10 +18,10 @@ In order:
   1b. Targets whose ``conv_layout`` is NHWC (CUDA): ``ConvertLayout`` of every ``conv2d`` to
      NHWC activations and OHWI weights (the activations stay NHWC through the element-wise ops,
      group norms, concats and resizes between convolutions; the weights are permuted in the
-     graph), then ``Conv2dImplicitGemm`` (:mod:`packer.compile.passes.conv_implicit_gemm`):
+     graph), then ``Conv2dImplicitGemm`` (:mod:`packer.compile.passes.conv2d_implicit_gemm`):
      each convolution becomes an NT matmul over an im2col view that dlight's tensor-core Matmul
-     rule schedules with both operands contiguous along the reduction (2-3× TOPI's NCHW
-     convolution on an H100); where the output tiles would not fill the GPU (the 8² and 16²
+     rule schedules with both operands contiguous along the reduction (faster than TOPI's NCHW
+     convolution); where the output tiles would not fill the GPU (the 8² and 16²
      layers), the reduction is split into partial products added up by an elementwise kernel
      that takes the epilogue. The calling convention (NCHW inputs and outputs) is unchanged.
   1c. Targets with ``mma_kernels`` (CUDA), float16 only, before ``Conv2dImplicitGemm``:
@@ -34,7 +34,7 @@ In order:
      (4-channel ``conv_in``/``conv_out``, the 2-row time-embedding products, the short
      linears, which dlight runs faster with their bias fused) is left to the steps after it.
   2a. Targets with ``mma_kernels`` (CUDA), float16 only: ``FusedAttention``
-     (:mod:`packer.compile.passes.flash_attention`): each ``R.nn.attention`` whose head dim
+     (:mod:`packer.compile.passes.fused_attention`): each ``R.nn.attention`` whose head dim
      fits its tiles (D ≤ 160: every UNet attention) becomes one hand-written FlashAttention-2
      style kernel on ``mma.sync`` (online softmax, the scores never leave registers), marked
      scheduled; the rest (the VAE's 512-wide head) goes on to step 2.
@@ -105,8 +105,8 @@ def prepare(mod, dtype: str, conv_layout: str = "NCHW", mma_kernels: bool = Fals
     import tvm
     from tvm import relax
 
-    from .passes.conv_implicit_gemm import Conv2dImplicitGemm
-    from .passes.flash_attention import FusedAttention
+    from .passes.conv2d_implicit_gemm import Conv2dImplicitGemm
+    from .passes.fused_attention import FusedAttention
     from .passes.gather_before_cast import GatherBeforeCast
     from .passes.group_norm_reduction import GroupNormReduction
     from .passes.split_attention import SplitAttention

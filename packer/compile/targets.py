@@ -263,7 +263,7 @@ def _cuda(arch: str, *aliases: str) -> TargetSpec:
         needs_cuda_driver=True,
         aliases=aliases,
         requirements={"arch": arch},
-        conv_layout="NHWC",  # tensor-core implicit GEMM (packer.compile.passes.conv_implicit_gemm)
+        conv_layout="NHWC",  # tensor-core implicit GEMM (packer.compile.passes.conv2d_implicit_gemm)
         mma_kernels=True,  # tensor-core GEMM and flash attention (pipeline steps 1c, 2a)
         toolchain=_nvcc,
     )

@@ -24,6 +24,7 @@ from packer.hub.hf_cache import Fetched
 from packer.hub.release import Published, Release, check_same
 from packer.support import canonical, progress
 from packer.support.names import COMMIT
+from packer.support.spec import MANIFEST_NAME
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 KEEP = {".gitattributes"}  # Hub-managed files a release never deletes
@@ -216,7 +217,7 @@ class HfRemote:
         commit = tags.get(release.tag)
         if commit is None:
             return None
-        check_same(release, canonical.sha256_bytes(self.read(release.repo, commit, "manifest.json")), self.location)
+        check_same(release, canonical.sha256_bytes(self.read(release.repo, commit, MANIFEST_NAME)), self.location)
         return Published(release.repo, release.version, commit, release.manifest_sha256, self.location, [], True)
 
     def _remote_files(self, repo: str, head: str) -> dict[str, str]:

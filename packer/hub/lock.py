@@ -11,9 +11,9 @@ from pathlib import Path
 
 import jsonschema
 
-from packer.bundle.manifest import schema
 from packer.errors import UsageError
 from packer.support import canonical
+from packer.support.schemas import schema
 
 SCHEMA = "lock.schema.json"
 BUNDLE_LOCK = "sdpack.lock.json"

@@ -13,8 +13,8 @@ import dataclasses
 from pathlib import Path
 
 from packer.errors import CheckpointError, UsageError
-from packer.ingest.architecture import PREDICTION_TYPES
 from packer.ingest.checkpoint import Checkpoint
+from packer.support import spec
 
 SINGLE_FILE = (".safetensors", ".ckpt", ".pt", ".pth")
 KINDS = "a .safetensors/.ckpt file, a diffusers folder with model_index.json, or a Hub id org/name[@revision]"
@@ -35,8 +35,8 @@ def ingest(
     overrides the scheduler's (``"v_prediction"`` for v-prediction fine-tunes); ``image_size``
     (pixels) overrides the resolution the model is compiled for (single files rarely record it).
     """
-    if prediction_type is not None and prediction_type not in PREDICTION_TYPES:
-        raise UsageError(f"prediction type {prediction_type!r} is not one of {', '.join(PREDICTION_TYPES)}")
+    if prediction_type is not None and prediction_type not in spec.PREDICTION_TYPES:
+        raise UsageError(f"prediction type {prediction_type!r} is not one of {', '.join(spec.PREDICTION_TYPES)}")
     ckpt = _load(source, tokenizer=tokenizer, prediction_type=prediction_type)
     return ckpt if image_size is None else with_image_size(ckpt, image_size)
 
@@ -47,7 +47,7 @@ def with_image_size(ckpt: Checkpoint, pixels: int) -> Checkpoint:
     The size must survive the VAE's and the UNet's down-sampling exactly (multiples of 64 px for SD1.5).
     """
     vae, unet = ckpt.configs["vae"], ckpt.configs["unet"]
-    vae_scale = 2 ** (len(vae["block_out_channels"]) - 1)
+    vae_scale = spec.vae_scale(vae["block_out_channels"])
     step = vae_scale * 2 ** (len(unet["block_out_channels"]) - 1)
     if not isinstance(pixels, int) or pixels <= 0 or pixels % step:
         raise UsageError(f"image size {pixels} is not a positive multiple of {step} px", f"use e.g. {step * 8} or 512")

@@ -30,7 +30,6 @@ from packer.errors import CheckpointError
 
 COMPONENTS = ("text_encoder", "unet", "vae")
 SUPPORTED = "sdpack packs SD1.x-architecture text-to-image models: pass SD 1.4/1.5 or a fine-tune of them"
-PREDICTION_TYPES = ("epsilon", "v_prediction")
 VAE_SCALING_FACTOR = 0.18215
 SD15_SAMPLE_SIZE = 64  # 512 px; single files do not record their resolution
 

@@ -9,6 +9,7 @@ import torch
 
 from packer.errors import CheckpointError
 from packer.ingest import architecture
+from packer.support import spec
 
 
 @dataclass
@@ -97,7 +98,7 @@ def finish(
         )
     scheduler = dict(scheduler_config or architecture.sd15_scheduler_config())
     resolved = prediction_type or scheduler.get("prediction_type") or "epsilon"
-    if resolved not in architecture.PREDICTION_TYPES:
+    if resolved not in spec.PREDICTION_TYPES:
         raise CheckpointError(
             f"{name}: prediction_type {resolved!r} is not supported", "pass --prediction-type epsilon or v_prediction"
         )

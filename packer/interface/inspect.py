@@ -16,6 +16,13 @@ def _mib(n: int) -> str:
 
 
 @dataclass
+class InspectArgs:
+    """The bundle folder to describe."""
+
+    bundle: Path
+
+
+@dataclass
 class InspectResult:
     bundle: Path
     manifest: dict
@@ -47,13 +54,9 @@ class InspectResult:
         }
 
 
-def inspect(path: Path) -> InspectResult:
-    """The manifest of the bundle at ``path`` (checked against the schema, no hashing)."""
-    return InspectResult(Path(path), Bundle.open(path).manifest)
-
-
-def summary(path: Path) -> str:
-    return inspect(path).display()
+def inspect(args: InspectArgs) -> InspectResult:
+    """The manifest of the bundle at ``args.bundle`` (checked against the schema, no hashing)."""
+    return InspectResult(Path(args.bundle), Bundle.open(args.bundle).manifest)
 
 
 def _text(m: dict) -> str:

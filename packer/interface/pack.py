@@ -2,26 +2,22 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from packer.errors import CompileError, UsageError
-from packer.support import canonical, names, native_log, progress
+from packer.support import canonical, names, native_log, progress, spec
 
-DTYPES = {"fp16": "float16", "float16": "float16", "fp32": "float32", "float32": "float32"}
-MANIFEST_COMPONENTS = {"text_encoder": "text_encoder", "unet": "unet", "vae_decoder": "vae_decoder"}
-DEFAULT_LICENSE = "creativeml-openrail-m"  # SD1.5's license, which SD1.5 derivatives carry on
-DEFAULT_BASE_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # where SD1.5 lives on the Hub now
+DTYPES = {"fp16": "float16", "float16": "float16", "fp32": "float32", "float32": "float32"}  # --dtype spellings
 
 
 @dataclass
 class PackArgs:
     """What to pack and how. ``targets``/``dtype`` None: the default variants
     (:mod:`packer.compile.variants`); ``license``/``base_model`` None: from the source when it
-    says (a Hub id's card and id), else :data:`DEFAULT_LICENSE` / :data:`DEFAULT_BASE_MODEL`."""
+    says (a Hub id's card and id), else the defaults of :func:`packer.bundle.manifest.model_fields`."""
 
     checkpoint: str
     out: Path
@@ -55,7 +51,7 @@ class PackArgs:
         if unknown or self.targets == []:
             raise UsageError(f"unknown target(s) {', '.join(unknown) or '(none)'}",
                              f"choose from {', '.join(sorted(target_registry.TARGETS))}")
-        if self.prediction_type not in (None, "epsilon", "v_prediction"):
+        if self.prediction_type is not None and self.prediction_type not in spec.PREDICTION_TYPES:
             raise UsageError(f"unknown --prediction-type {self.prediction_type!r}", "use epsilon or v_prediction")
         if not 1 <= self.shard_mb <= 1024:
             raise UsageError(f"--shard-mb {self.shard_mb} is out of range", "use a size between 1 and 1024 MiB (default 32)")
@@ -84,25 +80,6 @@ class PackResult:
                 "libraries": {"compiled": self.compiled, "reused": self.reused}}
 
 
-def _model_id(checkpoint: str) -> str:
-    stem = Path(checkpoint.split("@")[0]).name
-    stem = re.sub(r"\.(safetensors|ckpt|pt|pth)$", "", stem)
-    return "local/" + (re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-.") or "model")
-
-
-def model_fields(args: PackArgs, ckpt) -> dict:
-    """The manifest's ``model``: what the user said, else what the source says, else the defaults.
-
-    ``base_model`` is ``--base-model``, else the Hub id the checkpoint came from (the bundle is
-    that model), else :data:`DEFAULT_BASE_MODEL`; ``license`` is ``--license``, else the source's
-    model card's, else :data:`DEFAULT_LICENSE`.
-    """
-    hub_id = ckpt.source["name"] if ckpt.source.get("format") == "hub" else None
-    return {"id": args.model_id or _model_id(args.checkpoint), "version": args.version,
-            "license": args.license or ckpt.license or DEFAULT_LICENSE,
-            "base_model": args.base_model or hub_id or DEFAULT_BASE_MODEL}
-
-
 def _params(ckpt, compiled, dtype: str) -> list[tuple[str, np.ndarray]]:
     state = ckpt.state_dicts[compiled.param_source]
     out = []
@@ -117,11 +94,9 @@ def _params(ckpt, compiled, dtype: str) -> list[tuple[str, np.ndarray]]:
 
 def pack(args: PackArgs) -> PackResult:
     """Turn a checkpoint into a bundle at ``args.out``; nothing is written if anything fails."""
-    from packer.bundle import BundleWriter
-    from packer.bundle.writer import generator_info
+    from packer.bundle import BundleWriter, manifest
     from packer.compile import PIPELINE_VERSION, compile_all, plan
     from packer.ingest import ingest
-    from packer.runtime import noise
 
     args.checked()
     if args.out.exists() and not args.overwrite:
@@ -145,76 +120,25 @@ def pack(args: PackArgs) -> PackResult:
             if any(c.params != first.params for c in ccs):  # one weight layout serves every variant
                 raise CompileError(f"targets disagree on the {component} parameter order",
                                    "pack these targets separately and report it as a bug")
-            index, names = writer.add_weights(component, _params(ckpt, first, dtype))
-            components[component] = {"weights": index, "params": names, "inputs": first.inputs, "outputs": first.outputs}
-        targets = {}
+            index, params = writer.add_weights(component, _params(ckpt, first, dtype))
+            components[component] = manifest.component_entry(index, params, first)
+        targets: dict = {}
         for variant in chosen.variants:
             for component in by_component:
                 cc = compiled[(component, variant.target, variant.dtype)]
                 rel = f"libs/{variant.key}/{component}{cc.lib_path.suffix}"
                 writer.add_file(rel, cc.lib_path)
-                entry = targets.setdefault(variant.key, {
-                    "kind": cc.target_json["kind"], "dtype": variant.dtype, "target": cc.target_json, "libs": {},
-                    "tuning_db_sha256": cc.tuning_db_sha256, "requirements": dict(cc.requirements),
-                    # static shapes, no host synchronisation inside a call: each call may be captured
-                    **({"cuda_graph": True} if cc.target_json["kind"] == "cuda" else {}),
-                })
-                entry["libs"][component] = rel
-                _merge_requirements(entry["requirements"], cc.requirements)
+                manifest.add_library(targets, variant.key, variant.dtype, component, rel, cc)
         tok_files = []
         for name in ("tokenizer.json", "tokenizer_config.json"):
             if (ckpt.tokenizer_dir / name).is_file():
                 writer.add_file(f"tokenizer/{name}", ckpt.tokenizer_dir / name)
                 tok_files.append(f"tokenizer/{name}")
-        fields = _manifest_fields(args, ckpt, components, targets, tok_files, dtype)
-        fields["generator"] = generator_info(PIPELINE_VERSION)
-        fields["noise"] = {"generator": noise.GENERATOR, "version": noise.VERSION}
-        doc = writer.commit(fields)
+        model = manifest.model_fields(ckpt, checkpoint=args.checkpoint, version=args.version,
+                                      model_id=args.model_id, license=args.license,
+                                      base_model=args.base_model)
+        doc = writer.commit(manifest.fields(ckpt, model=model, components=components, targets=targets,
+                                            tokenizer_files=tok_files, dtype=dtype,
+                                            pipeline_version=PIPELINE_VERSION))
     reused = sum(1 for c in compiled.values() if c.reused)
     return PackResult(args.out, doc, len(compiled) - reused, reused)
-
-
-def _merge_requirements(into: dict, more: dict) -> None:
-    """A target's requirements cover all its libraries: union of features, largest buffer."""
-    for key, value in more.items():
-        if key == "features":
-            into["features"] = list(dict.fromkeys([*into.get("features", []), *value]))
-        elif key in ("max_buffer_bytes", "estimated_memory_bytes"):
-            into[key] = max(int(into.get(key, 0)), int(value))
-        else:
-            into.setdefault(key, value)
-
-
-def _clean(config: dict) -> dict:
-    """A config without private keys (``_name_or_path`` and the like would leak machine paths)."""
-    return {k: v for k, v in sorted(config.items()) if not k.startswith("_")}
-
-
-def _manifest_fields(args, ckpt, components, targets, tok_files, dtype) -> dict:
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_file(str(ckpt.tokenizer_dir / "tokenizer.json"))
-    vocab = tok.get_vocab()
-    eos = vocab.get("<|endoftext|>")
-    bos = vocab.get("<|startoftext|>")
-    unet, vae = ckpt.configs["unet"], ckpt.configs["vae"]
-    vae_scale = 2 ** (len(vae["block_out_channels"]) - 1)
-    sample = unet["sample_size"]
-    latent = {"channels": unet["in_channels"], "height": sample, "width": sample,
-              "scaling_factor": vae.get("scaling_factor", 0.18215), "vae_scale": vae_scale}
-    sig = canonical.sha256_bytes(canonical.dumps({"configs": ckpt.signature_configs(), "latent": latent, "dtype": dtype}))
-    tokenizer = {"files": tok_files, "max_length": 77}
-    tokenizer.update({k: v for k, v in (("bos_token_id", bos), ("eos_token_id", eos), ("pad_token_id", eos)) if v is not None})
-    model = model_fields(args, ckpt)
-    return {
-        "model": model,
-        "source": ckpt.source,
-        "architecture": {"family": "sd1", "signature": sig, "prediction_type": ckpt.prediction_type,
-                         "configs": {k: _clean(v) for k, v in ckpt.configs.items()}, "latent": latent},
-        "dtype": dtype,
-        "components": components,
-        "targets": targets,
-        "tokenizer": tokenizer,
-        "scheduler": {"default": "dpm++", "steps": 20, "guidance": 7.5,
-                      "config": {**ckpt.scheduler_config, "prediction_type": ckpt.prediction_type}},
-    }

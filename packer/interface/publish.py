@@ -7,6 +7,7 @@ version's name and its content can never disagree.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from packer.errors import UsageError
 from packer.hub import card
 from packer.hub import release as release_mod
 from packer.hub.release import Published
+from packer.interface.pack import PackArgs
 from packer.support import progress
 from packer.support.names import check_repo_id, check_version
 
@@ -23,15 +25,32 @@ LOCAL_CARD_URL = "http://127.0.0.1:8000"  # where `packer serve DIR` answers by 
 
 @dataclass
 class PublishArgs:
-    bundle: Path
+    """What to publish as ``repo`` ``version``: the packed ``bundle``, or ``pack`` (the checkpoint
+    to pack first; its ``out``, ``model_id`` and ``version`` are set here). ``to``: "hf" (with
+    ``endpoint`` None for the Hugging Face Hub, else that Hub API URL) or a directory hub."""
+
+    bundle: Path | None
     repo: str
     version: str
     private: bool = False
     to: str | Path = "hf"
     endpoint: str | None = None
+    pack: PackArgs | None = None
+
+    def checked(self) -> PublishArgs:
+        """Validate before any work: one source, a valid repo id and version (``v`` dropped)."""
+        if (self.bundle is None) == (self.pack is None):
+            raise UsageError("publish needs exactly one of --checkpoint or --bundle",
+                             "pass --checkpoint FILE to pack and publish it, or --bundle DIR for a packed bundle")
+        self.repo, self.version = check_repo_id(self.repo), check_version(self.version)
+        if self.bundle is not None:
+            self.bundle = Path(self.bundle)
+        if str(self.to) != "hf" and self.private:
+            raise UsageError("--private applies to the Hugging Face Hub only", "a directory hub is as private as its folder")
+        return self
 
     def display(self) -> str:
-        where = "the Hugging Face Hub" + (f" at {self.endpoint}" if self.endpoint else "") if self.to == "hf" else f"directory hub {self.to}"
+        where = "the Hugging Face Hub" + (f" at {self.endpoint}" if self.endpoint else "") if str(self.to) == "hf" else f"directory hub {self.to}"
         return f"publish {self.bundle} as {self.repo} {self.version} ({'private' if self.private else 'public'}) to {where}"
 
 
@@ -64,61 +83,40 @@ def _check_bundle(bundle: Bundle, repo: str, version: str) -> None:
         )
 
 
-def publish_bundle(
-    bundle_dir: Path,
-    repo_id: str,
-    version: str,
-    private: bool = False,
-    to: str | Path = "hf",
-    endpoint: str | None = None,
-) -> PublishResult:
-    """Verify ``bundle_dir`` and publish it as ``repo_id`` ``version``; republishing it is a no-op."""
-    args = PublishArgs(Path(bundle_dir), check_repo_id(repo_id), check_version(version), private, to, endpoint)
-    bundle = Bundle.open(args.bundle)
-    _check_bundle(bundle, args.repo, args.version)
-    bundle.verify()
-    progress.status(args.display())
-    if str(to) == "hf":
-        from packer.hub.hf import HfRemote
-
-        remote = HfRemote(endpoint)
-        release = release_mod.from_bundle(bundle, remote.location)
-        published = remote.publish(release, private=private)
-    else:
-        from packer.hub.local import LocalHub
-
-        if private:
-            raise UsageError("--private applies to the Hugging Face Hub only", "a directory hub is as private as its folder")
-        release = release_mod.from_bundle(bundle, LOCAL_CARD_URL)
-        card.check(release.card_text())  # what the Hub's validate-yaml would refuse, refused here too
-        published = LocalHub(Path(to)).publish(release)
-    return PublishResult(published, len(release.files))
-
-
-def publish_checkpoint(
-    repo_id: str,
-    version: str,
-    *,
-    pack_args=None,
-    bundle: Path | None = None,
-    private: bool = False,
-    to: str | Path = "hf",
-    endpoint: str | None = None,
-) -> PublishResult:
-    """`packer publish`: pack ``pack_args.checkpoint`` as ``repo_id`` ``version`` (libraries come
-    from the compile cache when the architecture was built before), then publish the bundle.
-    A given ``bundle`` is published as it is. The packed bundle lives in a temporary folder that is
-    removed afterwards, whatever happens."""
+def publish(args: PublishArgs) -> PublishResult:
+    """Publish ``args.bundle`` (verified first) as ``args.repo`` ``args.version``, or pack
+    ``args.pack`` first (libraries come from the compile cache when the architecture was built
+    before) into a temporary folder that is removed afterwards, whatever happens. Republishing the
+    same content is a no-op."""
     import tempfile
 
     from packer.interface.pack import pack
 
-    check_repo_id(repo_id)
-    check_version(version)
-    if bundle is not None:
-        return publish_bundle(bundle, repo_id, version, private, to, endpoint)
+    args.checked()
+    if args.bundle is not None:
+        return _publish_bundle(args)
     with tempfile.TemporaryDirectory(prefix="sdpack-publish-") as tmp:
-        pack_args.out = Path(tmp) / "bundle"
-        pack_args.model_id, pack_args.version = repo_id, version.removeprefix("v")
-        pack(pack_args)
-        return publish_bundle(pack_args.out, repo_id, pack_args.version, private, to, endpoint)
+        args.pack.out = Path(tmp) / "bundle"
+        args.pack.model_id, args.pack.version = args.repo, args.version
+        pack(args.pack)
+        return _publish_bundle(dataclasses.replace(args, bundle=args.pack.out, pack=None))
+
+
+def _publish_bundle(args: PublishArgs) -> PublishResult:
+    bundle = Bundle.open(args.bundle)
+    _check_bundle(bundle, args.repo, args.version)
+    bundle.verify()
+    progress.status(args.display())
+    if str(args.to) == "hf":
+        from packer.hub.hf import HfRemote
+
+        remote = HfRemote(args.endpoint)
+        release = release_mod.from_bundle(bundle, remote.location)
+        published = remote.publish(release, private=args.private)
+    else:
+        from packer.hub.local import LocalHub
+
+        release = release_mod.from_bundle(bundle, LOCAL_CARD_URL)
+        card.check(release.card_text())  # what the Hub's validate-yaml would refuse, refused here too
+        published = LocalHub(Path(args.to)).publish(release)
+    return PublishResult(published, len(release.files))

@@ -10,14 +10,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from packer.hub.resolve import Pulled, pull
+from packer.hub import resolve as resolving
+from packer.hub.resolve import Pulled
 
 
 @dataclass
 class PullArgs:
+    """What to pull (a pin or a lock file), where to put it, and from which hub (None: the lock
+    file's, else the Hugging Face Hub)."""
+
     spec: str
     out: Path
     endpoint: str | None = None
+
+    def __post_init__(self) -> None:
+        self.spec, self.out = str(self.spec), Path(self.out)
 
     def display(self) -> str:
         return f"pull {self.spec} into {self.out}" + (f" from {self.endpoint}" if self.endpoint else "")
@@ -42,6 +49,6 @@ class PullResult:
                 "bytes": p.bytes, "downloaded_bytes": p.downloaded, "cached_files": p.reused, "repaired": sorted(p.repaired)}
 
 
-def pull_bundle(spec: str, out: Path, endpoint: str | None = None) -> PullResult:
-    args = PullArgs(str(spec), Path(out), endpoint)
-    return PullResult(pull(args.spec, args.out, args.endpoint))
+def pull(args: PullArgs) -> PullResult:
+    """Download the pinned bundle into ``args.out``, every file verified before it appears."""
+    return PullResult(resolving.pull(args.spec, args.out, args.endpoint))

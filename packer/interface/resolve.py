@@ -12,14 +12,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from packer.hub import lock
-from packer.hub.resolve import Resolved, resolve
+from packer.hub import resolve as resolving
+from packer.hub.resolve import Resolved
 
 
 @dataclass
 class ResolveArgs:
+    """What to resolve (a pin or a lock file), at which hub, and where to write a lock record."""
+
     spec: str
     endpoint: str | None = None
     lock_out: Path | None = None
+
+    def __post_init__(self) -> None:
+        self.lock_out = Path(self.lock_out) if self.lock_out else None
 
     def display(self) -> str:
         return f"resolve {self.spec}" + (f" at {self.endpoint}" if self.endpoint else "")
@@ -40,9 +46,8 @@ class ResolveResult:
         return json.dumps(self.as_json(), indent=2, sort_keys=True)
 
 
-def resolve_pin(spec: str, endpoint: str | None = None, lock_out: Path | None = None) -> ResolveResult:
-    """Resolve ``spec`` (a pin or a lock file); write a lock record to ``lock_out`` if given."""
-    args = ResolveArgs(spec, endpoint, Path(lock_out) if lock_out else None)
-    resolved = resolve(args.spec, args.endpoint)
+def resolve(args: ResolveArgs) -> ResolveResult:
+    """Resolve ``args.spec`` (a pin or a lock file); write a lock record to ``args.lock_out`` if given."""
+    resolved = resolving.resolve(args.spec, args.endpoint)
     written = lock.write(args.lock_out, resolved.lock()) if args.lock_out else None
     return ResolveResult(resolved, written)

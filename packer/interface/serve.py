@@ -13,10 +13,15 @@ from packer.hub.serve import make_server
 
 @dataclass
 class ServeArgs:
+    """The directory hub to serve, where to listen, and an optional static app folder."""
+
     directory: Path
     port: int = 8000
     host: str = "127.0.0.1"
     app: Path | None = None
+
+    def __post_init__(self) -> None:
+        self.directory, self.app = Path(self.directory), Path(self.app) if self.app else None
 
     def display(self) -> str:
         return f"serve {self.directory} on {self.host}:{self.port}"
@@ -54,5 +59,6 @@ class Serving:
         self.server.server_close()
 
 
-def start(directory: Path, port: int = 8000, host: str = "127.0.0.1", app: Path | None = None) -> Serving:
-    return Serving(ServeArgs(Path(directory), port, host, Path(app) if app else None))
+def serve(args: ServeArgs) -> Serving:
+    """Bind the server (it serves once :meth:`Serving.wait` runs)."""
+    return Serving(args)

@@ -10,6 +10,13 @@ from packer.support import progress
 
 
 @dataclass
+class VerifyArgs:
+    """The bundle folder to check."""
+
+    bundle: Path
+
+
+@dataclass
 class VerifyResult:
     bundle: Path
     files: int
@@ -22,10 +29,10 @@ class VerifyResult:
         return {"command": "verify", "bundle": str(self.bundle), "ok": True, "files": self.files, "bytes": self.bytes}
 
 
-def verify(path: Path) -> VerifyResult:
+def verify(args: VerifyArgs) -> VerifyResult:
     """Raise :class:`BundleError` naming the first bad file; otherwise count what was checked."""
-    bundle = Bundle.open(path)
+    bundle = Bundle.open(args.bundle)
     total = sum(f["size"] for f in bundle.manifest["files"])
     with progress.task("verify", total, bytes_=True) as bar:
         bundle.verify(on_file=lambda entry: bar.advance(entry["size"]))
-    return VerifyResult(Path(path), files=len(bundle.files), bytes=total)
+    return VerifyResult(Path(args.bundle), files=len(bundle.files), bytes=total)

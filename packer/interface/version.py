@@ -9,6 +9,11 @@ from packer import __version__
 
 
 @dataclass
+class VersionArgs:
+    """`packer version` takes no arguments; the empty object keeps every verb's shape."""
+
+
+@dataclass
 class VersionResult:
     sdpack: str
     apache_tvm: str
@@ -21,5 +26,6 @@ class VersionResult:
         return {"command": "version", "sdpack": self.sdpack, "apache_tvm": self.apache_tvm, "tvm_ffi": self.tvm_ffi}
 
 
-def version() -> VersionResult:
+def version(args: VersionArgs) -> VersionResult:
+    """sdpack's version and the installed compiler versions it pins."""
     return VersionResult(__version__, installed("apache-tvm"), installed("apache-tvm-ffi"))

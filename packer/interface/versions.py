@@ -13,6 +13,14 @@ def _size(n: int) -> str:
 
 
 @dataclass
+class VersionsArgs:
+    """Whose versions to list, at which hub (None: the Hugging Face Hub)."""
+
+    repo: str
+    hub: str | Path | None = None
+
+
+@dataclass
 class VersionsResult:
     listed: Versions
 
@@ -30,5 +38,6 @@ class VersionsResult:
         return {"command": "versions", **self.listed.as_dict()}
 
 
-def versions(repo: str, hub: str | Path | None = None) -> VersionsResult:
-    return VersionsResult(list_versions(repo, hub))
+def versions(args: VersionsArgs) -> VersionsResult:
+    """Every published version of ``args.repo``, newest first."""
+    return VersionsResult(list_versions(args.repo, args.hub))

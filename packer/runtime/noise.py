@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-GENERATOR = "philox4x32-10/box-muller"
-VERSION = 1
+from packer.support import spec
+
+GENERATOR, VERSION = spec.NOISE_GENERATOR, spec.NOISE_VERSION  # what this module implements
 
 _M0, _M1 = np.uint64(0xD2511F53), np.uint64(0xCD9E8D57)
 _W0, _W1 = np.uint32(0x9E3779B9), np.uint32(0xBB67AE85)

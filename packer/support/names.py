@@ -8,12 +8,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from packer.bundle.manifest import schema
 from packer.errors import UsageError
+from packer.support.spec import REPO_ID, SEMVER
 
-REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
-SEMVER = re.compile(schema()["$defs"]["semver"]["pattern"])  # one source of truth: the manifest schema
 
 
 def check_repo_id(repo_id: str) -> str:

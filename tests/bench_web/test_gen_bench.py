@@ -1,13 +1,8 @@
 """bench/web/gen_bench.py's host-side helpers: the dependency-free PNG writer and the table row."""
 
-import sys
 import zlib
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "bench" / "web"))
-
-import gen_bench  # noqa: E402
+from bench.web import gen_bench
 
 
 def test_write_png_round_trip(tmp_path):

@@ -1,15 +1,8 @@
 """bench/web/native_gen.py's host-side helpers: PNG reading, PSNR, the request and the browser PNGs."""
 
-import sys
-from pathlib import Path
-
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "bench" / "web"))
-
-import gen_bench  # noqa: E402
-import native_gen  # noqa: E402
+from bench.web import gen_bench, native_gen
 
 
 def _png(path, rgb):

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import numpy as np
 
+from bench.web import synth_bundle
 from packer.bundle import Bundle
 from tests.bundle.test_writer import _params, _write
-from tests.helpers import REPO
-
-_spec = importlib.util.spec_from_file_location("synth_bundle", REPO / "bench" / "web" / "synth_bundle.py")
-synth_bundle = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(synth_bundle)
 
 
 def test_skeleton_then_make_gives_a_verified_bundle_of_the_same_tensors(tmp_path):

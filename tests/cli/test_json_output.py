@@ -9,8 +9,8 @@ import json
 import subprocess
 import sys
 
-from packer.bundle.manifest import schema
 from packer.cli import app
+from packer.support.schemas import schema
 from tests.cli.conftest import ALICE_TOKEN, make_bundle
 from tests.helpers import REPO as SOURCE_TREE
 from tests.helpers import cli_json
@@ -63,9 +63,9 @@ def test_hub_verbs(cli, hub_server, hf_env, monkeypatch, tmp_path):
 def test_serve(tmp_path):
     bundle = make_bundle(tmp_path / "bundle")
     hub = tmp_path / "hub"
-    from packer.interface.publish import publish_bundle
+    from packer.interface.publish import PublishArgs, publish
 
-    publish_bundle(bundle, REPO, "1.0.0", to=hub)
+    publish(PublishArgs(bundle, REPO, "1.0.0", to=hub))
     proc = subprocess.Popen([sys.executable, "-m", "packer", "serve", str(hub), "--port", "0", "--json"], cwd=SOURCE_TREE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

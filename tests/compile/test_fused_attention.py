@@ -1,10 +1,10 @@
-"""Pipeline step 2a: ``FusedAttention`` (packer.compile.passes.flash_attention).
+"""Pipeline step 2a: ``FusedAttention`` (packer.compile.passes.fused_attention).
 
 The kernel runs only on an NVIDIA GPU (mma.sync, ldmatrix): here it is checked for what it
 rewrites and for what nvcc makes of it. Its numbers are checked on the lent H100 by
 ``bench/gpu/attnlab.py`` against float32 SDPA on every SD1.5 attention shape plus ragged ones
 (relative L2 2.6-2.8e-4, the same as torch's float16 SDPA: docs/design.md, step 2a)
-and end to end by bench/gpu.py's UNet and image fidelity.
+and end to end by bench/gpu/native.py's UNet and image fidelity.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import re
 import pytest
 
 from packer.compile import cuda_stub, pipeline
-from packer.compile.passes.flash_attention import (
+from packer.compile.passes.fused_attention import (
     SHARED_BYTES,
     FusedAttention,
     attention_kernel,

@@ -7,7 +7,7 @@ import pytest
 
 from packer.compile import pipeline
 from packer.compile.export import export_component
-from packer.compile.passes.conv_implicit_gemm import Conv2dImplicitGemm
+from packer.compile.passes.conv2d_implicit_gemm import Conv2dImplicitGemm
 from packer.compile.passes.gather_before_cast import GatherBeforeCast
 from packer.runtime.module import ComponentRunner, bind_params
 
@@ -136,12 +136,12 @@ def test_conv2d_split_k_matches_torch(x_shape, w_shape, strides, padding, monkey
     import tvm
     from tvm import relax
 
-    from packer.compile.passes import conv_implicit_gemm
+    from packer.compile.passes import conv2d_implicit_gemm
 
-    monkeypatch.setattr(conv_implicit_gemm, "K_STEP", 1)
-    monkeypatch.setattr(conv_implicit_gemm, "TARGET_BLOCKS", 10**6)
+    monkeypatch.setattr(conv2d_implicit_gemm, "K_STEP", 1)
+    monkeypatch.setattr(conv2d_implicit_gemm, "TARGET_BLOCKS", 10**6)
     k = w_shape[1] * w_shape[2] * w_shape[3]
-    assert conv_implicit_gemm.split_k(64, 64, k) > 1
+    assert conv2d_implicit_gemm.split_k(64, 64, k) > 1
     rewritten = Conv2dImplicitGemm(_nhwc(_conv_module(x_shape, w_shape, strides, padding)))
     assert any("split_k" in gv.name_hint for gv in rewritten.functions)
     rng = np.random.default_rng(2)
@@ -155,7 +155,7 @@ def test_conv2d_split_k_matches_torch(x_shape, w_shape, strides, padding, monkey
 
 
 def test_split_k_only_where_the_tiles_do_not_fill_the_gpu():
-    from packer.compile.passes.conv_implicit_gemm import split_k
+    from packer.compile.passes.conv2d_implicit_gemm import split_k
 
     assert split_k(2 * 8 * 8, 1280, 9 * 1280) == 15      # UNet 8²: 10 tiles → 150
     assert split_k(2 * 16 * 16, 1280, 9 * 1280) == 4     # 16²: 40 tiles → 160

@@ -4,7 +4,7 @@ The kernel runs only on an NVIDIA GPU (cp.async, ldmatrix, mma.sync): here it is
 what it rewrites, for its tile plans and for what nvcc and ptxas make of it. Its numbers are
 checked on the lent GPU by ``bench/gpu/gemmlab.py`` against torch in float32 on every SD1.5
 convolution and linear shape (plus strided, ragged and split ones) and end to end by
-bench/gpu.py's UNet and image fidelity.
+bench/gpu/native.py's UNet and image fidelity.
 """
 
 from __future__ import annotations

@@ -7,9 +7,9 @@ import types
 
 import pytest
 
-from packer.bundle.manifest import schema
 from packer.compile import variants
 from packer.compile.variants import Variant, plan
+from packer.support.schemas import schema
 
 KEY = re.compile(schema("manifest.schema.json")["properties"]["targets"]["propertyNames"]["pattern"])
 

@@ -9,19 +9,14 @@ scores: 512 MiB in float16, 1 GiB in float32.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
+from bench.sd15 import CLIP_L, UNET, VAE
 from packer.compile import pipeline
 from packer.compile.export import export_component
 from packer.compile.targets import get_target
 
 pytestmark = pytest.mark.slow
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from bench.sd15 import CLIP_L, UNET, VAE  # noqa: E402
 
 MiB = 1 << 20
 LIMITS = {"float16": 128 * MiB, "float32": 256 * MiB}

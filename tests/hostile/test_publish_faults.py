@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 
 from packer.errors import HubError
-from packer.interface.publish import publish_bundle
-from packer.interface.pull import pull_bundle
+from packer.interface.publish import PublishArgs, publish
+from packer.interface.pull import PullArgs, pull
 from tests.hub.conftest import ALICE_TOKEN, bundles, hf_env, hub_server  # noqa: F401 - fixtures
 from tests.hub_server import api
 from tests.hub_server import server as server_mod
@@ -40,12 +40,12 @@ def assert_no_partial_version(hub_server, expected: set[str]) -> None:  # noqa: 
 
 
 def publish_completes_then_no_op(hub_server, bundle, expected):  # noqa: F811
-    done = publish_bundle(bundle, REPO, "1.0.0", endpoint=hub_server.url).published
+    done = publish(PublishArgs(bundle, REPO, "1.0.0", endpoint=hub_server.url)).published
     view = hub_server.repo(REPO)
     assert view.tags == {"v1.0.0": done.commit} and set(view.files("v1.0.0")) == expected
     commits = view.commit_count
     hub_server.reset_counters()
-    again = publish_bundle(bundle, REPO, "1.0.0", endpoint=hub_server.url).published
+    again = publish(PublishArgs(bundle, REPO, "1.0.0", endpoint=hub_server.url)).published
     assert again.already and again.commit == done.commit
     assert view.commit_count == commits and hub_server.counters["commit"] == 0 and hub_server.lfs_puts == []
 
@@ -66,7 +66,7 @@ def test_fault_leaves_no_version_and_rerun_completes(hub_server, alice, bundles,
     expected = bundle_files(bundles.v1) | {"README.md", ".gitattributes"}
     hub_server.faults.add(point, mode)
     with pytest.raises(HubError) as err:
-        publish_bundle(bundles.v1, REPO, "1.0.0", endpoint=hub_server.url)
+        publish(PublishArgs(bundles.v1, REPO, "1.0.0", endpoint=hub_server.url))
     assert hub_server.faults.fired(point) >= 1
     line = err.value.one_line()
     assert hub_server.url in line and "\n" not in line and err.value.hint
@@ -106,7 +106,7 @@ def test_step_landed_but_answer_lost(hub_server, alice, bundles, monkeypatch, st
     routes = [(m, p, n, once if n == step else fn) for m, p, n, fn in server_mod.ROUTES]
     monkeypatch.setattr(server_mod, "ROUTES", routes)
     try:
-        publish_bundle(bundles.v1, REPO, "1.0.0", endpoint=hub_server.url)
+        publish(PublishArgs(bundles.v1, REPO, "1.0.0", endpoint=hub_server.url))
     except HubError as err:  # the client may or may not retry its way to success; both are fine
         assert "\n" not in err.one_line() and hub_server.url in err.one_line()
     assert not armed[0]
@@ -119,14 +119,14 @@ def test_step_landed_but_answer_lost(hub_server, alice, bundles, monkeypatch, st
 
 @pytest.mark.parametrize("mode", ["500", "drop"])
 def test_pull_fault_leaves_no_output(hub_server, alice, bundles, tmp_path, mode):  # noqa: F811
-    publish_bundle(bundles.v1, REPO, "1.0.0", endpoint=hub_server.url)
+    publish(PublishArgs(bundles.v1, REPO, "1.0.0", endpoint=hub_server.url))
     hub_server.faults.add("resolve", mode)
     out = tmp_path / "pulled"
     with pytest.raises(HubError) as err:
-        pull_bundle(f"{REPO}@1.0.0", out, endpoint=hub_server.url)
+        pull(PullArgs(f"{REPO}@1.0.0", out, endpoint=hub_server.url))
     assert hub_server.url in err.value.one_line()
     assert not out.exists() and not list(tmp_path.glob(".pulled.partial-*"))
     hub_server.faults.clear()
-    pulled = pull_bundle(f"{REPO}@1.0.0", out, endpoint=hub_server.url).pulled
+    pulled = pull(PullArgs(f"{REPO}@1.0.0", out, endpoint=hub_server.url)).pulled
     assert bundle_files(out) == bundle_files(bundles.v1) | {"sdpack.lock.json"}  # + the pin pull leaves
     assert pulled.files == len(bundle_files(bundles.v1)) - 1  # + manifest

@@ -10,7 +10,7 @@ import pytest
 from packer.bundle import Bundle
 from packer.errors import HubError
 from packer.hub import card
-from packer.interface.publish import publish_bundle
+from packer.interface.publish import PublishArgs, publish
 from tests.hub.conftest import ALICE_TOKEN, make_bundle
 
 REPO = "sdpack/tiny-sd"
@@ -104,11 +104,11 @@ def test_bad_cards_are_refused_by_the_hub_and_locally(hub_server, hf_env, monkey
     bundle = make_bundle(tmp_path / "b")
     (bundle / "README.md").write_text(text + "mine\n")
     with pytest.raises(HubError):  # a directory hub: nothing written
-        publish_bundle(bundle, REPO, "1.0.0", to=tmp_path / "hub")
+        publish(PublishArgs(bundle, REPO, "1.0.0", to=tmp_path / "hub"))
     assert not (tmp_path / "hub").exists()
     monkeypatch.setenv("HF_TOKEN", ALICE_TOKEN)
     with pytest.raises(HubError) as err:  # the Hub: refused before the repo exists
-        publish_bundle(bundle, REPO, "1.0.0", endpoint=hub_server.url)
+        publish(PublishArgs(bundle, REPO, "1.0.0", endpoint=hub_server.url))
     assert "refused the model card's metadata" in err.value.one_line()
     assert hub_server.counters["validate_yaml"] == 1 and not hub_server.repo(REPO).exists
 
@@ -123,7 +123,7 @@ def test_generated_card_passes_the_hubs_validation(hub_server, hf_env, monkeypat
         ModelCard("---\nlicense: 3\n---\n", ignore_metadata_errors=True).validate()
     hub_server.reset_counters()
     monkeypatch.setenv("HF_TOKEN", ALICE_TOKEN)
-    publish_bundle(bundles.v1, REPO, "1.0.0", endpoint=hub_server.url)
+    publish(PublishArgs(bundles.v1, REPO, "1.0.0", endpoint=hub_server.url))
     assert hub_server.counters["validate_yaml"] >= 1
     view = hub_server.repo(REPO)
     assert metadata(view.read("v1.0.0", "README.md").decode()).base_model == SD15
@@ -131,7 +131,7 @@ def test_generated_card_passes_the_hubs_validation(hub_server, hf_env, monkeypat
 
 def test_published_card_is_the_bundles_own_if_it_has_one(bundles, tmp_path):
     (bundles.v1 / "README.md").write_text("---\nlicense: mit\n---\nmine\n")
-    publish_bundle(bundles.v1, "sdpack/tiny-sd", "1.0.0", to=tmp_path / "hub")
+    publish(PublishArgs(bundles.v1, "sdpack/tiny-sd", "1.0.0", to=tmp_path / "hub"))
     from packer.hub.local import LocalHub
 
     hub = LocalHub(tmp_path / "hub")

@@ -8,9 +8,9 @@ import json
 import pytest
 
 from packer.errors import HubError, UsageError
-from packer.interface.publish import publish_bundle
-from packer.interface.pull import pull_bundle
-from packer.interface.resolve import resolve_pin
+from packer.interface.publish import PublishArgs, publish
+from packer.interface.pull import PullArgs, pull
+from packer.interface.resolve import ResolveArgs, resolve
 from tests.hub.conftest import ALICE_TOKEN, BOB_TOKEN, make_bundle
 
 REPO = "sdpack/tiny-sd"
@@ -34,7 +34,7 @@ def alice(monkeypatch, hf_env):
 
 
 def test_two_versions_publish_resolve_pull(hub_server, alice, bundles, tmp_path):
-    first = publish_bundle(bundles.v1, REPO, "1.0.0", endpoint=hub_server.url).published
+    first = publish(PublishArgs(bundles.v1, REPO, "1.0.0", endpoint=hub_server.url)).published
     view = hub_server.repo(REPO)
     assert view.tags == {"v1.0.0": first.commit}
     assert set(view.files("v1.0.0")) == bundle_files(bundles.v1) | {"README.md", ".gitattributes"}
@@ -42,7 +42,7 @@ def test_two_versions_publish_resolve_pull(hub_server, alice, bundles, tmp_path)
     assert hub_server.counters["commit"] == 1  # one commit for the whole bundle
 
     hub_server.reset_counters()
-    second = publish_bundle(bundles.v2, REPO, "v1.1.0", endpoint=hub_server.url).published
+    second = publish(PublishArgs(bundles.v2, REPO, "v1.1.0", endpoint=hub_server.url)).published
     changed = {n for n, oid in shard_oids(bundles.v2).items() if oid != shard_oids(bundles.v1)[n]}
     assert changed == {"params_shard_1.bin.zst"}
     assert hub_server.lfs_puts == [shard_oids(bundles.v2)["params_shard_1.bin.zst"]]  # unchanged shards not sent
@@ -52,39 +52,39 @@ def test_two_versions_publish_resolve_pull(hub_server, alice, bundles, tmp_path)
 
     for version, bundle, published in (("1.0.0", bundles.v1, first), ("1.1.0", bundles.v2, second)):
         lock_file = tmp_path / f"lock-{version}.json"
-        resolved = resolve_pin(f"{REPO}@{version}", endpoint=hub_server.url, lock_out=lock_file).resolved
+        resolved = resolve(ResolveArgs(f"{REPO}@{version}", endpoint=hub_server.url, lock_out=lock_file)).resolved
         assert resolved.commit == published.commit
         assert resolved.manifest_sha256 == sha256(bundle / "manifest.json")
         assert resolved.manifest_url == f"{hub_server.url}/{REPO}/resolve/{published.commit}/manifest.json"
         assert json.loads(lock_file.read_text())["commit"] == published.commit
 
         out = tmp_path / f"pulled-{version}"
-        pulled = pull_bundle(f"{REPO}@v{version}", out, endpoint=hub_server.url).pulled
+        pulled = pull(PullArgs(f"{REPO}@v{version}", out, endpoint=hub_server.url)).pulled
         assert pulled.resolved.commit == published.commit
         assert bundle_files(out) == bundle_files(bundle) | {"sdpack.lock.json"}  # the pin, beside the bundle's files
         assert all((out / f).read_bytes() == (bundle / f).read_bytes() for f in bundle_files(bundle))
         assert json.loads((out / "sdpack.lock.json").read_text())["commit"] == published.commit
 
-        from_lock = pull_bundle(str(lock_file), tmp_path / f"from-lock-{version}").pulled  # endpoint from the lock
+        from_lock = pull(PullArgs(str(lock_file), tmp_path / f"from-lock-{version}")).pulled  # endpoint from the lock
         assert from_lock.resolved.commit == published.commit
 
-    by_sha = resolve_pin(f"{REPO}@{first.commit}", endpoint=hub_server.url).resolved
+    by_sha = resolve(ResolveArgs(f"{REPO}@{first.commit}", endpoint=hub_server.url)).resolved
     assert (by_sha.version, by_sha.commit) == ("1.0.0", first.commit)
 
 
 def test_a_version_holds_exactly_its_bundle(hub_server, alice, bundles, tmp_path):
-    publish_bundle(bundles.v1, REPO, "1.0.0", endpoint=hub_server.url)
+    publish(PublishArgs(bundles.v1, REPO, "1.0.0", endpoint=hub_server.url))
     smaller = make_bundle(tmp_path / "smaller", version="2.0.0", count=5)  # fewer shards than 1.0.0
-    publish_bundle(smaller, REPO, "2.0.0", endpoint=hub_server.url)
+    publish(PublishArgs(smaller, REPO, "2.0.0", endpoint=hub_server.url))
     assert set(hub_server.repo(REPO).files("v2.0.0")) == bundle_files(smaller) | {"README.md", ".gitattributes"}
     assert set(hub_server.repo(REPO).files("v1.0.0")) == bundle_files(bundles.v1) | {"README.md", ".gitattributes"}
 
 
 def test_republishing_the_same_version_is_a_no_op(hub_server, alice, bundles):
-    first = publish_bundle(bundles.v1, REPO, "1.0.0", endpoint=hub_server.url)
+    first = publish(PublishArgs(bundles.v1, REPO, "1.0.0", endpoint=hub_server.url))
     commits = hub_server.repo(REPO).commit_count
     hub_server.reset_counters()
-    again = publish_bundle(bundles.v1, REPO, "1.0.0", endpoint=hub_server.url)
+    again = publish(PublishArgs(bundles.v1, REPO, "1.0.0", endpoint=hub_server.url))
     assert again.published.already and again.published.commit == first.published.commit
     assert "already published" in again.display()
     assert hub_server.repo(REPO).commit_count == commits
@@ -92,10 +92,10 @@ def test_republishing_the_same_version_is_a_no_op(hub_server, alice, bundles):
 
 
 def test_a_version_cannot_change(hub_server, alice, bundles, tmp_path):
-    first = publish_bundle(bundles.v1, REPO, "1.0.0", endpoint=hub_server.url).published
+    first = publish(PublishArgs(bundles.v1, REPO, "1.0.0", endpoint=hub_server.url)).published
     other = make_bundle(tmp_path / "other", changed=3)
     with pytest.raises(HubError) as err:
-        publish_bundle(other, REPO, "1.0.0", endpoint=hub_server.url)
+        publish(PublishArgs(other, REPO, "1.0.0", endpoint=hub_server.url))
     assert "already published with different content" in err.value.one_line()
     assert "bump --version" in err.value.one_line()
     assert hub_server.repo(REPO).tags == {"v1.0.0": first.commit}
@@ -103,18 +103,18 @@ def test_a_version_cannot_change(hub_server, alice, bundles, tmp_path):
 
 def test_private_repo_is_invisible_without_its_token(hub_server, hf_env, monkeypatch, bundles, tmp_path):
     monkeypatch.setenv("HF_TOKEN", ALICE_TOKEN)
-    publish_bundle(bundles.v1, REPO, "1.0.0", private=True, endpoint=hub_server.url)
-    assert resolve_pin(f"{REPO}@1.0.0", endpoint=hub_server.url).resolved.version == "1.0.0"
+    publish(PublishArgs(bundles.v1, REPO, "1.0.0", private=True, endpoint=hub_server.url))
+    assert resolve(ResolveArgs(f"{REPO}@1.0.0", endpoint=hub_server.url)).resolved.version == "1.0.0"
     for token in (None, BOB_TOKEN):
         if token:
             monkeypatch.setenv("HF_TOKEN", token)
         else:
             monkeypatch.delenv("HF_TOKEN")
         with pytest.raises(HubError) as err:
-            resolve_pin(f"{REPO}@1.0.0", endpoint=hub_server.url)
+            resolve(ResolveArgs(f"{REPO}@1.0.0", endpoint=hub_server.url))
         assert f"repository {REPO} not found" in err.value.one_line()
         with pytest.raises(HubError):
-            pull_bundle(f"{REPO}@1.0.0", tmp_path / f"out-{token}", endpoint=hub_server.url)
+            pull(PullArgs(f"{REPO}@1.0.0", tmp_path / f"out-{token}", endpoint=hub_server.url))
         assert not (tmp_path / f"out-{token}").exists()
 
 
@@ -123,7 +123,7 @@ def test_bad_or_missing_token_is_an_authentication_error(hub_server, hf_env, mon
     if token:
         monkeypatch.setenv("HF_TOKEN", token)
     with pytest.raises(HubError) as err:
-        publish_bundle(bundles.v1, REPO, "1.0.0", endpoint=hub_server.url)
+        publish(PublishArgs(bundles.v1, REPO, "1.0.0", endpoint=hub_server.url))
     line = err.value.one_line()
     assert line.startswith(f"authentication failed for {REPO}")
     assert "(set HF_TOKEN or run `hf auth login`)" in line
@@ -135,7 +135,7 @@ def test_stored_login_is_used(hub_server, hf_env, bundles):
 
     with open(constants.HF_TOKEN_PATH, "w") as f:  # what `hf auth login` leaves behind
         f.write(ALICE_TOKEN)
-    assert publish_bundle(bundles.v1, REPO, "1.0.0", endpoint=hub_server.url).published.commit
+    assert publish(PublishArgs(bundles.v1, REPO, "1.0.0", endpoint=hub_server.url)).published.commit
 
 
 FAULTS = [
@@ -154,7 +154,7 @@ FAULTS = [
 def test_interrupted_publish_leaves_no_version_and_rerun_completes(hub_server, alice, bundles, point, mode):
     hub_server.faults.add(point, mode)
     with pytest.raises(HubError) as err:
-        publish_bundle(bundles.v1, REPO, "1.0.0", endpoint=hub_server.url)
+        publish(PublishArgs(bundles.v1, REPO, "1.0.0", endpoint=hub_server.url))
     assert hub_server.faults.fired(point) >= 1
     line = err.value.one_line()
     assert hub_server.url in line and "\n" not in line
@@ -163,7 +163,7 @@ def test_interrupted_publish_leaves_no_version_and_rerun_completes(hub_server, a
     if point != "tag":  # everything before the tag: the commit never became visible
         assert set(view.files("main")) == {".gitattributes"} and view.commit_count == 1
     hub_server.faults.clear()
-    done = publish_bundle(bundles.v1, REPO, "1.0.0", endpoint=hub_server.url).published
+    done = publish(PublishArgs(bundles.v1, REPO, "1.0.0", endpoint=hub_server.url)).published
     assert view.tags == {"v1.0.0": done.commit}
     assert set(view.files("v1.0.0")) == bundle_files(bundles.v1) | {"README.md", ".gitattributes"}
 
@@ -172,9 +172,9 @@ def test_unreachable_hub_is_one_line(hub_server, alice, bundles, tmp_path):
     url = hub_server.url
     hub_server.stop()
     calls = [
-        lambda: publish_bundle(bundles.v1, REPO, "1.0.0", endpoint=url),
-        lambda: resolve_pin(f"{REPO}@1.0.0", endpoint=url),
-        lambda: pull_bundle(f"{REPO}@1.0.0", tmp_path / "out", endpoint=url),
+        lambda: publish(PublishArgs(bundles.v1, REPO, "1.0.0", endpoint=url)),
+        lambda: resolve(ResolveArgs(f"{REPO}@1.0.0", endpoint=url)),
+        lambda: pull(PullArgs(f"{REPO}@1.0.0", tmp_path / "out", endpoint=url)),
     ]
     for call in calls:
         with pytest.raises(HubError) as err:
@@ -185,7 +185,7 @@ def test_unreachable_hub_is_one_line(hub_server, alice, bundles, tmp_path):
 
 def test_hf_endpoint_variable_is_read_at_call_time(hub_server, alice, monkeypatch, bundles):
     monkeypatch.setenv("HF_ENDPOINT", hub_server.url)
-    published = publish_bundle(bundles.v1, REPO, "1.0.0").published
+    published = publish(PublishArgs(bundles.v1, REPO, "1.0.0")).published
     assert published.location == hub_server.url
 
 
@@ -195,22 +195,22 @@ def test_hf_endpoint_variable_is_read_at_call_time(hub_server, alice, monkeypatc
 )
 def test_invalid_repo_id_or_version_is_a_usage_error(hub_server, alice, bundles, repo, version):
     with pytest.raises(UsageError):
-        publish_bundle(bundles.v1, repo, version, endpoint=hub_server.url)
+        publish(PublishArgs(bundles.v1, repo, version, endpoint=hub_server.url))
     with pytest.raises(UsageError):
-        resolve_pin(f"{repo}@{version}", endpoint=hub_server.url)
+        resolve(ResolveArgs(f"{repo}@{version}", endpoint=hub_server.url))
     assert hub_server.counters == {}
 
 
 def test_publishing_under_another_name_or_version_is_refused(hub_server, alice, bundles):
     with pytest.raises(UsageError, match="not sdpack/tiny-sd 2.0.0"):
-        publish_bundle(bundles.v1, REPO, "2.0.0", endpoint=hub_server.url)
+        publish(PublishArgs(bundles.v1, REPO, "2.0.0", endpoint=hub_server.url))
     with pytest.raises(UsageError, match="not sdpack/other 1.0.0"):
-        publish_bundle(bundles.v1, "sdpack/other", "1.0.0", endpoint=hub_server.url)
+        publish(PublishArgs(bundles.v1, "sdpack/other", "1.0.0", endpoint=hub_server.url))
     assert hub_server.counters == {}
 
 
 def test_unknown_version_lists_the_published_ones(hub_server, alice, bundles):
-    publish_bundle(bundles.v1, REPO, "1.0.0", endpoint=hub_server.url)
+    publish(PublishArgs(bundles.v1, REPO, "1.0.0", endpoint=hub_server.url))
     with pytest.raises(HubError) as err:
-        resolve_pin(f"{REPO}@9.9.9", endpoint=hub_server.url)
+        resolve(ResolveArgs(f"{REPO}@9.9.9", endpoint=hub_server.url))
     assert err.value.one_line() == f"{REPO}@9.9.9 is not published at {hub_server.url} (published versions: 1.0.0)"

@@ -7,9 +7,9 @@ import logging
 import pytest
 
 from packer.errors import SdpackError
-from packer.interface.publish import publish_bundle
-from packer.interface.pull import pull_bundle
-from packer.interface.resolve import resolve_pin
+from packer.interface.publish import PublishArgs, publish
+from packer.interface.pull import PullArgs, pull
+from packer.interface.resolve import ResolveArgs, resolve
 from tests.hub.conftest import ALICE_TOKEN
 
 REPO = "sdpack/tiny-sd"
@@ -22,21 +22,21 @@ def test_token_is_never_printed_or_written(hub_server, hf_env, monkeypatch, bund
     texts = []
 
     monkeypatch.setenv("HF_TOKEN", ALICE_TOKEN)
-    texts.append(publish_bundle(bundles.v1, REPO, "1.0.0", private=True, endpoint=hub_server.url).display())
+    texts.append(publish(PublishArgs(bundles.v1, REPO, "1.0.0", private=True, endpoint=hub_server.url)).display())
     hub_server.faults.add("lfs_put", "half")
     with pytest.raises(SdpackError) as err:
-        publish_bundle(bundles.v2, REPO, "1.1.0", endpoint=hub_server.url)
+        publish(PublishArgs(bundles.v2, REPO, "1.1.0", endpoint=hub_server.url))
     texts += [str(err.value), err.value.one_line(), repr(err.value)]
     hub_server.faults.clear()
-    texts.append(publish_bundle(bundles.v2, REPO, "1.1.0", endpoint=hub_server.url).display())
-    texts.append(resolve_pin(f"{REPO}@1.1.0", endpoint=hub_server.url, lock_out=tmp_path / "lock.json").display())
-    texts.append(pull_bundle(f"{REPO}@1.1.0", tmp_path / "pulled", endpoint=hub_server.url).display())
+    texts.append(publish(PublishArgs(bundles.v2, REPO, "1.1.0", endpoint=hub_server.url)).display())
+    texts.append(resolve(ResolveArgs(f"{REPO}@1.1.0", endpoint=hub_server.url, lock_out=tmp_path / "lock.json")).display())
+    texts.append(pull(PullArgs(f"{REPO}@1.1.0", tmp_path / "pulled", endpoint=hub_server.url)).display())
 
     monkeypatch.setenv("HF_TOKEN", BAD_TOKEN)
     for call in (
-        lambda: publish_bundle(bundles.v1, REPO, "1.0.0", endpoint=hub_server.url),
-        lambda: resolve_pin(f"{REPO}@1.0.0", endpoint=hub_server.url),
-        lambda: pull_bundle(f"{REPO}@1.0.0", tmp_path / "nope", endpoint=hub_server.url),
+        lambda: publish(PublishArgs(bundles.v1, REPO, "1.0.0", endpoint=hub_server.url)),
+        lambda: resolve(ResolveArgs(f"{REPO}@1.0.0", endpoint=hub_server.url)),
+        lambda: pull(PullArgs(f"{REPO}@1.0.0", tmp_path / "nope", endpoint=hub_server.url)),
     ):
         with pytest.raises(SdpackError) as err:
             call()

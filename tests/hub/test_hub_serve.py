@@ -10,8 +10,8 @@ import urllib.request
 
 import pytest
 
-from packer.interface.publish import publish_bundle
-from packer.interface.serve import start
+from packer.interface.publish import PublishArgs, publish
+from packer.interface.serve import ServeArgs, serve
 
 REPO = "sdpack/tiny-sd"
 
@@ -19,8 +19,8 @@ REPO = "sdpack/tiny-sd"
 @pytest.fixture
 def served(bundles, tmp_path):
     hub_dir = tmp_path / "hub"
-    published = publish_bundle(bundles.v1, REPO, "1.0.0", to=hub_dir).published
-    serving = start(hub_dir, port=0)
+    published = publish(PublishArgs(bundles.v1, REPO, "1.0.0", to=hub_dir)).published
+    serving = serve(ServeArgs(hub_dir, port=0))
     threading.Thread(target=serving.server.serve_forever, daemon=True).start()
     yield serving, published
     serving.stop()

@@ -11,8 +11,8 @@ import pytest
 
 from packer.errors import BundleError, HubError
 from packer.hub import hf_cache
-from packer.interface.publish import publish_bundle
-from packer.interface.pull import pull_bundle
+from packer.interface.publish import PublishArgs, publish
+from packer.interface.pull import PullArgs, pull
 from tests.helpers import cli_json, packer, read_manifest
 from tests.hub.conftest import ALICE_TOKEN
 
@@ -23,7 +23,7 @@ REPO = "sdpack/tiny-sd"
 def published(hub_server, hf_env, monkeypatch, bundles):
     """sdpack/tiny-sd 1.0.0 on the test Hub; the pulls that follow run without a token."""
     monkeypatch.setenv("HF_TOKEN", ALICE_TOKEN)
-    publish_bundle(bundles.v1, REPO, "1.0.0", endpoint=hub_server.url)
+    publish(PublishArgs(bundles.v1, REPO, "1.0.0", endpoint=hub_server.url))
     monkeypatch.delenv("HF_TOKEN")
     hub_server.reset_counters()
     return bundles.v1
@@ -71,7 +71,7 @@ def test_cut_off_pull_resumes_and_a_second_pull_downloads_nothing(hub_server, hf
     assert same_files(published, out) and not partial.exists()
 
     hub_server.reset_counters()
-    again = pull_bundle(f"{REPO}@1.0.0", tmp_path / "again", endpoint=hub_server.url).pulled
+    again = pull(PullArgs(f"{REPO}@1.0.0", tmp_path / "again", endpoint=hub_server.url)).pulled
     assert hub_server.downloads == [] and hub_server.counters["resolve"] == 0  # not even the manifest
     assert (again.downloaded, again.reused) == (0, len(read_manifest(published)["files"]))
     assert same_files(published, tmp_path / "again")
@@ -80,13 +80,13 @@ def test_cut_off_pull_resumes_and_a_second_pull_downloads_nothing(hub_server, hf
 
 
 def test_a_damaged_cache_entry_is_fetched_again(hub_server, hf_env, published, tmp_path):
-    pull_bundle(f"{REPO}@1.0.0", tmp_path / "first", endpoint=hub_server.url)
+    pull(PullArgs(f"{REPO}@1.0.0", tmp_path / "first", endpoint=hub_server.url))
     shard = largest_shard(published)
     blob = hf_cache.repo_folder(REPO) / "blobs" / shard["sha256"]
     os.unlink(blob)  # replace the blob (in place would damage the first pull's hard link too)
     blob.write_bytes(b"\0" * shard["size"])
     hub_server.reset_counters()
-    pulled = pull_bundle(f"{REPO}@1.0.0", tmp_path / "second", endpoint=hub_server.url).pulled
+    pulled = pull(PullArgs(f"{REPO}@1.0.0", tmp_path / "second", endpoint=hub_server.url)).pulled
     assert pulled.repaired == [shard["path"]]
     assert [(d.path, d.range) for d in hub_server.downloads] == [(shard["path"], None)]
     assert hashlib.sha256(blob.read_bytes()).hexdigest() == shard["sha256"]
@@ -94,12 +94,12 @@ def test_a_damaged_cache_entry_is_fetched_again(hub_server, hf_env, published, t
 
 
 def test_a_damaged_cached_manifest_is_fetched_again(hub_server, hf_env, published, tmp_path):
-    pull_bundle(f"{REPO}@1.0.0", tmp_path / "first", endpoint=hub_server.url)
+    pull(PullArgs(f"{REPO}@1.0.0", tmp_path / "first", endpoint=hub_server.url))
     link = hf_cache.repo_folder(REPO) / "snapshots" / hub_server.repo(REPO).tags["v1.0.0"] / "manifest.json"
     blob = link.resolve()
     os.unlink(blob)
     blob.write_text("{}")
-    pulled = pull_bundle(f"{REPO}@1.0.0", tmp_path / "second", endpoint=hub_server.url).pulled
+    pulled = pull(PullArgs(f"{REPO}@1.0.0", tmp_path / "second", endpoint=hub_server.url)).pulled
     assert pulled.resolved.manifest_sha256 == hashlib.sha256((published / "manifest.json").read_bytes()).hexdigest()
     assert same_files(published, tmp_path / "second")
 
@@ -110,7 +110,7 @@ def test_wrong_bytes_from_the_hub_are_refused(hub_server, hf_env, published, tmp
     stored = hub_server.storage.object_path(shard["sha256"])
     stored.write_bytes(b"\1" * shard["size"])  # the hub now serves other bytes under the same name
     with pytest.raises(BundleError) as err:
-        pull_bundle(f"{REPO}@1.0.0", tmp_path / "out", endpoint=hub_server.url)
+        pull(PullArgs(f"{REPO}@1.0.0", tmp_path / "out", endpoint=hub_server.url))
     assert err.value.one_line().startswith(f"{shard['path']}: sha256 mismatch in what {hub_server.url} sent")
     assert err.value.exit_code == 1
     assert not (tmp_path / "out").exists()
@@ -125,6 +125,6 @@ def test_an_unwritable_cache_is_one_line(hub_server, hf_env, published, tmp_path
     blocker.write_text("")
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(blocker / "hub"))
     with pytest.raises(HubError) as err:
-        pull_bundle(f"{REPO}@1.0.0", tmp_path / "out", endpoint=hub_server.url)
+        pull(PullArgs(f"{REPO}@1.0.0", tmp_path / "out", endpoint=hub_server.url))
     assert err.value.one_line().startswith(f"cannot write to the Hugging Face cache ({blocker}")
     assert not (tmp_path / "out").exists()

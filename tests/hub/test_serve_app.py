@@ -7,8 +7,8 @@ import threading
 import pytest
 
 from packer.errors import HubError
-from packer.interface.publish import publish_bundle
-from packer.interface.serve import start
+from packer.interface.publish import PublishArgs, publish
+from packer.interface.serve import ServeArgs, serve
 from tests.hub.test_hub_serve import REPO, fetch
 
 
@@ -19,8 +19,8 @@ def served_app(bundles, tmp_path):
     (app / "demo" / "index.html").write_text("<!doctype html><p>demo</p>")
     (app / "demo" / "main.js").write_text("export const x = 1;")
     (tmp_path / "secret.txt").write_text("not for the web")
-    publish_bundle(bundles.v1, REPO, "1.0.0", to=hub_dir)
-    serving = start(hub_dir, port=0, app=app)
+    publish(PublishArgs(bundles.v1, REPO, "1.0.0", to=hub_dir))
+    serving = serve(ServeArgs(hub_dir, port=0, app=app))
     threading.Thread(target=serving.server.serve_forever, daemon=True).start()
     yield serving
     serving.stop()
@@ -44,6 +44,6 @@ def test_app_never_serves_outside_its_folder(served_app, path):
 
 
 def test_missing_app_dir_is_one_clear_error(bundles, tmp_path):
-    publish_bundle(bundles.v1, REPO, "1.0.0", to=tmp_path / "hub")
+    publish(PublishArgs(bundles.v1, REPO, "1.0.0", to=tmp_path / "hub"))
     with pytest.raises(HubError, match="no such app directory"):
-        start(tmp_path / "hub", port=0, app=tmp_path / "nope")
+        serve(ServeArgs(tmp_path / "hub", port=0, app=tmp_path / "nope"))

@@ -13,7 +13,7 @@ from huggingface_hub import HfApi
 
 from packer.hub.serve import make_server
 from packer.hub.versions import list_versions
-from packer.interface.publish import publish_bundle
+from packer.interface.publish import PublishArgs, publish
 from tests.helpers import cli_json, packer, read_manifest
 from tests.hub.conftest import ALICE_TOKEN, make_bundle
 
@@ -41,7 +41,7 @@ def three(bundles, tmp_path) -> dict:
 
 def test_versions_on_the_hub(hub_server, hf_env, monkeypatch, three):
     monkeypatch.setenv("HF_TOKEN", ALICE_TOKEN)
-    published = {v: publish_bundle(b, REPO, v, endpoint=hub_server.url).published.commit for v, b in three.items()}
+    published = {v: publish(PublishArgs(b, REPO, v, endpoint=hub_server.url)).published.commit for v, b in three.items()}
     HfApi(endpoint=hub_server.url, token=ALICE_TOKEN).create_tag(REPO, tag="latest", revision=published["1.1.0"])
     monkeypatch.delenv("HF_TOKEN")
     listing = list_versions(REPO, hub_server.url)
@@ -54,7 +54,7 @@ def test_versions_on_the_hub(hub_server, hf_env, monkeypatch, three):
 
 def test_versions_on_a_directory_hub(three, tmp_path):
     hub = tmp_path / "hub"
-    published = {v: publish_bundle(b, REPO, v, to=hub).published.commit for v, b in three.items()}
+    published = {v: publish(PublishArgs(b, REPO, v, to=hub)).published.commit for v, b in three.items()}
     listing = list_versions(REPO, hub)
     assert listing.hub == str(hub.absolute())
     check_listing(listing, published, three)
@@ -68,14 +68,14 @@ def test_versions_on_a_directory_hub(three, tmp_path):
 
 def test_a_repository_without_versions(tmp_path, bundles):
     hub = tmp_path / "hub"
-    publish_bundle(bundles.v1, REPO, "1.0.0", to=hub)
+    publish(PublishArgs(bundles.v1, REPO, "1.0.0", to=hub))
     r = packer("versions", "sdpack/other", "--hub", str(hub))
     assert r.code == 2 and "repository sdpack/other not found" in r.error_line
 
 
 def test_resolve_url_of_a_directory_hub_loads_from_packer_serve(bundles, tmp_path):
     hub = tmp_path / "hub"
-    commit = publish_bundle(bundles.v1, REPO, "1.0.0", to=hub).published.commit
+    commit = publish(PublishArgs(bundles.v1, REPO, "1.0.0", to=hub)).published.commit
     doc = cli_json(packer("resolve", f"{REPO}@1.0.0", "--hub", str(hub), "--json"), "resolve")
     assert doc["manifest_url"] == f"http://127.0.0.1:8000/{REPO}/resolve/{commit}/manifest.json"
     assert doc["serve"] == f"packer serve {hub.absolute()} --port 8000"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-from pathlib import Path
 
 import huggingface_hub
 import pytest
@@ -65,15 +64,15 @@ def test_default_tokenizer_failure_hints_at_the_option(example, monkeypatch):
 
 
 def test_the_source_gives_the_bundle_its_base_model_and_license(ingested):
-    from packer.interface.pack import DEFAULT_BASE_MODEL, DEFAULT_LICENSE, PackArgs, model_fields
+    from packer.bundle.manifest import DEFAULT_BASE_MODEL, DEFAULT_LICENSE, model_fields
 
     local = ingested["diffusers"]  # a folder without a card
     hub_ckpt = dataclasses.replace(local, source={**local.source, "name": "org/tiny-sd", "format": "hub"}, license="mit")
-    args = PackArgs("org/tiny-sd", Path("out"))
-    assert model_fields(args, hub_ckpt)["base_model"] == "org/tiny-sd" and model_fields(args, hub_ckpt)["license"] == "mit"
-    assert (model_fields(args, local)["base_model"], model_fields(args, local)["license"]) == (DEFAULT_BASE_MODEL, DEFAULT_LICENSE)
-    given = PackArgs("org/tiny-sd", Path("out"), base_model="other/base", license="openrail")
-    assert (model_fields(given, hub_ckpt)["base_model"], model_fields(given, hub_ckpt)["license"]) == ("other/base", "openrail")
+    args = {"checkpoint": "org/tiny-sd", "version": "0.1.0"}
+    assert model_fields(hub_ckpt, **args)["base_model"] == "org/tiny-sd" and model_fields(hub_ckpt, **args)["license"] == "mit"
+    assert (model_fields(local, **args)["base_model"], model_fields(local, **args)["license"]) == (DEFAULT_BASE_MODEL, DEFAULT_LICENSE)
+    given = {**args, "base_model": "other/base", "license": "openrail"}
+    assert (model_fields(hub_ckpt, **given)["base_model"], model_fields(hub_ckpt, **given)["license"]) == ("other/base", "openrail")
     assert DEFAULT_BASE_MODEL == "stable-diffusion-v1-5/stable-diffusion-v1-5"
 
 

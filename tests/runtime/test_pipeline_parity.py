@@ -1,8 +1,8 @@
 """The packed pipeline is the source model: images vs diffusers.StableDiffusionPipeline.
 
 Same weights (the example's diffusers folder), same initial latents (the spec's seeded noise),
-same scheduler class and config, same prompt and guidance. PSNR thresholds from the issue:
-≥ 60 dB in fp32, ≥ 35 dB in fp16.
+same scheduler class and config, same prompt and guidance. PSNR thresholds: ≥ 60 dB in fp32,
+≥ 35 dB in fp16.
 """
 
 from __future__ import annotations

@@ -1,11 +1,4 @@
-"""Gather rows first, cast them after: ``take(astype(W, t), i)`` → ``astype(take(W, i), t)``.
-
-``ToMixedPrecision`` keeps ``R.take`` in float32 and so casts the *whole* table it gathers
-from: in the float16 CLIP text encoder that is the 49408×768 token embedding, a 145 MiB float32
-copy made on every call just to read 77 rows of it (over WebGPU's default 128 MiB binding
-limit). A cast is elementwise, so gathering first and casting the gathered rows gives
-bit-identical values; the now unused whole-table cast is left to ``DeadCodeElimination``.
-"""
+"""Gather rows first, cast them after: ``take(astype(W, t), i)`` → ``astype(take(W, i), t)``."""
 
 from __future__ import annotations
 
@@ -39,5 +32,12 @@ class _Rewriter(PyExprMutator):
 
 @tvm.transform.module_pass(opt_level=0, name="GatherBeforeCast")
 def GatherBeforeCast(mod, _ctx):  # noqa: N802  (TVM pass naming)
-    """Rewrite every ``take`` of a freshly cast table in every Relax function of ``mod``."""
+    """Rewrite every ``take`` of a freshly cast table in every Relax function of ``mod``.
+
+    ``ToMixedPrecision`` keeps ``R.take`` in float32 and so casts the *whole* table it gathers
+    from: in the float16 CLIP text encoder that is the 49408×768 token embedding, a 145 MiB float32
+    copy made on every call just to read 77 rows of it (over WebGPU's default 128 MiB binding
+    limit). A cast is elementwise, so gathering first and casting the gathered rows gives
+    bit-identical values; the now unused whole-table cast is left to ``DeadCodeElimination``.
+    """
     return rewrite_functions(_Rewriter(mod), mod)

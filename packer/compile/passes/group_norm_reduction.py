@@ -1,34 +1,4 @@
-"""Rewrite ``relax.nn.group_norm`` into reductions with one row per channel.
-
-``LegalizeOps`` turns ``R.nn.group_norm`` (plus the SiLU that ``FuseOps`` attaches) into one
-PrimFunc that no dlight rule parallelises beyond the batch: one CTA per batch element, 2 for the
-UNet (on an H100, 27 % of the fp16 UNet step and 86 % of the VAE decode). For an NCHW input x with G
-groups of C/G channels it becomes five small PrimFuncs (``emit_te``):
-
-    t1[n·C+c] = Σ_hw x           t2[n·C+c] = Σ_hw x²          N·C rows of H·W   (reductions)
-    mean[n, g] = mean over c∈g of mean_c = t1/HW                                 (opaque)
-    rstd[n, g] = rsqrt(var + eps), var = (Σ_c M2_c + HW·Σ_c (mean_c − mean)²) / (C/G·HW),
-                 M2_c = t2 − t1²/HW  (parallel-variance combination)              (opaque)
-    y = (x − mean) · rstd · γ[c] + β[c]                                          (elementwise)
-
-The two long reductions are plain row reductions that dlight's ``Reduction``/
-``GeneralReduction`` rules schedule with N·C rows (640 at 320 channels and batch 2, 128-512 for
-the VAE at batch 1) instead of N; ``y`` is one elementwise kernel. The (N, G) statistics are
-explicit sums of C/G terms, one thread per group, marked opaque (``op_pattern`` 8) so that
-``FuseOps`` neither inlines them into every output element nor makes the full-size ``y`` their
-epilogue. Caveat: M2_c is a one-pass float32 sum of squares, which loses about
-2·log2(|mean_c|/std_c) of float32's 24 bits per channel (a shift by x[n, c, 0, 0] would avoid it
-but dlight's Reduction rule rejects the second read; open). Everything after the load of x is float32 (the float16 variant casts only the
-result), as the legalised op kept its statistics.
-
-Only SD1.5's layouts are rewritten: rank 4, static shape, C divisible by G, and either NCHW
-(``channel_axis=1``, ``axes=[2, 3]``) or NHWC (``channel_axis=3``, ``axes=[1, 2]``, what
-``ConvertLayout`` makes of it for CUDA). In NHWC the channel sums reduce over the outer axes,
-so they run in two stages: partial sums per block of rows (:func:`_partial_channel_sums`, ~64 K
-outputs read along contiguous channels), then the sum of the blocks per channel (3-4× faster
-than one thread per channel on an H100; docs/design.md, step 3). Anything else is left to the
-legalizer.
-"""
+"""Rewrite ``relax.nn.group_norm`` into reductions with one row per channel."""
 
 from __future__ import annotations
 
@@ -135,7 +105,7 @@ def _partial_channel_sums(x, power):
 
     One sum per channel over H·W reduces along the outer axes of an NHWC tensor: as N·C rows
     (640 for the UNet's 64² × 320 layers, 128 for the VAE's 512² × 128) dlight runs each as one
-    thread over H·W values (107 µs for 5 MB on an H100, 550 µs for the VAE's 64 MB). Split into
+    thread over H·W values (docs/design.md, step 3). Split into
     B row blocks there are ~64 K partial sums, each over (H/B)·W values read along contiguous
     channels."""
     from tvm import te
@@ -229,5 +199,35 @@ def _normalize(x, mean, rstd, gamma, beta, groups, scale, center, layout):
 
 @tvm.transform.module_pass(opt_level=0, name="GroupNormReduction")
 def GroupNormReduction(mod, _ctx):  # noqa: N802  (a pass, named like TVM's)
-    """The module pass: every Relax function of ``mod`` rewritten."""
+    """The module pass: every Relax function of ``mod`` rewritten.
+
+    ``LegalizeOps`` turns ``R.nn.group_norm`` (plus the SiLU that ``FuseOps`` attaches) into one
+    PrimFunc that no dlight rule parallelises beyond the batch: one CTA per batch element, 2 for the
+    UNet (docs/design.md, step 3, has the cost). For an NCHW input x with G
+    groups of C/G channels it becomes five small PrimFuncs (``emit_te``):
+
+        t1[n·C+c] = Σ_hw x           t2[n·C+c] = Σ_hw x²          N·C rows of H·W   (reductions)
+        mean[n, g] = mean over c∈g of mean_c = t1/HW                                 (opaque)
+        rstd[n, g] = rsqrt(var + eps), var = (Σ_c M2_c + HW·Σ_c (mean_c − mean)²) / (C/G·HW),
+                     M2_c = t2 − t1²/HW  (parallel-variance combination)              (opaque)
+        y = (x − mean) · rstd · γ[c] + β[c]                                          (elementwise)
+
+    The two long reductions are plain row reductions that dlight's ``Reduction``/
+    ``GeneralReduction`` rules schedule with N·C rows (640 at 320 channels and batch 2, 128-512 for
+    the VAE at batch 1) instead of N; ``y`` is one elementwise kernel. The (N, G) statistics are
+    explicit sums of C/G terms, one thread per group, marked opaque (``op_pattern`` 8) so that
+    ``FuseOps`` neither inlines them into every output element nor makes the full-size ``y`` their
+    epilogue. Caveat: M2_c is a one-pass float32 sum of squares, which loses about
+    2·log2(|mean_c|/std_c) of float32's 24 bits per channel (a shift by x[n, c, 0, 0] would avoid it
+    but dlight's Reduction rule rejects the second read; open). Everything after the load of x is float32 (the float16 variant casts only the
+    result), as the legalised op kept its statistics.
+
+    Only SD1.5's layouts are rewritten: rank 4, static shape, C divisible by G, and either NCHW
+    (``channel_axis=1``, ``axes=[2, 3]``) or NHWC (``channel_axis=3``, ``axes=[1, 2]``, what
+    ``ConvertLayout`` makes of it for CUDA). In NHWC the channel sums reduce over the outer axes,
+    so they run in two stages: partial sums per block of rows (:func:`_partial_channel_sums`, ~64 K
+    outputs read along contiguous channels), then the sum of the blocks per channel (faster
+    than one thread per channel; docs/design.md, step 3). Anything else is left to the
+    legalizer.
+    """
     return relax.transform.Normalize()(rewrite_functions(_Rewriter(mod), mod))

@@ -3,7 +3,7 @@
 Each is a small ``__device__`` function emitted once per library through TVM's
 ``cuda_func_call`` (the source rides on the call; codegen writes each distinct function once).
 Everything else in those kernels — indexing, loops, shared buffers, shuffles — is TIR. Used by
-:mod:`packer.compile.passes.flash_attention` and :mod:`packer.compile.passes.tensor_core_gemm`.
+:mod:`packer.compile.passes.fused_attention` and :mod:`packer.compile.passes.tensor_core_gemm`.
 """
 
 from __future__ import annotations

@@ -1,25 +1,4 @@
-"""Rewrite ``relax.nn.attention`` into the ops it is made of, so dlight schedules each of them.
-
-``LegalizeOps`` turns one ``R.nn.attention(q, k, v)`` into a single PrimFunc (QKᵀ, softmax and
-P·V as blocks of one kernel family) that none of dlight's rules recognises: its Fallback runs the
-QKᵀ product one thread per score (two thirds of the fp16 UNet step on an H100). Spelled out as
-
-    q' = permute_dims(q, [0, 2, 1, 3]) * scale        (B, H, Sq, D)
-    kᵀ = permute_dims(k, [0, 2, 3, 1])                (B, H, D, Sk)
-    p  = softmax(matmul(q', kᵀ), axis=-1)             (B, H, Sq, Sk)
-    o  = permute_dims(matmul(p, v'), [0, 2, 1, 3])     (B, Sq, H, Dv), v' = (B, H, Sk, Dv)
-
-the two products become batched matmuls (dlight ``Matmul``/``GEMV``) and the softmax a row
-reduction (dlight ``GeneralReduction``). The scale multiplies ``q`` (Sq·D values) rather than
-the scores (Sq·Sk). In a float16 module the scores stay float16 in memory (the largest buffer:
-B·H·Sq·Sk) and the softmax is sdpack's own ``emit_te`` kernel that takes the row max in float16
-and the exps and their sum in float32 (``R.nn.softmax`` would sum 4096 exps in float16, and a
-cast around it would fuse into the matmul and store the scores as float32). The products keep the
-dtype of their inputs like every other matmul of the module.
-
-Only the plain form is rewritten: no bias, no causal mask, no window (what the SD1.5 UNet and VAE
-import as). Anything else is left to the legalizer.
-"""
+"""Rewrite ``relax.nn.attention`` into the ops it is made of, so dlight schedules each of them."""
 
 from __future__ import annotations
 
@@ -77,5 +56,26 @@ def _softmax_f32(scores):
 
 @tvm.transform.module_pass(opt_level=0, name="SplitAttention")
 def SplitAttention(mod, _ctx):  # noqa: N802  (a pass, named like TVM's)
-    """The module pass: every Relax function of ``mod`` rewritten."""
+    """The module pass: every Relax function of ``mod`` rewritten.
+
+    ``LegalizeOps`` turns one ``R.nn.attention(q, k, v)`` into a single PrimFunc (QKᵀ, softmax and
+    P·V as blocks of one kernel family) that none of dlight's rules recognises: its Fallback runs the
+    QKᵀ product one thread per score (docs/design.md, step 2, has the cost). Spelled out as
+
+        q' = permute_dims(q, [0, 2, 1, 3]) * scale        (B, H, Sq, D)
+        kᵀ = permute_dims(k, [0, 2, 3, 1])                (B, H, D, Sk)
+        p  = softmax(matmul(q', kᵀ), axis=-1)             (B, H, Sq, Sk)
+        o  = permute_dims(matmul(p, v'), [0, 2, 1, 3])     (B, Sq, H, Dv), v' = (B, H, Sk, Dv)
+
+    the two products become batched matmuls (dlight ``Matmul``/``GEMV``) and the softmax a row
+    reduction (dlight ``GeneralReduction``). The scale multiplies ``q`` (Sq·D values) rather than
+    the scores (Sq·Sk). In a float16 module the scores stay float16 in memory (the largest buffer:
+    B·H·Sq·Sk) and the softmax is sdpack's own ``emit_te`` kernel that takes the row max in float16
+    and the exps and their sum in float32 (``R.nn.softmax`` would sum 4096 exps in float16, and a
+    cast around it would fuse into the matmul and store the scores as float32). The products keep the
+    dtype of their inputs like every other matmul of the module.
+
+    Only the plain form is rewritten: no bias, no causal mask, no window (what the SD1.5 UNet and VAE
+    import as). Anything else is left to the legalizer.
+    """
     return relax.transform.Normalize()(rewrite_functions(_Splitter(mod), mod))

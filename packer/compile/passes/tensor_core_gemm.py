@@ -1,42 +1,4 @@
-"""Convolutions and linear layers as one hand-written tensor-core GEMM (pipeline step 1c).
-
-Without it, convolutions go through dlight's tensor-core Matmul rule over an implicit-GEMM view
-(:mod:`packer.compile.passes.conv_implicit_gemm`): WMMA fragments loaded from shared memory that
-registers filled, one k-tile at a time, at about half of cuDNN's speed on an H100.
-:func:`gemm_kernel` is one TIR kernel per shape for
-
-    out[m, o] = Σ_k A[m, k] · W[o, k]          (float16 in, float32 accumulation)
-
-where ``W`` is the weight as stored (a linear layer's ``[out, in]``, a convolution's OHWI
-weight read as ``[O, R·S·C]``) and ``A`` is either a row-major matrix (a linear layer's input,
-leading dims flattened) or the im2col view of an NHWC input, never materialised: each 16-byte
-vector of 8 channels is gathered from the input pixel it comes from, with the convolution's
-zero padding as zero-filled copies. Per CTA (``bm × bn`` outputs, ``warps`` warps each owning a
-``(bm / wm) × (bn / wn)`` block of 16×8 ``mma.sync`` accumulators in registers):
-
-1. a ``stages``-deep ring of k-tiles (``bk`` = 64, or 32 where k is not a multiple of 64) in
-   dynamic shared memory, filled by ``cp.async`` (global → shared without registers),
-   ``stages − 1`` tiles in flight while one is multiplied, one barrier per tile; a tile's row
-   of ``bk / 8`` 16-byte vectors stores vector ``c`` at ``c ^ (row & 7)`` (``bk`` = 64) or
-   ``c ^ ((row >> 1) & 3)`` (32), so that the 8 rows an ``ldmatrix`` reads, and the rows a
-   warp's copies write, fall in 8 distinct bank groups;
-2. per k-tile, ``bk / 16`` k16 steps of ``ldmatrix`` A and B fragments and
-   ``mma.sync.m16n8k16``;
-3. the accumulators are written in pairs as float16 (or, split along k, as float32 partial
-   sums that :func:`packer.compile.passes.conv_implicit_gemm.sum_splits` adds up with the
-   epilogue).
-
-:class:`TensorCoreGemm` is the Relax pass (float16 CUDA targets, before
-``Conv2dImplicitGemm``): every NHWC/OHWI ``conv2d`` and every ``matmul(x, permute_dims(W))``
-(a torch linear layer) whose sizes fit the tiles (:func:`plan`; linears also
-:data:`LINEAR_MIN_K`) becomes a ``call_tir`` of its kernel between free reshapes; the rest
-(the 4-channel ``conv_in``, the 4- or 3-channel ``conv_out``, the time embedding's 2-row
-products, the short linears) is left to the passes after it.
-
-``bench/gpu/gemmlab.py`` checks and times the kernel on every SD1.5 shape: 2.2-3.9× dlight's
-convolutions on the 32², 16² and 8² layers at torch's own float16 error; docs/design.md, step 1c,
-has the numbers.
-"""
+"""Convolutions and linear layers as one hand-written tensor-core GEMM (pipeline step 1c)."""
 
 from __future__ import annotations
 
@@ -48,7 +10,7 @@ from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from . import ptx, rewrite_functions, static_shape
-from .conv_implicit_gemm import nhwc_conv_shapes, sum_splits
+from .conv2d_implicit_gemm import nhwc_conv_shapes, sum_splits
 
 SHARED_BYTES = 96 * 1024
 """The most dynamic shared memory a tile plan may take: what every CUDA target sdpack builds
@@ -61,10 +23,9 @@ TARGET_BLOCKS = 264
 MAX_SPLITS = 16
 LINEAR_MIN_K = 1024
 """Linear layers with a shorter reduction stay with dlight unless the product is split: dlight's
-kernel with the bias add fused runs the UNet's 320- and 640-wide projections 1.2-1.9× faster than
-this kernel plus a separate bias add (10-20 k-tiles per CTA leave the ring's fill and drain
-exposed); from k = 1280 on, and for the split small products, this kernel wins (up to 2.2×;
-H200, docs/design.md, step 1c)."""
+kernel with the bias add fused runs the UNet's 320- and 640-wide projections faster than this
+kernel plus a separate bias add (10-20 k-tiles per CTA leave the ring's fill and drain exposed);
+from k = 1280 on, and for the split small products, this kernel wins (docs/design.md, step 1c)."""
 
 
 @dataclass(frozen=True)
@@ -104,8 +65,7 @@ TILES = (Tiles(128, 128, 2, 4, 2, 64), Tiles(128, 64, 2, 2, 2, 64),
          Tiles(128, 128, 2, 4, 4), Tiles(128, 64, 2, 2, 4))
 """Tried in order; the first whose ``bn`` divides the output width and whose ``bk`` divides the
 reduction is used. Two 64-wide k-tiles in flight (64 or 48 KiB, two CTAs per SM) beat four
-32-wide ones by 4 % over the lab's shapes on an H200 (up to 8 % on the 64² layers); 64×64 warp
-tiles are slower (docs/design.md, step 1c)."""
+32-wide ones over the lab's shapes; 64×64 warp tiles are slower (docs/design.md, step 1c)."""
 
 
 @dataclass(frozen=True)
@@ -389,5 +349,42 @@ def _float16(*exprs) -> bool:
 
 @tvm.transform.module_pass(opt_level=0, name="TensorCoreGemm")
 def TensorCoreGemm(mod, _ctx):  # noqa: N802  (a pass, named like TVM's)
-    """The module pass: every Relax function of ``mod`` rewritten."""
+    """The module pass: every Relax function of ``mod`` rewritten.
+
+    Without it, convolutions go through dlight's tensor-core Matmul rule over an implicit-GEMM view
+    (:mod:`packer.compile.passes.conv2d_implicit_gemm`): WMMA fragments loaded from shared memory that
+    registers filled, one k-tile at a time, well below cuDNN's speed (docs/design.md, step 1c).
+    :func:`gemm_kernel` is one TIR kernel per shape for
+
+        out[m, o] = Σ_k A[m, k] · W[o, k]          (float16 in, float32 accumulation)
+
+    where ``W`` is the weight as stored (a linear layer's ``[out, in]``, a convolution's OHWI
+    weight read as ``[O, R·S·C]``) and ``A`` is either a row-major matrix (a linear layer's input,
+    leading dims flattened) or the im2col view of an NHWC input, never materialised: each 16-byte
+    vector of 8 channels is gathered from the input pixel it comes from, with the convolution's
+    zero padding as zero-filled copies. Per CTA (``bm × bn`` outputs, ``warps`` warps each owning a
+    ``(bm / wm) × (bn / wn)`` block of 16×8 ``mma.sync`` accumulators in registers):
+
+    1. a ``stages``-deep ring of k-tiles (``bk`` = 64, or 32 where k is not a multiple of 64) in
+       dynamic shared memory, filled by ``cp.async`` (global → shared without registers),
+       ``stages − 1`` tiles in flight while one is multiplied, one barrier per tile; a tile's row
+       of ``bk / 8`` 16-byte vectors stores vector ``c`` at ``c ^ (row & 7)`` (``bk`` = 64) or
+       ``c ^ ((row >> 1) & 3)`` (32), so that the 8 rows an ``ldmatrix`` reads, and the rows a
+       warp's copies write, fall in 8 distinct bank groups;
+    2. per k-tile, ``bk / 16`` k16 steps of ``ldmatrix`` A and B fragments and
+       ``mma.sync.m16n8k16``;
+    3. the accumulators are written in pairs as float16 (or, split along k, as float32 partial
+       sums that :func:`packer.compile.passes.conv2d_implicit_gemm.sum_splits` adds up with the
+       epilogue).
+
+    :class:`TensorCoreGemm` is the Relax pass (float16 CUDA targets, before
+    ``Conv2dImplicitGemm``): every NHWC/OHWI ``conv2d`` and every ``matmul(x, permute_dims(W))``
+    (a torch linear layer) whose sizes fit the tiles (:func:`plan`; linears also
+    :data:`LINEAR_MIN_K`) becomes a ``call_tir`` of its kernel between free reshapes; the rest
+    (the 4-channel ``conv_in``, the 4- or 3-channel ``conv_out``, the time embedding's 2-row
+    products, the short linears) is left to the passes after it.
+
+    ``python -m bench.gpu.gemmlab`` checks and times the kernel on every SD1.5 shape against dlight
+    and torch; docs/design.md, step 1c, has the numbers.
+    """
     return relax.transform.Normalize()(rewrite_functions(_Rewriter(mod), mod))

@@ -1,40 +1,4 @@
-"""Fused attention in workgroup memory, for GPU targets without tensor-core intrinsics (WebGPU).
-
-``SplitAttention`` materialises the (B, H, Sq, Sk) scores in global memory: for the UNet's 64²
-self-attention that is 2·8·4096² values, 512 MiB in float16 and 1 GiB in float32, more than
-the 128 MiB storage binding a WebGPU device gives by default, written by one kernel, read and
-rewritten by the softmax and read again by the second product. :func:`attention_kernel` is one
-kernel per shape that keeps every score inside its workgroup: the online softmax of
-FlashAttention (Dao et al., 2022) written in plain TIR — loops, workgroup (``shared``) buffers,
-private arrays and barriers — so that every GPU codegen TVM has, WGSL included, can emit it.
-
-One workgroup of 16 × 16 invocations owns ``16·RT`` query rows of one (batch, head) and walks
-the keys in tiles of 64. Invocation (ty, tx) owns query rows ``ty·RT + i`` (i < RT) and, per
-tile, keys ``tx + 16·j`` (j < 4) of the scores and head dims ``tx + 16·j`` (j < ⌈D/16⌉) of the
-output: register micro-tiles, so that each workgroup-memory read feeds several multiply-adds.
-Per key tile:
-
-1. S = Q·Kᵀ over D in chunks of 16: the Q and K chunks go to workgroup memory transposed
-   (d-major, so that neighbouring invocations read neighbouring words), zero past Sq, Sk, D;
-2. the scaled scores (−1e30 for keys past Sk) go to a score tile in workgroup memory; each
-   invocation reads its rows' 64 scores for the new running max, rescales its output
-   accumulators and running sums by exp(m_old − m_new), then overwrites its own scores with
-   P = exp(s − m_new);
-3. O += P·V over the tile's keys in chunks of ``vc`` (V chunks reuse the Q/K area), adding each
-   P value to the row's running sum as it is read.
-
-Every invocation of a row group computes the same max and sum (the same reads in the same
-order), so no cross-invocation reduction is needed. Scores, max, sums and the output
-accumulate in float32 whatever the storage dtype. At the end O/l is written in the (B, Sq, H, D)
-layout of ``R.nn.attention``. Workgroup memory: ``max(16·(16·RT + 64), vc·Dp) + 16·RT·64``
-float32 words (Dp = D rounded up to 16), at most :data:`WORKGROUP_BYTES`.
-
-:class:`WorkgroupAttention` is the Relax pass: it replaces every plain ``R.nn.attention`` (no
-bias, mask or window; static shapes, D == Dv, float32 or float16) whose tiles fit with a
-``call_tir`` of its kernel, marked scheduled so that dlight leaves it alone. Targets with
-``mma_kernels`` (CUDA float16) use :mod:`.flash_attention` instead; heads too wide for the
-workgroup memory stay with ``SplitAttention``.
-"""
+"""Fused attention in workgroup memory, for GPU targets without tensor-core intrinsics (WebGPU)."""
 
 from __future__ import annotations
 
@@ -261,5 +225,41 @@ class _Fuser(PyExprMutator):
 
 @tvm.transform.module_pass(opt_level=0, name="WorkgroupAttention")
 def WorkgroupAttention(mod, _ctx):  # noqa: N802  (a pass, named like TVM's)
-    """The module pass: every Relax function of ``mod`` rewritten."""
+    """The module pass: every Relax function of ``mod`` rewritten.
+
+    ``SplitAttention`` materialises the (B, H, Sq, Sk) scores in global memory: for the UNet's 64²
+    self-attention that is 2·8·4096² values, 512 MiB in float16 and 1 GiB in float32, more than
+    the 128 MiB storage binding a WebGPU device gives by default, written by one kernel, read and
+    rewritten by the softmax and read again by the second product. :func:`attention_kernel` is one
+    kernel per shape that keeps every score inside its workgroup: the online softmax of
+    FlashAttention (Dao et al., 2022) written in plain TIR — loops, workgroup (``shared``) buffers,
+    private arrays and barriers — so that every GPU codegen TVM has, WGSL included, can emit it.
+
+    One workgroup of 16 × 16 invocations owns ``16·RT`` query rows of one (batch, head) and walks
+    the keys in tiles of 64. Invocation (ty, tx) owns query rows ``ty·RT + i`` (i < RT) and, per
+    tile, keys ``tx + 16·j`` (j < 4) of the scores and head dims ``tx + 16·j`` (j < ⌈D/16⌉) of the
+    output: register micro-tiles, so that each workgroup-memory read feeds several multiply-adds.
+    Per key tile:
+
+    1. S = Q·Kᵀ over D in chunks of 16: the Q and K chunks go to workgroup memory transposed
+       (d-major, so that neighbouring invocations read neighbouring words), zero past Sq, Sk, D;
+    2. the scaled scores (−1e30 for keys past Sk) go to a score tile in workgroup memory; each
+       invocation reads its rows' 64 scores for the new running max, rescales its output
+       accumulators and running sums by exp(m_old − m_new), then overwrites its own scores with
+       P = exp(s − m_new);
+    3. O += P·V over the tile's keys in chunks of ``vc`` (V chunks reuse the Q/K area), adding each
+       P value to the row's running sum as it is read.
+
+    Every invocation of a row group computes the same max and sum (the same reads in the same
+    order), so no cross-invocation reduction is needed. Scores, max, sums and the output
+    accumulate in float32 whatever the storage dtype. At the end O/l is written in the (B, Sq, H, D)
+    layout of ``R.nn.attention``. Workgroup memory: ``max(16·(16·RT + 64), vc·Dp) + 16·RT·64``
+    float32 words (Dp = D rounded up to 16), at most :data:`WORKGROUP_BYTES`.
+
+    :class:`WorkgroupAttention` is the Relax pass: it replaces every plain ``R.nn.attention`` (no
+    bias, mask or window; static shapes, D == Dv, float32 or float16) whose tiles fit with a
+    ``call_tir`` of its kernel, marked scheduled so that dlight leaves it alone. Targets with
+    ``mma_kernels`` (CUDA float16) use :mod:`.fused_attention` instead; heads too wide for the
+    workgroup memory stay with ``SplitAttention``.
+    """
     return relax.transform.Normalize()(rewrite_functions(_Fuser(mod), mod))

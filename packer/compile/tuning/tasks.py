@@ -29,8 +29,6 @@ import sys
 import time
 from pathlib import Path
 
-COMPONENTS = ("text_encoder", "unet", "vae_decoder")
-
 
 def extract(checkpoint: str, target_key: str, dtype: str, components, out: Path,
             image_size: int | None = None, tokenizer: Path | None = None,

@@ -48,12 +48,10 @@ CFLAGS = ("-O3", "-std=c++17", "-Wno-ignored-attributes")
 LINK_OPTIONS: tuple[str, ...] = ("-O1",)
 """Appended to ``create_tvmjs_wasm``'s own ``emcc -O3 …`` link line (the last -O wins).
 
-Measured on the tiny example (8×8 latent, 2-core box shared with other builds), link time and
-gzip -9 size at -O3 → -O1: text_encoder 65 s → 0.8 s, 0.69 → 0.88 MB; unet 127 s → 6.9 s,
-0.81 → 1.00 MB; vae_decoder 112 s → 2.1 s, 0.71 → 0.91 MB. -O3's time goes into Binaryen's
-wasm-opt over TVM's runtime, which is the same in every library; the kernels run on the GPU
-as WGSL and the host code only drives the Relax VM. ~0.2 MB per library is not worth minutes
-per build.
+-O3's time goes into Binaryen's wasm-opt over TVM's runtime, which is the same in every library;
+the kernels run on the GPU as WGSL and the host code only drives the Relax VM, so the ~0.2 MB
+-O3 saves per library is not worth its minutes per build (docs/design.md, "WebGPU libraries link
+at -O1").
 """
 
 TIRX_REQUIREMENT = "apache-tvm-tirx==0.1.0a4"

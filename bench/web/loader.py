@@ -1,6 +1,6 @@
 """Loader overhead in Chromium: the runtime's streaming weight path against a bare fetch of the same bytes.
 
-    python bench/web_loader.py --bundle /tmp/sdpack-bench/bundle-a [--repeats 3] [--warmup 1]
+    python -m bench.web.loader --bundle /tmp/sdpack-bench/bundle-a [--repeats 3] [--warmup 1]
         [--concurrency 0] [--modes peer,runtime,split] [--rate MBps] [--as-float32] [--json out.json]
         [--adapter swiftshader|hardware] [--chromium PATH] [--page DIR | --build-page DIR]
 
@@ -50,7 +50,7 @@ import time
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 WEB = ROOT / "runtime-web"
 HERE = ROOT / "bench" / "web"
 

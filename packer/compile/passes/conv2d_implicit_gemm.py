@@ -1,32 +1,4 @@
-"""Spell an NHWC ``relax.nn.conv2d`` as a matrix product over an im2col view (implicit GEMM).
-
-For CUDA the pipeline converts every convolution to NHWC activations and OHWI weights
-(``ConvertLayout``, :func:`packer.compile.pipeline.prepare`) and this pass then writes each one
-as
-
-    col[m, k]  = pad(x)[m // (OH·OW), (m / OW % OH)·sh + (k // C) // S, (m % OW)·sw + (k // C) % S, k % C]
-    W'[o, k]   = W[o, (k // C) // S, (k // C) % S, k % C]                     (a view of W)
-    out[m, o]  = Σ_k col[m, k] · W'[o, k]          m < N·OH·OW, k < R·S·C  (an NT matmul)
-    y[n, i, j, o] = out[(n·OH + i)·OW + j, o]
-
-Both operands are contiguous along k (channels innermost), the layout dlight's tensor-core
-Matmul rule loads well; ``col`` and ``W'`` are pure index maps that dlight inlines into the
-loads of its shared-memory tiles, so nothing R·S times larger than the input is materialised.
-On an H100 (``bench/gpu/convlab.py``, fp16, dlight schedules, no tuning) SD1.5's 3×3
-convolutions run 2-3× faster this way than as TOPI's NCHW convolution (what NCHW targets keep);
-the same product read from an OIHW weight is no faster than NCHW, and an NCHW im2col matmul
-neither (the loads along k are strided in both). Numbers: docs/design.md, step 1b.
-
-dlight's tile is 128 × 128 outputs, so an 8² layer (128 × 1280 outputs) would run as 10 tiles
-on 132 SMs. Where the tiles do not fill the GPU (:func:`split_k`), the reduction is split into S
-equal parts: the partial products ``[S, N·OH·OW, O]`` are a batched matmul (S times the tiles) and
-:func:`sum_splits` adds them up in float32, one thread per output, as an elementwise kernel that
-``FuseOps`` fuses with the bias/residual epilogue.
-
-The sum runs in the conv's ``out_dtype`` over the same terms as TOPI's. Only NHWC data, OHWI
-kernel, NHWC output, one group, no dilation and static shapes are rewritten; anything else is
-left to the legalizer.
-"""
+"""Spell an NHWC ``relax.nn.conv2d`` as a matrix product over an im2col view (implicit GEMM)."""
 
 from __future__ import annotations
 
@@ -170,5 +142,32 @@ def conv2d_nhwc_as_gemm(x, w, strides, padding, out_dtype: str, splits: int = 1)
 
 @tvm.transform.module_pass(opt_level=0, name="Conv2dImplicitGemm")
 def Conv2dImplicitGemm(mod, _ctx):  # noqa: N802  (a pass, named like TVM's)
-    """The module pass: every Relax function of ``mod`` rewritten."""
+    """The module pass: every Relax function of ``mod`` rewritten.
+
+    For CUDA the pipeline converts every convolution to NHWC activations and OHWI weights
+    (``ConvertLayout``, :func:`packer.compile.pipeline.prepare`) and this pass then writes each one
+    as
+
+        col[m, k]  = pad(x)[m // (OH·OW), (m / OW % OH)·sh + (k // C) // S, (m % OW)·sw + (k // C) % S, k % C]
+        W'[o, k]   = W[o, (k // C) // S, (k // C) % S, k % C]                     (a view of W)
+        out[m, o]  = Σ_k col[m, k] · W'[o, k]          m < N·OH·OW, k < R·S·C  (an NT matmul)
+        y[n, i, j, o] = out[(n·OH + i)·OW + j, o]
+
+    Both operands are contiguous along k (channels innermost), the layout dlight's tensor-core
+    Matmul rule loads well; ``col`` and ``W'`` are pure index maps that dlight inlines into the
+    loads of its shared-memory tiles, so nothing R·S times larger than the input is materialised.
+    dlight runs SD1.5's 3×3 convolutions faster this way than as TOPI's NCHW convolution (what
+    NCHW targets keep); the same product read from an OIHW weight, or an NCHW im2col matmul, is
+    not faster: the loads along k are strided in both (docs/design.md, step 1b).
+
+    dlight's tile is 128 × 128 outputs, so an 8² layer (128 × 1280 outputs) would run as 10 tiles
+    on 132 SMs. Where the tiles do not fill the GPU (:func:`split_k`), the reduction is split into S
+    equal parts: the partial products ``[S, N·OH·OW, O]`` are a batched matmul (S times the tiles) and
+    :func:`sum_splits` adds them up in float32, one thread per output, as an elementwise kernel that
+    ``FuseOps`` fuses with the bias/residual epilogue.
+
+    The sum runs in the conv's ``out_dtype`` over the same terms as TOPI's. Only NHWC data, OHWI
+    kernel, NHWC output, one group, no dilation and static shapes are rewritten; anything else is
+    left to the legalizer.
+    """
     return relax.transform.Normalize()(rewrite_functions(_Rewriter(mod), mod))

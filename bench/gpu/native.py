@@ -2,8 +2,8 @@
 
 Runs ON THE GPU MACHINE (see bench/gpu/run.sh for the lent-GPU setup):
 
-    python bench/gpu.py --bundle .device/bundle --out $OUT            # the full benchmark
-    python bench/gpu.py --bundle .device/bundle --mode ncu           # one TVM UNet step, for ncu
+    python -m bench.gpu.native --bundle .device/bundle --out $OUT     # the full benchmark
+    python -m bench.gpu.native --bundle .device/bundle --mode ncu    # one TVM UNet step, for ncu
 
 What it does, in one process on one GPU:
 
@@ -41,11 +41,11 @@ from pathlib import Path
 import torch
 
 # Fallback configs; the manifest's own configs are used when present.
-from sd15 import CLIP_L, UNET, VAE  # noqa: E402  (bench/ is on sys.path)
+from ..sd15 import CLIP_L, UNET, VAE
 
 SCHEDULER = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
              "num_train_timesteps": 1000, "steps_offset": 1, "prediction_type": "epsilon"}
-SD_UNET_TFLOP = 1.68  # per CFG step at 512² (anchors.md)
+SD_UNET_TFLOP = 1.68  # one CFG UNet step at 512² (batch 2, 64² latents), in TFLOP
 
 LOG: list[str] = []
 

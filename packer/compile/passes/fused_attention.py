@@ -1,39 +1,4 @@
-"""Fused attention on tensor cores for float16 CUDA libraries (pipeline step 2a).
-
-``SplitAttention`` materialises the (B, H, Sq, Sk) scores: for the UNet's 64² self-attention
-that is 2·8·4096² float16 values written by one product, read and rewritten by the softmax and
-read again by the second (on an H100 over 5× the time of cuDNN's flash kernel; docs/design.md,
-step 2a). :func:`attention_kernel` is one hand-written TIR kernel per
-shape that never stores a score outside registers: the online-softmax algorithm of
-FlashAttention-2 (Dao, 2023) on ``mma.sync.m16n8k16`` tensor-core instructions. One CTA of
-``warps`` warps owns ``16·warps`` query rows of one (batch, head); each warp keeps its 16 rows'
-Q fragments, scores, running max/sum and float32 output accumulators in registers. Per tile of
-``kv_tile`` keys:
-
-1. all threads copy the K and V tiles to shared memory (16-byte vectors; zero rows past Sk and
-   zero columns from D up to Dp, the head dim rounded up to 16; rows padded by 8 halves so
-   ``ldmatrix`` reads 8 distinct bank groups);
-2. S = Q·Kᵀ: ``ldmatrix`` K fragments, ``mma.sync`` into 16×8 float32 tiles;
-3. per row (4 lanes share one, two shuffles): scale with log2 e folded in, mask keys past Sk
-   (compiled in only when the last tile is partial), new running max, exp2, per-lane partial
-   sums, rescale of the output accumulators by exp2(m_old − m_new);
-4. O += P·V with P taken straight from the score registers (the accumulator layout of one
-   ``mma`` is the A-operand layout of the next: a pack to float16 pairs, no shuffle) and V
-   through ``ldmatrix.trans``.
-
-At the end the row sums are reduced across the 4 lanes and O/l is written as float16 in the
-(B, Sq, H, D) layout of ``R.nn.attention``. The PTX is four small device functions
-(:mod:`packer.compile.passes.ptx`); everything else is TIR.
-:func:`tile_config` keeps shared memory within the 48 KiB a kernel gets without opting in.
-Accuracy: float32 scores, max, sums and output; P is rounded to float16 for the second product,
-as cuDNN's and FlashAttention's kernels do (relative L2 vs float32 SDPA 2.6-2.8e-4 on the H100,
-the same as torch's float16 SDPA; the split form: 0.8-9.6e-3).
-
-:class:`FusedAttention` is the Relax pass: it replaces every plain ``R.nn.attention`` (no bias,
-mask or window; static float16 shapes, D == Dv, D a multiple of 8, Dp ≤ 160) with a
-``call_tir`` of its kernel, marked scheduled so that dlight leaves it alone. It runs before
-``SplitAttention``, which then sees only the rest (the VAE's one 512-wide head).
-"""
+"""Fused attention on tensor cores for float16 CUDA libraries (pipeline step 2a)."""
 
 from __future__ import annotations
 
@@ -67,7 +32,7 @@ def tile_config(head_dim: int) -> tuple[int, int] | None:
     dp = _round16(head_dim)
     if dp > 160:  # Q fragments and the output accumulators alone would take 120+ registers
         return None
-    for warps, kv_tile in ((8, 64), (4, 64), (4, 32)):  # H100: (8, 64) 246 µs, (4, 64) 304 µs
+    for warps, kv_tile in ((8, 64), (4, 64), (4, 32)):  # fastest first (docs/design.md, step 2a)
         # at 64², the same at 32² (docs/design.md, step 2a)
         if shared_bytes(head_dim, warps, kv_tile) <= SHARED_BYTES:
             return warps, kv_tile
@@ -272,5 +237,39 @@ class _Fuser(PyExprMutator):
 
 @tvm.transform.module_pass(opt_level=0, name="FusedAttention")
 def FusedAttention(mod, _ctx):  # noqa: N802  (a pass, named like TVM's)
-    """The module pass: every Relax function of ``mod`` rewritten."""
+    """The module pass: every Relax function of ``mod`` rewritten.
+
+    ``SplitAttention`` materialises the (B, H, Sq, Sk) scores: for the UNet's 64² self-attention
+    that is 2·8·4096² float16 values written by one product, read and rewritten by the softmax and
+    read again by the second (what that costs: docs/design.md, step 2a). :func:`attention_kernel` is one hand-written TIR kernel per
+    shape that never stores a score outside registers: the online-softmax algorithm of
+    FlashAttention-2 (Dao, 2023) on ``mma.sync.m16n8k16`` tensor-core instructions. One CTA of
+    ``warps`` warps owns ``16·warps`` query rows of one (batch, head); each warp keeps its 16 rows'
+    Q fragments, scores, running max/sum and float32 output accumulators in registers. Per tile of
+    ``kv_tile`` keys:
+
+    1. all threads copy the K and V tiles to shared memory (16-byte vectors; zero rows past Sk and
+       zero columns from D up to Dp, the head dim rounded up to 16; rows padded by 8 halves so
+       ``ldmatrix`` reads 8 distinct bank groups);
+    2. S = Q·Kᵀ: ``ldmatrix`` K fragments, ``mma.sync`` into 16×8 float32 tiles;
+    3. per row (4 lanes share one, two shuffles): scale with log2 e folded in, mask keys past Sk
+       (compiled in only when the last tile is partial), new running max, exp2, per-lane partial
+       sums, rescale of the output accumulators by exp2(m_old − m_new);
+    4. O += P·V with P taken straight from the score registers (the accumulator layout of one
+       ``mma`` is the A-operand layout of the next: a pack to float16 pairs, no shuffle) and V
+       through ``ldmatrix.trans``.
+
+    At the end the row sums are reduced across the 4 lanes and O/l is written as float16 in the
+    (B, Sq, H, D) layout of ``R.nn.attention``. The PTX is four small device functions
+    (:mod:`packer.compile.passes.ptx`); everything else is TIR.
+    :func:`tile_config` keeps shared memory within the 48 KiB a kernel gets without opting in.
+    Accuracy: float32 scores, max, sums and output; P is rounded to float16 for the second product,
+    as cuDNN's and FlashAttention's kernels do (the same error as torch's float16 SDPA, ten times
+    less than the split form's; docs/design.md, step 2a).
+
+    :class:`FusedAttention` is the Relax pass: it replaces every plain ``R.nn.attention`` (no bias,
+    mask or window; static float16 shapes, D == Dv, D a multiple of 8, Dp ≤ 160) with a
+    ``call_tir`` of its kernel, marked scheduled so that dlight leaves it alone. It runs before
+    ``SplitAttention``, which then sees only the rest (the VAE's one 512-wide head).
+    """
     return relax.transform.Normalize()(rewrite_functions(_Fuser(mod), mod))

@@ -1,0 +1,1 @@
+"""The browser benches (loader, generation) and their helpers; README.md says how each runs."""

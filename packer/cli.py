@@ -295,8 +295,8 @@ def publish_batch(
 ) -> None:
     """Publish many checkpoints on Ray: one job per line of JOBS, libraries compiled once per architecture.
     Exit 2 when any job failed (one stderr line each); a rerun skips versions already published."""
-    from packer.interface.publish_batch import PublishBatchArgs
-    from packer.interface.publish_batch import publish_batch as run
+    from packer.batch.verb import PublishBatchArgs
+    from packer.batch.verb import publish_batch as run
 
     result = run(PublishBatchArgs(jobs, hub, address, cache, retries))
     _emit(result, as_json)

@@ -18,6 +18,7 @@ ORDER = (
     "hub",
     "runtime",
     "interface",
+    "batch",
     "cli",
     "__main__",
 )

@@ -7,7 +7,7 @@
 #   run("bash bench/web/gen_device.sh run [gen_bench args]", carry=[".device/web/p3", ".device/web/whl", ".device/gen"])
 # `run`: unpacks Chromium and the carried .debs (Vulkan loader, libglvnd, fonts), links the libraries the
 # machine lacks, makes the full-size bundle with random weights from the skeleton (synth_bundle.py make),
-# publishes it into a directory hub (gen_bench.py --bundle: packer's publish_bundle, commit derived
+# publishes it into a directory hub (gen_bench.py --bundle: packer.s publish, commit derived
 # there), then runs every variant x flag set (default: webgpu-float32,webgpu-float16 x
 # default,norobust,f16, --profile; later arguments override) loading by pinned URL.
 # Output ($OUT): gen_device.txt (the log and tables), gen_bench.json, gen_images.tgz (PNGs),
@@ -108,7 +108,7 @@ echo "bundle made at $((SECONDS - T0)) s"
 SOURCE=(--bundle "$WORK/bundle" --hub "$WORK/hub")
 else
 model() { python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["model"][sys.argv[2]])' "$WORK/bundle/manifest.json" "$1"; }
-SOURCE=(--hub "$WORK/hub" --repo "$(model id)" --rev "v$(model version)")  # the tag publish_bundle made
+SOURCE=(--hub "$WORK/hub" --repo "$(model id)" --rev "v$(model version)")  # the tag publish made
 fi
 python3 -m bench.web.gen_bench "${SOURCE[@]}" --page .device/gen/page --chromium "$CR/chromium" \
   --adapter "$ADAPTER" --variants webgpu-float32,webgpu-float16 --flag-sets default,norobust,f16 --profile --timeout 150 \

@@ -6,5 +6,5 @@ version is already published; :mod:`.memory` estimates a pack's peak memory, dec
 task's ``memory`` resource; :mod:`.engine` runs the jobs on Ray: one leader per architecture key
 compiles the libraries into the shared cache, then the rest of that architecture's jobs reuse them.
 Each job is the ordinary pack (:func:`packer.interface.pack.pack`) followed by the ordinary publish
-(:func:`packer.interface.publish.publish_bundle`), so every guarantee of `packer publish` holds per job.
+(:func:`packer.interface.publish.publish`); :mod:`.verb` is the `packer publish-batch` verb, so every guarantee of `packer publish` holds per job.
 """

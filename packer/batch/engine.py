@@ -119,7 +119,7 @@ def work_dir(run: str, job: Job) -> Path:
 def publish_job(job: Job, hub: str, leader: bool, run: str) -> JobResult:
     """Pack ``job`` into its work folder and publish it: `packer publish --checkpoint`, as one task."""
     from packer.interface.pack import pack
-    from packer.interface.publish import publish_bundle
+    from packer.interface.publish import PublishArgs, publish
 
     os.environ["SDPACK_NO_PROGRESS"] = "1"
     start = time.monotonic()
@@ -133,7 +133,7 @@ def publish_job(job: Job, hub: str, leader: bool, run: str) -> JobResult:
             args.out = work / "bundle"
             packed = pack(args)
             _kill_once(job)
-            done = publish_bundle(args.out, job.repo, job.version, job.private, to, endpoint).published
+            done = publish(PublishArgs(args.out, job.repo, job.version, job.private, to, endpoint).checked()).published
         finally:
             shutil.rmtree(work, ignore_errors=True)
     except BaseException as exc:  # noqa: BLE001
@@ -164,7 +164,7 @@ def _kill_once(job: Job) -> None:
 
 
 def destination(hub: str) -> tuple[str | Path, str | None]:
-    """``--hub`` as publish_bundle takes it: ("hf", endpoint URL or None) or (directory, None)."""
+    """``--hub`` as PublishArgs takes it: ("hf", endpoint URL or None) or (directory, None)."""
     if hub.startswith(("http://", "https://")):
         return "hf", hub
     return ("hf", None) if hub == "hf" else (Path(hub), None)

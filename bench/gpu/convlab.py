@@ -27,7 +27,7 @@ SHAPES = {  # name: (batch, in channels, height = width, out channels, kernel, s
     "unet64_1x1": (2, 640, 64, 320, 1, 1),
     "vae256": (1, 256, 256, 256, 3, 1),
 }
-VARIANTS = ("topi_nchw", "gemm_nchw", "gemm_nhwc", "gemm_nhwc_oihw")
+VARIANTS = ("topi_nchw", "gemm_nhwc", "gemm_nhwc_oihw")
 
 
 def flops(shape) -> float:
@@ -69,8 +69,6 @@ def _nhwc_gemm(x, w, kernel, stride, pad, weight_layout):
 def build_module():
     from tvm import relax, topi
 
-    from packer.compile.passes.conv2d_implicit_gemm import conv2d_as_gemm
-
     bb = relax.BlockBuilder()
     for name, (b, c, hw, o, k, s) in SHAPES.items():
         pad = k // 2
@@ -86,9 +84,6 @@ def build_module():
                 with bb.dataflow():
                     if variant == "topi_nchw":
                         y = bb.emit_te(topi.nn.conv2d_nchw, x, w, s, pad, 1, "float16",
-                                       primfunc_name_hint="conv")
-                    elif variant == "gemm_nchw":
-                        y = bb.emit_te(conv2d_as_gemm, x, w, [s, s], [pad] * 4, "float16",
                                        primfunc_name_hint="conv")
                     else:
                         y = bb.emit_te(_nhwc_gemm, x, w, k, s, pad,

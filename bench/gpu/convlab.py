@@ -4,8 +4,7 @@ Which formulation of SD1.5's convolutions lets dlight's tensor-core Matmul rule 
 speed? Each variant is one Relax function (conv + bias add) in a single CUDA library:
 
   topi_nchw   TOPI conv2d_nchw (what LegalizeOps lowers an NCHW R.nn.conv2d to)
-  gemm_nchw   packer's Conv2dImplicitGemm: out[b, o, hw] = W[o, (c,r,s)] · col[b, (c,r,s), hw]
-  gemm_nhwc   NHWC activations, OHWI weights: out[(b,h,w), o] = col[(b,h,w), (r,s,c)] · W[o, (r,s,c)]
+  gemm_nhwc   NHWC activations, OHWI weights (what the pipeline runs): out[(b,h,w), o] = col[(b,h,w), (r,s,c)] · W[o, (r,s,c)]
   gemm_nhwc_oihw  the same with the OIHW weight read in place (strided along c)
 
     here:  python -m bench.gpu.convlab build --out .device/convlab      (stub driver + nvcc)

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from packer.bundle.manifest import QUANTIZATION_SCHEMES
 from packer.errors import UsageError
 
 SCALE_DTYPE = "float16"
@@ -71,10 +72,7 @@ class Scheme:
                 "scale_dtype": SCALE_DTYPE, "symmetric": True}
 
 
-SCHEMES = {
-    "q4f16": Scheme("q4f16", 4, 32),
-    "q8f16": Scheme("q8f16", 8, 64),
-}
+SCHEMES = {name: Scheme(name, bits, group) for name, (bits, group) in QUANTIZATION_SCHEMES.items()}
 
 
 def get_scheme(name: str) -> Scheme:

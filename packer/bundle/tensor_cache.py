@@ -23,6 +23,7 @@ DTYPES = {
     "int32": np.dtype("<i4"),
     "int64": np.dtype("<i8"),
     "uint8": np.dtype("u1"),
+    "uint32": np.dtype("<u4"),  # packed codes of quantized weights
 }
 ALIGN = 16
 DAMAGED = "the bundle is damaged or forged; pull it again"

@@ -72,7 +72,8 @@ Why each step exists and what it was measured to give: docs/design.md, one secti
   7. ``LegalizeOps`` → ``AnnotateTIROpPattern`` → ``FuseDecode`` → ``FoldConstant`` →
      ``FuseOps`` → ``FuseTIR`` (FoldConstant also folds CLIP's causal mask, the only i64 in any
      graph, into a constant). ``FuseDecode`` (:mod:`packer.compile.quantize`) only acts on
-     quantized modules: each weight's decode joins the matmul or convolution that reads it.
+     quantized modules: each weight's decode joins the matmul or convolution that reads it
+     (``DropUnusedDecode`` after ``FuseTIR`` removes the standalone decode PrimFuncs).
   8. ``MetaScheduleApplyDatabase`` when the target ships a tuning database
      (:mod:`packer.compile.tuning`); its kernels are marked scheduled and skipped below.
   9. ``dlight.ApplyDefaultSchedule(<the target's rules>)`` on GPU targets; on the others
@@ -172,11 +173,11 @@ def fusion_passes() -> list:
     """Step 7: from a prepared module to the fused PrimFuncs that get scheduled (and tuned)."""
     from tvm import relax
 
-    from .quantize import fuse_decode_pass
+    from .quantize import drop_unused_decode_pass, fuse_decode_pass
 
     t = relax.transform
     return [t.LegalizeOps(), t.AnnotateTIROpPattern(), fuse_decode_pass(), t.FoldConstant(),
-            t.FuseOps(), t.FuseTIR()]
+            t.FuseOps(), t.FuseTIR(), drop_unused_decode_pass()]
 
 
 def lower_passes(spec, database=None) -> list:

@@ -15,6 +15,7 @@ Three steps:
   kernel that reads its output (the legalized matmul or convolution) become one primitive
   function, which ``FuseTIR`` turns into a single PrimFunc — TVM's ``FuseOps`` does not fuse an
   injective producer into a matmul or convolution, so this is done here.
+  The decode PrimFuncs left uncalled are then dropped (``DropUnusedDecode``).
 * :data:`InlineDecode` (targets without schedule rules, i.e. llvm): the decode block inside each
   fused PrimFunc is inlined into the reduction that reads it, so the weight is decoded element by
   element as it is multiplied and never written out whole. On GPU targets dlight's Matmul rule
@@ -218,6 +219,28 @@ def _inline_decode(mod, _ctx):
     return mod
 
 
+def _drop_unused_decode(mod, _ctx):
+    """Remove the decode PrimFuncs no Relax function calls any more (FuseTIR copied them into
+    the fused kernels), so no library ships them."""
+    from tvm import relax
+
+    called = set()
+
+    def visit(expr):
+        if isinstance(expr, relax.Call):
+            for arg in [expr.op, *expr.args]:
+                if isinstance(arg, relax.GlobalVar):
+                    called.add(arg.name_hint)
+
+    for func in mod.functions.values():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func.body, visit)
+    for gvar in list(mod.get_global_vars()):
+        if gvar.name_hint.startswith(DECODE_PREFIX) and gvar.name_hint not in called:
+            del mod[gvar]
+    return mod
+
+
 def _module_pass(func, name: str):
     import tvm
 
@@ -226,6 +249,10 @@ def _module_pass(func, name: str):
 
 def fuse_decode_pass():
     return _module_pass(_fuse_decode, "FuseDecode")
+
+
+def drop_unused_decode_pass():
+    return _module_pass(_drop_unused_decode, "DropUnusedDecode")
 
 
 def inline_decode_pass():

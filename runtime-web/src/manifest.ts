@@ -14,7 +14,7 @@ export const MAX_MANIFEST_BYTES = 16 << 20;
 const MAX_PATH = 512;
 const SEGMENT = /^[A-Za-z0-9._-]+$/;
 
-export type Dtype = "float32" | "float16" | "int32" | "int64" | "uint8";
+export type Dtype = "float32" | "float16" | "int32" | "int64" | "uint8" | "uint32";
 export type SchedulerName = "dpm++" | "euler" | "euler-a" | "ddim" | "pndm";
 
 export interface TensorSpec {
@@ -61,6 +61,19 @@ export interface FileEntry {
   encoding?: FileEncoding;
 }
 
+/** The weight quantization schemes this runtime reads (formats/README.md, "Quantized weights"). */
+export const QUANTIZATION_SCHEMES = ["q4f16", "q8f16"] as const;
+
+/** A quantized bundle's scheme and, per component, the weights stored as packed codes + scales. */
+export interface Quantization {
+  scheme: (typeof QUANTIZATION_SCHEMES)[number];
+  bits: number;
+  group_size: number;
+  scale_dtype: "float16";
+  symmetric: true;
+  tensors: Record<string, { name: string; shape: number[]; packed: string; scales: string }[]>;
+}
+
 export interface Manifest {
   format: typeof FORMAT;
   format_version: typeof FORMAT_VERSION;
@@ -74,6 +87,7 @@ export interface Manifest {
     latent: { channels: number; height: number; width: number; scaling_factor: number; vae_scale: number };
   };
   dtype: "float32" | "float16";
+  quantization?: Quantization;
   components: Record<string, Component>;
   targets: Record<string, Target>;
   tokenizer: {
@@ -130,6 +144,18 @@ function describe(error: ErrorObject): string {
   return `${where}: ${message.length <= 160 ? message : `${message.slice(0, 157)}...`}`;
 }
 
+/** A quantization scheme this runtime does not know is refused by name, before the schema. */
+function checkScheme(quantization: unknown, where: string): void {
+  if (typeof quantization !== "object" || quantization === null) return;
+  const scheme = (quantization as { scheme?: unknown }).scheme;
+  if (!(QUANTIZATION_SCHEMES as readonly unknown[]).includes(scheme)) {
+    throw new BundleError(
+      `${where}: weights are quantized with scheme ${JSON.stringify(scheme)}, which this runtime does not read (it reads ${QUANTIZATION_SCHEMES.join(", ")})`,
+      { file: where, hint: "upgrade sdpack's web runtime, or load an unquantized bundle of the model" },
+    );
+  }
+}
+
 /** Check `doc` against the schema and the rules it cannot say; return it typed. */
 export function validateManifest(doc: unknown, where: string = MANIFEST_NAME): Manifest {
   if (typeof doc !== "object" || doc === null || Array.isArray(doc)) {
@@ -145,6 +171,7 @@ export function validateManifest(doc: unknown, where: string = MANIFEST_NAME): M
       { file: where, hint: "upgrade sdpack's web runtime, or repack the model" },
     );
   }
+  checkScheme(obj.quantization, where);
   if (Array.isArray(obj.files)) {
     obj.files.forEach((entry, i) => {
       if (typeof entry === "object" && entry !== null) checkPath((entry as { path?: unknown }).path, `${where}: files[${i}]`);

@@ -7,7 +7,7 @@ import { checkPath, type Dtype } from "./manifest.js";
 
 export const INDEX_NAME = "tensor-cache.json";
 
-export const DTYPE_SIZES: Record<Dtype, number> = { float32: 4, float16: 2, int32: 4, int64: 8, uint8: 1 };
+export const DTYPE_SIZES: Record<Dtype, number> = { float32: 4, float16: 2, int32: 4, int64: 8, uint8: 1, uint32: 4 };
 
 export interface TensorRecord {
   name: string;
@@ -31,7 +31,7 @@ export interface TensorCacheIndex {
 }
 
 /** float16 comes as its raw bits (Uint16Array): JavaScript has no portable Float16Array yet. */
-export type TensorData = Float32Array | Uint16Array | Int32Array | BigInt64Array | Uint8Array;
+export type TensorData = Float32Array | Uint16Array | Int32Array | Uint32Array | BigInt64Array | Uint8Array;
 
 export interface Tensor {
   name: string;
@@ -94,6 +94,8 @@ function view(dtype: Dtype, bytes: Uint8Array): TensorData {
       return new Uint16Array(bytes.buffer, bytes.byteOffset, n);
     case "int32":
       return new Int32Array(bytes.buffer, bytes.byteOffset, n);
+    case "uint32":
+      return new Uint32Array(bytes.buffer, bytes.byteOffset, n);
     case "int64":
       return new BigInt64Array(bytes.buffer, bytes.byteOffset, n);
     default:

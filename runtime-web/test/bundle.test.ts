@@ -181,6 +181,19 @@ describe("tampered bundles are refused, naming the file, and nothing bad is cach
     assert.equal(cache.entries.size, 0);
   });
 
+  test("an unknown weight quantization scheme", async () => {
+    const { err, cache, requests } = await tampered((dir) =>
+      editManifest(dir, (m) => {
+        m.quantization = { scheme: "q3f16", bits: 3, group_size: 32, scale_dtype: "float16", symmetric: true, tensors: {} };
+      }),
+    );
+    assert.equal(err.file, "manifest.json");
+    assert.match(err.message, /weights are quantized with scheme "q3f16", which this runtime does not read \(it reads q4f16, q8f16\)/);
+    assert.match(err.hint!, /upgrade/);
+    assert.equal(requests.length, 1);
+    assert.equal(cache.entries.size, 0);
+  });
+
   test("a shard whose raw_size the zstd frame contradicts (checked before decompressing)", async () => {
     const path = "weights/unet/params_shard_2.bin.zst";
     const { err } = await tampered((dir) =>

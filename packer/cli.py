@@ -64,8 +64,7 @@ app = typer.Typer(
 
 TARGETS_HELP = ("comma-separated compile targets (default: webgpu,llvm, plus cuda when this machine has a "
                 "CUDA GPU and nvcc)")
-QUANTIZE_HELP = ("store text-encoder and UNet linear/conv weights group-quantized (4 or 8 bits, float16 scales; "
-                 "llvm and webgpu targets)")
+QUANTIZE_HELP = "store text-encoder and UNet linear/conv weights group-quantized (4 or 8 bits, float16 scales)"
 DTYPE_HELP = ("fp16 or fp32: every target in it, weights stored in it (default: webgpu fp16 and fp32, "
               "llvm fp32, cuda fp16, over fp16 weights)")
 LICENSE_HELP = "license for the manifest and model card (default: the source card's, else creativeml-openrail-m)"

@@ -154,13 +154,12 @@ class Compiler:
         return self._exports[key]
 
     def _build(self, signature, exported, spec, dtype, database) -> dict:
-        mod = pipeline.prepare_for(exported.mod, dtype, spec)
         params, quantized = exported.params, []
-        if self.quantize is not None:
-            if spec.conv_layout != "NCHW":
-                raise UsageError(f"--quantize cannot build {spec.key} yet (its convolutions are rewritten "
-                                 "to NHWC kernels that read float weights)", "quantize for llvm and webgpu targets")
+        if self.quantize is not None and exported.component in QUANTIZED_COMPONENTS:
+            mod = pipeline.prepare_for(exported.mod, dtype, spec, quantized=True)
             mod, params, quantized = decode_weights(mod, exported.component, exported.params, self.quantize)
+        else:
+            mod = pipeline.prepare_for(exported.mod, dtype, spec)
         meta = {"component": exported.component, "target": spec.key,
                 "dtype": dtype, "params": params, "quantized": quantized,
                 "param_source": exported.param_source, **_io(mod, exported),

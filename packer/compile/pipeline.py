@@ -96,9 +96,13 @@ FP32_INPUTS = ("timestep",)
 """Float user inputs that stay float32 in the float16 variant."""
 
 
-def prepare_for(mod, dtype: str, spec):
+def prepare_for(mod, dtype: str, spec, quantized: bool = False):
     """:func:`prepare` with the choices of target ``spec`` (a
-    :class:`packer.compile.targets.TargetSpec`)."""
+    :class:`packer.compile.targets.TargetSpec`). ``quantized``: for a module whose weights will be
+    taken packed (:mod:`packer.compile.quantize`): NCHW convolutions and no hand-written mma
+    kernels, which read float weights; dlight schedules the decode-fused matmuls and convolutions."""
+    if quantized:
+        return prepare(mod, dtype, "NCHW", False, spec.workgroup_attention)
     return prepare(mod, dtype, spec.conv_layout, spec.mma_kernels, spec.workgroup_attention)
 
 

@@ -148,13 +148,8 @@ def pack(args: PackArgs) -> PackResult:
     scheme = None
     if args.quantize is not None:
         from packer.bundle.quantize import get_scheme
-        from packer.compile import get_target
 
         scheme = get_scheme(args.quantize)
-        nhwc = sorted({v.target for v in chosen.variants if get_target(v.target).conv_layout != "NCHW"})
-        if nhwc:
-            raise UsageError(f"--quantize cannot build {', '.join(nhwc)} yet (its convolutions run as NHWC "
-                             "kernels that read float weights)", "quantize with --targets llvm,webgpu")
     progress.status(f"ingesting {args.checkpoint}")
     ckpt = ingest(args.checkpoint, tokenizer=args.tokenizer, prediction_type=args.prediction_type,
                   image_size=args.image_size)

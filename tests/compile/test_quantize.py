@@ -68,7 +68,7 @@ def exported_unet():
     return export_component("unet", MODULES["unet"](seed=0), LATENT_HW)
 
 
-@pytest.mark.parametrize("target", ["llvm", "webgpu"])
+@pytest.mark.parametrize("target", ["llvm", "webgpu", "cuda-sm90"])
 def test_no_decoded_weight_is_materialised(exported_unet, target):
     """After lowering up to the memory plan: no decode runs on its own (every one sits inside
     the kernel that consumes the weight) and no kernel keeps a global buffer of a weight's shape."""
@@ -76,7 +76,7 @@ def test_no_decoded_weight_is_materialised(exported_unet, target):
 
     spec = get_target(target)
     scheme = qz.SCHEMES["q4f16"]
-    mod = pipeline.prepare_for(exported_unet.mod, "float16", spec)
+    mod = pipeline.prepare_for(exported_unet.mod, "float16", spec, quantized=True)
     mod, params, quantized = decode_weights(mod, "unet", exported_unet.params, scheme)
     assert len(params) == len(exported_unet.params) + len(quantized)
     shapes = {}
@@ -106,3 +106,5 @@ def test_no_decoded_weight_is_materialised(exported_unet, target):
             allocated = {tuple(int(d) for d in b.shape) for b in pipeline._global_allocs(func.body)}
             assert not allocated & weight_shapes, f"{gv.name_hint} holds a decoded weight in global memory"
             assert not [b.name for b in pipeline._global_allocs(func.body) if b.name.startswith("decode")]
+            if spec.schedule_rules():  # GPU: dlight's Matmul rule (shared-memory tiles), not its Fallback
+                assert 'scope="shared"' in func.script(), f"{gv.name_hint} fell back to dlight's Fallback rule"

@@ -79,8 +79,9 @@ def trained_like(models: dict, scheme: qz.Scheme, seed: int) -> None:
                 p.copy_(torch.from_numpy(view.reshape(p.shape)))
 
 
-def quantized_state(models: dict, scheme: qz.Scheme):
-    """Per component: float16 state, dequantized state (float32), per-layer relative errors."""
+def quantized_state(models: dict, scheme: qz.Scheme, keep_dequantized: bool):
+    """Per component: float16 state, quantized weights ``{name: (dequantized float32 or None,
+    packed, scales)}``, per-layer squared errors and norms."""
     out = {}
     for component, model in models.items():
         fp16, deq, errors = {}, {}, {}
@@ -94,7 +95,7 @@ def quantized_state(models: dict, scheme: qz.Scheme):
                 back = qz.dequantize(packed, scales, w16.shape, scheme)
                 w32 = w16.astype(np.float32)
                 errors[name] = (float(np.sum((back - w32) ** 2)), float(np.sum(w32**2)))
-                deq[name] = (back, packed, scales)
+                deq[name] = (back if keep_dequantized else None, packed, scales)
         out[component] = (fp16, deq, errors)
     return out
 
@@ -204,7 +205,10 @@ def main() -> None:
             models = build(args.seed)
             if kind == "trained-like":
                 trained_like(models, scheme, args.seed)
-            states = quantized_state(models, scheme)
+            forward = args.outputs or args.image
+            states = quantized_state(models, scheme, keep_dequantized=forward)
+            if not forward:
+                models = None  # the float16 states are all the rest needs
             print(f"## {name}, {kind} weights (seed {args.seed})")
             for component in ("text_encoder", "unet"):
                 total, worst, layer = weight_error(states[component][2])

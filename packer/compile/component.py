@@ -19,8 +19,8 @@ from ..support import progress
 from ..support.canonical import dumps, sha256_bytes
 from . import cuda_stub, pipeline, tuning
 from .cache import LibraryCache, cache_root
-from .quantize import QUANTIZED_COMPONENTS, decode_weights
 from .export import SPECS, TEXT_LENGTH, UNET_BATCH, ExportedComponent, export_component
+from .quantize import QUANTIZED_COMPONENTS, decode_weights
 from .targets import TargetSpec, get_target
 from .worker import build_in_subprocess
 

@@ -11,12 +11,12 @@ Three steps:
 * :func:`decode_weights` (end of ``prepare``): each quantized weight param ``W`` of ``main`` is
   replaced by two params (packed uint32 codes, scales in the variant's float type) and ``W``
   becomes the result of a ``call_tir`` to an injective decode PrimFunc (``decode_q…``).
-* :data:`FuseDecode` (lowering, after ``AnnotateTIROpPattern``): each decode call and the one
+* ``FuseDecode`` (lowering, after ``AnnotateTIROpPattern``): each decode call and the one
   kernel that reads its output (the legalized matmul or convolution) become one primitive
   function, which ``FuseTIR`` turns into a single PrimFunc — TVM's ``FuseOps`` does not fuse an
   injective producer into a matmul or convolution, so this is done here.
   The decode PrimFuncs left uncalled are then dropped (``DropUnusedDecode``).
-* :data:`InlineDecode` (targets without schedule rules, i.e. llvm): the decode block inside each
+* ``InlineDecode`` (targets without schedule rules, i.e. llvm): the decode block inside each
   fused PrimFunc is inlined into the reduction that reads it, so the weight is decoded element by
   element as it is multiplied and never written out whole. On GPU targets dlight's Matmul rule
   does this itself (the decode lands in the shared-memory load of each weight tile).
@@ -119,7 +119,7 @@ def _decode_func(shape: list[int], dtype: str, scheme):
     return te.create_prim_func([packed, scales, weight])
 
 
-def _is_decode(mod, gvar) -> bool:
+def _is_decode(gvar) -> bool:
     return gvar.name_hint.startswith(DECODE_PREFIX)
 
 
@@ -135,15 +135,14 @@ def _fuse_decode(mod, _ctx):
     for block in main.body.blocks:
         for binding in block.bindings:
             value = binding.value
-            if isinstance(value, relax.Call) and value.op.same_as(call_tir) and _is_decode(mod, value.args[0]):
+            if isinstance(value, relax.Call) and value.op.same_as(call_tir) and _is_decode(value.args[0]):
                 decoded[binding.var] = value
             for var in relax.analysis.free_vars(value):
                 uses[var] = uses.get(var, 0) + 1
     if not decoded:
         return mod
-    for var in relax.analysis.free_vars(main.body.body):
-        uses[var] = uses.get(var, 0) + 1
-    fusable = {v for v in decoded if uses.get(v, 0) == 1}
+    returned = set(relax.analysis.free_vars(main.body.body))
+    fusable = {v for v in decoded if uses.get(v, 0) == 1 and v not in returned}
     builder = relax.BlockBuilder(mod)
     blocks = []
     for block in main.body.blocks:
@@ -174,7 +173,6 @@ def _fuse_decode(mod, _ctx):
 
 def _fused_call(builder, consumer, args, decodes: dict):
     """A primitive Relax function running the decodes then ``consumer``; the call to it."""
-    import tvm
     from tvm import relax
 
     outer_args, inner_params, mapping = [], [], {}

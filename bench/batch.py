@@ -1,6 +1,6 @@
 """`packer publish-batch` throughput: jobs per hour once the libraries are cached.
 
-    python bench/batch.py [--jobs 16] [--checkpoint F --tokenizer DIR] [--targets llvm] [--address RAY]
+    python -m bench.batch [--jobs 16] [--checkpoint F --tokenizer DIR] [--targets llvm] [--address RAY]
                           [--seed-cache DIR]
 
 Publishes one job first (it compiles the libraries into a fresh cache), then ``--jobs`` more of the
@@ -25,8 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+REPO = Path(__file__).resolve().parents[1]  # the packer processes this starts import it from here
 
 
 def run(jobs: list[dict], work: Path, name: str, extra: list[str]) -> tuple[float, dict]:

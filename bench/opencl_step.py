@@ -1,6 +1,6 @@
 """One UNet step (CFG batch 2) of a bundle's OpenCL libraries: what a Mali board owner runs.
 
-    python bench/opencl_step.py BUNDLE [--dtype float16] [--reps 5]
+    python -m bench.opencl_step BUNDLE [--dtype float16] [--reps 5]
 
 Loads the bundle's ``opencl`` variant for this machine (``openclmali-*`` on an aarch64 board)
 through sdpack's OpenCL runtime plugin, runs the text encoder once, then times ``--reps`` UNet
@@ -14,15 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from packer.bundle import Bundle  # noqa: E402
-from packer.runtime.generate import Pipeline  # noqa: E402
+from packer.bundle import Bundle
+from packer.runtime.generate import Pipeline
 
 SD_UNET_TFLOP = 1.68  # one CFG step (batch 2) at a 64×64 latent (anchors.md)
 

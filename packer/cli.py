@@ -65,6 +65,7 @@ app = typer.Typer(
 
 TARGETS_HELP = ("comma-separated compile targets (default: webgpu,llvm, plus cuda when this machine has a "
                 "CUDA GPU and nvcc)")
+QUANTIZE_HELP = "store text-encoder and UNet linear/conv weights group-quantized (4 or 8 bits, float16 scales)"
 DTYPE_HELP = ("fp16 or fp32: every target in it, weights stored in it (default: webgpu fp16 and fp32, "
               "llvm fp32, cuda fp16, over fp16 weights)")
 LICENSE_HELP = "license for the manifest and model card (default: the source card's, else creativeml-openrail-m)"
@@ -195,6 +196,8 @@ def pack(
                                         autocompletion=_names(("epsilon", "v_prediction"))),
     image_size: int = typer.Option(None, "--image-size", help="image size in pixels (default: the checkpoint's, else 512)"),
     shard_mb: int = typer.Option(32, "--shard-mb", help="raw shard size in MiB"),
+    quantize: str = typer.Option(None, "--quantize", help=QUANTIZE_HELP, metavar="[q4f16|q8f16]",
+                                 autocompletion=_names(("q4f16", "q8f16"))),
     overwrite: bool = typer.Option(False, help="replace an existing --out"),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
@@ -204,7 +207,7 @@ def pack(
 
     args = PackArgs(checkpoint, out, _target_list(targets), dtype, version, model_id, license=license,
                     base_model=base_model, tokenizer=tokenizer, prediction_type=prediction_type,
-                    image_size=image_size, shard_mb=shard_mb, overwrite=overwrite)
+                    image_size=image_size, shard_mb=shard_mb, overwrite=overwrite, quantize=quantize)
     _emit(run(args), as_json)
 
 
@@ -254,6 +257,8 @@ def publish(
     image_size: int = typer.Option(None, "--image-size", help="image size in pixels (default: the checkpoint's, else 512)"),
     license: str = typer.Option(None, help=LICENSE_HELP + " (with --checkpoint)"),
     base_model: str = typer.Option(None, "--base-model", help=BASE_MODEL_HELP + " (with --checkpoint)"),
+    quantize: str = typer.Option(None, "--quantize", help=QUANTIZE_HELP + " (with --checkpoint)",
+                                 metavar="[q4f16|q8f16]", autocompletion=_names(("q4f16", "q8f16"))),
     private: bool = typer.Option(False, "--private", help="create the Hub repo as private"),
     hub: str = typer.Option(None, "--hub", help=HUB_HELP + " [default: hf]", metavar="hf|URL|DIR"),
     to: str = typer.Option(None, "--to", hidden=True),
@@ -270,7 +275,7 @@ def publish(
     if checkpoint is not None:
         pack_args = PackArgs(checkpoint, Path(), _target_list(targets), dtype, version, repo, license=license,
                              base_model=base_model, tokenizer=tokenizer, prediction_type=prediction_type,
-                             image_size=image_size)
+                             image_size=image_size, quantize=quantize)
     args = PublishArgs(bundle, repo, version, private, pack=pack_args)
     if (checkpoint is None) == (bundle is None):
         args.checked()  # says which of the two to pass before the hub options are looked at

@@ -21,6 +21,9 @@ DEFAULT_LICENSE = "creativeml-openrail-m"  # SD1.5's license, which SD1.5 deriva
 DEFAULT_BASE_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # where SD1.5 lives on the Hub now
 VAE_SCALING_FACTOR = 0.18215  # SD1.5's latent scale, for VAE configs that do not say theirs
 SCHEDULER_DEFAULTS = {"default": "dpm++", "steps": 20, "guidance": 7.5}
+QUANTIZATION_SCHEMES = {"q4f16": (4, 32), "q8f16": (8, 64)}
+"""The weight quantization schemes this sdpack reads: name → (bits, group size)."""
+
 
 
 def check_path(path: Any, where: str) -> str:
@@ -55,6 +58,7 @@ def validate(doc: Any, *, where: str = MANIFEST_NAME, schema_name: str = "manife
                 f"{where}: unknown format_version {version!r} (this sdpack reads {FORMAT_VERSION})",
                 "upgrade sdpack or repack the model",
             )
+        _check_scheme(doc, where)
         for i, entry in enumerate(doc.get("files") or []):
             if isinstance(entry, dict):
                 check_path(entry.get("path"), f"{where}: files[{i}]")
@@ -64,7 +68,43 @@ def validate(doc: Any, *, where: str = MANIFEST_NAME, schema_name: str = "manife
         raise BundleError(f"{where}: schema violation at {_describe(error)}", DAMAGED)
     if schema_name == "manifest.schema.json":
         _check_references(doc, where)
+        _check_quantization(doc, where)
     return doc
+
+
+def _check_scheme(doc: dict, where: str) -> None:
+    """A quantization scheme this sdpack does not know is refused by name, before the schema
+    (whose enum would only say the value is not allowed)."""
+    quant = doc.get("quantization")
+    if not isinstance(quant, dict):
+        return
+    scheme = quant.get("scheme")
+    if scheme not in QUANTIZATION_SCHEMES:
+        raise BundleError(
+            f"{where}: weights are quantized with scheme {scheme!r}, which this sdpack does not read "
+            f"(it reads {', '.join(QUANTIZATION_SCHEMES)})",
+            "upgrade sdpack, or use an unquantized bundle of the model",
+        )
+
+
+def _check_quantization(doc: dict, where: str) -> None:
+    """The scheme's numbers are its own, and every quantized weight's two stored tensors are
+    params of its component, next to each other."""
+    quant = doc.get("quantization")
+    if quant is None:
+        return
+    if (quant["bits"], quant["group_size"]) != QUANTIZATION_SCHEMES[quant["scheme"]]:
+        raise BundleError(f"{where}: quantization bits/group_size do not match scheme {quant['scheme']}", DAMAGED)
+    for component, tensors in quant["tensors"].items():
+        comp = doc["components"].get(component)
+        if comp is None:
+            raise BundleError(f"{where}: quantization lists component {component!r}, which the bundle lacks", DAMAGED)
+        position = {name: i for i, name in enumerate(comp["params"])}
+        for t in tensors:
+            i = position.get(t["packed"])
+            if i is None or position.get(t["scales"]) != i + 1:
+                raise BundleError(f"{where}: quantized weight {t['name']!r} of {component}: its packed and "
+                                  "scales tensors are not consecutive params", DAMAGED)
 
 
 def _check_references(doc: dict, where: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import posixpath
 from collections.abc import Callable
 from pathlib import Path
@@ -101,7 +102,27 @@ class Bundle:
             names += [r["name"] for r in shard["records"]]
         if names != comp["params"]:
             raise BundleError(f"{rel}: tensor names/order differ from the manifest's params list", HINT)
+        self._check_quantized(component, doc, rel)
         return doc
+
+    def _check_quantized(self, component: str, doc: dict, rel: str) -> None:
+        """Each quantized weight's packed and scales records have the dtype and shape its
+        manifest entry implies (formats/README.md, "Quantized weights")."""
+        quant = self.manifest.get("quantization")
+        if quant is None or component not in quant["tensors"]:
+            return
+        records = {r["name"]: r for shard in doc["records"] for r in shard["records"]}
+        bits, group = quant["bits"], quant["group_size"]
+        for t in quant["tensors"][component]:
+            rows, k = t["shape"][0], math.prod(t["shape"][1:])
+            if k % group:
+                raise BundleError(f"{rel}: quantized weight {t['name']!r}: reduction {k} is not a multiple of {group}", HINT)
+            want = {t["packed"]: ("uint32", [rows, k * bits // 32]), t["scales"]: ("float16", [rows, k // group])}
+            for name, (dtype, shape) in want.items():
+                rec = records.get(name)
+                if rec is None or rec["dtype"] != dtype or rec["shape"] != shape:
+                    raise BundleError(f"{rel}: {name} should be {dtype} {shape} for the quantized weight "
+                                      f"{t['name']!r}", HINT)
 
     def iter_shards(self, component: str):
         """Yield ``(raw bytes, records)`` for each of the component's shards, verified."""

@@ -17,6 +17,11 @@ object that was compiled, i.e. the diffusers pipeline's ``text_encoder`` (a tran
 names which). The tensors are the state-dict tensors unchanged (no transposes, no fusion),
 cast to the variant's param dtype.
 
+A library built with ``quantize`` (a scheme of :mod:`packer.bundle.quantize`) takes each
+quantized weight ``NAME`` as two params in its place, ``NAME.packed`` (uint32 codes) then
+``NAME.scales`` (in F, see below); :attr:`CompiledComponent.quantized` lists those weights
+(formats/README.md, "Quantized weights"; :mod:`.quantize`).
+
 A library may also have ``main_transform_params(params: tuple) -> tuple``: then ``params`` go
 through it once (after upload) and ``main`` takes its outputs instead
 (:func:`packer.runtime.module.bind_params`). CUDA libraries have it: their convolutions run on

@@ -21,6 +21,7 @@ from ..support.spec import COMPONENTS, WEIGHT_DTYPES
 from . import cuda_stub, pipeline, tuning
 from .cache import LibraryCache, cache_root
 from .export import SPECS, TEXT_LENGTH, UNET_BATCH, ExportedComponent, export_component
+from .quantize import QUANTIZED_COMPONENTS, decode_weights
 from .targets import TargetSpec, get_target
 from .worker import build_in_subprocess
 
@@ -44,25 +45,30 @@ class CompiledComponent:
     target_json: dict
     requirements: dict = field(default_factory=dict)  # manifest "requirements" (e.g. cuda arch)
     reused: bool = False  # True when the library came from the cache (no export, no build)
+    quantized: list[str] = field(default_factory=list)  # weights taken as (packed, scales) params
 
 
 def architecture_signature(signature_configs: dict, *, component: str, latent_hw, dtype: str,
-                           target_json: dict, tuning_db_sha256: str | None = None) -> str:
+                           target_json: dict, tuning_db_sha256: str | None = None,
+                           quantization: dict | None = None) -> str:
     """sha256 of everything that determines the compiled code, and nothing else.
 
     The key holds the component's architecture configs (top-level keys starting with ``_``,
     such as ``_name_or_path``, are dropped: they name a checkpoint, not an architecture), the
     input shapes (fixed by ``latent_hw`` plus the 77-token prompt and the UNet's batch of 2),
     the dtype, the resolved target, the apache-tvm and tvm-ffi versions, ``PIPELINE_VERSION``
-    and the tuning database's sha256.
+    and the tuning database's sha256; for a quantized build also the scheme (``quantization``:
+    its name, bits and group size), absent otherwise so unquantized signatures stay as they were.
 
     >>> sig = architecture_signature({"hidden_size": 32}, component="text_encoder",
     ...     latent_hw=(8, 8), dtype="float32", target_json={"kind": "llvm"})
     >>> len(sig)
     64
     """
-    return sha256_bytes(dumps(_signature_key(signature_configs, component, latent_hw, dtype,
-                                             target_json, tuning_db_sha256)))
+    key = _signature_key(signature_configs, component, latent_hw, dtype, target_json, tuning_db_sha256)
+    if quantization is not None:
+        key["quantization"] = quantization
+    return sha256_bytes(dumps(key))
 
 
 def _signature_key(configs, component, latent_hw, dtype, target_json, tuning_sha) -> dict:
@@ -87,10 +93,14 @@ def _signature_key(configs, component, latent_hw, dtype, target_json, tuning_sha
 
 
 class Compiler:
-    """One cache root plus a memo of exports, so several targets/dtypes export once."""
+    """One cache root plus a memo of exports, so several targets/dtypes export once.
 
-    def __init__(self, root: Path):
+    ``quantize`` (a :class:`packer.bundle.quantize.Scheme`, or None): build the text encoder
+    and UNet with their linear and convolution weights taken packed (:mod:`.quantize`)."""
+
+    def __init__(self, root: Path, quantize=None):
         self.root = root
+        self.quantize = quantize
         self.cache = LibraryCache(root)
         self._exports: dict[tuple, ExportedComponent] = {}
         self._stats: dict = {}
@@ -115,13 +125,14 @@ class Compiler:
         """Whether the library is in the cache (intact), so compiling it costs no build."""
         _check(component, dtype)
         database = tuning.find_database(spec.key, spec.target_json())
-        signature = _signature(component, configs, tuple(int(x) for x in latent_hw), spec, dtype, database)
+        signature = _signature(component, configs, tuple(int(x) for x in latent_hw), spec, dtype, database,
+                               self.quantize)
         return self.cache.lookup(signature) is not None
 
     def _compile(self, component, load, configs, latent_hw, spec, dtype, database):
         target_json = spec.target_json()
         tuning_sha = database.sha256 if database else None
-        signature = _signature(component, configs, latent_hw, spec, dtype, database)
+        signature = _signature(component, configs, latent_hw, spec, dtype, database, self.quantize)
         entry = self.cache.lookup(signature)
         reused = entry is not None
         if entry is None:
@@ -132,7 +143,8 @@ class Compiler:
             params=list(entry["params"]), param_source=entry["param_source"],
             inputs=entry["inputs"], outputs=entry["outputs"], signature=signature,
             tuning_db_sha256=tuning_sha, target_json=target_json,
-            requirements=_requirements(spec, dtype, entry), reused=reused)
+            requirements=_requirements(spec, dtype, entry), reused=reused,
+            quantized=list(entry.get("quantized", [])))
 
     def _export(self, component, load, latent_hw) -> ExportedComponent:
         key = (component, latent_hw)
@@ -142,9 +154,14 @@ class Compiler:
         return self._exports[key]
 
     def _build(self, signature, exported, spec, dtype, database) -> dict:
-        mod = pipeline.prepare_for(exported.mod, dtype, spec)
+        params, quantized = exported.params, []
+        if self.quantize is not None and exported.component in QUANTIZED_COMPONENTS:
+            mod = pipeline.prepare_for(exported.mod, dtype, spec, quantized=True)
+            mod, params, quantized = decode_weights(mod, exported.component, exported.params, self.quantize)
+        else:
+            mod = pipeline.prepare_for(exported.mod, dtype, spec)
         meta = {"component": exported.component, "target": spec.key,
-                "dtype": dtype, "params": exported.params,
+                "dtype": dtype, "params": params, "quantized": quantized,
                 "param_source": exported.param_source, **_io(mod, exported),
                 "tuning_db_sha256": database.sha256 if database else None,
                 "pipeline_version": pipeline.PIPELINE_VERSION}
@@ -182,10 +199,14 @@ def _requirements(spec: TargetSpec, dtype: str, entry: dict) -> dict:
     return requirements
 
 
-def _signature(component, configs, latent_hw, spec: TargetSpec, dtype: str, database) -> str:
+def _signature(component, configs, latent_hw, spec: TargetSpec, dtype: str, database, quantize=None) -> str:
+    scheme = None
+    if quantize is not None and component in QUANTIZED_COMPONENTS:
+        scheme = {"scheme": quantize.name, "bits": quantize.bits, "group_size": quantize.group_size}
     return architecture_signature(configs, component=component, latent_hw=latent_hw, dtype=dtype,
                                   target_json=spec.target_json(),
-                                  tuning_db_sha256=database.sha256 if database else None)
+                                  tuning_db_sha256=database.sha256 if database else None,
+                                  quantization=scheme)
 
 
 class _BuildFailed(Exception):
@@ -222,7 +243,7 @@ def _check(component: str, dtype: str) -> None:
 
 
 def compile_component(component: str, module, *, configs: dict, latent_hw: tuple[int, int],
-                      target: str, dtype: str, cache_dir: Path | None = None
+                      target: str, dtype: str, cache_dir: Path | None = None, quantize=None
                       ) -> CompiledComponent:
     """Compile ``module`` (the whole diffusers/transformers component; for ``vae_decoder`` the
     ``AutoencoderKL``) for ``target``, or return the cached library of its architecture.
@@ -233,12 +254,12 @@ def compile_component(component: str, module, *, configs: dict, latent_hw: tuple
     (PosixPath('~/.cache/sdpack/compiled/3f1c….so'), ['conv_in.weight'])
     """
     spec = get_target(target)
-    return Compiler(cache_root(cache_dir)).compile(component, lambda: module, configs,
-                                                   latent_hw, spec, dtype)
+    return Compiler(cache_root(cache_dir), quantize).compile(component, lambda: module, configs,
+                                                             latent_hw, spec, dtype)
 
 
 def compile_all(checkpoint_like, *, variants: list[tuple[str, str]], latent_hw=None,
-                cache_dir=None) -> dict[tuple[str, str, str], CompiledComponent]:
+                cache_dir=None, quantize=None) -> dict[tuple[str, str, str], CompiledComponent]:
     """Every component for every ``(target, dtype)`` variant, keyed ``(component, target as
     passed, dtype)``.
 
@@ -251,7 +272,7 @@ def compile_all(checkpoint_like, *, variants: list[tuple[str, str]], latent_hw=N
     configs = checkpoint_like.signature_configs()
     loaders = _memo_loaders(checkpoint_like)
     hw = latent_hw or _default_latent_hw(checkpoint_like, loaders["unet"])
-    compiler = Compiler(cache_root(cache_dir))
+    compiler = Compiler(cache_root(cache_dir), quantize)
     jobs = [(component, name, dtype) for name, dtype in variants for component in COMPONENTS]
     for name in dict.fromkeys(name for component, name, dtype in jobs
                               if not compiler.is_cached(component, _component_configs(configs, component),

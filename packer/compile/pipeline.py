@@ -69,11 +69,16 @@ In order:
 Why each step exists and what it was measured to give: docs/design.md, one section per step.
 
 ``lower`` (per target; see :mod:`packer.compile.targets`)
-  7. ``LegalizeOps`` → ``AnnotateTIROpPattern`` → ``FoldConstant`` → ``FuseOps`` → ``FuseTIR``
-     (FoldConstant also folds CLIP's causal mask, the only i64 in any graph, into a constant).
+  7. ``LegalizeOps`` → ``AnnotateTIROpPattern`` → ``FuseDecode`` → ``FoldConstant`` →
+     ``FuseOps`` → ``FuseTIR`` (FoldConstant also folds CLIP's causal mask, the only i64 in any
+     graph, into a constant). ``FuseDecode`` (:mod:`packer.compile.quantize`) only acts on
+     quantized modules: each weight's decode joins the matmul or convolution that reads it
+     (``DropUnusedDecode`` after ``FuseTIR`` removes the standalone decode PrimFuncs).
   8. ``MetaScheduleApplyDatabase`` when the target ships a tuning database
      (:mod:`packer.compile.tuning`); its kernels are marked scheduled and skipped below.
-  9. ``dlight.ApplyDefaultSchedule(<the target's rules>)`` on GPU targets.
+  9. ``dlight.ApplyDefaultSchedule(<the target's rules>)`` on GPU targets; on the others
+     (llvm) ``InlineDecode``: a quantized weight's decode is inlined into its consumer's
+     reduction (a no-op on modules without quantized weights).
  10. VM lowering, as TVM's default backends do: ``RewriteDataflowReshape``, ``ToNonDataflow``,
      ``RemovePurityChecking``, ``CallTIRRewrite``, ``StaticPlanBlockMemory``,
      ``LowerAllocTensor``, ``KillAfterLastUse``, ``LowerRuntimeBuiltin``, ``ComputePrimValue``,
@@ -91,9 +96,13 @@ FP32_INPUTS = ("timestep",)
 """Float user inputs that stay float32 in the float16 variant."""
 
 
-def prepare_for(mod, dtype: str, spec):
+def prepare_for(mod, dtype: str, spec, quantized: bool = False):
     """:func:`prepare` with the choices of target ``spec`` (a
-    :class:`packer.compile.targets.TargetSpec`)."""
+    :class:`packer.compile.targets.TargetSpec`). ``quantized``: for a module whose weights will be
+    taken packed (:mod:`packer.compile.quantize`): NCHW convolutions and no hand-written mma
+    kernels, which read float weights; dlight schedules the decode-fused matmuls and convolutions."""
+    if quantized:
+        return prepare(mod, dtype, "NCHW", False, spec.workgroup_attention)
     return prepare(mod, dtype, spec.conv_layout, spec.mma_kernels, spec.workgroup_attention)
 
 
@@ -168,15 +177,19 @@ def fusion_passes() -> list:
     """Step 7: from a prepared module to the fused PrimFuncs that get scheduled (and tuned)."""
     from tvm import relax
 
+    from .quantize import drop_unused_decode_pass, fuse_decode_pass
+
     t = relax.transform
-    return [t.LegalizeOps(), t.AnnotateTIROpPattern(), t.FoldConstant(), t.FuseOps(),
-            t.FuseTIR()]
+    return [t.LegalizeOps(), t.AnnotateTIROpPattern(), fuse_decode_pass(), t.FoldConstant(),
+            t.FuseOps(), t.FuseTIR(), drop_unused_decode_pass()]
 
 
 def lower_passes(spec, database=None) -> list:
     """Steps 7–10 for one target."""
     from tvm import relax
     from tvm.s_tir import dlight as dl
+
+    from .quantize import inline_decode_pass
 
     t = relax.transform
     passes = fusion_passes()
@@ -185,6 +198,8 @@ def lower_passes(spec, database=None) -> list:
     rules = spec.schedule_rules()
     if rules:
         passes.append(dl.ApplyDefaultSchedule(*rules))
+    else:
+        passes.append(inline_decode_pass())
     passes += [t.RewriteDataflowReshape(), t.ToNonDataflow(), t.RemovePurityChecking(),
                t.CallTIRRewrite(), t.StaticPlanBlockMemory(), t.LowerAllocTensor(),
                t.KillAfterLastUse(), t.LowerRuntimeBuiltin(), t.ComputePrimValue(),

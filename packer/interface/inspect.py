@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from packer.bundle import Bundle
+from packer.interface.verify import quantization_summary, quantization_text
 
 
 def _mib(n: int) -> str:
@@ -51,6 +52,7 @@ class InspectResult:
             "scheduler": {k: m["scheduler"][k] for k in ("default", "steps", "guidance")},
             "generator": m["generator"], "components": components, "targets": targets,
             "files": len(files), "bytes": sum(f["size"] for f in files),
+            **({"quantization": quant} if (quant := quantization_summary(m)) else {}),
         }
 
 
@@ -67,6 +69,7 @@ def _text(m: dict) -> str:
         f"arch       {m['architecture']['family']} signature {m['architecture']['signature'][:16]}…"
         f"  prediction {m['architecture']['prediction_type']}",
         f"weights    {m['dtype']} (each variant converts them to its own dtype when loading)",
+        *([f"quantized  {quantization_text(q)}"] if (q := quantization_summary(m)) else []),
         f"scheduler  {m['scheduler']['default']}, {m['scheduler']['steps']} steps, guidance {m['scheduler']['guidance']}",
         f"generator  sdpack {m['generator']['sdpack']}, apache-tvm {m['generator']['apache_tvm']},"
         f" tvm-ffi {m['generator']['tvm_ffi']}, pipeline {m['generator']['pipeline_version']}",

@@ -32,6 +32,7 @@ class PackArgs:
     image_size: int | None = None
     shard_mb: int = 32
     overwrite: bool = False
+    quantize: str | None = None  # a scheme of packer.bundle.quantize.SCHEMES
 
     def checked(self) -> PackArgs:
         """Validate arguments before any work is done (no partial output on bad input)."""
@@ -53,6 +54,10 @@ class PackArgs:
                              f"choose from {', '.join(sorted(target_registry.TARGETS))}")
         if self.prediction_type is not None and self.prediction_type not in spec.PREDICTION_TYPES:
             raise UsageError(f"unknown --prediction-type {self.prediction_type!r}", "use epsilon or v_prediction")
+        if self.quantize is not None:
+            from packer.bundle.quantize import get_scheme
+
+            get_scheme(self.quantize)
         if not 1 <= self.shard_mb <= 1024:
             raise UsageError(f"--shard-mb {self.shard_mb} is out of range", "use a size between 1 and 1024 MiB (default 32)")
         return self
@@ -80,12 +85,24 @@ class PackResult:
                 "libraries": {"compiled": self.compiled, "reused": self.reused}}
 
 
-def _params(ckpt, compiled, dtype: str) -> list[tuple[str, np.ndarray]]:
+def _params(ckpt, compiled, dtype: str, scheme=None) -> list[tuple[str, np.ndarray]]:
+    """The component's params as stored, in the library's order: floats in ``dtype``; each weight
+    the library takes quantized as its packed codes and scales (``scheme``), quantized from the
+    ``dtype`` values an unquantized bundle would store."""
     state = ckpt.state_dicts[compiled.param_source]
+    stored: dict[str, np.ndarray] = {}
+    if compiled.quantized:
+        from packer.bundle.quantize import quantize, stored_names
+
+        for key in compiled.quantized:
+            packed, scales = quantize(state[key].detach().cpu().numpy().astype(dtype), scheme)
+            stored.update(zip(stored_names(key), (packed, scales)))
     out = []
     for key in compiled.params:
-        t = state[key].detach().cpu()
-        arr = t.numpy()
+        if key in stored:
+            out.append((key, stored.pop(key)))
+            continue
+        arr = state[key].detach().cpu().numpy()
         if arr.dtype.kind == "f":
             arr = arr.astype(dtype)
         out.append((key, np.ascontiguousarray(arr)))
@@ -103,12 +120,17 @@ def pack(args: PackArgs) -> PackResult:
         raise UsageError(f"{args.out} already exists", "choose another --out or pass --overwrite")
     chosen = plan(args.targets, DTYPES[args.dtype] if args.dtype else None)
     dtype = chosen.weights_dtype
+    scheme = None
+    if args.quantize is not None:
+        from packer.bundle.quantize import get_scheme
+
+        scheme = get_scheme(args.quantize)
     progress.status(f"ingesting {args.checkpoint}")
     ckpt = ingest(args.checkpoint, tokenizer=args.tokenizer, prediction_type=args.prediction_type,
                   image_size=args.image_size)
     progress.status(f"compiling {chosen.display()} (libraries are reused when the architecture was built before)")
     with native_log.quiet("compile"):  # TVM's C++ warnings only with SDPACK_VERBOSE=1
-        compiled = compile_all(ckpt, variants=[(v.target, v.dtype) for v in chosen.variants])
+        compiled = compile_all(ckpt, variants=[(v.target, v.dtype) for v in chosen.variants], quantize=scheme)
     by_component: dict[str, list] = {}
     for (component, _target, _dtype), cc in compiled.items():
         by_component.setdefault(component, []).append(cc)
@@ -120,7 +142,7 @@ def pack(args: PackArgs) -> PackResult:
             if any(c.params != first.params for c in ccs):  # one weight layout serves every variant
                 raise CompileError(f"targets disagree on the {component} parameter order",
                                    "pack these targets separately and report it as a bug")
-            index, params = writer.add_weights(component, _params(ckpt, first, dtype))
+            index, params = writer.add_weights(component, _params(ckpt, first, dtype, scheme))
             components[component] = manifest.component_entry(index, params, first)
         targets: dict = {}
         for variant in chosen.variants:
@@ -137,8 +159,22 @@ def pack(args: PackArgs) -> PackResult:
         model = manifest.model_fields(ckpt, checkpoint=args.checkpoint, version=args.version,
                                       model_id=args.model_id, license=args.license,
                                       base_model=args.base_model)
-        doc = writer.commit(manifest.fields(ckpt, model=model, components=components, targets=targets,
-                                            tokenizer_files=tok_files, dtype=dtype,
-                                            pipeline_version=PIPELINE_VERSION))
+        fields = manifest.fields(ckpt, model=model, components=components, targets=targets,
+                                 tokenizer_files=tok_files, dtype=dtype, pipeline_version=PIPELINE_VERSION)
+        if scheme is not None:
+            fields["quantization"] = _quantization(scheme, ckpt, by_component)
+        doc = writer.commit(fields)
     reused = sum(1 for c in compiled.values() if c.reused)
     return PackResult(args.out, doc, len(compiled) - reused, reused)
+
+
+def _quantization(scheme, ckpt, by_component: dict) -> dict:
+    """The manifest's ``quantization``: the scheme and each component's quantized weights."""
+    from packer.bundle.quantize import manifest_entry
+
+    tensors = {}
+    for component, ccs in by_component.items():
+        state = ckpt.state_dicts[ccs[0].param_source]
+        if ccs[0].quantized:
+            tensors[component] = [(key, list(state[key].shape)) for key in ccs[0].quantized]
+    return manifest_entry(scheme, tensors)

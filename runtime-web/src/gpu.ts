@@ -11,13 +11,13 @@ import { BundleError, UnsupportedError } from "./errors.js";
 
 export type Tvmjs = typeof Tvm;
 
-export type HostDtype = "float32" | "float16" | "int32";
+export type HostDtype = "float32" | "float16" | "int32" | "uint32";
 
 /** A tensor in host memory; float16 as its raw bits. */
 export interface HostTensor {
   dtype: HostDtype;
   shape: number[];
-  data: Float32Array | Uint16Array | Int32Array;
+  data: Float32Array | Uint16Array | Int32Array | Uint32Array;
 }
 
 /** What a bundle variant is checked against. */

@@ -15,6 +15,9 @@ const SEGMENT = /^[A-Za-z0-9._-]+$/;
 /** The schema's standalone validator (generated code: no `new Function` at run time). */
 const validator = schemaValidator as ((doc: unknown) => boolean) & { errors?: ErrorObject[] | null };
 
+/** The weight quantization schemes this runtime reads (formats/README.md, "Quantized weights"). */
+export const QUANTIZATION_SCHEMES = ["q4f16", "q8f16"] as const;
+
 function validate(doc: unknown): ErrorObject[] {
   return validator(doc) ? [] : (validator.errors ?? []);
 }
@@ -53,6 +56,18 @@ function describe(error: ErrorObject): string {
   return `${where}: ${message.length <= 160 ? message : `${message.slice(0, 157)}...`}`;
 }
 
+/** A quantization scheme this runtime does not know is refused by name, before the schema. */
+function checkScheme(quantization: unknown, where: string): void {
+  if (typeof quantization !== "object" || quantization === null) return;
+  const scheme = (quantization as { scheme?: unknown }).scheme;
+  if (!(QUANTIZATION_SCHEMES as readonly unknown[]).includes(scheme)) {
+    throw new BundleError(
+      `${where}: weights are quantized with scheme ${JSON.stringify(scheme)}, which this runtime does not read (it reads ${QUANTIZATION_SCHEMES.join(", ")})`,
+      { file: where, hint: "upgrade sdpack's web runtime, or load an unquantized bundle of the model" },
+    );
+  }
+}
+
 /** Check `doc` against the schema and the rules it cannot say; return it typed. */
 export function validateManifest(doc: unknown, where: string = MANIFEST_NAME): Manifest {
   if (typeof doc !== "object" || doc === null || Array.isArray(doc)) {
@@ -68,6 +83,7 @@ export function validateManifest(doc: unknown, where: string = MANIFEST_NAME): M
       { file: where, hint: "upgrade sdpack's web runtime, or repack the model" },
     );
   }
+  checkScheme(obj.quantization, where);
   if (Array.isArray(obj.files)) {
     obj.files.forEach((entry, i) => {
       if (typeof entry === "object" && entry !== null) checkPath((entry as { path?: unknown }).path, `${where}: files[${i}]`);

@@ -32,7 +32,7 @@ export interface TensorCacheIndex {
 }
 
 /** float16 comes as its raw bits (Uint16Array): JavaScript has no portable Float16Array yet. */
-export type TensorData = Float32Array | Uint16Array | Int32Array | BigInt64Array | Uint8Array;
+export type TensorData = Float32Array | Uint16Array | Int32Array | Uint32Array | BigInt64Array | Uint8Array;
 
 export interface Tensor {
   name: string;
@@ -95,6 +95,8 @@ function view(dtype: Dtype, bytes: Uint8Array): TensorData {
       return new Uint16Array(bytes.buffer, bytes.byteOffset, n);
     case "int32":
       return new Int32Array(bytes.buffer, bytes.byteOffset, n);
+    case "uint32":
+      return new Uint32Array(bytes.buffer, bytes.byteOffset, n);
     case "int64":
       return new BigInt64Array(bytes.buffer, bytes.byteOffset, n);
     default:

@@ -24,6 +24,8 @@ function paramFor(t: Tensor, dtype: "float32" | "float16"): HostTensor {
     return dtype === "float32" ? { dtype, shape: t.shape, data: values } : { dtype, shape: t.shape, data: float32ToHalf(values) };
   }
   if (t.dtype === "int32") return { dtype: "int32", shape: t.shape, data: t.data as Int32Array };
+  // Packed codes of a quantized weight (formats/README.md, "Quantized weights"): uploaded as stored.
+  if (t.dtype === "uint32") return { dtype: "uint32", shape: t.shape, data: t.data as Uint32Array };
   throw new UnsupportedError(`parameter ${t.name} has dtype ${t.dtype}, which the web runtime cannot upload`);
 }
 

@@ -191,6 +191,19 @@ describe("tampered bundles are refused, naming the file, and nothing bad is cach
     for (const [sha, bytes] of cache.entries) assert.equal(sha256(bytes), sha, "every cached entry verifies");
   };
 
+  test("an unknown weight quantization scheme", async () => {
+    const { err, cache, requests } = await tampered((dir) =>
+      editManifest(dir, (m) => {
+        m.quantization = { scheme: "q3f16", bits: 3, group_size: 32, scale_dtype: "float16", symmetric: true, tensors: {} };
+      }),
+    );
+    assert.equal(err.file, "manifest.json");
+    assert.match(err.message, /weights are quantized with scheme "q3f16", which this runtime does not read \(it reads q4f16, q8f16\)/);
+    assert.match(err.hint!, /upgrade/);
+    assert.equal(requests.length, 1);
+    assert.equal(cache.entries.size, 0);
+  });
+
   test("a flipped byte in a shard", async () => {
     const path = "weights/unet/params_shard_1.bin.zst";
     const { err, cache } = await tampered((dir) => {

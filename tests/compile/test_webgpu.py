@@ -238,3 +238,37 @@ def test_float16_text_encoder_runs_on_webgpu(runtime_cache, tmp_path, monkeypatc
     got = run_in_deno(compiled.lib_path, inputs + params, tmp_path, len(inputs))
     expected = torch_reference("text_encoder", module, inputs)
     assert np.abs(got - expected).max() <= 3e-2 * float(np.abs(expected).max())
+
+
+@pytest.mark.skipif(not (TVMJS.is_file() and DENO.is_file()),
+                    reason="needs `npm ci` in runtime-web/ and tests/compile/webgpu_harness/")
+@pytest.mark.parametrize("component", ["text_encoder", "unet"])
+def test_quantized_component_matches_the_numpy_reference_on_webgpu(component, runtime_cache, tmp_path, monkeypatch):
+    """q4f16 weights uploaded packed (uint32 codes, scales widened to float32) and decoded inside
+    dlight's matmul and convolution kernels give what torch gives with the reference's weights."""
+    import torch
+
+    from packer.bundle import quantize as qz
+
+    monkeypatch.setenv("SDPACK_WEBGPU_RUNTIME_CACHE", str(runtime_cache))
+    scheme = qz.SCHEMES["q4f16"]
+    module = MODULES[component]()
+    compiled = compile_component(
+        component, module, configs=signature_configs(component, module), latent_hw=(8, 8),
+        target="webgpu", dtype="float32", cache_dir=tmp_path / "cache", quantize=scheme)
+    assert compiled.quantized
+    state = {k: v.numpy().astype(np.float16) for k, v in module.state_dict().items()}
+    stored = dict(qz.quantize_params(state.items(), set(compiled.quantized), scheme))
+    params = [stored[k] if stored[k].dtype == np.uint32 else stored[k].astype(np.float32) for k in compiled.params]
+    inputs = example_inputs(component)
+    got = run_in_deno(compiled.lib_path, inputs + params, tmp_path, len(inputs))
+    with torch.no_grad():
+        for key, value in module.state_dict().items():
+            if key in compiled.quantized:
+                packed, scales = (stored[n] for n in qz.stored_names(key))
+                value.copy_(torch.from_numpy(qz.dequantize(packed, scales, value.shape, scheme)))
+            elif value.is_floating_point():
+                value.copy_(torch.from_numpy(stored[key].astype(np.float32)))
+    expected = torch_reference(component, module, inputs)
+    scale = max(1.0, float(np.abs(expected).max()))
+    assert np.abs(got - expected).max() <= 1e-4 * scale, np.abs(got - expected).max()

@@ -75,6 +75,7 @@ def test_second_checkpoint_reuses_libraries_and_publish_pull_roundtrip(example, 
         (["--model-id", "no-slash"], "invalid repo id"),
         (["--image-size", "100"], "image size 100"),
         (["--base-model", "not-an-id"], "--base-model 'not-an-id' is not a Hub repo id"),
+        (["--quantize", "q3f16"], "unknown --quantize 'q3f16'"),
     ],
 )
 def test_pack_bad_arguments(example, tmp_path, args, message, env):

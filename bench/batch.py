@@ -31,10 +31,30 @@ REPO = Path(__file__).resolve().parents[1]  # the packer processes this starts i
 def run(jobs: list[dict], work: Path, name: str, extra: list[str]) -> tuple[float, dict]:
     path = work / f"{name}.jsonl"
     path.write_text("".join(json.dumps(j) + "\n" for j in jobs))
-    env = {**os.environ, "SDPACK_CACHE": str(work / "cache"), "SDPACK_NO_PROGRESS": "1", "PYTHONPATH": str(REPO)}
+    env = {
+        **os.environ,
+        "SDPACK_CACHE": str(work / "cache"),
+        "SDPACK_NO_PROGRESS": "1",
+        "PYTHONPATH": str(REPO),
+    }
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "packer", "publish-batch", str(path), "--hub", str(work / "hub"),
-                           "--json", *extra], capture_output=True, text=True, env=env, cwd=REPO)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "packer",
+            "publish-batch",
+            str(path),
+            "--hub",
+            str(work / "hub"),
+            "--json",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+    )
     wall = time.perf_counter() - start
     if proc.returncode:
         sys.exit(f"publish-batch failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
@@ -71,16 +91,22 @@ def main() -> None:
         tok = tiny_tokenizer.save(work / "tokenizer")
     job = {"checkpoint": str(ckpt), "tokenizer": str(tok), "version": "1.0.0", **options}
     extra = ["--address", args.address] if args.address else []
-    print(f"# {platform.node()} {os.cpu_count()} cores, python {platform.python_version()}; {ckpt.name} "
-          f"({ckpt.stat().st_size / 2**20:.1f} MiB); targets {args.targets} {args.dtype}; ray {args.address or 'local'}")
+    print(
+        f"# {platform.node()} {os.cpu_count()} cores, python {platform.python_version()}; {ckpt.name} "
+        f"({ckpt.stat().st_size / 2**20:.1f} MiB); targets {args.targets} {args.dtype}; ray {args.address or 'local'}"
+    )
     wall, doc = run([{**job, "repo": "bench/warmup"}], work, "warmup", extra)
     print(f"warm-up: 1 job, {doc['libraries']['compiled']} libraries compiled, {wall:.1f} s")
-    wall, doc = run([{**job, "repo": f"bench/m{i:05d}"} for i in range(args.jobs)], work, "batch", extra)
+    wall, doc = run(
+        [{**job, "repo": f"bench/m{i:05d}"} for i in range(args.jobs)], work, "batch", extra
+    )
     seconds = [r["seconds"] for r in doc["results"]]
     assert doc["published"] == args.jobs and doc["libraries"]["compiled"] == 0, doc
-    print(f"batch: {args.jobs} jobs in {wall:.1f} s (Ray start and probes included) = {args.jobs / wall * 3600:.0f} jobs/hour; "
-          f"per job on its worker: median {statistics.median(seconds):.2f} s, max {max(seconds):.2f} s; "
-          f"{len({r['node'] for r in doc['results']})} node(s)")
+    print(
+        f"batch: {args.jobs} jobs in {wall:.1f} s (Ray start and probes included) = {args.jobs / wall * 3600:.0f} jobs/hour; "
+        f"per job on its worker: median {statistics.median(seconds):.2f} s, max {max(seconds):.2f} s; "
+        f"{len({r['node'] for r in doc['results']})} node(s)"
+    )
 
 
 if __name__ == "__main__":

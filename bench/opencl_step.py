@@ -28,8 +28,12 @@ SD_UNET_TFLOP = 1.68  # one CFG step (batch 2) at a 64×64 latent (anchors.md)
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("bundle", type=Path)
-    ap.add_argument("--dtype", choices=("float16", "float32"), default=None,
-                    help="the variant's dtype (default: float16 where the device has cl_khr_fp16)")
+    ap.add_argument(
+        "--dtype",
+        choices=("float16", "float32"),
+        default=None,
+        help="the variant's dtype (default: float16 where the device has cl_khr_fp16)",
+    )
     ap.add_argument("--reps", type=int, default=5)
     args = ap.parse_args()
 
@@ -39,8 +43,11 @@ def main() -> None:
     lat = pipe.bundle.manifest["architecture"]["latent"]
     f = pipe.float
     hidden = np.concatenate([pipe.encode_prompt(""), pipe.encode_prompt("an astronaut")]).astype(f)
-    sample = np.random.default_rng(0).standard_normal(
-        (2, lat["channels"], lat["height"], lat["width"])).astype(f)
+    sample = (
+        np.random.default_rng(0)
+        .standard_normal((2, lat["channels"], lat["height"], lat["width"]))
+        .astype(f)
+    )
     ts = np.full((2,), 981.0, np.float32)
 
     def timed(call) -> float:
@@ -53,15 +60,24 @@ def main() -> None:
     vae = timed(lambda: pipe.runners["vae_decoder"](sample[:1]))
     step = statistics.median(steps)
     unet = pipe.bundle.manifest["architecture"]["configs"]["unet"]
-    full = (lat["height"], lat["width"]) == (64, 64) and \
-        list(unet.get("block_out_channels", [])) == [320, 640, 1280, 1280]
+    full = (lat["height"], lat["width"]) == (64, 64) and list(
+        unet.get("block_out_channels", [])
+    ) == [320, 640, 1280, 1280]
     import tvm
 
-    print(json.dumps({
-        "device": tvm.opencl(0).device_name, "variant": pipe.variant_key,
-        "load_s": round(load_s, 2), "first_step_s": round(first, 2), "step_s": round(step, 3),
-        "vae_s": round(vae, 2), "unet_gflops": round(SD_UNET_TFLOP * 1e3 / step, 1) if full else None,
-    }))
+    print(
+        json.dumps(
+            {
+                "device": tvm.opencl(0).device_name,
+                "variant": pipe.variant_key,
+                "load_s": round(load_s, 2),
+                "first_step_s": round(first, 2),
+                "step_s": round(step, 3),
+                "vae_s": round(vae, 2),
+                "unet_gflops": round(SD_UNET_TFLOP * 1e3 / step, 1) if full else None,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -38,20 +38,43 @@ def make_checkpoint(path: Path, seed: int) -> None:
     state = {c: m.state_dict() for c, m in models.items()}
     ldm = make_example.to_ldm(state, {"unet": UNET, "vae": VAE})
     del models, state
-    make_example._save_safetensors({k: v.half() for k, v in ldm.items()}, path, {"modelspec.resolution": "512x512"})
+    make_example._save_safetensors(
+        {k: v.half() for k, v in ldm.items()}, path, {"modelspec.resolution": "512x512"}
+    )
 
 
-def run_pack(ckpt: Path, out: Path, tokenizer: Path, cache: Path, targets: str, dtype: str) -> tuple[float, float]:
+def run_pack(
+    ckpt: Path, out: Path, tokenizer: Path, cache: Path, targets: str, dtype: str
+) -> tuple[float, float]:
     env = {**os.environ, "SDPACK_CACHE": str(cache), "SDPACK_NO_PROGRESS": "1"}
-    cmd = [sys.executable, "-m", "packer", "pack", str(ckpt), "--out", str(out), "--targets", targets,
-           "--dtype", dtype, "--tokenizer", str(tokenizer), "--version", "1.0.0", "--model-id", "bench/sd15"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "packer",
+        "pack",
+        str(ckpt),
+        "--out",
+        str(out),
+        "--targets",
+        targets,
+        "--dtype",
+        dtype,
+        "--tokenizer",
+        str(tokenizer),
+        "--version",
+        "1.0.0",
+        "--model-id",
+        "bench/sd15",
+    ]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peak = 0
     while proc.poll() is None:  # sample the RSS of the process tree (compiler subprocesses too)
         try:
             root = psutil.Process(proc.pid)
-            peak = max(peak, sum(p.memory_info().rss for p in [root, *root.children(recursive=True)]))
+            peak = max(
+                peak, sum(p.memory_info().rss for p in [root, *root.children(recursive=True)])
+            )
         except psutil.Error:
             pass
         time.sleep(0.2)
@@ -75,17 +98,39 @@ def main() -> None:
         shutil.rmtree(work / f"bundle-{d}", ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
     tok = tiny_tokenizer.save(work / "tokenizer")
-    print(f"# {platform.node()} {os.cpu_count()} cores, python {platform.python_version()}; targets {args.targets} {args.dtype}")
+    print(
+        f"# {platform.node()} {os.cpu_count()} cores, python {platform.python_version()}; targets {args.targets} {args.dtype}"
+    )
     for name, seed in (("a", 1), ("b", 2)):
         ckpt = work / f"sd15-{name}.safetensors"
         if not ckpt.exists():
             t = time.perf_counter()
             make_checkpoint(ckpt, seed)
-            print(f"made {ckpt.name} ({ckpt.stat().st_size / 2**30:.2f} GiB) in {time.perf_counter() - t:.0f} s")
-    first = run_pack(work / "sd15-a.safetensors", work / "bundle-a", tok, work / "cache", args.targets, args.dtype)
-    print(f"first pack  (empty cache):       {first[0]:7.1f} s, peak RSS {first[1]:.2f} GiB   goal ≤ 600 s, ≤ 12 GiB")
-    second = run_pack(work / "sd15-b.safetensors", work / "bundle-b", tok, work / "cache", args.targets, args.dtype)
-    print(f"second pack (same architecture): {second[0]:7.1f} s, peak RSS {second[1]:.2f} GiB   goal ≤ 120 s")
+            print(
+                f"made {ckpt.name} ({ckpt.stat().st_size / 2**30:.2f} GiB) in {time.perf_counter() - t:.0f} s"
+            )
+    first = run_pack(
+        work / "sd15-a.safetensors",
+        work / "bundle-a",
+        tok,
+        work / "cache",
+        args.targets,
+        args.dtype,
+    )
+    print(
+        f"first pack  (empty cache):       {first[0]:7.1f} s, peak RSS {first[1]:.2f} GiB   goal ≤ 600 s, ≤ 12 GiB"
+    )
+    second = run_pack(
+        work / "sd15-b.safetensors",
+        work / "bundle-b",
+        tok,
+        work / "cache",
+        args.targets,
+        args.dtype,
+    )
+    print(
+        f"second pack (same architecture): {second[0]:7.1f} s, peak RSS {second[1]:.2f} GiB   goal ≤ 120 s"
+    )
     print(f"ratio second/first: {second[0] / first[0]:.2f}")
 
 

@@ -56,7 +56,10 @@ OUTLIER_FRACTION, OUTLIER_GAIN, T_DOF = 0.01, 20.0, 3
 
 def build(seed: int) -> dict[str, torch.nn.Module]:
     torch.manual_seed(seed)
-    return {name: architecture.construct(kind, cfg, device="cpu").eval() for name, (kind, cfg) in COMPONENTS.items()}
+    return {
+        name: architecture.construct(kind, cfg, device="cpu").eval()
+        for name, (kind, cfg) in COMPONENTS.items()
+    }
 
 
 def trained_like(models: dict, scheme: qz.Scheme, seed: int) -> None:
@@ -71,7 +74,9 @@ def trained_like(models: dict, scheme: qz.Scheme, seed: int) -> None:
                 w = rng.standard_t(T_DOF, size=p.shape).astype(np.float32)
                 w *= std / w.std()
                 view = w.reshape(p.shape[0], -1)
-                cols = rng.choice(view.shape[1], max(1, int(view.shape[1] * OUTLIER_FRACTION)), replace=False)
+                cols = rng.choice(
+                    view.shape[1], max(1, int(view.shape[1] * OUTLIER_FRACTION)), replace=False
+                )
                 view[:, cols] *= OUTLIER_GAIN
                 p.copy_(torch.from_numpy(view.reshape(p.shape)))
 
@@ -110,7 +115,11 @@ def stored_bytes(states: dict, quantized: bool) -> dict[str, int]:
         writer = BundleWriter(Path(tmp) / "b")
         with writer:
             for component, (fp16, deq, _) in states.items():
-                keep = (lambda k: k.startswith(("decoder.", "post_quant_conv."))) if component == "vae" else (lambda k: True)
+                keep = (
+                    (lambda k: k.startswith(("decoder.", "post_quant_conv.")))
+                    if component == "vae"
+                    else (lambda k: True)
+                )
                 params = []
                 for name, w in fp16.items():
                     if not keep(name):
@@ -127,7 +136,10 @@ def stored_bytes(states: dict, quantized: bool) -> dict[str, int]:
 
 
 def load(model: torch.nn.Module, state: dict, deq: dict | None, device: str) -> torch.nn.Module:
-    weights = {k: torch.from_numpy(deq[k][0] if deq and k in deq else v.astype(np.float32)) for k, v in state.items()}
+    weights = {
+        k: torch.from_numpy(deq[k][0] if deq and k in deq else v.astype(np.float32))
+        for k, v in state.items()
+    }
     model.load_state_dict(weights, strict=False)
     return model.to(device)
 
@@ -145,32 +157,50 @@ def output_errors(models, states, device: str, latent: int, seed: int) -> dict[s
     t = torch.tensor([500.0, 500.0])
     out = {}
     te, unet = models["text_encoder"], models["unet"]
-    ys = [load(te, states["text_encoder"][0], deq, device)(ids.to(device)).last_hidden_state
-          for deq in (None, states["text_encoder"][1])]
+    ys = [
+        load(te, states["text_encoder"][0], deq, device)(ids.to(device)).last_hidden_state
+        for deq in (None, states["text_encoder"][1])
+    ]
     out["text_encoder"] = rel(ys[1], ys[0])
-    ys = [load(unet, states["unet"][0], deq, device)(sample.to(device), t.to(device), ehs.to(device), return_dict=False)[0]
-          for deq in (None, states["unet"][1])]
+    ys = [
+        load(unet, states["unet"][0], deq, device)(
+            sample.to(device), t.to(device), ehs.to(device), return_dict=False
+        )[0]
+        for deq in (None, states["unet"][1])
+    ]
     out["unet"] = rel(ys[1], ys[0])
     return out
 
 
 @torch.no_grad()
-def image(models, states, deq_on: bool, device: str, steps: int, latent: int, seed: int) -> np.ndarray:
+def image(
+    models, states, deq_on: bool, device: str, steps: int, latent: int, seed: int
+) -> np.ndarray:
     from diffusers import DPMSolverMultistepScheduler
 
     g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, CLIP_L["vocab_size"], (2, 77), generator=g)  # [uncond, cond] stand-in prompts
+    ids = torch.randint(
+        0, CLIP_L["vocab_size"], (2, 77), generator=g
+    )  # [uncond, cond] stand-in prompts
     x = torch.randn(1, 4, latent, latent, generator=g).to(device)
-    te = load(models["text_encoder"], states["text_encoder"][0], states["text_encoder"][1] if deq_on else None, device)
+    te = load(
+        models["text_encoder"],
+        states["text_encoder"][0],
+        states["text_encoder"][1] if deq_on else None,
+        device,
+    )
     unet = load(models["unet"], states["unet"][0], states["unet"][1] if deq_on else None, device)
     vae = load(models["vae"], states["vae"][0], None, device)
     hidden = te(ids.to(device)).last_hidden_state
-    sched = DPMSolverMultistepScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
-                                        beta_schedule="scaled_linear")
+    sched = DPMSolverMultistepScheduler(
+        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear"
+    )
     sched.set_timesteps(steps)
     x = x * sched.init_noise_sigma
     for t in sched.timesteps:
-        pred = unet(torch.cat([x, x]), torch.stack([t, t]).float().to(device), hidden, return_dict=False)[0]
+        pred = unet(
+            torch.cat([x, x]), torch.stack([t, t]).float().to(device), hidden, return_dict=False
+        )[0]
         uncond, cond = pred.chunk(2)
         x = sched.step(uncond + 7.5 * (cond - uncond), t, x).prev_sample
     img = vae.decode(x / VAE["scaling_factor"]).sample
@@ -186,7 +216,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--schemes", default="q4f16,q8f16")
     ap.add_argument("--weights", default="random,trained-like")
-    ap.add_argument("--outputs", action="store_true", help="component output errors (torch forward passes)")
+    ap.add_argument(
+        "--outputs", action="store_true", help="component output errors (torch forward passes)"
+    )
     ap.add_argument("--image", action="store_true", help="whole-pipeline image PSNR vs float16")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--steps", type=int, default=20)
@@ -210,19 +242,25 @@ def main() -> None:
             for component in ("text_encoder", "unet"):
                 total, worst, layer = weight_error(states[component][2])
                 n = len(states[component][2])
-                print(f"  {component:<13} {n} weights quantized; weight rel. error {total:.4f} (worst {worst:.4f}: {layer})")
+                print(
+                    f"  {component:<13} {n} weights quantized; weight rel. error {total:.4f} (worst {worst:.4f}: {layer})"
+                )
             if kind == "random" and base is None:
                 base = stored_bytes(states, quantized=False)
                 print(f"  stored float16: {fmt(base)}")
             sizes = stored_bytes(states, quantized=True)
             print(f"  stored {name}: {fmt(sizes)}")
             if args.outputs:
-                for component, err in output_errors(models, states, args.device, args.latent, args.seed).items():
+                for component, err in output_errors(
+                    models, states, args.device, args.latent, args.seed
+                ).items():
                     print(f"  {component:<13} output rel. error vs float16 weights {err:.4f}")
             if args.image:
                 ref = image(models, states, False, args.device, args.steps, args.latent, args.seed)
                 got = image(models, states, True, args.device, args.steps, args.latent, args.seed)
-                print(f"  image PSNR vs float16 ({args.steps} steps, latent {args.latent}): {psnr(got, ref):.2f} dB")
+                print(
+                    f"  image PSNR vs float16 ({args.steps} steps, latent {args.latent}): {psnr(got, ref):.2f} dB"
+                )
             print(f"  ({time.perf_counter() - start:.0f} s)")
             del models, states
 

@@ -86,7 +86,14 @@ def build_models(seed: int = 0) -> dict[str, torch.nn.Module]:
 
 
 # -- the LDM layout, learned through diffusers' converter ------------------------------------------
-RESBLOCK = ("in_layers.0", "in_layers.2", "emb_layers.1", "out_layers.0", "out_layers.3", "skip_connection")
+RESBLOCK = (
+    "in_layers.0",
+    "in_layers.2",
+    "emb_layers.1",
+    "out_layers.0",
+    "out_layers.3",
+    "skip_connection",
+)
 VAE_RESBLOCK = ("norm1", "conv1", "norm2", "conv2", "nin_shortcut")
 VAE_ATTENTION = ("norm", "q", "k", "v", "proj_out")
 
@@ -104,7 +111,9 @@ def _unet_template(cfg: dict, attention: list[str]) -> list[str]:
     idx = 1
     for i, kind in enumerate(cfg["down_block_types"]):
         for _ in range(per):
-            keys += res(f"input_blocks.{idx}.0") + (attn(f"input_blocks.{idx}.1") if "CrossAttn" in kind else [])
+            keys += res(f"input_blocks.{idx}.0") + (
+                attn(f"input_blocks.{idx}.1") if "CrossAttn" in kind else []
+            )
             idx += 1
         if i < n - 1:
             keys += _params([f"input_blocks.{idx}.0.op"])
@@ -114,7 +123,9 @@ def _unet_template(cfg: dict, attention: list[str]) -> list[str]:
     for i, kind in enumerate(cfg["up_block_types"]):
         for j in range(per + 1):
             cross = "CrossAttn" in kind
-            keys += res(f"output_blocks.{idx}.0") + (attn(f"output_blocks.{idx}.1") if cross else [])
+            keys += res(f"output_blocks.{idx}.0") + (
+                attn(f"output_blocks.{idx}.1") if cross else []
+            )
             if j == per and i < n - 1:
                 keys += _params([f"output_blocks.{idx}.{2 if cross else 1}.conv"])
             idx += 1
@@ -137,14 +148,20 @@ def _vae_template(cfg: dict) -> list[str]:
     return [VAE + k for k in _params(modules)]
 
 
-def learn_ldm_keys(state_dicts: dict[str, dict[str, torch.Tensor]], configs: dict[str, dict]) -> dict[str, dict[str, str]]:
+def learn_ldm_keys(
+    state_dicts: dict[str, dict[str, torch.Tensor]], configs: dict[str, dict]
+) -> dict[str, dict[str, str]]:
     """``{component: {diffusers key: LDM key}}``, learned by converting numbered probe tensors.
 
     Template keys that do not exist in this model (e.g. a shortcut conv where widths match)
     convert to diffusers keys the model lacks and are dropped; the result must cover every
     diffusers key exactly once.
     """
-    attention = sorted(k.removeprefix("mid_block.attentions.0.") for k in state_dicts["unet"] if k.startswith("mid_block.attentions.0."))
+    attention = sorted(
+        k.removeprefix("mid_block.attentions.0.")
+        for k in state_dicts["unet"]
+        if k.startswith("mid_block.attentions.0.")
+    )
     template = (
         _unet_template(configs["unet"], attention)
         + _vae_template(configs["vae"])
@@ -155,30 +172,42 @@ def learn_ldm_keys(state_dicts: dict[str, dict[str, torch.Tensor]], configs: dic
     for component, mapped in ldm_to_diffusers(probes).items():
         real = state_dicts[component]
         inverse[component] = {k: template[int(v)] for k, v in mapped.items() if k in real}
-        if inverse[component].keys() != real.keys() or len(set(inverse[component].values())) != len(real):
+        if inverse[component].keys() != real.keys() or len(set(inverse[component].values())) != len(
+            real
+        ):
             missing = sorted(real.keys() - inverse[component].keys())
             raise RuntimeError(f"LDM template does not cover the {component}: {missing[:5]}")
     return inverse
 
 
-def to_ldm(state_dicts: dict[str, dict[str, torch.Tensor]], configs: dict[str, dict]) -> dict[str, torch.Tensor]:
+def to_ldm(
+    state_dicts: dict[str, dict[str, torch.Tensor]], configs: dict[str, dict]
+) -> dict[str, torch.Tensor]:
     """The LDM single-file state dict; checked to convert back to ``state_dicts`` bit for bit."""
     ldm = {}
     for component, keys in learn_ldm_keys(state_dicts, configs).items():
         for key, ldm_key in keys.items():
             t = state_dicts[component][key]
             # LDM's VAE attention uses 1×1 convolutions where diffusers has linear layers.
-            ldm[ldm_key] = (t[:, :, None, None] if component == "vae" and t.ndim == 2 else t).clone().contiguous()
+            ldm[ldm_key] = (
+                (t[:, :, None, None] if component == "vae" and t.ndim == 2 else t)
+                .clone()
+                .contiguous()
+            )
     ldm = dict(sorted(ldm.items()))
     back = ldm_to_diffusers(ldm)
     for component, sd in state_dicts.items():
-        if back[component].keys() != sd.keys() or not all(torch.equal(back[component][k], v) for k, v in sd.items()):
+        if back[component].keys() != sd.keys() or not all(
+            torch.equal(back[component][k], v) for k, v in sd.items()
+        ):
             raise RuntimeError(f"LDM {component} does not convert back to the original weights")
     return ldm
 
 
 # -- files ---------------------------------------------------------------------------------------
-def _save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+def _save_safetensors(
+    tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]
+) -> None:
     """``safetensors.torch.save`` with its header re-serialised in a fixed order.
 
     The library writes ``__metadata__`` in hash-map order, which changes between runs; the
@@ -202,7 +231,9 @@ def _save_pipeline(models: dict, folder: Path, tokenizer_dir: Path) -> None:
     from diffusers import PNDMScheduler, StableDiffusionPipeline
     from transformers import CLIPTokenizer
 
-    scheduler_config = {k: v for k, v in architecture.sd15_scheduler_config().items() if not k.startswith("_")}
+    scheduler_config = {
+        k: v for k, v in architecture.sd15_scheduler_config().items() if not k.startswith("_")
+    }
     pipe = StableDiffusionPipeline(
         vae=models["vae"], text_encoder=models["text_encoder"], unet=models["unet"],
         tokenizer=CLIPTokenizer.from_pretrained(str(tokenizer_dir)), scheduler=PNDMScheduler.from_config(scheduler_config),

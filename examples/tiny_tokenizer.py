@@ -26,7 +26,11 @@ WORDS = (
 
 def bytes_to_unicode() -> dict[int, str]:
     """GPT-2/CLIP's reversible byte → printable character table."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    bs = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
     cs = bs[:]
     n = 0
     for b in range(256):
@@ -78,10 +82,19 @@ def vocab_and_merges(num_merges: int = 200) -> tuple[dict[str, int], list[tuple[
 
 def make_tokenizer(num_merges: int = 200) -> Tokenizer:
     vocab, merges = vocab_and_merges(num_merges)
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, end_of_word_suffix="</w>", unk_token=EOS, fuse_unk=False))
-    tok.normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()])
+    tok = Tokenizer(
+        models.BPE(
+            vocab=vocab, merges=merges, end_of_word_suffix="</w>", unk_token=EOS, fuse_unk=False
+        )
+    )
+    tok.normalizer = normalizers.Sequence(
+        [normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()]
+    )
     tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Split(Regex(CLIP_SPLIT), behavior="removed", invert=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+        [
+            pre_tokenizers.Split(Regex(CLIP_SPLIT), behavior="removed", invert=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False),
+        ]
     )
     tok.decoder = decoders.ByteLevel()
     tok.post_processor = processors.RobertaProcessing(
@@ -111,8 +124,15 @@ def save(folder: Path, num_merges: int = 200) -> Path:
         "add_prefix_space": False,
         "clean_up_tokenization_spaces": True,
     }
-    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps(config, indent=2, sort_keys=True) + "\n"
+    )
     (folder / "special_tokens_map.json").write_text(
-        json.dumps({"bos_token": BOS, "eos_token": EOS, "unk_token": EOS, "pad_token": EOS}, indent=2, sort_keys=True) + "\n"
+        json.dumps(
+            {"bos_token": BOS, "eos_token": EOS, "unk_token": EOS, "pad_token": EOS},
+            indent=2,
+            sort_keys=True,
+        )
+        + "\n"
     )
     return folder

@@ -18,11 +18,23 @@ from packer.errors import SdpackError, UsageError
 DTYPES = ("fp16", "fp32")
 DEVICES = ("cpu", "cuda", "opencl")
 SCHEDULERS = ("dpm++", "euler", "euler-a", "ddim", "pndm")
-TARGETS = ("llvm", "cpu", "cuda", "cuda-sm80", "cuda-sm86", "cuda-sm89", "cuda-sm90", "opencl", "opencl-mali",
-           "webgpu")
+TARGETS = (
+    "llvm",
+    "cpu",
+    "cuda",
+    "cuda-sm80",
+    "cuda-sm86",
+    "cuda-sm89",
+    "cuda-sm90",
+    "opencl",
+    "opencl-mali",
+    "webgpu",
+)
 """The names help and completion offer; tests/cli/test_conventions.py holds them to the registries
 (packer.compile.targets imports torch, too slow to load for every command)."""
-HUB_HELP = "where the hub is: 'hf' (HF_ENDPOINT, else huggingface.co), a Hub URL, or a directory hub"
+HUB_HELP = (
+    "where the hub is: 'hf' (HF_ENDPOINT, else huggingface.co), a Hub URL, or a directory hub"
+)
 JSON_HELP = "print one JSON object instead (formats/cli-output.schema.json)"
 
 
@@ -63,14 +75,22 @@ app = typer.Typer(
 )
 
 
-TARGETS_HELP = ("comma-separated compile targets (default: webgpu,llvm, plus cuda when this machine has a "
-                "CUDA GPU and nvcc)")
-QUANTIZE_HELP = "store text-encoder and UNet linear/conv weights group-quantized (4 or 8 bits, float16 scales)"
-DTYPE_HELP = ("fp16 or fp32: every target in it, weights stored in it (default: webgpu fp16 and fp32, "
-              "llvm fp32, cuda fp16, over fp16 weights)")
+TARGETS_HELP = (
+    "comma-separated compile targets (default: webgpu,llvm, plus cuda when this machine has a "
+    "CUDA GPU and nvcc)"
+)
+QUANTIZE_HELP = (
+    "store text-encoder and UNet linear/conv weights group-quantized (4 or 8 bits, float16 scales)"
+)
+DTYPE_HELP = (
+    "fp16 or fp32: every target in it, weights stored in it (default: webgpu fp16 and fp32, "
+    "llvm fp32, cuda fp16, over fp16 weights)"
+)
 LICENSE_HELP = "license for the manifest and model card (default: the source card's, else creativeml-openrail-m)"
-BASE_MODEL_HELP = ("ORG/NAME of the model this one derives from, for the model card (default: the source's Hub id, "
-                   "else stable-diffusion-v1-5/stable-diffusion-v1-5)")
+BASE_MODEL_HELP = (
+    "ORG/NAME of the model this one derives from, for the model card (default: the source's Hub id, "
+    "else stable-diffusion-v1-5/stable-diffusion-v1-5)"
+)
 
 
 def _target_list(targets: str | None) -> list[str] | None:
@@ -90,7 +110,9 @@ def _complete_targets(incomplete: str) -> list[str]:
     """Completion inside a comma-separated target list: the names for the part after the last comma."""
     done, _, last = incomplete.rpartition(",")
     taken = set(done.split(",")) if done else set()
-    return [(done + "," if done else "") + t for t in TARGETS if t.startswith(last) and t not in taken]
+    return [
+        (done + "," if done else "") + t for t in TARGETS if t.startswith(last) and t not in taken
+    ]
 
 
 def _emit(result, as_json: bool) -> None:
@@ -106,7 +128,11 @@ def _hub(hub: str | None, to: str | None = None, endpoint: str | None = None) ->
     ``--to hf --endpoint URL`` meant the Hub at URL, so it still does."""
     if to == "hf" and endpoint is not None:
         to = None
-    given = {name: v for name, v in (("--hub", hub), ("--to", to), ("--endpoint", endpoint)) if v is not None}
+    given = {
+        name: v
+        for name, v in (("--hub", hub), ("--to", to), ("--endpoint", endpoint))
+        if v is not None
+    }
     if len(set(given.values())) > 1:
         raise UsageError(f"{' and '.join(given)} name different hubs", "pass only --hub hf|URL|DIR")
     return next(iter(given.values()), None)
@@ -145,8 +171,13 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    show_version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
-                                      help="print sdpack's version and the pinned compiler versions, then exit"),
+    show_version: bool = typer.Option(
+        False,
+        "--version",
+        is_eager=True,
+        callback=_print_version,
+        help="print sdpack's version and the pinned compiler versions, then exit",
+    ),
 ) -> None:
     """Pack Stable Diffusion 1.5-architecture checkpoints into verifiable bundles."""
 
@@ -180,24 +211,44 @@ def inspect(
 @app.command()
 @handles_errors
 def pack(
-    checkpoint: str = typer.Argument(..., help="single-file .safetensors/.ckpt, diffusers folder, or Hub id ORG/NAME[@REV]",
-                                  metavar="CHECKPOINT"),
+    checkpoint: str = typer.Argument(
+        ...,
+        help="single-file .safetensors/.ckpt, diffusers folder, or Hub id ORG/NAME[@REV]",
+        metavar="CHECKPOINT",
+    ),
     out: Path = typer.Option(..., "--out", help="bundle directory to create"),
-    targets: str = typer.Option(None, help=TARGETS_HELP, metavar="[" + "|".join(TARGETS) + "],...",
-                                autocompletion=_complete_targets),
-    dtype: str = typer.Option(None, help=DTYPE_HELP, metavar="[" + "|".join(DTYPES) + "]",
-                              autocompletion=_names(DTYPES)),
+    targets: str = typer.Option(
+        None,
+        help=TARGETS_HELP,
+        metavar="[" + "|".join(TARGETS) + "],...",
+        autocompletion=_complete_targets,
+    ),
+    dtype: str = typer.Option(
+        None, help=DTYPE_HELP, metavar="[" + "|".join(DTYPES) + "]", autocompletion=_names(DTYPES)
+    ),
     version: str = typer.Option("0.1.0", help="bundle version (semver)"),
     model_id: str = typer.Option(None, "--model-id", help="ORG/NAME recorded in the manifest"),
     license: str = typer.Option(None, help=LICENSE_HELP),
     base_model: str = typer.Option(None, "--base-model", help=BASE_MODEL_HELP),
     tokenizer: Path = typer.Option(None, help="CLIP tokenizer folder for single-file checkpoints"),
-    prediction_type: str = typer.Option(None, "--prediction-type", help="epsilon or v_prediction", metavar="[epsilon|v_prediction]",
-                                        autocompletion=_names(("epsilon", "v_prediction"))),
-    image_size: int = typer.Option(None, "--image-size", help="image size in pixels (default: the checkpoint's, else 512)"),
+    prediction_type: str = typer.Option(
+        None,
+        "--prediction-type",
+        help="epsilon or v_prediction",
+        metavar="[epsilon|v_prediction]",
+        autocompletion=_names(("epsilon", "v_prediction")),
+    ),
+    image_size: int = typer.Option(
+        None, "--image-size", help="image size in pixels (default: the checkpoint's, else 512)"
+    ),
     shard_mb: int = typer.Option(32, "--shard-mb", help="raw shard size in MiB"),
-    quantize: str = typer.Option(None, "--quantize", help=QUANTIZE_HELP, metavar="[q4f16|q8f16]",
-                                 autocompletion=_names(("q4f16", "q8f16"))),
+    quantize: str = typer.Option(
+        None,
+        "--quantize",
+        help=QUANTIZE_HELP,
+        metavar="[q4f16|q8f16]",
+        autocompletion=_names(("q4f16", "q8f16")),
+    ),
     overwrite: bool = typer.Option(False, help="replace an existing --out"),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
@@ -205,9 +256,22 @@ def pack(
     from packer.interface.pack import PackArgs
     from packer.interface.pack import pack as run
 
-    args = PackArgs(checkpoint, out, _target_list(targets), dtype, version, model_id, license=license,
-                    base_model=base_model, tokenizer=tokenizer, prediction_type=prediction_type,
-                    image_size=image_size, shard_mb=shard_mb, overwrite=overwrite, quantize=quantize)
+    args = PackArgs(
+        checkpoint,
+        out,
+        _target_list(targets),
+        dtype,
+        version,
+        model_id,
+        license=license,
+        base_model=base_model,
+        tokenizer=tokenizer,
+        prediction_type=prediction_type,
+        image_size=image_size,
+        shard_mb=shard_mb,
+        overwrite=overwrite,
+        quantize=quantize,
+    )
     _emit(run(args), as_json)
 
 
@@ -220,23 +284,47 @@ def generate(
     negative_prompt: str = typer.Option("", "--negative-prompt"),
     seed: int = typer.Option(0, help="noise seed (0 .. 2^64-1)"),
     steps: int = typer.Option(None, help="denoising steps (default: the bundle's)"),
-    guidance: float = typer.Option(None, help="classifier-free guidance scale (default: the bundle's)"),
-    scheduler: str = typer.Option(None, help="sampler (default: the bundle's)", metavar="[" + "|".join(SCHEDULERS) + "]",
-                                  autocompletion=_names(SCHEDULERS)),
-    device: str = typer.Option("cpu", help="where to run", metavar="[" + "|".join(DEVICES) + "]",
-                               autocompletion=_names(DEVICES)),
+    guidance: float = typer.Option(
+        None, help="classifier-free guidance scale (default: the bundle's)"
+    ),
+    scheduler: str = typer.Option(
+        None,
+        help="sampler (default: the bundle's)",
+        metavar="[" + "|".join(SCHEDULERS) + "]",
+        autocompletion=_names(SCHEDULERS),
+    ),
+    device: str = typer.Option(
+        "cpu",
+        help="where to run",
+        metavar="[" + "|".join(DEVICES) + "]",
+        autocompletion=_names(DEVICES),
+    ),
     latents: Path = typer.Option(None, help="initial latents (.npy) instead of the seeded noise"),
-    cuda_graph: bool = typer.Option(True, "--cuda-graph/--no-cuda-graph",
-                                    help="on cuda, replay each component call as a captured CUDA graph "
-                                         "where the bundle's variant allows it"),
+    cuda_graph: bool = typer.Option(
+        True,
+        "--cuda-graph/--no-cuda-graph",
+        help="on cuda, replay each component call as a captured CUDA graph "
+        "where the bundle's variant allows it",
+    ),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Generate an image from a bundle with the native TVM runtime."""
     from packer.interface.generate import GenerateArgs
     from packer.interface.generate import generate as run
 
-    args = GenerateArgs(bundle, prompt, out, negative_prompt, seed, steps, guidance, scheduler, device, latents,
-                        cuda_graph)
+    args = GenerateArgs(
+        bundle,
+        prompt,
+        out,
+        negative_prompt,
+        seed,
+        steps,
+        guidance,
+        scheduler,
+        device,
+        latents,
+        cuda_graph,
+    )
     _emit(run(args), as_json)
 
 
@@ -244,21 +332,47 @@ def generate(
 @handles_errors
 def publish(
     repo: str = typer.Argument(..., help="repository id", metavar="ORG/NAME"),
-    version: str = typer.Option(..., "--version", help="semantic version, e.g. 1.0.0 (tagged v1.0.0)"),
+    version: str = typer.Option(
+        ..., "--version", help="semantic version, e.g. 1.0.0 (tagged v1.0.0)"
+    ),
     checkpoint: str = typer.Option(None, "--checkpoint", help="checkpoint to pack and publish"),
-    bundle: Path = typer.Option(None, "--bundle", help="an already packed bundle to publish instead"),
-    targets: str = typer.Option(None, help=TARGETS_HELP + " (with --checkpoint)",
-                                metavar="[" + "|".join(TARGETS) + "],...", autocompletion=_complete_targets),
-    dtype: str = typer.Option(None, help=DTYPE_HELP + " (with --checkpoint)",
-                              metavar="[" + "|".join(DTYPES) + "]", autocompletion=_names(DTYPES)),
+    bundle: Path = typer.Option(
+        None, "--bundle", help="an already packed bundle to publish instead"
+    ),
+    targets: str = typer.Option(
+        None,
+        help=TARGETS_HELP + " (with --checkpoint)",
+        metavar="[" + "|".join(TARGETS) + "],...",
+        autocompletion=_complete_targets,
+    ),
+    dtype: str = typer.Option(
+        None,
+        help=DTYPE_HELP + " (with --checkpoint)",
+        metavar="[" + "|".join(DTYPES) + "]",
+        autocompletion=_names(DTYPES),
+    ),
     tokenizer: Path = typer.Option(None, help="CLIP tokenizer folder for single-file checkpoints"),
-    prediction_type: str = typer.Option(None, "--prediction-type", help="epsilon or v_prediction", metavar="[epsilon|v_prediction]",
-                                        autocompletion=_names(("epsilon", "v_prediction"))),
-    image_size: int = typer.Option(None, "--image-size", help="image size in pixels (default: the checkpoint's, else 512)"),
+    prediction_type: str = typer.Option(
+        None,
+        "--prediction-type",
+        help="epsilon or v_prediction",
+        metavar="[epsilon|v_prediction]",
+        autocompletion=_names(("epsilon", "v_prediction")),
+    ),
+    image_size: int = typer.Option(
+        None, "--image-size", help="image size in pixels (default: the checkpoint's, else 512)"
+    ),
     license: str = typer.Option(None, help=LICENSE_HELP + " (with --checkpoint)"),
-    base_model: str = typer.Option(None, "--base-model", help=BASE_MODEL_HELP + " (with --checkpoint)"),
-    quantize: str = typer.Option(None, "--quantize", help=QUANTIZE_HELP + " (with --checkpoint)",
-                                 metavar="[q4f16|q8f16]", autocompletion=_names(("q4f16", "q8f16"))),
+    base_model: str = typer.Option(
+        None, "--base-model", help=BASE_MODEL_HELP + " (with --checkpoint)"
+    ),
+    quantize: str = typer.Option(
+        None,
+        "--quantize",
+        help=QUANTIZE_HELP + " (with --checkpoint)",
+        metavar="[q4f16|q8f16]",
+        autocompletion=_names(("q4f16", "q8f16")),
+    ),
     private: bool = typer.Option(False, "--private", help="create the Hub repo as private"),
     hub: str = typer.Option(None, "--hub", help=HUB_HELP + " [default: hf]", metavar="hf|URL|DIR"),
     to: str = typer.Option(None, "--to", hidden=True),
@@ -273,30 +387,60 @@ def publish(
 
     pack_args = None
     if checkpoint is not None:
-        pack_args = PackArgs(checkpoint, Path(), _target_list(targets), dtype, version, repo, license=license,
-                             base_model=base_model, tokenizer=tokenizer, prediction_type=prediction_type,
-                             image_size=image_size, quantize=quantize)
+        pack_args = PackArgs(
+            checkpoint,
+            Path(),
+            _target_list(targets),
+            dtype,
+            version,
+            repo,
+            license=license,
+            base_model=base_model,
+            tokenizer=tokenizer,
+            prediction_type=prediction_type,
+            image_size=image_size,
+            quantize=quantize,
+        )
     args = PublishArgs(bundle, repo, version, private, pack=pack_args)
     if (checkpoint is None) == (bundle is None):
         args.checked()  # says which of the two to pass before the hub options are looked at
     where = _hub(hub, to, endpoint) or "hf"
-    args.to, args.endpoint = ("hf", where) if where.startswith(("http://", "https://")) else (
-        where if where == "hf" else Path(where), None)
+    args.to, args.endpoint = (
+        ("hf", where)
+        if where.startswith(("http://", "https://"))
+        else (where if where == "hf" else Path(where), None)
+    )
     _emit(run(args), as_json)
 
 
 @app.command("publish-batch")
 @handles_errors
 def publish_batch(
-    jobs: Path = typer.Argument(..., help="job file: .jsonl (one JSON object per line) or .toml ([[job]] tables); "
-                                "formats/batch-job.schema.json", metavar="JOBS"),
+    jobs: Path = typer.Argument(
+        ...,
+        help="job file: .jsonl (one JSON object per line) or .toml ([[job]] tables); "
+        "formats/batch-job.schema.json",
+        metavar="JOBS",
+    ),
     hub: str = typer.Option("hf", "--hub", help=HUB_HELP, metavar="hf|URL|DIR"),
-    address: str = typer.Option(None, "--address", help="a running Ray cluster (`ray start --head` prints it); "
-                                "default: Ray in this process, on this machine"),
-    cache: Path = typer.Option(None, "--cache", help="compile cache every worker reads (on a cluster: a shared "
-                               "filesystem) [default: SDPACK_CACHE, else ~/.cache/sdpack]"),
-    retries: int = typer.Option(3, "--retries", help="times a job is retried when its worker process dies"),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP + "; printed also when some jobs failed"),
+    address: str = typer.Option(
+        None,
+        "--address",
+        help="a running Ray cluster (`ray start --head` prints it); "
+        "default: Ray in this process, on this machine",
+    ),
+    cache: Path = typer.Option(
+        None,
+        "--cache",
+        help="compile cache every worker reads (on a cluster: a shared "
+        "filesystem) [default: SDPACK_CACHE, else ~/.cache/sdpack]",
+    ),
+    retries: int = typer.Option(
+        3, "--retries", help="times a job is retried when its worker process dies"
+    ),
+    as_json: bool = typer.Option(
+        False, "--json", help=JSON_HELP + "; printed also when some jobs failed"
+    ),
 ) -> None:
     """Publish many checkpoints on Ray: one job per line of JOBS, libraries compiled once per architecture.
     Exit 2 when any job failed (one stderr line each); a rerun skips versions already published."""
@@ -314,11 +458,19 @@ def publish_batch(
 @app.command()
 @handles_errors
 def resolve(
-    spec: str = typer.Argument(..., help="ORG/NAME@VERSION, ORG/NAME@COMMIT, or a lock file", metavar="ORG/NAME@REV|LOCKFILE"),
-    hub: str = typer.Option(None, "--hub", help=HUB_HELP + " [default: the lock file's, else hf]", metavar="hf|URL|DIR"),
+    spec: str = typer.Argument(
+        ...,
+        help="ORG/NAME@VERSION, ORG/NAME@COMMIT, or a lock file",
+        metavar="ORG/NAME@REV|LOCKFILE",
+    ),
+    hub: str = typer.Option(
+        None, "--hub", help=HUB_HELP + " [default: the lock file's, else hf]", metavar="hf|URL|DIR"
+    ),
     endpoint: str = typer.Option(None, "--endpoint", hidden=True),
     lock_out: Path = typer.Option(None, "--lock-out", help="write a lock record here"),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP + "; the default output is that object too"),
+    as_json: bool = typer.Option(
+        False, "--json", help=JSON_HELP + "; the default output is that object too"
+    ),
 ) -> None:
     """Print the commit, manifest URL and manifest sha256 a version pins (JSON). For a directory
     hub the URL is where `packer serve DIR` answers; `serve` says so."""
@@ -331,9 +483,15 @@ def resolve(
 @app.command()
 @handles_errors
 def pull(
-    spec: str = typer.Argument(..., help="ORG/NAME@VERSION, ORG/NAME@COMMIT, or a lock file", metavar="ORG/NAME@REV|LOCKFILE"),
+    spec: str = typer.Argument(
+        ...,
+        help="ORG/NAME@VERSION, ORG/NAME@COMMIT, or a lock file",
+        metavar="ORG/NAME@REV|LOCKFILE",
+    ),
     out: Path = typer.Option(..., "--out", help="directory to create (must not exist)"),
-    hub: str = typer.Option(None, "--hub", help=HUB_HELP + " [default: the lock file's, else hf]", metavar="hf|URL|DIR"),
+    hub: str = typer.Option(
+        None, "--hub", help=HUB_HELP + " [default: the lock file's, else hf]", metavar="hf|URL|DIR"
+    ),
     endpoint: str = typer.Option(None, "--endpoint", hidden=True),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
@@ -363,10 +521,16 @@ def versions(
 @app.command()
 @handles_errors
 def serve(
-    directory: Path = typer.Argument(..., help="directory hub (written by `packer publish --hub DIR`)", metavar="DIR"),
+    directory: Path = typer.Argument(
+        ..., help="directory hub (written by `packer publish --hub DIR`)", metavar="DIR"
+    ),
     port: int = typer.Option(8000, "--port", help="TCP port"),
-    host: str = typer.Option("127.0.0.1", "--host", help="address to bind (127.0.0.1 unless you mean it)"),
-    app_dir: Path = typer.Option(None, "--app", help="also serve this folder's static files at /app/ (e.g. runtime-web)"),
+    host: str = typer.Option(
+        "127.0.0.1", "--host", help="address to bind (127.0.0.1 unless you mean it)"
+    ),
+    app_dir: Path = typer.Option(
+        None, "--app", help="also serve this folder's static files at /app/ (e.g. runtime-web)"
+    ),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP + ", once the server listens"),
 ) -> None:
     """Serve a directory hub at /ORG/NAME/resolve/REV/PATH with CORS and Range, for browsers."""

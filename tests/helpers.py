@@ -30,11 +30,18 @@ class Result:
         return lines[0]
 
 
-def packer(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 600) -> Result:
+def packer(
+    *args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 600
+) -> Result:
     """Run the real `packer` CLI in a subprocess (as a user would)."""
     full_env = {**os.environ, "SDPACK_NO_PROGRESS": "1", **(env or {})}
     proc = subprocess.run(
-        [sys.executable, "-m", "packer", *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=timeout
+        [sys.executable, "-m", "packer", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd,
+        timeout=timeout,
     )
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
@@ -50,7 +57,9 @@ def cli_json(result: Result, verb: str) -> dict:
     doc = json.loads(result.out)
     full = schema("cli-output.schema.json")
     jsonschema.Draft202012Validator(full).validate(doc)
-    jsonschema.Draft202012Validator({"$ref": f"#/$defs/{verb}", "$defs": full["$defs"]}).validate(doc)
+    jsonschema.Draft202012Validator({"$ref": f"#/$defs/{verb}", "$defs": full["$defs"]}).validate(
+        doc
+    )
     assert doc["command"] == verb
     return doc
 

@@ -64,12 +64,21 @@ def cmd_build(out: Path) -> None:
     default_config = fused_attention.tile_config
     for variant in VARIANTS:
         fixed = CONFIGS.get(variant)
-        fused_attention.tile_config = default_config if not fixed else (
-            lambda d, fixed=fixed: fixed if fused_attention.shared_bytes(d, *fixed)
-            <= fused_attention.SHARED_BYTES else default_config(d))
+        fused_attention.tile_config = (
+            default_config
+            if not fixed
+            else (
+                lambda d, fixed=fixed: (
+                    fixed
+                    if fused_attention.shared_bytes(d, *fixed) <= fused_attention.SHARED_BYTES
+                    else default_config(d)
+                )
+            )
+        )
         passes = ([FusedAttention] if variant.startswith("fused") else []) + [SplitAttention]
         mod = tvm.transform.Sequential([*passes, relax.transform.DeadCodeElimination()])(
-            build_module())
+            build_module()
+        )
         build_library(mod, out / f"{variant}.so")
     fused_attention.tile_config = default_config
     (out / "index.json").write_text(json.dumps({"shapes": SHAPES, "variants": VARIANTS}))
@@ -86,11 +95,13 @@ def cmd_run(lib: Path) -> None:
     torch.manual_seed(0)
     for name, shape in SHAPES.items():
         b, sq, sk, h, d = shape
-        q, k, v = (torch.randn(b, s, h, d, device="cuda", dtype=torch.float16)
-                   for s in (sq, sk, sk))
+        q, k, v = (
+            torch.randn(b, s, h, d, device="cuda", dtype=torch.float16) for s in (sq, sk, sk)
+        )
         qt, kt, vt = (x.permute(0, 2, 1, 3) for x in (q, k, v))
         want = torch.nn.functional.scaled_dot_product_attention(
-            qt.float(), kt.float(), vt.float()).permute(0, 2, 1, 3)
+            qt.float(), kt.float(), vt.float()
+        ).permute(0, 2, 1, 3)
         args = gpu.arrays(q, k, v)
         cells = []
         for _variant, vm in vms.items():
@@ -101,8 +112,10 @@ def cmd_run(lib: Path) -> None:
         sec = back_to_back_s(lambda: sdpa(qt, kt, vt))
         err = rel_l2(sdpa(qt, kt, vt).permute(0, 2, 1, 3), want)
         cells.append(f"{sec * 1e6:8.1f}us {flops(shape) / sec / 1e12:5.1f}T L2 {err:.1e}")
-        print(f"{name:8s} {flops(shape) / 1e9:6.2f} " + " ".join(f"{c:>25s}" for c in cells),
-              flush=True)
+        print(
+            f"{name:8s} {flops(shape) / 1e9:6.2f} " + " ".join(f"{c:>25s}" for c in cells),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -47,8 +47,12 @@ def _nhwc_gemm(x, w, kernel, stride, pad, weight_layout):
 
     def gather(m, k):
         tap, ch = k // c, k % c
-        return x[m // (oh * ow), (m % (oh * ow)) // ow * stride + tap // kernel,
-                 (m % ow) * stride + tap % kernel, ch]
+        return x[
+            m // (oh * ow),
+            (m % (oh * ow)) // ow * stride + tap // kernel,
+            (m % ow) * stride + tap % kernel,
+            ch,
+        ]
 
     def flat(n, k):
         tap, ch = k // c, k % c
@@ -59,10 +63,12 @@ def _nhwc_gemm(x, w, kernel, stride, pad, weight_layout):
     col = te.compute((b * oh * ow, kk), gather, name="im2col")
     w2 = te.compute((o, kk), flat, name="weight_2d")
     r = te.reduce_axis((0, kk), "k")
-    gemm = te.compute((b * oh * ow, o), lambda m, n: te.sum(col[m, r] * w2[n, r], axis=r),
-                      name="gemm")
-    return te.compute((b, oh, ow, o), lambda i, y, z, n: gemm[i * oh * ow + y * ow + z, n],
-                      name="out")
+    gemm = te.compute(
+        (b * oh * ow, o), lambda m, n: te.sum(col[m, r] * w2[n, r], axis=r), name="gemm"
+    )
+    return te.compute(
+        (b, oh, ow, o), lambda i, y, z, n: gemm[i * oh * ow + y * ow + z, n], name="out"
+    )
 
 
 def build_module():
@@ -77,17 +83,33 @@ def build_module():
             w_shape = (o, k, k, c) if variant == "gemm_nhwc" else (o, c, k, k)
             x = relax.Var("x", relax.TensorType(x_shape, "float16"))
             w = relax.Var("w", relax.TensorType(w_shape, "float16"))
-            bias = relax.Var("bias", relax.TensorType((1, 1, 1, o) if nhwc else (1, o, 1, 1),
-                                                      "float16"))
+            bias = relax.Var(
+                "bias", relax.TensorType((1, 1, 1, o) if nhwc else (1, o, 1, 1), "float16")
+            )
             with bb.function(f"{variant}__{name}", [x, w, bias]):
                 with bb.dataflow():
                     if variant == "topi_nchw":
-                        y = bb.emit_te(topi.nn.conv2d_nchw, x, w, s, pad, 1, "float16",
-                                       primfunc_name_hint="conv")
+                        y = bb.emit_te(
+                            topi.nn.conv2d_nchw,
+                            x,
+                            w,
+                            s,
+                            pad,
+                            1,
+                            "float16",
+                            primfunc_name_hint="conv",
+                        )
                     else:
-                        y = bb.emit_te(_nhwc_gemm, x, w, k, s, pad,
-                                       "OHWI" if variant == "gemm_nhwc" else "OIHW",
-                                       primfunc_name_hint="conv")
+                        y = bb.emit_te(
+                            _nhwc_gemm,
+                            x,
+                            w,
+                            k,
+                            s,
+                            pad,
+                            "OHWI" if variant == "gemm_nhwc" else "OIHW",
+                            primfunc_name_hint="conv",
+                        )
                     out = bb.emit_output(relax.op.add(y, bias))
                 bb.emit_func_output(out)
     return bb.get()
@@ -105,8 +127,10 @@ def cmd_run(lib: Path) -> None:
 
     gpu = Gpu()
     vm = gpu.load(lib / "convlab.so")
-    print(f"{'shape':12s} {'GFLOP':>7s} " + " ".join(f"{v:>16s}" for v in (*VARIANTS, "cudnn_nchw",
-                                                                         "cudnn_nhwc")))
+    print(
+        f"{'shape':12s} {'GFLOP':>7s} "
+        + " ".join(f"{v:>16s}" for v in (*VARIANTS, "cudnn_nchw", "cudnn_nhwc"))
+    )
     for name, shape in SHAPES.items():
         b, c, hw, o, k, s = shape
         x = torch.randn(b, c, hw, hw, device="cuda", dtype=torch.float16)
@@ -126,15 +150,20 @@ def cmd_run(lib: Path) -> None:
                 got = got.permute(0, 3, 1, 2)
             err = rel_l2(got, want)
             sec = gpu.seconds(vm, fname, args)
-            cells.append(f"{sec * 1e6:7.0f}us {flops(shape) / sec / 1e12:4.0f}T"
-                         + ("" if err < 2e-2 else f" ERR{err:.2f}"))
+            cells.append(
+                f"{sec * 1e6:7.0f}us {flops(shape) / sec / 1e12:4.0f}T"
+                + ("" if err < 2e-2 else f" ERR{err:.2f}")
+            )
         for fmt in (torch.contiguous_format, torch.channels_last):
             xs, ws = x.contiguous(memory_format=fmt), w.contiguous(memory_format=fmt)
-            sec = back_to_back_s(lambda: torch.nn.functional.conv2d(xs, ws, bias, stride=s,
-                                                                    padding=k // 2))
+            sec = back_to_back_s(
+                lambda: torch.nn.functional.conv2d(xs, ws, bias, stride=s, padding=k // 2)
+            )
             cells.append(f"{sec * 1e6:7.0f}us {flops(shape) / sec / 1e12:4.0f}T")
-        print(f"{name:12s} {flops(shape) / 1e9:7.1f} " + " ".join(f"{c:>16s}" for c in cells),
-              flush=True)
+        print(
+            f"{name:12s} {flops(shape) / 1e9:7.1f} " + " ".join(f"{c:>16s}" for c in cells),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -70,8 +70,17 @@ def build_module():
         bias = relax.Var("bias", relax.TensorType((1, 1, 1, o), "float16"))
         with bb.function(name, [x, w, bias]):
             with bb.dataflow():
-                y = bb.emit(relax.op.nn.conv2d(x, w, [s, s], [k // 2] * 4, data_layout="NHWC",
-                                               kernel_layout="OHWI", out_dtype="float16"))
+                y = bb.emit(
+                    relax.op.nn.conv2d(
+                        x,
+                        w,
+                        [s, s],
+                        [k // 2] * 4,
+                        data_layout="NHWC",
+                        kernel_layout="OHWI",
+                        out_dtype="float16",
+                    )
+                )
                 out = bb.emit_output(relax.op.add(y, bias))
             bb.emit_func_output(out)
     for name, (m, k, n) in LINEARS.items():
@@ -100,8 +109,10 @@ def cmd_build(out: Path) -> None:
         tiles = TILES.get(variant)
         tensor_core_gemm.TILES = tuple(Tiles(*t) for t in tiles) if tiles else shipped
         passes = ([TensorCoreGemm] if variant in TILES else []) + [
-            Conv2dImplicitGemm, relax.transform.FuseTransposeMatmul(),
-            relax.transform.DeadCodeElimination()]
+            Conv2dImplicitGemm,
+            relax.transform.FuseTransposeMatmul(),
+            relax.transform.DeadCodeElimination(),
+        ]
         mod = tvm.transform.Sequential(passes)(build_module())
         build_library(mod, out / f"{variant}.so")
     tensor_core_gemm.TILES = shipped
@@ -115,10 +126,14 @@ def cmd_run(lib: Path) -> None:
 
     gpu = Gpu()
     vms = {v: gpu.load(lib / f"{v}.so") for v in VARIANTS}
-    print(f"{'shape':12s} {'GFLOP':>6s} " + " ".join(f"{v:>24s}" for v in (*VARIANTS, "torch")), flush=True)
+    print(
+        f"{'shape':12s} {'GFLOP':>6s} " + " ".join(f"{v:>24s}" for v in (*VARIANTS, "torch")),
+        flush=True,
+    )
     torch.manual_seed(0)
-    cases = [(name, shape, True) for name, shape in CONVS.items()] + \
-        [(name, shape, False) for name, shape in LINEARS.items()]
+    cases = [(name, shape, True) for name, shape in CONVS.items()] + [
+        (name, shape, False) for name, shape in LINEARS.items()
+    ]
     totals = dict.fromkeys((*VARIANTS, "torch"), 0.0)
     for name, shape, is_conv in cases:
         if is_conv:
@@ -126,22 +141,26 @@ def cmd_run(lib: Path) -> None:
             x = torch.randn(b, c, hw, hw, device="cuda", dtype=torch.float16)
             w = torch.randn(o, c, k, k, device="cuda", dtype=torch.float16) * (c * k * k) ** -0.5
             bias = torch.randn(o, device="cuda", dtype=torch.float16)
-            want = torch.nn.functional.conv2d(x.float(), w.float(), bias.float(), stride=s,
-                                              padding=k // 2).permute(0, 2, 3, 1)
+            want = torch.nn.functional.conv2d(
+                x.float(), w.float(), bias.float(), stride=s, padding=k // 2
+            ).permute(0, 2, 3, 1)
             args = [x.permute(0, 2, 3, 1), w.permute(0, 2, 3, 1), bias.reshape(1, 1, 1, o)]
-            xl, wl = x.contiguous(memory_format=torch.channels_last), \
-                w.contiguous(memory_format=torch.channels_last)
-            peer = (lambda: torch.nn.functional.conv2d(xl, wl, bias, stride=s, padding=k // 2))
+            xl, wl = (
+                x.contiguous(memory_format=torch.channels_last),
+                w.contiguous(memory_format=torch.channels_last),
+            )
+            peer = lambda: torch.nn.functional.conv2d(xl, wl, bias, stride=s, padding=k // 2)
             flop = conv_flops(shape)
         else:
             m, k, n = shape
-            x = torch.randn(*((2, m // 2) if m % 2 == 0 else (m,)), k, device="cuda",
-                            dtype=torch.float16)
-            w = torch.randn(n, k, device="cuda", dtype=torch.float16) * k ** -0.5
+            x = torch.randn(
+                *((2, m // 2) if m % 2 == 0 else (m,)), k, device="cuda", dtype=torch.float16
+            )
+            w = torch.randn(n, k, device="cuda", dtype=torch.float16) * k**-0.5
             bias = torch.randn(n, device="cuda", dtype=torch.float16)
             want = torch.nn.functional.linear(x.float(), w.float(), bias.float())
             args = [x, w, bias]
-            peer = (lambda: torch.nn.functional.linear(x, w, bias))
+            peer = lambda: torch.nn.functional.linear(x, w, bias)
             flop = linear_flops(shape)
         args = gpu.arrays(*args)
         cells = []

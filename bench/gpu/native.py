@@ -43,8 +43,14 @@ import torch
 # Fallback configs; the manifest's own configs are used when present.
 from ..sd15 import CLIP_L, UNET, VAE
 
-SCHEDULER = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
-             "num_train_timesteps": 1000, "steps_offset": 1, "prediction_type": "epsilon"}
+SCHEDULER = {
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "num_train_timesteps": 1000,
+    "steps_offset": 1,
+    "prediction_type": "epsilon",
+}
 SD_UNET_TFLOP = 1.68  # one CFG UNet step at 512² (batch 2, 64² latents), in TFLOP
 
 LOG: list[str] = []
@@ -65,9 +71,13 @@ def load_tvm(device: str):
     if device == "cuda":
         torch.cuda.init()
         torch.empty(1, device="cuda")
-        cudart = _loaded("libcudart.so") or _first([
-            "/usr/local/cuda-13.0/lib64/libcudart.so.13", "/usr/local/cuda/lib64/libcudart.so.13",
-            *glob.glob("/usr/local/cuda*/lib64/libcudart.so.13")])
+        cudart = _loaded("libcudart.so") or _first(
+            [
+                "/usr/local/cuda-13.0/lib64/libcudart.so.13",
+                "/usr/local/cuda/lib64/libcudart.so.13",
+                *glob.glob("/usr/local/cuda*/lib64/libcudart.so.13"),
+            ]
+        )
         ctypes.CDLL(cudart, mode=ctypes.RTLD_GLOBAL)
     import tvm_ffi
 
@@ -76,10 +86,14 @@ def load_tvm(device: str):
     import tvm
 
     if device == "cuda":  # runtime-only mode does not load the CUDA runtime module by itself
-        ctypes.CDLL(str(Path(tvm.__file__).parent / "lib" / "libtvm_runtime_cuda.so"),
-                    mode=ctypes.RTLD_GLOBAL)
-    say(f"tvm {tvm.__version__} from {Path(tvm.__file__).parent} runtime_only="
-        f"{tvm.base._RUNTIME_ONLY} libs={sorted(tvm.base._LOADED_LIBS)} cudart={cudart if device == 'cuda' else '-'}")
+        ctypes.CDLL(
+            str(Path(tvm.__file__).parent / "lib" / "libtvm_runtime_cuda.so"),
+            mode=ctypes.RTLD_GLOBAL,
+        )
+    say(
+        f"tvm {tvm.__version__} from {Path(tvm.__file__).parent} runtime_only="
+        f"{tvm.base._RUNTIME_ONLY} libs={sorted(tvm.base._LOADED_LIBS)} cudart={cudart if device == 'cuda' else '-'}"
+    )
     return tvm
 
 
@@ -119,8 +133,9 @@ class TvmComponent:
             self._params = list(transform(self._params))
 
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
-        out = self._main(*[self._tvm.runtime.from_dlpack(_aligned(x)) for x in inputs],
-                         *self._params)
+        out = self._main(
+            *[self._tvm.runtime.from_dlpack(_aligned(x)) for x in inputs], *self._params
+        )
         if not hasattr(out, "__dlpack__"):
             out = out[0]
         return torch.from_dlpack(out)
@@ -199,7 +214,9 @@ def state_tensors(module: torch.nn.Module, keys: list[str]) -> list[torch.Tensor
 # ------------------------------------------------------------------------------------------------
 # models
 # ------------------------------------------------------------------------------------------------
-def build_models(manifest: dict, seed: int, device: str, dtype: torch.dtype, need=("clip", "unet", "vae")):
+def build_models(
+    manifest: dict, seed: int, device: str, dtype: torch.dtype, need=("clip", "unet", "vae")
+):
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -240,7 +257,12 @@ def bench(fn, *, reps: int, warmup: int = 2, budget_s: float = 30.0, min_reps: i
         times.append(a.elapsed_time(b))
         if len(times) >= min_reps and time.perf_counter() - start > budget_s:
             break
-    return {"median": statistics.median(times), "min": min(times), "max": max(times), "n": len(times)}
+    return {
+        "median": statistics.median(times),
+        "min": min(times),
+        "max": max(times),
+        "n": len(times),
+    }
 
 
 def back_to_back_s(fn, reps: int = 20, warmup: int = 3) -> float:
@@ -276,8 +298,12 @@ def psnr_unclamped(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def diff(out: torch.Tensor, ref: torch.Tensor) -> dict:
     o, r = out.double(), ref.double()
-    return {"max_abs": (o - r).abs().max().item(), "ref_max_abs": r.abs().max().item(),
-            "rel_l2": ((o - r).norm() / r.norm()).item(), "finite": bool(torch.isfinite(o).all())}
+    return {
+        "max_abs": (o - r).abs().max().item(),
+        "ref_max_abs": r.abs().max().item(),
+        "rel_l2": ((o - r).norm() / r.norm()).item(),
+        "finite": bool(torch.isfinite(o).all()),
+    }
 
 
 # ------------------------------------------------------------------------------------------------
@@ -291,8 +317,15 @@ def make_scheduler(cfg: dict):
     return DPMSolverMultistepScheduler.from_config(cfg)
 
 
-def generate(backend: dict, ids: torch.Tensor, latents0: torch.Tensor, steps: int, sched_cfg: dict,
-             scaling: float, guidance: float = 7.5) -> torch.Tensor:
+def generate(
+    backend: dict,
+    ids: torch.Tensor,
+    latents0: torch.Tensor,
+    steps: int,
+    sched_cfg: dict,
+    scaling: float,
+    guidance: float = 7.5,
+) -> torch.Tensor:
     """``backend``: ``{"clip": ids[1,77] → [1,77,768], "unet": (x, t, e) → eps, "vae": z → img}``."""
     sched = make_scheduler(sched_cfg)
     sched.set_timesteps(steps, device=latents0.device)
@@ -328,19 +361,24 @@ def graphed_backend(make, clip, unet, vae, ids, x, t, ehs, z) -> dict:
     gclip = make(clip, [ids[1:2].int()])
     gunet = make(unet, [x, _steps_tensor(t, x), ehs])
     gvae = make(vae, [z])
-    return {"clip": lambda i: gclip(i.int()), "unet": lambda xx, tt, ee: gunet(xx, _steps_tensor(tt, xx), ee),
-            "vae": gvae}
+    return {
+        "clip": lambda i: gclip(i.int()),
+        "unet": lambda xx, tt, ee: gunet(xx, _steps_tensor(tt, xx), ee),
+        "vae": gvae,
+    }
 
 
 # ------------------------------------------------------------------------------------------------
 # profiling
 # ------------------------------------------------------------------------------------------------
-CATEGORIES = (("attention", ("attention", "softmax", "flash")),
-              ("conv2d", ("conv2d", "conv", "implicit", "winograd", "cudnn", "xmma_fprop", "sm90_xmma")),
-              ("matmul", ("matmul", "dense", "gemm", "gemv", "cutlass", "nvjet")),
-              ("group_norm", ("group_norm", "groupnorm")),
-              ("layer_norm", ("layer_norm", "layernorm")),
-              ("memcpy/memset", ("memcpy", "memset")))
+CATEGORIES = (
+    ("attention", ("attention", "softmax", "flash")),
+    ("conv2d", ("conv2d", "conv", "implicit", "winograd", "cudnn", "xmma_fprop", "sm90_xmma")),
+    ("matmul", ("matmul", "dense", "gemm", "gemv", "cutlass", "nvjet")),
+    ("group_norm", ("group_norm", "groupnorm")),
+    ("layer_norm", ("layer_norm", "layernorm")),
+    ("memcpy/memset", ("memcpy", "memset")),
+)
 
 
 def category(name: str) -> str:
@@ -370,12 +408,16 @@ def profile_kernels(fn, steps: int, title: str, top: int = 25) -> tuple[str, dic
             r[0] += t
             r[1] += ev.count
     total = sum(r[0] for r in rows.values())
-    lines = [f"## {title}: {steps} steps, GPU kernel time {total / 1e3 / steps:.2f} ms/step, "
-             f"{sum(r[1] for r in rows.values()) / steps:.0f} launches/step, {len(rows)} distinct kernels",
-             f"{'%':>6} {'ms/step':>9} {'calls/step':>10}  category        kernel"]
+    lines = [
+        f"## {title}: {steps} steps, GPU kernel time {total / 1e3 / steps:.2f} ms/step, "
+        f"{sum(r[1] for r in rows.values()) / steps:.0f} launches/step, {len(rows)} distinct kernels",
+        f"{'%':>6} {'ms/step':>9} {'calls/step':>10}  category        kernel",
+    ]
     for name, (t, n) in sorted(rows.items(), key=lambda kv: -kv[1][0])[:top]:
-        lines.append(f"{100 * t / total:6.2f} {t / 1e3 / steps:9.3f} {n / steps:10.1f}  "
-                     f"{category(name)[:15]:15s} {name[:140]}")
+        lines.append(
+            f"{100 * t / total:6.2f} {t / 1e3 / steps:9.3f} {n / steps:10.1f}  "
+            f"{category(name)[:15]:15s} {name[:140]}"
+        )
     cats: dict[str, list] = {}
     for name, (t, n) in rows.items():
         c = cats.setdefault(category(name), [0.0, 0])
@@ -383,12 +425,24 @@ def profile_kernels(fn, steps: int, title: str, top: int = 25) -> tuple[str, dic
         c[1] += n
     lines.append("by category:")
     for c, (t, n) in sorted(cats.items(), key=lambda kv: -kv[1][0]):
-        lines.append(f"{100 * t / total:6.2f} % {t / 1e3 / steps:9.3f} ms/step {n / steps:7.1f} launches/step  {c}")
-    summary = {"total_ms_per_step": total / 1e3 / steps,
-               "kernels": [{"name": k, "us_total": v[0], "calls": v[1]} for k, v in
-                           sorted(rows.items(), key=lambda kv: -kv[1][0])],
-               "categories": {c: {"pct": 100 * t / total, "ms_per_step": t / 1e3 / steps,
-                                  "launches_per_step": n / steps} for c, (t, n) in cats.items()}}
+        lines.append(
+            f"{100 * t / total:6.2f} % {t / 1e3 / steps:9.3f} ms/step {n / steps:7.1f} launches/step  {c}"
+        )
+    summary = {
+        "total_ms_per_step": total / 1e3 / steps,
+        "kernels": [
+            {"name": k, "us_total": v[0], "calls": v[1]}
+            for k, v in sorted(rows.items(), key=lambda kv: -kv[1][0])
+        ],
+        "categories": {
+            c: {
+                "pct": 100 * t / total,
+                "ms_per_step": t / 1e3 / steps,
+                "launches_per_step": n / steps,
+            }
+            for c, (t, n) in cats.items()
+        },
+    }
     return "\n".join(lines), summary
 
 
@@ -405,10 +459,15 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--image-reps", type=int, default=5)
     ap.add_argument("--tvm-budget-s", type=float, default=25.0, help="time cap per TVM measurement")
-    ap.add_argument("--compile-modes", default="default,reduce-overhead",
-                    help="torch.compile modes to measure, comma-separated (default, reduce-overhead, "
-                         "max-autotune); empty: none")
-    ap.add_argument("--no-graphs", action="store_true", help="skip the CUDA-graph runs (TVM and eager)")
+    ap.add_argument(
+        "--compile-modes",
+        default="default,reduce-overhead",
+        help="torch.compile modes to measure, comma-separated (default, reduce-overhead, "
+        "max-autotune); empty: none",
+    )
+    ap.add_argument(
+        "--no-graphs", action="store_true", help="skip the CUDA-graph runs (TVM and eager)"
+    )
     ap.add_argument("--no-profile", action="store_true", help="skip the kernel profiles")
     ap.add_argument("--profile-steps", type=int, default=3)
     ap.add_argument("--ncu-steps", type=int, default=1)
@@ -425,8 +484,10 @@ def main() -> None:
     dev = args.device
     if dev == "cuda":
         props = torch.cuda.get_device_properties(0)
-        say(f"# {props.name}, {props.multi_processor_count} SMs, {props.total_memory / 2**30:.0f} GiB; "
-            f"torch {torch.__version__}, python {sys.version.split()[0]}")
+        say(
+            f"# {props.name}, {props.multi_processor_count} SMs, {props.total_memory / 2**30:.0f} GiB; "
+            f"torch {torch.__version__}, python {sys.version.split()[0]}"
+        )
         results["gpu"] = props.name
     tvm = load_tvm(dev)
     tdev = tvm.cuda(0) if dev == "cuda" else tvm.cpu(0)
@@ -441,18 +502,31 @@ def main() -> None:
     unet32 = models32["unet"] if args.mode == "bench" else None
     import copy
 
-    m16 = {k: (copy.deepcopy(v) if (k == "unet" and unet32 is not None) else v).half()
-           for k, v in models32.items()}
+    m16 = {
+        k: (copy.deepcopy(v) if (k == "unet" and unet32 is not None) else v).half()
+        for k, v in models32.items()
+    }
     if args.mode != "bench":
         del models32
-    say(f"random fp16 modules built on {dev} in {time.perf_counter() - t0:.1f} s (seed {args.seed})")
+    say(
+        f"random fp16 modules built on {dev} in {time.perf_counter() - t0:.1f} s (seed {args.seed})"
+    )
 
     t0 = time.perf_counter()
-    sources = {"text_encoder": m16.get("clip"), "unet": m16.get("unet"), "vae_decoder": m16.get("vae")}
-    tcomp = {c: TvmComponent(tvm, libs[c], state_tensors(sources[c], params[c]), tdev)
-             for c in libs if sources.get(c) is not None}
-    say(f"TVM libraries loaded ({', '.join(f'{c}: {len(params[c])} params' for c in tcomp)}) "
-        f"in {time.perf_counter() - t0:.1f} s")
+    sources = {
+        "text_encoder": m16.get("clip"),
+        "unet": m16.get("unet"),
+        "vae_decoder": m16.get("vae"),
+    }
+    tcomp = {
+        c: TvmComponent(tvm, libs[c], state_tensors(sources[c], params[c]), tdev)
+        for c in libs
+        if sources.get(c) is not None
+    }
+    say(
+        f"TVM libraries loaded ({', '.join(f'{c}: {len(params[c])} params' for c in tcomp)}) "
+        f"in {time.perf_counter() - t0:.1f} s"
+    )
 
     g = torch.Generator(device=dev).manual_seed(args.seed + 100)
     x = torch.randn(2, 4, 64, 64, generator=g, device=dev).half()
@@ -499,8 +573,10 @@ def main() -> None:
         fid["vae_tvm_vs_torch16"] = diff(tb["vae"](z), eb["vae"](z))
         results["fidelity"] = fid
         for k, v in fid.items():
-            say(f"fidelity {k:26s} max|d| {v['max_abs']:.4g} (ref max {v['ref_max_abs']:.3g}) "
-                f"rel L2 {v['rel_l2']:.3g} finite {v['finite']}")
+            say(
+                f"fidelity {k:26s} max|d| {v['max_abs']:.4g} (ref max {v['ref_max_abs']:.3g}) "
+                f"rel L2 {v['rel_l2']:.3g} finite {v['finite']}"
+            )
 
         # ---------------- component timings ----------------
         timings: dict = {}
@@ -509,20 +585,29 @@ def main() -> None:
 
         def components(name, be, budget):
             reps = args.reps
-            timings[(name, "clip")] = bench(lambda: be["clip"](ids[1:2]), reps=reps, budget_s=budget)
-            timings[(name, "unet")] = bench(lambda: be["unet"](x, t_step, ehs), reps=reps, budget_s=budget)
+            timings[(name, "clip")] = bench(
+                lambda: be["clip"](ids[1:2]), reps=reps, budget_s=budget
+            )
+            timings[(name, "unet")] = bench(
+                lambda: be["unet"](x, t_step, ehs), reps=reps, budget_s=budget
+            )
             timings[(name, "vae")] = bench(lambda: be["vae"](z), reps=reps, budget_s=budget)
             for k in ("clip", "unet", "vae"):
-                say(f"{name:9s} {k:5s} {timings[(name, k)]['median']:9.2f} ms (n={timings[(name, k)]['n']})")
+                say(
+                    f"{name:9s} {k:5s} {timings[(name, k)]['median']:9.2f} ms (n={timings[(name, k)]['n']})"
+                )
 
         def images(name, be, budget):
             out = {20: generate(be, ids, lat0, 20, sched_cfg, scaling)}  # also the warm-up
             for s in steps:
                 fn = lambda s=s: generate(be, ids, lat0, s, sched_cfg, scaling)  # noqa: E731
-                timings[(name, f"image{s}")] = bench(fn, reps=args.image_reps,
-                                                     warmup=0 if name == "tvm" else 1, budget_s=budget)
-                say(f"{name:9s} image {s:2d} steps {timings[(name, f'image{s}')]['median']:9.1f} ms "
-                    f"(n={timings[(name, f'image{s}')]['n']})")
+                timings[(name, f"image{s}")] = bench(
+                    fn, reps=args.image_reps, warmup=0 if name == "tvm" else 1, budget_s=budget
+                )
+                say(
+                    f"{name:9s} image {s:2d} steps {timings[(name, f'image{s}')]['median']:9.1f} ms "
+                    f"(n={timings[(name, f'image{s}')]['n']})"
+                )
             return out
 
         components("eager", eb, 20)
@@ -531,34 +616,67 @@ def main() -> None:
         img_t = images("tvm", tb, args.tvm_budget_s)
         fid["image20_psnr_tvm_vs_eager_db"] = psnr(img_t[20], img_e[20])
         fid["image20_psnr_unclamped_tvm_vs_eager_db"] = psnr_unclamped(img_t[20], img_e[20])
-        say(f"fidelity image 20 steps PSNR tvm vs eager fp16: {fid['image20_psnr_tvm_vs_eager_db']:.2f} dB, "
+        say(
+            f"fidelity image 20 steps PSNR tvm vs eager fp16: {fid['image20_psnr_tvm_vs_eager_db']:.2f} dB, "
             f"unclamped {fid['image20_psnr_unclamped_tvm_vs_eager_db']:.2f} dB "
-            f"(image range {img_e[20].min().item():.2f}..{img_e[20].max().item():.2f})")
+            f"(image range {img_e[20].min().item():.2f}..{img_e[20].max().item():.2f})"
+        )
         _write(args.out, results, timings)
 
         # ---------------- CUDA graphs: the bundle through packer's capture, torch eager captured ----
         if not args.no_graphs:
-            ref = {"clip": tb["clip"](ids[1:2]).clone(), "unet": tb["unet"](x, t_step, ehs).clone(),
-                   "vae": tb["vae"](z).clone()}
+            ref = {
+                "clip": tb["clip"](ids[1:2]).clone(),
+                "unet": tb["unet"](x, t_step, ehs).clone(),
+                "vae": tb["vae"](z).clone(),
+            }
             t0 = time.perf_counter()
-            tg = graphed_backend(lambda comp, ex: TvmGraphed(tcomp[comp], ex), "text_encoder", "unet",
-                                 "vae_decoder", ids, x, t_step, ehs, z)
+            tg = graphed_backend(
+                lambda comp, ex: TvmGraphed(tcomp[comp], ex),
+                "text_encoder",
+                "unet",
+                "vae_decoder",
+                ids,
+                x,
+                t_step,
+                ehs,
+                z,
+            )
             say(f"TVM components captured as CUDA graphs in {time.perf_counter() - t0:.1f} s")
-            fid["tvm_graph_bit_identical"] = {"clip": torch.equal(tg["clip"](ids[1:2]), ref["clip"]),
-                                              "unet": torch.equal(tg["unet"](x, t_step, ehs), ref["unet"]),
-                                              "vae": torch.equal(tg["vae"](z), ref["vae"])}
-            say(f"fidelity TVM under CUDA graphs vs TVM, bit-identical: {fid['tvm_graph_bit_identical']}")
+            fid["tvm_graph_bit_identical"] = {
+                "clip": torch.equal(tg["clip"](ids[1:2]), ref["clip"]),
+                "unet": torch.equal(tg["unet"](x, t_step, ehs), ref["unet"]),
+                "vae": torch.equal(tg["vae"](z), ref["vae"]),
+            }
+            say(
+                f"fidelity TVM under CUDA graphs vs TVM, bit-identical: {fid['tvm_graph_bit_identical']}"
+            )
             components("tvm-graph", tg, args.tvm_budget_s)
             img_tg = images("tvm-graph", tg, args.tvm_budget_s)
             fid["image20_tvm_graph_equal_tvm"] = bool(torch.equal(img_tg[20], img_t[20]))
             say(f"fidelity image 20 steps TVM graph == TVM: {fid['image20_tvm_graph_equal_tvm']}")
-            eager_fns = {"clip": lambda i: m16["clip"](input_ids=i.long(), return_dict=False)[0],
-                         "unet": lambda xx, tt, ee: m16["unet"](xx, tt, encoder_hidden_states=ee, return_dict=False)[0],
-                         "vae": lambda zz: m16["vae"].decode(zz, return_dict=False)[0]}
+            eager_fns = {
+                "clip": lambda i: m16["clip"](input_ids=i.long(), return_dict=False)[0],
+                "unet": lambda xx, tt, ee: m16["unet"](
+                    xx, tt, encoder_hidden_states=ee, return_dict=False
+                )[0],
+                "vae": lambda zz: m16["vae"].decode(zz, return_dict=False)[0],
+            }
             t0 = time.perf_counter()
-            eg = graphed_backend(lambda comp, ex: TorchGraphed(eager_fns[comp], ex), "clip", "unet", "vae",
-                                 ids, x, t_step, ehs, z)
-            say(f"torch eager components captured as CUDA graphs in {time.perf_counter() - t0:.1f} s")
+            eg = graphed_backend(
+                lambda comp, ex: TorchGraphed(eager_fns[comp], ex),
+                "clip",
+                "unet",
+                "vae",
+                ids,
+                x,
+                t_step,
+                ehs,
+                z,
+            )
+            say(
+                f"torch eager components captured as CUDA graphs in {time.perf_counter() - t0:.1f} s"
+            )
             components("eager-graph", eg, 20)
             img_eg = images("eager-graph", eg, 20)
             fid["image20_psnr_eager_graph_vs_eager_db"] = psnr(img_eg[20], img_e[20])
@@ -567,13 +685,17 @@ def main() -> None:
 
         # ---------------- profile (before torch.compile, so it survives a timeout) -------------
         if not args.no_profile:
-            text_t, prof_t = profile_kernels(lambda: tb["unet"](x, t_step, ehs), args.profile_steps,
-                                             "TVM UNet step")
-            text_e, prof_e = profile_kernels(lambda: eb["unet"](x, t_step, ehs), 10, "torch eager UNet step", top=15)
+            text_t, prof_t = profile_kernels(
+                lambda: tb["unet"](x, t_step, ehs), args.profile_steps, "TVM UNet step"
+            )
+            text_e, prof_e = profile_kernels(
+                lambda: eb["unet"](x, t_step, ehs), 10, "torch eager UNet step", top=15
+            )
             text_v, prof_v = profile_kernels(lambda: tb["vae"](z), 1, "TVM VAE decode", top=12)
             (args.out / "profile_unet.txt").write_text("\n\n".join((text_t, text_e, text_v)) + "\n")
             (args.out / "profile_unet.json").write_text(
-                json.dumps({"tvm_unet": prof_t, "eager_unet": prof_e, "tvm_vae": prof_v}, indent=1))
+                json.dumps({"tvm_unet": prof_t, "eager_unet": prof_e, "tvm_vae": prof_v}, indent=1)
+            )
             say(text_t)
             say(text_e)
             say(text_v)
@@ -590,22 +712,31 @@ def main() -> None:
                 vae_m = copy.deepcopy(vae_m).to(memory_format=torch.channels_last)
             unet_c = torch.compile(unet_m, mode=mode)
             vae_c = torch.compile(lambda zz, v=vae_m: v.decode(zz, return_dict=False)[0], mode=mode)
-            cb = {"clip": eb["clip"],
-                  "unet": _step_marked(lambda xx, tt, ee, u=unet_c: u(xx, _steps_tensor(tt, xx), encoder_hidden_states=ee,
-                                                                      return_dict=False)[0]),
-                  "vae": _step_marked(vae_c)}
+            cb = {
+                "clip": eb["clip"],
+                "unet": _step_marked(
+                    lambda xx, tt, ee, u=unet_c: u(
+                        xx, _steps_tensor(tt, xx), encoder_hidden_states=ee, return_dict=False
+                    )[0]
+                ),
+                "vae": _step_marked(vae_c),
+            }
             cb["unet"](x, t_step, ehs)
             cb["vae"](z)
             torch.cuda.synchronize()
-            say(f"torch.compile mode={mode} warm-up (UNet + VAE decode) {time.perf_counter() - t0:.0f} s")
+            say(
+                f"torch.compile mode={mode} warm-up (UNet + VAE decode) {time.perf_counter() - t0:.0f} s"
+            )
             components(name, cb, 20)
             img_c = images(name, cb, 20)
             fid[f"image20_psnr_{name}_vs_eager_db"] = psnr(img_c[20], img_e[20])
             fid[f"image20_psnr_tvm_vs_{name}_db"] = psnr(img_t[20], img_c[20])
             fid[f"image20_psnr_unclamped_tvm_vs_{name}_db"] = psnr_unclamped(img_t[20], img_c[20])
-            say(f"fidelity image 20 steps PSNR {name} vs eager: {fid[f'image20_psnr_{name}_vs_eager_db']:.2f} dB, "
+            say(
+                f"fidelity image 20 steps PSNR {name} vs eager: {fid[f'image20_psnr_{name}_vs_eager_db']:.2f} dB, "
                 f"tvm vs {name}: {fid[f'image20_psnr_tvm_vs_{name}_db']:.2f} dB "
-                f"(unclamped {fid[f'image20_psnr_unclamped_tvm_vs_{name}_db']:.2f} dB)")
+                f"(unclamped {fid[f'image20_psnr_unclamped_tvm_vs_{name}_db']:.2f} dB)"
+            )
             _write(args.out, results, timings)
             say(_table(timings))
             del unet_c, vae_c, cb
@@ -615,15 +746,21 @@ def main() -> None:
     say(_table(timings))
 
 
-COMPILE_NAMES = {"default": "compiled", "reduce-overhead": "compiled-ro", "max-autotune": "compiled-ma"}
+COMPILE_NAMES = {
+    "default": "compiled",
+    "reduce-overhead": "compiled-ro",
+    "max-autotune": "compiled-ma",
+}
 BACKENDS = ("tvm", "tvm-graph", "eager", "eager-graph", "compiled", "compiled-ro", "compiled-ma")
 
 
 def _step_marked(fn):
     """A torch.compile'd call whose CUDA-graph outputs are cloned before the next replay."""
+
     def call(*a):
         torch.compiler.cudagraph_mark_step_begin()
         return fn(*a).clone()
+
     return call
 
 
@@ -635,22 +772,39 @@ def _write(out: Path, results: dict, timings: dict) -> None:
 def _table(t: dict) -> str:
     names = [n for n in BACKENDS if (n, "unet") in t]
     keys = [k for k in ("clip", "unet", "vae", "image20", "image50") if ("tvm", k) in t]
-    label = {"clip": "CLIP (1×77)", "unet": "UNet step (2×4×64×64)", "vae": "VAE decode 512²",
-             "image20": "image 512², 20 DPM++", "image50": "image 512², 50 DPM++"}
+    label = {
+        "clip": "CLIP (1×77)",
+        "unet": "UNet step (2×4×64×64)",
+        "vae": "VAE decode 512²",
+        "image20": "image 512², 20 DPM++",
+        "image50": "image 512², 50 DPM++",
+    }
     lines = [f"{'median ms':24s}" + "".join(f"{n:>12s}" for n in names)]
     for k in keys:
-        lines.append(f"{label[k]:24s}" + "".join(f"{t[(n, k)]['median']:12.2f}" if (n, k) in t else f"{'-':>12s}"
-                                                 for n in names))
+        lines.append(
+            f"{label[k]:24s}"
+            + "".join(
+                f"{t[(n, k)]['median']:12.2f}" if (n, k) in t else f"{'-':>12s}" for n in names
+            )
+        )
     peers = [n for n in names if not n.startswith("tvm")]
     for ours in [n for n in names if n.startswith("tvm")]:
         lines.append(f"{ours + ' / peer':24s}" + "".join(f"{n:>12s}" for n in peers))
         for k in keys:
-            lines.append(f"{'  ' + label[k]:24s}" + "".join(
-                f"{t[(ours, k)]['median'] / t[(n, k)]['median']:11.2f}×" if (n, k) in t and (ours, k) in t
-                else f"{'-':>12s}" for n in peers))
+            lines.append(
+                f"{'  ' + label[k]:24s}"
+                + "".join(
+                    f"{t[(ours, k)]['median'] / t[(n, k)]['median']:11.2f}×"
+                    if (n, k) in t and (ours, k) in t
+                    else f"{'-':>12s}"
+                    for n in peers
+                )
+            )
     for ours in [n for n in names if n.startswith("tvm")]:
-        lines.append(f"{ours} UNet: {SD_UNET_TFLOP / (t[(ours, 'unet')]['median'] / 1e3):.1f} TFLOP/s "
-                     f"(of ~{SD_UNET_TFLOP} TFLOP per CFG step)")
+        lines.append(
+            f"{ours} UNet: {SD_UNET_TFLOP / (t[(ours, 'unet')]['median'] / 1e3):.1f} TFLOP/s "
+            f"(of ~{SD_UNET_TFLOP} TFLOP per CFG step)"
+        )
     return "\n".join(lines)
 
 

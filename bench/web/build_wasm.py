@@ -37,8 +37,11 @@ def gzip9(path: Path) -> int:
 def link(executable, path: Path, options: tuple[str, ...]) -> dict:
     start = time.perf_counter()
     export_wasm(executable, path, link_options=options)
-    return {"link_s": round(time.perf_counter() - start, 2), "wasm_bytes": path.stat().st_size,
-            "gzip9_bytes": gzip9(path)}
+    return {
+        "link_s": round(time.perf_counter() - start, 2),
+        "wasm_bytes": path.stat().st_size,
+        "gzip9_bytes": gzip9(path),
+    }
 
 
 def main() -> None:
@@ -47,7 +50,9 @@ def main() -> None:
     ap.add_argument("--tokenizer", type=Path, default=Path("/tmp/sdpack-bench/tokenizer"))
     ap.add_argument("--dtypes", default="float16,float32")
     ap.add_argument("--components", default=",".join(COMPONENTS))
-    ap.add_argument("--o3", default="unet:float16", help="COMPONENT:DTYPE,... also linked at -O3 ('' for none)")
+    ap.add_argument(
+        "--o3", default="unet:float16", help="COMPONENT:DTYPE,... also linked at -O3 ('' for none)"
+    )
     ap.add_argument("--out", type=Path, default=Path("/tmp/sdpack-bench/wasm"))
     ap.add_argument("--json", type=Path, default=None, help="append each result as a JSON line")
     args = ap.parse_args()
@@ -74,8 +79,13 @@ def main() -> None:
             stats: dict = {}
             executable = pipeline.build(mod, spec, None, stats)
             build_s = time.perf_counter() - start
-            row = {"component": component, "dtype": dtype, "export_s": round(export_s, 1),
-                   "relax_build_s": round(build_s, 1), "max_buffer_bytes": stats.get("max_buffer_bytes")}
+            row = {
+                "component": component,
+                "dtype": dtype,
+                "export_s": round(export_s, 1),
+                "relax_build_s": round(build_s, 1),
+                "max_buffer_bytes": stats.get("max_buffer_bytes"),
+            }
             path = args.out / f"{component}-{dtype}.wasm"
             row["O1"] = link(executable, path, LINK_OPTIONS)
             print(json.dumps(row), flush=True)
@@ -91,15 +101,19 @@ def main() -> None:
         del exported
         gc.collect()
     mb = lambda n: f"{n / 1e6:7.2f}"  # noqa: E731
-    print(f"\n{'component':13} {'dtype':8} {'export s':>8} {'build s':>8} {'link s':>7} {'wasm MB':>8} "
-          f"{'gz9 MB':>7} {'max buffer MiB':>14}")
+    print(
+        f"\n{'component':13} {'dtype':8} {'export s':>8} {'build s':>8} {'link s':>7} {'wasm MB':>8} "
+        f"{'gz9 MB':>7} {'max buffer MiB':>14}"
+    )
     for r in rows:
         for level in ("O1", "O3"):
             if level in r:
                 x = r[level]
-                print(f"{r['component']:13} {r['dtype']:8} {r['export_s']:8.1f} {r['relax_build_s']:8.1f} "
-                      f"{x['link_s']:7.1f} {mb(x['wasm_bytes'])} {mb(x['gzip9_bytes'])} "
-                      f"{r['max_buffer_bytes'] / 2**20:14.1f}  -{level}")
+                print(
+                    f"{r['component']:13} {r['dtype']:8} {r['export_s']:8.1f} {r['relax_build_s']:8.1f} "
+                    f"{x['link_s']:7.1f} {mb(x['wasm_bytes'])} {mb(x['gzip9_bytes'])} "
+                    f"{r['max_buffer_bytes'] / 2**20:14.1f}  -{level}"
+                )
 
 
 if __name__ == "__main__":

@@ -55,8 +55,12 @@ WEB = ROOT / "runtime-web"
 HERE = ROOT / "bench" / "web"
 
 
-def build_page(out: Path, script: Path = HERE / "page.js", name: str = "bench.js",
-               title: str = "sdpack loader bench") -> Path:
+def build_page(
+    out: Path,
+    script: Path = HERE / "page.js",
+    name: str = "bench.js",
+    title: str = "sdpack loader bench",
+) -> Path:
     """tsc runtime-web/src → out/rt, esbuild ``script`` (+ it) → out/page/``name`` and the decode
     worker beside it; returns out/page. gen_bench.py builds its page through this too."""
     out = out.resolve()
@@ -65,21 +69,49 @@ def build_page(out: Path, script: Path = HERE / "page.js", name: str = "bench.js
         sys.exit("runtime-web/node_modules is missing: cd runtime-web && npm ci")
     if not (WEB / "src" / "generated" / "validators.ts").exists():
         subprocess.run(["npm", "run", "--silent", "generate"], cwd=WEB, check=True)
-    subprocess.run([str(bin_ / "tsc"), "-p", "tsconfig.json", "--outDir", str(out / "rt")], cwd=WEB, check=True)
+    subprocess.run(
+        [str(bin_ / "tsc"), "-p", "tsconfig.json", "--outDir", str(out / "rt")], cwd=WEB, check=True
+    )
     page = out / "page"
     page.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "NODE_PATH": str(WEB / "node_modules")}
-    common = ["--bundle", "--format=esm", "--platform=browser", "--target=es2022", "--log-level=warning"]
-    subprocess.run([str(bin_ / "esbuild"), str(script), *common, f"--alias:sdpack-rt={out / 'rt'}",
-                    f"--outfile={page / name}",
-                    # tvmjs (reached through pipeline.js) has node-only branches
-                    *[f"--external:{m}" for m in ("fs", "path", "perf_hooks", "ws", "crypto")]],
-                   cwd=WEB, env=env, check=True)
+    common = [
+        "--bundle",
+        "--format=esm",
+        "--platform=browser",
+        "--target=es2022",
+        "--log-level=warning",
+    ]
+    subprocess.run(
+        [
+            str(bin_ / "esbuild"),
+            str(script),
+            *common,
+            f"--alias:sdpack-rt={out / 'rt'}",
+            f"--outfile={page / name}",
+            # tvmjs (reached through pipeline.js) has node-only branches
+            *[f"--external:{m}" for m in ("fs", "path", "perf_hooks", "ws", "crypto")],
+        ],
+        cwd=WEB,
+        env=env,
+        check=True,
+    )
     # The loader starts its decode workers from ./decodeWorker.js next to the page's script.
-    subprocess.run([str(bin_ / "esbuild"), str(out / "rt" / "decodeWorker.js"), *common,
-                    f"--outfile={page / 'decodeWorker.js'}"], cwd=WEB, env=env, check=True)
-    (page / "index.html").write_text(f'<!doctype html><meta charset="utf-8"><title>{title}</title>'
-                                     f'<script type="module" src="{name}"></script>\n')
+    subprocess.run(
+        [
+            str(bin_ / "esbuild"),
+            str(out / "rt" / "decodeWorker.js"),
+            *common,
+            f"--outfile={page / 'decodeWorker.js'}",
+        ],
+        cwd=WEB,
+        env=env,
+        check=True,
+    )
+    (page / "index.html").write_text(
+        f'<!doctype html><meta charset="utf-8"><title>{title}</title>'
+        f'<script type="module" src="{name}"></script>\n'
+    )
     return page
 
 
@@ -133,8 +165,9 @@ class Session:
             return self.result
 
 
-def make_server(bundle: Path, page: Path, rate: RateLimit | None = None,
-                session: Session | None = None) -> ThreadingHTTPServer:
+def make_server(
+    bundle: Path, page: Path, rate: RateLimit | None = None, session: Session | None = None
+) -> ThreadingHTTPServer:
     counts = {"bundle": 0}
     lock = threading.Lock()
 
@@ -146,7 +179,7 @@ def make_server(bundle: Path, page: Path, rate: RateLimit | None = None,
             for prefix, root in (("/bundle/", bundle), ("/page/", page)):
                 if path.startswith(prefix):
                     self.directory = str(root)
-                    return super().translate_path("/" + path[len(prefix):])
+                    return super().translate_path("/" + path[len(prefix) :])
             return str(page / "__none__")
 
         def end_headers(self):
@@ -200,30 +233,62 @@ def make_server(bundle: Path, page: Path, rate: RateLimit | None = None,
 
     class Server(ThreadingHTTPServer):
         def handle_error(self, request, client_address):
-            if not isinstance(sys.exc_info()[1], ConnectionError):  # the browser going away mid-request
+            if not isinstance(
+                sys.exc_info()[1], ConnectionError
+            ):  # the browser going away mid-request
                 super().handle_error(request, client_address)
 
     return Server(("127.0.0.1", 0), Handler)
 
 
 # The flags of runtime-web/test/browser/run.mjs: WebGPU on SwiftShader (what this VM and CI have).
-COMMON_FLAGS = ["--headless=new", "--no-sandbox", "--enable-unsafe-webgpu", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
-                "--disable-dev-shm-usage", "--enable-unsafe-swiftshader"]
+COMMON_FLAGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--enable-unsafe-webgpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+    "--disable-dev-shm-usage",
+    "--enable-unsafe-swiftshader",
+]
 ADAPTER_FLAGS = {
-    "swiftshader": ["--enable-features=Vulkan", "--use-angle=swiftshader", "--use-webgpu-adapter=swiftshader"],
+    "swiftshader": [
+        "--enable-features=Vulkan",
+        "--use-angle=swiftshader",
+        "--use-webgpu-adapter=swiftshader",
+    ],
     # the machine's own GPU through Vulkan (Dawn picks it); GL stays on SwiftShader, which nothing here draws with
-    "hardware": ["--enable-features=Vulkan", "--use-vulkan=native", "--ignore-gpu-blocklist", "--use-angle=swiftshader"],
+    "hardware": [
+        "--enable-features=Vulkan",
+        "--use-vulkan=native",
+        "--ignore-gpu-blocklist",
+        "--use-angle=swiftshader",
+    ],
 }
 
 
-def run_browser(chromium: str, flags: list[str], url: str, session: Session, quiet_s: float,
-                log: Path | None = None) -> tuple[dict, RssSampler]:
+def run_browser(
+    chromium: str,
+    flags: list[str],
+    url: str,
+    session: Session,
+    quiet_s: float,
+    log: Path | None = None,
+) -> tuple[dict, RssSampler]:
     """Start Chromium on the self-driving page and wait for its result: (result, the run's samples)."""
     with tempfile.TemporaryDirectory(prefix="sdpack-web-bench-profile-") as profile:
-        proc = subprocess.Popen([chromium, *flags, f"--user-data-dir={profile}", url], stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, errors="replace",
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            [chromium, *flags, f"--user-data-dir={profile}", url],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            errors="replace",
+            start_new_session=True,
+        )
         err_tail: list[str] = []
 
         def read_stderr():
@@ -238,7 +303,10 @@ def run_browser(chromium: str, flags: list[str], url: str, session: Session, qui
         try:
             result = session.wait(quiet_s, alive=lambda: proc.poll() is None)
         except (TimeoutError, RuntimeError) as exc:
-            result = {"runs": [], "fatal": f"{exc}; Chromium's stderr ends:\n{''.join(err_tail[-30:]).strip()}"}
+            result = {
+                "runs": [],
+                "fatal": f"{exc}; Chromium's stderr ends:\n{''.join(err_tail[-30:]).strip()}",
+            }
         finally:
             sampler.stop.set()
             try:
@@ -265,7 +333,9 @@ class RssSampler(threading.Thread):
     def __init__(self, root_pid: int):
         super().__init__(daemon=True)
         self.root_pid, self.samples, self.stop = root_pid, [], threading.Event()
-        self.cpu_seen: dict[int, tuple[str, float]] = {}  # pid -> (kind, last cpu seconds), survives exits
+        self.cpu_seen: dict[
+            int, tuple[str, float]
+        ] = {}  # pid -> (kind, last cpu seconds), survives exits
 
     def run(self):
         import psutil
@@ -281,7 +351,10 @@ class RssSampler(threading.Thread):
                             cmd = p.cmdline()
                             if not cmd or "chrom" not in cmd[0]:
                                 continue
-                            kind = next((a.split("=", 1)[1] for a in cmd if a.startswith("--type=")), "browser")
+                            kind = next(
+                                (a.split("=", 1)[1] for a in cmd if a.startswith("--type=")),
+                                "browser",
+                            )
                             totals[kind] = totals.get(kind, 0) + p.memory_info().rss
                             t = p.cpu_times()
                             self.cpu_seen[p.pid] = (kind, t.user + t.system)
@@ -331,17 +404,30 @@ def med(runs: list[dict], key) -> float:
 def report(result: dict, args) -> dict:
     info = result["info"]
     raw_mb, stored_mb = info["rawBytes"] / 1e6, info["storedBytes"] / 1e6
-    print(f"# {platform.node()} {os.cpu_count()} cores (navigator.hardwareConcurrency {info.get('hardwareConcurrency')}); "
-          f"load average before: {result.get('loadavg')}; Chromium headless, WebGPU adapter {info['adapter']} "
-          f"(features: {', '.join(info['features']) or 'none'})")
-    print(f"# served {f'at most {args.rate:g} MB/s' if args.rate else 'unpaced (loopback)'}; "
-          f"{info['files']} weight files ({info['shards']} shards, {info['tensors']} tensors): {stored_mb:.1f} MB stored, "
-          f"{raw_mb:.1f} MB raw; median of {args.repeats} after {args.warmup} warm-up pass(es); MB/s = raw MB / wall")
-    print(f"# limits: adapter {info['adapterLimits']}, device {info['deviceLimits']}; "
-          f"concurrency 0 = the runtime's default, here {info.get('defaultConcurrency')}")
-    summary: dict = {"info": info, "loadavg": result.get("loadavg"), "rate_MBps": args.rate or None, "rows": []}
-    print(f"\n{'mode':16} {'conc':>4} {'wall s':>7} {'raw MB/s':>9} {'min..max s':>13} {'req':>4}  "
-          f"{'CPU s: chromium / machine / other':>34}  peak RSS GB: renderer / gpu / all chromium")
+    print(
+        f"# {platform.node()} {os.cpu_count()} cores (navigator.hardwareConcurrency {info.get('hardwareConcurrency')}); "
+        f"load average before: {result.get('loadavg')}; Chromium headless, WebGPU adapter {info['adapter']} "
+        f"(features: {', '.join(info['features']) or 'none'})"
+    )
+    print(
+        f"# served {f'at most {args.rate:g} MB/s' if args.rate else 'unpaced (loopback)'}; "
+        f"{info['files']} weight files ({info['shards']} shards, {info['tensors']} tensors): {stored_mb:.1f} MB stored, "
+        f"{raw_mb:.1f} MB raw; median of {args.repeats} after {args.warmup} warm-up pass(es); MB/s = raw MB / wall"
+    )
+    print(
+        f"# limits: adapter {info['adapterLimits']}, device {info['deviceLimits']}; "
+        f"concurrency 0 = the runtime's default, here {info.get('defaultConcurrency')}"
+    )
+    summary: dict = {
+        "info": info,
+        "loadavg": result.get("loadavg"),
+        "rate_MBps": args.rate or None,
+        "rows": [],
+    }
+    print(
+        f"\n{'mode':16} {'conc':>4} {'wall s':>7} {'raw MB/s':>9} {'min..max s':>13} {'req':>4}  "
+        f"{'CPU s: chromium / machine / other':>34}  peak RSS GB: renderer / gpu / all chromium"
+    )
     for conc in args.concurrency:
         walls = {}
         for mode in args.modes:
@@ -352,21 +438,52 @@ def report(result: dict, args) -> dict:
             walls[mode] = wall
             lo, hi = min(r["wallMs"] for r in runs) / 1000, max(r["wallMs"] for r in runs) / 1000
             reqs = sorted({r["requests"] for r in runs})
-            rss = {k: max(r.get("rss", {}).get(k, 0) for r in runs) for k in ("renderer", "gpu-process", "all")}
-            cpu = {k: med(runs, lambda r, k=k: r.get("cpu", {}).get(k, 0.0)) for k in ("chromium", "machine", "server",
-                                                                                     "renderer", "gpu-process", "utility", "other")}
-            print(f"{mode:16} {conc:4} {wall:7.2f} {raw_mb / wall:9.0f} {lo:6.2f}..{hi:6.2f} {'/'.join(map(str, reqs)):>4}  "
-                  f"{cpu['chromium']:12.1f} / {cpu['machine']:6.1f} / {cpu['other']:5.1f}      "
-                  f"{rss['renderer']:5.2f} / {rss['gpu-process']:5.2f} / {rss['all']:5.2f}")
-            row = {"mode": mode, "concurrency": conc, "wall_s": wall, "raw_MBps": raw_mb / wall, "min_s": lo,
-                   "max_s": hi, "peak_rss_GB": rss, "cpu_s": cpu}
+            rss = {
+                k: max(r.get("rss", {}).get(k, 0) for r in runs)
+                for k in ("renderer", "gpu-process", "all")
+            }
+            cpu = {
+                k: med(runs, lambda r, k=k: r.get("cpu", {}).get(k, 0.0))
+                for k in (
+                    "chromium",
+                    "machine",
+                    "server",
+                    "renderer",
+                    "gpu-process",
+                    "utility",
+                    "other",
+                )
+            }
+            print(
+                f"{mode:16} {conc:4} {wall:7.2f} {raw_mb / wall:9.0f} {lo:6.2f}..{hi:6.2f} {'/'.join(map(str, reqs)):>4}  "
+                f"{cpu['chromium']:12.1f} / {cpu['machine']:6.1f} / {cpu['other']:5.1f}      "
+                f"{rss['renderer']:5.2f} / {rss['gpu-process']:5.2f} / {rss['all']:5.2f}"
+            )
+            row = {
+                "mode": mode,
+                "concurrency": conc,
+                "wall_s": wall,
+                "raw_MBps": raw_mb / wall,
+                "min_s": lo,
+                "max_s": hi,
+                "peak_rss_GB": rss,
+                "cpu_s": cpu,
+            }
             if mode == "split":
-                row["split_s"] = {k: med(runs, lambda r, k=k: r["ms"][k]) / 1000 for k in runs[0]["ms"]}
+                row["split_s"] = {
+                    k: med(runs, lambda r, k=k: r["ms"][k]) / 1000 for k in runs[0]["ms"]
+                }
             if "stats" in runs[0] and mode != "split":
-                row["stats_s"] = {k: med(runs, lambda r, k=k: r["stats"]["ms"][k]) / 1000 for k in runs[0]["stats"]["ms"]}
+                row["stats_s"] = {
+                    k: med(runs, lambda r, k=k: r["stats"]["ms"][k]) / 1000
+                    for k in runs[0]["stats"]["ms"]
+                }
                 st = runs[0]["stats"]
                 row["workers"], row["decoded_in_workers"], row["decoded_in_thread"] = (
-                    st["workers"], st["decodedInWorkers"], st["decodedInThread"])
+                    st["workers"],
+                    st["decodedInWorkers"],
+                    st["decodedInThread"],
+                )
                 if st.get("workerError"):
                     row["worker_error"] = st["workerError"]
             if "uploadedBytes" in runs[0]:
@@ -376,30 +493,44 @@ def report(result: dict, args) -> dict:
             if mode.startswith("runtime") and "peer" in walls:
                 ratio = walls[mode] / walls["peer"]
                 summary.setdefault("ratio", {}).setdefault(str(conc), {})[mode] = ratio
-                print(f"ratio {mode}/peer at concurrency {conc}: {ratio:.2f}  (goal ≤ 1.1: {'met' if ratio <= 1.1 else 'NOT met'})")
+                print(
+                    f"ratio {mode}/peer at concurrency {conc}: {ratio:.2f}  (goal ≤ 1.1: {'met' if ratio <= 1.1 else 'NOT met'})"
+                )
     for row in summary["rows"]:
         if "stats_s" in row:
             b = row["stats_s"]
             overlap = "exact" if row["concurrency"] == 1 else "summed over overlapping files"
-            print(f"{row['mode']} c{row['concurrency']} LoadStats ({overlap}), s: " + ", ".join(f"{k} {v:.2f}" for k, v in b.items())
-                  + f"; workers {row['workers']}, decoded in workers {row['decoded_in_workers']}, in thread {row['decoded_in_thread']}"
-                  + (f", worker error: {row['worker_error']}" if "worker_error" in row else "")
-                  + (f"; uploaded {row['uploaded_MB']:.0f} MB" if "uploaded_MB" in row else ""))
+            print(
+                f"{row['mode']} c{row['concurrency']} LoadStats ({overlap}), s: "
+                + ", ".join(f"{k} {v:.2f}" for k, v in b.items())
+                + f"; workers {row['workers']}, decoded in workers {row['decoded_in_workers']}, in thread {row['decoded_in_thread']}"
+                + (f", worker error: {row['worker_error']}" if "worker_error" in row else "")
+                + (f"; uploaded {row['uploaded_MB']:.0f} MB" if "uploaded_MB" in row else "")
+            )
     for row in summary["rows"]:
         c = row["cpu_s"]
         if c.get("chromium"):
-            print(f"{row['mode']} c{row['concurrency']} CPU s per GB raw: chromium {c['chromium'] / raw_mb * 1e3:.2f} "
-                  f"(renderer {c['renderer'] / raw_mb * 1e3:.2f}, gpu {c['gpu-process'] / raw_mb * 1e3:.2f}, "
-                  f"network {c['utility'] / raw_mb * 1e3:.2f}), server {c['server'] / raw_mb * 1e3:.2f}, "
-                  f"machine {c['machine'] / raw_mb * 1e3:.2f} ({os.cpu_count()} cores give "
-                  f"{os.cpu_count() * row['wall_s'] / raw_mb * 1e3:.2f} in the wall time)")
+            print(
+                f"{row['mode']} c{row['concurrency']} CPU s per GB raw: chromium {c['chromium'] / raw_mb * 1e3:.2f} "
+                f"(renderer {c['renderer'] / raw_mb * 1e3:.2f}, gpu {c['gpu-process'] / raw_mb * 1e3:.2f}, "
+                f"network {c['utility'] / raw_mb * 1e3:.2f}), server {c['server'] / raw_mb * 1e3:.2f}, "
+                f"machine {c['machine'] / raw_mb * 1e3:.2f} ({os.cpu_count()} cores give "
+                f"{os.cpu_count() * row['wall_s'] / raw_mb * 1e3:.2f} in the wall time)"
+            )
     for row in summary["rows"]:
         if "split_s" in row:
             b = row["split_s"]
-            rates = {"shaStored": info["shardStoredBytes"] / 1e6, "zstd": raw_mb, "unshuffleRef": raw_mb, "unshuffle": raw_mb,
-                     "shaRaw": raw_mb}
-            print("decode steps one by one (split, page's thread), s (MB/s): "
-                  + ", ".join(f"{k} {v:.2f} ({rates[k] / v:.0f})" for k, v in b.items()))
+            rates = {
+                "shaStored": info["shardStoredBytes"] / 1e6,
+                "zstd": raw_mb,
+                "unshuffleRef": raw_mb,
+                "unshuffle": raw_mb,
+                "shaRaw": raw_mb,
+            }
+            print(
+                "decode steps one by one (split, page's thread), s (MB/s): "
+                + ", ".join(f"{k} {v:.2f} ({rates[k] / v:.0f})" for k, v in b.items())
+            )
     return summary
 
 
@@ -407,21 +538,54 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--bundle", type=Path, required=True)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--warmup", type=int, default=1, help="unrecorded passes over the modes first (per concurrency)")
-    ap.add_argument("--concurrency", default="0", help="comma list of files in flight; 0 (the default): the "
-                    "runtime's own default (4, or one per decode worker: 4 on 2 cores, 8 on 16)")
-    ap.add_argument("--modes", default="peer,runtime,split",
-                    help="comma list of peer, runtime[+full][+wN], loader, split")
-    ap.add_argument("--as-float32", action="store_true", help="upload fp16 weights widened to fp32 (webgpu-float32 variant)")
-    ap.add_argument("--rate", type=float, default=0, help="serve the bundle at most this fast, MB/s over all "
-                    "connections (a link of that speed; default: loopback, unpaced)")
+    ap.add_argument(
+        "--warmup",
+        type=int,
+        default=1,
+        help="unrecorded passes over the modes first (per concurrency)",
+    )
+    ap.add_argument(
+        "--concurrency",
+        default="0",
+        help="comma list of files in flight; 0 (the default): the "
+        "runtime's own default (4, or one per decode worker: 4 on 2 cores, 8 on 16)",
+    )
+    ap.add_argument(
+        "--modes",
+        default="peer,runtime,split",
+        help="comma list of peer, runtime[+full][+wN], loader, split",
+    )
+    ap.add_argument(
+        "--as-float32",
+        action="store_true",
+        help="upload fp16 weights widened to fp32 (webgpu-float32 variant)",
+    )
+    ap.add_argument(
+        "--rate",
+        type=float,
+        default=0,
+        help="serve the bundle at most this fast, MB/s over all "
+        "connections (a link of that speed; default: loopback, unpaced)",
+    )
     ap.add_argument("--chromium", default=os.environ.get("SDPACK_CHROMIUM", "/usr/bin/chromium"))
-    ap.add_argument("--adapter", choices=sorted(ADAPTER_FLAGS), default="swiftshader",
-                    help="WebGPU on SwiftShader (default) or on the machine's GPU through Vulkan")
-    ap.add_argument("--flag", action="append", default=[], help="one more Chromium flag (repeatable)")
-    ap.add_argument("--page", type=Path, help="a page built earlier with --build-page (then node is not needed)")
-    ap.add_argument("--build-page", type=Path, metavar="DIR", help="only build the page into DIR, then exit")
-    ap.add_argument("--timeout", type=int, default=600, help="seconds the page may go without finishing a run")
+    ap.add_argument(
+        "--adapter",
+        choices=sorted(ADAPTER_FLAGS),
+        default="swiftshader",
+        help="WebGPU on SwiftShader (default) or on the machine's GPU through Vulkan",
+    )
+    ap.add_argument(
+        "--flag", action="append", default=[], help="one more Chromium flag (repeatable)"
+    )
+    ap.add_argument(
+        "--page", type=Path, help="a page built earlier with --build-page (then node is not needed)"
+    )
+    ap.add_argument(
+        "--build-page", type=Path, metavar="DIR", help="only build the page into DIR, then exit"
+    )
+    ap.add_argument(
+        "--timeout", type=int, default=600, help="seconds the page may go without finishing a run"
+    )
     ap.add_argument("--json", type=Path, help="write the raw runs and the summary here")
     ap.add_argument("--log", type=Path, help="write Chromium's stderr here")
     args = ap.parse_args()
@@ -444,15 +608,27 @@ def main() -> None:
         page = build_page(Path(tmp)) if args.page is None else args.page / "page"
         if not (page / "index.html").is_file():
             sys.exit(f"{args.page} has no page: build one with --build-page {args.page}")
-        config = {"repeats": args.repeats, "warmup": args.warmup, "concurrency": args.concurrency,
-                  "modes": args.modes, "asFloat32": args.as_float32}
+        config = {
+            "repeats": args.repeats,
+            "warmup": args.warmup,
+            "concurrency": args.concurrency,
+            "modes": args.modes,
+            "asFloat32": args.as_float32,
+        }
         session = Session(config)
-        server = make_server(args.bundle.resolve(), page.resolve(), RateLimit(args.rate) if args.rate else None, session)
+        server = make_server(
+            args.bundle.resolve(),
+            page.resolve(),
+            RateLimit(args.rate) if args.rate else None,
+            session,
+        )
         threading.Thread(target=server.serve_forever, daemon=True).start()
         try:
             flags = [*COMMON_FLAGS, *ADAPTER_FLAGS[args.adapter], *args.flag]
             url = f"http://127.0.0.1:{server.server_address[1]}/page/index.html?auto"
-            result, sampler = run_browser(args.chromium, flags, url, session, args.timeout, args.log)
+            result, sampler = run_browser(
+                args.chromium, flags, url, session, args.timeout, args.log
+            )
         finally:
             server.shutdown()
     result["loadavg"] = loadavg

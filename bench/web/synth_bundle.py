@@ -60,7 +60,9 @@ def make(skel: Path, out: Path, seed: int) -> dict:
         for name, comp in doc["components"].items():
             index = json.loads((skel / comp["weights"]).read_text())
             records = [r for shard in index["records"] for r in shard["records"]]
-            params = ((r["name"], random_param(rng, r["name"], r["shape"], r["dtype"])) for r in records)
+            params = (
+                (r["name"], random_param(rng, r["name"], r["shape"], r["dtype"])) for r in records
+            )
             path, names = writer.add_weights(name, params, index.get("metadata") or {})
             if path != comp["weights"] or names != comp["params"]:
                 sys.exit(f"{name}: the skeleton's tensor index does not list the manifest's params")
@@ -83,8 +85,10 @@ def main() -> None:
     else:
         doc = make(args.skeleton, args.out, args.seed)
         weights = [f for f in doc["files"] if f["path"].startswith("weights/")]
-        print(f"{args.out}: {len(weights)} weight files, {sum(f['size'] for f in weights) / 1e6:.1f} MB stored, "
-              f"{sum(f.get('encoding', {}).get('raw_size', 0) for f in weights) / 1e6:.1f} MB raw")
+        print(
+            f"{args.out}: {len(weights)} weight files, {sum(f['size'] for f in weights) / 1e6:.1f} MB stored, "
+            f"{sum(f.get('encoding', {}).get('raw_size', 0) for f in weights) / 1e6:.1f} MB raw"
+        )
 
 
 if __name__ == "__main__":

@@ -49,17 +49,24 @@ def parse(spec: str) -> tuple[str, str, dict]:
 def build(exported, dtype: str, choices: dict, path: Path) -> dict:
     base = targets.get_target("webgpu")
     matmul = choices.get("matmul", targets.WEBGPU_MATMUL)
-    spec = dataclasses.replace(base, conv_layout=choices.get("layout", base.conv_layout),
-                               schedule_rules=lambda: targets.webgpu_rules(matmul),
-                               workgroup_attention=choices.get("attention", "workgroup" if
-                                                               base.workgroup_attention else
-                                                               "split") == "workgroup")
+    spec = dataclasses.replace(
+        base,
+        conv_layout=choices.get("layout", base.conv_layout),
+        schedule_rules=lambda: targets.webgpu_rules(matmul),
+        workgroup_attention=choices.get(
+            "attention", "workgroup" if base.workgroup_attention else "split"
+        )
+        == "workgroup",
+    )
     start = time.perf_counter()
     mod = pipeline.prepare_for(exported.mod, dtype, spec)
     stats: dict = {}
     executable = pipeline.build(mod, spec, None, stats)
     export_wasm(executable, path)
-    return {"build_s": round(time.perf_counter() - start, 1), "max_buffer_bytes": stats["max_buffer_bytes"]}
+    return {
+        "build_s": round(time.perf_counter() - start, 1),
+        "max_buffer_bytes": stats["max_buffer_bytes"],
+    }
 
 
 def main() -> None:
@@ -82,8 +89,14 @@ def main() -> None:
     files = {f["path"]: f for f in doc["files"]}
     web = targets.get_target("webgpu")
     for name, dtype, _ in variants:
-        doc["targets"][name] = {"kind": "webgpu", "dtype": dtype, "target": base["target"], "libs": {},
-                                "tuning_db_sha256": None, "requirements": web.requirements_for(dtype)}
+        doc["targets"][name] = {
+            "kind": "webgpu",
+            "dtype": dtype,
+            "target": base["target"],
+            "libs": {},
+            "tuning_db_sha256": None,
+            "requirements": web.requirements_for(dtype),
+        }
     for component in args.components.split(","):
         exported = export_component(component, loaders[component](), hw)
         for name, dtype, choices in variants:

@@ -31,7 +31,11 @@ SEEDS = [0, 1, 42, 2**32 + 7, 2**64 - 1]
 KAT = [  # Random123 known-answer tests for philox4x32-10
     ([0, 0, 0, 0], [0, 0], [0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8]),
     ([0xFFFFFFFF] * 4, [0xFFFFFFFF] * 2, [0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD]),
-    ([0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344], [0xA4093822, 0x299F31D0], [0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1]),
+    (
+        [0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344],
+        [0xA4093822, 0x299F31D0],
+        [0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1],
+    ),
 ]
 
 
@@ -61,13 +65,23 @@ def golden_params(rng: np.random.Generator) -> dict[str, list[tuple[str, np.ndar
 def manifest_fields(index: dict[str, tuple[str, list[str]]]) -> dict:
     return {
         "model": {"id": "sdpack/golden", "version": "1.0.0", "license": "apache-2.0"},
-        "source": {"name": "golden", "format": "synthetic", "sha256": canonical.sha256_bytes(b"golden")},
+        "source": {
+            "name": "golden",
+            "format": "synthetic",
+            "sha256": canonical.sha256_bytes(b"golden"),
+        },
         "architecture": {
             "family": "sd1",
             "signature": canonical.sha256_bytes(b"golden-architecture"),
             "prediction_type": "epsilon",
             "configs": {"unet": {"in_channels": 4}, "text_encoder": {"hidden_size": 8}},
-            "latent": {"channels": 4, "height": 8, "width": 8, "scaling_factor": 0.18215, "vae_scale": 8},
+            "latent": {
+                "channels": 4,
+                "height": 8,
+                "width": 8,
+                "scaling_factor": 0.18215,
+                "vae_scale": 8,
+            },
         },
         "dtype": "float16",
         "components": {
@@ -90,9 +104,19 @@ def manifest_fields(index: dict[str, tuple[str, list[str]]]) -> dict:
             "eos_token_id": 690,
             "pad_token_id": 690,
         },
-        "scheduler": {"default": "dpm++", "steps": 20, "guidance": 7.5, "config": {"num_train_timesteps": 1000}},
+        "scheduler": {
+            "default": "dpm++",
+            "steps": 20,
+            "guidance": 7.5,
+            "config": {"num_train_timesteps": 1000},
+        },
         "noise": {"generator": noise.GENERATOR, "version": noise.VERSION},
-        "generator": {**generator_info("golden"), "sdpack": "golden", "apache_tvm": "golden", "tvm_ffi": "golden"},
+        "generator": {
+            **generator_info("golden"),
+            "sdpack": "golden",
+            "apache_tvm": "golden",
+            "tvm_ffi": "golden",
+        },
     }
 
 
@@ -129,25 +153,38 @@ def expected(bundle_dir: Path) -> dict:
 def noise_vectors() -> dict:
     streams, normals, latents = [], [], []
     for seed in SEEDS:
-        streams.append({"seed": str(seed), "uint32": noise.uint32_stream(seed, 4).reshape(-1).tolist()})
+        streams.append(
+            {"seed": str(seed), "uint32": noise.uint32_stream(seed, 4).reshape(-1).tolist()}
+        )
         values = noise.standard_normal(seed, 19)
-        normals.append({
-            "seed": str(seed),
-            "count": 19,
-            "values": [float(v) for v in values],
-            "float32_bits": values.view(np.uint32).tolist(),
-        })
+        normals.append(
+            {
+                "seed": str(seed),
+                "count": 19,
+                "values": [float(v) for v in values],
+                "float32_bits": values.view(np.uint32).tolist(),
+            }
+        )
         lat = noise.latents(seed, (1, 4, 64, 64))
-        latents.append({
-            "seed": str(seed),
-            "shape": [1, 4, 64, 64],
-            "sha256_float32_le": canonical.sha256_bytes(lat.astype("<f4").tobytes()),
-            "sum": float(lat.astype(np.float64).sum()),
-        })
+        latents.append(
+            {
+                "seed": str(seed),
+                "shape": [1, 4, 64, 64],
+                "sha256_float32_le": canonical.sha256_bytes(lat.astype("<f4").tobytes()),
+                "sum": float(lat.astype(np.float64).sum()),
+            }
+        )
     for seed in SEEDS[:3]:
         values = noise.standard_normal(seed, 19, stream=3)
-        normals.append({"seed": str(seed), "stream": 3, "count": 19, "values": [float(v) for v in values],
-                        "float32_bits": values.view(np.uint32).tolist()})
+        normals.append(
+            {
+                "seed": str(seed),
+                "stream": 3,
+                "count": 19,
+                "values": [float(v) for v in values],
+                "float32_bits": values.view(np.uint32).tolist(),
+            }
+        )
     return {
         "generator": noise.GENERATOR,
         "version": noise.VERSION,
@@ -172,7 +209,13 @@ def differences(committed: Path, fresh: Path) -> list[str]:
     files = lambda root: {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}  # noqa: E731
     names = files(fresh) | {f"bundle/{n}" for n in files(committed / "bundle")}
     a, b = committed, fresh
-    return sorted(n for n in names if not ((a / n).is_file() and (b / n).is_file() and filecmp.cmp(a / n, b / n, shallow=False)))
+    return sorted(
+        n
+        for n in names
+        if not (
+            (a / n).is_file() and (b / n).is_file() and filecmp.cmp(a / n, b / n, shallow=False)
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -46,8 +46,9 @@ def case(weight: np.ndarray, scheme: quantize.Scheme) -> dict:
         "scales_float16_bits": scales.view(np.uint16).ravel().tolist(),
         "codes": quantize.unpack_codes(packed, scheme).ravel().tolist(),
         "packed_uint32": packed.ravel().tolist(),
-        "dequantized_float32": [float(x) for x in
-                                quantize.dequantize(packed, scales, weight.shape, scheme).ravel()],
+        "dequantized_float32": [
+            float(x) for x in quantize.dequantize(packed, scales, weight.shape, scheme).ravel()
+        ],
     }
 
 
@@ -55,7 +56,10 @@ def build() -> bytes:
     doc = {}
     for name, scheme in quantize.SCHEMES.items():
         rng = np.random.default_rng(18)
-        doc[name] = {**scheme.manifest_fields(), "cases": [case(w, scheme) for w in weights(scheme, rng)]}
+        doc[name] = {
+            **scheme.manifest_fields(),
+            "cases": [case(w, scheme) for w in weights(scheme, rng)],
+        }
     return (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()
 
 

@@ -48,10 +48,24 @@ SD15 = {
 # linspace spacing (6 and 7 steps) and DPM++'s lower_order_final below and above 15 steps.
 CONFIGS = [
     ("sd15", SD15, [4, 20]),
-    ("sd15-v-trailing", {**SD15, "prediction_type": "v_prediction", "timestep_spacing": "trailing"}, [4]),
-    ("linear-leading", {"num_train_timesteps": 1000, "beta_start": 0.0001, "beta_end": 0.02,
-                        "beta_schedule": "linear", "steps_offset": 1, "skip_prk_steps": True,
-                        "timestep_spacing": "leading"}, [7]),
+    (
+        "sd15-v-trailing",
+        {**SD15, "prediction_type": "v_prediction", "timestep_spacing": "trailing"},
+        [4],
+    ),
+    (
+        "linear-leading",
+        {
+            "num_train_timesteps": 1000,
+            "beta_start": 0.0001,
+            "beta_end": 0.02,
+            "beta_schedule": "linear",
+            "steps_offset": 1,
+            "skip_prk_steps": True,
+            "timestep_spacing": "leading",
+        },
+        [7],
+    ),
     ("sd15-linspace", {**SD15, "timestep_spacing": "linspace"}, [6]),
 ]
 LATENT_SHAPE = (1, 4, 2, 2)
@@ -59,10 +73,12 @@ SEED = 42
 
 TOKENIZER = HERE / "bundle" / "tokenizer" / "tokenizer.json"
 MAX_LENGTH, PAD_ID = TEXT_MAX_LENGTH, 690
-LONG = ("a photo of an astronaut riding a horse on the moon, oil painting of a castle at sunset over "
-        "mountains, highly detailed, sharp focus, trending on art station, beautiful forest river and "
-        "lake with red green yellow white and black dragons flying in the sky among the clouds, anime "
-        "girl with blue hair in a cyberpunk city street at night, dog and cat sitting in the garden")
+LONG = (
+    "a photo of an astronaut riding a horse on the moon, oil painting of a castle at sunset over "
+    "mountains, highly detailed, sharp focus, trending on art station, beautiful forest river and "
+    "lake with red green yellow white and black dragons flying in the sky among the clouds, anime "
+    "girl with blue hair in a cyberpunk city street at night, dog and cat sitting in the garden"
+)
 TEXTS = [
     "",
     "a photo of an astronaut riding a horse on the moon",
@@ -102,7 +118,11 @@ TEXTS = [
 def dumps(obj) -> bytes:
     """Canonical JSON (sorted keys, two-space indent, ASCII), with number arrays on one line."""
     text = json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=True)
-    text = re.sub(r"\[\s*([-+0-9.eE,\s]+?)\s*\]", lambda m: "[" + ", ".join(v.strip() for v in m.group(1).split(",")) + "]", text)
+    text = re.sub(
+        r"\[\s*([-+0-9.eE,\s]+?)\s*\]",
+        lambda m: "[" + ", ".join(v.strip() for v in m.group(1).split(",")) + "]",
+        text,
+    )
     return (text + "\n").encode()
 
 
@@ -140,8 +160,14 @@ def run(name: str, config: dict, steps: int) -> dict:
             scaled = sched.scale_model_input(x, t)
             model_output = torch.from_numpy(fake_model(scaled.numpy(), float(t)))
             x = sched.step(model_output, t, x, return_dict=False)[0].to(torch.float32)
-            out["records"].append({"t": float(t), "scaled": floats(scaled), "model_output": floats(model_output),
-                                   "prev_sample": floats(x)})
+            out["records"].append(
+                {
+                    "t": float(t),
+                    "scaled": floats(scaled),
+                    "model_output": floats(model_output),
+                    "prev_sample": floats(x),
+                }
+            )
     return out
 
 
@@ -150,10 +176,12 @@ def scheduler_vectors() -> dict:
     for config_name, config, step_counts in CONFIGS:
         for steps in step_counts:
             for name in schedulers.NAMES:
-                cases.append({"config_name": config_name, "config": config, **run(name, config, steps)})
+                cases.append(
+                    {"config_name": config_name, "config": config, **run(name, config, steps)}
+                )
     return {
         "about": "diffusers scheduler runs (see make_runtime_vectors.py); latents from the spec's noise "
-                 "generator, model outputs from a fixed fake model, euler-a step noise from stream i + 1",
+        "generator, model outputs from a fixed fake model, euler-a step noise from stream i + 1",
         "diffusers": __import__("diffusers").__version__,
         "latent_shape": list(LATENT_SHAPE),
         "seed": str(SEED),
@@ -195,20 +223,30 @@ def close(a, b, tol: float = 1e-5) -> bool:
     if isinstance(a, list) and isinstance(b, list):
         return len(a) == len(b) and all(close(x, y, tol) for x, y in zip(a, b))
     if isinstance(a, float) or isinstance(b, float):
-        return isinstance(a, (int, float)) and isinstance(b, (int, float)) \
+        return (
+            isinstance(a, (int, float))
+            and isinstance(b, (int, float))
             and abs(a - b) <= tol * max(1.0, abs(a), abs(b))
+        )
     return a == b
 
 
 def generate() -> dict[str, bytes]:
-    return {"schedulers.json": dumps(scheduler_vectors()), "tokenizer_cases.json": dumps(tokenizer_vectors())}
+    return {
+        "schedulers.json": dumps(scheduler_vectors()),
+        "tokenizer_cases.json": dumps(tokenizer_vectors()),
+    }
 
 
 if __name__ == "__main__":
     files = generate()
     if "--check" in sys.argv:
-        diff = [n for n, data in files.items() if not (HERE / n).is_file()
-                or not close(json.loads((HERE / n).read_bytes()), json.loads(data))]
+        diff = [
+            n
+            for n, data in files.items()
+            if not (HERE / n).is_file()
+            or not close(json.loads((HERE / n).read_bytes()), json.loads(data))
+        ]
         print("runtime vectors up to date" if not diff else "differ: " + ", ".join(diff))
         sys.exit(1 if diff else 0)
     for n, data in files.items():

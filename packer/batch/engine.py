@@ -50,9 +50,20 @@ from packer.support.native_log import verbose
 
 RETRIES = 3  # attempts after a worker dies (out of memory, a lost node), per job
 KILL_ONCE = "SDPACK_BATCH_KILL_ONCE"
-FORWARDED = ("SDPACK_WEBGPU_RUNTIME_CACHE", "SDPACK_VERBOSE", "HF_ENDPOINT", "HF_TOKEN", "HF_HOME", "HF_HUB_CACHE",
-             "HF_HUB_DISABLE_XET", "HF_HUB_OFFLINE", KILL_ONCE)
-OBJECT_STORE_BYTES = 256 << 20  # local runs pass only small results through it: leave memory to packs
+FORWARDED = (
+    "SDPACK_WEBGPU_RUNTIME_CACHE",
+    "SDPACK_VERBOSE",
+    "HF_ENDPOINT",
+    "HF_TOKEN",
+    "HF_HOME",
+    "HF_HUB_CACHE",
+    "HF_HUB_DISABLE_XET",
+    "HF_HUB_OFFLINE",
+    KILL_ONCE,
+)
+OBJECT_STORE_BYTES = (
+    256 << 20
+)  # local runs pass only small results through it: leave memory to packs
 RAY_HINT = "install it with: pip install 'sdpack[batch]'"
 CLUSTER_HINT = "start one with `ray start --head`, then pass the HOST:PORT it prints as --address"
 CONNECT_SECONDS = 5
@@ -78,11 +89,26 @@ class JobResult:
         return self.status != "failed"
 
     def as_json(self) -> dict:
-        out = {"repo": self.job.repo, "version": self.job.version, "checkpoint": self.job.checkpoint,
-               "status": self.status, "libraries": {"compiled": self.compiled, "reused": self.reused},
-               "seconds": round(self.seconds, 3)}
-        out.update({k: v for k, v in (("commit", self.commit), ("manifest_sha256", self.manifest_sha256),
-                                      ("error", self.error), ("node", self.node)) if v is not None})
+        out = {
+            "repo": self.job.repo,
+            "version": self.job.version,
+            "checkpoint": self.job.checkpoint,
+            "status": self.status,
+            "libraries": {"compiled": self.compiled, "reused": self.reused},
+            "seconds": round(self.seconds, 3),
+        }
+        out.update(
+            {
+                k: v
+                for k, v in (
+                    ("commit", self.commit),
+                    ("manifest_sha256", self.manifest_sha256),
+                    ("error", self.error),
+                    ("node", self.node),
+                )
+                if v is not None
+            }
+        )
         return out
 
 
@@ -91,9 +117,15 @@ def _failed(job: Job, exc: BaseException) -> JobResult:
     if isinstance(exc, SdpackError):
         return JobResult(job, "failed", error=exc.one_line())
     if isinstance(exc, MemoryError):
-        return JobResult(job, "failed", error="out of memory (raise the node's memory or run fewer jobs per node)")
+        return JobResult(
+            job,
+            "failed",
+            error="out of memory (raise the node's memory or run fewer jobs per node)",
+        )
     text = " ".join(str(exc).split())[:300]
-    return JobResult(job, "failed", error=f"internal error: {type(exc).__name__}: {text} (report it as a bug)")
+    return JobResult(
+        job, "failed", error=f"internal error: {type(exc).__name__}: {text} (report it as a bug)"
+    )
 
 
 def probe_job(job: Job, hub: str) -> tuple[str, str | None, JobResult | None]:
@@ -113,7 +145,11 @@ def probe_job(job: Job, hub: str) -> tuple[str, str | None, JobResult | None]:
 def work_dir(run: str, job: Job) -> Path:
     """Where ``job`` packs on its node: the same folder for every attempt of the job in one run, so
     an attempt first removes what a killed one left (a bundle of gigabytes)."""
-    return Path(tempfile.gettempdir()) / "sdpack-batch" / f"{run}-{canonical.sha256_bytes(job.name.encode())[:16]}"
+    return (
+        Path(tempfile.gettempdir())
+        / "sdpack-batch"
+        / f"{run}-{canonical.sha256_bytes(job.name.encode())[:16]}"
+    )
 
 
 def publish_job(job: Job, hub: str, leader: bool, run: str) -> JobResult:
@@ -133,7 +169,9 @@ def publish_job(job: Job, hub: str, leader: bool, run: str) -> JobResult:
             args.out = work / "bundle"
             packed = pack(args)
             _kill_once(job)
-            done = publish(PublishArgs(args.out, job.repo, job.version, job.private, to, endpoint).checked()).published
+            done = publish(
+                PublishArgs(args.out, job.repo, job.version, job.private, to, endpoint).checked()
+            ).published
         finally:
             shutil.rmtree(work, ignore_errors=True)
     except BaseException as exc:  # noqa: BLE001
@@ -141,8 +179,14 @@ def publish_job(job: Job, hub: str, leader: bool, run: str) -> JobResult:
             raise
         result = _failed(job, exc)
     else:
-        result = JobResult(job, "already" if done.already else "published", commit=done.commit,
-                           manifest_sha256=done.manifest_sha256, compiled=packed.compiled, reused=packed.reused)
+        result = JobResult(
+            job,
+            "already" if done.already else "published",
+            commit=done.commit,
+            manifest_sha256=done.manifest_sha256,
+            compiled=packed.compiled,
+            reused=packed.reused,
+        )
     import ray
 
     result.seconds, result.leader = time.monotonic() - start, leader
@@ -188,18 +232,26 @@ def _runtime_env(cache: Path) -> dict:
 
 def start(ray, address: str | None, cache: Path) -> None:
     """Ray in this process (no dashboard, worker logs kept off the terminal), or join ``address``."""
-    options = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR,
-               "runtime_env": _runtime_env(cache)}
+    options = {
+        "include_dashboard": False,
+        "log_to_driver": False,
+        "logging_level": logging.ERROR,
+        "runtime_env": _runtime_env(cache),
+    }
     try:
         if address is None:
-            ray.init(num_cpus=os.cpu_count() or 1, object_store_memory=OBJECT_STORE_BYTES, **options)
+            ray.init(
+                num_cpus=os.cpu_count() or 1, object_store_memory=OBJECT_STORE_BYTES, **options
+            )
         else:
             _check_reachable(address)  # Ray itself retries an unreachable address for minutes
             options.pop("include_dashboard")
             ray.init(address=address, **options)
     except ConnectionError as exc:
-        raise UsageError(f"cannot reach the Ray cluster at {address}: {' '.join(str(exc).split())[:200]}",
-                         CLUSTER_HINT) from None
+        raise UsageError(
+            f"cannot reach the Ray cluster at {address}: {' '.join(str(exc).split())[:200]}",
+            CLUSTER_HINT,
+        ) from None
 
 
 def _check_reachable(address: str) -> None:
@@ -214,18 +266,30 @@ def _check_reachable(address: str) -> None:
 
 
 def _largest_node_memory(ray) -> int:
-    return max((int(n["Resources"].get("memory", 0)) for n in ray.nodes() if n.get("Alive")), default=0)
+    return max(
+        (int(n["Resources"].get("memory", 0)) for n in ray.nodes() if n.get("Alive")), default=0
+    )
 
 
-def run_batch(jobs: list[Job], *, hub: str = "hf", address: str | None = None, cache: Path | None = None,
-              retries: int = RETRIES, on_result: Callable[[JobResult], None] | None = None) -> list[JobResult]:
+def run_batch(
+    jobs: list[Job],
+    *,
+    hub: str = "hf",
+    address: str | None = None,
+    cache: Path | None = None,
+    retries: int = RETRIES,
+    on_result: Callable[[JobResult], None] | None = None,
+) -> list[JobResult]:
     """Publish every job (see the module docstring); results in the order of ``jobs``."""
     from packer.compile.cache import cache_root
 
     ray = _ray()
     # Ray's driver prints the cluster's messages (a worker died, a task is retried) on stdout, which
     # belongs to --json: they go to stderr with SDPACK_VERBOSE=1, else nowhere; results say what happened.
-    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(sys.stderr if verbose() else devnull):
+    with (
+        open(os.devnull, "w") as devnull,
+        contextlib.redirect_stdout(sys.stderr if verbose() else devnull),
+    ):
         start(ray, address, cache_root(cache))
         try:
             hub = _hub_directory(hub)
@@ -241,7 +305,10 @@ def _hub_directory(hub: str) -> str:
     try:
         Path(hub).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UsageError(f"cannot create hub directory {hub}: {exc.strerror or exc}", "choose a writable --hub DIR") from None
+        raise UsageError(
+            f"cannot create hub directory {hub}: {exc.strerror or exc}",
+            "choose a writable --hub DIR",
+        ) from None
     return str(Path(hub).absolute())
 
 
@@ -254,7 +321,9 @@ def _schedule(ray, jobs, hub, retries, on_result) -> list[JobResult]:
         on_result(result)
 
     probe_task = ray.remote(num_cpus=1, max_retries=retries)(probe_job)
-    probes = ray.get([probe_task.options(name=f"probe {job.name}").remote(job, hub) for job in jobs])
+    probes = ray.get(
+        [probe_task.options(name=f"probe {job.name}").remote(job, hub) for job in jobs]
+    )
     for i, (state, value, result) in enumerate(probes):
         if state == "todo":
             waiting[i] = frozenset(value)
@@ -272,8 +341,13 @@ def _schedule(ray, jobs, hub, retries, on_result) -> list[JobResult]:
         keys = waiting.pop(i)
         leader = not keys <= built
         need = memory.peak_bytes(jobs[i].checkpoint, compiles=leader)
-        options = {"name": f"publish {jobs[i].name}", "num_cpus": 1, "max_retries": retries,
-                   "memory": min(need, cap) if cap else need, "scheduling_strategy": "SPREAD"}
+        options = {
+            "name": f"publish {jobs[i].name}",
+            "num_cpus": 1,
+            "max_retries": retries,
+            "memory": min(need, cap) if cap else need,
+            "scheduling_strategy": "SPREAD",
+        }
         running[task.options(**options).remote(jobs[i], hub, leader, run)] = (i, keys - built)
         building.update(keys - built)
 
@@ -292,9 +366,15 @@ def _schedule(ray, jobs, hub, retries, on_result) -> list[JobResult]:
         try:
             result = ray.get(ready)
         except ray.exceptions.RayError as exc:
-            result = JobResult(jobs[i], "failed", leader=bool(keys), error=(
-                f"the worker died {retries + 1} times ({type(exc).__name__}); out of memory or a lost node "
-                "(run fewer jobs per node, or rerun: published versions are skipped)"))
+            result = JobResult(
+                jobs[i],
+                "failed",
+                leader=bool(keys),
+                error=(
+                    f"the worker died {retries + 1} times ({type(exc).__name__}); out of memory or a lost node "
+                    "(run fewer jobs per node, or rerun: published versions are skipped)"
+                ),
+            )
         building.difference_update(keys)
         if result.ok:
             built.update(keys)

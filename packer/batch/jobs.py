@@ -51,13 +51,26 @@ class Job:
         """The :class:`packer.interface.pack.PackArgs` `packer publish --checkpoint` would build."""
         from packer.interface.pack import PackArgs
 
-        return PackArgs(checkpoint=self.checkpoint, out=Path(), targets=list(self.targets) if self.targets else None,
-                        dtype=self.dtype, version=self.version, model_id=self.repo, license=self.license,
-                        base_model=self.base_model, tokenizer=Path(self.tokenizer) if self.tokenizer else None,
-                        prediction_type=self.prediction_type, image_size=self.image_size).checked()
+        return PackArgs(
+            checkpoint=self.checkpoint,
+            out=Path(),
+            targets=list(self.targets) if self.targets else None,
+            dtype=self.dtype,
+            version=self.version,
+            model_id=self.repo,
+            license=self.license,
+            base_model=self.base_model,
+            tokenizer=Path(self.tokenizer) if self.tokenizer else None,
+            prediction_type=self.prediction_type,
+            image_size=self.image_size,
+        ).checked()
 
     def as_dict(self) -> dict:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items() if v not in (None, False)}
+        return {
+            k: (list(v) if isinstance(v, tuple) else v)
+            for k, v in asdict(self).items()
+            if v not in (None, False)
+        }
 
 
 def _resolve(value: str, base: Path) -> str:
@@ -74,17 +87,26 @@ def _job(doc, where: str, base: Path) -> Job:
     error = jsonschema.exceptions.best_match(validator.iter_errors(doc))
     if error is not None:
         at = "/".join(str(p) for p in error.absolute_path) or "(job)"
-        raise UsageError(f"{where}: {at}: {error.message[:160]}", "see formats/batch-job.schema.json for what a job holds")
+        raise UsageError(
+            f"{where}: {at}: {error.message[:160]}",
+            "see formats/batch-job.schema.json for what a job holds",
+        )
     try:
         targets = doc.get("targets")
         if isinstance(targets, str):
             targets = [t.strip() for t in targets.split(",") if t.strip()]
         job = Job(
-            repo=check_repo_id(doc["repo"]), checkpoint=_resolve(doc["checkpoint"], base),
-            version=check_version(doc["version"]), targets=tuple(targets) if targets else None,
-            dtype=doc.get("dtype"), tokenizer=_resolve(doc["tokenizer"], base) if "tokenizer" in doc else None,
-            prediction_type=doc.get("prediction_type"), image_size=doc.get("image_size"),
-            license=doc.get("license"), base_model=doc.get("base_model"), private=bool(doc.get("private", False)),
+            repo=check_repo_id(doc["repo"]),
+            checkpoint=_resolve(doc["checkpoint"], base),
+            version=check_version(doc["version"]),
+            targets=tuple(targets) if targets else None,
+            dtype=doc.get("dtype"),
+            tokenizer=_resolve(doc["tokenizer"], base) if "tokenizer" in doc else None,
+            prediction_type=doc.get("prediction_type"),
+            image_size=doc.get("image_size"),
+            license=doc.get("license"),
+            base_model=doc.get("base_model"),
+            private=bool(doc.get("private", False)),
         )
         job.pack_args()  # the option checks `packer publish` makes, before anything runs
     except UsageError as exc:
@@ -97,10 +119,15 @@ def _documents(path: Path, text: str) -> list[tuple[str, object]]:
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
-            raise UsageError(f"{path}: not valid TOML ({exc})", "fix the file; each job is a [[job]] table") from None
+            raise UsageError(
+                f"{path}: not valid TOML ({exc})", "fix the file; each job is a [[job]] table"
+            ) from None
         extra = sorted(set(data) - {"job"})
         if extra or not isinstance(data.get("job", []), list):
-            raise UsageError(f"{path}: unexpected top-level key {(extra or ['job'])[0]!r}", "each job is a [[job]] table")
+            raise UsageError(
+                f"{path}: unexpected top-level key {(extra or ['job'])[0]!r}",
+                "each job is a [[job]] table",
+            )
         return [(f"{path} job {i + 1}", doc) for i, doc in enumerate(data.get("job", []))]
     if path.suffix.lower() in (".jsonl", ".ndjson"):
         docs = []
@@ -109,9 +136,13 @@ def _documents(path: Path, text: str) -> list[tuple[str, object]]:
                 try:
                     docs.append((f"{path}:{n}", json.loads(line)))
                 except ValueError as exc:
-                    raise UsageError(f"{path}:{n}: not a JSON object ({exc})", "write one JSON object per line") from None
+                    raise UsageError(
+                        f"{path}:{n}: not a JSON object ({exc})", "write one JSON object per line"
+                    ) from None
         return docs
-    raise UsageError(f"{path}: unknown job file type {path.suffix or '(no extension)'!r}", f"pass {FORMATS}")
+    raise UsageError(
+        f"{path}: unknown job file type {path.suffix or '(no extension)'!r}", f"pass {FORMATS}"
+    )
 
 
 def load_jobs(path: Path) -> list[Job]:
@@ -119,10 +150,16 @@ def load_jobs(path: Path) -> list[Job]:
     path = Path(path)
     try:
         if path.stat().st_size > MAX_JOB_FILE_BYTES:
-            raise UsageError(f"{path}: larger than {MAX_JOB_FILE_BYTES >> 20} MiB", "split the catalogue into several job files")
+            raise UsageError(
+                f"{path}: larger than {MAX_JOB_FILE_BYTES >> 20} MiB",
+                "split the catalogue into several job files",
+            )
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read job file {path}: {getattr(exc, 'strerror', None) or exc}", f"pass {FORMATS}") from None
+        raise UsageError(
+            f"cannot read job file {path}: {getattr(exc, 'strerror', None) or exc}",
+            f"pass {FORMATS}",
+        ) from None
     base = path.resolve().parent
     jobs = [_job(doc, where, base) for where, doc in _documents(path, text)]
     if not jobs:
@@ -130,7 +167,9 @@ def load_jobs(path: Path) -> list[Job]:
     seen: dict[str, int] = {}
     for i, job in enumerate(jobs):
         if job.name in seen:
-            raise UsageError(f"{path}: {job.name} appears twice (jobs {seen[job.name] + 1} and {i + 1})",
-                             "a version is published once; give each job its own version")
+            raise UsageError(
+                f"{path}: {job.name} appears twice (jobs {seen[job.name] + 1} and {i + 1})",
+                "a version is published once; give each job its own version",
+            )
         seen[job.name] = i
     return jobs

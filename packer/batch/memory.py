@@ -35,7 +35,9 @@ def checkpoint_bytes(checkpoint: str) -> int:
     if path.is_file():
         return path.stat().st_size
     if path.is_dir():
-        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+        return sum(
+            p.stat().st_size for p in path.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES
+        )
     return FULL_SIZE_SD15_BYTES
 
 

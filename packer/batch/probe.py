@@ -30,10 +30,16 @@ def library_keys(job: Job) -> list[str]:
     args = job.pack_args()
     chosen = plan(args.targets, DTYPES[args.dtype] if args.dtype else None)
     configs = _signature_configs(job)
-    common = {"latent": configs["unet"].get("sample_size"),
-              "variants": sorted([v.target, v.dtype] for v in chosen.variants)}
-    return sorted(canonical.sha256_bytes(canonical.dumps({**common, "component": name, "configs": configs[name]}))
-                  for name in ("text_encoder", "unet", "vae"))
+    common = {
+        "latent": configs["unet"].get("sample_size"),
+        "variants": sorted([v.target, v.dtype] for v in chosen.variants),
+    }
+    return sorted(
+        canonical.sha256_bytes(
+            canonical.dumps({**common, "component": name, "configs": configs[name]})
+        )
+        for name in ("text_encoder", "unet", "vae")
+    )
 
 
 def _signature_configs(job: Job) -> dict:
@@ -49,8 +55,12 @@ def _signature_configs(job: Job) -> dict:
             return _sized(configs, job.image_size).signature_configs()
     from packer.ingest import ingest
 
-    ckpt = ingest(job.checkpoint, tokenizer=Path(job.tokenizer) if job.tokenizer else None,
-                  prediction_type=job.prediction_type, image_size=job.image_size)
+    ckpt = ingest(
+        job.checkpoint,
+        tokenizer=Path(job.tokenizer) if job.tokenizer else None,
+        prediction_type=job.prediction_type,
+        image_size=job.image_size,
+    )
     return ckpt.signature_configs()
 
 
@@ -58,8 +68,14 @@ def _sized(configs: dict, image_size: int | None):
     """A state-less :class:`Checkpoint` of ``configs`` at ``image_size`` (ingest's own override)."""
     from packer.ingest import Checkpoint, with_image_size
 
-    ckpt = Checkpoint(source={}, configs=configs, state_dicts={}, tokenizer_dir=Path(), prediction_type="epsilon",
-                      scheduler_config={})
+    ckpt = Checkpoint(
+        source={},
+        configs=configs,
+        state_dicts={},
+        tokenizer_dir=Path(),
+        prediction_type="epsilon",
+        scheduler_config={},
+    )
     return ckpt if image_size is None else with_image_size(ckpt, image_size)
 
 
@@ -75,7 +91,9 @@ def _header_configs(path: Path) -> dict:
     state_dicts = single_file.ldm_to_diffusers(shapes, path.name)
     configs = single_file.infer_configs(state_dicts, meta, path.name)
     for component in architecture.COMPONENTS:
-        configs[component], _ = architecture.complete(component, configs[component], state_dicts[component], path.name)
+        configs[component], _ = architecture.complete(
+            component, configs[component], state_dicts[component], path.name
+        )
     return configs
 
 
@@ -84,7 +102,11 @@ def published_commit(hub: str | Path | None, job: Job) -> str | None:
     from packer.hub.local import LocalHub
     from packer.hub.resolve import remote_for
 
-    if hub not in (None, "hf") and not str(hub).startswith(("http://", "https://")) and not Path(hub).is_dir():
+    if (
+        hub not in (None, "hf")
+        and not str(hub).startswith(("http://", "https://"))
+        and not Path(hub).is_dir()
+    ):
         return None  # a directory hub that does not exist yet holds nothing
     remote = remote_for(hub)
     if isinstance(remote, LocalHub):

@@ -27,9 +27,13 @@ class PublishBatchArgs:
 
     def checked(self) -> PublishBatchArgs:
         if not 0 <= self.retries <= 100:
-            raise UsageError(f"--retries {self.retries} is out of range", f"use 0 to 100 (default {RETRIES})")
+            raise UsageError(
+                f"--retries {self.retries} is out of range", f"use 0 to 100 (default {RETRIES})"
+            )
         if self.hub != "hf" and not self.hub.startswith(("http://", "https://")):
-            self.hub = str(Path(self.hub).absolute())  # a directory hub: the same folder for every worker
+            self.hub = str(
+                Path(self.hub).absolute()
+            )  # a directory hub: the same folder for every worker
         return self
 
     def display(self) -> str:
@@ -58,10 +62,16 @@ class PublishBatchResult:
         lines = []
         for r in self.results:
             detail = f"commit {r.commit}" if r.commit else r.error
-            libs = f", libraries {r.compiled} compiled / {r.reused} reused" if r.compiled or r.reused else ""
+            libs = (
+                f", libraries {r.compiled} compiled / {r.reused} reused"
+                if r.compiled or r.reused
+                else ""
+            )
             lines.append(f"{r.status:9} {r.job.name}: {detail}{libs}")
-        lines.append(f"{len(self.results)} jobs: {self.count('published')} published, {self.count('already')} "
-                     f"already published, {len(self.failed)} failed; {self.compiled} libraries compiled")
+        lines.append(
+            f"{len(self.results)} jobs: {self.count('published')} published, {self.count('already')} "
+            f"already published, {len(self.failed)} failed; {self.compiled} libraries compiled"
+        )
         return "\n".join(lines)
 
     @property
@@ -69,11 +79,17 @@ class PublishBatchResult:
         return sum(r.compiled for r in self.results)
 
     def as_json(self) -> dict:
-        return {"command": "publish-batch", "hub": self.hub, "ray": self.address or "local",
-                "jobs": len(self.results), "published": self.count("published"), "already": self.count("already"),
-                "failed": len(self.failed), "libraries": {"compiled": self.compiled,
-                                                          "reused": sum(r.reused for r in self.results)},
-                "results": [r.as_json() for r in self.results]}
+        return {
+            "command": "publish-batch",
+            "hub": self.hub,
+            "ray": self.address or "local",
+            "jobs": len(self.results),
+            "published": self.count("published"),
+            "already": self.count("already"),
+            "failed": len(self.failed),
+            "libraries": {"compiled": self.compiled, "reused": sum(r.reused for r in self.results)},
+            "results": [r.as_json() for r in self.results],
+        }
 
 
 def publish_batch(args: PublishBatchArgs) -> PublishBatchResult:
@@ -83,8 +99,16 @@ def publish_batch(args: PublishBatchArgs) -> PublishBatchResult:
     progress.status(args.display())
 
     def report(result: JobResult) -> None:
-        progress.status(f"{result.status} {result.job.name}" + (f": {result.error}" if result.error else ""))
+        progress.status(
+            f"{result.status} {result.job.name}" + (f": {result.error}" if result.error else "")
+        )
 
-    results = run_batch(jobs, hub=args.hub, address=args.address, cache=args.cache, retries=args.retries,
-                        on_result=report)
+    results = run_batch(
+        jobs,
+        hub=args.hub,
+        address=args.address,
+        cache=args.cache,
+        retries=args.retries,
+        on_result=report,
+    )
     return PublishBatchResult(args.hub, args.address, results)

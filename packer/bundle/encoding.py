@@ -56,17 +56,26 @@ def encode(raw: bytes, *, level: int, element_size: int | None) -> bytes:
     return zstandard.ZstdCompressor(compression_params=params).compress(payload)
 
 
-def decode(stored: bytes, *, raw_size: int, element_size: int | None, path: str) -> bytes | memoryview:
+def decode(
+    stored: bytes, *, raw_size: int, element_size: int | None, path: str
+) -> bytes | memoryview:
     """Decode one stored shard back to its raw bytes; ``path`` names it in errors."""
     if not stored.startswith(ZSTD_MAGIC):
         raise BundleError(f"{path}: not a zstd frame", "the file is damaged; pull the bundle again")
     try:
         declared = zstandard.frame_content_size(stored)
     except zstandard.ZstdError:
-        raise BundleError(f"{path}: zstd frame header is corrupt", "pull the bundle again") from None
-    if declared != raw_size:  # checked before any allocation: a small file cannot expand into a bomb
+        raise BundleError(
+            f"{path}: zstd frame header is corrupt", "pull the bundle again"
+        ) from None
+    if (
+        declared != raw_size
+    ):  # checked before any allocation: a small file cannot expand into a bomb
         what = "no content size" if declared < 0 else f"{declared} bytes"
-        raise BundleError(f"{path}: zstd frame declares {what}, manifest says {raw_size}; corrupt or forged", "pull the bundle again")
+        raise BundleError(
+            f"{path}: zstd frame declares {what}, manifest says {raw_size}; corrupt or forged",
+            "pull the bundle again",
+        )
     try:
         payload = zstandard.ZstdDecompressor().decompress(stored, max_output_size=raw_size)
     except zstandard.ZstdError as exc:

@@ -18,12 +18,13 @@ from packer.support.spec import FORMAT, FORMAT_VERSION, MANIFEST_NAME
 MAX_MANIFEST_BYTES = 16 << 20
 DAMAGED = "the manifest is forged or damaged; pull or pack the bundle again"
 DEFAULT_LICENSE = "creativeml-openrail-m"  # SD1.5's license, which SD1.5 derivatives carry on
-DEFAULT_BASE_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # where SD1.5 lives on the Hub now
+DEFAULT_BASE_MODEL = (
+    "stable-diffusion-v1-5/stable-diffusion-v1-5"  # where SD1.5 lives on the Hub now
+)
 VAE_SCALING_FACTOR = 0.18215  # SD1.5's latent scale, for VAE configs that do not say theirs
 SCHEDULER_DEFAULTS = {"default": "dpm++", "steps": 20, "guidance": 7.5}
 QUANTIZATION_SCHEMES = {"q4f16": (4, 32), "q8f16": (8, 64)}
 """The weight quantization schemes this sdpack reads: name → (bits, group size)."""
-
 
 
 def check_path(path: Any, where: str) -> str:
@@ -33,9 +34,14 @@ def check_path(path: Any, where: str) -> str:
     if "\\" in path:
         raise BundleError(f"{where}: path {path!r} contains a backslash", "bundle paths use '/'")
     if path.startswith("/") or (len(path) > 1 and path[1] == ":"):
-        raise BundleError(f"{where}: path {path!r} is absolute", "bundle paths are relative to the bundle root")
+        raise BundleError(
+            f"{where}: path {path!r} is absolute", "bundle paths are relative to the bundle root"
+        )
     if any(seg in ("", ".", "..") for seg in path.split("/")):
-        raise BundleError(f"{where}: path {path!r} has an empty, '.' or '..' segment", "the manifest is forged or damaged")
+        raise BundleError(
+            f"{where}: path {path!r} has an empty, '.' or '..' segment",
+            "the manifest is forged or damaged",
+        )
     return path
 
 
@@ -45,13 +51,18 @@ def _describe(error: jsonschema.ValidationError) -> str:
     return f"{where}: {message}"
 
 
-def validate(doc: Any, *, where: str = MANIFEST_NAME, schema_name: str = "manifest.schema.json") -> dict:
+def validate(
+    doc: Any, *, where: str = MANIFEST_NAME, schema_name: str = "manifest.schema.json"
+) -> dict:
     """Check ``doc`` against the schema and the rules the schema cannot say; return it."""
     if not isinstance(doc, dict):
         raise BundleError(f"{where}: not a JSON object", DAMAGED)
     if schema_name == "manifest.schema.json":
         if doc.get("format") != FORMAT:
-            raise BundleError(f"{where}: not an sdpack bundle manifest (format={doc.get('format')!r})", "is this an sdpack bundle?")
+            raise BundleError(
+                f"{where}: not an sdpack bundle manifest (format={doc.get('format')!r})",
+                "is this an sdpack bundle?",
+            )
         version = doc.get("format_version")
         if version != FORMAT_VERSION:
             raise BundleError(
@@ -94,17 +105,25 @@ def _check_quantization(doc: dict, where: str) -> None:
     if quant is None:
         return
     if (quant["bits"], quant["group_size"]) != QUANTIZATION_SCHEMES[quant["scheme"]]:
-        raise BundleError(f"{where}: quantization bits/group_size do not match scheme {quant['scheme']}", DAMAGED)
+        raise BundleError(
+            f"{where}: quantization bits/group_size do not match scheme {quant['scheme']}", DAMAGED
+        )
     for component, tensors in quant["tensors"].items():
         comp = doc["components"].get(component)
         if comp is None:
-            raise BundleError(f"{where}: quantization lists component {component!r}, which the bundle lacks", DAMAGED)
+            raise BundleError(
+                f"{where}: quantization lists component {component!r}, which the bundle lacks",
+                DAMAGED,
+            )
         position = {name: i for i, name in enumerate(comp["params"])}
         for t in tensors:
             i = position.get(t["packed"])
             if i is None or position.get(t["scales"]) != i + 1:
-                raise BundleError(f"{where}: quantized weight {t['name']!r} of {component}: its packed and "
-                                  "scales tensors are not consecutive params", DAMAGED)
+                raise BundleError(
+                    f"{where}: quantized weight {t['name']!r} of {component}: its packed and "
+                    "scales tensors are not consecutive params",
+                    DAMAGED,
+                )
 
 
 def _check_references(doc: dict, where: str) -> None:
@@ -128,7 +147,11 @@ def parse(data: bytes, where: str = MANIFEST_NAME) -> dict:
         raise BundleError(f"{where}: {len(data)} bytes is too large for a manifest", DAMAGED)
     try:
         doc = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:  # RecursionError: nesting bomb
+    except (
+        UnicodeDecodeError,
+        json.JSONDecodeError,
+        RecursionError,
+    ) as exc:  # RecursionError: nesting bomb
         raise BundleError(f"{where}: not valid JSON ({exc})", DAMAGED) from None
     return validate(doc, where=where)
 
@@ -145,8 +168,15 @@ def default_model_id(checkpoint: str) -> str:
     return "local/" + (re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-.") or "model")
 
 
-def model_fields(ckpt, *, checkpoint: str, version: str, model_id: str | None = None,
-                 license: str | None = None, base_model: str | None = None) -> dict:
+def model_fields(
+    ckpt,
+    *,
+    checkpoint: str,
+    version: str,
+    model_id: str | None = None,
+    license: str | None = None,
+    base_model: str | None = None,
+) -> dict:
     """The manifest's ``model``: what the user said, else what the source says, else the defaults.
 
     ``base_model`` is the one given, else the Hub id the checkpoint came from (the bundle is that
@@ -154,25 +184,42 @@ def model_fields(ckpt, *, checkpoint: str, version: str, model_id: str | None = 
     card's, else :data:`DEFAULT_LICENSE`.
     """
     hub_id = ckpt.source["name"] if ckpt.source.get("format") == "hub" else None
-    return {"id": model_id or default_model_id(checkpoint), "version": version,
-            "license": license or ckpt.license or DEFAULT_LICENSE,
-            "base_model": base_model or hub_id or DEFAULT_BASE_MODEL}
+    return {
+        "id": model_id or default_model_id(checkpoint),
+        "version": version,
+        "license": license or ckpt.license or DEFAULT_LICENSE,
+        "base_model": base_model or hub_id or DEFAULT_BASE_MODEL,
+    }
 
 
 def component_entry(weights: str, params: list[str], compiled) -> dict:
     """A ``components`` entry: its tensor-cache index, parameter order and call signature."""
-    return {"weights": weights, "params": params, "inputs": compiled.inputs, "outputs": compiled.outputs}
+    return {
+        "weights": weights,
+        "params": params,
+        "inputs": compiled.inputs,
+        "outputs": compiled.outputs,
+    }
 
 
-def add_library(targets: dict, variant_key: str, dtype: str, component: str, path: str, compiled) -> None:
+def add_library(
+    targets: dict, variant_key: str, dtype: str, component: str, path: str, compiled
+) -> None:
     """Record ``compiled``'s library at bundle path ``path`` under ``targets[variant_key]``,
     creating that variant's entry from the first library and widening its requirements."""
-    entry = targets.setdefault(variant_key, {
-        "kind": compiled.target_json["kind"], "dtype": dtype, "target": compiled.target_json, "libs": {},
-        "tuning_db_sha256": compiled.tuning_db_sha256, "requirements": dict(compiled.requirements),
-        # static shapes, no host synchronisation inside a call: each call may be captured
-        **({"cuda_graph": True} if compiled.target_json["kind"] == "cuda" else {}),
-    })
+    entry = targets.setdefault(
+        variant_key,
+        {
+            "kind": compiled.target_json["kind"],
+            "dtype": dtype,
+            "target": compiled.target_json,
+            "libs": {},
+            "tuning_db_sha256": compiled.tuning_db_sha256,
+            "requirements": dict(compiled.requirements),
+            # static shapes, no host synchronisation inside a call: each call may be captured
+            **({"cuda_graph": True} if compiled.target_json["kind"] == "cuda" else {}),
+        },
+    )
     entry["libs"][component] = path
     merge_requirements(entry["requirements"], compiled.requirements)
 
@@ -215,34 +262,59 @@ def _tokenizer_fields(tokenizer_dir: Path, files: list[str]) -> dict:
     eos = vocab.get("<|endoftext|>")
     bos = vocab.get("<|startoftext|>")
     fields = {"files": files, "max_length": spec.TEXT_MAX_LENGTH}
-    fields.update({k: v for k, v in (("bos_token_id", bos), ("eos_token_id", eos), ("pad_token_id", eos))
-                   if v is not None})
+    fields.update(
+        {
+            k: v
+            for k, v in (("bos_token_id", bos), ("eos_token_id", eos), ("pad_token_id", eos))
+            if v is not None
+        }
+    )
     return fields
 
 
-def fields(ckpt, *, model: dict, components: dict, targets: dict, tokenizer_files: list[str],
-           dtype: str, pipeline_version: str) -> dict:
+def fields(
+    ckpt,
+    *,
+    model: dict,
+    components: dict,
+    targets: dict,
+    tokenizer_files: list[str],
+    dtype: str,
+    pipeline_version: str,
+) -> dict:
     """Everything of manifest.json but what :meth:`BundleWriter.commit` adds (format, the file list,
     the zstd settings): the architecture and its signature, components, targets, tokenizer,
     scheduler defaults, generator and noise."""
     unet, vae = ckpt.configs["unet"], ckpt.configs["vae"]
     sample = unet["sample_size"]
-    latent = {"channels": unet["in_channels"], "height": sample, "width": sample,
-              "scaling_factor": vae.get("scaling_factor", VAE_SCALING_FACTOR),
-              "vae_scale": spec.vae_scale(vae["block_out_channels"])}
-    signature = canonical.sha256_bytes(canonical.dumps(
-        {"configs": ckpt.signature_configs(), "latent": latent, "dtype": dtype}))
+    latent = {
+        "channels": unet["in_channels"],
+        "height": sample,
+        "width": sample,
+        "scaling_factor": vae.get("scaling_factor", VAE_SCALING_FACTOR),
+        "vae_scale": spec.vae_scale(vae["block_out_channels"]),
+    }
+    signature = canonical.sha256_bytes(
+        canonical.dumps({"configs": ckpt.signature_configs(), "latent": latent, "dtype": dtype})
+    )
     return {
         "model": model,
         "source": ckpt.source,
-        "architecture": {"family": spec.ARCHITECTURE_FAMILY, "signature": signature, "prediction_type": ckpt.prediction_type,
-                         "configs": {k: _clean(v) for k, v in ckpt.configs.items()}, "latent": latent},
+        "architecture": {
+            "family": spec.ARCHITECTURE_FAMILY,
+            "signature": signature,
+            "prediction_type": ckpt.prediction_type,
+            "configs": {k: _clean(v) for k, v in ckpt.configs.items()},
+            "latent": latent,
+        },
         "dtype": dtype,
         "components": components,
         "targets": targets,
         "tokenizer": _tokenizer_fields(ckpt.tokenizer_dir, tokenizer_files),
-        "scheduler": {**SCHEDULER_DEFAULTS,
-                      "config": {**ckpt.scheduler_config, "prediction_type": ckpt.prediction_type}},
+        "scheduler": {
+            **SCHEDULER_DEFAULTS,
+            "config": {**ckpt.scheduler_config, "prediction_type": ckpt.prediction_type},
+        },
         "generator": generator_info(pipeline_version),
         "noise": {"generator": spec.NOISE_GENERATOR, "version": spec.NOISE_VERSION},
     }

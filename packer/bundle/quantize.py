@@ -68,8 +68,13 @@ class Scheme:
         return stored_names(name)
 
     def manifest_fields(self) -> dict:
-        return {"scheme": self.name, "bits": self.bits, "group_size": self.group_size,
-                "scale_dtype": SCALE_DTYPE, "symmetric": True}
+        return {
+            "scheme": self.name,
+            "bits": self.bits,
+            "group_size": self.group_size,
+            "scale_dtype": SCALE_DTYPE,
+            "symmetric": True,
+        }
 
 
 SCHEMES = {name: Scheme(name, bits, group) for name, (bits, group) in QUANTIZATION_SCHEMES.items()}
@@ -79,7 +84,9 @@ def get_scheme(name: str) -> Scheme:
     try:
         return SCHEMES[name]
     except KeyError:
-        raise UsageError(f"unknown --quantize {name!r}", f"use one of: {', '.join(SCHEMES)}") from None
+        raise UsageError(
+            f"unknown --quantize {name!r}", f"use one of: {', '.join(SCHEMES)}"
+        ) from None
 
 
 def stored_names(name: str) -> tuple[str, str]:
@@ -98,8 +105,12 @@ def quantize(weight: np.ndarray, scheme: Scheme) -> tuple[np.ndarray, np.ndarray
     s32 = scales.astype(np.float32)
     with np.errstate(divide="ignore", invalid="ignore"):
         q = np.where(s32 > 0, np.rint(w / np.where(s32 > 0, s32, np.float32(1))), np.float32(0))
-    codes = (np.clip(q, -scheme.qmax, scheme.qmax) + scheme.offset).astype(np.uint32).reshape(rows, -1)
-    words = codes.reshape(rows, -1, scheme.per_word) << (np.arange(scheme.per_word, dtype=np.uint32) * scheme.bits)
+    codes = (
+        (np.clip(q, -scheme.qmax, scheme.qmax) + scheme.offset).astype(np.uint32).reshape(rows, -1)
+    )
+    words = codes.reshape(rows, -1, scheme.per_word) << (
+        np.arange(scheme.per_word, dtype=np.uint32) * scheme.bits
+    )
     packed = np.bitwise_or.reduce(words, axis=2).astype("<u4")
     return np.ascontiguousarray(packed), np.ascontiguousarray(scales.reshape(rows, -1))
 
@@ -111,8 +122,9 @@ def unpack_codes(packed: np.ndarray, scheme: Scheme) -> np.ndarray:
     return codes.reshape(packed.shape[0], -1)
 
 
-def dequantize(packed: np.ndarray, scales: np.ndarray, shape, scheme: Scheme,
-               dtype: str = "float32") -> np.ndarray:
+def dequantize(
+    packed: np.ndarray, scales: np.ndarray, shape, scheme: Scheme, dtype: str = "float32"
+) -> np.ndarray:
     """The weight the kernels compute from the stored tensors, in ``dtype`` (the numpy reference)."""
     q = unpack_codes(packed, scheme).astype(np.float32) - np.float32(scheme.offset)
     s = np.repeat(scales.astype(np.float32), scheme.group_size, axis=1)
@@ -137,7 +149,13 @@ def manifest_entry(scheme: Scheme, tensors: dict[str, list[tuple[str, list[int]]
     weight's name, shape and stored tensor names."""
     listed = {}
     for component, items in tensors.items():
-        listed[component] = [{"name": name, "shape": [int(d) for d in shape],
-                              "packed": stored_names(name)[0], "scales": stored_names(name)[1]}
-                             for name, shape in items]
+        listed[component] = [
+            {
+                "name": name,
+                "shape": [int(d) for d in shape],
+                "packed": stored_names(name)[0],
+                "scales": stored_names(name)[1],
+            }
+            for name, shape in items
+        ]
     return {**scheme.manifest_fields(), "tensors": listed}

@@ -34,7 +34,10 @@ class Bundle:
         root = Path(root)
         path = root / manifest.MANIFEST_NAME
         if not root.is_dir():
-            raise BundleError(f"{root}: no such bundle directory", "pass the folder `packer pack` or `packer pull` wrote")
+            raise BundleError(
+                f"{root}: no such bundle directory",
+                "pass the folder `packer pack` or `packer pull` wrote",
+            )
         if not path.is_file():
             raise BundleError(f"{root}: no manifest.json", "is this an sdpack bundle?")
         return cls(root, manifest.parse(path.read_bytes()))
@@ -64,7 +67,9 @@ class Bundle:
         enc = self.files[rel].get("encoding")
         if enc is None:
             return data
-        raw = encoding.decode(data, raw_size=enc["raw_size"], element_size=enc.get("shuffle"), path=rel)
+        raw = encoding.decode(
+            data, raw_size=enc["raw_size"], element_size=enc.get("shuffle"), path=rel
+        )
         if canonical.sha256_bytes(raw) != enc["raw_sha256"]:
             raise BundleError(f"{rel}: decoded bytes do not match raw_sha256", HINT)
         return raw
@@ -72,7 +77,11 @@ class Bundle:
     def read_json(self, rel: str) -> dict:
         try:
             return json.loads(self.read(rel))
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:  # RecursionError: nesting bomb
+        except (
+            UnicodeDecodeError,
+            json.JSONDecodeError,
+            RecursionError,
+        ) as exc:  # RecursionError: nesting bomb
             raise BundleError(f"{rel}: not valid JSON ({exc})", HINT) from None
 
     # -- weights ---------------------------------------------------------------------------------
@@ -98,10 +107,14 @@ class Bundle:
             enc = self.files[stored].get("encoding")
             raw_size = enc["raw_size"] if enc else self.files[stored]["size"]
             if raw_size != shard["nbytes"]:
-                raise BundleError(f"{stored}: holds {raw_size} raw bytes, {rel} says {shard['nbytes']}", HINT)
+                raise BundleError(
+                    f"{stored}: holds {raw_size} raw bytes, {rel} says {shard['nbytes']}", HINT
+                )
             names += [r["name"] for r in shard["records"]]
         if names != comp["params"]:
-            raise BundleError(f"{rel}: tensor names/order differ from the manifest's params list", HINT)
+            raise BundleError(
+                f"{rel}: tensor names/order differ from the manifest's params list", HINT
+            )
         self._check_quantized(component, doc, rel)
         return doc
 
@@ -116,13 +129,22 @@ class Bundle:
         for t in quant["tensors"][component]:
             rows, k = t["shape"][0], math.prod(t["shape"][1:])
             if k % group:
-                raise BundleError(f"{rel}: quantized weight {t['name']!r}: reduction {k} is not a multiple of {group}", HINT)
-            want = {t["packed"]: ("uint32", [rows, k * bits // 32]), t["scales"]: ("float16", [rows, k // group])}
+                raise BundleError(
+                    f"{rel}: quantized weight {t['name']!r}: reduction {k} is not a multiple of {group}",
+                    HINT,
+                )
+            want = {
+                t["packed"]: ("uint32", [rows, k * bits // 32]),
+                t["scales"]: ("float16", [rows, k // group]),
+            }
             for name, (dtype, shape) in want.items():
                 rec = records.get(name)
                 if rec is None or rec["dtype"] != dtype or rec["shape"] != shape:
-                    raise BundleError(f"{rel}: {name} should be {dtype} {shape} for the quantized weight "
-                                      f"{t['name']!r}", HINT)
+                    raise BundleError(
+                        f"{rel}: {name} should be {dtype} {shape} for the quantized weight "
+                        f"{t['name']!r}",
+                        HINT,
+                    )
 
     def iter_shards(self, component: str):
         """Yield ``(raw bytes, records)`` for each of the component's shards, verified."""
@@ -145,7 +167,9 @@ class Bundle:
         rel = self.manifest["components"][component]["weights"]
         doc = self.tensor_index(component)
         for shard in doc["records"]:
-            (dest / shard["dataPath"]).write_bytes(self.read(self._shard_file(rel, shard["dataPath"])))
+            (dest / shard["dataPath"]).write_bytes(
+                self.read(self._shard_file(rel, shard["dataPath"]))
+            )
         (dest / tensor_cache.INDEX_NAME).write_bytes(self.read(rel))
         return dest
 

@@ -124,11 +124,16 @@ def check_index(doc: dict, path: str) -> None:
                     raise TypeError("a record needs a name string and a shape list")
                 dtype = DTYPES.get(rec["dtype"])
                 if dtype is None:
-                    raise BundleError(f"{path}: tensor {rec['name']!r} has unsupported dtype {rec['dtype']!r}", DAMAGED)
+                    raise BundleError(
+                        f"{path}: tensor {rec['name']!r} has unsupported dtype {rec['dtype']!r}",
+                        DAMAGED,
+                    )
                 shape = [_int(d) for d in rec["shape"]]
                 count = math.prod(shape)  # exact: numpy's int64 product would wrap around
                 if any(d < 0 for d in shape) or count * dtype.itemsize != _int(rec["nbytes"]):
-                    raise BundleError(f"{path}: tensor {rec['name']!r}: shape/dtype do not match nbytes", DAMAGED)
+                    raise BundleError(
+                        f"{path}: tensor {rec['name']!r}: shape/dtype do not match nbytes", DAMAGED
+                    )
                 start, nbytes = _int(rec["byteOffset"]), rec["nbytes"]
                 if start < 0 or start + nbytes > size:
                     raise BundleError(
@@ -136,12 +141,14 @@ def check_index(doc: dict, path: str) -> None:
                         DAMAGED,
                     )
     except (KeyError, TypeError, ValueError, OverflowError) as exc:
-        raise BundleError(f"{path}: malformed tensor-cache index ({exc.__class__.__name__}: {exc})", DAMAGED) from None
+        raise BundleError(
+            f"{path}: malformed tensor-cache index ({exc.__class__.__name__}: {exc})", DAMAGED
+        ) from None
 
 
 def read_tensor(raw: bytes, rec: dict) -> np.ndarray:
     """One tensor out of a raw shard's bytes, as a read-only view."""
     dtype = DTYPES[rec["dtype"]]
-    return np.frombuffer(raw, dtype=dtype, count=rec["nbytes"] // dtype.itemsize, offset=rec["byteOffset"]).reshape(
-        rec["shape"]
-    )
+    return np.frombuffer(
+        raw, dtype=dtype, count=rec["nbytes"] // dtype.itemsize, offset=rec["byteOffset"]
+    ).reshape(rec["shape"])

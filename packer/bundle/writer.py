@@ -56,7 +56,9 @@ class BundleWriter:
             self._stage = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.partial-", dir=parent))
             self._stage.chmod(0o755)
         except OSError as exc:
-            raise BundleError(f"cannot write to {parent}: {exc.strerror}", "choose a writable --out") from None
+            raise BundleError(
+                f"cannot write to {parent}: {exc.strerror}", "choose a writable --out"
+            ) from None
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -103,7 +105,11 @@ class BundleWriter:
             def encode(shard: tensor_cache.Shard) -> tuple[tensor_cache.Shard, bytes, dict]:
                 size = shard.element_size() if self.shuffle else 1
                 raw = shard.release()
-                extra = {"compression": "zstd", "raw_size": len(raw), "raw_sha256": canonical.sha256_bytes(raw)}
+                extra = {
+                    "compression": "zstd",
+                    "raw_size": len(raw),
+                    "raw_sha256": canonical.sha256_bytes(raw),
+                }
                 if size > 1:
                     extra["shuffle"] = size
                 return shard, encoding.encode(raw, level=self.zstd_level, element_size=size), extra
@@ -123,7 +129,11 @@ class BundleWriter:
         doc = dict(fields)
         doc["format"] = manifest.FORMAT
         doc["format_version"] = manifest.FORMAT_VERSION
-        doc["generator"] = {**doc["generator"], "zstd_level": self.zstd_level, "zstd": _zstd_version()}
+        doc["generator"] = {
+            **doc["generator"],
+            "zstd_level": self.zstd_level,
+            "zstd": _zstd_version(),
+        }
         doc["files"] = [self._entries[p] for p in sorted(self._entries)]
         manifest.validate(doc, where="manifest being written")
         (self._stage / manifest.MANIFEST_NAME).write_bytes(canonical.dumps(doc))
@@ -145,4 +155,3 @@ def _zstd_version() -> str:
     import zstandard
 
     return ".".join(map(str, zstandard.ZSTD_VERSION))
-

@@ -26,8 +26,16 @@ from pathlib import Path
 from ..support.canonical import dumps, sha256_file
 
 ENTRY_FORMAT = 1
-_REQUIRED = ("format", "signature", "lib", "lib_sha256", "params", "param_source", "inputs",
-             "outputs")
+_REQUIRED = (
+    "format",
+    "signature",
+    "lib",
+    "lib_sha256",
+    "params",
+    "param_source",
+    "inputs",
+    "outputs",
+)
 
 
 def cache_root(cache_dir: Path | str | None = None) -> Path:
@@ -69,8 +77,14 @@ class LibraryCache:
             return None
         return {**meta, "lib_path": lib_path}
 
-    def store(self, signature: str, suffix: str, write_lib: Callable[[Path], None],
-              meta: dict, extra: dict | None = None) -> dict:
+    def store(
+        self,
+        signature: str,
+        suffix: str,
+        write_lib: Callable[[Path], None],
+        meta: dict,
+        extra: dict | None = None,
+    ) -> dict:
         """Build the library with ``write_lib(tmp_path)``, then commit it and its metadata.
 
         ``extra`` is read after ``write_lib`` returns: facts the build measured (e.g.
@@ -85,8 +99,14 @@ class LibraryCache:
             os.replace(tmp_lib, lib_path)
         finally:
             tmp_lib.unlink(missing_ok=True)
-        meta = {**meta, **(extra or {}), "format": ENTRY_FORMAT, "signature": signature, "lib": lib_path.name,
-                "lib_sha256": lib_sha}
+        meta = {
+            **meta,
+            **(extra or {}),
+            "format": ENTRY_FORMAT,
+            "signature": signature,
+            "lib": lib_path.name,
+            "lib_sha256": lib_sha,
+        }
         self._write_atomic(self.dir / f"{signature}.json", dumps(meta))
         return {**meta, "lib_path": lib_path}
 

@@ -48,9 +48,16 @@ class CompiledComponent:
     quantized: list[str] = field(default_factory=list)  # weights taken as (packed, scales) params
 
 
-def architecture_signature(signature_configs: dict, *, component: str, latent_hw, dtype: str,
-                           target_json: dict, tuning_db_sha256: str | None = None,
-                           quantization: dict | None = None) -> str:
+def architecture_signature(
+    signature_configs: dict,
+    *,
+    component: str,
+    latent_hw,
+    dtype: str,
+    target_json: dict,
+    tuning_db_sha256: str | None = None,
+    quantization: dict | None = None,
+) -> str:
     """sha256 of everything that determines the compiled code, and nothing else.
 
     The key holds the component's architecture configs (top-level keys starting with ``_``,
@@ -65,7 +72,9 @@ def architecture_signature(signature_configs: dict, *, component: str, latent_hw
     >>> len(sig)
     64
     """
-    key = _signature_key(signature_configs, component, latent_hw, dtype, target_json, tuning_db_sha256)
+    key = _signature_key(
+        signature_configs, component, latent_hw, dtype, target_json, tuning_db_sha256
+    )
     if quantization is not None:
         key["quantization"] = quantization
     return sha256_bytes(dumps(key))
@@ -73,20 +82,25 @@ def architecture_signature(signature_configs: dict, *, component: str, latent_hw
 
 def _signature_key(configs, component, latent_hw, dtype, target_json, tuning_sha) -> dict:
     try:
-        configs = json.loads(json.dumps({k: v for k, v in dict(configs).items()
-                                         if not str(k).startswith("_")}))
+        configs = json.loads(
+            json.dumps({k: v for k, v in dict(configs).items() if not str(k).startswith("_")})
+        )
     except (TypeError, ValueError) as exc:
-        raise CompileError(f"{component} signature configs are not plain JSON: {exc}",
-                           "pass the architecture config as a dict of JSON values") from exc
+        raise CompileError(
+            f"{component} signature configs are not plain JSON: {exc}",
+            "pass the architecture config as a dict of JSON values",
+        ) from exc
     return {
         "component": component,
         "configs": configs,
-        "inputs": {"latent_hw": [int(x) for x in latent_hw], "text_length": TEXT_LENGTH,
-                   "unet_batch": UNET_BATCH},
+        "inputs": {
+            "latent_hw": [int(x) for x in latent_hw],
+            "text_length": TEXT_LENGTH,
+            "unet_batch": UNET_BATCH,
+        },
         "dtype": dtype,
         "target": target_json,
-        "versions": {name: metadata.version(name)
-                     for name in ("apache-tvm", "apache-tvm-ffi")},
+        "versions": {name: metadata.version(name) for name in ("apache-tvm", "apache-tvm-ffi")},
         "pipeline": pipeline.PIPELINE_VERSION,
         "tuning_db_sha256": tuning_sha,
     }
@@ -105,8 +119,15 @@ class Compiler:
         self._exports: dict[tuple, ExportedComponent] = {}
         self._stats: dict = {}
 
-    def compile(self, component: str, load: Callable[[], object], configs: dict, latent_hw,
-                spec: TargetSpec, dtype: str) -> CompiledComponent:
+    def compile(
+        self,
+        component: str,
+        load: Callable[[], object],
+        configs: dict,
+        latent_hw,
+        spec: TargetSpec,
+        dtype: str,
+    ) -> CompiledComponent:
         """The cached library for this architecture, building it first on a miss."""
         _check(component, dtype)
         latent_hw = tuple(int(x) for x in latent_hw)
@@ -120,13 +141,21 @@ class Compiler:
             tuning.skip(database.directory, f"the build failed with it: {exc.error.message}")
         return self._compile(component, load, configs, latent_hw, spec, dtype, None)
 
-    def is_cached(self, component: str, configs: dict, latent_hw, spec: TargetSpec,
-                  dtype: str) -> bool:
+    def is_cached(
+        self, component: str, configs: dict, latent_hw, spec: TargetSpec, dtype: str
+    ) -> bool:
         """Whether the library is in the cache (intact), so compiling it costs no build."""
         _check(component, dtype)
         database = tuning.find_database(spec.key, spec.target_json())
-        signature = _signature(component, configs, tuple(int(x) for x in latent_hw), spec, dtype, database,
-                               self.quantize)
+        signature = _signature(
+            component,
+            configs,
+            tuple(int(x) for x in latent_hw),
+            spec,
+            dtype,
+            database,
+            self.quantize,
+        )
         return self.cache.lookup(signature) is not None
 
     def _compile(self, component, load, configs, latent_hw, spec, dtype, database):
@@ -139,12 +168,21 @@ class Compiler:
             exported = self._export(component, load, latent_hw)
             entry = self._build(signature, exported, spec, dtype, database)
         return CompiledComponent(
-            component=component, target=spec.key, dtype=dtype, lib_path=entry["lib_path"],
-            params=list(entry["params"]), param_source=entry["param_source"],
-            inputs=entry["inputs"], outputs=entry["outputs"], signature=signature,
-            tuning_db_sha256=tuning_sha, target_json=target_json,
-            requirements=_requirements(spec, dtype, entry), reused=reused,
-            quantized=list(entry.get("quantized", [])))
+            component=component,
+            target=spec.key,
+            dtype=dtype,
+            lib_path=entry["lib_path"],
+            params=list(entry["params"]),
+            param_source=entry["param_source"],
+            inputs=entry["inputs"],
+            outputs=entry["outputs"],
+            signature=signature,
+            tuning_db_sha256=tuning_sha,
+            target_json=target_json,
+            requirements=_requirements(spec, dtype, entry),
+            reused=reused,
+            quantized=list(entry.get("quantized", [])),
+        )
 
     def _export(self, component, load, latent_hw) -> ExportedComponent:
         key = (component, latent_hw)
@@ -157,27 +195,43 @@ class Compiler:
         params, quantized = exported.params, []
         if self.quantize is not None and exported.component in QUANTIZED_COMPONENTS:
             mod = pipeline.prepare_for(exported.mod, dtype, spec, quantized=True)
-            mod, params, quantized = decode_weights(mod, exported.component, exported.params, self.quantize)
+            mod, params, quantized = decode_weights(
+                mod, exported.component, exported.params, self.quantize
+            )
         else:
             mod = pipeline.prepare_for(exported.mod, dtype, spec)
-        meta = {"component": exported.component, "target": spec.key,
-                "dtype": dtype, "params": params, "quantized": quantized,
-                "param_source": exported.param_source, **_io(mod, exported),
-                "tuning_db_sha256": database.sha256 if database else None,
-                "pipeline_version": pipeline.PIPELINE_VERSION}
+        meta = {
+            "component": exported.component,
+            "target": spec.key,
+            "dtype": dtype,
+            "params": params,
+            "quantized": quantized,
+            "param_source": exported.param_source,
+            **_io(mod, exported),
+            "tuning_db_sha256": database.sha256 if database else None,
+            "pipeline_version": pipeline.PIPELINE_VERSION,
+        }
         stats = self._stats = {}  # what the build measured (max_buffer_bytes), read by store()
         progress.status(f"compiling {meta['component']} for {spec.key} ({dtype})")
         start = time.monotonic()
         try:
-            entry = self.cache.store(signature, spec.lib_suffix,
-                                     lambda out: self._lower(mod, spec, database, out),
-                                     meta, extra=stats)
+            entry = self.cache.store(
+                signature,
+                spec.lib_suffix,
+                lambda out: self._lower(mod, spec, database, out),
+                meta,
+                extra=stats,
+            )
         except SdpackError as exc:
             raise _BuildFailed(exc) from exc
         except Exception as exc:  # TVM raises its own error zoo
-            raise _BuildFailed(CompileError(
-                f"building {meta['component']} for {spec.key} failed: {type(exc).__name__}: "
-                f"{str(exc)[-1500:]}", "the pass list is packer/compile/pipeline.py")) from exc
+            raise _BuildFailed(
+                CompileError(
+                    f"building {meta['component']} for {spec.key} failed: {type(exc).__name__}: "
+                    f"{str(exc)[-1500:]}",
+                    "the pass list is packer/compile/pipeline.py",
+                )
+            ) from exc
         progress.status(f"compiled in {time.monotonic() - start:.1f} s")
         return entry
 
@@ -186,8 +240,12 @@ class Compiler:
             tuning_dir = database.directory if database else None
             build_in_subprocess(mod, spec.key, tuning_dir, out, cuda_stub.build_env(self.root))
             return
-        executable = pipeline.build(mod, spec, database.open() if database else None,
-                                    self._stats if spec.measure_buffers else None)
+        executable = pipeline.build(
+            mod,
+            spec,
+            database.open() if database else None,
+            self._stats if spec.measure_buffers else None,
+        )
         spec.export(executable, out)
 
 
@@ -199,14 +257,21 @@ def _requirements(spec: TargetSpec, dtype: str, entry: dict) -> dict:
     return requirements
 
 
-def _signature(component, configs, latent_hw, spec: TargetSpec, dtype: str, database, quantize=None) -> str:
+def _signature(
+    component, configs, latent_hw, spec: TargetSpec, dtype: str, database, quantize=None
+) -> str:
     scheme = None
     if quantize is not None and component in QUANTIZED_COMPONENTS:
         scheme = {"scheme": quantize.name, "bits": quantize.bits, "group_size": quantize.group_size}
-    return architecture_signature(configs, component=component, latent_hw=latent_hw, dtype=dtype,
-                                  target_json=spec.target_json(),
-                                  tuning_db_sha256=database.sha256 if database else None,
-                                  quantization=scheme)
+    return architecture_signature(
+        configs,
+        component=component,
+        latent_hw=latent_hw,
+        dtype=dtype,
+        target_json=spec.target_json(),
+        tuning_db_sha256=database.sha256 if database else None,
+        quantization=scheme,
+    )
 
 
 class _BuildFailed(Exception):
@@ -219,8 +284,7 @@ def _io(mod, exported: ExportedComponent) -> dict:
     """``inputs``/``outputs`` as ``{"name", "shape", "dtype"}`` read from the prepared ``main``."""
     main = mod["main"]
     n_in = int(main.attrs["num_input"])
-    inputs = [_tensor(name, var.ty) for name, var in zip(exported.input_names,
-                                                         main.params[:n_in])]
+    inputs = [_tensor(name, var.ty) for name, var in zip(exported.input_names, main.params[:n_in])]
     return {"inputs": inputs, "outputs": [_tensor(exported.output_name, main.ret_ty)]}
 
 
@@ -242,9 +306,17 @@ def _check(component: str, dtype: str) -> None:
         raise UsageError(f"unsupported dtype {dtype!r}", f"one of: {', '.join(DTYPES)}")
 
 
-def compile_component(component: str, module, *, configs: dict, latent_hw: tuple[int, int],
-                      target: str, dtype: str, cache_dir: Path | None = None, quantize=None
-                      ) -> CompiledComponent:
+def compile_component(
+    component: str,
+    module,
+    *,
+    configs: dict,
+    latent_hw: tuple[int, int],
+    target: str,
+    dtype: str,
+    cache_dir: Path | None = None,
+    quantize=None,
+) -> CompiledComponent:
     """Compile ``module`` (the whole diffusers/transformers component; for ``vae_decoder`` the
     ``AutoencoderKL``) for ``target``, or return the cached library of its architecture.
 
@@ -254,12 +326,19 @@ def compile_component(component: str, module, *, configs: dict, latent_hw: tuple
     (PosixPath('~/.cache/sdpack/compiled/3f1c….so'), ['conv_in.weight'])
     """
     spec = get_target(target)
-    return Compiler(cache_root(cache_dir), quantize).compile(component, lambda: module, configs,
-                                                             latent_hw, spec, dtype)
+    return Compiler(cache_root(cache_dir), quantize).compile(
+        component, lambda: module, configs, latent_hw, spec, dtype
+    )
 
 
-def compile_all(checkpoint_like, *, variants: list[tuple[str, str]], latent_hw=None,
-                cache_dir=None, quantize=None) -> dict[tuple[str, str, str], CompiledComponent]:
+def compile_all(
+    checkpoint_like,
+    *,
+    variants: list[tuple[str, str]],
+    latent_hw=None,
+    cache_dir=None,
+    quantize=None,
+) -> dict[tuple[str, str, str], CompiledComponent]:
     """Every component for every ``(target, dtype)`` variant, keyed ``(component, target as
     passed, dtype)``.
 
@@ -274,14 +353,25 @@ def compile_all(checkpoint_like, *, variants: list[tuple[str, str]], latent_hw=N
     hw = latent_hw or _default_latent_hw(checkpoint_like, loaders["unet"])
     compiler = Compiler(cache_root(cache_dir), quantize)
     jobs = [(component, name, dtype) for name, dtype in variants for component in COMPONENTS]
-    for name in dict.fromkeys(name for component, name, dtype in jobs
-                              if not compiler.is_cached(component, _component_configs(configs, component),
-                                                        hw, specs[name], dtype)):
+    for name in dict.fromkeys(
+        name
+        for component, name, dtype in jobs
+        if not compiler.is_cached(
+            component, _component_configs(configs, component), hw, specs[name], dtype
+        )
+    ):
         specs[name].toolchain()
-    return {(component, name, dtype): compiler.compile(
-                component, loaders[component], _component_configs(configs, component), hw,
-                specs[name], dtype)
-            for component, name, dtype in jobs}
+    return {
+        (component, name, dtype): compiler.compile(
+            component,
+            loaders[component],
+            _component_configs(configs, component),
+            hw,
+            specs[name],
+            dtype,
+        )
+        for component, name, dtype in jobs
+    }
 
 
 def _memo_loaders(ckpt) -> dict[str, Callable[[], object]]:
@@ -293,6 +383,7 @@ def _memo_loaders(ckpt) -> dict[str, Callable[[], object]]:
             if component not in loaded:
                 loaded[component] = methods[component]()
             return loaded[component]
+
         return load
 
     return {component: loader(component) for component in methods}

@@ -104,8 +104,9 @@ def _vae_inputs(module, hw):
 
 
 SPECS: dict[str, _Spec] = {
-    "text_encoder": _Spec("text_encoder", _TextEncoder, "model.", _text_inputs,
-                          "last_hidden_state", keep_sdpa=False),
+    "text_encoder": _Spec(
+        "text_encoder", _TextEncoder, "model.", _text_inputs, "last_hidden_state", keep_sdpa=False
+    ),
     "unet": _Spec("unet", _UNet, "unet.", _unet_inputs, "noise_pred", keep_sdpa=True),
     "vae_decoder": _Spec("vae", _VaeDecoder, "", _vae_inputs, "image", keep_sdpa=True),
 }
@@ -167,7 +168,9 @@ def _to_relax(ep, keep_sdpa: bool):
         table.pop(torch.ops.aten.scaled_dot_product_attention.default, None)
         ep = ep.run_decompositions(table)
     mod = from_exported_program(
-        ep, keep_params_as_input=True, unwrap_unit_return_tuple=True,
+        ep,
+        keep_params_as_input=True,
+        unwrap_unit_return_tuple=True,
         run_ep_decomposition=not keep_sdpa,
     )
     mod, _ = relax.frontend.detach_params(mod)  # weights arrive at run time, not at build time
@@ -180,14 +183,15 @@ def _param_keys(mod, ep, prefix: str, module: nn.Module, component: str) -> list
 
     main = mod["main"]
     by_arg = {
-        s.arg.name: s.target for s in ep.graph_signature.input_specs
+        s.arg.name: s.target
+        for s in ep.graph_signature.input_specs
         if s.kind == InputKind.PARAMETER
     }
     state_keys = set(module.state_dict().keys())
     keys = []
-    for var in main.params[int(main.attrs["num_input"]):]:
+    for var in main.params[int(main.attrs["num_input"]) :]:
         target = by_arg.get(var.name)
-        key = target[len(prefix):] if target and target.startswith(prefix) else None
+        key = target[len(prefix) :] if target and target.startswith(prefix) else None
         if key not in state_keys:
             raise CompileError(
                 f"cannot map {component} parameter {var.name!r} to a state-dict key",

@@ -106,8 +106,13 @@ def prepare_for(mod, dtype: str, spec, quantized: bool = False):
     return prepare(mod, dtype, spec.conv_layout, spec.mma_kernels, spec.workgroup_attention)
 
 
-def prepare(mod, dtype: str, conv_layout: str = "NCHW", mma_kernels: bool = False,
-            workgroup_attention: bool = False):
+def prepare(
+    mod,
+    dtype: str,
+    conv_layout: str = "NCHW",
+    mma_kernels: bool = False,
+    workgroup_attention: bool = False,
+):
     """Steps 1–6: the rewrite that fixes the module's dtypes, its convolutions' layout and its
     hand-written kernels (``conv_layout``, ``mma_kernels``, ``workgroup_attention``: the
     target's, :attr:`packer.compile.targets.TargetSpec.conv_layout` and so on)."""
@@ -124,8 +129,11 @@ def prepare(mod, dtype: str, conv_layout: str = "NCHW", mma_kernels: bool = Fals
 
     passes = []
     if dtype == "float16":
-        passes.append(relax.transform.ToMixedPrecision(
-            out_dtype="float16", fp16_input_names=_fp16_inputs(mod)))
+        passes.append(
+            relax.transform.ToMixedPrecision(
+                out_dtype="float16", fp16_input_names=_fp16_inputs(mod)
+            )
+        )
     if conv_layout == "NHWC":
         passes.append(relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"]}))
     elif conv_layout != "NCHW":
@@ -138,9 +146,13 @@ def prepare(mod, dtype: str, conv_layout: str = "NCHW", mma_kernels: bool = Fals
         passes.append(FusedAttention)
     if workgroup_attention:
         passes.append(WorkgroupAttention)
-    passes += [SplitAttention, GroupNormReduction, GatherBeforeCast,
-               relax.transform.FuseTransposeMatmul(),
-               relax.transform.DeadCodeElimination()]
+    passes += [
+        SplitAttention,
+        GroupNormReduction,
+        GatherBeforeCast,
+        relax.transform.FuseTransposeMatmul(),
+        relax.transform.DeadCodeElimination(),
+    ]
     if conv_layout == "NHWC":  # after FuseTransposeMatmul: linear weights stay as they are
         passes += [relax.transform.LiftTransformParams(), relax.transform.DeadCodeElimination()]
     mod = tvm.transform.Sequential(passes)(mod)
@@ -180,8 +192,15 @@ def fusion_passes() -> list:
     from .quantize import drop_unused_decode_pass, fuse_decode_pass
 
     t = relax.transform
-    return [t.LegalizeOps(), t.AnnotateTIROpPattern(), fuse_decode_pass(), t.FoldConstant(),
-            t.FuseOps(), t.FuseTIR(), drop_unused_decode_pass()]
+    return [
+        t.LegalizeOps(),
+        t.AnnotateTIROpPattern(),
+        fuse_decode_pass(),
+        t.FoldConstant(),
+        t.FuseOps(),
+        t.FuseTIR(),
+        drop_unused_decode_pass(),
+    ]
 
 
 def lower_passes(spec, database=None) -> list:
@@ -200,10 +219,19 @@ def lower_passes(spec, database=None) -> list:
         passes.append(dl.ApplyDefaultSchedule(*rules))
     else:
         passes.append(inline_decode_pass())
-    passes += [t.RewriteDataflowReshape(), t.ToNonDataflow(), t.RemovePurityChecking(),
-               t.CallTIRRewrite(), t.StaticPlanBlockMemory(), t.LowerAllocTensor(),
-               t.KillAfterLastUse(), t.LowerRuntimeBuiltin(), t.ComputePrimValue(),
-               t.VMShapeLower(), t.AttachGlobalSymbol()]
+    passes += [
+        t.RewriteDataflowReshape(),
+        t.ToNonDataflow(),
+        t.RemovePurityChecking(),
+        t.CallTIRRewrite(),
+        t.StaticPlanBlockMemory(),
+        t.LowerAllocTensor(),
+        t.KillAfterLastUse(),
+        t.LowerRuntimeBuiltin(),
+        t.ComputePrimValue(),
+        t.VMShapeLower(),
+        t.AttachGlobalSymbol(),
+    ]
     return passes
 
 
@@ -236,7 +264,7 @@ def plan(mod, spec, database=None):
 
     with _lowering(spec, database):
         passes = lower_passes(spec, database)
-        return tvm.transform.Sequential(passes[:_plan_end(passes)])(mod)
+        return tvm.transform.Sequential(passes[: _plan_end(passes)])(mod)
 
 
 def _plan_end(passes) -> int:

@@ -76,7 +76,9 @@ def decode_weights(mod, component: str, names: list[str], scheme):
         if key not in decoders:
             func_name = f"{DECODE_PREFIX}{scheme.bits}_{'x'.join(map(str, shape))}_{dtype}"
             decoders[key] = builder.add_func(_decode_func(shape, dtype, scheme), func_name)
-        decodes.append(relax.VarBinding(var, relax.call_tir(decoders[key], [packed, scales], var.ty)))
+        decodes.append(
+            relax.VarBinding(var, relax.call_tir(decoders[key], [packed, scales], var.ty))
+        )
         params += [packed, scales]
         out_names += [packed_name, scales_name]
         quantized.append(name)
@@ -135,7 +137,11 @@ def _fuse_decode(mod, _ctx):
     for block in main.body.blocks:
         for binding in block.bindings:
             value = binding.value
-            if isinstance(value, relax.Call) and value.op.same_as(call_tir) and _is_decode(value.args[0]):
+            if (
+                isinstance(value, relax.Call)
+                and value.op.same_as(call_tir)
+                and _is_decode(value.args[0])
+            ):
                 decoded[binding.var] = value
             for var in relax.analysis.free_vars(value):
                 uses[var] = uses.get(var, 0) + 1
@@ -158,7 +164,9 @@ def _fuse_decode(mod, _ctx):
                     value = _fused_call(builder, value, args, {a: decoded[a] for a in mine})
                     fusable -= set(mine)
             elif any(v in fusable for v in relax.analysis.free_vars(value)):
-                for v in relax.analysis.free_vars(value):  # not a kernel: keep its decode standalone
+                for v in relax.analysis.free_vars(
+                    value
+                ):  # not a kernel: keep its decode standalone
                     if v in fusable:
                         bindings.append(relax.VarBinding(v, decoded[v]))
                         fusable.discard(v)
@@ -166,8 +174,9 @@ def _fuse_decode(mod, _ctx):
         cls = relax.DataflowBlock if isinstance(block, relax.DataflowBlock) else relax.BindingBlock
         blocks.append(cls(bindings))
     mod = builder.get()
-    mod["main"] = relax.Function(main.params, relax.SeqExpr(blocks, main.body.body), main.ret_ty,
-                                 main.is_pure, main.attrs)
+    mod["main"] = relax.Function(
+        main.params, relax.SeqExpr(blocks, main.body.body), main.ret_ty, main.is_pure, main.attrs
+    )
     return relax.transform.Normalize()(mod)
 
 
@@ -187,15 +196,21 @@ def _fused_call(builder, consumer, args, decodes: dict):
     bindings = []
     for var, call in decodes.items():
         inner = relax.DataflowVar(var.name, var.ty)
-        bindings.append(relax.VarBinding(inner, relax.call_tir(call.args[0],
-                                                               [param_for(a) for a in call.args[1].fields],
-                                                               call.ty)))
+        bindings.append(
+            relax.VarBinding(
+                inner,
+                relax.call_tir(call.args[0], [param_for(a) for a in call.args[1].fields], call.ty),
+            )
+        )
         mapping[var] = inner
     inner_args = [mapping[a] if a in decodes else param_for(a) for a in args]
     out = relax.Var("out", consumer.ty)
-    bindings.append(relax.VarBinding(out, relax.call_tir(consumer.args[0], inner_args, consumer.ty)))
-    func = relax.Function(inner_params, relax.SeqExpr([relax.DataflowBlock(bindings)], out), consumer.ty,
-                          is_pure=True).with_attr("Primitive", True)
+    bindings.append(
+        relax.VarBinding(out, relax.call_tir(consumer.args[0], inner_args, consumer.ty))
+    )
+    func = relax.Function(
+        inner_params, relax.SeqExpr([relax.DataflowBlock(bindings)], out), consumer.ty, is_pure=True
+    ).with_attr("Primitive", True)
     gvar = builder.add_func(func, f"{FUSED_PREFIX}_{consumer.args[0].name_hint}")
     return relax.Call(gvar, outer_args)
 
@@ -208,8 +223,11 @@ def _inline_decode(mod, _ctx):
         if not isinstance(func, tirx.PrimFunc) or not gvar.name_hint.startswith(FUSED_PREFIX):
             continue
         sch = s_tir.Schedule(func)
-        decodes = [b for b in sch.get_child_blocks(sch.get_sblock("root"))
-                    if sch.get(b).name_hint.startswith("decode")]
+        decodes = [
+            b
+            for b in sch.get_child_blocks(sch.get_sblock("root"))
+            if sch.get(b).name_hint.startswith("decode")
+        ]
         for block in decodes:
             sch.compute_inline(block)
         if decodes:

@@ -55,9 +55,14 @@ class Tolerant(ScheduleRule):
         try:
             return self.rule.apply(func, target, tunable)
         except Exception as exc:  # dlight raises AssertionError, AttributeError, TVMError, ...
-            log.debug("dlight %s cannot schedule the kernel with buffers %s (%s: %s); "
-                      "trying the next rule", type(self.rule).__name__, _buffers(func),
-                      type(exc).__name__, exc)
+            log.debug(
+                "dlight %s cannot schedule the kernel with buffers %s (%s: %s); "
+                "trying the next rule",
+                type(self.rule).__name__,
+                _buffers(func),
+                type(exc).__name__,
+                exc,
+            )
             return None
 
     def is_target_available(self, target) -> bool:
@@ -95,8 +100,11 @@ def tolerant(rules: list) -> list:
 def _buffers(func) -> str:
     """``name[shape] dtype`` of a PrimFunc's parameters, for the log line."""
     try:
-        return ", ".join(f"{var.name}{[int(x) for x in var.shape]} {var.dtype}"
-                         if getattr(var, "shape", None) is not None else str(var.name)
-                         for var in func.params)
+        return ", ".join(
+            f"{var.name}{[int(x) for x in var.shape]} {var.dtype}"
+            if getattr(var, "shape", None) is not None
+            else str(var.name)
+            for var in func.params
+        )
     except Exception:  # symbolic shapes, not a PrimFunc: the log line is not worth a failure
         return "?"

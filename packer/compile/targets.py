@@ -38,8 +38,11 @@ from pathlib import Path
 
 from ..errors import UsageError
 
-CUDA_LIMITS = {"max_threads_per_block": 1024, "max_shared_memory_per_block": 49152,
-               "thread_warp_size": 32}
+CUDA_LIMITS = {
+    "max_threads_per_block": 1024,
+    "max_shared_memory_per_block": 49152,
+    "thread_warp_size": 32,
+}
 """Spelled out because a bare ``{"kind": "cuda"}`` fails in dlight's AutoBind (notes)."""
 
 
@@ -58,8 +61,7 @@ def _cpu_target() -> dict:
     return {"kind": "llvm"}
 
 
-MALI_LIMITS = {"max_num_threads": 256, "max_shared_memory_per_block": 32768,
-               "thread_warp_size": 1}
+MALI_LIMITS = {"max_num_threads": 256, "max_shared_memory_per_block": 32768, "thread_warp_size": 1}
 """What an ``opencl-mali`` kernel may use: 256 work-items per work-group (Bifrost/Valhall Mali
 GPUs report 256 to 1024 depending on register use; 256 always launches), 32 KiB of local
 memory (the Mali-G610's), and no warp-level code."""
@@ -84,8 +86,15 @@ def _gpu_rules() -> list:
 
     from .schedule_rules import tolerant
 
-    return tolerant([dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(),
-                     dl.gpu.GeneralReduction(), dl.gpu.Fallback()])
+    return tolerant(
+        [
+            dl.gpu.Matmul(),
+            dl.gpu.GEMV(),
+            dl.gpu.Reduction(),
+            dl.gpu.GeneralReduction(),
+            dl.gpu.Fallback(),
+        ]
+    )
 
 
 def _cuda_rules() -> list:
@@ -97,10 +106,22 @@ def _cuda_rules() -> list:
 
 
 WEBGPU_MATMUL_CONFIGS = {
-    "t64": {"block_size_x": 16, "block_size_y": 16, "micro_size_x": 4, "micro_size_y": 4,
-            "micro_size_k": 16, "vector_size": 1},
-    "t128": {"block_size_x": 16, "block_size_y": 16, "micro_size_x": 8, "micro_size_y": 8,
-             "micro_size_k": 8, "vector_size": 1},
+    "t64": {
+        "block_size_x": 16,
+        "block_size_y": 16,
+        "micro_size_x": 4,
+        "micro_size_y": 4,
+        "micro_size_k": 16,
+        "vector_size": 1,
+    },
+    "t128": {
+        "block_size_x": 16,
+        "block_size_y": 16,
+        "micro_size_x": 8,
+        "micro_size_y": 8,
+        "micro_size_k": 8,
+        "vector_size": 1,
+    },
 }
 """Tile configs of dlight's Matmul rule for WebGPU, by name: 256 invocations (WebGPU's default
 limit) of 4×4 or 8×8 outputs each, so a 64×64 or 128×128 output tile per workgroup against
@@ -186,9 +207,11 @@ def _nvcc() -> None:
     from .cuda_stub import find_nvcc
 
     if find_nvcc() is None:
-        raise CompileError("the cuda targets need the CUDA toolkit's nvcc, which is not installed",
-                           "install the CUDA toolkit (nvcc in /usr/local/cuda*/bin or on PATH), "
-                           "or leave cuda out of --targets")
+        raise CompileError(
+            "the cuda targets need the CUDA toolkit's nvcc, which is not installed",
+            "install the CUDA toolkit (nvcc in /usr/local/cuda*/bin or on PATH), "
+            "or leave cuda out of --targets",
+        )
 
 
 def _aarch64_cross() -> None:
@@ -198,10 +221,11 @@ def _aarch64_cross() -> None:
     from ..errors import CompileError
 
     if shutil.which(AARCH64_CROSS_CXX) is None and platform.machine() != "aarch64":
-        raise CompileError(f"the opencl-mali target needs the aarch64 cross linker "
-                           f"{AARCH64_CROSS_CXX}, which is not installed",
-                           "apt-get install g++-aarch64-linux-gnu, or leave opencl-mali out "
-                           "of --targets")
+        raise CompileError(
+            f"the opencl-mali target needs the aarch64 cross linker "
+            f"{AARCH64_CROSS_CXX}, which is not installed",
+            "apt-get install g++-aarch64-linux-gnu, or leave opencl-mali out of --targets",
+        )
 
 
 @dataclass(frozen=True)
@@ -223,7 +247,9 @@ class TargetSpec:
     conv_layout: str = "NCHW"  # convolutions' layout inside the library (pipeline step 1b)
     mma_kernels: bool = False  # float16 hand-written mma.sync kernels (pipeline steps 1c, 2a)
     workgroup_attention: bool = False  # fused attention in workgroup memory (pipeline step 2b)
-    toolchain: Callable[[], None] = _no_toolchain  # raises, saying what to install, if a tool is missing
+    toolchain: Callable[[], None] = (
+        _no_toolchain  # raises, saying what to install, if a tool is missing
+    )
 
     def requirements_for(self, dtype: str) -> dict:
         """The manifest ``requirements`` of this target's libraries of ``dtype``."""
@@ -270,27 +296,50 @@ def _cuda(arch: str, *aliases: str) -> TargetSpec:
 
 
 _ENTRIES: tuple[TargetSpec, ...] = (
-    TargetSpec(key="llvm", device="cpu", target=_cpu_target(), aliases=("cpu",),
-               requirements={"arch": "x86-64-v3", "features": ["avx2", "fma", "f16c"]}
-               if _X86_64 else {}),
+    TargetSpec(
+        key="llvm",
+        device="cpu",
+        target=_cpu_target(),
+        aliases=("cpu",),
+        requirements={"arch": "x86-64-v3", "features": ["avx2", "fma", "f16c"]} if _X86_64 else {},
+    ),
     _cuda("sm_80"),
     _cuda("sm_86"),
     _cuda("sm_89"),
     _cuda("sm_90", "cuda"),
-    TargetSpec(key="opencl", device="opencl", target={"kind": "opencl"}, host=_cpu_target(),
-               schedule_rules=_gpu_rules, dtype_requirements=_opencl_requirements,
-               requirements={"arch": "x86-64-v3"} if _X86_64 else {}),
-    TargetSpec(key="opencl-mali", device="opencl",
-               target={"kind": "opencl", "device": "mali", **MALI_LIMITS},
-               host={"kind": "llvm", "mtriple": "aarch64-linux-gnu"},
-               schedule_rules=_gpu_rules, export=_export_aarch64_library,
-               requirements={"arch": "aarch64"}, dtype_requirements=_opencl_requirements,
-               toolchain=_aarch64_cross),
-    TargetSpec(key="webgpu", device="webgpu", target={"kind": "webgpu"},
-               host={"kind": "llvm", "mtriple": "wasm32-unknown-unknown-wasm"},
-               schedule_rules=webgpu_rules, export=_export_wasm, lib_suffix=".wasm",
-               dtype_requirements=_webgpu_requirements, measure_buffers=True,
-               workgroup_attention=True, toolchain=_emscripten),
+    TargetSpec(
+        key="opencl",
+        device="opencl",
+        target={"kind": "opencl"},
+        host=_cpu_target(),
+        schedule_rules=_gpu_rules,
+        dtype_requirements=_opencl_requirements,
+        requirements={"arch": "x86-64-v3"} if _X86_64 else {},
+    ),
+    TargetSpec(
+        key="opencl-mali",
+        device="opencl",
+        target={"kind": "opencl", "device": "mali", **MALI_LIMITS},
+        host={"kind": "llvm", "mtriple": "aarch64-linux-gnu"},
+        schedule_rules=_gpu_rules,
+        export=_export_aarch64_library,
+        requirements={"arch": "aarch64"},
+        dtype_requirements=_opencl_requirements,
+        toolchain=_aarch64_cross,
+    ),
+    TargetSpec(
+        key="webgpu",
+        device="webgpu",
+        target={"kind": "webgpu"},
+        host={"kind": "llvm", "mtriple": "wasm32-unknown-unknown-wasm"},
+        schedule_rules=webgpu_rules,
+        export=_export_wasm,
+        lib_suffix=".wasm",
+        dtype_requirements=_webgpu_requirements,
+        measure_buffers=True,
+        workgroup_attention=True,
+        toolchain=_emscripten,
+    ),
 )
 
 TARGETS: dict[str, TargetSpec] = {

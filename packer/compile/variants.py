@@ -27,8 +27,12 @@ from .targets import TARGETS, get_target
 DEFAULT_TARGETS = ("webgpu", "llvm")
 """The targets of a pack without ``--targets`` (plus :func:`local_cuda_target`)."""
 
-AUTO_DTYPES = {"webgpu": ("float16", "float32"), "cpu": ("float32",), "cuda": ("float16",),
-               "opencl": ("float16", "float32")}
+AUTO_DTYPES = {
+    "webgpu": ("float16", "float32"),
+    "cpu": ("float32",),
+    "cuda": ("float16",),
+    "opencl": ("float16", "float32"),
+}
 """The dtypes a target is built in without ``--dtype``, by its runtime device."""
 
 

@@ -18,23 +18,33 @@ from pathlib import Path
 from ..errors import CompileError
 
 
-def build_in_subprocess(mod, target_key: str, tuning_dir: Path | None, out: Path,
-                        env: dict[str, str]) -> None:
+def build_in_subprocess(
+    mod, target_key: str, tuning_dir: Path | None, out: Path, env: dict[str, str]
+) -> None:
     """Lower ``mod`` for ``target_key`` in a child process with ``env``; write ``out``."""
     import tvm
 
     with tempfile.TemporaryDirectory(prefix="sdpack-build-") as tmp:
         request = Path(tmp) / "request.json"
         (Path(tmp) / "mod.json").write_text(tvm.ir.save_json(mod))
-        request.write_text(json.dumps({
-            "mod": str(Path(tmp) / "mod.json"), "target": target_key, "out": str(out),
-            "tuning_dir": str(tuning_dir) if tuning_dir else None,
-        }))
-        proc = subprocess.run([sys.executable, "-m", __name__, str(request)], env=env,
-                              capture_output=True, text=True)
+        request.write_text(
+            json.dumps(
+                {
+                    "mod": str(Path(tmp) / "mod.json"),
+                    "target": target_key,
+                    "out": str(out),
+                    "tuning_dir": str(tuning_dir) if tuning_dir else None,
+                }
+            )
+        )
+        proc = subprocess.run(
+            [sys.executable, "-m", __name__, str(request)], env=env, capture_output=True, text=True
+        )
     if proc.returncode != 0:
-        raise CompileError(f"{target_key} build failed: {proc.stderr.strip()[-2000:]}",
-                           "see the TVM error above; the pass list is packer/compile/pipeline.py")
+        raise CompileError(
+            f"{target_key} build failed: {proc.stderr.strip()[-2000:]}",
+            "see the TVM error above; the pass list is packer/compile/pipeline.py",
+        )
 
 
 def main(request_path: str) -> None:

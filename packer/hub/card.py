@@ -18,7 +18,13 @@ import re
 from packer.errors import HubError
 
 BASE_TAGS = ("text-to-image", "stable-diffusion", "sdpack", "tvm")
-KIND_TAGS = {"webgpu": "webgpu", "cuda": "cuda", "metal": "metal", "vulkan": "vulkan", "rocm": "rocm"}
+KIND_TAGS = {
+    "webgpu": "webgpu",
+    "cuda": "cuda",
+    "metal": "metal",
+    "vulkan": "vulkan",
+    "rocm": "rocm",
+}
 """A tag for each library kind a user chooses hardware by (CPU libraries need no tag)."""
 
 RUNS_ON = {"llvm": "CPU", "webgpu": "WebGPU", "cuda": "NVIDIA GPU (CUDA)"}
@@ -64,8 +70,13 @@ def card_data(manifest: dict):
         extra["base_model"] = model["base_model"]
         if (rel := relation(manifest)) is not None:
             extra["base_model_relation"] = rel
-    return ModelCardData(license=model["license"], library_name="sdpack", pipeline_tag="text-to-image",
-                         tags=tags(manifest), **extra)
+    return ModelCardData(
+        license=model["license"],
+        library_name="sdpack",
+        pipeline_tag="text-to-image",
+        tags=tags(manifest),
+        **extra,
+    )
 
 
 def render(manifest: dict, base_url: str) -> bytes:
@@ -91,8 +102,13 @@ def _body(manifest: dict, base_url: str) -> str:
     lines = [
         f"# {repo} {version}",
         "",
-        model.get("description") or f"A Stable Diffusion 1.5-architecture model packed by sdpack from `{manifest['source']['name']}`"
-        + (f", derived from [{model['base_model']}](https://huggingface.co/{model['base_model']})." if model.get("base_model") else "."),
+        model.get("description")
+        or f"A Stable Diffusion 1.5-architecture model packed by sdpack from `{manifest['source']['name']}`"
+        + (
+            f", derived from [{model['base_model']}](https://huggingface.co/{model['base_model']})."
+            if model.get("base_model")
+            else "."
+        ),
         "",
         f"Weights stored in {manifest['dtype']}; scheduler {sched['default']}, {sched['steps']} steps, guidance {sched['guidance']}. "
         f"Every file is pinned by sha256 in [`manifest.json`]({url}).",
@@ -116,7 +132,8 @@ def _body(manifest: dict, base_url: str) -> str:
         "## From Python",
         "",
         "```sh",
-        f"packer pull {repo}@{version} --out {name}" + ("" if hub_default else f" --endpoint {base_url}"),
+        f"packer pull {repo}@{version} --out {name}"
+        + ("" if hub_default else f" --endpoint {base_url}"),
         f'packer generate {name} --prompt "a lighthouse at dusk" --seed 42 --out lighthouse.png',
         "```",
         "",
@@ -140,9 +157,15 @@ def _body(manifest: dict, base_url: str) -> str:
 def _web_note(manifest: dict) -> list[str]:
     kinds = {(t["kind"], t["dtype"]) for t in manifest["targets"].values()}
     if ("webgpu", "float16") in kinds and ("webgpu", "float32") in kinds:
-        return ["The runtime runs the float16 variant where the GPU has `shader-f16`, else the float32 one.", ""]
+        return [
+            "The runtime runs the float16 variant where the GPU has `shader-f16`, else the float32 one.",
+            "",
+        ]
     if not any(kind == "webgpu" for kind, _ in kinds):
-        return ["This version has no WebGPU libraries: `loadModel` refuses it (pack it with the default targets).", ""]
+        return [
+            "This version has no WebGPU libraries: `loadModel` refuses it (pack it with the default targets).",
+            "",
+        ]
     return []
 
 
@@ -152,7 +175,12 @@ def _variants_table(manifest: dict) -> list[str]:
     rows = ["| variant | runs on | needs |", "|---|---|---|"]
     for key, t in sorted(manifest["targets"].items()):
         req = t["requirements"]
-        needs = ", ".join([*req.get("features", []), *([f"arch {req['arch']}"] if req.get("arch") else [])]) or "—"
+        needs = (
+            ", ".join(
+                [*req.get("features", []), *([f"arch {req['arch']}"] if req.get("arch") else [])]
+            )
+            or "—"
+        )
         rows.append(f"| `{key}` | {RUNS_ON.get(t['kind'], t['kind'])}, {t['dtype']} | {needs} |")
     return [*rows, ""]
 
@@ -171,7 +199,9 @@ def check(text: str) -> None:
     try:
         data = yaml.safe_load(text[3:end])
     except yaml.YAMLError as exc:
-        raise HubError(f"the model card's front matter is not YAML: {' '.join(str(exc).split())[:200]}", HINT) from None
+        raise HubError(
+            f"the model card's front matter is not YAML: {' '.join(str(exc).split())[:200]}", HINT
+        ) from None
     if data is None:
         return
     if not isinstance(data, dict):
@@ -181,7 +211,10 @@ def check(text: str) -> None:
             raise HubError(f"model card: {key} must be a string", HINT)
     for key in ("tags", "datasets", "language", "base_model"):
         value = data.get(key)
-        if value is not None and not (isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))):
+        if value is not None and not (
+            isinstance(value, str)
+            or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+        ):
             raise HubError(f"model card: {key} must be a string or a list of strings", HINT)
     bases = data.get("base_model") or []
     for base in [bases] if isinstance(bases, str) else bases:
@@ -189,6 +222,8 @@ def check(text: str) -> None:
             raise HubError(f"model card: base_model {base!r} is not a model id ORG/NAME", HINT)
     if "base_model_relation" in data:
         if data["base_model_relation"] not in RELATIONS:
-            raise HubError(f"model card: base_model_relation must be one of {', '.join(RELATIONS)}", HINT)
+            raise HubError(
+                f"model card: base_model_relation must be one of {', '.join(RELATIONS)}", HINT
+            )
         if not bases:
             raise HubError("model card: base_model_relation needs a base_model", HINT)

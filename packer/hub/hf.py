@@ -40,7 +40,11 @@ def endpoint_of(endpoint: str | None = None) -> str:
 def shown(endpoint: str) -> str:
     """The endpoint as messages show it: without any user:password part."""
     parts = urlsplit(endpoint)
-    return urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else ""))) if parts.hostname else endpoint
+    return (
+        urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")))
+        if parts.hostname
+        else endpoint
+    )
 
 
 def transport_errors() -> tuple[type[BaseException], ...]:
@@ -68,17 +72,34 @@ def _translate(exc: BaseException, endpoint: str, repo: str, doing: str) -> HubE
             detail = f": the token may not write to {repo.split('/')[0]}" if status == 403 else ""
             return HubError(f"authentication failed for {repo} at {where}{detail}", AUTH_HINT)
         if isinstance(exc, RepositoryNotFoundError):
-            return HubError(f"repository {repo} not found at {where}", f"check the name; a private repository needs a token ({AUTH_HINT})")
+            return HubError(
+                f"repository {repo} not found at {where}",
+                f"check the name; a private repository needs a token ({AUTH_HINT})",
+            )
         if isinstance(exc, RevisionNotFoundError):
-            return HubError(f"{repo}: revision not found at {where} ({doing})", "check the version or commit")
+            return HubError(
+                f"{repo}: revision not found at {where} ({doing})", "check the version or commit"
+            )
         if isinstance(exc, RemoteEntryNotFoundError):
-            return HubError(f"{repo}: a file is missing at the requested revision on {where} ({doing})", "is this an sdpack repository?")
+            return HubError(
+                f"{repo}: a file is missing at the requested revision on {where} ({doing})",
+                "is this an sdpack repository?",
+            )
         if isinstance(exc, ValueError) and str(exc).startswith("Invalid metadata in README.md"):
-            return HubError(f"{where} refused the model card's metadata: {' '.join(str(exc).split()[4:])[:300]}", card.HINT)
+            return HubError(
+                f"{where} refused the model card's metadata: {' '.join(str(exc).split()[4:])[:300]}",
+                card.HINT,
+            )
         if isinstance(exc, HfHubHTTPError):
-            return HubError(f"{where} answered HTTP {status} while {doing}", "try again later; finished uploads are kept")
+            return HubError(
+                f"{where} answered HTTP {status} while {doing}",
+                "try again later; finished uploads are kept",
+            )
         if isinstance(exc, transport_errors() + (LocalEntryNotFoundError,)):
-            return HubError(f"cannot reach {where} while {doing}", "check the network or --endpoint, then run the same command again")
+            return HubError(
+                f"cannot reach {where} while {doing}",
+                "check the network or --endpoint, then run the same command again",
+            )
         exc = exc.__cause__ or exc.__context__
     return None
 
@@ -108,8 +129,10 @@ def cache_errors():
         from huggingface_hub import constants
 
         where = exc.filename or constants.HF_HUB_CACHE
-        raise HubError(f"cannot write to the Hugging Face cache ({where}): {exc.strerror or exc}",
-                       "free some space, or point HF_HUB_CACHE (or HF_HOME) at a writable folder") from None
+        raise HubError(
+            f"cannot write to the Hugging Face cache ({where}): {exc.strerror or exc}",
+            "free some space, or point HF_HUB_CACHE (or HF_HOME) at a writable folder",
+        ) from None
 
 
 @contextlib.contextmanager
@@ -153,7 +176,12 @@ class HfRemote:
         self.endpoint = endpoint_of(endpoint)
         self.location = shown(self.endpoint)
         self._token = token or get_token() or False  # False: never fall back to anything implicit
-        self.api = HfApi(endpoint=self.endpoint, token=self._token, library_name="sdpack", library_version=__version__)
+        self.api = HfApi(
+            endpoint=self.endpoint,
+            token=self._token,
+            library_name="sdpack",
+            library_version=__version__,
+        )
 
     # -- reading ----------------------------------------------------------------------------------
     def tags(self, repo: str) -> dict[str, str]:
@@ -168,7 +196,9 @@ class HfRemote:
         """``commit -> ISO 8601 date`` from the history of ``main`` (one paginated listing), and of
         each commit that is not on it."""
         with hub_errors(self.endpoint, repo, "listing commits"), _client_quiet():
-            dates = {c.commit_id: c.created_at.isoformat() for c in self.api.list_repo_commits(repo)}
+            dates = {
+                c.commit_id: c.created_at.isoformat() for c in self.api.list_repo_commits(repo)
+            }
             for commit in sorted(commits - set(dates)):
                 history = self.api.list_repo_commits(repo, revision=commit)
                 if history:
@@ -184,14 +214,26 @@ class HfRemote:
 
         with cache_errors(), hub_errors(self.endpoint, repo, f"reading {path}"), _client_quiet():
             for force in (False, True):
-                local = Path(hf_hub_download(repo, path, revision=commit, endpoint=self.endpoint, token=self._token,
-                                             force_download=force))
+                local = Path(
+                    hf_hub_download(
+                        repo,
+                        path,
+                        revision=commit,
+                        endpoint=self.endpoint,
+                        token=self._token,
+                        force_download=force,
+                    )
+                )
                 if hf_cache.matches_name(local.resolve()):
                     return local.read_bytes()
                 hf_cache.forget(local)
-        raise HubError(f"{repo}: {path} from {self.location} does not match its own hash", "try again later")
+        raise HubError(
+            f"{repo}: {path} from {self.location} does not match its own hash", "try again later"
+        )
 
-    def download(self, repo: str, commit: str, files: list[dict], dest: Path, on_bytes=None) -> Fetched:
+    def download(
+        self, repo: str, commit: str, files: list[dict], dest: Path, on_bytes=None
+    ) -> Fetched:
         """``files`` (manifest entries) of ``commit`` into ``dest``: fetched into the Hugging Face
         cache (resuming cut-off files, verifying cached ones), then linked or copied."""
         from huggingface_hub.utils import build_hf_headers
@@ -199,14 +241,21 @@ class HfRemote:
         from packer import __version__
         from packer.hub.hf_cache import CommitFiles, link_or_copy
 
-        headers = build_hf_headers(token=self._token, library_name="sdpack", library_version=__version__)
+        headers = build_hf_headers(
+            token=self._token, library_name="sdpack", library_version=__version__
+        )
         with cache_errors(), hub_errors(self.endpoint, repo, "downloading"), _client_quiet():
-            fetched = CommitFiles(repo, commit, self.endpoint, headers, self.location).fetch(files, on_bytes)
+            fetched = CommitFiles(repo, commit, self.endpoint, headers, self.location).fetch(
+                files, on_bytes
+            )
         try:
             for path, blob in fetched.blobs.items():
                 link_or_copy(blob, Path(dest) / path)
         except OSError as exc:
-            raise HubError(f"cannot write to {dest.parent}: {exc.strerror or exc}", "free some space or choose another --out") from None
+            raise HubError(
+                f"cannot write to {dest.parent}: {exc.strerror or exc}",
+                "free some space or choose another --out",
+            ) from None
         return fetched
 
     def url(self, repo: str, commit: str, path: str) -> str:
@@ -217,38 +266,64 @@ class HfRemote:
         commit = tags.get(release.tag)
         if commit is None:
             return None
-        check_same(release, canonical.sha256_bytes(self.read(release.repo, commit, MANIFEST_NAME)), self.location)
-        return Published(release.repo, release.version, commit, release.manifest_sha256, self.location, [], True)
+        check_same(
+            release,
+            canonical.sha256_bytes(self.read(release.repo, commit, MANIFEST_NAME)),
+            self.location,
+        )
+        return Published(
+            release.repo, release.version, commit, release.manifest_sha256, self.location, [], True
+        )
 
     def _remote_files(self, repo: str, head: str) -> dict[str, str]:
         """``path -> sha256`` for LFS files, ``path -> git oid`` for the others, at ``head``."""
         from huggingface_hub.hf_api import RepoFile
 
         tree = self.api.list_repo_tree(repo, revision=head, recursive=True)
-        return {f.path: (f.lfs.sha256 if f.lfs else f.blob_id) for f in tree if isinstance(f, RepoFile)}
+        return {
+            f.path: (f.lfs.sha256 if f.lfs else f.blob_id) for f in tree if isinstance(f, RepoFile)
+        }
 
     def publish(self, release: Release, *, private: bool = False) -> Published:
         """Create the repo if needed, commit every file of the release at once, tag the commit."""
         from huggingface_hub import CommitOperationAdd, CommitOperationDelete
 
         repo = release.repo
-        with hub_errors(self.endpoint, repo, f"publishing {repo} {release.version}"), _client_quiet():
+        with (
+            hub_errors(self.endpoint, repo, f"publishing {repo} {release.version}"),
+            _client_quiet(),
+        ):
             self.validate_card(release.card_text())
             self.api.create_repo(repo, private=private, exist_ok=True)
             refs = self.api.list_repo_refs(repo)
-            if (done := self._existing(release, {t.name: t.target_commit for t in refs.tags})) is not None:
+            if (
+                done := self._existing(release, {t.name: t.target_commit for t in refs.tags})
+            ) is not None:
                 return done
             head = next((b.target_commit for b in refs.branches if b.name == "main"), None)
             remote = self._remote_files(repo, head) if head else {}
-            ops = [CommitOperationAdd(p, str(c) if isinstance(c, Path) else c) for p, c in sorted(release.files.items())]
-            ops += [CommitOperationDelete(p) for p in sorted(set(remote) - set(release.files) - KEEP)]
+            ops = [
+                CommitOperationAdd(p, str(c) if isinstance(c, Path) else c)
+                for p, c in sorted(release.files.items())
+            ]
+            ops += [
+                CommitOperationDelete(p) for p in sorted(set(remote) - set(release.files) - KEEP)
+            ]
             info = self.api.create_commit(
-                repo, ops, commit_message=f"sdpack {release.version}", parent_commit=head, revision="main"
+                repo,
+                ops,
+                commit_message=f"sdpack {release.version}",
+                parent_commit=head,
+                revision="main",
             )
             if not self._tag(release, info.oid):
-                return self._existing(release, self.tags(repo))  # tagged meanwhile by another publish
+                return self._existing(
+                    release, self.tags(repo)
+                )  # tagged meanwhile by another publish
         changed = [p for p in sorted(release.files) if not _same(release, p, remote.get(p))]
-        return Published(repo, release.version, info.oid, release.manifest_sha256, self.location, changed, False)
+        return Published(
+            repo, release.version, info.oid, release.manifest_sha256, self.location, changed, False
+        )
 
     def validate_card(self, text: str) -> None:
         """The Hub's own check of a model card (``POST /api/validate-yaml``, what
@@ -256,21 +331,32 @@ class HfRemote:
         refuses fails before anything is created or uploaded."""
         from huggingface_hub.utils import get_session, hf_raise_for_status
 
-        response = get_session().post(f"{self.endpoint}/api/validate-yaml", json={"repoType": "model", "content": text},
-                                      headers={"Accept": "application/json"})
+        response = get_session().post(
+            f"{self.endpoint}/api/validate-yaml",
+            json={"repoType": "model", "content": text},
+            headers={"Accept": "application/json"},
+        )
         if response.status_code == 400:
             try:
                 errors = [str(e.get("message", e)) for e in response.json().get("errors", [])]
             except (ValueError, AttributeError):
                 errors = [response.text]
-            raise HubError(f"{self.location} refused the model card's metadata: {'; '.join(errors)[:300]}", card.HINT)
+            raise HubError(
+                f"{self.location} refused the model card's metadata: {'; '.join(errors)[:300]}",
+                card.HINT,
+            )
         hf_raise_for_status(response)
 
     def _tag(self, release: Release, commit: str) -> bool:
         from huggingface_hub.errors import HfHubHTTPError
 
         try:
-            self.api.create_tag(release.repo, tag=release.tag, revision=commit, tag_message=f"sdpack {release.version}")
+            self.api.create_tag(
+                release.repo,
+                tag=release.tag,
+                revision=commit,
+                tag_message=f"sdpack {release.version}",
+            )
             return True
         except HfHubHTTPError as exc:
             if getattr(exc.response, "status_code", None) == 409:

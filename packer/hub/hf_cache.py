@@ -34,7 +34,10 @@ from pathlib import Path
 from packer.errors import BundleError, HubError
 from packer.support import canonical
 
-RETRY_DELAYS = (0.5, 1.5)  # seconds before the second and third attempt of a transfer that was cut off
+RETRY_DELAYS = (
+    0.5,
+    1.5,
+)  # seconds before the second and third attempt of a transfer that was cut off
 WORKERS = 8  # files downloaded at once, as huggingface_hub's snapshot_download does
 CHUNK = 1 << 20
 HEX40 = re.compile(r"^[0-9a-f]{40}$")
@@ -129,7 +132,13 @@ class CommitFiles:
     """
 
     def __init__(self, repo: str, commit: str, endpoint: str, headers: dict, location: str):
-        self.repo, self.commit, self.endpoint, self.headers, self.location = repo, commit, endpoint, headers, location
+        self.repo, self.commit, self.endpoint, self.headers, self.location = (
+            repo,
+            commit,
+            endpoint,
+            headers,
+            location,
+        )
         self.folder = repo_folder(repo)
         self.blobs = self.folder / "blobs"
         self.snapshot = self.folder / "snapshots" / commit
@@ -146,7 +155,9 @@ class CommitFiles:
         advance = on_bytes or (lambda n: None)
         if not files:
             return done
-        with ThreadPoolExecutor(max_workers=min(WORKERS, len(files)), thread_name_prefix="sdpack-pull") as pool:
+        with ThreadPoolExecutor(
+            max_workers=min(WORKERS, len(files)), thread_name_prefix="sdpack-pull"
+        ) as pool:
             futures = [pool.submit(self._one, entry, advance, done) for entry in files]
             try:
                 for future in futures:
@@ -202,7 +213,11 @@ class CommitFiles:
                 f"{path}: sha256 mismatch in what {self.location} sent for {self.repo}@{self.commit[:12]}",
                 "the download was deleted; nothing was written to --out. Try again later, or report it to the hub",
             )
-        name = etag if etag and (etag == sha256 or (HEX40.match(etag) and git_blob_id(partial) == etag)) else sha256
+        name = (
+            etag
+            if etag and (etag == sha256 or (HEX40.match(etag) and git_blob_id(partial) == etag))
+            else sha256
+        )
         blob = self.blobs / name
         os.replace(partial, blob)
         return blob
@@ -234,8 +249,10 @@ class CommitFiles:
                     ) from None
                 time.sleep(RETRY_DELAYS[attempt])
         if partial.stat().st_size != size:
-            raise HubError(f"{self.location} sent {partial.stat().st_size} bytes of {path}, not {size}",
-                           "run the same command again")
+            raise HubError(
+                f"{self.location} sent {partial.stat().st_size} bytes of {path}, not {size}",
+                "run the same command again",
+            )
         return etag
 
     def _get(self, url: str, partial: Path, have: int, advance, done: Fetched) -> str | None:
@@ -248,12 +265,16 @@ class CommitFiles:
         with get_session().stream("GET", url, headers=headers, follow_redirects=True) as response:
             hf_raise_for_status(response)
             identity = response.headers.get("Content-Encoding", "identity").lower() == "identity"
-            resumes = have and identity and response.status_code == 206 and _range_start(response) == have
+            resumes = (
+                have and identity and response.status_code == 206 and _range_start(response) == have
+            )
             if have and not resumes:
                 advance(-have)
             etag = _etag(response)
             with open(partial, "ab" if resumes else "wb") as f:
-                for block in response.iter_bytes():  # as it arrives: a cut-off transfer keeps every byte received
+                for block in (
+                    response.iter_bytes()
+                ):  # as it arrives: a cut-off transfer keeps every byte received
                     if self._stop.is_set():
                         raise _Stopped()
                     f.write(block)

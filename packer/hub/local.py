@@ -48,7 +48,9 @@ def _os_errors(root: Path, doing: str, hint: str):
     try:
         yield
     except OSError as exc:
-        raise HubError(f"cannot {doing} hub directory {root}: {exc.strerror or exc}", hint) from None
+        raise HubError(
+            f"cannot {doing} hub directory {root}: {exc.strerror or exc}", hint
+        ) from None
 
 
 def _writing(root: Path):
@@ -98,7 +100,10 @@ class LocalHub:
     def _existing_repo(self, repo: str) -> Path:
         folder = self.repo_dir(repo)
         if not (folder / "refs").is_dir():
-            raise HubError(f"repository {repo} not found in {self.root}", "check the name and the hub directory")
+            raise HubError(
+                f"repository {repo} not found in {self.root}",
+                "check the name and the hub directory",
+            )
         return folder
 
     def _ref(self, repo: str, ref: str) -> str | None:
@@ -108,7 +113,11 @@ class LocalHub:
 
     def tags(self, repo: str) -> dict[str, str]:
         folder = self._existing_repo(repo) / "refs" / "tags"
-        names = sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) if folder.is_dir() else []
+        names = (
+            sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+            if folder.is_dir()
+            else []
+        )
         return {n: c for n in names if (c := self._ref(repo, f"tags/{n}"))}
 
     def commit_for(self, repo: str, rev: str) -> str | None:
@@ -118,20 +127,34 @@ class LocalHub:
             return rev if (self.repo_dir(repo) / "commits" / f"{rev}.json").is_file() else None
         if rev == "main":
             return self._ref(repo, "heads/main")
-        return self._ref(repo, f"tags/{rev}") if "/" not in rev and not rev.startswith(".") else None
+        return (
+            self._ref(repo, f"tags/{rev}") if "/" not in rev and not rev.startswith(".") else None
+        )
 
     def snapshot(self, repo: str, commit: str) -> dict[str, dict]:
         """``path -> {sha256, size}`` of a commit; paths and hashes are checked before use."""
         try:
-            files = json.loads((self.repo_dir(repo) / "commits" / f"{commit}.json").read_bytes())["files"]
+            files = json.loads((self.repo_dir(repo) / "commits" / f"{commit}.json").read_bytes())[
+                "files"
+            ]
             if not isinstance(files, dict):
                 raise TypeError("files is not an object")
         except (OSError, ValueError, KeyError, TypeError, RecursionError):
-            raise HubError(f"{repo}: commit {commit} is unreadable in {self.root}", "the hub directory is damaged") from None
+            raise HubError(
+                f"{repo}: commit {commit} is unreadable in {self.root}",
+                "the hub directory is damaged",
+            ) from None
         for path, entry in files.items():
             check_path(path, f"{repo} commit {commit}")
-            if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str) or not SHA256.match(entry["sha256"]):
-                raise HubError(f"{repo} commit {commit}: bad object id for {path}", "the hub directory is damaged")
+            if (
+                not isinstance(entry, dict)
+                or not isinstance(entry.get("sha256"), str)
+                or not SHA256.match(entry["sha256"])
+            ):
+                raise HubError(
+                    f"{repo} commit {commit}: bad object id for {path}",
+                    "the hub directory is damaged",
+                )
         return files
 
     def object_path(self, repo: str, sha256: str) -> Path:
@@ -140,14 +163,20 @@ class LocalHub:
     def read(self, repo: str, commit: str, path: str) -> bytes:
         entry = self.snapshot(repo, commit).get(path)
         if entry is None:
-            raise HubError(f"{repo}: {path} is missing at commit {commit} in {self.root}", "is this an sdpack repository?")
+            raise HubError(
+                f"{repo}: {path} is missing at commit {commit} in {self.root}",
+                "is this an sdpack repository?",
+            )
         with _damaged(self.root):
             return self.object_path(repo, entry["sha256"]).read_bytes()
 
     def url(self, repo: str, commit: str, path: str) -> str:
         """Where a browser loads the file once :meth:`serve_command` runs: `packer serve`'s URL."""
         if path not in self.snapshot(repo, commit):
-            raise HubError(f"{repo}: {path} is missing at commit {commit} in {self.root}", "is this an sdpack repository?")
+            raise HubError(
+                f"{repo}: {path} is missing at commit {commit} in {self.root}",
+                "is this an sdpack repository?",
+            )
         return f"{SERVE_URL}/{repo}/resolve/{commit}/{path}"
 
     def serve_command(self) -> str:
@@ -164,11 +193,16 @@ class LocalHub:
                 if not isinstance(date, str):
                     date = datetime.fromtimestamp(record.stat().st_mtime, UTC).isoformat()
             except (OSError, ValueError, AttributeError):
-                raise HubError(f"{repo}: commit {commit} is unreadable in {self.root}", "the hub directory is damaged") from None
+                raise HubError(
+                    f"{repo}: commit {commit} is unreadable in {self.root}",
+                    "the hub directory is damaged",
+                ) from None
             dates[commit] = date
         return dates
 
-    def download(self, repo: str, commit: str, files: list[dict], dest: Path, on_bytes=None) -> Fetched:
+    def download(
+        self, repo: str, commit: str, files: list[dict], dest: Path, on_bytes=None
+    ) -> Fetched:
         """Copy ``files`` (manifest entries) of ``commit`` into ``dest``; the caller verifies them.
 
         Copies, not links: a bundle edited in place must never change the hub's objects."""
@@ -176,7 +210,10 @@ class LocalHub:
         for entry in files:
             path = entry["path"]
             if path not in snapshot:
-                raise HubError(f"{repo}: {path} is missing at commit {commit} in {self.root}", "the hub directory is damaged")
+                raise HubError(
+                    f"{repo}: {path} is missing at commit {commit} in {self.root}",
+                    "the hub directory is damaged",
+                )
             target = Path(dest) / path
             with _damaged(self.root):
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -189,7 +226,11 @@ class LocalHub:
     # -- writing ----------------------------------------------------------------------------------
     def _put_object(self, repo: str, content: Path | bytes) -> tuple[str, int, bool]:
         """Store content under its sha256; return (sha256, size, whether bytes were written)."""
-        sha = canonical.sha256_file(content) if isinstance(content, Path) else canonical.sha256_bytes(content)
+        sha = (
+            canonical.sha256_file(content)
+            if isinstance(content, Path)
+            else canonical.sha256_bytes(content)
+        )
         size = content.stat().st_size if isinstance(content, Path) else len(content)
         dest = self.object_path(repo, sha)
         if dest.is_file() and dest.stat().st_size == size:
@@ -205,8 +246,18 @@ class LocalHub:
         os.replace(tmp, dest)
         return sha, size, True
 
-    def _published(self, release: Release, commit: str, uploaded: list[str], already: bool) -> Published:
-        return Published(release.repo, release.version, commit, release.manifest_sha256, str(self.root), uploaded, already)
+    def _published(
+        self, release: Release, commit: str, uploaded: list[str], already: bool
+    ) -> Published:
+        return Published(
+            release.repo,
+            release.version,
+            commit,
+            release.manifest_sha256,
+            str(self.root),
+            uploaded,
+            already,
+        )
 
     def _existing(self, release: Release) -> Published | None:
         if not (self.repo_dir(release.repo) / "refs").is_dir():
@@ -214,7 +265,11 @@ class LocalHub:
         commit = self.commit_for(release.repo, release.tag)
         if commit is None:
             return None
-        check_same(release, canonical.sha256_bytes(self.read(release.repo, commit, MANIFEST_NAME)), str(self.root))
+        check_same(
+            release,
+            canonical.sha256_bytes(self.read(release.repo, commit, MANIFEST_NAME)),
+            str(self.root),
+        )
         return self._published(release, commit, [], True)
 
     def publish(self, release: Release) -> Published:
@@ -233,10 +288,20 @@ class LocalHub:
             same_as_head = head is not None and self.snapshot(repo, head) == files
             commit = head if same_as_head else commit_id(head, files)
             date = datetime.now(UTC).isoformat(timespec="seconds")
-            record = canonical.dumps({"parent": head, "files": files, "version": release.version, "date": date})
+            record = canonical.dumps(
+                {"parent": head, "files": files, "version": release.version, "date": date}
+            )
             if not same_as_head:
                 _atomic_write(self.repo_dir(repo) / "commits" / f"{commit}.json", record)
-                _atomic_write(self.repo_dir(repo) / "refs" / "heads" / "main", f"{commit}\n".encode())
-            if not _atomic_write(self.repo_dir(repo) / "refs" / "tags" / tag_name(release.version), f"{commit}\n".encode(), exclusive=True):
-                return self._existing(release)  # another publisher won the race with the same version
+                _atomic_write(
+                    self.repo_dir(repo) / "refs" / "heads" / "main", f"{commit}\n".encode()
+                )
+            if not _atomic_write(
+                self.repo_dir(repo) / "refs" / "tags" / tag_name(release.version),
+                f"{commit}\n".encode(),
+                exclusive=True,
+            ):
+                return self._existing(
+                    release
+                )  # another publisher won the race with the same version
         return self._published(release, commit, uploaded, False)

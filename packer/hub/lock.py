@@ -40,7 +40,10 @@ def validate(record, where: str = "lock record") -> dict:
     error = jsonschema.exceptions.best_match(validator.iter_errors(record))
     if error is not None:
         at = "/".join(str(p) for p in error.absolute_path) or "(root)"
-        raise UsageError(f"{where}: not a valid lock record ({at}: {error.message[:120]})", "write it with `packer resolve --lock-out`")
+        raise UsageError(
+            f"{where}: not a valid lock record ({at}: {error.message[:120]})",
+            "write it with `packer resolve --lock-out`",
+        )
     return record
 
 
@@ -55,7 +58,9 @@ def write(path: Path, record: dict) -> Path:
             f.write(data)
         os.replace(tmp, path)
     except OSError as exc:
-        raise UsageError(f"cannot write lock file {path}: {exc.strerror}", "choose a writable --lock-out") from None
+        raise UsageError(
+            f"cannot write lock file {path}: {exc.strerror}", "choose a writable --lock-out"
+        ) from None
     return path
 
 
@@ -64,8 +69,15 @@ def read(path: Path) -> dict:
     try:
         doc = json.loads(path.read_bytes())
     except OSError as exc:
-        raise UsageError(f"cannot read lock file {path}: {exc.strerror}", "write it with `packer resolve --lock-out`") from None
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):  # RecursionError: nesting bomb
+        raise UsageError(
+            f"cannot read lock file {path}: {exc.strerror}",
+            "write it with `packer resolve --lock-out`",
+        ) from None
+    except (
+        UnicodeDecodeError,
+        json.JSONDecodeError,
+        RecursionError,
+    ):  # RecursionError: nesting bomb
         raise UsageError(f"{path}: not JSON", "write it with `packer resolve --lock-out`") from None
     return validate(doc, where=str(path))
 

@@ -25,7 +25,9 @@ class Release:
     version: str
     files: dict[str, Path | bytes]  # path in the repo -> content
     manifest_sha256: str
-    known_sha256: dict[str, str] = field(default_factory=dict)  # from the manifest: no need to hash again
+    known_sha256: dict[str, str] = field(
+        default_factory=dict
+    )  # from the manifest: no need to hash again
 
     @property
     def tag(self) -> str:
@@ -62,7 +64,9 @@ def from_bundle(bundle: Bundle, card_base_url: str) -> Release:
         files[CARD_NAME] = own if own.is_file() else card.render(bundle.manifest, card_base_url)
     model = bundle.manifest["model"]
     known = {f["path"]: f["sha256"] for f in bundle.manifest["files"]}
-    return Release(model["id"], model["version"], files, canonical.sha256_file(manifest_path), known)
+    return Release(
+        model["id"], model["version"], files, canonical.sha256_file(manifest_path), known
+    )
 
 
 def check_same(release: Release, published_sha256: str, location: str) -> None:

@@ -29,8 +29,19 @@ from packer.hub.local import LocalHub
 from packer.support import canonical, progress
 from packer.support.names import Pin, check_repo_id, check_version, parse_pin, tag_name
 
-__all__ = ["HF", "Pin", "Pulled", "Resolved", "check_repo_id", "check_version", "parse_pin", "pull", "remote_for", "resolve",
-           "target"]
+__all__ = [
+    "HF",
+    "Pin",
+    "Pulled",
+    "Resolved",
+    "check_repo_id",
+    "check_version",
+    "parse_pin",
+    "pull",
+    "remote_for",
+    "resolve",
+    "target",
+]
 
 
 HF = "hf"  # the hub named by HF_ENDPOINT, else huggingface.co
@@ -44,7 +55,10 @@ def remote_for(hub: str | Path | None):
         return HfRemote(str(hub))
     path = Path(hub)
     if not path.is_dir():
-        raise UsageError(f"{hub}: neither an http(s) URL nor a hub directory", "pass --hub hf, --hub URL or --hub DIR")
+        raise UsageError(
+            f"{hub}: neither an http(s) URL nor a hub directory",
+            "pass --hub hf, --hub URL or --hub DIR",
+        )
     return LocalHub(path)
 
 
@@ -73,18 +87,32 @@ def _resolve(pin: Pin, remote) -> tuple[Resolved, dict, bytes]:
     rev = tag_name(pin.version) if pin.version else pin.commit
     commit = remote.commit_for(pin.repo, rev)
     if commit is None:
-        versions = ", ".join(sorted(t[1:] for t in remote.tags(pin.repo) if t.startswith("v"))) or "none yet"
-        raise HubError(f"{pin} is not published at {remote.location}", f"published versions: {versions}")
+        versions = (
+            ", ".join(sorted(t[1:] for t in remote.tags(pin.repo) if t.startswith("v")))
+            or "none yet"
+        )
+        raise HubError(
+            f"{pin} is not published at {remote.location}", f"published versions: {versions}"
+        )
     data = remote.read(pin.repo, commit, MANIFEST_NAME)
     doc = manifest_mod.parse(data, where=f"{pin.repo}@{commit[:12]} {MANIFEST_NAME}")
     model = doc["model"]
     if model["id"] != pin.repo or (pin.version and model["version"] != pin.version):
         raise HubError(
-            f"{pin} resolves to a manifest for {model['id']} {model['version']}", "the repository does not hold what its tag says"
+            f"{pin} resolves to a manifest for {model['id']} {model['version']}",
+            "the repository does not hold what its tag says",
         )
     url = remote.url(pin.repo, commit, MANIFEST_NAME)
     serve = remote.serve_command() if isinstance(remote, LocalHub) else None
-    resolved = Resolved(pin.repo, model["version"], commit, url, canonical.sha256_bytes(data), remote.location, serve)
+    resolved = Resolved(
+        pin.repo,
+        model["version"],
+        commit,
+        url,
+        canonical.sha256_bytes(data),
+        remote.location,
+        serve,
+    )
     return resolved, doc, data
 
 
@@ -93,7 +121,9 @@ def resolve(spec: str | Path | Pin, endpoint: str | Path | None = None) -> Resol
 
     A lock file is re-checked: its commit must still hold a manifest with the locked sha256.
     """
-    pin, expect_sha, endpoint = (spec, None, endpoint) if isinstance(spec, Pin) else target(spec, endpoint)
+    pin, expect_sha, endpoint = (
+        (spec, None, endpoint) if isinstance(spec, Pin) else target(spec, endpoint)
+    )
     resolved = _resolve(pin, remote_for(endpoint))[0]
     _check_lock(pin, resolved, expect_sha)
     return resolved
@@ -101,7 +131,10 @@ def resolve(spec: str | Path | Pin, endpoint: str | Path | None = None) -> Resol
 
 def _check_lock(pin: Pin, resolved: Resolved, expect_sha: str | None) -> None:
     if expect_sha is not None and resolved.manifest_sha256 != expect_sha:
-        raise HubError(f"{pin}: manifest.json differs from the lock record", "the hub no longer serves the locked bytes")
+        raise HubError(
+            f"{pin}: manifest.json differs from the lock record",
+            "the hub no longer serves the locked bytes",
+        )
 
 
 @dataclass
@@ -112,14 +145,20 @@ class Pulled:
     bytes: int
     downloaded: int = 0  # bytes that came over the network (or out of a directory hub)
     reused: int = 0  # files taken from the Hugging Face cache, verified
-    repaired: list[str] = field(default_factory=list)  # cached files that failed verification and were fetched again
+    repaired: list[str] = field(
+        default_factory=list
+    )  # cached files that failed verification and were fetched again
 
 
 def target(spec: str | Path, endpoint) -> tuple[Pin, str | None, str | Path | None]:
     """A pin, or a lock file (its commit and manifest hash are then enforced)."""
     if lock.looks_like_lock(str(spec)):
         record = lock.read(Path(spec))
-        return Pin(record["repo"], commit=record["commit"]), record["manifest_sha256"], endpoint or record["endpoint"]
+        return (
+            Pin(record["repo"], commit=record["commit"]),
+            record["manifest_sha256"],
+            endpoint or record["endpoint"],
+        )
     return parse_pin(str(spec)), None, endpoint
 
 
@@ -130,7 +169,9 @@ def _stage_for(out: Path) -> Path:
         stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
         stage.chmod(0o755)
     except OSError as exc:
-        raise UsageError(f"cannot write to {out.parent}: {exc.strerror}", "choose a writable --out") from None
+        raise UsageError(
+            f"cannot write to {out.parent}: {exc.strerror}", "choose a writable --out"
+        ) from None
     return stage
 
 
@@ -151,7 +192,9 @@ def pull(spec: str | Path, out: Path, endpoint: str | Path | None = None) -> Pul
     stage = _stage_for(out)
     try:
         with progress.task(f"pull {pin.repo}", total, bytes_=True) as bar:
-            fetched = remote.download(pin.repo, resolved.commit, doc["files"], stage, on_bytes=bar.advance)
+            fetched = remote.download(
+                pin.repo, resolved.commit, doc["files"], stage, on_bytes=bar.advance
+            )
         (stage / MANIFEST_NAME).write_bytes(manifest_bytes)
         bundle = Bundle.open(stage)
         with progress.task("verify", total, bytes_=True) as bar:
@@ -160,4 +203,12 @@ def pull(spec: str | Path, out: Path, endpoint: str | Path | None = None) -> Pul
         os.replace(stage, out)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-    return Pulled(resolved, out, len(bundle.files), total, fetched.downloaded, fetched.reused, fetched.repaired)
+    return Pulled(
+        resolved,
+        out,
+        len(bundle.files),
+        total,
+        fetched.downloaded,
+        fetched.reused,
+        fetched.repaired,
+    )

@@ -101,7 +101,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _static(self) -> None:
         """A file of the app folder; never anything outside it."""
-        rel = unquote(urlsplit(self.path).path)[len("/app/"):] or "index.html"
+        rel = unquote(urlsplit(self.path).path)[len("/app/") :] or "index.html"
         root = self.app.resolve()
         path = (root / rel).resolve()
         if not path.is_relative_to(root) or not path.is_file():
@@ -130,7 +130,9 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             siblings = [{"rfilename": path} for path in sorted(self.hub.snapshot(repo, commit))]
             body = json.dumps({"id": repo, "sha": commit, "siblings": siblings}).encode()
-            self._answer(200, {"Content-Type": "application/json", "Cache-Control": "no-cache"}, len(body))
+            self._answer(
+                200, {"Content-Type": "application/json", "Cache-Control": "no-cache"}, len(body)
+            )
         if self.command == "GET":
             self.wfile.write(body)
 
@@ -154,8 +156,12 @@ class _Handler(BaseHTTPRequestHandler):
             "X-Repo-Commit": commit,
             "ETag": f'"{entry["sha256"]}"',
             "Accept-Ranges": "bytes",
-            "Content-Type": "application/json" if entry["path"].endswith(".json") else "application/octet-stream",
-            "Cache-Control": "public, max-age=31536000, immutable" if entry["immutable"] else "no-cache",
+            "Content-Type": "application/json"
+            if entry["path"].endswith(".json")
+            else "application/octet-stream",
+            "Cache-Control": "public, max-age=31536000, immutable"
+            if entry["immutable"]
+            else "no-cache",
         }
         try:
             span = _span(self.headers.get("Range"), size)
@@ -189,12 +195,18 @@ def make_server(
     if not root.is_dir():
         raise HubError(f"{root}: no such hub directory", "publish with --to DIR first")
     if app is not None and not Path(app).is_dir():
-        raise HubError(f"{app}: no such app directory", "pass the folder holding the page, e.g. runtime-web")
-    handler = type("HubHandler", (_Handler,), {"hub": LocalHub(root), "app": Path(app) if app else None})
+        raise HubError(
+            f"{app}: no such app directory", "pass the folder holding the page, e.g. runtime-web"
+        )
+    handler = type(
+        "HubHandler", (_Handler,), {"hub": LocalHub(root), "app": Path(app) if app else None}
+    )
     try:
         server = ThreadingHTTPServer((host, port), handler)
     except OSError as exc:
-        raise HubError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", "choose another --port") from None
+        raise HubError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}", "choose another --port"
+        ) from None
     server.daemon_threads = True
     return server
 

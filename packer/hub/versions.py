@@ -52,7 +52,11 @@ def _version_of(tag: str) -> str | None:
 
 def _when(date: str | None) -> datetime:
     try:
-        return datetime.fromisoformat(date.replace("Z", "+00:00")) if date else datetime.min.replace(tzinfo=UTC)
+        return (
+            datetime.fromisoformat(date.replace("Z", "+00:00"))
+            if date
+            else datetime.min.replace(tzinfo=UTC)
+        )
     except ValueError:
         return datetime.min.replace(tzinfo=UTC)
 
@@ -61,15 +65,21 @@ def list_versions(repo: str, hub: str | Path | None = None) -> Versions:
     """Every published version of ``repo`` on ``hub`` (``hf``/None, a Hub URL, or a directory hub)."""
     check_repo_id(repo)
     remote = remote_for(hub)
-    tagged = {tag: (version, commit) for tag, commit in remote.tags(repo).items() if (version := _version_of(tag))}
+    tagged = {
+        tag: (version, commit)
+        for tag, commit in remote.tags(repo).items()
+        if (version := _version_of(tag))
+    }
     dates = remote.commit_dates(repo, {commit for _, commit in tagged.values()})
     found = []
     for tag, (version, commit) in tagged.items():
         data = remote.read(repo, commit, MANIFEST_NAME)
         doc = manifest_mod.parse(data, where=f"{repo}@{tag} {MANIFEST_NAME}")
         if doc["model"]["version"] != version:
-            raise HubError(f"{repo}@{tag} holds a manifest for version {doc['model']['version']}",
-                           "the repository does not hold what its tag says")
+            raise HubError(
+                f"{repo}@{tag} holds a manifest for version {doc['model']['version']}",
+                "the repository does not hold what its tag says",
+            )
         size = sum(f["size"] for f in doc["files"]) + len(data)
         found.append(Version(version, tag, commit, dates.get(commit), sorted(doc["targets"]), size))
     found.sort(key=lambda v: (_when(v.date), semver_key(v.version)), reverse=True)

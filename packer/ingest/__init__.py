@@ -36,7 +36,9 @@ def ingest(
     (pixels) overrides the resolution the model is compiled for (single files rarely record it).
     """
     if prediction_type is not None and prediction_type not in spec.PREDICTION_TYPES:
-        raise UsageError(f"prediction type {prediction_type!r} is not one of {', '.join(spec.PREDICTION_TYPES)}")
+        raise UsageError(
+            f"prediction type {prediction_type!r} is not one of {', '.join(spec.PREDICTION_TYPES)}"
+        )
     ckpt = _load(source, tokenizer=tokenizer, prediction_type=prediction_type)
     return ckpt if image_size is None else with_image_size(ckpt, image_size)
 
@@ -50,8 +52,15 @@ def with_image_size(ckpt: Checkpoint, pixels: int) -> Checkpoint:
     vae_scale = spec.vae_scale(vae["block_out_channels"])
     step = vae_scale * 2 ** (len(unet["block_out_channels"]) - 1)
     if not isinstance(pixels, int) or pixels <= 0 or pixels % step:
-        raise UsageError(f"image size {pixels} is not a positive multiple of {step} px", f"use e.g. {step * 8} or 512")
-    configs = {**ckpt.configs, "unet": {**unet, "sample_size": pixels // vae_scale}, "vae": {**vae, "sample_size": pixels}}
+        raise UsageError(
+            f"image size {pixels} is not a positive multiple of {step} px",
+            f"use e.g. {step * 8} or 512",
+        )
+    configs = {
+        **ckpt.configs,
+        "unet": {**unet, "sample_size": pixels // vae_scale},
+        "vae": {**vae, "sample_size": pixels},
+    }
     return dataclasses.replace(ckpt, configs=configs)
 
 
@@ -61,11 +70,17 @@ def _load(source: str | Path, *, tokenizer: Path | None, prediction_type: str | 
     path = Path(source)
     if path.is_file():
         if path.suffix.lower() not in SINGLE_FILE:
-            raise CheckpointError(f"{path.name}: unknown file type {path.suffix or '(no extension)'!r}", f"pass {KINDS}")
+            raise CheckpointError(
+                f"{path.name}: unknown file type {path.suffix or '(no extension)'!r}",
+                f"pass {KINDS}",
+            )
         return single_file.load(path, tokenizer=tokenizer, prediction_type=prediction_type)
     if path.is_dir():
         if not (path / "model_index.json").is_file():
-            raise CheckpointError(f"{path.name}: unknown file type (a folder without model_index.json)", f"pass {KINDS}")
+            raise CheckpointError(
+                f"{path.name}: unknown file type (a folder without model_index.json)",
+                f"pass {KINDS}",
+            )
         return diffusers_dir.load(path, tokenizer=tokenizer, prediction_type=prediction_type)
     if isinstance(source, str) and hub.parse(source):
         return hub.load(source, tokenizer=tokenizer, prediction_type=prediction_type)

@@ -29,7 +29,9 @@ import torch
 from packer.errors import CheckpointError
 
 COMPONENTS = ("text_encoder", "unet", "vae")
-SUPPORTED = "sdpack packs SD1.x-architecture text-to-image models: pass SD 1.4/1.5 or a fine-tune of them"
+SUPPORTED = (
+    "sdpack packs SD1.x-architecture text-to-image models: pass SD 1.4/1.5 or a fine-tune of them"
+)
 VAE_SCALING_FACTOR = 0.18215
 SD15_SAMPLE_SIZE = 64  # 512 px; single files do not record their resolution
 
@@ -77,7 +79,10 @@ def check_structure(state_dicts: dict[str, dict[str, torch.Tensor]], name: str) 
     """Reject what is not SD1.x text-to-image, by the shape of diffusers-layout weights."""
     missing = [c for c in COMPONENTS if not state_dicts.get(c)]
     if missing:
-        _fail(f"{name}: no {', '.join(missing)} weights", "pass a full checkpoint (text encoder, UNet and VAE)")
+        _fail(
+            f"{name}: no {', '.join(missing)} weights",
+            "pass a full checkpoint (text encoder, UNet and VAE)",
+        )
     unet, te = state_dicts["unet"], state_dicts["text_encoder"]
     if any(k.startswith("add_embedding.") for k in unet):
         _fail(f"{name}: SDXL checkpoints are not supported (the UNet has add_embedding)")
@@ -91,7 +96,10 @@ def check_structure(state_dicts: dict[str, dict[str, torch.Tensor]], name: str) 
             _fail(f"{name}: the UNet has no {key}", "is this an SD1.x checkpoint?")
     in_channels = unet["conv_in.weight"].shape[1]
     if in_channels == 9:
-        _fail(f"{name}: inpainting checkpoints (9-channel UNet) are not supported yet", "use a text-to-image checkpoint")
+        _fail(
+            f"{name}: inpainting checkpoints (9-channel UNet) are not supported yet",
+            "use a text-to-image checkpoint",
+        )
     if in_channels != 4:
         _fail(f"{name}: the UNet takes {in_channels} input channels; SD1.x text-to-image takes 4")
     if "embeddings.token_embedding.weight" not in te:
@@ -101,7 +109,10 @@ def check_structure(state_dicts: dict[str, dict[str, torch.Tensor]], name: str) 
     if not context:
         _fail(f"{name}: the UNet has no cross-attention", SUPPORTED)
     if set(context) != {hidden}:
-        _fail(f"{name}: UNet cross-attention width {context[0]} != text encoder width {hidden}", SUPPORTED)
+        _fail(
+            f"{name}: UNet cross-attention width {context[0]} != text encoder width {hidden}",
+            SUPPORTED,
+        )
 
 
 # -- configs from shapes -------------------------------------------------------------------------
@@ -131,7 +142,10 @@ def infer_text_encoder_config(sd: dict[str, torch.Tensor]) -> dict:
 
 def _block_types(sd: dict, prefix: str, attn: str, plain: str) -> list[str]:
     levels = _indices(sd, rf"{prefix}\.(\d+)\.")
-    return [attn if any(k.startswith(f"{prefix}.{i}.attentions.") for k in sd) else plain for i in levels]
+    return [
+        attn if any(k.startswith(f"{prefix}.{i}.attentions.") for k in sd) else plain
+        for i in levels
+    ]
 
 
 def infer_unet_config(sd: dict[str, torch.Tensor], sample_size: int = SD15_SAMPLE_SIZE) -> dict:
@@ -147,10 +161,14 @@ def infer_unet_config(sd: dict[str, torch.Tensor], sample_size: int = SD15_SAMPL
         "out_channels": sd["conv_out.weight"].shape[0],
         "down_block_types": down,
         "up_block_types": _block_types(sd, "up_blocks", "CrossAttnUpBlock2D", "UpBlock2D"),
-        "mid_block_type": "UNetMidBlock2DCrossAttn" if any(k.startswith("mid_block.attentions.") for k in sd) else None,
+        "mid_block_type": "UNetMidBlock2DCrossAttn"
+        if any(k.startswith("mid_block.attentions.") for k in sd)
+        else None,
         "block_out_channels": widths,
         "layers_per_block": len(_indices(sd, r"down_blocks\.0\.resnets\.(\d+)\.")),
-        "cross_attention_dim": next(v.shape[1] for k, v in sd.items() if k.endswith("attn2.to_k.weight")),
+        "cross_attention_dim": next(
+            v.shape[1] for k, v in sd.items() if k.endswith("attn2.to_k.weight")
+        ),
         "attention_head_dim": unet_heads(attn_widths or widths),
         "transformer_layers_per_block": max(depth, 1),
         "norm_num_groups": norm_groups(widths),
@@ -206,7 +224,9 @@ _VOLATILE = {"transformers_version", "architectures", "dtype", "torch_dtype", "m
              "output_hidden_states", "return_dict", "use_return_dict"}  # fmt: skip
 
 
-def complete(component: str, config: dict, state_dict: dict[str, torch.Tensor], name: str) -> tuple[dict, dict]:
+def complete(
+    component: str, config: dict, state_dict: dict[str, torch.Tensor], name: str
+) -> tuple[dict, dict]:
     """The full config (library defaults filled in) and ``state_dict`` in the model's key order,
     after checking that every tensor fits the model that config builds."""
     try:
@@ -223,7 +243,9 @@ def complete(component: str, config: dict, state_dict: dict[str, torch.Tensor], 
             for label, keys in (("missing", missing), ("unexpected", extra), ("misshapen", wrong))
             if keys
         )
-        raise CheckpointError(f"{name}: {component} weights do not fit an SD1.x {component}: {detail}", SUPPORTED)
+        raise CheckpointError(
+            f"{name}: {component} weights do not fit an SD1.x {component}: {detail}", SUPPORTED
+        )
     full = model.config.to_dict() if component == "text_encoder" else dict(model.config)
     full = {k: v for k, v in full.items() if not k.startswith("_") and k not in _VOLATILE}
     return json.loads(json.dumps(full)), {k: state_dict[k] for k in expected}
@@ -236,7 +258,14 @@ UNET_PER_BLOCK = ("attention_head_dim", "num_attention_heads", "transformer_laye
                   "only_cross_attention", "cross_attention_dim")  # fmt: skip
 RUNTIME_ONLY = {
     "unet": {"dropout"},
-    "vae": {"sample_size", "scaling_factor", "shift_factor", "latents_mean", "latents_std", "force_upcast"},
+    "vae": {
+        "sample_size",
+        "scaling_factor",
+        "shift_factor",
+        "latents_mean",
+        "latents_std",
+        "force_upcast",
+    },
 }
 
 
@@ -250,4 +279,3 @@ def signature_configs(configs: dict[str, dict]) -> dict:
             unet[key] = [unet[key]] * blocks
     vae = {k: v for k, v in configs["vae"].items() if k not in RUNTIME_ONLY["vae"]}
     return json.loads(json.dumps({"text_encoder": te, "unet": unet, "vae": vae}, sort_keys=True))
-

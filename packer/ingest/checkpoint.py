@@ -32,7 +32,9 @@ class Checkpoint:
     tokenizer_dir: Path
     prediction_type: str
     scheduler_config: dict
-    license: str | None = None  # from the source's model card (README.md front matter), when it has one
+    license: str | None = (
+        None  # from the source's model card (README.md front matter), when it has one
+    )
 
     def _model(self, component: str) -> torch.nn.Module:
         # Text encoder on CPU: it has non-persistent buffers (position_ids) a meta build would lose.
@@ -94,13 +96,15 @@ def finish(
     tokens, vocab = tokenizers.vocab_size(tokenizer_dir), configs["text_encoder"]["vocab_size"]
     if tokens > vocab:
         raise CheckpointError(
-            f"{name}: the tokenizer has {tokens} tokens but the text encoder only {vocab}", tokenizers.HINT
+            f"{name}: the tokenizer has {tokens} tokens but the text encoder only {vocab}",
+            tokenizers.HINT,
         )
     scheduler = dict(scheduler_config or architecture.sd15_scheduler_config())
     resolved = prediction_type or scheduler.get("prediction_type") or "epsilon"
     if resolved not in spec.PREDICTION_TYPES:
         raise CheckpointError(
-            f"{name}: prediction_type {resolved!r} is not supported", "pass --prediction-type epsilon or v_prediction"
+            f"{name}: prediction_type {resolved!r} is not supported",
+            "pass --prediction-type epsilon or v_prediction",
         )
     scheduler["prediction_type"] = resolved
     return Checkpoint(source, configs, state_dicts, Path(tokenizer_dir), resolved, scheduler)

@@ -17,17 +17,30 @@ from packer.ingest import architecture, weights
 from packer.ingest.checkpoint import Checkpoint, finish
 from packer.support import progress
 
-WEIGHT_NAMES = {"text_encoder": "model", "unet": "diffusion_pytorch_model", "vae": "diffusion_pytorch_model"}
+WEIGHT_NAMES = {
+    "text_encoder": "model",
+    "unet": "diffusion_pytorch_model",
+    "vae": "diffusion_pytorch_model",
+}
 FOLDER = "pass a complete SD1.x diffusers folder (model_index.json, text_encoder/, unet/, vae/, tokenizer/)"
 
 
 def _json(path: Path, name: str) -> dict:
     try:
         doc = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:  # RecursionError: nesting bomb
-        raise CheckpointError(f"{name}: {path.parent.name}/{path.name} is not valid JSON ({exc})", FOLDER) from None
+    except (
+        OSError,
+        UnicodeDecodeError,
+        json.JSONDecodeError,
+        RecursionError,
+    ) as exc:  # RecursionError: nesting bomb
+        raise CheckpointError(
+            f"{name}: {path.parent.name}/{path.name} is not valid JSON ({exc})", FOLDER
+        ) from None
     if not isinstance(doc, dict):
-        raise CheckpointError(f"{name}: {path.parent.name}/{path.name} is not a JSON object", FOLDER)
+        raise CheckpointError(
+            f"{name}: {path.parent.name}/{path.name} is not a JSON object", FOLDER
+        )
     return doc
 
 
@@ -50,7 +63,11 @@ def _read(files: list[Path], on_bytes=None) -> dict[str, torch.Tensor]:
     for f in files:
         if not f.is_file():
             raise CheckpointError(f"{f.parent.name}/{f.name}: listed shard is missing", FOLDER)
-        state_dict.update(weights.read_safetensors(f, on_bytes)[0] if f.suffix == ".safetensors" else weights.read_pickle(f, on_bytes))
+        state_dict.update(
+            weights.read_safetensors(f, on_bytes)[0]
+            if f.suffix == ".safetensors"
+            else weights.read_pickle(f, on_bytes)
+        )
     return weights.to_fp32(state_dict)
 
 
@@ -59,11 +76,18 @@ def check_index(index: dict, name: str) -> None:
     if "XL" in cls or "text_encoder_2" in index:
         raise CheckpointError(f"{name}: SDXL pipelines are not supported", architecture.SUPPORTED)
     if "Inpaint" in cls:
-        raise CheckpointError(f"{name}: inpainting checkpoints (9-channel UNet) are not supported yet", "use a text-to-image checkpoint")
+        raise CheckpointError(
+            f"{name}: inpainting checkpoints (9-channel UNet) are not supported yet",
+            "use a text-to-image checkpoint",
+        )
 
 
 def load(
-    folder: Path, *, tokenizer: Path | None = None, prediction_type: str | None = None, source: dict | None = None
+    folder: Path,
+    *,
+    tokenizer: Path | None = None,
+    prediction_type: str | None = None,
+    source: dict | None = None,
 ) -> Checkpoint:
     """Ingest a diffusers folder; ``source`` replaces the default description (the Hub uses it)."""
     folder = Path(folder)
@@ -74,7 +98,10 @@ def load(
         sub = folder / component
         found = weight_files(sub, WEIGHT_NAMES[component]) if sub.is_dir() else []
         if not (sub / "config.json").is_file() or not found:
-            raise CheckpointError(f"{name}: the diffusers folder has no {component}/ (config.json and weights)", FOLDER)
+            raise CheckpointError(
+                f"{name}: the diffusers folder has no {component}/ (config.json and weights)",
+                FOLDER,
+            )
         configs[component] = _json(sub / "config.json", name)
         files[component] = found
     size = sum(f.stat().st_size for found in files.values() for f in found if f.is_file())
@@ -87,7 +114,9 @@ def load(
     state_dicts["text_encoder"] = te
     architecture.check_structure(state_dicts, name)
     if tokenizer is None and not (folder / "tokenizer").is_dir():
-        raise CheckpointError(f"{name}: the diffusers folder has no tokenizer/", "pass --tokenizer PATH")
+        raise CheckpointError(
+            f"{name}: the diffusers folder has no tokenizer/", "pass --tokenizer PATH"
+        )
     scheduler_path = folder / "scheduler" / "scheduler_config.json"
     scheduler = _json(scheduler_path, name) if scheduler_path.is_file() else None
     source = dict(source or {"name": folder.name, "format": "diffusers"})

@@ -37,19 +37,30 @@ def parse(source: str) -> tuple[str, str | None] | None:
     return m.group("repo"), m.group("revision")
 
 
-def load(source: str, *, tokenizer: Path | None = None, prediction_type: str | None = None) -> Checkpoint:
+def load(
+    source: str, *, tokenizer: Path | None = None, prediction_type: str | None = None
+) -> Checkpoint:
     import huggingface_hub
 
     repo_id, revision = parse(source)
     try:
-        folder = Path(huggingface_hub.snapshot_download(repo_id, revision=revision, allow_patterns=ALLOW_PATTERNS))
+        folder = Path(
+            huggingface_hub.snapshot_download(
+                repo_id, revision=revision, allow_patterns=ALLOW_PATTERNS
+            )
+        )
     except Exception as exc:
         raise CheckpointError(
             f"{source}: cannot download from the Hugging Face Hub ({type(exc).__name__})",
             "check the id, revision, network and HF_TOKEN, or pass a local folder or file",
         ) from None
     if not (folder / "model_index.json").is_file():
-        raise CheckpointError(f"{source}: the Hub repo is not a diffusers pipeline (no model_index.json)", diffusers_dir.FOLDER)
+        raise CheckpointError(
+            f"{source}: the Hub repo is not a diffusers pipeline (no model_index.json)",
+            diffusers_dir.FOLDER,
+        )
     resolved = folder.name if re.fullmatch(r"[0-9a-f]{40}", folder.name) else revision
     described = {"name": repo_id, "format": "hub", **({"revision": resolved} if resolved else {})}
-    return diffusers_dir.load(folder, tokenizer=tokenizer, prediction_type=prediction_type, source=described)
+    return diffusers_dir.load(
+        folder, tokenizer=tokenizer, prediction_type=prediction_type, source=described
+    )

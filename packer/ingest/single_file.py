@@ -38,16 +38,25 @@ def check_keys(keys: list[str], name: str) -> None:
         raise CheckpointError(f"{name}: SDXL checkpoints are not supported", architecture.SUPPORTED)
     if any(k.startswith(OPEN_CLIP) for k in keys):
         raise CheckpointError(
-            f"{name}: Stable Diffusion 2.x checkpoints are not supported (OpenCLIP text encoder)", architecture.SUPPORTED
+            f"{name}: Stable Diffusion 2.x checkpoints are not supported (OpenCLIP text encoder)",
+            architecture.SUPPORTED,
         )
     has_unet = any(k.startswith(UNET) for k in keys)
     if not has_unet and any("lora" in k.lower() for k in keys):
-        raise CheckpointError(f"{name}: a LoRA file, not a checkpoint", "merge the LoRA into its base model and pack that")
+        raise CheckpointError(
+            f"{name}: a LoRA file, not a checkpoint",
+            "merge the LoRA into its base model and pack that",
+        )
     vae_like = ("encoder.", "decoder.", "quant_conv.", "post_quant_conv.", *sfu.LDM_VAE_KEYS)
     if not has_unet and all(k.startswith(vae_like) for k in keys):
         raise CheckpointError(f"{name}: a VAE-only file, not a checkpoint", FULL)
-    if not has_unet and any(k.startswith(("down_blocks.", "conv_in.", "text_model.")) for k in keys):
-        raise CheckpointError(f"{name}: diffusers-layout weights, not an LDM checkpoint", "pass the diffusers folder (with model_index.json)")
+    if not has_unet and any(
+        k.startswith(("down_blocks.", "conv_in.", "text_model.")) for k in keys
+    ):
+        raise CheckpointError(
+            f"{name}: diffusers-layout weights, not an LDM checkpoint",
+            "pass the diffusers folder (with model_index.json)",
+        )
     missing = [label for label, ok in (
         ("UNet (model.diffusion_model.*)", has_unet),
         ("VAE (first_stage_model.*)", _vae_prefix(keys) is not None),
@@ -62,7 +71,9 @@ def _count(keys, pattern: str) -> int:
     return len({m.group(1) for k in keys if (m := rx.match(k))})
 
 
-def ldm_to_diffusers(ldm: dict[str, torch.Tensor], name: str = "checkpoint") -> dict[str, dict[str, torch.Tensor]]:
+def ldm_to_diffusers(
+    ldm: dict[str, torch.Tensor], name: str = "checkpoint"
+) -> dict[str, dict[str, torch.Tensor]]:
     """LDM keys → diffusers keys for the three components, via diffusers' converters.
 
     Works from key names only (tensors pass through untouched except the VAE attention 1×1 convs
@@ -75,12 +86,18 @@ def ldm_to_diffusers(ldm: dict[str, torch.Tensor], name: str = "checkpoint") -> 
     inputs = _count(keys, rf"{re.escape(UNET)}input_blocks\.(\d+)\.")
     vae_levels = _count(keys, rf"{re.escape(vae_prefix or '')}encoder\.down\.(\d+)\.")
     block_types = {"down_block_types": [None] * vae_levels, "up_block_types": [None] * vae_levels}
-    unet = sfu.convert_ldm_unet_checkpoint(ldm, {"layers_per_block": inputs // levels - 1}) if inputs else {}
+    unet = (
+        sfu.convert_ldm_unet_checkpoint(ldm, {"layers_per_block": inputs // levels - 1})
+        if inputs
+        else {}
+    )
     vae_part = {k: v for k, v in ldm.items() if vae_prefix and k.startswith(vae_prefix)}
     vae = sfu.convert_ldm_vae_checkpoint(vae_part, block_types) if vae_part else {}
     clip = sfu.convert_ldm_clip_checkpoint({k: v for k, v in ldm.items() if k.startswith(CLIP)})
     text_encoder = {k.removeprefix("text_model."): v for k, v in clip.items()}
-    text_encoder.pop("embeddings.position_ids", None)  # a buffer, not a weight, in current transformers
+    text_encoder.pop(
+        "embeddings.position_ids", None
+    )  # a buffer, not a weight, in current transformers
     for label, prefix, mapped in (("UNet", UNET, unet), ("text encoder", CLIP, text_encoder)):
         source = [k for k in keys if k.startswith(prefix) and not k.endswith("position_ids")]
         if len(mapped) != len(source):
@@ -100,7 +117,9 @@ def _sample_size(meta: dict[str, str], vae_levels: int) -> int:
     return architecture.SD15_SAMPLE_SIZE
 
 
-def infer_configs(state_dicts: dict[str, dict[str, torch.Tensor]], meta: dict[str, str], name: str) -> dict[str, dict]:
+def infer_configs(
+    state_dicts: dict[str, dict[str, torch.Tensor]], meta: dict[str, str], name: str
+) -> dict[str, dict]:
     """The three components' configs from diffusers-layout weights (shapes only: meta tensors do)
     and the file's metadata, after checking the structure is SD1.x text-to-image."""
     architecture.check_structure(state_dicts, name)
@@ -113,7 +132,9 @@ def infer_configs(state_dicts: dict[str, dict[str, torch.Tensor]], meta: dict[st
     }
 
 
-def load(path: Path, *, tokenizer: Path | None = None, prediction_type: str | None = None) -> Checkpoint:
+def load(
+    path: Path, *, tokenizer: Path | None = None, prediction_type: str | None = None
+) -> Checkpoint:
     """Ingest one LDM single-file checkpoint."""
     path = Path(path)
     size = path.stat().st_size
@@ -129,7 +150,11 @@ def load(path: Path, *, tokenizer: Path | None = None, prediction_type: str | No
         del raw, converted
     configs = infer_configs(state_dicts, meta, path.name)
     with progress.task(f"hashing {path.name}", size, bytes_=True) as bar:
-        source = {"name": path.name, "format": fmt, "sha256": canonical.sha256_file(path, on_bytes=bar.advance)}
+        source = {
+            "name": path.name,
+            "format": fmt,
+            "sha256": canonical.sha256_file(path, on_bytes=bar.advance),
+        }
     return finish(
         source, configs, state_dicts, name=path.name, tokenizer=tokenizer, tokenizer_default=None,
         prediction_type=prediction_type, scheduler_config=None,

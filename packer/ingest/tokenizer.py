@@ -14,7 +14,13 @@ from pathlib import Path
 from packer.errors import CheckpointError
 
 CLIP_REPO = "openai/clip-vit-large-patch14"
-FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json")
+FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.json",
+    "merges.txt",
+    "special_tokens_map.json",
+)
 HINT = "pass --tokenizer PATH: a folder with tokenizer.json, or CLIP vocab.json + merges.txt"
 
 
@@ -26,7 +32,10 @@ def prepare(folder: Path) -> Path:
     if (folder / "tokenizer.json").is_file():
         return folder
     if not ((folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()):
-        raise CheckpointError(f"tokenizer folder {folder.name!r} has neither tokenizer.json nor vocab.json + merges.txt", HINT)
+        raise CheckpointError(
+            f"tokenizer folder {folder.name!r} has neither tokenizer.json nor vocab.json + merges.txt",
+            HINT,
+        )
     from transformers import CLIPTokenizer
 
     out = Path(tempfile.mkdtemp(prefix="sdpack-tokenizer-"))
@@ -36,7 +45,9 @@ def prepare(folder: Path) -> Path:
     try:
         CLIPTokenizer.from_pretrained(str(out)).save_pretrained(str(out))
     except Exception as exc:
-        raise CheckpointError(f"tokenizer in {folder.name!r} cannot be read ({exc})", HINT) from None
+        raise CheckpointError(
+            f"tokenizer in {folder.name!r} cannot be read ({exc})", HINT
+        ) from None
     return out
 
 
@@ -59,6 +70,10 @@ def vocab_size(folder: Path) -> int:
     from tokenizers import Tokenizer
 
     try:
-        return Tokenizer.from_file(str(folder / "tokenizer.json")).get_vocab_size(with_added_tokens=True)
+        return Tokenizer.from_file(str(folder / "tokenizer.json")).get_vocab_size(
+            with_added_tokens=True
+        )
     except Exception as exc:
-        raise CheckpointError(f"tokenizer.json in {folder.name!r} cannot be read ({exc})", HINT) from None
+        raise CheckpointError(
+            f"tokenizer.json in {folder.name!r} cannot be read ({exc})", HINT
+        ) from None

@@ -49,13 +49,19 @@ def _check_entry(name: str, entry, data_size: int) -> tuple[int, int]:
         raise ValueError(f"tensor {name!r}: unknown dtype {dtype!r}")
     if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
         raise ValueError(f"tensor {name!r}: bad shape {shape!r}")
-    if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)):
+    if not (
+        isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)
+    ):
         raise ValueError(f"tensor {name!r}: bad data_offsets {offsets!r}")
     begin, end = offsets
     if not 0 <= begin <= end <= data_size:
-        raise ValueError(f"tensor {name!r}: offsets {offsets} outside the {data_size}-byte data region")
+        raise ValueError(
+            f"tensor {name!r}: offsets {offsets} outside the {data_size}-byte data region"
+        )
     if math.prod(shape) * ITEMSIZE[dtype] != end - begin:
-        raise ValueError(f"tensor {name!r}: {dtype}{shape} needs {math.prod(shape) * ITEMSIZE[dtype]} bytes, offsets give {end - begin}")
+        raise ValueError(
+            f"tensor {name!r}: {dtype}{shape} needs {math.prod(shape) * ITEMSIZE[dtype]} bytes, offsets give {end - begin}"
+        )
     return begin, end
 
 
@@ -68,7 +74,9 @@ def check_safetensors_header(path: Path) -> dict:
                 raise ValueError(f"{size} bytes is too short for a header")
             (n,) = struct.unpack("<Q", f.read(8))
             if n > MAX_HEADER_BYTES or 8 + n > size:
-                raise ValueError(f"header length {n} exceeds the file ({size} bytes) or the 100 MB limit")
+                raise ValueError(
+                    f"header length {n} exceeds the file ({size} bytes) or the 100 MB limit"
+                )
             header = json.loads(f.read(n).decode("utf-8"), object_pairs_hook=_no_duplicates)
         if not isinstance(header, dict):
             raise ValueError("header is not a JSON object")
@@ -85,7 +93,12 @@ def check_safetensors_header(path: Path) -> dict:
             covered = end
         if covered != data_size:
             raise ValueError(f"tensors cover {covered} of {data_size} data bytes")
-    except (ValueError, UnicodeDecodeError, struct.error, RecursionError) as exc:  # RecursionError: nesting bomb
+    except (
+        ValueError,
+        UnicodeDecodeError,
+        struct.error,
+        RecursionError,
+    ) as exc:  # RecursionError: nesting bomb
         raise CheckpointError(f"{path.name}: invalid safetensors header: {exc}", FORGED) from None
     header["__metadata__"] = meta
     return header
@@ -98,7 +111,9 @@ def _nbytes(t: torch.Tensor) -> int:
     return t.numel() * t.element_size()
 
 
-def read_safetensors(path: Path, on_bytes: Progress = None) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def read_safetensors(
+    path: Path, on_bytes: Progress = None
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """The tensors and the ``__metadata__`` string map of a validated safetensors file."""
     meta = check_safetensors_header(path)["__metadata__"]
     try:
@@ -110,7 +125,9 @@ def read_safetensors(path: Path, on_bytes: Progress = None) -> tuple[dict[str, t
                     on_bytes(_nbytes(tensors[name]))
         return tensors, meta
     except Exception as exc:  # the header was fine, so this is I/O or a library limit
-        raise CheckpointError(f"{path.name}: cannot read safetensors data ({exc})", FORGED) from None
+        raise CheckpointError(
+            f"{path.name}: cannot read safetensors data ({exc})", FORGED
+        ) from None
 
 
 def read_pickle(path: Path, on_bytes: Progress = None) -> dict[str, torch.Tensor]:
@@ -122,15 +139,21 @@ def read_pickle(path: Path, on_bytes: Progress = None) -> dict[str, torch.Tensor
     except Exception as exc:
         found = re.search(r"GLOBAL ([\w.]+)", str(exc))
         what = f"it refers to {found.group(1)}" if found else type(exc).__name__
-        raise CheckpointError(f"{path.name}: not a plain-tensor PyTorch checkpoint ({what})", UNSAFE) from None
+        raise CheckpointError(
+            f"{path.name}: not a plain-tensor PyTorch checkpoint ({what})", UNSAFE
+        ) from None
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict):
-        raise CheckpointError(f"{path.name}: holds a {type(obj).__name__}, not a state dict", UNSAFE)
+        raise CheckpointError(
+            f"{path.name}: holds a {type(obj).__name__}, not a state dict", UNSAFE
+        )
     return {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
 
 
-def to_fp32(state_dict: dict[str, torch.Tensor], on_bytes: Progress = None) -> dict[str, torch.Tensor]:
+def to_fp32(
+    state_dict: dict[str, torch.Tensor], on_bytes: Progress = None
+) -> dict[str, torch.Tensor]:
     """Floating tensors as contiguous fp32 (fp16/bf16 checkpoints are common); others unchanged."""
     out = {}
     for k, v in state_dict.items():
@@ -162,5 +185,8 @@ def warn_non_finite(state_dicts: dict[str, dict[str, torch.Tensor]]) -> None:
 
 def folder_sha256(root: Path, files: list[Path], on_bytes: Progress = None) -> str:
     """sha256 over the sorted ``"<posix path> <sha256>\\n"`` lines of a folder's weight files."""
-    lines = sorted(f"{f.relative_to(root).as_posix()} {canonical.sha256_file(f, on_bytes=on_bytes)}\n" for f in files)
+    lines = sorted(
+        f"{f.relative_to(root).as_posix()} {canonical.sha256_file(f, on_bytes=on_bytes)}\n"
+        for f in files
+    )
     return hashlib.sha256("".join(lines).encode()).hexdigest()

@@ -38,8 +38,14 @@ class GenerateResult:
         return f"wrote {self.out} ({self.size[1]}x{self.size[0]}, {self.variant}, {self.seconds:.1f} s)"
 
     def as_json(self) -> dict:
-        return {"command": "generate", "out": str(self.out), "width": int(self.size[1]), "height": int(self.size[0]),
-                "variant": self.variant, "seconds": round(self.seconds, 3)}
+        return {
+            "command": "generate",
+            "out": str(self.out),
+            "width": int(self.size[1]),
+            "height": int(self.size[0]),
+            "variant": self.variant,
+            "seconds": round(self.seconds, 3),
+        }
 
 
 def generate(args: GenerateArgs) -> GenerateResult:
@@ -51,7 +57,9 @@ def generate(args: GenerateArgs) -> GenerateResult:
     from packer.runtime.image_metadata import ImageMetadata
 
     if args.scheduler is not None and args.scheduler not in schedulers.NAMES:
-        raise UsageError(f"unknown scheduler {args.scheduler!r}", f"choose one of {', '.join(schedulers.NAMES)}")
+        raise UsageError(
+            f"unknown scheduler {args.scheduler!r}", f"choose one of {', '.join(schedulers.NAMES)}"
+        )
     if not 0 <= args.seed < 2**64:
         raise UsageError(f"--seed {args.seed} is out of range", "use a seed between 0 and 2^64-1")
     if args.steps is not None and not 1 <= args.steps <= 1000:
@@ -61,20 +69,38 @@ def generate(args: GenerateArgs) -> GenerateResult:
         try:
             latents = np.load(args.latents, allow_pickle=False)
         except (OSError, ValueError) as exc:
-            raise UsageError(f"cannot read --latents {args.latents}: {exc}", "pass a .npy float32 array") from None
+            raise UsageError(
+                f"cannot read --latents {args.latents}: {exc}", "pass a .npy float32 array"
+            ) from None
     start = time.perf_counter()
     pipe = Pipeline(Bundle.open(args.bundle), device=args.device, cuda_graph=args.cuda_graph)
     m = pipe.bundle.manifest
     sched = m["scheduler"]
-    req = Request(args.prompt, args.negative_prompt, args.seed, args.steps or sched["steps"],
-                  sched["guidance"] if args.guidance is None else args.guidance,
-                  args.scheduler or sched["default"], latents)
+    req = Request(
+        args.prompt,
+        args.negative_prompt,
+        args.seed,
+        args.steps or sched["steps"],
+        sched["guidance"] if args.guidance is None else args.guidance,
+        args.scheduler or sched["default"],
+        latents,
+    )
     with progress.task("denoise", req.steps) as bar:
         image = pipe(req, on_step=lambda i, n: bar.advance())
     metadata = ImageMetadata(
-        req.prompt, req.negative_prompt, req.seed, req.steps, req.guidance, req.scheduler,
-        f"{m['model']['id']}@{m['model']['version']}", pinned_commit(pipe.bundle), image.shape[1],
-        image.shape[0], pipe.variant_key, f"sdpack {__version__}")
+        req.prompt,
+        req.negative_prompt,
+        req.seed,
+        req.steps,
+        req.guidance,
+        req.scheduler,
+        f"{m['model']['id']}@{m['model']['version']}",
+        pinned_commit(pipe.bundle),
+        image.shape[1],
+        image.shape[0],
+        pipe.variant_key,
+        f"sdpack {__version__}",
+    )
     save_png(image, args.out, metadata)
     return GenerateResult(args.out, time.perf_counter() - start, image.shape[:2], pipe.variant_key)
 

@@ -39,19 +39,38 @@ class InspectResult:
         for name, comp in m["components"].items():
             prefix = comp["weights"].rsplit("/", 1)[0] + "/"
             mine = [f for f in files if f["path"].startswith(prefix)]
-            components[name] = {"params": len(comp["params"]), "stored_bytes": sum(f["size"] for f in mine),
-                                "raw_bytes": sum(f.get("encoding", {}).get("raw_size", f["size"]) for f in mine)}
-        targets = {key: {"kind": t["kind"], "dtype": t["dtype"], "libs": len(t["libs"]),
-                         "lib_bytes": sum(sizes[p] for p in t["libs"].values()), "requirements": t["requirements"]}
-                   for key, t in sorted(m["targets"].items())}
+            components[name] = {
+                "params": len(comp["params"]),
+                "stored_bytes": sum(f["size"] for f in mine),
+                "raw_bytes": sum(f.get("encoding", {}).get("raw_size", f["size"]) for f in mine),
+            }
+        targets = {
+            key: {
+                "kind": t["kind"],
+                "dtype": t["dtype"],
+                "libs": len(t["libs"]),
+                "lib_bytes": sum(sizes[p] for p in t["libs"].values()),
+                "requirements": t["requirements"],
+            }
+            for key, t in sorted(m["targets"].items())
+        }
         return {
-            "command": "inspect", "bundle": str(self.bundle), "repo": m["model"]["id"], "version": m["model"]["version"],
-            "license": m["model"]["license"], "dtype": m["dtype"],
+            "command": "inspect",
+            "bundle": str(self.bundle),
+            "repo": m["model"]["id"],
+            "version": m["model"]["version"],
+            "license": m["model"]["license"],
+            "dtype": m["dtype"],
             "source": {k: m["source"][k] for k in ("name", "format", "sha256")},
-            "architecture": {k: m["architecture"][k] for k in ("family", "signature", "prediction_type")},
+            "architecture": {
+                k: m["architecture"][k] for k in ("family", "signature", "prediction_type")
+            },
             "scheduler": {k: m["scheduler"][k] for k in ("default", "steps", "guidance")},
-            "generator": m["generator"], "components": components, "targets": targets,
-            "files": len(files), "bytes": sum(f["size"] for f in files),
+            "generator": m["generator"],
+            "components": components,
+            "targets": targets,
+            "files": len(files),
+            "bytes": sum(f["size"] for f in files),
             **({"quantization": quant} if (quant := quantization_summary(m)) else {}),
         }
 
@@ -78,16 +97,24 @@ def _text(m: dict) -> str:
     for name, comp in m["components"].items():
         prefix = comp["weights"].rsplit("/", 1)[0] + "/"
         stored = sum(f["size"] for f in files if f["path"].startswith(prefix))
-        raw = sum(f.get("encoding", {}).get("raw_size", f["size"]) for f in files if f["path"].startswith(prefix))
+        raw = sum(
+            f.get("encoding", {}).get("raw_size", f["size"])
+            for f in files
+            if f["path"].startswith(prefix)
+        )
         inputs = ", ".join(f"{i['name']}{i['shape']}:{i['dtype']}" for i in comp["inputs"])
-        lines.append(f"  {name:<13} {len(comp['params'])} params, {_mib(raw)} raw, {_mib(stored)} stored; inputs {inputs}")
+        lines.append(
+            f"  {name:<13} {len(comp['params'])} params, {_mib(raw)} raw, {_mib(stored)} stored; inputs {inputs}"
+        )
     lines.append("targets:" if m["targets"] else "targets:   none (weights only)")
     for key, t in sorted(m["targets"].items()):
         sizes = {f["path"]: f["size"] for f in files}
         libs = sum(sizes[p] for p in t["libs"].values())
         req = t["requirements"]
         extra = ", ".join(f"{k}={v}" for k, v in sorted(req.items()) if v)
-        lines.append(f"  {key:<16} {len(t['libs'])} libs, {_mib(libs)}" + (f"; {extra}" if extra else ""))
+        lines.append(
+            f"  {key:<16} {len(t['libs'])} libs, {_mib(libs)}" + (f"; {extra}" if extra else "")
+        )
     total = sum(f["size"] for f in files)
     lines.append(f"files      {len(files)} + manifest.json, {_mib(total)}")
     return "\n".join(lines)

@@ -10,7 +10,12 @@ import numpy as np
 from packer.errors import CompileError, UsageError
 from packer.support import canonical, names, native_log, progress, spec
 
-DTYPES = {"fp16": "float16", "float16": "float16", "fp32": "float32", "float32": "float32"}  # --dtype spellings
+DTYPES = {
+    "fp16": "float16",
+    "float16": "float16",
+    "fp32": "float32",
+    "float32": "float32",
+}  # --dtype spellings
 
 
 @dataclass
@@ -37,7 +42,10 @@ class PackArgs:
     def checked(self) -> PackArgs:
         """Validate arguments before any work is done (no partial output on bad input)."""
         if self.dtype is not None and self.dtype not in DTYPES:
-            raise UsageError(f"unknown --dtype {self.dtype!r}", "use fp16 or fp32, or leave it out for each target's own")
+            raise UsageError(
+                f"unknown --dtype {self.dtype!r}",
+                "use fp16 or fp32, or leave it out for each target's own",
+            )
         self.version = names.check_version(self.version)
         if self.model_id is not None:
             names.check_repo_id(self.model_id)
@@ -45,21 +53,30 @@ class PackArgs:
             try:
                 names.check_repo_id(self.base_model)
             except UsageError as exc:
-                raise UsageError(f"--base-model {self.base_model!r} is not a Hub repo id", exc.hint) from None
+                raise UsageError(
+                    f"--base-model {self.base_model!r} is not a Hub repo id", exc.hint
+                ) from None
         from packer.compile import targets as target_registry
 
         unknown = [t for t in self.targets or [] if t not in target_registry.TARGETS]
         if unknown or self.targets == []:
-            raise UsageError(f"unknown target(s) {', '.join(unknown) or '(none)'}",
-                             f"choose from {', '.join(sorted(target_registry.TARGETS))}")
+            raise UsageError(
+                f"unknown target(s) {', '.join(unknown) or '(none)'}",
+                f"choose from {', '.join(sorted(target_registry.TARGETS))}",
+            )
         if self.prediction_type is not None and self.prediction_type not in spec.PREDICTION_TYPES:
-            raise UsageError(f"unknown --prediction-type {self.prediction_type!r}", "use epsilon or v_prediction")
+            raise UsageError(
+                f"unknown --prediction-type {self.prediction_type!r}", "use epsilon or v_prediction"
+            )
         if self.quantize is not None:
             from packer.bundle.quantize import get_scheme
 
             get_scheme(self.quantize)
         if not 1 <= self.shard_mb <= 1024:
-            raise UsageError(f"--shard-mb {self.shard_mb} is out of range", "use a size between 1 and 1024 MiB (default 32)")
+            raise UsageError(
+                f"--shard-mb {self.shard_mb} is out of range",
+                "use a size between 1 and 1024 MiB (default 32)",
+            )
         return self
 
 
@@ -73,16 +90,25 @@ class PackResult:
     def display(self) -> str:
         m = self.manifest
         size = sum(f["size"] for f in m["files"])
-        return (f"packed {m['model']['id']} {m['model']['version']} → {self.out} "
-                f"({len(m['files'])} files, {size / 2**20:.1f} MiB; targets {', '.join(sorted(m['targets']))}; "
-                f"libraries: {self.compiled} compiled, {self.reused} reused)")
+        return (
+            f"packed {m['model']['id']} {m['model']['version']} → {self.out} "
+            f"({len(m['files'])} files, {size / 2**20:.1f} MiB; targets {', '.join(sorted(m['targets']))}; "
+            f"libraries: {self.compiled} compiled, {self.reused} reused)"
+        )
 
     def as_json(self) -> dict:
         m = self.manifest
-        return {"command": "pack", "out": str(self.out), "repo": m["model"]["id"], "version": m["model"]["version"],
-                "targets": sorted(m["targets"]), "files": len(m["files"]), "bytes": sum(f["size"] for f in m["files"]),
-                "manifest_sha256": canonical.sha256_file(self.out / "manifest.json"),
-                "libraries": {"compiled": self.compiled, "reused": self.reused}}
+        return {
+            "command": "pack",
+            "out": str(self.out),
+            "repo": m["model"]["id"],
+            "version": m["model"]["version"],
+            "targets": sorted(m["targets"]),
+            "files": len(m["files"]),
+            "bytes": sum(f["size"] for f in m["files"]),
+            "manifest_sha256": canonical.sha256_file(self.out / "manifest.json"),
+            "libraries": {"compiled": self.compiled, "reused": self.reused},
+        }
 
 
 def _params(ckpt, compiled, dtype: str, scheme=None) -> list[tuple[str, np.ndarray]]:
@@ -126,22 +152,34 @@ def pack(args: PackArgs) -> PackResult:
 
         scheme = get_scheme(args.quantize)
     progress.status(f"ingesting {args.checkpoint}")
-    ckpt = ingest(args.checkpoint, tokenizer=args.tokenizer, prediction_type=args.prediction_type,
-                  image_size=args.image_size)
-    progress.status(f"compiling {chosen.display()} (libraries are reused when the architecture was built before)")
+    ckpt = ingest(
+        args.checkpoint,
+        tokenizer=args.tokenizer,
+        prediction_type=args.prediction_type,
+        image_size=args.image_size,
+    )
+    progress.status(
+        f"compiling {chosen.display()} (libraries are reused when the architecture was built before)"
+    )
     with native_log.quiet("compile"):  # TVM's C++ warnings only with SDPACK_VERBOSE=1
-        compiled = compile_all(ckpt, variants=[(v.target, v.dtype) for v in chosen.variants], quantize=scheme)
+        compiled = compile_all(
+            ckpt, variants=[(v.target, v.dtype) for v in chosen.variants], quantize=scheme
+        )
     by_component: dict[str, list] = {}
     for (component, _target, _dtype), cc in compiled.items():
         by_component.setdefault(component, []).append(cc)
 
-    with BundleWriter(args.out, shard_bytes=args.shard_mb << 20, overwrite=args.overwrite) as writer:
+    with BundleWriter(
+        args.out, shard_bytes=args.shard_mb << 20, overwrite=args.overwrite
+    ) as writer:
         components = {}
         for component, ccs in by_component.items():
             first = ccs[0]
             if any(c.params != first.params for c in ccs):  # one weight layout serves every variant
-                raise CompileError(f"targets disagree on the {component} parameter order",
-                                   "pack these targets separately and report it as a bug")
+                raise CompileError(
+                    f"targets disagree on the {component} parameter order",
+                    "pack these targets separately and report it as a bug",
+                )
             index, params = writer.add_weights(component, _params(ckpt, first, dtype, scheme))
             components[component] = manifest.component_entry(index, params, first)
         targets: dict = {}
@@ -156,11 +194,23 @@ def pack(args: PackArgs) -> PackResult:
             if (ckpt.tokenizer_dir / name).is_file():
                 writer.add_file(f"tokenizer/{name}", ckpt.tokenizer_dir / name)
                 tok_files.append(f"tokenizer/{name}")
-        model = manifest.model_fields(ckpt, checkpoint=args.checkpoint, version=args.version,
-                                      model_id=args.model_id, license=args.license,
-                                      base_model=args.base_model)
-        fields = manifest.fields(ckpt, model=model, components=components, targets=targets,
-                                 tokenizer_files=tok_files, dtype=dtype, pipeline_version=PIPELINE_VERSION)
+        model = manifest.model_fields(
+            ckpt,
+            checkpoint=args.checkpoint,
+            version=args.version,
+            model_id=args.model_id,
+            license=args.license,
+            base_model=args.base_model,
+        )
+        fields = manifest.fields(
+            ckpt,
+            model=model,
+            components=components,
+            targets=targets,
+            tokenizer_files=tok_files,
+            dtype=dtype,
+            pipeline_version=PIPELINE_VERSION,
+        )
         if scheme is not None:
             fields["quantization"] = _quantization(scheme, ckpt, by_component)
         doc = writer.commit(fields)

@@ -40,17 +40,26 @@ class PublishArgs:
     def checked(self) -> PublishArgs:
         """Validate before any work: one source, a valid repo id and version (``v`` dropped)."""
         if (self.bundle is None) == (self.pack is None):
-            raise UsageError("publish needs exactly one of --checkpoint or --bundle",
-                             "pass --checkpoint FILE to pack and publish it, or --bundle DIR for a packed bundle")
+            raise UsageError(
+                "publish needs exactly one of --checkpoint or --bundle",
+                "pass --checkpoint FILE to pack and publish it, or --bundle DIR for a packed bundle",
+            )
         self.repo, self.version = check_repo_id(self.repo), check_version(self.version)
         if self.bundle is not None:
             self.bundle = Path(self.bundle)
         if str(self.to) != "hf" and self.private:
-            raise UsageError("--private applies to the Hugging Face Hub only", "a directory hub is as private as its folder")
+            raise UsageError(
+                "--private applies to the Hugging Face Hub only",
+                "a directory hub is as private as its folder",
+            )
         return self
 
     def display(self) -> str:
-        where = "the Hugging Face Hub" + (f" at {self.endpoint}" if self.endpoint else "") if str(self.to) == "hf" else f"directory hub {self.to}"
+        where = (
+            "the Hugging Face Hub" + (f" at {self.endpoint}" if self.endpoint else "")
+            if str(self.to) == "hf"
+            else f"directory hub {self.to}"
+        )
         return f"publish {self.bundle} as {self.repo} {self.version} ({'private' if self.private else 'public'}) to {where}"
 
 
@@ -69,9 +78,17 @@ class PublishResult:
 
     def as_json(self) -> dict:
         p = self.published
-        return {"command": "publish", "repo": p.repo, "version": p.version, "commit": p.commit,
-                "manifest_sha256": p.manifest_sha256, "hub": p.location, "already": p.already,
-                "uploaded": sorted(p.uploaded), "files": self.files}
+        return {
+            "command": "publish",
+            "repo": p.repo,
+            "version": p.version,
+            "commit": p.commit,
+            "manifest_sha256": p.manifest_sha256,
+            "hub": p.location,
+            "already": p.already,
+            "uploaded": sorted(p.uploaded),
+            "files": self.files,
+        }
 
 
 def _check_bundle(bundle: Bundle, repo: str, version: str) -> None:
@@ -117,6 +134,8 @@ def _publish_bundle(args: PublishArgs) -> PublishResult:
         from packer.hub.local import LocalHub
 
         release = release_mod.from_bundle(bundle, LOCAL_CARD_URL)
-        card.check(release.card_text())  # what the Hub's validate-yaml would refuse, refused here too
+        card.check(
+            release.card_text()
+        )  # what the Hub's validate-yaml would refuse, refused here too
         published = LocalHub(Path(args.to)).publish(release)
     return PublishResult(published, len(release.files))

@@ -27,7 +27,9 @@ class PullArgs:
         self.spec, self.out = str(self.spec), Path(self.out)
 
     def display(self) -> str:
-        return f"pull {self.spec} into {self.out}" + (f" from {self.endpoint}" if self.endpoint else "")
+        return f"pull {self.spec} into {self.out}" + (
+            f" from {self.endpoint}" if self.endpoint else ""
+        )
 
 
 @dataclass
@@ -44,9 +46,20 @@ class PullResult:
 
     def as_json(self) -> dict:
         p, r = self.pulled, self.pulled.resolved
-        return {"command": "pull", "repo": r.repo, "version": r.version, "commit": r.commit,
-                "manifest_sha256": r.manifest_sha256, "hub": r.endpoint, "out": str(p.out), "files": p.files,
-                "bytes": p.bytes, "downloaded_bytes": p.downloaded, "cached_files": p.reused, "repaired": sorted(p.repaired)}
+        return {
+            "command": "pull",
+            "repo": r.repo,
+            "version": r.version,
+            "commit": r.commit,
+            "manifest_sha256": r.manifest_sha256,
+            "hub": r.endpoint,
+            "out": str(p.out),
+            "files": p.files,
+            "bytes": p.bytes,
+            "downloaded_bytes": p.downloaded,
+            "cached_files": p.reused,
+            "repaired": sorted(p.repaired),
+        }
 
 
 def pull(args: PullArgs) -> PullResult:

@@ -36,9 +36,13 @@ class Serving:
         self.url = f"http://{self.server.server_address[0]}:{self.server.server_address[1]}"
 
     def as_json(self) -> dict:
-        return {"command": "serve", "directory": str(self.args.directory), "url": self.url,
-                "manifest_url": f"{self.url}/ORG/NAME/resolve/REV/manifest.json",
-                "app_url": f"{self.url}/app/" if self.args.app is not None else None}
+        return {
+            "command": "serve",
+            "directory": str(self.args.directory),
+            "url": self.url,
+            "manifest_url": f"{self.url}/ORG/NAME/resolve/REV/manifest.json",
+            "app_url": f"{self.url}/app/" if self.args.app is not None else None,
+        }
 
     def display(self) -> str:
         text = f"serving {self.args.directory} at {self.url}/ORG/NAME/resolve/vX.Y.Z/manifest.json"

@@ -30,7 +30,13 @@ class VerifyResult:
         return text
 
     def as_json(self) -> dict:
-        out = {"command": "verify", "bundle": str(self.bundle), "ok": True, "files": self.files, "bytes": self.bytes}
+        out = {
+            "command": "verify",
+            "bundle": str(self.bundle),
+            "ok": True,
+            "files": self.files,
+            "bytes": self.bytes,
+        }
         if self.quantization:
             out["quantization"] = self.quantization
         return out
@@ -41,8 +47,12 @@ def quantization_summary(manifest: dict) -> dict | None:
     quant = manifest.get("quantization")
     if quant is None:
         return None
-    return {"scheme": quant["scheme"], "bits": quant["bits"], "group_size": quant["group_size"],
-            "tensors": {c: len(t) for c, t in sorted(quant["tensors"].items())}}
+    return {
+        "scheme": quant["scheme"],
+        "bits": quant["bits"],
+        "group_size": quant["group_size"],
+        "tensors": {c: len(t) for c, t in sorted(quant["tensors"].items())},
+    }
 
 
 def quantization_text(summary: dict) -> str:
@@ -56,5 +66,9 @@ def verify(args: VerifyArgs) -> VerifyResult:
     total = sum(f["size"] for f in bundle.manifest["files"])
     with progress.task("verify", total, bytes_=True) as bar:
         bundle.verify(on_file=lambda entry: bar.advance(entry["size"]))
-    return VerifyResult(Path(args.bundle), files=len(bundle.files), bytes=total,
-                        quantization=quantization_summary(bundle.manifest))
+    return VerifyResult(
+        Path(args.bundle),
+        files=len(bundle.files),
+        bytes=total,
+        quantization=quantization_summary(bundle.manifest),
+    )

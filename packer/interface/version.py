@@ -23,7 +23,12 @@ class VersionResult:
         return f"sdpack {self.sdpack} (apache-tvm {self.apache_tvm}, apache-tvm-ffi {self.tvm_ffi})"
 
     def as_json(self) -> dict:
-        return {"command": "version", "sdpack": self.sdpack, "apache_tvm": self.apache_tvm, "tvm_ffi": self.tvm_ffi}
+        return {
+            "command": "version",
+            "sdpack": self.sdpack,
+            "apache_tvm": self.apache_tvm,
+            "tvm_ffi": self.tvm_ffi,
+        }
 
 
 def version(args: VersionArgs) -> VersionResult:

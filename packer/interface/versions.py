@@ -29,10 +29,20 @@ class VersionsResult:
         if not v.versions:
             return f"{v.repo} has no published versions at {v.hub}"
         rows = [("VERSION", "COMMIT", "DATE", "SIZE", "TARGETS")]
-        rows += [(x.version, x.commit[:12], (x.date or "?")[:19].replace("T", " "), _size(x.size),
-                  ", ".join(x.targets) or "none (weights only)") for x in v.versions]
+        rows += [
+            (
+                x.version,
+                x.commit[:12],
+                (x.date or "?")[:19].replace("T", " "),
+                _size(x.size),
+                ", ".join(x.targets) or "none (weights only)",
+            )
+            for x in v.versions
+        ]
         widths = [max(len(r[i]) for r in rows) for i in range(4)]
-        return "\n".join("  ".join([*(c.ljust(w) for c, w in zip(r[:4], widths)), r[4]]) for r in rows)
+        return "\n".join(
+            "  ".join([*(c.ljust(w) for c, w in zip(r[:4], widths)), r[4]]) for r in rows
+        )
 
     def as_json(self) -> dict:
         return {"command": "versions", **self.listed.as_dict()}

@@ -87,15 +87,21 @@ class CapturedCall:
         with tvm_ffi.use_raw_stream(device, self._stream):
             fn(*args)  # warm-up: lazily loaded kernels and pooled buffers exist before capture
             _check(self._lib, self._lib.cuStreamSynchronize(stream), "synchronizing the warm-up")
-            _check(self._lib, self._lib.cuStreamBeginCapture_v2(stream, _CAPTURE_MODE_RELAXED),
-                   "beginning stream capture")
+            _check(
+                self._lib,
+                self._lib.cuStreamBeginCapture_v2(stream, _CAPTURE_MODE_RELAXED),
+                "beginning stream capture",
+            )
             try:
                 self.output = fn(*args)
             finally:  # always end the capture, else the stream stays unusable
                 end = self._lib.cuStreamEndCapture(stream, ctypes.byref(self._graph))
             _check(self._lib, end, "capturing the call (a synchronising call inside it?)")
-        _check(self._lib, self._lib.cuGraphInstantiateWithFlags(ctypes.byref(self._exec), self._graph, 0),
-               "instantiating the graph")
+        _check(
+            self._lib,
+            self._lib.cuGraphInstantiateWithFlags(ctypes.byref(self._exec), self._graph, 0),
+            "instantiating the graph",
+        )
 
     def replay(self):
         """Run the recorded launches on the current inputs; the device is synchronised on return."""

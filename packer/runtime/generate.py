@@ -39,7 +39,9 @@ class Request:
 class Pipeline:
     """A loaded bundle: tokenizer, three compiled components with their weights on ``device``."""
 
-    def __init__(self, bundle: Bundle, device: str = "cpu", dtype: str | None = None, cuda_graph: bool = True):
+    def __init__(
+        self, bundle: Bundle, device: str = "cpu", dtype: str | None = None, cuda_graph: bool = True
+    ):
         from tokenizers import Tokenizer
 
         from packer.runtime.module import ComponentRunner
@@ -59,8 +61,12 @@ class Pipeline:
             bundle.read(rel)  # verify before loading
             params = bundle.load_params(comp)
             order = m["components"][comp]["params"]
-            self.runners[comp] = ComponentRunner(bundle.root / rel, [param_for(params.pop(n), self.float) for n in order],
-                                                 device, cuda_graph=self.cuda_graph)
+            self.runners[comp] = ComponentRunner(
+                bundle.root / rel,
+                [param_for(params.pop(n), self.float) for n in order],
+                device,
+                cuda_graph=self.cuda_graph,
+            )
 
     @staticmethod
     def _pick_variant(m: dict, device: str, dtype: str | None) -> tuple[str, dict]:
@@ -69,17 +75,25 @@ class Pipeline:
         kind = DEVICE_KINDS.get(device)
         if kind is None:
             raise UsageError(f"unknown device {device!r}", f"use one of: {', '.join(DEVICE_KINDS)}")
-        found = [(k, t) for k, t in m["targets"].items()
-                 if t["kind"] == kind and (dtype is None or t["dtype"] == dtype) and runs_here(t)]
+        found = [
+            (k, t)
+            for k, t in m["targets"].items()
+            if t["kind"] == kind and (dtype is None or t["dtype"] == dtype) and runs_here(t)
+        ]
         if kind == "opencl" and found:
             found = _with_device_features(found)
         if not found:
             have = ", ".join(sorted(m["targets"])) or "none"
             here = " for this machine" if kind == "opencl" else ""
-            raise UsageError(f"bundle has no {kind} library{here}{' for ' + dtype if dtype else ''} (it has: {have})",
-                             "repack with --targets including " + (
-                                 "opencl (x86-64 hosts) or opencl-mali (aarch64 boards)"
-                                 if kind == "opencl" else kind))
+            raise UsageError(
+                f"bundle has no {kind} library{here}{' for ' + dtype if dtype else ''} (it has: {have})",
+                "repack with --targets including "
+                + (
+                    "opencl (x86-64 hosts) or opencl-mali (aarch64 boards)"
+                    if kind == "opencl"
+                    else kind
+                ),
+            )
         return sorted(found, key=lambda kt: (kt[1]["dtype"] != m["dtype"], kt[0]))[0]
 
     def token_ids(self, text: str) -> np.ndarray:
@@ -93,7 +107,9 @@ class Pipeline:
     def encode_prompt(self, text: str) -> np.ndarray:
         return self.runners["text_encoder"](self.token_ids(text))
 
-    def __call__(self, req: Request, on_step: Callable[[int, int], None] | None = None) -> np.ndarray:
+    def __call__(
+        self, req: Request, on_step: Callable[[int, int], None] | None = None
+    ) -> np.ndarray:
         """The decoded image as float32 [H, W, 3] in [0, 1]."""
         m = self.bundle.manifest
         lat = m["architecture"]["latent"]
@@ -102,19 +118,29 @@ class Pipeline:
         steps = req.steps or sched_cfg["steps"]
         guidance = sched_cfg["guidance"] if req.guidance is None else req.guidance
         shape = (1, lat["channels"], lat["height"], lat["width"])
-        latents = noise.latents(req.seed, shape) if req.latents is None else np.asarray(req.latents, np.float32)
+        latents = (
+            noise.latents(req.seed, shape)
+            if req.latents is None
+            else np.asarray(req.latents, np.float32)
+        )
         if latents.shape != shape:
-            raise UsageError(f"--latents has shape {list(latents.shape)}, the bundle needs {list(shape)}")
+            raise UsageError(
+                f"--latents has shape {list(latents.shape)}, the bundle needs {list(shape)}"
+            )
         import torch
 
-        hidden = np.concatenate([self.encode_prompt(req.negative_prompt), self.encode_prompt(req.prompt)])
+        hidden = np.concatenate(
+            [self.encode_prompt(req.negative_prompt), self.encode_prompt(req.prompt)]
+        )
         scheduler.set_timesteps(steps)
         x = torch.from_numpy(latents) * scheduler.init_noise_sigma
         with schedulers.spec_step_noise(scheduler, req.seed):  # ancestral noise from the spec
             for i, t in enumerate(scheduler.timesteps):
                 x_in = scheduler.scale_model_input(torch.cat([x, x]), t)
                 ts = np.full((2,), float(t), dtype=np.float32)
-                pred = self.runners["unet"](x_in.numpy().astype(self.float), ts, hidden.astype(self.float))
+                pred = self.runners["unet"](
+                    x_in.numpy().astype(self.float), ts, hidden.astype(self.float)
+                )
                 uncond, cond = torch.from_numpy(pred.astype(np.float32)).chunk(2)
                 guided = uncond + guidance * (cond - uncond)
                 x = scheduler.step(guided, t, x, return_dict=False)[0]
@@ -133,10 +159,12 @@ def _with_device_features(found: list[tuple[str, dict]]) -> list[tuple[str, dict
     usable = [(k, t) for k, t in found if set(t["requirements"].get("features", [])) <= have]
     if not usable:
         need = sorted({f for _, t in found for f in t["requirements"].get("features", [])} - have)
-        raise UsageError(f"this OpenCL device lacks {', '.join(need)}, which every opencl library "
-                         f"of the bundle needs ({', '.join(k for k, _ in found)})",
-                         "repack with an fp32 opencl variant (packer pack --targets opencl makes "
-                         "both), or run on a device that has it")
+        raise UsageError(
+            f"this OpenCL device lacks {', '.join(need)}, which every opencl library "
+            f"of the bundle needs ({', '.join(k for k, _ in found)})",
+            "repack with an fp32 opencl variant (packer pack --targets opencl makes "
+            "both), or run on a device that has it",
+        )
     return usable
 
 

@@ -18,8 +18,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
-KEYS = ("prompt", "negative_prompt", "seed", "steps", "guidance", "scheduler", "model", "commit",
-        "width", "height", "variant", "Software", "parameters")
+KEYS = (
+    "prompt",
+    "negative_prompt",
+    "seed",
+    "steps",
+    "guidance",
+    "scheduler",
+    "model",
+    "commit",
+    "width",
+    "height",
+    "variant",
+    "Software",
+    "parameters",
+)
 """Every key written, in the order written; ``commit`` only when known."""
 
 
@@ -58,17 +71,27 @@ class ImageMetadata:
 
     def parameters(self) -> str:
         """The A1111/ComfyUI form: prompt, ``Negative prompt:`` line, then ``Key: value`` pairs."""
-        return (f"{self.prompt}\nNegative prompt: {self.negative_prompt}\n"
-                f"Steps: {self.steps}, Sampler: {self.scheduler}, CFG scale: {number_text(self.guidance)}, "
-                f"Seed: {self.seed}, Size: {self.width}x{self.height}, Model: {self.model}")
+        return (
+            f"{self.prompt}\nNegative prompt: {self.negative_prompt}\n"
+            f"Steps: {self.steps}, Sampler: {self.scheduler}, CFG scale: {number_text(self.guidance)}, "
+            f"Seed: {self.seed}, Size: {self.width}x{self.height}, Model: {self.model}"
+        )
 
     def text(self) -> list[tuple[str, str]]:
         """``(key, value)`` for every chunk, in :data:`KEYS` order."""
         values = {
-            "prompt": self.prompt, "negative_prompt": self.negative_prompt, "seed": str(int(self.seed)),
-            "steps": str(int(self.steps)), "guidance": number_text(self.guidance), "scheduler": self.scheduler,
-            "model": self.model, "commit": self.commit, "width": str(int(self.width)),
-            "height": str(int(self.height)), "variant": self.variant, "Software": self.software,
+            "prompt": self.prompt,
+            "negative_prompt": self.negative_prompt,
+            "seed": str(int(self.seed)),
+            "steps": str(int(self.steps)),
+            "guidance": number_text(self.guidance),
+            "scheduler": self.scheduler,
+            "model": self.model,
+            "commit": self.commit,
+            "width": str(int(self.width)),
+            "height": str(int(self.height)),
+            "variant": self.variant,
+            "Software": self.software,
             "parameters": self.parameters(),
         }
         return [(key, values[key]) for key in KEYS if values[key] is not None]

@@ -29,8 +29,13 @@ class ComponentRunner:
     >>> hidden = runner(ids.astype(np.int32))  # doctest: +SKIP
     """
 
-    def __init__(self, lib_path: Path | str, params: Sequence[np.ndarray], device: str = "cpu",
-                 cuda_graph: bool = False):
+    def __init__(
+        self,
+        lib_path: Path | str,
+        params: Sequence[np.ndarray],
+        device: str = "cpu",
+        cuda_graph: bool = False,
+    ):
         import tvm
         from tvm.runtime.vm import VirtualMachine  # not tvm.relax: it needs the compiler library
 
@@ -42,8 +47,10 @@ class ComponentRunner:
             vm = VirtualMachine(library, self._device)
             self._main = vm["main"]
         except Exception as exc:  # TVM raises its own error types
-            raise SdpackError(f"cannot load compiled library {lib_path}: {exc}",
-                              "rebuild it; the library may be for another target") from exc
+            raise SdpackError(
+                f"cannot load compiled library {lib_path}: {exc}",
+                "rebuild it; the library may be for another target",
+            ) from exc
         self._params = bind_params(vm, [self._upload(p) for p in params])
         # With cuda_graph, each input signature (shapes, dtypes) is captured once as a CUDA graph
         # (packer.runtime.cuda_graph) and replayed from then on.
@@ -56,9 +63,10 @@ class ComponentRunner:
         try:
             out = self._main(*[self._upload(x) for x in inputs], *self._params)
         except (TypeError, ValueError, RuntimeError) as exc:
-            raise SdpackError(f"calling the compiled component failed: {exc}",
-                              "check input/param count, shapes and dtypes against the "
-                              "calling convention") from exc
+            raise SdpackError(
+                f"calling the compiled component failed: {exc}",
+                "check input/param count, shapes and dtypes against the calling convention",
+            ) from exc
         if not hasattr(out, "numpy"):  # a tuple result: the first output is the one we want
             out = out[0]
         return out.numpy()
@@ -72,19 +80,23 @@ class ComponentRunner:
         call = self._graphs.get(key)
         try:
             if call is None:
-                call = self._graphs[key] = CapturedCall(self._main, [self._upload(a) for a in arrays],
-                                                        self._device, tail=self._params)
+                call = self._graphs[key] = CapturedCall(
+                    self._main, [self._upload(a) for a in arrays], self._device, tail=self._params
+                )
             else:
                 for buf, a in zip(call.inputs, arrays, strict=True):
                     buf.copyfrom(a)
             out = call.replay()
         except CudaGraphError as exc:
-            raise SdpackError(f"replaying the component as a CUDA graph failed: {exc}",
-                              "run without CUDA graphs (packer generate --no-cuda-graph)") from exc
+            raise SdpackError(
+                f"replaying the component as a CUDA graph failed: {exc}",
+                "run without CUDA graphs (packer generate --no-cuda-graph)",
+            ) from exc
         except (TypeError, ValueError, RuntimeError) as exc:
-            raise SdpackError(f"calling the compiled component failed: {exc}",
-                              "check input/param count, shapes and dtypes against the "
-                              "calling convention") from exc
+            raise SdpackError(
+                f"calling the compiled component failed: {exc}",
+                "check input/param count, shapes and dtypes against the calling convention",
+            ) from exc
         if not hasattr(out, "numpy"):
             out = out[0]
         return out.numpy()

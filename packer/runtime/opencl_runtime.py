@@ -29,8 +29,10 @@ from ..errors import SdpackError
 SOURCE = Path(__file__).with_name("opencl") / "sdpack_opencl.cc"
 LIBRARY_NAME = "libsdpack_opencl.so"
 CL_TARGET_VERSION = 120  # OpenCL 1.2: what Mali, pocl and desktop drivers all offer
-INSTALL_HINT = ("install a C++ compiler and the OpenCL headers and ICD loader "
-                "(Debian/Ubuntu: apt-get install g++ ocl-icd-opencl-dev opencl-headers)")
+INSTALL_HINT = (
+    "install a C++ compiler and the OpenCL headers and ICD loader "
+    "(Debian/Ubuntu: apt-get install g++ ocl-icd-opencl-dev opencl-headers)"
+)
 
 _loaded: Path | None = None
 
@@ -61,13 +63,30 @@ def library_path(cache_dir: Path | str | None = None) -> Path:
 def compile_command(out: Path, cxx: str = "g++", objects_only: bool = False) -> list[str]:
     """The compiler call that builds the plugin (``objects_only``: compile, do not link)."""
     tvm_dir, ffi_dir = _wheel_dirs()
-    cmd = [cxx, "-std=c++17", "-O2", "-fPIC", f"-DCL_TARGET_OPENCL_VERSION={CL_TARGET_VERSION}",
-           f"-I{tvm_dir / 'include'}", f"-I{ffi_dir / 'include'}", str(SOURCE), "-o", str(out)]
+    cmd = [
+        cxx,
+        "-std=c++17",
+        "-O2",
+        "-fPIC",
+        f"-DCL_TARGET_OPENCL_VERSION={CL_TARGET_VERSION}",
+        f"-I{tvm_dir / 'include'}",
+        f"-I{ffi_dir / 'include'}",
+        str(SOURCE),
+        "-o",
+        str(out),
+    ]
     if objects_only:
         return [*cmd, "-c"]
     libs = [tvm_dir / "lib", ffi_dir / "lib"]
-    return [*cmd, "-shared", *(f"-L{d}" for d in libs), f"-Wl,-rpath,{':'.join(map(str, libs))}",
-            "-ltvm_runtime", "-ltvm_ffi", "-lOpenCL"]
+    return [
+        *cmd,
+        "-shared",
+        *(f"-L{d}" for d in libs),
+        f"-Wl,-rpath,{':'.join(map(str, libs))}",
+        "-ltvm_runtime",
+        "-ltvm_ffi",
+        "-lOpenCL",
+    ]
 
 
 def build(cache_dir: Path | str | None = None) -> Path:
@@ -77,18 +96,22 @@ def build(cache_dir: Path | str | None = None) -> Path:
         return path
     cxx = os.environ.get("CXX", "g++")
     if shutil.which(cxx) is None:
-        raise SdpackError(f"the OpenCL runtime must be compiled here and {cxx} is not installed",
-                          INSTALL_HINT)
+        raise SdpackError(
+            f"the OpenCL runtime must be compiled here and {cxx} is not installed", INSTALL_HINT
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".build-", suffix=".so")
     os.close(fd)
     try:
         done = subprocess.run(compile_command(Path(tmp), cxx), capture_output=True, text=True)
         if done.returncode != 0:
-            first = next((line for line in done.stderr.splitlines() if "error" in line),
-                         done.stderr.strip()[:300])
-            raise SdpackError(f"compiling sdpack's OpenCL runtime failed: {first.strip()}",
-                              INSTALL_HINT)
+            first = next(
+                (line for line in done.stderr.splitlines() if "error" in line),
+                done.stderr.strip()[:300],
+            )
+            raise SdpackError(
+                f"compiling sdpack's OpenCL runtime failed: {first.strip()}", INSTALL_HINT
+            )
         os.replace(tmp, path)  # atomic: a concurrent or interrupted build never leaves half a file
     finally:
         Path(tmp).unlink(missing_ok=True)
@@ -108,9 +131,11 @@ def load(cache_dir: Path | str | None = None) -> Path:
     try:
         ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
     except OSError as exc:
-        raise SdpackError(f"cannot load sdpack's OpenCL runtime {path}: {exc}",
-                          "install the OpenCL ICD loader (apt-get install ocl-icd-libopencl1) "
-                          "and a driver for your GPU") from exc
+        raise SdpackError(
+            f"cannot load sdpack's OpenCL runtime {path}: {exc}",
+            "install the OpenCL ICD loader (apt-get install ocl-icd-libopencl1) "
+            "and a driver for your GPU",
+        ) from exc
     _loaded = path
     return path
 
@@ -122,9 +147,11 @@ def device():
     load()
     dev = tvm.opencl(0)
     if not dev.exist:
-        raise SdpackError("no OpenCL device available",
-                          "install your GPU's OpenCL driver (an ICD; pocl-opencl-icd for a CPU), "
-                          "check it with clinfo -l, or use --device cpu")
+        raise SdpackError(
+            "no OpenCL device available",
+            "install your GPU's OpenCL driver (an ICD; pocl-opencl-icd for a CPU), "
+            "check it with clinfo -l, or use --device cpu",
+        )
     return dev
 
 

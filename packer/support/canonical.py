@@ -18,7 +18,9 @@ def sha256_bytes(data: bytes | memoryview) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def sha256_file(path: Path, chunk: int = 1 << 22, on_bytes: Callable[[int], None] | None = None) -> str:
+def sha256_file(
+    path: Path, chunk: int = 1 << 22, on_bytes: Callable[[int], None] | None = None
+) -> str:
     """The file's sha256; ``on_bytes`` hears of each block hashed (for a progress bar)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:

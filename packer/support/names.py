@@ -16,7 +16,12 @@ COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 def check_repo_id(repo_id: str) -> str:
     """``ORG/NAME`` as the Hub accepts it (no ``--`` or ``..``, which the Hub refuses)."""
-    if not isinstance(repo_id, str) or not REPO_ID.match(repo_id) or "--" in repo_id or ".." in repo_id:
+    if (
+        not isinstance(repo_id, str)
+        or not REPO_ID.match(repo_id)
+        or "--" in repo_id
+        or ".." in repo_id
+    ):
         raise UsageError(
             f"invalid repo id {repo_id!r}",
             "use ORG/NAME with letters, digits, '.', '_' or '-' (no '--' or '..', at most 96 characters each)",
@@ -28,7 +33,9 @@ def check_version(version: str) -> str:
     """A semantic version, returned without the optional leading ``v``."""
     bare = version[1:] if isinstance(version, str) and version[:1] in ("v", "V") else version
     if not isinstance(bare, str) or not SEMVER.match(bare):
-        raise UsageError(f"invalid version {version!r}", "use a semantic version such as 1.0.0 or 1.2.0-rc.1")
+        raise UsageError(
+            f"invalid version {version!r}", "use a semantic version such as 1.0.0 or 1.2.0-rc.1"
+        )
     return bare
 
 
@@ -57,7 +64,10 @@ def parse_pin(spec: str) -> Pin:
     """
     repo, sep, ref = (spec or "").partition("@")
     if not sep or not ref:
-        raise UsageError(f"{spec!r} does not say which version", "write ORG/NAME@VERSION (e.g. @1.0.0) or ORG/NAME@<commit sha>")
+        raise UsageError(
+            f"{spec!r} does not say which version",
+            "write ORG/NAME@VERSION (e.g. @1.0.0) or ORG/NAME@<commit sha>",
+        )
     check_repo_id(repo)
     if COMMIT.match(ref):
         return Pin(repo, commit=ref)

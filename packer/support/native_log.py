@@ -40,8 +40,12 @@ def quiet(what: str) -> Iterator[None]:
     log = tempfile.TemporaryFile()
     python_stderr = sys.stderr
     encoding = getattr(python_stderr, "encoding", None) or "utf-8"
-    terminal = io.TextIOWrapper(os.fdopen(os.dup(saved), "wb"), encoding=encoding, errors="backslashreplace",
-                                line_buffering=True)
+    terminal = io.TextIOWrapper(
+        os.fdopen(os.dup(saved), "wb"),
+        encoding=encoding,
+        errors="backslashreplace",
+        line_buffering=True,
+    )
     os.dup2(log.fileno(), 2)
     sys.stderr = terminal
     try:

@@ -22,7 +22,11 @@ def _truthy(name: str) -> bool:
 
 
 def _enabled() -> bool:
-    return sys.stderr.isatty() and not os.environ.get("SDPACK_NO_PROGRESS") and not _truthy("HF_HUB_DISABLE_PROGRESS_BARS")
+    return (
+        sys.stderr.isatty()
+        and not os.environ.get("SDPACK_NO_PROGRESS")
+        and not _truthy("HF_HUB_DISABLE_PROGRESS_BARS")
+    )
 
 
 class _Task:
@@ -47,7 +51,9 @@ def task(description: str, total: float | None, *, bytes_: bool = False) -> Iter
         yield _Task(None, None)
         return
     columns = [TextColumn("{task.description}"), BarColumn()]
-    columns += [DownloadColumn()] if bytes_ else [TextColumn("{task.completed:.0f}/{task.total:.0f}")]
+    columns += (
+        [DownloadColumn()] if bytes_ else [TextColumn("{task.completed:.0f}/{task.total:.0f}")]
+    )
     with Progress(*columns, TimeRemainingColumn(), console=_console, transient=True) as progress:
         yield _Task(progress, progress.add_task(description, total=total))
 

@@ -39,7 +39,12 @@ interface DemoState {
   error?: string;
   busy: boolean;
 }
-const state: DemoState = { busy: false, gallery: [], decodedBy: { worker: 0, thread: 0 }, progress: [] };
+const state: DemoState = {
+  busy: false,
+  gallery: [],
+  decodedBy: { worker: 0, thread: 0 },
+  progress: [],
+};
 Object.assign(globalThis, { sdpack, sdpackDemo: state });
 
 function status(text: string): void {
@@ -48,17 +53,27 @@ function status(text: string): void {
 
 function showError(err: unknown): void {
   const e = err as Error & { hint?: string };
-  const text = err instanceof BundleError && e.hint ? `${e.message}\n${e.hint}` : e.name === "AbortError" ? "stopped" : String(e.message ?? e);
+  const text =
+    err instanceof BundleError && e.hint
+      ? `${e.message}\n${e.hint}`
+      : e.name === "AbortError"
+        ? "stopped"
+        : String(e.message ?? e);
   state.error = text;
   $("error").textContent = text;
 }
 
 function timings(rows: [string, number][]): void {
-  $("timings").innerHTML = rows.map(([k, ms]) => `<tr><td>${k}</td><td>${(ms / 1000).toFixed(2)} s</td></tr>`).join("");
+  $("timings").innerHTML = rows
+    .map(([k, ms]) => `<tr><td>${k}</td><td>${(ms / 1000).toFixed(2)} s</td></tr>`)
+    .join("");
 }
 
 function modelOptions(): { endpoint: string; cache: CacheChoice } {
-  return { endpoint: field("endpoint").value.trim() || sdpack.HUB_ENDPOINT, cache: $<HTMLSelectElement>("cache").value as CacheChoice };
+  return {
+    endpoint: field("endpoint").value.trim() || sdpack.HUB_ENDPOINT,
+    cache: $<HTMLSelectElement>("cache").value as CacheChoice,
+  };
 }
 
 async function load(): Promise<void> {
@@ -91,7 +106,8 @@ async function load(): Promise<void> {
     state.model = model;
     state.loadMs = performance.now() - t0;
     const m = model.manifest;
-    $("model-info").textContent = `${model.modelId}${model.commit ? ` @ ${model.commit.slice(0, 10)}` : ""} · ${model.variant} · ${model.gpu.description}`;
+    $("model-info").textContent =
+      `${model.modelId}${model.commit ? ` @ ${model.commit.slice(0, 10)}` : ""} · ${model.variant} · ${model.gpu.description}`;
     field("steps").value = String(m.scheduler.steps);
     field("guidance").value = String(m.scheduler.guidance);
     $<HTMLSelectElement>("scheduler").value = m.scheduler.default;
@@ -136,7 +152,14 @@ async function generate(): Promise<void> {
     state.last = { ...image, seed };
     addToGallery(image);
     const t = image.timings;
-    timings([["load", state.loadMs ?? 0], ["text encoder ×2", t.textEncoder], [`UNet ×${t.steps}`, t.unet], ["per step", t.unet / t.steps], ["VAE", t.vae], ["total", t.total]]);
+    timings([
+      ["load", state.loadMs ?? 0],
+      ["text encoder ×2", t.textEncoder],
+      [`UNet ×${t.steps}`, t.unet],
+      ["per step", t.unet / t.steps],
+      ["VAE", t.vae],
+      ["total", t.total],
+    ]);
     status(`done in ${(t.total / 1000).toFixed(1)} s`);
   } catch (err) {
     showError(err);
@@ -151,13 +174,21 @@ async function generate(): Promise<void> {
 function draw(canvas: HTMLCanvasElement, image: GeneratedImage): void {
   canvas.width = image.width;
   canvas.height = image.height;
-  canvas.getContext("2d")!.putImageData(new ImageData(image.rgba as Uint8ClampedArray<ArrayBuffer>, image.width, image.height), 0, 0);
+  canvas
+    .getContext("2d")!
+    .putImageData(
+      new ImageData(image.rgba as Uint8ClampedArray<ArrayBuffer>, image.width, image.height),
+      0,
+      0,
+    );
 }
 
 /** Download the image as a PNG whose text chunks carry its parameters. */
 async function save(image: GeneratedImage): Promise<void> {
   const png = await encodePng(image, imageMetadata(image.parameters));
-  const url = URL.createObjectURL(new Blob([png as Uint8Array<ArrayBuffer>], { type: "image/png" }));
+  const url = URL.createObjectURL(
+    new Blob([png as Uint8Array<ArrayBuffer>], { type: "image/png" }),
+  );
   const a = document.createElement("a");
   a.href = url;
   a.download = `sdpack-${image.parameters.seed}-${state.gallery.indexOf(image) + 1}.png`;
@@ -192,7 +223,8 @@ function addToGallery(image: GeneratedImage): void {
 async function persist(): Promise<void> {
   const s = await requestPersistentStorage();
   const mb = (n?: number) => (n === undefined ? "?" : (n / 1e6).toFixed(0));
-  $("storage").textContent = `${s.persisted ? "persistent" : "not persistent (the browser may evict it)"}; ${mb(s.usage)} of ${mb(s.quota)} MB used`;
+  $("storage").textContent =
+    `${s.persisted ? "persistent" : "not persistent (the browser may evict it)"}; ${mb(s.usage)} of ${mb(s.quota)} MB used`;
 }
 
 async function forget(): Promise<void> {

@@ -38,15 +38,20 @@ const NAMES = {
 /** TypeScript type declarations for `schema`: one `export type` per named location. */
 function typesOf(schema, names, from) {
   const decls = [];
-  const doc = (s, indent) => (s.description ? `${indent}/** ${s.description.replaceAll("*/", "*\\/")} */\n` : "");
+  const doc = (s, indent) =>
+    s.description ? `${indent}/** ${s.description.replaceAll("*/", "*\\/")} */\n` : "";
   const declare = (name, s, ptr) => {
     const body = typeOf(s, ptr, "", true);
     decls.push(`${doc(s, "")}export type ${name} = ${body};\n`);
   };
   const resolve = (ref) => {
-    if (!ref.startsWith("#/")) throw new Error(`${from}: only local $refs are supported, got ${ref}`);
+    if (!ref.startsWith("#/"))
+      throw new Error(`${from}: only local $refs are supported, got ${ref}`);
     const ptr = ref.slice(1);
-    const target = ptr.split("/").slice(1).reduce((node, key) => node[key], schema);
+    const target = ptr
+      .split("/")
+      .slice(1)
+      .reduce((node, key) => node[key], schema);
     return { ptr, target };
   };
   function typeOf(s, ptr, indent, top = false) {
@@ -58,7 +63,10 @@ function typesOf(schema, names, from) {
     if ("const" in s) return JSON.stringify(s.const);
     if (s.enum) return s.enum.map((v) => JSON.stringify(v)).join(" | ");
     const union = s.oneOf ?? s.anyOf;
-    if (union) return union.map((u, i) => typeOf(u, `${ptr}/${s.oneOf ? "oneOf" : "anyOf"}/${i}`, indent)).join(" | ");
+    if (union)
+      return union
+        .map((u, i) => typeOf(u, `${ptr}/${s.oneOf ? "oneOf" : "anyOf"}/${i}`, indent))
+        .join(" | ");
     switch (s.type) {
       case "string":
         return "string";
@@ -77,24 +85,36 @@ function typesOf(schema, names, from) {
       case undefined:
         return objectType(s, ptr, indent);
       default:
-        throw new Error(`${from}: ${ptr || "(root)"}: type ${JSON.stringify(s.type)} is not supported`);
+        throw new Error(
+          `${from}: ${ptr || "(root)"}: type ${JSON.stringify(s.type)} is not supported`,
+        );
     }
   }
   function objectType(s, ptr, indent) {
     const props = Object.entries(s.properties ?? {});
     const extra = s.additionalProperties;
-    const values = extra && typeof extra === "object" ? typeOf(extra, `${ptr}/additionalProperties`, indent) : "unknown";
+    const values =
+      extra && typeof extra === "object"
+        ? typeOf(extra, `${ptr}/additionalProperties`, indent)
+        : "unknown";
     if (!props.length) return `Record<string, ${values}>`;
     const inner = `${indent}  `;
     const required = new Set(s.required ?? []);
     const lines = props.map(
-      ([key, p]) => `${doc(p, inner)}${inner}${key}${required.has(key) ? "" : "?"}: ${typeOf(p, `${ptr}/properties/${key}`, inner)};\n`,
+      ([key, p]) =>
+        `${doc(p, inner)}${inner}${key}${required.has(key) ? "" : "?"}: ${typeOf(p, `${ptr}/properties/${key}`, inner)};\n`,
     );
-    if (extra !== false) lines.push(`${inner}[key: string]: ${values === "unknown" ? "unknown" : `${values} | undefined`};\n`);
+    if (extra !== false)
+      lines.push(
+        `${inner}[key: string]: ${values === "unknown" ? "unknown" : `${values} | undefined`};\n`,
+      );
     return `{\n${lines.join("")}${indent}}`;
   }
   for (const [ptr, name] of Object.entries(names)) {
-    const node = ptr.split("/").slice(1).reduce((n, key) => n?.[key], schema);
+    const node = ptr
+      .split("/")
+      .slice(1)
+      .reduce((n, key) => n?.[key], schema);
     if (node === undefined) throw new Error(`${from}: no ${ptr} to name ${name}`);
     declare(name, node, ptr);
   }
@@ -114,7 +134,8 @@ function validators() {
   const code = build(ajv, { manifest: manifestSchema.$id, lock: lockSchema.$id });
   const helper = /const (\w+) = require\("ajv\/dist\/runtime\/ucs2length"\)\.default;/g;
   const inlined = code.replace(helper, (_, name) => `const ${name} = (text) => [...text].length;`);
-  if (/require\(|new Function|\beval\(/.test(inlined)) throw new Error("the standalone validators still need require, new Function or eval");
+  if (/require\(|new Function|\beval\(/.test(inlined))
+    throw new Error("the standalone validators still need require, new Function or eval");
   return `${header("formats/manifest.schema.json and manifests/lock.schema.json")}// @ts-nocheck\n${inlined}\n`;
 }
 
@@ -152,4 +173,7 @@ writeFileSync(
 );
 writeFileSync(join(out, "validators.ts"), validators());
 writeFileSync(join(out, "formats.ts"), formatConstants());
-writeFileSync(join(out, "version.ts"), `${header("package.json")}export const RUNTIME_VERSION = ${JSON.stringify(version)};\n`);
+writeFileSync(
+  join(out, "version.ts"),
+  `${header("package.json")}export const RUNTIME_VERSION = ${JSON.stringify(version)};\n`,
+);

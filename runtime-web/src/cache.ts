@@ -36,7 +36,8 @@ export type CacheChoice = "cache-api" | "opfs" | "indexeddb" | "none" | ContentC
 
 export const CACHE_CHOICES = ["cache-api", "opfs", "indexeddb", "none"] as const;
 
-const SECURE = 'serve the page over https or from localhost (a secure context), or pass cache: "none"';
+const SECURE =
+  'serve the page over https or from localhost (a secure context), or pass cache: "none"';
 
 /**
  * The cache a choice names. Undefined (the default) is the Cache API where this environment has
@@ -50,16 +51,28 @@ export function openCache(choice?: CacheChoice): ContentCache | undefined {
     case "none":
       return undefined;
     case "cache-api":
-      if (!BrowserCache.available()) throw new UnsupportedError('cache "cache-api": the Cache API is not available here', SECURE);
+      if (!BrowserCache.available())
+        throw new UnsupportedError(
+          'cache "cache-api": the Cache API is not available here',
+          SECURE,
+        );
       return new BrowserCache();
     case "opfs":
-      if (!OpfsCache.available()) throw new UnsupportedError('cache "opfs": the Origin Private File System (navigator.storage.getDirectory) is not available here', SECURE);
+      if (!OpfsCache.available())
+        throw new UnsupportedError(
+          'cache "opfs": the Origin Private File System (navigator.storage.getDirectory) is not available here',
+          SECURE,
+        );
       return new OpfsCache();
     case "indexeddb":
-      if (!IndexedDbCache.available()) throw new UnsupportedError('cache "indexeddb": IndexedDB is not available here', SECURE);
+      if (!IndexedDbCache.available())
+        throw new UnsupportedError('cache "indexeddb": IndexedDB is not available here', SECURE);
       return new IndexedDbCache();
     default:
-      throw new UnsupportedError(`cache ${JSON.stringify(choice)}: no such cache`, `choose one of ${CACHE_CHOICES.join(", ")}, or pass a ContentCache`);
+      throw new UnsupportedError(
+        `cache ${JSON.stringify(choice)}: no such cache`,
+        `choose one of ${CACHE_CHOICES.join(", ")}, or pass a ContentCache`,
+      );
   }
 }
 
@@ -143,7 +156,8 @@ export class BrowserCache implements ContentCache {
   }
 
   private open(): Promise<Cache> {
-    if (!this.storage) throw new Error("the Cache API is not available here (it needs a secure context)");
+    if (!this.storage)
+      throw new Error("the Cache API is not available here (it needs a secure context)");
     this.cache ??= this.storage.open(this.name);
     return this.cache;
   }
@@ -159,7 +173,10 @@ export class BrowserCache implements ContentCache {
 
   async put(sha256: string, bytes: Uint8Array): Promise<void> {
     const body = new Blob([bytes as Uint8Array<ArrayBuffer>]);
-    const headers = { "content-type": "application/octet-stream", "content-length": String(bytes.byteLength) };
+    const headers = {
+      "content-type": "application/octet-stream",
+      "content-length": String(bytes.byteLength),
+    };
     await (await this.open()).put(this.url(sha256), new Response(body, { headers }));
   }
 

@@ -5,7 +5,12 @@
  * that forbids it), files are decoded in-thread by the same code. Buffers go to a worker and come
  * back by transfer (no copies); a buffer the loader does not own is copied first.
  */
-import { responseError, WORKER_READY, type DecodeRequest, type DecodeResponse } from "./decodeProtocol.js";
+import {
+  responseError,
+  WORKER_READY,
+  type DecodeRequest,
+  type DecodeResponse,
+} from "./decodeProtocol.js";
 import { decodeVerified, type DecodeTimings, type VerifyLevel } from "./encoding.js";
 import { BundleError } from "./errors.js";
 import type { FileEntry } from "./formats.js";
@@ -13,8 +18,14 @@ import type { FileEntry } from "./formats.js";
 /** The part of a `Worker` the pool uses. */
 export interface WorkerLike {
   postMessage(message: DecodeRequest, transfer: Transferable[]): void;
-  addEventListener(type: "message", listener: (event: { data: DecodeResponse | typeof WORKER_READY }) => void): void;
-  addEventListener(type: "error" | "messageerror", listener: (event: { message?: string }) => void): void;
+  addEventListener(
+    type: "message",
+    listener: (event: { data: DecodeResponse | typeof WORKER_READY }) => void,
+  ): void;
+  addEventListener(
+    type: "error" | "messageerror",
+    listener: (event: { message?: string }) => void,
+  ): void;
   terminate(): void;
 }
 
@@ -39,7 +50,9 @@ export interface DecodeResult {
  * (docs/design.md, "Decode workers", has the measurements).
  */
 export function defaultWorkers(): number {
-  const cores = (globalThis as { navigator?: { hardwareConcurrency?: number } }).navigator?.hardwareConcurrency ?? 2;
+  const cores =
+    (globalThis as { navigator?: { hardwareConcurrency?: number } }).navigator
+      ?.hardwareConcurrency ?? 2;
   return Math.max(2, Math.min(8, cores - 1));
 }
 
@@ -74,15 +87,26 @@ class PoolWorker {
       if (!p) return;
       this.pending.delete(msg.id);
       if (!msg.ok) return p.reject(responseError(msg.error, p.path));
-      const view = (r: { buffer: ArrayBuffer; byteOffset: number; byteLength: number }) => new Uint8Array(r.buffer, r.byteOffset, r.byteLength);
+      const view = (r: { buffer: ArrayBuffer; byteOffset: number; byteLength: number }) =>
+        new Uint8Array(r.buffer, r.byteOffset, r.byteLength);
       const stored = view(msg.stored);
-      p.resolve({ stored, content: msg.content ? view(msg.content) : stored, ms: msg.ms, by: "worker" });
+      p.resolve({
+        stored,
+        content: msg.content ? view(msg.content) : stored,
+        ms: msg.ms,
+        by: "worker",
+      });
     });
     const fail = (event: { message?: string }) => {
       this.dead = event?.message || "the decode worker failed";
       settle(false);
       for (const [, p] of this.pending) {
-        p.reject(new BundleError(`${p.path}: the decode worker failed (${this.dead}); nothing of the file was used`, { file: p.path, hint: "load again" }));
+        p.reject(
+          new BundleError(
+            `${p.path}: the decode worker failed (${this.dead}); nothing of the file was used`,
+            { file: p.path, hint: "load again" },
+          ),
+        );
       }
       this.pending.clear();
     };
@@ -97,7 +121,12 @@ export class DecodePool {
   /** Decoded buffers the loader's consumer is done with, to give back to a worker with its next file. */
   private giveBack: ArrayBuffer[] = [];
   /** Files decoded in workers and on the calling thread; why workers were not used, if they were not. */
-  readonly stats = { workers: 0, inWorkers: 0, inThread: 0, workerError: undefined as string | undefined };
+  readonly stats = {
+    workers: 0,
+    inWorkers: 0,
+    inThread: 0,
+    workerError: undefined as string | undefined,
+  };
 
   /**
    * `size` workers at most (0: decode on the calling thread); `factory` starts one (default:
@@ -113,8 +142,16 @@ export class DecodePool {
   start(): PoolWorker[] {
     if (this.workers) return this.workers;
     this.workers = [];
-    const WorkerCtor = (globalThis as { Worker?: new (url: URL, opts: { type: "module"; name?: string }) => WorkerLike }).Worker;
-    const factory = this.factory ?? (WorkerCtor ? (url: URL) => new WorkerCtor(url, { type: "module", name: "sdpack-decode" }) : undefined);
+    const WorkerCtor = (
+      globalThis as {
+        Worker?: new (url: URL, opts: { type: "module"; name?: string }) => WorkerLike;
+      }
+    ).Worker;
+    const factory =
+      this.factory ??
+      (WorkerCtor
+        ? (url: URL) => new WorkerCtor(url, { type: "module", name: "sdpack-decode" })
+        : undefined);
     if (!factory || this.size <= 0) return this.workers;
     try {
       const url = this.url ?? defaultWorkerUrl();
@@ -133,7 +170,13 @@ export class DecodePool {
    * transferred to a worker (it is detached here until the result gives it back); otherwise it
    * is copied first (e.g. a cache's own copy).
    */
-  async decode(stored: Uint8Array, entry: FileEntry, verify: VerifyLevel, owned: boolean, reuse = false): Promise<DecodeResult> {
+  async decode(
+    stored: Uint8Array,
+    entry: FileEntry,
+    verify: VerifyLevel,
+    owned: boolean,
+    reuse = false,
+  ): Promise<DecodeResult> {
     const worker = await this.pick();
     if (!worker) {
       this.stats.inThread += 1;
@@ -142,7 +185,9 @@ export class DecodePool {
     }
     const bytes = owned ? stored : stored.slice();
     const id = this.nextId++;
-    const result = new Promise<DecodeResult>((resolve, reject) => worker.pending.set(id, { resolve, reject, path: entry.path }));
+    const result = new Promise<DecodeResult>((resolve, reject) =>
+      worker.pending.set(id, { resolve, reject, path: entry.path }),
+    );
     const { path, size, sha256, encoding } = entry;
     const request: DecodeRequest = {
       id,
@@ -158,7 +203,10 @@ export class DecodePool {
       worker.worker.postMessage(request, [request.buffer, ...request.give!]);
     } catch (err) {
       worker.pending.delete(id);
-      throw new BundleError(`${entry.path}: could not send it to the decode worker (${(err as Error)?.message ?? err})`, { file: entry.path, cause: err });
+      throw new BundleError(
+        `${entry.path}: could not send it to the decode worker (${(err as Error)?.message ?? err})`,
+        { file: entry.path, cause: err },
+      );
     }
     this.stats.inWorkers += 1;
     return result;
@@ -182,14 +230,25 @@ export class DecodePool {
    * next file, to be decoded into again (fresh memory costs page faults, then garbage collection).
    */
   recycle(buffer: ArrayBuffer): void {
-    if (this.workers?.length && this.giveBack.length < 4 && buffer.byteLength > 0 && !this.giveBack.includes(buffer)) this.giveBack.push(buffer);
+    if (
+      this.workers?.length &&
+      this.giveBack.length < 4 &&
+      buffer.byteLength > 0 &&
+      !this.giveBack.includes(buffer)
+    )
+      this.giveBack.push(buffer);
   }
 
   /** Stop the workers (their pending files fail). */
   close(): void {
     for (const w of this.workers ?? []) {
       w.worker.terminate();
-      for (const [, p] of w.pending) p.reject(new BundleError(`${p.path}: the load ended before the file was decoded`, { file: p.path }));
+      for (const [, p] of w.pending)
+        p.reject(
+          new BundleError(`${p.path}: the load ended before the file was decoded`, {
+            file: p.path,
+          }),
+        );
       w.pending.clear();
     }
   }

@@ -40,9 +40,17 @@ export type DecodeResponse =
       content?: BufferRange;
       ms: DecodeTimings;
     }
-  | { id: number; ok: false; error: { name: string; message: string; file?: string; hint?: string } };
+  | {
+      id: number;
+      ok: false;
+      error: { name: string; message: string; file?: string; hint?: string };
+    };
 
-const range = (a: Uint8Array): BufferRange => ({ buffer: a.buffer as ArrayBuffer, byteOffset: a.byteOffset, byteLength: a.byteLength });
+const range = (a: Uint8Array): BufferRange => ({
+  buffer: a.buffer as ArrayBuffer,
+  byteOffset: a.byteOffset,
+  byteLength: a.byteLength,
+});
 
 /** Buffers to decode into again (kept by a worker between requests): at most a few, each used for sizes up to its own. */
 export class SpareBuffers {
@@ -85,19 +93,41 @@ export async function handleDecodeRequest(
   spare.give(req.give);
   try {
     const stored = new Uint8Array(req.buffer, req.byteOffset, req.byteLength);
-    const { content, ms } = await decode(stored, req.entry, req.verify, (n) => spare.take(n, req.reuse === true));
-    if (content === stored) return { response: { id: req.id, ok: true, stored: range(stored), ms }, transfer: [req.buffer] };
-    const transfer: Transferable[] = content.buffer === req.buffer ? [req.buffer] : [req.buffer, content.buffer as ArrayBuffer];
-    return { response: { id: req.id, ok: true, stored: range(stored), content: range(content), ms }, transfer };
+    const { content, ms } = await decode(stored, req.entry, req.verify, (n) =>
+      spare.take(n, req.reuse === true),
+    );
+    if (content === stored)
+      return {
+        response: { id: req.id, ok: true, stored: range(stored), ms },
+        transfer: [req.buffer],
+      };
+    const transfer: Transferable[] =
+      content.buffer === req.buffer ? [req.buffer] : [req.buffer, content.buffer as ArrayBuffer];
+    return {
+      response: { id: req.id, ok: true, stored: range(stored), content: range(content), ms },
+      transfer,
+    };
   } catch (err) {
     const e = err as Partial<BundleError> & { name?: string; message?: string };
-    const error = { name: e?.name ?? "Error", message: e?.message ?? String(err), file: e?.file, hint: e?.hint };
+    const error = {
+      name: e?.name ?? "Error",
+      message: e?.message ?? String(err),
+      file: e?.file,
+      hint: e?.hint,
+    };
     return { response: { id: req.id, ok: false, error }, transfer: [] };
   }
 }
 
 /** The page's side: the BundleError a failed response stands for. */
-export function responseError(error: { name: string; message: string; file?: string; hint?: string }, path: string): BundleError {
-  if (error.name === "BundleError") return new BundleError(error.message, { file: error.file, hint: error.hint });
-  return new BundleError(`${path}: decoding failed (${error.name}: ${error.message})`, { file: path, hint: error.hint });
+export function responseError(
+  error: { name: string; message: string; file?: string; hint?: string },
+  path: string,
+): BundleError {
+  if (error.name === "BundleError")
+    return new BundleError(error.message, { file: error.file, hint: error.hint });
+  return new BundleError(`${path}: decoding failed (${error.name}: ${error.message})`, {
+    file: path,
+    hint: error.hint,
+  });
 }

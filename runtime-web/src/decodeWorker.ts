@@ -11,7 +11,13 @@
  * `@sdpack/runtime-web/decodeWorker.js` as one more entry point into the bundle's folder (the
  * README's esbuild line), or pass `LoadOptions.workerUrl`.
  */
-import { handleDecodeRequest, SpareBuffers, WORKER_READY, type DecodeRequest, type DecodeResponse } from "./decodeProtocol.js";
+import {
+  handleDecodeRequest,
+  SpareBuffers,
+  WORKER_READY,
+  type DecodeRequest,
+  type DecodeResponse,
+} from "./decodeProtocol.js";
 import { decodeVerified } from "./encoding.js";
 
 interface WorkerScope {
@@ -25,6 +31,8 @@ const scope = globalThis as unknown as WorkerScope;
 const spare = new SpareBuffers(3);
 
 scope.onmessage = (event) => {
-  void handleDecodeRequest(event.data, decodeVerified, spare).then(({ response, transfer }) => scope.postMessage(response, transfer));
+  void handleDecodeRequest(event.data, decodeVerified, spare).then(({ response, transfer }) =>
+    scope.postMessage(response, transfer),
+  );
 };
 scope.postMessage(WORKER_READY);

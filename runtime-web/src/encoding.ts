@@ -97,9 +97,16 @@ export function unshuffleReference(data: Uint8Array, k: number): Uint8Array {
 }
 
 /** Byte-wise unshuffle of elements [from, count) of `src` (count elements per plane) into `dst`. */
-function unshuffleBytes(src: Uint8Array, k: number, count: number, from: number, dst: Uint8Array): void {
+function unshuffleBytes(
+  src: Uint8Array,
+  k: number,
+  count: number,
+  from: number,
+  dst: Uint8Array,
+): void {
   for (let j = 0; j < k; j++) {
-    for (let i = from, s = j * count + from, o = from * k + j; i < count; i++, s++, o += k) dst[o] = src[s];
+    for (let i = from, s = j * count + from, o = from * k + j; i < count; i++, s++, o += k)
+      dst[o] = src[s];
   }
 }
 
@@ -110,7 +117,8 @@ function unshuffleBytes(src: Uint8Array, k: number, count: number, from: number,
  * and the elements a word loop leaves over, go byte by byte.
  */
 export function unshuffleInto(src: Uint8Array, k: number, dst: Uint8Array): Uint8Array {
-  if (dst.length !== src.length) throw new RangeError(`unshuffleInto: ${src.length} bytes into ${dst.length}`);
+  if (dst.length !== src.length)
+    throw new RangeError(`unshuffleInto: ${src.length} bytes into ${dst.length}`);
   if (k <= 1) {
     dst.set(src);
     return dst;
@@ -119,7 +127,13 @@ export function unshuffleInto(src: Uint8Array, k: number, dst: Uint8Array): Uint
   const n = count * k;
   let done = 0; // elements (per plane) the word loop handled
   const words = count >>> 2; // 4 elements of each plane per step
-  const aligned = LITTLE_ENDIAN && words > 0 && (k === 2 || k === 4) && src.byteOffset % 4 === 0 && dst.byteOffset % 4 === 0 && count % 4 === 0;
+  const aligned =
+    LITTLE_ENDIAN &&
+    words > 0 &&
+    (k === 2 || k === 4) &&
+    src.byteOffset % 4 === 0 &&
+    dst.byteOffset % 4 === 0 &&
+    count % 4 === 0;
   if (aligned && k === 2) {
     const a = new Uint32Array(src.buffer, src.byteOffset, words);
     const b = new Uint32Array(src.buffer, src.byteOffset + count, words);
@@ -128,7 +142,8 @@ export function unshuffleInto(src: Uint8Array, k: number, dst: Uint8Array): Uint
       const x = a[i];
       const y = b[i];
       out[o] = (x & 0xff) | ((y & 0xff) << 8) | ((x & 0xff00) << 8) | ((y & 0xff00) << 16);
-      out[o + 1] = ((x >>> 16) & 0xff) | ((y >>> 8) & 0xff00) | ((x >>> 8) & 0xff0000) | (y & 0xff000000);
+      out[o + 1] =
+        ((x >>> 16) & 0xff) | ((y >>> 8) & 0xff00) | ((x >>> 8) & 0xff0000) | (y & 0xff000000);
     }
     done = words * 4;
   } else if (aligned && k === 4) {
@@ -145,7 +160,8 @@ export function unshuffleInto(src: Uint8Array, k: number, dst: Uint8Array): Uint
       // a 4×4 byte transpose: output word e holds byte e of each plane's word
       out[o] = (w & 0xff) | ((x & 0xff) << 8) | ((y & 0xff) << 16) | ((z & 0xff) << 24);
       out[o + 1] = ((w >>> 8) & 0xff) | (x & 0xff00) | ((y & 0xff00) << 8) | ((z & 0xff00) << 16);
-      out[o + 2] = ((w >>> 16) & 0xff) | ((x >>> 8) & 0xff00) | (y & 0xff0000) | ((z & 0xff0000) << 8);
+      out[o + 2] =
+        ((w >>> 16) & 0xff) | ((x >>> 8) & 0xff00) | (y & 0xff0000) | ((z & 0xff0000) << 8);
       out[o + 3] = (w >>> 24) | ((x >>> 16) & 0xff00) | ((y >>> 8) & 0xff0000) | (z & 0xff000000);
     }
     done = words * 4;
@@ -154,7 +170,6 @@ export function unshuffleInto(src: Uint8Array, k: number, dst: Uint8Array): Uint
   if (n < src.length) dst.set(src.subarray(n), n);
   return dst;
 }
-
 
 /**
  * Undo the byte-plane shuffle of `k`-byte elements: with n = floor(len / k) * k, the first n
@@ -169,7 +184,10 @@ export function unshuffle(data: Uint8Array, k: number): Uint8Array {
 /** Throw unless `stored` has the size and sha256 the manifest lists for it. */
 export async function verifyStored(stored: Uint8Array, entry: FileEntry): Promise<void> {
   if (stored.length !== entry.size) {
-    throw new BundleError(`${entry.path}: size ${stored.length} != ${entry.size} in the manifest`, { file: entry.path, hint: DAMAGED });
+    throw new BundleError(`${entry.path}: size ${stored.length} != ${entry.size} in the manifest`, {
+      file: entry.path,
+      hint: DAMAGED,
+    });
   }
   if ((await sha256Hex(stored)) !== entry.sha256) {
     throw new BundleError(`${entry.path}: sha256 mismatch`, { file: entry.path, hint: DAMAGED });
@@ -195,39 +213,57 @@ export async function decodeVerified(
   const enc = entry.encoding;
   if (!enc) return { content: stored, ms };
   const path = entry.path;
-  if (enc.compression !== "zstd") throw new BundleError(`${path}: unknown compression ${JSON.stringify(enc.compression)}`, { file: path });
+  if (enc.compression !== "zstd")
+    throw new BundleError(`${path}: unknown compression ${JSON.stringify(enc.compression)}`, {
+      file: path,
+    });
   const declared = zstdContentSize(stored, path);
   if (declared !== enc.raw_size) {
     const what = declared === undefined ? "no content size" : `${declared} bytes`;
-    throw new BundleError(`${path}: zstd frame declares ${what}, manifest says ${enc.raw_size}; corrupt or forged`, {
-      file: path,
-      hint: DAMAGED,
-    });
+    throw new BundleError(
+      `${path}: zstd frame declares ${what}, manifest says ${enc.raw_size}; corrupt or forged`,
+      {
+        file: path,
+        hint: DAMAGED,
+      },
+    );
   }
   t = now();
   let payload: Uint8Array;
   try {
     payload = (await zstd()).decode(stored, enc.raw_size);
   } catch (err) {
-    throw new BundleError(`${path}: zstd data is truncated or corrupt (${(err as Error).message})`, { file: path, hint: DAMAGED, cause: err });
+    throw new BundleError(
+      `${path}: zstd data is truncated or corrupt (${(err as Error).message})`,
+      { file: path, hint: DAMAGED, cause: err },
+    );
   }
   ms.zstd = now() - t;
   if (payload.length !== enc.raw_size) {
     // zstddec reports decoder errors as a wrong (or empty) output length.
-    throw new BundleError(`${path}: zstd data is truncated or corrupt (decoded ${payload.length} of ${enc.raw_size} bytes)`, {
-      file: path,
-      hint: DAMAGED,
-    });
+    throw new BundleError(
+      `${path}: zstd data is truncated or corrupt (decoded ${payload.length} of ${enc.raw_size} bytes)`,
+      {
+        file: path,
+        hint: DAMAGED,
+      },
+    );
   }
   t = now();
-  const raw = enc.shuffle && enc.shuffle > 1 ? unshuffleInto(payload, enc.shuffle, output(payload.length)) : payload;
+  const raw =
+    enc.shuffle && enc.shuffle > 1
+      ? unshuffleInto(payload, enc.shuffle, output(payload.length))
+      : payload;
   ms.unshuffle = now() - t;
   if (verify === "full") {
     t = now();
     const digest = await sha256Hex(raw);
     ms.rawSha256 = now() - t;
     if (digest !== enc.raw_sha256) {
-      throw new BundleError(`${path}: decoded bytes do not match raw_sha256`, { file: path, hint: DAMAGED });
+      throw new BundleError(`${path}: decoded bytes do not match raw_sha256`, {
+        file: path,
+        hint: DAMAGED,
+      });
     }
   }
   return { content: raw, ms };
@@ -238,6 +274,10 @@ export async function decodeVerified(
  * has an `encoding`, decoded and checked against `raw_size` (and `raw_sha256` with
  * `{ verify: "full" }`).
  */
-export async function decodeShard(stored: Uint8Array, entry: FileEntry, opts: { verify?: VerifyLevel } = {}): Promise<Uint8Array> {
+export async function decodeShard(
+  stored: Uint8Array,
+  entry: FileEntry,
+  opts: { verify?: VerifyLevel } = {},
+): Promise<Uint8Array> {
   return (await decodeVerified(stored, entry, opts.verify)).content;
 }

@@ -11,8 +11,20 @@
 import { openCache } from "./cache.js";
 import { BundleError } from "./errors.js";
 import { fetchManifest } from "./fetch.js";
-import { COMPONENTS, MANIFEST_NAME, type ComponentName, type Manifest, type Target } from "./formats.js";
-import { createWebGpuBackend, type GpuBackend, type GpuComponent, type GpuInfo, type HostTensor } from "./gpu.js";
+import {
+  COMPONENTS,
+  MANIFEST_NAME,
+  type ComponentName,
+  type Manifest,
+  type Target,
+} from "./formats.js";
+import {
+  createWebGpuBackend,
+  type GpuBackend,
+  type GpuComponent,
+  type GpuInfo,
+  type HostTensor,
+} from "./gpu.js";
 import { float32ToHalf, halfToFloat32 } from "./half.js";
 import { toImage } from "./image.js";
 import { SOFTWARE, type GenerationParameters } from "./imageMetadata.js";
@@ -21,12 +33,22 @@ import { latents, parseSeed } from "./noise.js";
 import { Monotone } from "./progress.js";
 import { createScheduler } from "./schedulers/index.js";
 import { PromptTokenizer } from "./tokenizer.js";
-import type { GeneratedImage, GenerateOptions, LoadedBundle, LoadOptions, ModelLoadOptions } from "./types.js";
+import type {
+  GeneratedImage,
+  GenerateOptions,
+  LoadedBundle,
+  LoadOptions,
+  ModelLoadOptions,
+} from "./types.js";
 import { neededFiles, pickVariant } from "./variant.js";
 import { collectingLoader, streamWeights } from "./weights.js";
 
 /** A float input in the variant's dtype. */
-function floatInput(values: Float32Array, shape: number[], dtype: "float32" | "float16"): HostTensor {
+function floatInput(
+  values: Float32Array,
+  shape: number[],
+  dtype: "float32" | "float16",
+): HostTensor {
   return { dtype, shape, data: dtype === "float16" ? float32ToHalf(values) : values };
 }
 
@@ -36,8 +58,6 @@ function toFloat32(t: HostTensor): Float32Array {
   if (t.dtype === "float32") return t.data as Float32Array;
   throw new BundleError(`a component returned ${t.dtype}, not a float tensor`);
 }
-
-
 
 function now(): number {
   return globalThis.performance?.now() ?? Date.now();
@@ -83,7 +103,11 @@ export class Pipeline {
 
   /** Text-encoder hidden states [1, 77, C] of one prompt, as float32. */
   async encodePrompt(text: string): Promise<{ data: Float32Array; shape: number[] }> {
-    const ids: HostTensor = { dtype: "int32", shape: [1, this.tokenizer.maxLength], data: this.tokenizer.encode(text) };
+    const ids: HostTensor = {
+      dtype: "int32",
+      shape: [1, this.tokenizer.maxLength],
+      data: this.tokenizer.encode(text),
+    };
     const out = await this.components.text_encoder.run([ids]);
     return { data: toFloat32(out), shape: out.shape };
   }
@@ -95,8 +119,10 @@ export class Pipeline {
     const steps = opts.steps ?? m.scheduler.steps;
     const guidance = opts.guidance ?? m.scheduler.guidance;
     const seed = parseSeed(opts.seed ?? 0);
-    if (!Number.isInteger(steps) || steps < 1) throw new RangeError(`steps must be a positive integer, got ${steps}`);
-    if (!Number.isFinite(guidance)) throw new RangeError(`guidance must be a number, got ${guidance}`);
+    if (!Number.isInteger(steps) || steps < 1)
+      throw new RangeError(`steps must be a positive integer, got ${steps}`);
+    if (!Number.isFinite(guidance))
+      throw new RangeError(`guidance must be a number, got ${guidance}`);
     const schedulerName = opts.scheduler ?? m.scheduler.default;
     const scheduler = createScheduler(schedulerName, m.scheduler.config, { seed });
     const abort = () => opts.signal?.throwIfAborted();
@@ -128,7 +154,11 @@ export class Pipeline {
       batch.set(xIn);
       batch.set(xIn, n);
       const timestep: HostTensor = { dtype: "float32", shape: [2], data: new Float32Array([t, t]) };
-      const out = await this.components.unet.run([floatInput(batch, [2, ...shape.slice(1)], this.dtype), timestep, hiddenInput]);
+      const out = await this.components.unet.run([
+        floatInput(batch, [2, ...shape.slice(1)], this.dtype),
+        timestep,
+        hiddenInput,
+      ]);
       const pred = toFloat32(out);
       const guided = new Float32Array(n);
       for (let j = 0; j < n; j++) {
@@ -163,7 +193,14 @@ export class Pipeline {
       variant: this.variant,
       software: SOFTWARE,
     };
-    const timings = { textEncoder: t1 - t0, unet: t2 - t1, vae: t3 - t2, total: t3 - t0, steps: total, perStep };
+    const timings = {
+      textEncoder: t1 - t0,
+      unet: t2 - t1,
+      vae: t3 - t2,
+      total: t3 - t0,
+      steps: total,
+      perStep,
+    };
     return { width, height, rgba, float, timings, parameters };
   }
 
@@ -172,7 +209,6 @@ export class Pipeline {
     this.backend.dispose();
   }
 }
-
 
 /**
  * Load a model for WebGPU, by `ModelSpec`: `ORG/NAME@VERSION` (its tag resolved to a commit on
@@ -194,9 +230,18 @@ export async function loadModel(spec: ModelSpec, opts: ModelLoadOptions = {}): P
   const parsed = parseModelSpec(spec);
   if (parsed.kind === "hub" && parsed.version !== undefined) {
     const what = `${parsed.repo}@${parsed.version}`;
-    opts.onProgress?.({ phase: "resolve", spec: what, progress: 0, text: `Resolving ${what} on ${opts.endpoint ?? HUB_ENDPOINT}` });
+    opts.onProgress?.({
+      phase: "resolve",
+      spec: what,
+      progress: 0,
+      text: `Resolving ${what} on ${opts.endpoint ?? HUB_ENDPOINT}`,
+    });
   }
-  const resolved = await resolveModel(spec, { endpoint: opts.endpoint, fetch: opts.fetch, signal: opts.signal });
+  const resolved = await resolveModel(spec, {
+    endpoint: opts.endpoint,
+    fetch: opts.fetch,
+    signal: opts.signal,
+  });
   const cache = openCache(opts.cache);
 
   const backend = opts.backend ?? (await createWebGpuBackend());
@@ -206,7 +251,8 @@ export async function loadModel(spec: ModelSpec, opts: ModelLoadOptions = {}): P
       cache,
       signal: opts.signal,
       manifestSha256: resolved.manifestSha256,
-      expectModel: resolved.repo === undefined ? undefined : { id: resolved.repo, version: resolved.version },
+      expectModel:
+        resolved.repo === undefined ? undefined : { id: resolved.repo, version: resolved.version },
       verify: opts.verify,
       workers: opts.workers,
       concurrency: opts.concurrency,
@@ -224,9 +270,14 @@ export async function loadModel(spec: ModelSpec, opts: ModelLoadOptions = {}): P
       begin: async (comp, files) => {
         const lib = target.libs[comp];
         const wasm = lib === undefined ? undefined : files.get(lib);
-        if (!lib || !wasm) throw new BundleError(`${name}: no library or weights for ${comp}`, { file: MANIFEST_NAME });
+        if (!lib || !wasm)
+          throw new BundleError(`${name}: no library or weights for ${comp}`, {
+            file: MANIFEST_NAME,
+          });
         const count = manifest.components[comp].params.length;
-        return backend.beginComponent ? backend.beginComponent(lib, wasm, count) : collectingLoader(backend, lib, wasm, count);
+        return backend.beginComponent
+          ? backend.beginComponent(lib, wasm, count)
+          : collectingLoader(backend, lib, wasm, count);
       },
       onProgress: (p) => {
         download = p.progress;
@@ -235,14 +286,34 @@ export async function loadModel(spec: ModelSpec, opts: ModelLoadOptions = {}): P
       onComponent: (component, done) => {
         gpuDone = done;
         const text = `Preparing ${component} on the GPU (${done + 1}/${total})`;
-        opts.onProgress?.({ phase: "gpu", component, componentsDone: done, componentsTotal: total, progress: overall(), text });
+        opts.onProgress?.({
+          phase: "gpu",
+          component,
+          componentsDone: done,
+          componentsTotal: total,
+          progress: overall(),
+          text,
+        });
       },
     });
     gpuDone = total;
     download = 1;
     const ready = `Ready: ${manifest.model.id} ${manifest.model.version} (${name})`;
-    opts.onProgress?.({ phase: "gpu", component: "", componentsDone: total, componentsTotal: total, progress: overall(), text: ready });
-    return new Pipeline(bundle, name, target, backend, components as Record<ComponentName, GpuComponent>);
+    opts.onProgress?.({
+      phase: "gpu",
+      component: "",
+      componentsDone: total,
+      componentsTotal: total,
+      progress: overall(),
+      text: ready,
+    });
+    return new Pipeline(
+      bundle,
+      name,
+      target,
+      backend,
+      components as Record<ComponentName, GpuComponent>,
+    );
   } catch (err) {
     if (!opts.backend) backend.dispose();
     throw err;

@@ -8,10 +8,18 @@ import type { GpuInfo } from "./gpu.js";
 import type { LoadStats, LoadWarning } from "./types.js";
 import type { Manifest } from "./formats.js";
 import type { LockRecord } from "./modelSpec.js";
-import type { GeneratedImage, GenerateOptions, ModelLoadOptions, ModelLoadProgress } from "./types.js";
+import type {
+  GeneratedImage,
+  GenerateOptions,
+  ModelLoadOptions,
+  ModelLoadProgress,
+} from "./types.js";
 
 /** Load options that can cross to a worker: a cache by name, no functions, objects or signals. */
-export type WorkerLoadOptions = Pick<ModelLoadOptions, "endpoint" | "variant" | "verify" | "workers" | "concurrency"> & {
+export type WorkerLoadOptions = Pick<
+  ModelLoadOptions,
+  "endpoint" | "variant" | "verify" | "workers" | "concurrency"
+> & {
   cache?: "cache-api" | "opfs" | "indexeddb" | "none";
   /** The decode worker's script, as an absolute URL. */
   workerUrl?: string;
@@ -55,7 +63,12 @@ export type EngineResponse =
 /** An error as it crosses: its name, message, and the hint and file of a `BundleError`. */
 export function toWire(err: unknown): WireError {
   const e = err as Partial<BundleError> | null;
-  return { name: e?.name ?? "Error", message: e?.message ?? String(err), hint: e?.hint, file: e?.file };
+  return {
+    name: e?.name ?? "Error",
+    message: e?.message ?? String(err),
+    hint: e?.hint,
+    file: e?.file,
+  };
 }
 
 /** The error again on the page: `LoadAbortedError`, `UnsupportedError`, `BundleError`, or a plain `Error` of that name. */
@@ -63,7 +76,12 @@ export function fromWire(w: WireError): Error {
   if (w.name === "AbortError") return new LoadAbortedError(w.message, { file: w.file });
   if (w.name === "UnsupportedError") return new UnsupportedError(w.message, w.hint);
   if (w.name === "BundleError") return new BundleError(w.message, { file: w.file, hint: w.hint });
-  const err = w.name === "RangeError" ? new RangeError(w.message) : w.name === "TypeError" ? new TypeError(w.message) : new Error(w.message);
+  const err =
+    w.name === "RangeError"
+      ? new RangeError(w.message)
+      : w.name === "TypeError"
+        ? new TypeError(w.message)
+        : new Error(w.message);
   if (err.name !== w.name) err.name = w.name;
   return err;
 }

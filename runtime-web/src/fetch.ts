@@ -14,7 +14,11 @@ import type { LoadOptions, RetryOptions } from "./types.js";
 const here = () => (globalThis as { location?: { href: string } }).location?.href;
 
 /** The Hub URL of a bundle's manifest at `revision` (pin a commit for reproducible loads). */
-export function hubManifestUrl(repo: string, revision = "main", endpoint = "https://huggingface.co"): string {
+export function hubManifestUrl(
+  repo: string,
+  revision = "main",
+  endpoint = "https://huggingface.co",
+): string {
   return `${endpoint.replace(/\/+$/, "")}/${repo}/resolve/${encodeURIComponent(revision)}/${MANIFEST_NAME}`;
 }
 
@@ -24,7 +28,8 @@ export function hubManifestUrl(repo: string, revision = "main", endpoint = "http
  */
 export function resolveBundleUrl(url: string | URL): { manifestUrl: string; baseUrl: string } {
   const u = new URL(String(url), here());
-  if (!u.pathname.endsWith(`/${MANIFEST_NAME}`)) u.pathname = u.pathname.replace(/\/*$/, `/${MANIFEST_NAME}`);
+  if (!u.pathname.endsWith(`/${MANIFEST_NAME}`))
+    u.pathname = u.pathname.replace(/\/*$/, `/${MANIFEST_NAME}`);
   const manifestUrl = u.href;
   const base = new URL(u.href);
   base.search = "";
@@ -32,7 +37,6 @@ export function resolveBundleUrl(url: string | URL): { manifestUrl: string; base
   base.pathname = base.pathname.slice(0, base.pathname.length - MANIFEST_NAME.length);
   return { manifestUrl, baseUrl: base.href };
 }
-
 
 export function fileUrl(baseUrl: string, path: string): string {
   return new URL(checkPath(path, MANIFEST_NAME), baseUrl).href;
@@ -46,16 +50,21 @@ export function retryDelayMs(options: RetryOptions | undefined, retry: number): 
 /** A failure worth another try: a network error or an HTTP 5xx answer. */
 class TransientError extends BundleError {}
 
-const NETWORK = "check the network connection and that the server is up, then load again (verified files come from the cache)";
+const NETWORK =
+  "check the network connection and that the server is up, then load again (verified files come from the cache)";
 
 export function messageOf(err: unknown): string {
-  return err instanceof Error || (typeof err === "object" && err !== null && "message" in err) ? String((err as Error).message) : String(err);
+  return err instanceof Error || (typeof err === "object" && err !== null && "message" in err)
+    ? String((err as Error).message)
+    : String(err);
 }
 
 /** The error for a load stopped by `signal` while `file` was loading (nothing of it is used or cached). */
 export function aborted(signal: AbortSignal, file?: string): LoadAbortedError {
   const reason = signal.reason === undefined ? "" : ` (${messageOf(signal.reason)})`;
-  const what = file ? `${file}: loading aborted${reason}; the file was not cached` : `bundle load aborted${reason}`;
+  const what = file
+    ? `${file}: loading aborted${reason}; the file was not cached`
+    : `bundle load aborted${reason}`;
   return new LoadAbortedError(what, { file, cause: signal.reason });
 }
 
@@ -95,17 +104,30 @@ export async function fetchBytes(
   for (let attempt = 0; ; attempt++) {
     let got = 0;
     try {
-      return await fetchOnce(url, what, limit, exactSize, opts, (n) => {
-        got += n;
-        onChunk?.(n);
-      }, alloc, onResponse);
+      return await fetchOnce(
+        url,
+        what,
+        limit,
+        exactSize,
+        opts,
+        (n) => {
+          got += n;
+          onChunk?.(n);
+        },
+        alloc,
+        onResponse,
+      );
     } catch (err) {
       if (got) onChunk?.(-got);
       if (opts.signal?.aborted) throw aborted(opts.signal, what);
       if (!(err instanceof TransientError)) throw err;
       if (attempt >= retries) {
         if (attempt === 0) throw err;
-        throw new BundleError(`${err.message}; gave up after ${attempt + 1} tries`, { file: err.file, hint: err.hint, cause: err.cause ?? err });
+        throw new BundleError(`${err.message}; gave up after ${attempt + 1} tries`, {
+          file: err.file,
+          hint: err.hint,
+          cause: err.cause ?? err,
+        });
       }
       try {
         await sleep(retryDelayMs(opts.retry, attempt), opts.signal);
@@ -131,20 +153,39 @@ async function fetchOnce(
   try {
     response = await doFetch(url, { signal: opts.signal });
   } catch (err) {
-    throw new TransientError(`${what}: could not fetch ${url} (${messageOf(err)})`, { file: what, hint: NETWORK, cause: err });
+    throw new TransientError(`${what}: could not fetch ${url} (${messageOf(err)})`, {
+      file: what,
+      hint: NETWORK,
+      cause: err,
+    });
   }
   if (!response.ok) {
     response.body?.cancel().catch(() => {});
     const transient = response.status >= 500;
-    throw new (transient ? TransientError : BundleError)(`${what}: HTTP ${response.status} ${response.statusText} from ${url}`, {
-      file: what,
-      hint: response.status === 404 ? "is the URL (and revision) right?" : transient ? "the server failed; try again later" : undefined,
-    });
+    throw new (transient ? TransientError : BundleError)(
+      `${what}: HTTP ${response.status} ${response.statusText} from ${url}`,
+      {
+        file: what,
+        hint:
+          response.status === 404
+            ? "is the URL (and revision) right?"
+            : transient
+              ? "the server failed; try again later"
+              : undefined,
+      },
+    );
   }
   onResponse?.(response);
-  const tooLarge = () => new BundleError(`${what}: larger than the ${limit} bytes expected`, { file: what, hint: DAMAGED });
+  const tooLarge = () =>
+    new BundleError(`${what}: larger than the ${limit} bytes expected`, {
+      file: what,
+      hint: DAMAGED,
+    });
   const broken = (err: unknown, at: number) =>
-    new TransientError(`${what}: the connection broke after ${at} bytes of ${url} (${messageOf(err)})`, { file: what, hint: NETWORK, cause: err });
+    new TransientError(
+      `${what}: the connection broke after ${at} bytes of ${url} (${messageOf(err)})`,
+      { file: what, hint: NETWORK, cause: err },
+    );
   const encoded = Boolean(response.headers.get("content-encoding"));
   const declared = Number(response.headers.get("content-length") ?? NaN);
   if (!encoded && declared > limit) throw tooLarge();
@@ -162,7 +203,11 @@ async function fetchOnce(
   // Where the size is known up front (a listed file's manifest size; a Content-Length), read
   // straight into one buffer of that size (BYOB): one copy of every byte fewer than collecting
   // chunks and joining them. Streams that are not byte streams are read chunk by chunk.
-  const expected = exactSize ? limit : !encoded && Number.isSafeInteger(declared) ? declared : undefined;
+  const expected = exactSize
+    ? limit
+    : !encoded && Number.isSafeInteger(declared)
+      ? declared
+      : undefined;
   let byob: ReadableStreamBYOBReader | undefined;
   if (expected !== undefined) {
     try {
@@ -245,7 +290,10 @@ export interface FetchedManifest {
 export type BundleSource = string | URL | FetchedManifest;
 
 /** The verified manifest of `source`, fetched unless it is one already. */
-export async function manifestOf(source: BundleSource, opts: LoadOptions = {}): Promise<FetchedManifest> {
+export async function manifestOf(
+  source: BundleSource,
+  opts: LoadOptions = {},
+): Promise<FetchedManifest> {
   return typeof source === "string" || source instanceof URL ? fetchManifest(source, opts) : source;
 }
 
@@ -253,14 +301,26 @@ export async function manifestOf(source: BundleSource, opts: LoadOptions = {}): 
  * Fetch and validate the manifest: checked against a pinned sha256 and the expected model when
  * given. `commit` is the Hub commit it was read at, from its URL or the `X-Repo-Commit` header.
  */
-export async function fetchManifest(url: string | URL, opts: LoadOptions = {}): Promise<FetchedManifest> {
+export async function fetchManifest(
+  url: string | URL,
+  opts: LoadOptions = {},
+): Promise<FetchedManifest> {
   const { manifestUrl, baseUrl } = resolveBundleUrl(url);
   let commit = /\/resolve\/([0-9a-f]{40})\//.exec(manifestUrl)?.[1];
   const onResponse = (r: Response) => {
     const header = r.headers.get("x-repo-commit");
     if (!commit && header && /^[0-9a-f]{40}$/.test(header)) commit = header;
   };
-  const bytes = await fetchBytes(manifestUrl, MANIFEST_NAME, MAX_MANIFEST_BYTES, false, opts, undefined, undefined, onResponse);
+  const bytes = await fetchBytes(
+    manifestUrl,
+    MANIFEST_NAME,
+    MAX_MANIFEST_BYTES,
+    false,
+    opts,
+    undefined,
+    undefined,
+    onResponse,
+  );
   if (opts.manifestSha256 && (await sha256Hex(bytes)) !== opts.manifestSha256.toLowerCase()) {
     throw new BundleError(`${MANIFEST_NAME}: sha256 differs from the pinned one`, {
       file: MANIFEST_NAME,
@@ -269,10 +329,17 @@ export async function fetchManifest(url: string | URL, opts: LoadOptions = {}): 
   }
   const manifest = parseManifest(bytes);
   const want = opts.expectModel;
-  if (want && (manifest.model.id !== want.id || (want.version !== undefined && manifest.model.version !== want.version))) {
+  if (
+    want &&
+    (manifest.model.id !== want.id ||
+      (want.version !== undefined && manifest.model.version !== want.version))
+  ) {
     throw new BundleError(
       `${MANIFEST_NAME}: is ${manifest.model.id} ${manifest.model.version}, not ${want.id}${want.version === undefined ? "" : ` ${want.version}`}`,
-      { file: MANIFEST_NAME, hint: "the repository does not hold what its tag says; check the version and the repository" },
+      {
+        file: MANIFEST_NAME,
+        hint: "the repository does not hold what its tag says; check the version and the repository",
+      },
     );
   }
   return { manifest, manifestUrl, baseUrl, commit };

@@ -89,10 +89,17 @@ interface GpuDeviceLike {
 export async function createWebGpuBackend(tvmjs?: Tvmjs): Promise<GpuBackend> {
   const lib = tvmjs ?? (await loadTvmjs());
   if (typeof navigator === "undefined" || !(navigator as { gpu?: unknown }).gpu) {
-    throw new UnsupportedError("this browser has no WebGPU", "use a recent Chrome, Edge or Safari, or enable WebGPU");
+    throw new UnsupportedError(
+      "this browser has no WebGPU",
+      "use a recent Chrome, Edge or Safari, or enable WebGPU",
+    );
   }
   const detected = await detectDevice(lib);
-  return new WebGpuBackend(lib, detected.device as unknown as GpuDeviceLike, detected.adapterInfo as { vendor?: string; architecture?: string });
+  return new WebGpuBackend(
+    lib,
+    detected.device as unknown as GpuDeviceLike,
+    detected.adapterInfo as { vendor?: string; architecture?: string },
+  );
 }
 
 /** Power preferences asked for in turn, `ADAPTER_RETRY_MS` apart. */
@@ -118,7 +125,9 @@ export async function detectDevice(
       last = (err as Error).message;
     }
   }
-  throw new UnsupportedError(`no usable WebGPU adapter after ${ADAPTER_ATTEMPTS.length} requests: ${last}`);
+  throw new UnsupportedError(
+    `no usable WebGPU adapter after ${ADAPTER_ATTEMPTS.length} requests: ${last}`,
+  );
 }
 
 class WebGpuBackend implements GpuBackend {
@@ -131,9 +140,13 @@ class WebGpuBackend implements GpuBackend {
     adapterInfo: { vendor?: string; architecture?: string },
   ) {
     const features: string[] = [];
-    device.features.forEach((f) => { features.push(f); });
+    device.features.forEach((f) => {
+      features.push(f);
+    });
     this.info = {
-      description: [adapterInfo.vendor, adapterInfo.architecture].filter(Boolean).join("/") || "unknown adapter",
+      description:
+        [adapterInfo.vendor, adapterInfo.architecture].filter(Boolean).join("/") ||
+        "unknown adapter",
       features,
       maxBufferSize: device.limits.maxBufferSize,
       maxStorageBufferBindingSize: device.limits.maxStorageBufferBindingSize,
@@ -143,7 +156,9 @@ class WebGpuBackend implements GpuBackend {
   async loadComponent(name: string, wasm: Uint8Array, params: HostTensor[]): Promise<GpuComponent> {
     const loader = await this.beginComponent(name, wasm, params.length);
     try {
-      params.forEach((p, i) => { loader.setParam(i, p); });
+      params.forEach((p, i) => {
+        loader.setParam(i, p);
+      });
     } catch (err) {
       loader.dispose();
       throw err;
@@ -151,16 +166,30 @@ class WebGpuBackend implements GpuBackend {
     return loader.finish();
   }
 
-  async beginComponent(name: string, wasm: Uint8Array, paramCount: number): Promise<ComponentLoader> {
-    const buffer = wasm.buffer.slice(wasm.byteOffset, wasm.byteOffset + wasm.byteLength) as ArrayBuffer;
+  async beginComponent(
+    name: string,
+    wasm: Uint8Array,
+    paramCount: number,
+  ): Promise<ComponentLoader> {
+    const buffer = wasm.buffer.slice(
+      wasm.byteOffset,
+      wasm.byteOffset + wasm.byteLength,
+    ) as ArrayBuffer;
     let inst: Tvm.Instance;
     try {
-      inst = await this.tvmjs.instantiate(buffer, this.tvmjs.createPolyfillWASI() as unknown as Record<string, unknown>, () => {});
+      inst = await this.tvmjs.instantiate(
+        buffer,
+        this.tvmjs.createPolyfillWASI() as unknown as Record<string, unknown>,
+        () => {},
+      );
     } catch (err) {
-      throw new BundleError(`${name}: the WebGPU library does not load (${(err as Error).message})`, {
-        cause: err,
-        hint: "repack the bundle with this sdpack version's webgpu target",
-      });
+      throw new BundleError(
+        `${name}: the WebGPU library does not load (${(err as Error).message})`,
+        {
+          cause: err,
+          hint: "repack the bundle with this sdpack version's webgpu target",
+        },
+      );
     }
     // Shared device: tvmjs destroys it in dispose(), so only the backend's dispose() ends it.
     inst.initWebGPU(this.device as unknown as Parameters<Tvm.Instance["initWebGPU"]>[0]);
@@ -244,7 +273,8 @@ class TvmComponent implements GpuComponent {
 
   /** Upload parameter `index` into a device tensor of its own (tvmjs: one GPUBuffer + `queue.writeBuffer`). */
   setParam(index: number, t: HostTensor): void {
-    if (!Number.isInteger(index) || index < 0 || index >= this.paramCount) throw new RangeError(`${this.name}: no parameter ${index}`);
+    if (!Number.isInteger(index) || index < 0 || index >= this.paramCount)
+      throw new RangeError(`${this.name}: no parameter ${index}`);
     if (this.params[index]) throw new Error(`${this.name}: parameter ${index} set twice`);
     const inst = this.inst;
     inst.beginScope();
@@ -256,7 +286,8 @@ class TvmComponent implements GpuComponent {
   }
 
   checkParams(): void {
-    for (let i = 0; i < this.paramCount; i++) if (!this.params[i]) throw new BundleError(`${this.name}: parameter ${i} was never uploaded`);
+    for (let i = 0; i < this.paramCount; i++)
+      if (!this.params[i]) throw new BundleError(`${this.name}: parameter ${i} was never uploaded`);
   }
 
   /**
@@ -270,7 +301,8 @@ class TvmComponent implements GpuComponent {
     try {
       const out = this.transform(inst.makeTVMArray(this.params as Tvm.Tensor[])) as Tvm.TVMArray;
       const next: Tvm.Tensor[] = [];
-      for (let i = 0; i < out.size(); i++) next.push(inst.detachFromCurrentScope(out.get(i) as unknown as Tvm.Tensor));
+      for (let i = 0; i < out.size(); i++)
+        next.push(inst.detachFromCurrentScope(out.get(i) as unknown as Tvm.Tensor));
       for (const p of this.params) p?.dispose();
       this.params = next;
     } finally {
@@ -312,7 +344,12 @@ class TvmComponent implements GpuComponent {
       await this.dev.sync();
       const raw = host.toRawBytes();
       const shape = [...out.shape];
-      const data = dtype === "float16" ? new Uint16Array(raw.buffer, raw.byteOffset, raw.byteLength / 2) : dtype === "int32" ? new Int32Array(raw.buffer, raw.byteOffset, raw.byteLength / 4) : new Float32Array(raw.buffer, raw.byteOffset, raw.byteLength / 4);
+      const data =
+        dtype === "float16"
+          ? new Uint16Array(raw.buffer, raw.byteOffset, raw.byteLength / 2)
+          : dtype === "int32"
+            ? new Int32Array(raw.buffer, raw.byteOffset, raw.byteLength / 4)
+            : new Float32Array(raw.buffer, raw.byteOffset, raw.byteLength / 4);
       return { dtype, shape, data };
     } finally {
       inst.endScope();

@@ -4,7 +4,11 @@
  * diffusers' image conversion: x / 2 + 0.5 clamped to [0, 1] (float32 HWC), and
  * round(x * 255) into RGBA. `chw` is the VAE output [3, height, width].
  */
-export function toImage(chw: Float32Array, height: number, width: number): { rgba: Uint8ClampedArray; float: Float32Array } {
+export function toImage(
+  chw: Float32Array,
+  height: number,
+  width: number,
+): { rgba: Uint8ClampedArray; float: Float32Array } {
   const plane = height * width;
   const float = new Float32Array(plane * 3);
   const rgba = new Uint8ClampedArray(plane * 4);

@@ -65,7 +65,12 @@ export function imageMetadata(p: GenerationParameters): [string, string][] {
     ["model", p.model],
   ];
   if (p.commit) chunks.push(["commit", p.commit]);
-  chunks.push(["width", String(p.width)], ["height", String(p.height)], ["variant", p.variant], ["Software", p.software]);
+  chunks.push(
+    ["width", String(p.width)],
+    ["height", String(p.height)],
+    ["variant", p.variant],
+    ["Software", p.software],
+  );
   chunks.push(["parameters", parametersText(p)]);
   return chunks;
 }

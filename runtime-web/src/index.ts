@@ -8,12 +8,29 @@
 
 // Loading and running a model.
 export { loadModel, Pipeline } from "./engine.js";
-export { loadModelInWorker, WorkerModel, type EngineWorker, type WorkerModelLoadOptions } from "./workerModel.js";
+export {
+  loadModelInWorker,
+  WorkerModel,
+  type EngineWorker,
+  type WorkerModelLoadOptions,
+} from "./workerModel.js";
 export type { LoadedModelInfo, WorkerLoadOptions } from "./engineProtocol.js";
-export type { GeneratedImage, GenerateOptions, ModelLoadOptions, ModelLoadProgress } from "./types.js";
+export type {
+  GeneratedImage,
+  GenerateOptions,
+  ModelLoadOptions,
+  ModelLoadProgress,
+} from "./types.js";
 
 // Naming a model: Hub pins, URLs, lock records.
-export { HUB_ENDPOINT, parseModelSpec, resolveModel, type ModelSpec, type ResolvedModel, type ResolveOptions } from "./modelSpec.js";
+export {
+  HUB_ENDPOINT,
+  parseModelSpec,
+  resolveModel,
+  type ModelSpec,
+  type ResolvedModel,
+  type ResolveOptions,
+} from "./modelSpec.js";
 export { lockManifest, type LockRecord } from "./lock.js";
 
 // Errors.
@@ -32,7 +49,12 @@ export {
 } from "./cache.js";
 export { OpfsCache } from "./opfsCache.js";
 export { IndexedDbCache } from "./indexedDbCache.js";
-export { deleteModelFromCache, hasModelInCache, type DeletedModel, type ModelCacheOptions } from "./modelCache.js";
+export {
+  deleteModelFromCache,
+  hasModelInCache,
+  type DeletedModel,
+  type ModelCacheOptions,
+} from "./modelCache.js";
 
 // Images with their parameters.
 export { encodePng, type RgbaImage } from "./png.js";
@@ -53,7 +75,13 @@ export type {
   RetryOptions,
   StreamedBundle,
 } from "./types.js";
-export { SCHEDULER_NAMES, type FileEntry, type Manifest, type SchedulerName, type Target } from "./formats.js";
+export {
+  SCHEDULER_NAMES,
+  type FileEntry,
+  type Manifest,
+  type SchedulerName,
+  type Target,
+} from "./formats.js";
 
 // The GPU-free parts of the pipeline, each reproducing formats/ and the native pipeline.
 export { PromptTokenizer } from "./tokenizer.js";

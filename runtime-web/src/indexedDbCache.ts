@@ -20,7 +20,8 @@ function done<T>(request: IDBRequest<T>): Promise<T> {
 function committed(tx: IDBTransaction): Promise<void> {
   return new Promise((resolve, reject) => {
     tx.oncomplete = () => resolve();
-    tx.onabort = tx.onerror = () => reject(tx.error ?? new DOMException("the transaction was aborted", "AbortError"));
+    tx.onabort = tx.onerror = () =>
+      reject(tx.error ?? new DOMException("the transaction was aborted", "AbortError"));
   });
 }
 
@@ -45,7 +46,10 @@ export class IndexedDbCache implements ContentCache {
       request.onupgradeneeded = () => request.result.createObjectStore(STORE);
       request.onsuccess = () => resolve(request.result);
       request.onerror = () => reject(request.error);
-      request.onblocked = () => reject(new DOMException(`IndexedDB ${this.name} is blocked by another tab`, "InvalidStateError"));
+      request.onblocked = () =>
+        reject(
+          new DOMException(`IndexedDB ${this.name} is blocked by another tab`, "InvalidStateError"),
+        );
     });
     return this.db;
   }
@@ -55,7 +59,10 @@ export class IndexedDbCache implements ContentCache {
    * (an IndexedDB transaction ends once its task has no request pending); resolves when a
    * read-only request succeeds, or a write has committed.
    */
-  private async run<T>(mode: IDBTransactionMode, request: (store: IDBObjectStore) => IDBRequest<T>): Promise<T> {
+  private async run<T>(
+    mode: IDBTransactionMode,
+    request: (store: IDBObjectStore) => IDBRequest<T>,
+  ): Promise<T> {
     const tx = (await this.database()).transaction(STORE, mode);
     const result = done(request(tx.objectStore(STORE)));
     if (mode === "readwrite") {
@@ -66,7 +73,9 @@ export class IndexedDbCache implements ContentCache {
   }
 
   async get(sha256: string): Promise<Uint8Array | undefined> {
-    const value = (await this.run("readonly", (store) => store.get(cacheKey(sha256)))) as Blob | undefined;
+    const value = (await this.run("readonly", (store) => store.get(cacheKey(sha256)))) as
+      | Blob
+      | undefined;
     return value ? new Uint8Array(await value.arrayBuffer()) : undefined;
   }
 

@@ -6,7 +6,13 @@
 import { BundleError, DAMAGED } from "./errors.js";
 import type { Manifest } from "./formats.js";
 import { checkPath } from "./manifest.js";
-import { parseTensorCache, shardTensors, type ShardRecord, type Tensor, type TensorCacheIndex } from "./tensorCache.js";
+import {
+  parseTensorCache,
+  shardTensors,
+  type ShardRecord,
+  type Tensor,
+  type TensorCacheIndex,
+} from "./tensorCache.js";
 
 /** The bundle path of a tensor-cache shard, as listed in the manifest (`D.zst`, or `D` unencoded). */
 function shardPath(manifest: Manifest, indexPath: string, dataPath: string): string {
@@ -15,7 +21,10 @@ function shardPath(manifest: Manifest, indexPath: string, dataPath: string): str
   for (const candidate of [`${rel}.zst`, rel]) {
     if (manifest.files.some((f) => f.path === candidate)) return candidate;
   }
-  throw new BundleError(`${indexPath}: shard ${dataPath} is not listed in the manifest`, { file: indexPath, hint: DAMAGED });
+  throw new BundleError(`${indexPath}: shard ${dataPath} is not listed in the manifest`, {
+    file: indexPath,
+    hint: DAMAGED,
+  });
 }
 
 /** Where a component's tensors are: its index and, per shard file, the shard record; all checked against the manifest. */
@@ -30,7 +39,11 @@ export interface ComponentLayout {
  * listed (as `D.zst` or `D`) with the raw size the index gives it, and the tensors' names, in
  * order, equal to the component's `params`.
  */
-export function componentLayout(manifest: Manifest, component: string, indexBytes: Uint8Array): ComponentLayout {
+export function componentLayout(
+  manifest: Manifest,
+  component: string,
+  indexBytes: Uint8Array,
+): ComponentLayout {
   const comp = manifest.components[component];
   if (!comp) throw new BundleError(`bundle has no component ${JSON.stringify(component)}`);
   const index = parseTensorCache(indexBytes, comp.weights);
@@ -41,14 +54,24 @@ export function componentLayout(manifest: Manifest, component: string, indexByte
     const entry = manifest.files.find((f) => f.path === path)!;
     const rawSize = entry.encoding ? entry.encoding.raw_size : entry.size;
     if (rawSize !== shard.nbytes) {
-      throw new BundleError(`${path}: holds ${rawSize} raw bytes, ${comp.weights} says ${shard.nbytes}`, { file: path, hint: DAMAGED });
+      throw new BundleError(
+        `${path}: holds ${rawSize} raw bytes, ${comp.weights} says ${shard.nbytes}`,
+        { file: path, hint: DAMAGED },
+      );
     }
-    if (shards.has(path)) throw new BundleError(`${comp.weights}: shard ${shard.dataPath} is listed twice`, { file: comp.weights, hint: DAMAGED });
+    if (shards.has(path))
+      throw new BundleError(`${comp.weights}: shard ${shard.dataPath} is listed twice`, {
+        file: comp.weights,
+        hint: DAMAGED,
+      });
     shards.set(path, shard);
     for (const rec of shard.records) names.push(rec.name);
   }
   if (names.length !== comp.params.length || names.some((n, i) => n !== comp.params[i])) {
-    throw new BundleError(`${comp.weights}: tensor names/order differ from the manifest's params list`, { file: comp.weights, hint: DAMAGED });
+    throw new BundleError(
+      `${comp.weights}: tensor names/order differ from the manifest's params list`,
+      { file: comp.weights, hint: DAMAGED },
+    );
   }
   return { index, shards };
 }

@@ -6,14 +6,22 @@
 import type { ErrorObject } from "ajv";
 
 import { BundleError } from "./errors.js";
-import { FORMAT, FORMAT_VERSION, MANIFEST_NAME, MAX_MANIFEST_BYTES, MAX_PATH, type Manifest } from "./formats.js";
+import {
+  FORMAT,
+  FORMAT_VERSION,
+  MANIFEST_NAME,
+  MAX_MANIFEST_BYTES,
+  MAX_PATH,
+  type Manifest,
+} from "./formats.js";
 import { manifest as schemaValidator } from "./generated/validators.js";
-
 
 const SEGMENT = /^[A-Za-z0-9._-]+$/;
 
 /** The schema's standalone validator (generated code: no `new Function` at run time). */
-const validator = schemaValidator as ((doc: unknown) => boolean) & { errors?: ErrorObject[] | null };
+const validator = schemaValidator as ((doc: unknown) => boolean) & {
+  errors?: ErrorObject[] | null;
+};
 
 /** The weight quantization schemes this runtime reads (formats/README.md, "Quantized weights"). */
 export const QUANTIZATION_SCHEMES = ["q4f16", "q8f16"] as const;
@@ -32,12 +40,19 @@ export function checkPath(path: unknown, where: string): string {
   }
   const shown = JSON.stringify(path);
   if (path.includes("\\")) {
-    throw new BundleError(`${where}: path ${shown} contains a backslash`, { file: where, hint: "bundle paths use '/'" });
+    throw new BundleError(`${where}: path ${shown} contains a backslash`, {
+      file: where,
+      hint: "bundle paths use '/'",
+    });
   }
   if (path.startsWith("/") || /^[A-Za-z]:/.test(path)) {
-    throw new BundleError(`${where}: path ${shown} is absolute`, { file: where, hint: "bundle paths are relative to the bundle root" });
+    throw new BundleError(`${where}: path ${shown} is absolute`, {
+      file: where,
+      hint: "bundle paths are relative to the bundle root",
+    });
   }
-  if (path.length > MAX_PATH) throw new BundleError(`${where}: path ${shown} is longer than ${MAX_PATH}`, { file: where });
+  if (path.length > MAX_PATH)
+    throw new BundleError(`${where}: path ${shown} is longer than ${MAX_PATH}`, { file: where });
   for (const seg of path.split("/")) {
     if (seg === "" || seg === "." || seg === "..") {
       throw new BundleError(`${where}: path ${shown} has an empty, '.' or '..' segment`, {
@@ -45,7 +60,10 @@ export function checkPath(path: unknown, where: string): string {
         hint: "the manifest is forged or damaged",
       });
     }
-    if (!SEGMENT.test(seg)) throw new BundleError(`${where}: path ${shown} has a character outside [A-Za-z0-9._-]`, { file: where });
+    if (!SEGMENT.test(seg))
+      throw new BundleError(`${where}: path ${shown} has a character outside [A-Za-z0-9._-]`, {
+        file: where,
+      });
   }
   return path;
 }
@@ -63,7 +81,10 @@ function checkScheme(quantization: unknown, where: string): void {
   if (!(QUANTIZATION_SCHEMES as readonly unknown[]).includes(scheme)) {
     throw new BundleError(
       `${where}: weights are quantized with scheme ${JSON.stringify(scheme)}, which this runtime does not read (it reads ${QUANTIZATION_SCHEMES.join(", ")})`,
-      { file: where, hint: "upgrade sdpack's web runtime, or load an unquantized bundle of the model" },
+      {
+        file: where,
+        hint: "upgrade sdpack's web runtime, or load an unquantized bundle of the model",
+      },
     );
   }
 }
@@ -75,7 +96,10 @@ export function validateManifest(doc: unknown, where: string = MANIFEST_NAME): M
   }
   const obj = doc as Record<string, unknown>;
   if (obj.format !== FORMAT) {
-    throw new BundleError(`${where}: not an sdpack bundle manifest (format=${JSON.stringify(obj.format)})`, { file: where });
+    throw new BundleError(
+      `${where}: not an sdpack bundle manifest (format=${JSON.stringify(obj.format)})`,
+      { file: where },
+    );
   }
   if (obj.format_version !== FORMAT_VERSION) {
     throw new BundleError(
@@ -86,13 +110,17 @@ export function validateManifest(doc: unknown, where: string = MANIFEST_NAME): M
   checkScheme(obj.quantization, where);
   if (Array.isArray(obj.files)) {
     obj.files.forEach((entry, i) => {
-      if (typeof entry === "object" && entry !== null) checkPath((entry as { path?: unknown }).path, `${where}: files[${i}]`);
+      if (typeof entry === "object" && entry !== null)
+        checkPath((entry as { path?: unknown }).path, `${where}: files[${i}]`);
     });
   }
   checkReferencedPaths(obj, where);
   const errors = validate(doc);
   if (errors.length) {
-    throw new BundleError(`${where}: schema violation at ${describe(errors[0])}`, { file: where, hint: "the manifest is forged or damaged" });
+    throw new BundleError(`${where}: schema violation at ${describe(errors[0])}`, {
+      file: where,
+      hint: "the manifest is forged or damaged",
+    });
   }
   const manifest = doc as Manifest;
   checkReferences(manifest, where);
@@ -107,7 +135,8 @@ function checkReferencedPaths(obj: Record<string, unknown>, where: string): void
     if (typeof weights === "string") checkPath(weights, where);
   }
   for (const target of values(obj.targets)) {
-    for (const lib of values((target as { libs?: unknown })?.libs)) if (typeof lib === "string") checkPath(lib, where);
+    for (const lib of values((target as { libs?: unknown })?.libs))
+      if (typeof lib === "string") checkPath(lib, where);
   }
   const files = (obj.tokenizer as { files?: unknown })?.files;
   if (Array.isArray(files)) for (const f of files) if (typeof f === "string") checkPath(f, where);
@@ -116,10 +145,15 @@ function checkReferencedPaths(obj: Record<string, unknown>, where: string): void
 function checkReferences(m: Manifest, where: string): void {
   const paths = m.files.map((f) => f.path);
   const listed = new Set(paths);
-  if (listed.size !== paths.length) throw new BundleError(`${where}: a file is listed twice`, { file: where });
-  if (listed.has(MANIFEST_NAME)) throw new BundleError(`${where}: manifest.json must not list itself`, { file: where });
+  if (listed.size !== paths.length)
+    throw new BundleError(`${where}: a file is listed twice`, { file: where });
+  if (listed.has(MANIFEST_NAME))
+    throw new BundleError(`${where}: manifest.json must not list itself`, { file: where });
   for (const ref of referencedPaths(m)) {
-    if (!listed.has(ref)) throw new BundleError(`${where}: ${ref} is referenced but not listed in files`, { file: where });
+    if (!listed.has(ref))
+      throw new BundleError(`${where}: ${ref} is referenced but not listed in files`, {
+        file: where,
+      });
   }
 }
 
@@ -136,15 +170,23 @@ export function referencedPaths(m: Manifest): Set<string> {
 }
 
 /** Parse and validate manifest bytes (or text). Errors name `where`. */
-export function parseManifest(data: Uint8Array | ArrayBuffer | string, where: string = MANIFEST_NAME): Manifest {
+export function parseManifest(
+  data: Uint8Array | ArrayBuffer | string,
+  where: string = MANIFEST_NAME,
+): Manifest {
   const size = typeof data === "string" ? data.length : data.byteLength;
-  if (size > MAX_MANIFEST_BYTES) throw new BundleError(`${where}: ${size} bytes is too large for a manifest`, { file: where });
+  if (size > MAX_MANIFEST_BYTES)
+    throw new BundleError(`${where}: ${size} bytes is too large for a manifest`, { file: where });
   let doc: unknown;
   try {
-    const text = typeof data === "string" ? data : new TextDecoder("utf-8", { fatal: true }).decode(data);
+    const text =
+      typeof data === "string" ? data : new TextDecoder("utf-8", { fatal: true }).decode(data);
     doc = JSON.parse(text);
   } catch (err) {
-    throw new BundleError(`${where}: not valid JSON (${(err as Error).message})`, { file: where, cause: err });
+    throw new BundleError(`${where}: not valid JSON (${(err as Error).message})`, {
+      file: where,
+      cause: err,
+    });
   }
   return validateManifest(doc, where);
 }

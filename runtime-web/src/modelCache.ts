@@ -31,7 +31,8 @@ async function manifestOf(spec: ModelSpec, opts: ResolveOptions): Promise<Manife
     fetch: opts.fetch,
     signal: opts.signal,
     manifestSha256: resolved.manifestSha256,
-    expectModel: resolved.repo === undefined ? undefined : { id: resolved.repo, version: resolved.version },
+    expectModel:
+      resolved.repo === undefined ? undefined : { id: resolved.repo, version: resolved.version },
   });
   return manifest;
 }
@@ -46,14 +47,21 @@ async function allCached(cache: ContentCache, entries: FileEntry[]): Promise<boo
  * files, and the libraries of `variant` — by default of at least one WebGPU variant. False for a
  * bundle without WebGPU variants, and where there is no cache.
  */
-export async function hasModelInCache(spec: ModelSpec, opts: ModelCacheOptions & { variant?: string } = {}): Promise<boolean> {
+export async function hasModelInCache(
+  spec: ModelSpec,
+  opts: ModelCacheOptions & { variant?: string } = {},
+): Promise<boolean> {
   const cache = openCache(opts.cache);
   if (!cache) return false;
   const manifest = await manifestOf(spec, opts);
   const webgpu = Object.entries(manifest.targets).filter(([, t]) => t.kind === "webgpu");
-  const variants = opts.variant === undefined ? webgpu : webgpu.filter(([name]) => name === opts.variant);
+  const variants =
+    opts.variant === undefined ? webgpu : webgpu.filter(([name]) => name === opts.variant);
   if (opts.variant !== undefined && !variants.length) {
-    throw new UnsupportedError(`no WebGPU variant ${JSON.stringify(opts.variant)} in ${manifest.model.id} ${manifest.model.version}`, `choose one of ${webgpu.map(([n]) => n).join(", ") || "(none)"}`);
+    throw new UnsupportedError(
+      `no WebGPU variant ${JSON.stringify(opts.variant)} in ${manifest.model.id} ${manifest.model.version}`,
+      `choose one of ${webgpu.map(([n]) => n).join(", ") || "(none)"}`,
+    );
   }
   for (const [, target] of variants) {
     if (await allCached(cache, manifest.files.filter(neededFiles(manifest, target)))) return true;
@@ -72,12 +80,16 @@ export interface DeletedModel {
  * those that a model in `keep` lists too. Files shared with models not in `keep` are removed; those
  * models fetch them again when next loaded (see the module's note).
  */
-export async function deleteModelFromCache(spec: ModelSpec, opts: ModelCacheOptions & { keep?: ModelSpec[] } = {}): Promise<DeletedModel> {
+export async function deleteModelFromCache(
+  spec: ModelSpec,
+  opts: ModelCacheOptions & { keep?: ModelSpec[] } = {},
+): Promise<DeletedModel> {
   const cache = openCache(opts.cache);
   if (!cache) return { deleted: 0, kept: 0 };
   const manifest = await manifestOf(spec, opts);
   const keep = new Set<string>();
-  for (const other of opts.keep ?? []) for (const f of (await manifestOf(other, opts)).files) keep.add(f.sha256);
+  for (const other of opts.keep ?? [])
+    for (const f of (await manifestOf(other, opts)).files) keep.add(f.sha256);
   let deleted = 0;
   let kept = 0;
   for (const sha256 of new Set(manifest.files.map((f) => f.sha256))) {

@@ -60,7 +60,9 @@ const EXAMPLES =
   "(a URL relative to the page starts with / or ./), or the JSON `packer resolve --lock-out` writes";
 
 function badSpec(spec: string, why: string): BundleError {
-  return new BundleError(`model ${JSON.stringify(spec)}: ${why}; accepted: ${ACCEPTED}`, { hint: EXAMPLES });
+  return new BundleError(`model ${JSON.stringify(spec)}: ${why}; accepted: ${ACCEPTED}`, {
+    hint: EXAMPLES,
+  });
 }
 
 /** `ORG/NAME` as the Hub accepts it (the manifest schema's pattern; no `--` or `..`, which the Hub refuses). */
@@ -79,18 +81,26 @@ export function parseModelSpec(spec: ModelSpec): ParsedSpec {
     lockManifest(spec);
     return { kind: "lock", lock: spec };
   }
-  if (typeof spec !== "string") throw badSpec(String(spec), `a ${spec === null ? "null" : typeof spec} is not a model`);
+  if (typeof spec !== "string")
+    throw badSpec(String(spec), `a ${spec === null ? "null" : typeof spec} is not a model`);
   if (URL_LIKE.test(spec)) return { kind: "url", url: spec };
   const at = spec.indexOf("@");
   const repo = at < 0 ? spec : spec.slice(0, at);
   const rev = at < 0 ? "" : spec.slice(at + 1);
   if (!isRepoId(repo)) {
-    throw badSpec(spec, `${JSON.stringify(repo)} is not a repository id (ORG/NAME of letters, digits, '.', '_', '-'), nor is the spec a URL`);
+    throw badSpec(
+      spec,
+      `${JSON.stringify(repo)} is not a repository id (ORG/NAME of letters, digits, '.', '_', '-'), nor is the spec a URL`,
+    );
   }
   if (at < 0) throw badSpec(spec, "it does not say which version (add @VERSION or @<commit>)");
   if (COMMIT.test(rev)) return { kind: "hub", repo, commit: rev };
   const version = /^[vV]/.test(rev) ? rev.slice(1) : rev;
-  if (!SEMVER.test(version)) throw badSpec(spec, `${JSON.stringify(rev)} is neither a version (1.2.0 or v1.2.0) nor a 40-hex commit sha`);
+  if (!SEMVER.test(version))
+    throw badSpec(
+      spec,
+      `${JSON.stringify(rev)} is neither a version (1.2.0 or v1.2.0) nor a 40-hex commit sha`,
+    );
   return { kind: "hub", repo, version };
 }
 
@@ -107,13 +117,20 @@ function messageOf(err: unknown): string {
  * The commit a revision (a tag such as `v1.2.0`, a branch, or a commit) of a Hub repository
  * points to now: the Hub API's `GET {endpoint}/api/models/{repo}/revision/{revision}` → `sha`.
  */
-export async function resolveRevision(repo: string, revision: string, opts: ResolveOptions = {}): Promise<string> {
+export async function resolveRevision(
+  repo: string,
+  revision: string,
+  opts: ResolveOptions = {},
+): Promise<string> {
   const endpoint = (opts.endpoint ?? HUB_ENDPOINT).replace(/\/+$/, "");
   const url = `${endpoint}/api/models/${repo}/revision/${encodeURIComponent(revision)}`;
   const what = `${repo}@${revision}`;
   let response: Response;
   try {
-    response = await (opts.fetch ?? globalThis.fetch)(url, { signal: opts.signal, headers: { accept: "application/json" } });
+    response = await (opts.fetch ?? globalThis.fetch)(url, {
+      signal: opts.signal,
+      headers: { accept: "application/json" },
+    });
   } catch (err) {
     if (opts.signal?.aborted) throw err;
     throw new BundleError(`${what}: could not ask ${endpoint} for the commit (${messageOf(err)})`, {
@@ -125,13 +142,21 @@ export async function resolveRevision(repo: string, revision: string, opts: Reso
   if (!response.ok) {
     const code = response.headers.get("x-error-code");
     if (code === "RevisionNotFound") {
-      throw new BundleError(`${what}: no such revision in ${repo} on ${endpoint}`, { hint: "check the version against the repository's tags (each version is published as tag vVERSION)" });
+      throw new BundleError(`${what}: no such revision in ${repo} on ${endpoint}`, {
+        hint: "check the version against the repository's tags (each version is published as tag vVERSION)",
+      });
     }
     if (code === "RepoNotFound" || response.status === 401) {
-      throw new BundleError(`${what}: repository ${repo} not found on ${endpoint} (or it is private)`, { hint: "check the repository id and the endpoint" });
+      throw new BundleError(
+        `${what}: repository ${repo} not found on ${endpoint} (or it is private)`,
+        { hint: "check the repository id and the endpoint" },
+      );
     }
     throw new BundleError(`${what}: HTTP ${response.status} ${response.statusText} from ${url}`, {
-      hint: response.status >= 500 ? "the Hub failed; try again later" : "check the repository id, the version and the endpoint",
+      hint:
+        response.status >= 500
+          ? "the Hub failed; try again later"
+          : "check the repository id, the version and the endpoint",
     });
   }
   let sha: unknown;
@@ -141,7 +166,9 @@ export async function resolveRevision(repo: string, revision: string, opts: Reso
     sha = undefined;
   }
   if (typeof sha !== "string" || !COMMIT.test(sha)) {
-    throw new BundleError(`${what}: ${url} answered without a commit sha`, { hint: "is the endpoint a Hugging Face Hub (or `packer serve`)?" });
+    throw new BundleError(`${what}: ${url} answered without a commit sha`, {
+      hint: "is the endpoint a Hugging Face Hub (or `packer serve`)?",
+    });
   }
   return sha;
 }
@@ -152,7 +179,10 @@ export async function resolveRevision(repo: string, revision: string, opts: Reso
  * call). The repository and version a pin names are returned so the load can check the manifest
  * against them.
  */
-export async function resolveModel(spec: ModelSpec, opts: ResolveOptions = {}): Promise<ResolvedModel> {
+export async function resolveModel(
+  spec: ModelSpec,
+  opts: ResolveOptions = {},
+): Promise<ResolvedModel> {
   const parsed = parseModelSpec(spec);
   if (parsed.kind === "url") {
     const { manifestUrl } = resolveBundleUrl(parsed.url);
@@ -161,9 +191,20 @@ export async function resolveModel(spec: ModelSpec, opts: ResolveOptions = {}): 
   if (parsed.kind === "lock") {
     const { lock } = parsed;
     const { url, manifestSha256 } = lockManifest(lock);
-    return { manifestUrl: url, manifestSha256, repo: lock.repo, version: lock.version, commit: lock.commit };
+    return {
+      manifestUrl: url,
+      manifestSha256,
+      repo: lock.repo,
+      version: lock.version,
+      commit: lock.commit,
+    };
   }
   const { repo, version } = parsed;
   const commit = parsed.commit ?? (await resolveRevision(repo, `v${version}`, opts));
-  return { manifestUrl: hubManifestUrl(repo, commit, opts.endpoint ?? HUB_ENDPOINT), repo, version, commit };
+  return {
+    manifestUrl: hubManifestUrl(repo, commit, opts.endpoint ?? HUB_ENDPOINT),
+    repo,
+    version,
+    commit,
+  };
 }

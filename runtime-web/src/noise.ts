@@ -23,13 +23,16 @@ export function parseSeed(seed: Seed): bigint {
   let value: bigint;
   if (typeof seed === "bigint") value = seed;
   else if (typeof seed === "number") {
-    if (!Number.isSafeInteger(seed)) throw new RangeError(`seed ${seed} is not a safe integer: pass a bigint or a decimal string`);
+    if (!Number.isSafeInteger(seed))
+      throw new RangeError(`seed ${seed} is not a safe integer: pass a bigint or a decimal string`);
     value = BigInt(seed);
   } else {
-    if (!/^[0-9]+$/.test(seed.trim())) throw new RangeError(`seed ${JSON.stringify(seed)} is not a decimal integer`);
+    if (!/^[0-9]+$/.test(seed.trim()))
+      throw new RangeError(`seed ${JSON.stringify(seed)} is not a decimal integer`);
     value = BigInt(seed.trim());
   }
-  if (value < 0n || value > MAX_SEED) throw new RangeError(`seed must be in [0, 2^64), got ${value}`);
+  if (value < 0n || value > MAX_SEED)
+    throw new RangeError(`seed must be in [0, 2^64), got ${value}`);
   return value;
 }
 
@@ -81,7 +84,8 @@ export function philox4x32_10(
 }
 
 function checkStream(stream: number): number {
-  if (!Number.isInteger(stream) || stream < 0 || stream >= TWO_32) throw new RangeError("stream must be in [0, 2^32)");
+  if (!Number.isInteger(stream) || stream < 0 || stream >= TWO_32)
+    throw new RangeError("stream must be in [0, 2^32)");
   return stream;
 }
 
@@ -124,5 +128,9 @@ export function standardNormal(seed: Seed, count: number, stream = 0): Float32Ar
  * scheduler's init sigma), stream i + 1 the noise an ancestral sampler adds at step i.
  */
 export function latents(seed: Seed, shape: readonly number[], stream = 0): Float32Array {
-  return standardNormal(seed, shape.reduce((a, b) => a * b, 1), stream);
+  return standardNormal(
+    seed,
+    shape.reduce((a, b) => a * b, 1),
+    stream,
+  );
 }

@@ -22,13 +22,16 @@ export class OpfsCache implements ContentCache {
 
   /** Whether this environment has the Origin Private File System. */
   static available(): boolean {
-    const storage = (globalThis as { navigator?: { storage?: { getDirectory?: unknown } } }).navigator?.storage;
+    const storage = (globalThis as { navigator?: { storage?: { getDirectory?: unknown } } })
+      .navigator?.storage;
     return typeof storage?.getDirectory === "function";
   }
 
   /** The cache's directory in the origin's file system (created on first use). */
   directory(): Promise<FileSystemDirectoryHandle> {
-    this.dir ??= navigator.storage.getDirectory().then((root) => root.getDirectoryHandle(this.name, { create: true }));
+    this.dir ??= navigator.storage
+      .getDirectory()
+      .then((root) => root.getDirectoryHandle(this.name, { create: true }));
     return this.dir;
   }
 

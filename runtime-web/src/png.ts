@@ -48,7 +48,10 @@ function chunk(type: string, data: Uint8Array): Uint8Array {
 /** A keyword as PNG allows it: 1-79 printable Latin-1 characters, no leading, trailing or double spaces. */
 function keywordBytes(keyword: string): Uint8Array {
   const ok = /^[\x20-\x7e\xa1-\xff]{1,79}$/.test(keyword) && !/^ | $| {2}/.test(keyword);
-  if (!ok) throw new RangeError(`PNG text keyword ${JSON.stringify(keyword)}: use 1-79 printable Latin-1 characters without leading, trailing or double spaces`);
+  if (!ok)
+    throw new RangeError(
+      `PNG text keyword ${JSON.stringify(keyword)}: use 1-79 printable Latin-1 characters without leading, trailing or double spaces`,
+    );
   return Uint8Array.from(keyword, (ch) => ch.charCodeAt(0));
 }
 
@@ -64,7 +67,9 @@ function itxt(keyword: string, text: string): Uint8Array {
 }
 
 async function deflate(bytes: Uint8Array): Promise<Uint8Array> {
-  const stream = new Blob([bytes as Uint8Array<ArrayBuffer>]).stream().pipeThrough(new CompressionStream("deflate"));
+  const stream = new Blob([bytes as Uint8Array<ArrayBuffer>])
+    .stream()
+    .pipeThrough(new CompressionStream("deflate"));
   return new Uint8Array(await new Response(stream).arrayBuffer());
 }
 
@@ -72,10 +77,21 @@ async function deflate(bytes: Uint8Array): Promise<Uint8Array> {
  * The image as PNG bytes, with `text` as `iTXt` chunks in the order given (e.g.
  * `imageMetadata(image.parameters)`).
  */
-export async function encodePng(image: RgbaImage, text: Iterable<[string, string]> | Record<string, string> = []): Promise<Uint8Array> {
+export async function encodePng(
+  image: RgbaImage,
+  text: Iterable<[string, string]> | Record<string, string> = [],
+): Promise<Uint8Array> {
   const { width, height, rgba } = image;
-  if (!Number.isInteger(width) || !Number.isInteger(height) || width < 1 || height < 1 || rgba.length !== width * height * 4) {
-    throw new RangeError(`encodePng: ${width}x${height} needs ${width * height * 4} RGBA bytes, got ${rgba.length}`);
+  if (
+    !Number.isInteger(width) ||
+    !Number.isInteger(height) ||
+    width < 1 ||
+    height < 1 ||
+    rgba.length !== width * height * 4
+  ) {
+    throw new RangeError(
+      `encodePng: ${width}x${height} needs ${width * height * 4} RGBA bytes, got ${rgba.length}`,
+    );
   }
   let opaque = true;
   for (let i = 3; i < rgba.length && opaque; i += 4) opaque = rgba[i] === 255;
@@ -101,7 +117,8 @@ export async function encodePng(image: RgbaImage, text: Iterable<[string, string
   view.setUint32(0, width);
   view.setUint32(4, height);
   header.set([8, opaque ? 2 : 6, 0, 0, 0], 8); // bit depth 8, RGB or RGBA, deflate, adaptive filtering, no interlace
-  const pairs = Symbol.iterator in text ? [...(text as Iterable<[string, string]>)] : Object.entries(text);
+  const pairs =
+    Symbol.iterator in text ? [...(text as Iterable<[string, string]>)] : Object.entries(text);
   const parts = [
     Uint8Array.from(SIGNATURE),
     chunk("IHDR", header),

@@ -14,13 +14,17 @@ export class Monotone {
   private value = 0;
 
   next(fraction: number): number {
-    if (Number.isFinite(fraction)) this.value = Math.max(this.value, Math.min(1, Math.max(0, fraction)));
+    if (Number.isFinite(fraction))
+      this.value = Math.max(this.value, Math.min(1, Math.max(0, fraction)));
     return this.value;
   }
 }
 
 /** The line for a download: files and MiB done, and how many came from the cache. */
-export function downloadText(p: { filesDone: number; filesTotal: number; loadedBytes: number; totalBytes: number }, fromCache: number): string {
+export function downloadText(
+  p: { filesDone: number; filesTotal: number; loadedBytes: number; totalBytes: number },
+  fromCache: number,
+): string {
   const cached = fromCache ? `, ${fromCache} from the cache` : "";
   return `Loading files: ${p.filesDone}/${p.filesTotal}, ${mib(p.loadedBytes)} of ${mib(p.totalBytes)} MiB${cached}`;
 }

@@ -26,7 +26,15 @@ import type { FileEntry } from "./formats.js";
 import { componentTensors } from "./layout.js";
 import { downloadText, Monotone } from "./progress.js";
 import type { TensorCacheIndex, Tensor } from "./tensorCache.js";
-import type { FileConsumer, LoadedBundle, LoadOptions, LoadProgress, LoadStats, LoadWarning, StreamedBundle } from "./types.js";
+import type {
+  FileConsumer,
+  LoadedBundle,
+  LoadOptions,
+  LoadProgress,
+  LoadStats,
+  LoadWarning,
+  StreamedBundle,
+} from "./types.js";
 
 const now = () => globalThis.performance?.now() ?? Date.now();
 const here = () => (globalThis as { location?: { href: string } }).location?.href;
@@ -115,7 +123,15 @@ async function loadFile(
   }
   t = now();
   const alloc = buffers && ((n: number) => buffers.take(n, Boolean(entry.encoding)));
-  const fetched = await fetchBytes(fileUrl(baseUrl, entry.path), entry.path, entry.size, true, opts, onChunk, alloc);
+  const fetched = await fetchBytes(
+    fileUrl(baseUrl, entry.path),
+    entry.path,
+    entry.size,
+    true,
+    opts,
+    onChunk,
+    alloc,
+  );
   stats.ms.fetch += now() - t;
   t = now();
   const r = await decoder.decode(fetched, entry, verify, true, reuse); // `fetched` is handed over (transferred)
@@ -123,7 +139,10 @@ async function loadFile(
   add(r);
   const { stored, content, by } = r;
   // Decoded into a buffer of its own: the stored bytes' buffer can take the next fetch, unless a cache keeps it.
-  const spare = content.buffer !== stored.buffer && (!opts.cache || opts.cache.copiesOnPut) ? (stored.buffer as ArrayBuffer) : undefined;
+  const spare =
+    content.buffer !== stored.buffer && (!opts.cache || opts.cache.copiesOnPut)
+      ? (stored.buffer as ArrayBuffer)
+      : undefined;
   if (opts.signal?.aborted) throw aborted(opts.signal, entry.path);
   if (!opts.cache) return { content, fromCache: false, by, spare };
   t = now();
@@ -136,11 +155,19 @@ async function loadFile(
     } catch {
       // the cache is unusable; nothing was stored through it
     }
-    const why = isQuotaError(err) ? "the browser's storage quota is exceeded" : "the cache refused it";
+    const why = isQuotaError(err)
+      ? "the browser's storage quota is exceeded"
+      : "the cache refused it";
     const message =
       `${entry.path}: verified and used but not cached: ${why} (${(err as Error)?.name ?? "Error"}: ${messageOf(err)}); ` +
       "it will be fetched again next time (free storage or clear this site's data to cache it)";
-    return { content, fromCache: false, by, spare, warning: { file: entry.path, message, cause: err } };
+    return {
+      content,
+      fromCache: false,
+      by,
+      spare,
+      warning: { file: entry.path, message, cause: err },
+    };
   } finally {
     stats.ms.cache += now() - t;
   }
@@ -151,7 +178,12 @@ async function loadFile(
  * `stop` is called (to abort the ones in flight); returns once every started item has settled,
  * rejecting with the first failure.
  */
-async function pool<T>(items: T[], width: number, work: (item: T) => Promise<void>, stop: (err: unknown) => void): Promise<void> {
+async function pool<T>(
+  items: T[],
+  width: number,
+  work: (item: T) => Promise<void>,
+  stop: (err: unknown) => void,
+): Promise<void> {
   let next = 0;
   let failure: { err: unknown } | undefined;
   const worker = async () => {
@@ -170,8 +202,6 @@ async function pool<T>(items: T[], width: number, work: (item: T) => Promise<voi
   if (failure) throw failure.err;
 }
 
-
-
 /**
  * The streaming loader under `loadBundleFiles` and `loadModel`: the manifest, then every
  * (included) file fetched (or taken from the cache), verified, decoded and handed to `onFile`
@@ -182,7 +212,11 @@ async function pool<T>(items: T[], width: number, work: (item: T) => Promise<voi
  * the files in flight are aborted (so is the `signal` given to `onFile`), and once every file in
  * flight has settled the first error is thrown.
  */
-export async function streamBundleFiles(source: BundleSource, consumer: FileConsumer, opts: LoadOptions = {}): Promise<StreamedBundle> {
+export async function streamBundleFiles(
+  source: BundleSource,
+  consumer: FileConsumer,
+  opts: LoadOptions = {},
+): Promise<StreamedBundle> {
   const t0 = now();
   const { manifest, manifestUrl, baseUrl, commit } = await manifestOf(source, opts);
   let entries = manifest.files.filter((f) => !opts.include || opts.include(f, manifest));
@@ -196,7 +230,11 @@ export async function streamBundleFiles(source: BundleSource, consumer: FileCons
   const warnings: LoadWarning[] = [];
   const workers = opts.workers ?? defaultWorkers();
   const concurrency = opts.concurrency ?? defaultConcurrency(workers);
-  const decoder = new DecodePool(workers, opts.workerUrl === undefined ? undefined : new URL(String(opts.workerUrl), here()), opts.createWorker);
+  const decoder = new DecodePool(
+    workers,
+    opts.workerUrl === undefined ? undefined : new URL(String(opts.workerUrl), here()),
+    opts.createWorker,
+  );
   const stats: LoadStats = {
     verify: opts.verify ?? "stored",
     workers: 0,
@@ -205,7 +243,17 @@ export async function streamBundleFiles(source: BundleSource, consumer: FileCons
     fromCache: 0,
     storedBytes: 0,
     contentBytes: 0,
-    ms: { total: 0, fetch: 0, decode: 0, sha256: 0, zstd: 0, unshuffle: 0, rawSha256: 0, cache: 0, consume: 0 },
+    ms: {
+      total: 0,
+      fetch: 0,
+      decode: 0,
+      sha256: 0,
+      zstd: 0,
+      unshuffle: 0,
+      rawSha256: 0,
+      cache: 0,
+      consume: 0,
+    },
   };
   const buffers = new FetchBuffers(Math.max(2, concurrency));
   // Cache writes one at a time: each sees the storage the previous ones took (a quota is then
@@ -226,13 +274,28 @@ export async function streamBundleFiles(source: BundleSource, consumer: FileCons
   let loadedBytes = 0;
   let filesDone = 0;
   const fraction = new Monotone();
-  const report = (file: string, fileDone: boolean, fromCache: boolean, extra: Partial<LoadProgress> = {}) => {
+  const report = (
+    file: string,
+    fileDone: boolean,
+    fromCache: boolean,
+    extra: Partial<LoadProgress> = {},
+  ) => {
     if (!opts.onProgress) return;
     const counts = { loadedBytes, totalBytes, filesDone, filesTotal: entries.length };
     // By bytes, the last 2% by files handed over: 1 only once every file is verified and consumed.
     const files = entries.length ? filesDone / entries.length : 1;
-    const progress = fraction.next(totalBytes ? 0.98 * (loadedBytes / totalBytes) + 0.02 * files : files);
-    opts.onProgress({ file, ...counts, fileDone, fromCache, ...extra, progress, text: downloadText(counts, stats.fromCache) });
+    const progress = fraction.next(
+      totalBytes ? 0.98 * (loadedBytes / totalBytes) + 0.02 * files : files,
+    );
+    opts.onProgress({
+      file,
+      ...counts,
+      fileDone,
+      fromCache,
+      ...extra,
+      progress,
+      text: downloadText(counts, stats.fromCache),
+    });
   };
   try {
     if (entries.length) decoder.start(); // the workers load while the first files download
@@ -260,14 +323,21 @@ export async function streamBundleFiles(source: BundleSource, consumer: FileCons
         const release = () => {
           if (released) return;
           released = true;
-          if (r.by === "worker" && r.content.buffer !== r.spare) decoder.recycle(r.content.buffer as ArrayBuffer);
+          if (r.by === "worker" && r.content.buffer !== r.spare)
+            decoder.recycle(r.content.buffer as ArrayBuffer);
         };
         const t = now();
-        await consumer.onFile({ entry, content: r.content, fromCache: r.fromCache, release }, stop.signal);
+        await consumer.onFile(
+          { entry, content: r.content, fromCache: r.fromCache, release },
+          stop.signal,
+        );
         stats.ms.consume += now() - t;
         filesDone += 1;
         if (r.warning) warnings.push(r.warning);
-        report(entry.path, true, r.fromCache, { decodedBy: r.by, ...(r.warning ? { warning: r.warning.message } : {}) });
+        report(entry.path, true, r.fromCache, {
+          decodedBy: r.by,
+          ...(r.warning ? { warning: r.warning.message } : {}),
+        });
       },
       (err) => stop.abort(err),
     );
@@ -281,17 +351,22 @@ export async function streamBundleFiles(source: BundleSource, consumer: FileCons
   return { manifest, manifestUrl, baseUrl, commit, warnings, stats };
 }
 
-
-
 /**
  * Load a bundle: the manifest, every (included) file verified and decoded, and each
  * component's tensors. Nothing unverified is returned or cached; errors are `BundleError`s
  * that name the file. Keeps every file in memory (`files`): to stream weights to a GPU instead,
  * use `loadModel` (or `streamBundleFiles`).
  */
-export async function loadBundleFiles(source: BundleSource, opts: LoadOptions = {}): Promise<LoadedBundle> {
+export async function loadBundleFiles(
+  source: BundleSource,
+  opts: LoadOptions = {},
+): Promise<LoadedBundle> {
   const files = new Map<string, Uint8Array>();
-  const { manifest, manifestUrl, baseUrl, commit, warnings, stats } = await streamBundleFiles(source, { onFile: (f) => void files.set(f.entry.path, f.content) }, opts);
+  const { manifest, manifestUrl, baseUrl, commit, warnings, stats } = await streamBundleFiles(
+    source,
+    { onFile: (f) => void files.set(f.entry.path, f.content) },
+    opts,
+  );
   const indexes: Record<string, TensorCacheIndex> = {};
   const tensors: Record<string, Map<string, Tensor>> = {};
   for (const [name, comp] of Object.entries(manifest.components)) {

@@ -32,7 +32,13 @@ export interface TensorCacheIndex {
 }
 
 /** float16 comes as its raw bits (Uint16Array): JavaScript has no portable Float16Array yet. */
-export type TensorData = Float32Array | Uint16Array | Int32Array | Uint32Array | BigInt64Array | Uint8Array;
+export type TensorData =
+  | Float32Array
+  | Uint16Array
+  | Int32Array
+  | Uint32Array
+  | BigInt64Array
+  | Uint8Array;
 
 export interface Tensor {
   name: string;
@@ -47,21 +53,36 @@ export interface Tensor {
 const isInt = (v: unknown): v is number => typeof v === "number" && Number.isSafeInteger(v);
 
 /** Parse and check a tensor-cache.json (bytes, text or parsed JSON); `where` names it in errors. */
-export function parseTensorCache(data: Uint8Array | string | unknown, where: string): TensorCacheIndex {
+export function parseTensorCache(
+  data: Uint8Array | string | unknown,
+  where: string,
+): TensorCacheIndex {
   let doc: unknown = data;
   if (typeof data === "string" || data instanceof Uint8Array) {
     try {
-      doc = JSON.parse(typeof data === "string" ? data : new TextDecoder("utf-8", { fatal: true }).decode(data));
+      doc = JSON.parse(
+        typeof data === "string" ? data : new TextDecoder("utf-8", { fatal: true }).decode(data),
+      );
     } catch (err) {
-      throw new BundleError(`${where}: not valid JSON (${(err as Error).message})`, { file: where, hint: DAMAGED });
+      throw new BundleError(`${where}: not valid JSON (${(err as Error).message})`, {
+        file: where,
+        hint: DAMAGED,
+      });
     }
   }
   const bad = (why: string) => new BundleError(`${where}: ${why}`, { file: where, hint: DAMAGED });
   const index = doc as TensorCacheIndex;
-  if (typeof doc !== "object" || doc === null || !Array.isArray(index.records)) throw bad("malformed tensor-cache index (no records)");
+  if (typeof doc !== "object" || doc === null || !Array.isArray(index.records))
+    throw bad("malformed tensor-cache index (no records)");
   const names = new Set<string>();
   for (const shard of index.records) {
-    if (typeof shard !== "object" || shard === null || !Array.isArray(shard.records) || !isInt(shard.nbytes) || shard.nbytes < 0) {
+    if (
+      typeof shard !== "object" ||
+      shard === null ||
+      !Array.isArray(shard.records) ||
+      !isInt(shard.nbytes) ||
+      shard.nbytes < 0
+    ) {
       throw bad("malformed tensor-cache index (bad shard record)");
     }
     checkPath(shard.dataPath, where);
@@ -70,20 +91,30 @@ export function parseTensorCache(data: Uint8Array | string | unknown, where: str
   return index;
 }
 
-function checkRecord(rec: TensorRecord, shard: ShardRecord, names: Set<string>, bad: (why: string) => BundleError): void {
-  if (typeof rec !== "object" || rec === null || typeof rec.name !== "string") throw bad("malformed tensor-cache index (bad tensor record)");
+function checkRecord(
+  rec: TensorRecord,
+  shard: ShardRecord,
+  names: Set<string>,
+  bad: (why: string) => BundleError,
+): void {
+  if (typeof rec !== "object" || rec === null || typeof rec.name !== "string")
+    throw bad("malformed tensor-cache index (bad tensor record)");
   const label = `tensor ${JSON.stringify(rec.name)}`;
   if (names.has(rec.name)) throw bad(`${label} is listed twice`);
   names.add(rec.name);
   const size: number | undefined = DTYPE_SIZES[rec.dtype];
-  if (size === undefined || !Object.hasOwn(DTYPE_SIZES, rec.dtype)) throw bad(`${label} has unsupported dtype ${JSON.stringify(rec.dtype)}`);
-  if (!Array.isArray(rec.shape) || !rec.shape.every((d) => isInt(d) && d >= 0)) throw bad(`${label} has a malformed shape`);
+  if (size === undefined || !Object.hasOwn(DTYPE_SIZES, rec.dtype))
+    throw bad(`${label} has unsupported dtype ${JSON.stringify(rec.dtype)}`);
+  if (!Array.isArray(rec.shape) || !rec.shape.every((d) => isInt(d) && d >= 0))
+    throw bad(`${label} has a malformed shape`);
   const count = rec.shape.reduce((a, b) => a * b, 1);
-  if (!isInt(rec.nbytes) || count * size !== rec.nbytes) throw bad(`${label}: shape/dtype do not match nbytes`);
+  if (!isInt(rec.nbytes) || count * size !== rec.nbytes)
+    throw bad(`${label}: shape/dtype do not match nbytes`);
   if (!isInt(rec.byteOffset) || rec.byteOffset < 0 || rec.byteOffset + rec.nbytes > shard.nbytes) {
     throw bad(`${label} lies outside its shard ${shard.dataPath}`);
   }
-  if (rec.byteOffset % size !== 0) throw bad(`${label} is not aligned to its ${size}-byte elements`);
+  if (rec.byteOffset % size !== 0)
+    throw bad(`${label} is not aligned to its ${size}-byte elements`);
 }
 
 function view(dtype: Dtype, bytes: Uint8Array): TensorData {
@@ -110,15 +141,24 @@ function view(dtype: Dtype, bytes: Uint8Array): TensorData {
  */
 export function shardTensors(raw: Uint8Array, shard: ShardRecord, where: string): Tensor[] {
   if (raw.byteLength !== shard.nbytes) {
-    throw new BundleError(`${where}: shard ${shard.dataPath} holds ${raw.byteLength} bytes, the index says ${shard.nbytes}`, {
-      file: where,
-      hint: DAMAGED,
-    });
+    throw new BundleError(
+      `${where}: shard ${shard.dataPath} holds ${raw.byteLength} bytes, the index says ${shard.nbytes}`,
+      {
+        file: where,
+        hint: DAMAGED,
+      },
+    );
   }
   // Typed arrays need element-aligned offsets: a decoded shard starts a fresh buffer, anything else is copied once.
   const base = raw.byteOffset % 8 === 0 ? raw : raw.slice();
   return shard.records.map((rec) => {
     const bytes = base.subarray(rec.byteOffset, rec.byteOffset + rec.nbytes);
-    return { name: rec.name, dtype: rec.dtype, shape: [...rec.shape], data: view(rec.dtype, bytes), bytes };
+    return {
+      name: rec.name,
+      dtype: rec.dtype,
+      shape: [...rec.shape],
+      data: view(rec.dtype, bytes),
+      bytes,
+    };
   });
 }

@@ -39,7 +39,10 @@ export class PromptTokenizer {
   private readonly tokenizer: Tokenizer;
   private readonly lower: boolean;
 
-  constructor(tokenizerJson: string | Uint8Array | Record<string, unknown>, options: PromptTokenizerOptions = {}) {
+  constructor(
+    tokenizerJson: string | Uint8Array | Record<string, unknown>,
+    options: PromptTokenizerOptions = {},
+  ) {
     let json: Record<string, unknown>;
     try {
       json =
@@ -49,7 +52,10 @@ export class PromptTokenizer {
             ? JSON.parse(new TextDecoder().decode(tokenizerJson))
             : tokenizerJson;
     } catch (err) {
-      throw new BundleError(`tokenizer.json: not valid JSON (${(err as Error).message})`, { file: "tokenizer.json", cause: err });
+      throw new BundleError(`tokenizer.json: not valid JSON (${(err as Error).message})`, {
+        file: "tokenizer.json",
+        cause: err,
+      });
     }
     this.tokenizer = new Tokenizer(json, {});
     this.lower = lowercases(json.normalizer);
@@ -63,7 +69,10 @@ export class PromptTokenizer {
     const path = tok.files.find((f) => f.endsWith("tokenizer.json")) ?? tok.files[0];
     const bytes = files.get(path);
     if (!bytes) throw new BundleError(`${path}: not loaded`, { file: path });
-    return new PromptTokenizer(bytes, { maxLength: tok.max_length, padTokenId: tok.pad_token_id ?? tok.eos_token_id ?? 0 });
+    return new PromptTokenizer(bytes, {
+      maxLength: tok.max_length,
+      padTokenId: tok.pad_token_id ?? tok.eos_token_id ?? 0,
+    });
   }
 
   /** The ids `tokenizers`' `encode(text).ids` gives (special tokens included, no padding). */
@@ -74,7 +83,8 @@ export class PromptTokenizer {
   /** `maxLength` int32 ids: truncated keeping the final end token, padded with the pad id. */
   encode(text: string): Int32Array {
     let ids = this.encodeIds(text);
-    if (ids.length > this.maxLength) ids = [...ids.slice(0, this.maxLength - 1), ids[ids.length - 1]];
+    if (ids.length > this.maxLength)
+      ids = [...ids.slice(0, this.maxLength - 1), ids[ids.length - 1]];
     const out = new Int32Array(this.maxLength).fill(this.padTokenId);
     out.set(ids);
     return out;

@@ -53,7 +53,17 @@ export interface LoadStats {
    * bytes), `zstd`, `unshuffle`, `rawSha256` (only with verify "full"), `cache` (get and put)
    * and `consume` (the `onFile` consumer, e.g. the GPU upload).
    */
-  ms: { total: number; fetch: number; decode: number; sha256: number; zstd: number; unshuffle: number; rawSha256: number; cache: number; consume: number };
+  ms: {
+    total: number;
+    fetch: number;
+    decode: number;
+    sha256: number;
+    zstd: number;
+    unshuffle: number;
+    rawSha256: number;
+    cache: number;
+    consume: number;
+  };
 }
 
 /** Something that went wrong without failing the load (e.g. a verified file the cache could not store). */
@@ -130,7 +140,6 @@ export interface LoadedBundle {
   /** The Hub commit the manifest was read at (its URL's `resolve/<commit>/`, or the server's `X-Repo-Commit`), where known. */
   commit?: string;
 }
-
 
 /** A verified file as `streamBundleFiles` hands it to its consumer. */
 export interface LoadedFile {
@@ -231,7 +240,14 @@ export interface GeneratedImage {
   /** The image in [0, 1], float32 [height, width, 3] (what the native pipeline returns). */
   float: Float32Array;
   /** Milliseconds per stage. */
-  timings: { textEncoder: number; unet: number; vae: number; total: number; steps: number; perStep: number[] };
+  timings: {
+    textEncoder: number;
+    unet: number;
+    vae: number;
+    total: number;
+    steps: number;
+    perStep: number[];
+  };
   /** What made it, defaults filled in (`imageMetadata(parameters)` gives its PNG text). */
   parameters: GenerationParameters;
 }

@@ -17,18 +17,23 @@ import type { FileConsumer, LoadedBundle, LoadedFile, LoadOptions } from "./type
 function paramFor(t: Tensor, dtype: "float32" | "float16"): HostTensor {
   if (t.dtype === "float16") {
     const bits = t.data as Uint16Array;
-    return dtype === "float16" ? { dtype, shape: t.shape, data: bits } : { dtype, shape: t.shape, data: halfToFloat32(bits) };
+    return dtype === "float16"
+      ? { dtype, shape: t.shape, data: bits }
+      : { dtype, shape: t.shape, data: halfToFloat32(bits) };
   }
   if (t.dtype === "float32") {
     const values = t.data as Float32Array;
-    return dtype === "float32" ? { dtype, shape: t.shape, data: values } : { dtype, shape: t.shape, data: float32ToHalf(values) };
+    return dtype === "float32"
+      ? { dtype, shape: t.shape, data: values }
+      : { dtype, shape: t.shape, data: float32ToHalf(values) };
   }
   if (t.dtype === "int32") return { dtype: "int32", shape: t.shape, data: t.data as Int32Array };
   // Packed codes of a quantized weight (formats/README.md, "Quantized weights"): uploaded as stored.
   if (t.dtype === "uint32") return { dtype: "uint32", shape: t.shape, data: t.data as Uint32Array };
-  throw new UnsupportedError(`parameter ${t.name} has dtype ${t.dtype}, which the web runtime cannot upload`);
+  throw new UnsupportedError(
+    `parameter ${t.name} has dtype ${t.dtype}, which the web runtime cannot upload`,
+  );
 }
-
 
 /** What `streamWeights` needs besides the loader's options. */
 export interface StreamWeightsOptions extends LoadOptions {
@@ -47,7 +52,11 @@ export interface StreamWeightsOptions extends LoadOptions {
 }
 
 /** A promise with its resolve/reject at hand. */
-function deferred<T>(): { promise: Promise<T>; resolve: (v: T) => void; reject: (e: unknown) => void } {
+function deferred<T>(): {
+  promise: Promise<T>;
+  resolve: (v: T) => void;
+  reject: (e: unknown) => void;
+} {
   let resolve!: (v: T) => void;
   let reject!: (e: unknown) => void;
   const promise = new Promise<T>((res, rej) => {
@@ -104,9 +113,17 @@ class WeightRouter {
   ) {
     for (const name of components) {
       const comp = manifest.components[name];
-      if (!comp) throw new BundleError(`bundle has no component ${JSON.stringify(name)}`, { file: MANIFEST_NAME });
+      if (!comp)
+        throw new BundleError(`bundle has no component ${JSON.stringify(name)}`, {
+          file: MANIFEST_NAME,
+        });
       const paramIndex = new Map(comp.params.map((p, i) => [p, i]));
-      this.uploads.set(name, { name, loader: deferred(), paramIndex, remaining: comp.params.length });
+      this.uploads.set(name, {
+        name,
+        loader: deferred(),
+        paramIndex,
+        remaining: comp.params.length,
+      });
     }
     this.named = referencedPaths(manifest);
     this.namedLeft = included.filter((e) => this.named.has(e.path)).length;
@@ -140,7 +157,10 @@ class WeightRouter {
     for (const upload of this.uploads.values()) {
       if (upload.remaining > 0) {
         const weights = this.manifest.components[upload.name].weights;
-        throw new BundleError(`${upload.name}: ${upload.remaining} parameters were not loaded (are all shards of ${weights} included?)`, { file: weights });
+        throw new BundleError(
+          `${upload.name}: ${upload.remaining} parameters were not loaded (are all shards of ${weights} included?)`,
+          { file: weights },
+        );
       }
     }
     const components: Record<string, GpuComponent> = {};
@@ -157,8 +177,16 @@ class WeightRouter {
   /** Free what is on the GPU: finished components, and the loaders of the others. */
   dispose(): void {
     for (const upload of this.uploads.values()) {
-      if (upload.finished) upload.finished.then((c) => c.dispose(), () => {});
-      else upload.loader.promise.then((l) => l.dispose(), () => {});
+      if (upload.finished)
+        upload.finished.then(
+          (c) => c.dispose(),
+          () => {},
+        );
+      else
+        upload.loader.promise.then(
+          (l) => l.dispose(),
+          () => {},
+        );
     }
   }
 
@@ -167,7 +195,8 @@ class WeightRouter {
     for (const upload of this.uploads.values()) {
       if (this.manifest.components[upload.name].weights !== path) continue;
       upload.layout = componentLayout(this.manifest, upload.name, content);
-      for (const shard of upload.layout.shards.keys()) this.owners.set(shard, [...(this.owners.get(shard) ?? []), upload]);
+      for (const shard of upload.layout.shards.keys())
+        this.owners.set(shard, [...(this.owners.get(shard) ?? []), upload]);
     }
   }
 
@@ -183,7 +212,12 @@ class WeightRouter {
     this.allNamedIn.resolve();
   }
 
-  private async upload(upload: ComponentUpload, path: string, content: Uint8Array, signal: AbortSignal): Promise<void> {
+  private async upload(
+    upload: ComponentUpload,
+    path: string,
+    content: Uint8Array,
+    signal: AbortSignal,
+  ): Promise<void> {
     const loader = await untilAborted(upload.loader.promise, signal);
     const shard = upload.layout!.shards.get(path)!;
     for (const t of shardTensors(content, shard, path)) {
@@ -193,7 +227,10 @@ class WeightRouter {
     if (upload.remaining === 0) {
       this.opts.onComponent?.(upload.name, this.done, this.uploads.size);
       upload.finished = loader.finish();
-      upload.finished.then(() => (this.done += 1), () => {});
+      upload.finished.then(
+        () => (this.done += 1),
+        () => {},
+      );
     }
   }
 }
@@ -215,13 +252,35 @@ export async function streamWeights(
   const fetched = await manifestOf(source, opts);
   const { manifest } = fetched;
   const included = manifest.files.filter((f) => !opts.include || opts.include(f, manifest));
-  const names = opts.components ?? Object.keys(manifest.components).filter((c) => included.some((e) => e.path === manifest.components[c].weights));
+  const names =
+    opts.components ??
+    Object.keys(manifest.components).filter((c) =>
+      included.some((e) => e.path === manifest.components[c].weights),
+    );
   const router = new WeightRouter(manifest, included, names, opts);
   try {
-    const consumer: FileConsumer = { releases: true, first: (entry) => router.isNamed(entry), onFile: (file, signal) => router.onFile(file, signal) };
-    const { manifestUrl, baseUrl, commit, warnings, stats } = await streamBundleFiles(fetched, consumer, opts);
+    const consumer: FileConsumer = {
+      releases: true,
+      first: (entry) => router.isNamed(entry),
+      onFile: (file, signal) => router.onFile(file, signal),
+    };
+    const { manifestUrl, baseUrl, commit, warnings, stats } = await streamBundleFiles(
+      fetched,
+      consumer,
+      opts,
+    );
     const components = await router.finished();
-    const bundle: LoadedBundle = { manifest, manifestUrl, baseUrl, commit, files: router.files, indexes: router.indexes(), tensors: {}, warnings, stats };
+    const bundle: LoadedBundle = {
+      manifest,
+      manifestUrl,
+      baseUrl,
+      commit,
+      files: router.files,
+      indexes: router.indexes(),
+      tensors: {},
+      warnings,
+      stats,
+    };
     return { bundle, components };
   } catch (err) {
     router.dispose();
@@ -230,12 +289,21 @@ export async function streamWeights(
 }
 
 /** A `ComponentLoader` over a backend without `beginComponent`: collects the parameters, then `loadComponent`. */
-export function collectingLoader(backend: GpuBackend, name: string, wasm: Uint8Array, count: number): ComponentLoader {
+export function collectingLoader(
+  backend: GpuBackend,
+  name: string,
+  wasm: Uint8Array,
+  count: number,
+): ComponentLoader {
   let params: HostTensor[] = new Array(count);
   return {
     // A copy: the tensor may be a view of a shard the loader lets go of once this returns.
-    setParam: (i, t) => { params[i] = { dtype: t.dtype, shape: t.shape, data: t.data.slice() }; },
+    setParam: (i, t) => {
+      params[i] = { dtype: t.dtype, shape: t.shape, data: t.data.slice() };
+    },
     finish: () => backend.loadComponent(name, wasm, params).finally(() => (params = [])),
-    dispose: () => { params = []; },
+    dispose: () => {
+      params = [];
+    },
   };
 }

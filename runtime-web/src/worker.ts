@@ -29,13 +29,20 @@ export interface ModelWorkerOptions {
  * Answer the page's requests (see `loadModelInWorker`) on `scope` (default: this worker's global
  * scope). Requests run one at a time, in order; an abort reaches the one it names at once.
  */
-export function handleModelRequests(scope: MessageScope = globalThis as unknown as MessageScope, options: ModelWorkerOptions = {}): void {
+export function handleModelRequests(
+  scope: MessageScope = globalThis as unknown as MessageScope,
+  options: ModelWorkerOptions = {},
+): void {
   let model: Pipeline | undefined;
   let queue: Promise<void> = Promise.resolve();
   const running = new Map<number, AbortController>();
-  const post = (message: EngineResponse, transfer: Transferable[] = []) => scope.postMessage(message, transfer);
+  const post = (message: EngineResponse, transfer: Transferable[] = []) =>
+    scope.postMessage(message, transfer);
 
-  const handle = async (req: Exclude<EngineRequest, { type: "abort" }>, signal: AbortSignal): Promise<void> => {
+  const handle = async (
+    req: Exclude<EngineRequest, { type: "abort" }>,
+    signal: AbortSignal,
+  ): Promise<void> => {
     if (req.type === "dispose") {
       model?.dispose();
       model = undefined;
@@ -47,19 +54,43 @@ export function handleModelRequests(scope: MessageScope = globalThis as unknown 
       model = undefined;
       const backend = options.createBackend ? await options.createBackend() : undefined;
       try {
-        model = await loadModel(req.spec, { ...req.options, backend, signal, onProgress: (progress) => post({ type: "progress", id: req.id, progress }) });
+        model = await loadModel(req.spec, {
+          ...req.options,
+          backend,
+          signal,
+          onProgress: (progress) => post({ type: "progress", id: req.id, progress }),
+        });
       } catch (err) {
         backend?.dispose();
         throw err;
       }
       const { manifest, manifestUrl, commit, stats, warnings } = model.bundle;
-      const info = { manifest, manifestUrl, variant: model.variant, gpu: model.gpu, commit, stats, warnings: warnings.map(({ file, message }) => ({ file, message })) };
+      const info = {
+        manifest,
+        manifestUrl,
+        variant: model.variant,
+        gpu: model.gpu,
+        commit,
+        stats,
+        warnings: warnings.map(({ file, message }) => ({ file, message })),
+      };
       post({ type: "loaded", id: req.id, model: info });
       return;
     }
-    if (!model) throw new UnsupportedError("no model is loaded in this worker", "call loadModelInWorker first");
-    const image = await model.generate({ ...req.options, signal, onStep: (step, total) => post({ type: "step", id: req.id, step, total }) });
-    post({ type: "image", id: req.id, image }, [image.rgba.buffer as ArrayBuffer, image.float.buffer as ArrayBuffer]);
+    if (!model)
+      throw new UnsupportedError(
+        "no model is loaded in this worker",
+        "call loadModelInWorker first",
+      );
+    const image = await model.generate({
+      ...req.options,
+      signal,
+      onStep: (step, total) => post({ type: "step", id: req.id, step, total }),
+    });
+    post({ type: "image", id: req.id, image }, [
+      image.rgba.buffer as ArrayBuffer,
+      image.float.buffer as ArrayBuffer,
+    ]);
   };
 
   scope.addEventListener("message", ({ data: req }) => {

@@ -9,7 +9,13 @@
  *   const image = await model.generate({ prompt: "a castle", seed: 42, onStep: (i, n) => bar(i / n) });
  */
 import { BundleError } from "./errors.js";
-import { fromWire, type EngineRequest, type EngineResponse, type LoadedModelInfo, type WorkerLoadOptions } from "./engineProtocol.js";
+import {
+  fromWire,
+  type EngineRequest,
+  type EngineResponse,
+  type LoadedModelInfo,
+  type WorkerLoadOptions,
+} from "./engineProtocol.js";
 import type { GpuInfo } from "./gpu.js";
 import type { LoadStats } from "./types.js";
 import type { Manifest } from "./formats.js";
@@ -20,7 +26,10 @@ import type { GeneratedImage, GenerateOptions, ModelLoadProgress } from "./types
 export interface EngineWorker {
   postMessage(message: EngineRequest, transfer?: Transferable[]): void;
   addEventListener(type: "message", listener: (event: { data: EngineResponse }) => void): void;
-  addEventListener(type: "error" | "messageerror", listener: (event: { message?: string }) => void): void;
+  addEventListener(
+    type: "error" | "messageerror",
+    listener: (event: { message?: string }) => void,
+  ): void;
 }
 
 /** `loadModel`'s options that work across the worker boundary (a cache by name; no `fetch` or `backend`). */
@@ -60,9 +69,12 @@ class EngineClient {
       else p.resolve(data);
     });
     const fail = (event: { message?: string }) => {
-      this.failed = new BundleError(`the model worker failed: ${event?.message || "its script did not load or threw"}`, {
-        hint: "check that the worker script is built and served next to the page (see the README's Web Worker section)",
-      });
+      this.failed = new BundleError(
+        `the model worker failed: ${event?.message || "its script did not load or threw"}`,
+        {
+          hint: "check that the worker script is built and served next to the page (see the README's Web Worker section)",
+        },
+      );
       for (const p of this.pending.values()) p.reject(this.failed);
       this.pending.clear();
     };
@@ -71,14 +83,28 @@ class EngineClient {
   }
 
   /** Send a request; resolves with its final reply. An aborted `signal` asks the worker to stop it. */
-  request(message: Unnumbered<Exclude<EngineRequest, { type: "abort" }>>, callbacks: Omit<Pending, "resolve" | "reject">, signal?: AbortSignal): Promise<EngineResponse> {
+  request(
+    message: Unnumbered<Exclude<EngineRequest, { type: "abort" }>>,
+    callbacks: Omit<Pending, "resolve" | "reject">,
+    signal?: AbortSignal,
+  ): Promise<EngineResponse> {
     if (this.failed) return Promise.reject(this.failed);
     const id = this.nextId++;
     return new Promise<EngineResponse>((resolve, reject) => {
       const onAbort = () => this.worker.postMessage({ type: "abort", id });
       signal?.addEventListener("abort", onAbort, { once: true });
       const done = () => signal?.removeEventListener("abort", onAbort);
-      this.pending.set(id, { ...callbacks, resolve: (v) => { done(); resolve(v); }, reject: (e) => { done(); reject(e); } });
+      this.pending.set(id, {
+        ...callbacks,
+        resolve: (v) => {
+          done();
+          resolve(v);
+        },
+        reject: (e) => {
+          done();
+          reject(e);
+        },
+      });
       this.worker.postMessage({ ...message, id } as EngineRequest);
       if (signal?.aborted) onAbort();
     });
@@ -96,8 +122,19 @@ export class WorkerModel {
   readonly stats?: LoadStats;
   readonly warnings: LoadedModelInfo["warnings"];
 
-  constructor(private readonly client: EngineClient, info: LoadedModelInfo) {
-    ({ manifest: this.manifest, manifestUrl: this.manifestUrl, variant: this.variant, gpu: this.gpu, commit: this.commit, stats: this.stats, warnings: this.warnings } = info);
+  constructor(
+    private readonly client: EngineClient,
+    info: LoadedModelInfo,
+  ) {
+    ({
+      manifest: this.manifest,
+      manifestUrl: this.manifestUrl,
+      variant: this.variant,
+      gpu: this.gpu,
+      commit: this.commit,
+      stats: this.stats,
+      warnings: this.warnings,
+    } = info);
   }
 
   /** `ORG/NAME@VERSION` from the manifest. */
@@ -123,13 +160,32 @@ export class WorkerModel {
  * does on the page. The spec is checked here first (a bad spec fails without a round trip); URLs
  * are resolved against the page, not the worker's script.
  */
-export async function loadModelInWorker(worker: EngineWorker, spec: ModelSpec, opts: WorkerModelLoadOptions = {}): Promise<WorkerModel> {
+export async function loadModelInWorker(
+  worker: EngineWorker,
+  spec: ModelSpec,
+  opts: WorkerModelLoadOptions = {},
+): Promise<WorkerModel> {
   const parsed = parseModelSpec(spec);
-  const wireSpec: string | LockRecord = parsed.kind === "url" ? new URL(String(parsed.url), here()).href : parsed.kind === "lock" ? parsed.lock : (spec as string);
-  if (typeof opts.cache === "object") throw new BundleError("a ContentCache object cannot cross into a worker", { hint: 'name the cache instead: "cache-api", "opfs", "indexeddb" or "none"' });
+  const wireSpec: string | LockRecord =
+    parsed.kind === "url"
+      ? new URL(String(parsed.url), here()).href
+      : parsed.kind === "lock"
+        ? parsed.lock
+        : (spec as string);
+  if (typeof opts.cache === "object")
+    throw new BundleError("a ContentCache object cannot cross into a worker", {
+      hint: 'name the cache instead: "cache-api", "opfs", "indexeddb" or "none"',
+    });
   const { onProgress, signal, workerUrl, ...rest } = opts;
-  const options: WorkerLoadOptions = { ...rest, ...(workerUrl === undefined ? {} : { workerUrl: new URL(String(workerUrl), here()).href }) };
+  const options: WorkerLoadOptions = {
+    ...rest,
+    ...(workerUrl === undefined ? {} : { workerUrl: new URL(String(workerUrl), here()).href }),
+  };
   const client = new EngineClient(worker);
-  const reply = await client.request({ type: "load", spec: wireSpec, options }, { onProgress }, signal);
+  const reply = await client.request(
+    { type: "load", spec: wireSpec, options },
+    { onProgress },
+    signal,
+  );
   return new WorkerModel(client, (reply as Extract<EngineResponse, { type: "loaded" }>).model);
 }

@@ -19,7 +19,10 @@ class FakeCacheStorage {
 
 const SHA = "ab".repeat(32);
 
-for (const make of [() => new MemoryCache(), () => new BrowserCache("t", new FakeCacheStorage() as unknown as CacheStorage)]) {
+for (const make of [
+  () => new MemoryCache(),
+  () => new BrowserCache("t", new FakeCacheStorage() as unknown as CacheStorage),
+]) {
   test(`${make().constructor.name}: put, get, delete by sha256`, async () => {
     const cache = make();
     assert.equal(await cache.get(SHA), undefined);

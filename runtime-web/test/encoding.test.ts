@@ -1,11 +1,17 @@
 /** encoding.ts: zstd frames, the byte-plane unshuffle (fast paths against the spec's byte loop) and decodeShard. */
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
-import { readFileSync, } from "node:fs";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 
-import { decodeShard, unshuffle, unshuffleInto, unshuffleReference, zstdContentSize } from "../src/encoding.js";
+import {
+  decodeShard,
+  unshuffle,
+  unshuffleInto,
+  unshuffleReference,
+  zstdContentSize,
+} from "../src/encoding.js";
 import type { FileEntry } from "../src/formats.js";
 
 import { TESTDATA } from "./helpers.js";
@@ -17,7 +23,8 @@ const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
 const _golden = JSON.parse(manifestText) as { files: FileEntry[] };
 
 describe("encoding", () => {
-  const entryOf = (path: string): FileEntry => goldenManifest.files.find((f: FileEntry) => f.path === path);
+  const entryOf = (path: string): FileEntry =>
+    goldenManifest.files.find((f: FileEntry) => f.path === path);
   const stored = (path: string) => new Uint8Array(readFileSync(join(TESTDATA, "bundle", path)));
 
   test("decodeShard decodes every golden shard to its raw_sha256", async () => {
@@ -35,13 +42,19 @@ describe("encoding", () => {
 
   test("unshuffle inverts the byte-plane shuffle, trailing bytes kept", () => {
     // elements [1,2,3] [4,5,6] shuffled with k=3 → planes 1 4 | 2 5 | 3 6, then a trailing 7
-    assert.deepEqual([...unshuffle(Uint8Array.from([1, 4, 2, 5, 3, 6, 7]), 3)], [1, 2, 3, 4, 5, 6, 7]);
+    assert.deepEqual(
+      [...unshuffle(Uint8Array.from([1, 4, 2, 5, 3, 6, 7]), 3)],
+      [1, 2, 3, 4, 5, 6, 7],
+    );
     assert.deepEqual([...unshuffle(Uint8Array.from([9]), 2)], [9]);
   });
 
   test("decodeShard names the file on a size mismatch", async () => {
     const path = "weights/unet/params_shard_3.bin.zst";
-    await assert.rejects(decodeShard(stored(path).subarray(1), entryOf(path)), /params_shard_3\.bin\.zst: size 24 != 25/);
+    await assert.rejects(
+      decodeShard(stored(path).subarray(1), entryOf(path)),
+      /params_shard_3\.bin\.zst: size 24 != 25/,
+    );
   });
 });
 
@@ -55,7 +68,11 @@ describe("unshuffle", () => {
           const want = unshuffleReference(src, k);
           assert.deepEqual(unshuffle(src, k), want, `k=${k} len=${len} offset=${offset}`);
           const dst = new Uint8Array(len + offset).subarray(offset);
-          assert.deepEqual(unshuffleInto(src, k, dst), want, `into: k=${k} len=${len} offset=${offset}`);
+          assert.deepEqual(
+            unshuffleInto(src, k, dst),
+            want,
+            `into: k=${k} len=${len} offset=${offset}`,
+          );
         }
       }
     }
@@ -72,7 +89,10 @@ describe("unshuffle", () => {
 
   test("a known answer, and a destination of the wrong size is refused", () => {
     // float16 1.0 (0x3c00) and 2.0 (0x4000), shuffled: low bytes 00 00, then high bytes 3c 40
-    assert.deepEqual([...unshuffle(Uint8Array.from([0, 0, 0, 0, 0x3c, 0x40, 0x3c, 0x40]), 2)], [0, 0x3c, 0, 0x40, 0, 0x3c, 0, 0x40]);
+    assert.deepEqual(
+      [...unshuffle(Uint8Array.from([0, 0, 0, 0, 0x3c, 0x40, 0x3c, 0x40]), 2)],
+      [0, 0x3c, 0, 0x40, 0, 0x3c, 0, 0x40],
+    );
     assert.throws(() => unshuffleInto(new Uint8Array(8), 2, new Uint8Array(7)), RangeError);
   });
 });

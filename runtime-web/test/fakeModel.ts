@@ -17,7 +17,6 @@ export const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex
 /** The hidden size of the stand-in text encoder. */
 export const C = 32;
 
-
 /** The golden bundle plus libs for webgpu-float32/-float16 and llvm, and a vae_decoder component. */
 export function extendedBundle(): { dir: string; remove: () => void; manifest: Manifest } {
   const copy = bundleCopy();
@@ -33,12 +32,21 @@ export function extendedBundle(): { dir: string; remove: () => void; manifest: M
       libs[comp] = path;
     }
     const features = kind === "webgpu" && dtype === "float16" ? ["shader-f16"] : [];
-    m.targets[`${kind}-${dtype}`] = { kind, dtype, target: { kind }, libs, requirements: { features, max_buffer_bytes: 1 << 20 } };
+    m.targets[`${kind}-${dtype}`] = {
+      kind,
+      dtype,
+      target: { kind },
+      libs,
+      requirements: { features, max_buffer_bytes: 1 << 20 },
+    };
   };
   lib("webgpu", "float32", "wasm");
   lib("webgpu", "float16", "wasm");
   lib("llvm", "float32", "so");
-  m.components.vae_decoder = { ...m.components.text_encoder, inputs: [{ name: "latents", dtype: "float32", shape: [1, 4, 8, 8] }] };
+  m.components.vae_decoder = {
+    ...m.components.text_encoder,
+    inputs: [{ name: "latents", dtype: "float32", shape: [1, 4, 8, 8] }],
+  };
   m.files.sort((a: { path: string }, b: { path: string }) => (a.path < b.path ? -1 : 1));
   const text = JSON.stringify(m);
   writeFileSync(join(copy.dir, "manifest.json"), text);
@@ -51,20 +59,37 @@ export interface Call {
 }
 
 /** A backend whose components compute simple known functions and record their inputs. */
-export function fakeBackend(features: string[] = []): GpuBackend & { calls: Call[]; loaded: Map<string, HostTensor[]>; disposed: boolean } {
+export function fakeBackend(
+  features: string[] = [],
+): GpuBackend & { calls: Call[]; loaded: Map<string, HostTensor[]>; disposed: boolean } {
   const calls: Call[] = [];
   const loaded = new Map<string, HostTensor[]>();
-  const info: GpuInfo = { description: "fake", features, maxBufferSize: 1 << 30, maxStorageBufferBindingSize: 1 << 30 };
-  const asFloat = (t: HostTensor) => (t.dtype === "float16" ? halfToFloat32(t.data as Uint16Array) : (t.data as Float32Array));
+  const info: GpuInfo = {
+    description: "fake",
+    features,
+    maxBufferSize: 1 << 30,
+    maxStorageBufferBindingSize: 1 << 30,
+  };
+  const asFloat = (t: HostTensor) =>
+    t.dtype === "float16" ? halfToFloat32(t.data as Uint16Array) : (t.data as Float32Array);
   const wrap = (t: HostTensor, values: Float32Array, shape: number[]): HostTensor =>
-    t.dtype === "float16" ? { dtype: "float16", shape, data: float32ToHalf(values) } : { dtype: "float32", shape, data: values };
+    t.dtype === "float16"
+      ? { dtype: "float16", shape, data: float32ToHalf(values) }
+      : { dtype: "float32", shape, data: values };
   const backend = {
     info,
     calls,
     loaded,
     disposed: false,
-    async loadComponent(name: string, _wasm: Uint8Array, params: HostTensor[]): Promise<GpuComponent> {
-      const component = name.split("/").pop()!.replace(/\.wasm$/, "");
+    async loadComponent(
+      name: string,
+      _wasm: Uint8Array,
+      params: HostTensor[],
+    ): Promise<GpuComponent> {
+      const component = name
+        .split("/")
+        .pop()!
+        .replace(/\.wasm$/, "");
       loaded.set(name, params);
       return {
         async run(inputs: HostTensor[]): Promise<HostTensor> {
@@ -72,7 +97,11 @@ export function fakeBackend(features: string[] = []): GpuBackend & { calls: Call
           if (component === "text_encoder") {
             const ids = inputs[0].data as Int32Array;
             const out = new Float32Array(77 * C).map((_, i) => ids[Math.floor(i / C)] / 1000);
-            return { dtype: params[0].dtype, shape: [1, 77, C], data: params[0].dtype === "float16" ? float32ToHalf(out) : out };
+            return {
+              dtype: params[0].dtype,
+              shape: [1, 77, C],
+              data: params[0].dtype === "float16" ? float32ToHalf(out) : out,
+            };
           }
           if (component === "unet") {
             const x = asFloat(inputs[0]);
@@ -100,4 +129,3 @@ export function fakeBackend(features: string[] = []): GpuBackend & { calls: Call
   };
   return backend;
 }
-

@@ -41,11 +41,15 @@ test("the format constants are formats/constants.json's and the schemas' values"
   // The golden bundle says the same.
   const golden = readJson("bundle/manifest.json");
   assert.equal(golden.tokenizer.max_length, TEXT_MAX_LENGTH);
-  for (const name of Object.keys(golden.components)) assert.ok((COMPONENTS as readonly string[]).includes(name), name);
+  for (const name of Object.keys(golden.components))
+    assert.ok((COMPONENTS as readonly string[]).includes(name), name);
 });
 
 test("the generated validators are plain code: no eval or new Function (strict CSP pages), no imports", () => {
-  const source = readFileSync(fileURLToPath(new URL("../src/generated/validators.js", import.meta.url)), "utf8");
+  const source = readFileSync(
+    fileURLToPath(new URL("../src/generated/validators.js", import.meta.url)),
+    "utf8",
+  );
   assert.doesNotMatch(source, /new Function|\beval\s*\(|Function\s*\(/);
   assert.doesNotMatch(source, /\brequire\s*\(|^\s*import\b/m);
   const generated = readFileSync(repoFile("runtime-web/src/generated/validators.ts"), "utf8");
@@ -56,8 +60,18 @@ test("the generated validators check what the schemas say", () => {
   const golden = readJson("bundle/manifest.json");
   assert.equal(manifest(golden), true);
   assert.equal(manifest({ ...golden, dtype: "bfloat16" }), false);
-  assert.equal((manifest as unknown as { errors: { instancePath: string }[] }).errors[0].instancePath, "/dtype");
-  const record = { lock_version: 1, repo: "org/name", version: "1.0.0", commit: "a".repeat(40), manifest_sha256: "b".repeat(64), endpoint: "https://huggingface.co" };
+  assert.equal(
+    (manifest as unknown as { errors: { instancePath: string }[] }).errors[0].instancePath,
+    "/dtype",
+  );
+  const record = {
+    lock_version: 1,
+    repo: "org/name",
+    version: "1.0.0",
+    commit: "a".repeat(40),
+    manifest_sha256: "b".repeat(64),
+    endpoint: "https://huggingface.co",
+  };
   assert.equal(lock(record), true);
   assert.equal(lock({ ...record, repo: "org/na--me" }), false); // the schema's `not` rule
   assert.equal(lock({ ...record, extra: 1 }), false);

@@ -31,7 +31,14 @@ test("detectDevice falls back to the low-power preference, then gives up with th
   assert.equal(await detectDevice(lib as never, noSleep), device);
   assert.deepEqual(asked, ["high-performance", "high-performance", "low-power"]);
 
-  const never = { detectGPUDevice: async () => { throw new Error("no GPU here"); } };
-  await assert.rejects(detectDevice(never as never, noSleep), (e: unknown) =>
-    e instanceof UnsupportedError && /after 3 requests: no GPU here/.test((e as Error).message));
+  const never = {
+    detectGPUDevice: async () => {
+      throw new Error("no GPU here");
+    },
+  };
+  await assert.rejects(
+    detectDevice(never as never, noSleep),
+    (e: unknown) =>
+      e instanceof UnsupportedError && /after 3 requests: no GPU here/.test((e as Error).message),
+  );
 });

@@ -43,7 +43,12 @@ export async function serve(root: string, prefix = "/"): Promise<FileServer> {
     }
     try {
       const body = readFileSync(file);
-      res.writeHead(200, { "content-type": "application/octet-stream", "content-length": body.length }).end(body);
+      res
+        .writeHead(200, {
+          "content-type": "application/octet-stream",
+          "content-length": body.length,
+        })
+        .end(body);
     } catch {
       res.writeHead(404).end();
     }
@@ -81,9 +86,14 @@ export async function bundleError(p: Promise<unknown>): Promise<BundleError> {
  * repository or revision) and `GET /{repo}/resolve/{rev}/{path}`, as the Hub and `packer serve`
  * answer them.
  */
-export async function serveHub(root: string, repo: string, refs: Record<string, string>): Promise<FileServer> {
+export async function serveHub(
+  root: string,
+  repo: string,
+  refs: Record<string, string>,
+): Promise<FileServer> {
   const requests: string[] = [];
-  const commitOf = (rev: string) => refs[rev] ?? (Object.values(refs).includes(rev) ? rev : undefined);
+  const commitOf = (rev: string) =>
+    refs[rev] ?? (Object.values(refs).includes(rev) ? rev : undefined);
   const server: Server = createServer((req, res) => {
     const path = decodeURIComponent(new URL(req.url ?? "/", "http://x").pathname);
     requests.push(path);
@@ -91,10 +101,19 @@ export async function serveHub(root: string, repo: string, refs: Record<string, 
     const resolve = /^\/([^/]+\/[^/]+)\/resolve\/([^/]+)\/(.+)$/.exec(path);
     const match = api ?? resolve;
     if (!match) return void res.writeHead(404, { "x-error-code": "EntryNotFound" }).end();
-    if (match[1] !== repo) return void res.writeHead(404, { "x-error-code": "RepoNotFound" }).end('{"error":"Repository not found"}');
+    if (match[1] !== repo)
+      return void res
+        .writeHead(404, { "x-error-code": "RepoNotFound" })
+        .end('{"error":"Repository not found"}');
     const commit = commitOf(match[2]);
-    if (!commit) return void res.writeHead(404, { "x-error-code": "RevisionNotFound" }).end('{"error":"Invalid rev id"}');
-    if (api) return void res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ id: repo, sha: commit, siblings: [] }));
+    if (!commit)
+      return void res
+        .writeHead(404, { "x-error-code": "RevisionNotFound" })
+        .end('{"error":"Invalid rev id"}');
+    if (api)
+      return void res
+        .writeHead(200, { "content-type": "application/json" })
+        .end(JSON.stringify({ id: repo, sha: commit, siblings: [] }));
     const file = normalize(join(root, resolve![3]));
     try {
       if (!file.startsWith(root + sep)) throw new Error("outside");
@@ -106,5 +125,9 @@ export async function serveHub(root: string, repo: string, refs: Record<string, 
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   const { port } = server.address() as AddressInfo;
-  return { url: `http://127.0.0.1:${port}`, requests, close: () => new Promise((resolve) => server.close(() => resolve())) };
+  return {
+    url: `http://127.0.0.1:${port}`,
+    requests,
+    close: () => new Promise((resolve) => server.close(() => resolve())),
+  };
 }

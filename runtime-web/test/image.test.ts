@@ -12,7 +12,11 @@ describe("images", () => {
     assert.deepEqual([...rgba.subarray(0, 8)], [0, 128, 128, 255, 128, 127, 128, 255]);
     assert.deepEqual([...rgba.subarray(8, 16)], [255, 255, 128, 255, 191, 0, 128, 255]);
     // v * 255 landing exactly on .5 rounds to even, as numpy does: 126.5 → 126, 131.5 → 132, 127.5 → 128.
-    const halves = toImage(new Float32Array([-0.00784313678741455, 0.0313725471496582, 0]), 1, 1).rgba;
+    const halves = toImage(
+      new Float32Array([-0.00784313678741455, 0.0313725471496582, 0]),
+      1,
+      1,
+    ).rgba;
     assert.deepEqual([...halves], [126, 132, 128, 255]);
   });
 });

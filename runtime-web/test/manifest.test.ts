@@ -1,6 +1,6 @@
 /** manifest.ts: the schema check and the rules the schema cannot say. */
 import assert from "node:assert/strict";
-import { readFileSync, } from "node:fs";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import { parseManifest } from "../src/manifest.js";
@@ -21,12 +21,33 @@ describe("manifest rules", () => {
   });
 
   test("schema violations, unlisted references and bad paths are refused", () => {
-    assert.throws(parse((m) => delete m.noise), /manifest\.json: schema violation at \(root\): must have required property 'noise'/);
-    assert.throws(parse((m) => (m.tokenizer.files = ["tokenizer/missing.json"])), /tokenizer\/missing\.json is referenced but not listed/);
-    assert.throws(parse((m) => (m.files[0].path = "/etc/passwd")), /is absolute/);
-    assert.throws(parse((m) => (m.files[0].path = "a\\b")), /backslash/);
-    assert.throws(parse((m) => m.files.push({ ...m.files[0] })), /listed twice/);
-    assert.throws(parse((m) => (m.components.unet.weights = "weights/../x.json")), /'\.\.'/);
-    assert.throws(parse((m) => (m.format = "other")), /not an sdpack bundle manifest/);
+    assert.throws(
+      parse((m) => delete m.noise),
+      /manifest\.json: schema violation at \(root\): must have required property 'noise'/,
+    );
+    assert.throws(
+      parse((m) => (m.tokenizer.files = ["tokenizer/missing.json"])),
+      /tokenizer\/missing\.json is referenced but not listed/,
+    );
+    assert.throws(
+      parse((m) => (m.files[0].path = "/etc/passwd")),
+      /is absolute/,
+    );
+    assert.throws(
+      parse((m) => (m.files[0].path = "a\\b")),
+      /backslash/,
+    );
+    assert.throws(
+      parse((m) => m.files.push({ ...m.files[0] })),
+      /listed twice/,
+    );
+    assert.throws(
+      parse((m) => (m.components.unet.weights = "weights/../x.json")),
+      /'\.\.'/,
+    );
+    assert.throws(
+      parse((m) => (m.format = "other")),
+      /not an sdpack bundle manifest/,
+    );
   });
 });

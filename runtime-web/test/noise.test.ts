@@ -39,7 +39,9 @@ test("normals match noise.json bit for bit (spec allows 1 ulp)", (t) => {
 test("[1, 4, 64, 64] latents hash to noise.json's sha256 for every seed", () => {
   for (const { seed, shape, sha256_float32_le, sum } of vectors.latents) {
     const x = latents(seed, shape);
-    const digest = createHash("sha256").update(new Uint8Array(x.buffer, x.byteOffset, x.byteLength)).digest("hex");
+    const digest = createHash("sha256")
+      .update(new Uint8Array(x.buffer, x.byteOffset, x.byteLength))
+      .digest("hex");
     assert.equal(digest, sha256_float32_le, `seed ${seed}`);
     assert.ok(Math.abs(x.reduce((a, b) => a + b, 0) - sum) < 1e-6 * x.length);
   }
@@ -49,6 +51,7 @@ test("seeds: bigint, safe integer or decimal string in [0, 2^64)", () => {
   assert.equal(parseSeed("18446744073709551615"), 2n ** 64n - 1n);
   assert.equal(parseSeed(42), 42n);
   assert.deepEqual([...uint32Stream(42, 1)], [...uint32Stream("42", 1)]);
-  for (const bad of ["18446744073709551616", "-1", "1.5", "0x10", 2 ** 60, -3]) assert.throws(() => parseSeed(bad as never), RangeError);
+  for (const bad of ["18446744073709551616", "-1", "1.5", "0x10", 2 ** 60, -3])
+    assert.throws(() => parseSeed(bad as never), RangeError);
   assert.throws(() => uint32Stream(0, 1, 2 ** 32), RangeError);
 });

@@ -21,7 +21,8 @@ describe("quantized weights (formats/testdata/quant.json)", () => {
         const words = Uint32Array.from(c.packed_uint32);
         const raw = new Uint8Array(16 + words.byteLength);
         new DataView(raw.buffer).setUint32(0, 7, true); // another record before it
-        for (let i = 0; i < words.length; i++) new DataView(raw.buffer).setUint32(16 + 4 * i, words[i], true);
+        for (let i = 0; i < words.length; i++)
+          new DataView(raw.buffer).setUint32(16 + 4 * i, words[i], true);
         const shape = [c.shape[0], words.length / c.shape[0]];
         const [, tensor] = shardTensors(
           raw,
@@ -31,14 +32,26 @@ describe("quantized weights (formats/testdata/quant.json)", () => {
             nbytes: raw.byteLength,
             records: [
               { name: "x", shape: [1], dtype: "uint32", format: "raw", nbytes: 4, byteOffset: 0 },
-              { name: "w.packed", shape, dtype: "uint32", format: "raw", nbytes: words.byteLength, byteOffset: 16 },
+              {
+                name: "w.packed",
+                shape,
+                dtype: "uint32",
+                format: "raw",
+                nbytes: words.byteLength,
+                byteOffset: 16,
+              },
             ],
           },
           "test",
         );
         assert.ok(tensor.data instanceof Uint32Array);
         assert.deepEqual(Array.from(tensor.data), c.packed_uint32);
-        const codes = Array.from({ length: words.length * perWord }, (_, k) => (tensor.data[Math.floor(k / perWord)] as number) >>> (bits * (k % perWord)) & ((1 << bits) - 1));
+        const codes = Array.from(
+          { length: words.length * perWord },
+          (_, k) =>
+            ((tensor.data[Math.floor(k / perWord)] as number) >>> (bits * (k % perWord))) &
+            ((1 << bits) - 1),
+        );
         assert.deepEqual(codes, c.codes);
       }
     });

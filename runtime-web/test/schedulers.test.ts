@@ -19,7 +19,9 @@ interface Case {
   records: { t: number; scaled: number[]; model_output: number[]; prev_sample: number[] }[];
 }
 
-const vectors = readJson<{ seed: string; latent_shape: number[]; cases: Case[] }>("schedulers.json");
+const vectors = readJson<{ seed: string; latent_shape: number[]; cases: Case[] }>(
+  "schedulers.json",
+);
 const TOL = 1e-5;
 
 /** max |got - want| / max |want|: the error relative to the values' scale. */
@@ -61,7 +63,11 @@ for (const c of vectors.cases) {
       const t = sched.timesteps[i];
       assert.equal(t, r.t);
       near(sched.scaleModelInput(x, t), r.scaled, `step ${i} scaled input`);
-      near(sched.step(Float32Array.from(r.model_output), t, x), r.prev_sample, `step ${i} prev sample`);
+      near(
+        sched.step(Float32Array.from(r.model_output), t, x),
+        r.prev_sample,
+        `step ${i} prev sample`,
+      );
     });
   });
 
@@ -76,18 +82,28 @@ for (const c of vectors.cases) {
       x = sched.step(Float32Array.from(r.model_output), t, x);
     }
     const err = Math.max(...c.records.at(-1)!.prev_sample.map((v, k) => Math.abs(v - x[k])));
-    assert.ok(err <= TOL * scale, `chained error ${err.toExponential(2)} > ${TOL} x ${scale.toFixed(2)}`);
+    assert.ok(
+      err <= TOL * scale,
+      `chained error ${err.toExponential(2)} > ${TOL} x ${scale.toFixed(2)}`,
+    );
   });
 }
 
 test("every scheduler name has vectors", (t) => {
-  for (const name of SCHEDULER_NAMES) assert.ok(vectors.cases.some((c) => c.scheduler === name), name);
+  for (const name of SCHEDULER_NAMES)
+    assert.ok(
+      vectors.cases.some((c) => c.scheduler === name),
+      name,
+    );
   t.diagnostic(`worst relative error over all scheduler vectors: ${worst.toExponential(2)}`);
 });
 
 test("unsupported scheduler configs are refused by name", () => {
   assert.throws(() => createScheduler("euler", { use_karras_sigmas: true }), UnsupportedError);
-  assert.throws(() => createScheduler("ddim", { beta_schedule: "squaredcos_cap_v2" }), /beta_schedule/);
+  assert.throws(
+    () => createScheduler("ddim", { beta_schedule: "squaredcos_cap_v2" }),
+    /beta_schedule/,
+  );
   assert.throws(() => createScheduler("pndm", { skip_prk_steps: false }), /skip_prk_steps/);
   assert.throws(() => createScheduler("euler-a", {}), /seed/);
   assert.throws(() => createScheduler("lms" as SchedulerName, {}), /unknown scheduler/);

@@ -13,7 +13,8 @@ const tokenizer = new PromptTokenizer(readFileSync(join(TESTDATA, vectors.tokeni
 });
 
 test("raw ids equal Python tokenizers' encode().ids", () => {
-  for (const c of vectors.cases) assert.deepEqual(tokenizer.encodeIds(c.text), c.ids, JSON.stringify(c.text));
+  for (const c of vectors.cases)
+    assert.deepEqual(tokenizer.encodeIds(c.text), c.ids, JSON.stringify(c.text));
 });
 
 test("77 padded/truncated int32 ids equal generate.py's token_ids", () => {
@@ -22,5 +23,8 @@ test("77 padded/truncated int32 ids equal generate.py's token_ids", () => {
     assert.ok(ids instanceof Int32Array && ids.length === 77);
     assert.deepEqual([...ids], c.input_ids, JSON.stringify(c.text));
   }
-  assert.ok(vectors.cases.some((c: { ids: number[] }) => c.ids.length > 77), "vectors include a truncated prompt");
+  assert.ok(
+    vectors.cases.some((c: { ids: number[] }) => c.ids.length > 77),
+    "vectors include a truncated prompt",
+  );
 });

@@ -28,8 +28,17 @@ function webgpuBundle(): { dir: string; remove: () => void } {
     m.files.push({ path, size: bytes.length, sha256: sha(bytes) });
     libs[comp] = path;
   }
-  m.targets["webgpu-float32"] = { kind: "webgpu", dtype: "float32", target: { kind: "webgpu" }, libs, requirements: { features: [] } };
-  m.components.vae_decoder = { ...m.components.text_encoder, inputs: [{ name: "latents", dtype: "float32", shape: [1, 4, 8, 8] }] };
+  m.targets["webgpu-float32"] = {
+    kind: "webgpu",
+    dtype: "float32",
+    target: { kind: "webgpu" },
+    libs,
+    requirements: { features: [] },
+  };
+  m.components.vae_decoder = {
+    ...m.components.text_encoder,
+    inputs: [{ name: "latents", dtype: "float32", shape: [1, 4, 8, 8] }],
+  };
   m.files.sort((a: FileEntry, b: FileEntry) => (a.path < b.path ? -1 : 1));
   writeFileSync(join(copy.dir, "manifest.json"), JSON.stringify(m));
   return copy;
@@ -40,8 +49,18 @@ describe("loadModel streams shards into component loaders", () => {
   function streamingBackend() {
     const log: string[] = [];
     const params = new Map<string, HostTensor[]>();
-    const backend: GpuBackend & { log: string[]; params: Map<string, HostTensor[]>; disposedLoaders: number; disposedComponents: number } = {
-      info: { description: "stream", features: [], maxBufferSize: 1 << 30, maxStorageBufferBindingSize: 1 << 30 },
+    const backend: GpuBackend & {
+      log: string[];
+      params: Map<string, HostTensor[]>;
+      disposedLoaders: number;
+      disposedComponents: number;
+    } = {
+      info: {
+        description: "stream",
+        features: [],
+        maxBufferSize: 1 << 30,
+        maxStorageBufferBindingSize: 1 << 30,
+      },
       log,
       params,
       disposedLoaders: 0,
@@ -49,7 +68,11 @@ describe("loadModel streams shards into component loaders", () => {
       async loadComponent() {
         throw new Error("loadModel should stream through beginComponent");
       },
-      async beginComponent(name: string, wasm: Uint8Array, count: number): Promise<ComponentLoader> {
+      async beginComponent(
+        name: string,
+        wasm: Uint8Array,
+        count: number,
+      ): Promise<ComponentLoader> {
         log.push(`begin ${name} ${count} (${new TextDecoder().decode(wasm)})`);
         const got: HostTensor[] = new Array(count);
         params.set(name, got);
@@ -59,9 +82,16 @@ describe("loadModel streams shards into component loaders", () => {
             got[i] = { dtype: t.dtype, shape: t.shape, data: t.data.slice() };
           },
           async finish(): Promise<GpuComponent> {
-            assert.equal(got.filter(Boolean).length, count, `${name}: finish after every parameter`);
+            assert.equal(
+              got.filter(Boolean).length,
+              count,
+              `${name}: finish after every parameter`,
+            );
             log.push(`finish ${name}`);
-            return { run: async () => assert.fail("not run"), dispose: () => void (backend.disposedComponents += 1) };
+            return {
+              run: async () => assert.fail("not run"),
+              dispose: () => void (backend.disposedComponents += 1),
+            };
           },
           dispose() {
             backend.disposedLoaders += 1;
@@ -95,9 +125,15 @@ describe("loadModel streams shards into component loaders", () => {
       }
       // Each component begins once every non-shard file is in, and finishes once its parameters are.
       assert.deepEqual(backend.log.filter((l) => l.startsWith("begin")).length, 3);
-      assert.ok(backend.log.indexOf("finish libs/webgpu-float32/unet.wasm") > backend.log.indexOf("begin libs/webgpu-float32/unet.wasm (wasm of unet)"));
+      assert.ok(
+        backend.log.indexOf("finish libs/webgpu-float32/unet.wasm") >
+          backend.log.indexOf("begin libs/webgpu-float32/unet.wasm (wasm of unet)"),
+      );
       assert.deepEqual(model.bundle.tensors, {});
-      assert.ok(![...model.bundle.files.keys()].some((p) => p.includes("params_shard")), "no shard kept");
+      assert.ok(
+        ![...model.bundle.files.keys()].some((p) => p.includes("params_shard")),
+        "no shard kept",
+      );
       assert.ok(model.bundle.files.has("tokenizer/tokenizer.json"));
       assert.equal(model.bundle.stats!.decodedInThread, m.files.length); // node: no Worker
     } finally {
@@ -116,7 +152,9 @@ describe("loadModel streams shards into component loaders", () => {
     try {
       const backend = streamingBackend();
       const cache = new MemoryCache();
-      const err = await bundleError(loadModel(`${server.url}manifest.json`, { backend, cache, concurrency: 1 }));
+      const err = await bundleError(
+        loadModel(`${server.url}manifest.json`, { backend, cache, concurrency: 1 }),
+      );
       assert.equal(err.file, "weights/unet/params_shard_2.bin.zst");
       assert.match(err.message, /sha256 mismatch/);
       const begun = backend.log.filter((l) => l.startsWith("begin")).length;
@@ -137,9 +175,11 @@ describe("loadModel streams shards into component loaders", () => {
     // tokenizer or the libraries, only the index does.
     const copy = webgpuBundle();
     const m = JSON.parse(readFileSync(join(copy.dir, "manifest.json"), "utf8"));
-    const moved = (path: string) => (path.startsWith("weights/unet/") ? path.slice("weights/unet/".length) : path);
+    const moved = (path: string) =>
+      path.startsWith("weights/unet/") ? path.slice("weights/unet/".length) : path;
     for (const f of m.files as FileEntry[]) {
-      if (moved(f.path) !== f.path) renameSync(join(copy.dir, f.path), join(copy.dir, moved(f.path)));
+      if (moved(f.path) !== f.path)
+        renameSync(join(copy.dir, f.path), join(copy.dir, moved(f.path)));
       f.path = moved(f.path);
     }
     m.components.unet.weights = moved(m.components.unet.weights);
@@ -152,8 +192,14 @@ describe("loadModel streams shards into component loaders", () => {
       const got = backend.params.get("libs/webgpu-float32/unet.wasm")!;
       assert.equal(got.filter(Boolean).length, m.components.unet.params.length);
       assert.equal(backend.log.filter((l) => l.startsWith("finish")).length, 3);
-      assert.ok(![...model.bundle.files.keys()].some((p) => p.includes("params_shard")), "no shard kept");
-      assert.ok(model.bundle.files.has("tensor-cache.json") && model.bundle.files.has("libs/webgpu-float32/unet.wasm"));
+      assert.ok(
+        ![...model.bundle.files.keys()].some((p) => p.includes("params_shard")),
+        "no shard kept",
+      );
+      assert.ok(
+        model.bundle.files.has("tensor-cache.json") &&
+          model.bundle.files.has("libs/webgpu-float32/unet.wasm"),
+      );
     } finally {
       await server.close();
       copy.remove();

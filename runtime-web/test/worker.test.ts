@@ -27,7 +27,9 @@ function channel(): { page: EngineWorker; close: () => void; transfers: Transfer
   const worker = asTarget(port2);
   const scope: MessageScope = {
     addEventListener: (type, listener) => worker.addEventListener(type, listener),
-    postMessage: (message, transfer = []) => (transfers.push(transfer), worker.postMessage(message, transfer)),
+    postMessage: (message, transfer = []) => (
+      transfers.push(transfer), worker.postMessage(message, transfer)
+    ),
   };
   handleModelRequests(scope, { createBackend: async () => fakeBackend() });
   return { page: asTarget(port1), close: () => (port1.close(), port2.close()), transfers };
@@ -49,28 +51,48 @@ describe("loadModelInWorker", () => {
     const { page, close, transfers } = channel();
     try {
       const events: ModelLoadProgress[] = [];
-      const model = await loadModelInWorker(page, `${server.url}manifest.json`, { cache: "none", onProgress: (p) => events.push(p) });
+      const model = await loadModelInWorker(page, `${server.url}manifest.json`, {
+        cache: "none",
+        onProgress: (p) => events.push(p),
+      });
       assert.equal(model.variant, "webgpu-float32");
       assert.equal(model.modelId, "sdpack/golden@1.0.0");
       assert.equal(model.gpu.description, "fake");
       assert.ok(model.stats && model.stats.storedBytes > 0);
-      assert.ok(events.length > 2 && events.at(-1)!.progress === 1 && events.at(-1)!.text.startsWith("Ready"));
+      assert.ok(
+        events.length > 2 &&
+          events.at(-1)!.progress === 1 &&
+          events.at(-1)!.text.startsWith("Ready"),
+      );
       const steps: number[] = [];
-      const request = { prompt: "a red cat", negativePrompt: "blurry", seed: 18446744073709551615n, steps: 3, guidance: 6.5, scheduler: "ddim" as const };
+      const request = {
+        prompt: "a red cat",
+        negativePrompt: "blurry",
+        seed: 18446744073709551615n,
+        steps: 3,
+        guidance: 6.5,
+        scheduler: "ddim" as const,
+      };
       const image = await model.generate({ ...request, onStep: (i, n) => steps.push(i * 10 + n) });
       assert.deepEqual(steps, [13, 23, 33]);
       // The pixels were transferred: the worker's buffers are detached (byteLength 0) after the post.
       const sent = transfers.at(-1)! as ArrayBuffer[];
       assert.equal(sent.length, 2);
       assert.ok(sent.every((b) => b.byteLength === 0));
-      const direct = await (await loadModel(`${server.url}manifest.json`, { backend: fakeBackend() })).generate(request);
+      const direct = await (
+        await loadModel(`${server.url}manifest.json`, { backend: fakeBackend() })
+      ).generate(request);
       assert.ok(image.rgba instanceof Uint8ClampedArray && image.float instanceof Float32Array);
       assert.deepEqual(image.rgba, direct.rgba);
       assert.deepEqual(image.float, direct.float);
       assert.deepEqual(image.parameters, direct.parameters);
       assert.equal(image.parameters.seed, "18446744073709551615");
       await model.dispose();
-      await assert.rejects(model.generate(request), (err: BundleError) => err.name === "UnsupportedError" && /no model is loaded/.test(err.message));
+      await assert.rejects(
+        model.generate(request),
+        (err: BundleError) =>
+          err.name === "UnsupportedError" && /no model is loaded/.test(err.message),
+      );
     } finally {
       close();
     }
@@ -82,8 +104,16 @@ describe("loadModelInWorker", () => {
       const model = await loadModelInWorker(page, `${server.url}manifest.json`, { cache: "none" });
       const controller = new AbortController();
       const steps: number[] = [];
-      const run = model.generate({ prompt: "x", steps: 50, signal: controller.signal, onStep: (i) => (steps.push(i), i === 2 && controller.abort()) });
-      await assert.rejects(run, (err: Error) => err.name === "AbortError" && err instanceof BundleError);
+      const run = model.generate({
+        prompt: "x",
+        steps: 50,
+        signal: controller.signal,
+        onStep: (i) => (steps.push(i), i === 2 && controller.abort()),
+      });
+      await assert.rejects(
+        run,
+        (err: Error) => err.name === "AbortError" && err instanceof BundleError,
+      );
       assert.ok(steps.length < 50, `${steps.length} steps ran`);
     } finally {
       close();
@@ -93,15 +123,29 @@ describe("loadModelInWorker", () => {
   test("errors cross as the runtime's errors; a bad spec or a cache object fails on the page", async () => {
     const { page, close } = channel();
     try {
-      await assert.rejects(loadModelInWorker(page, `${server.url}nope/manifest.json`, { cache: "none", workers: 0 }), (err: BundleError) => {
-        assert.ok(err instanceof BundleError);
-        assert.equal(err.file, "manifest.json");
-        assert.match(err.message, /HTTP 404/);
-        return true;
-      });
-      await assert.rejects(loadModelInWorker(page, "sdpack/golden"), /model "sdpack\/golden": it does not say which version/);
-      await assert.rejects(loadModelInWorker(page, `${server.url}manifest.json`, { cache: new MemoryCache() as never }), /a ContentCache object cannot cross into a worker/);
-      await assert.rejects(loadModelInWorker(page, `${server.url}manifest.json`, { cache: "opfs" }), (err: Error) => err.name === "UnsupportedError" && /cache "opfs"/.test(err.message));
+      await assert.rejects(
+        loadModelInWorker(page, `${server.url}nope/manifest.json`, { cache: "none", workers: 0 }),
+        (err: BundleError) => {
+          assert.ok(err instanceof BundleError);
+          assert.equal(err.file, "manifest.json");
+          assert.match(err.message, /HTTP 404/);
+          return true;
+        },
+      );
+      await assert.rejects(
+        loadModelInWorker(page, "sdpack/golden"),
+        /model "sdpack\/golden": it does not say which version/,
+      );
+      await assert.rejects(
+        loadModelInWorker(page, `${server.url}manifest.json`, {
+          cache: new MemoryCache() as never,
+        }),
+        /a ContentCache object cannot cross into a worker/,
+      );
+      await assert.rejects(
+        loadModelInWorker(page, `${server.url}manifest.json`, { cache: "opfs" }),
+        (err: Error) => err.name === "UnsupportedError" && /cache "opfs"/.test(err.message),
+      );
     } finally {
       close();
     }

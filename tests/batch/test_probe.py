@@ -20,9 +20,13 @@ def test_hub_repo_missing_then_published(hub_server, hf_env, monkeypatch, tmp_pa
     monkeypatch.setenv("HF_TOKEN", ALICE_TOKEN)
     assert published_commit(hub_server.url, job("1.0.0")) is None  # no such repository yet
     bundle = make_bundle(tmp_path / "bundle", repo=REPO, version="1.0.0")
-    done = publish(PublishArgs(bundle, REPO, "1.0.0", to="hf", endpoint=hub_server.url).checked()).published
+    done = publish(
+        PublishArgs(bundle, REPO, "1.0.0", to="hf", endpoint=hub_server.url).checked()
+    ).published
     assert published_commit(hub_server.url, job("1.0.0")) == done.commit
-    assert published_commit(hub_server.url, job("1.0.1")) is None  # the repository exists, this version not
+    assert (
+        published_commit(hub_server.url, job("1.0.1")) is None
+    )  # the repository exists, this version not
 
 
 def test_directory_hub(tmp_path):

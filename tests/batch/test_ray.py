@@ -27,7 +27,11 @@ from packer.hub.local import LocalHub
 from tests.helpers import REPO, Result, cli_json
 
 pytestmark = pytest.mark.slow
-RAY = [sys.executable, "-m", "ray.scripts.scripts"]  # the `ray` CLI of the package these tests import
+RAY = [
+    sys.executable,
+    "-m",
+    "ray.scripts.scripts",
+]  # the `ray` CLI of the package these tests import
 LIBRARIES = 4  # A: text encoder, UNet, VAE (llvm); B: its own text encoder, A's UNet and VAE
 
 
@@ -60,21 +64,65 @@ def world():
     truncated.write_bytes(a["safetensors"].read_bytes()[: a["safetensors"].stat().st_size // 2])
     llvm = {"targets": "llvm", "dtype": "fp32"}
     jobs = [
-        {"repo": "t/a-single", "checkpoint": str(a["safetensors"]), "version": "1.0.0", "tokenizer": str(a["tokenizer"]), **llvm},
+        {
+            "repo": "t/a-single",
+            "checkpoint": str(a["safetensors"]),
+            "version": "1.0.0",
+            "tokenizer": str(a["tokenizer"]),
+            **llvm,
+        },
         {"repo": "t/a-diffusers", "checkpoint": str(a["diffusers"]), "version": "1.0.0", **llvm},
-        {"repo": "t/a-killed", "checkpoint": str(a["safetensors"]), "version": "1.0.0", "tokenizer": str(a["tokenizer"]), **llvm},
-        {"repo": "t/b-single", "checkpoint": str(b["safetensors"]), "version": "1.0.0", "tokenizer": str(b["tokenizer"]), **llvm},
-        {"repo": "t/b-ckpt", "checkpoint": str(b["ckpt"]), "version": "2.0.0", "tokenizer": str(b["tokenizer"]),
-         "image_size": 64, **llvm},
-        {"repo": "t/evil", "checkpoint": str(evil), "version": "1.0.0", "tokenizer": str(a["tokenizer"]), **llvm},
-        {"repo": "t/truncated", "checkpoint": str(truncated), "version": "1.0.0", "tokenizer": str(a["tokenizer"]), **llvm},
+        {
+            "repo": "t/a-killed",
+            "checkpoint": str(a["safetensors"]),
+            "version": "1.0.0",
+            "tokenizer": str(a["tokenizer"]),
+            **llvm,
+        },
+        {
+            "repo": "t/b-single",
+            "checkpoint": str(b["safetensors"]),
+            "version": "1.0.0",
+            "tokenizer": str(b["tokenizer"]),
+            **llvm,
+        },
+        {
+            "repo": "t/b-ckpt",
+            "checkpoint": str(b["ckpt"]),
+            "version": "2.0.0",
+            "tokenizer": str(b["tokenizer"]),
+            "image_size": 64,
+            **llvm,
+        },
+        {
+            "repo": "t/evil",
+            "checkpoint": str(evil),
+            "version": "1.0.0",
+            "tokenizer": str(a["tokenizer"]),
+            **llvm,
+        },
+        {
+            "repo": "t/truncated",
+            "checkpoint": str(truncated),
+            "version": "1.0.0",
+            "tokenizer": str(a["tokenizer"]),
+            **llvm,
+        },
     ]
     (root / "jobs.jsonl").write_text("".join(json.dumps(j) + "\n" for j in jobs))
     (root / "kill-once").write_text("t/a-killed@1.0.0\n")
-    env = {"SDPACK_CACHE": str(root / "cache"), "HF_HOME": str(root / "hf"), "RAY_TMPDIR": str(root / "r"),
-           "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16), "SDPACK_NO_PROGRESS": "1",
-           "SDPACK_BATCH_KILL_ONCE": str(root / "kill-once"), "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0",
-           "TMPDIR": str(root / "tmp")}
+    env = {
+        "SDPACK_CACHE": str(root / "cache"),
+        "HF_HOME": str(root / "hf"),
+        "RAY_TMPDIR": str(root / "r"),
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": secrets.token_hex(16),
+        "SDPACK_NO_PROGRESS": "1",
+        "SDPACK_BATCH_KILL_ONCE": str(root / "kill-once"),
+        "PYTHONPATH": str(REPO),
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "TMPDIR": str(root / "tmp"),
+    }
     (root / "r").mkdir()
     (root / "tmp").mkdir()
     yield {"root": root, "a": a, "b": b, "jobs": jobs, "env": env}
@@ -85,8 +133,22 @@ def batch(world, *args, jobs: Path | None = None) -> tuple[Result, dict]:
     env = {**os.environ, **world["env"]}
     for var in ("HF_TOKEN", "HF_ENDPOINT", "RAY_ADDRESS"):
         env.pop(var, None)
-    proc = subprocess.run([sys.executable, "-m", "packer", "publish-batch", str(jobs or world["root"] / "jobs.jsonl"),
-                           "--json", *args], capture_output=True, text=True, env=env, cwd=REPO, timeout=900)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "packer",
+            "publish-batch",
+            str(jobs or world["root"] / "jobs.jsonl"),
+            "--json",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=900,
+    )
     result = Result(proc.returncode, proc.stdout, proc.stderr)
     assert proc.stdout, proc.stderr[-3000:]
     doc = cli_json(Result(0, proc.stdout, ""), "publish-batch")
@@ -108,7 +170,11 @@ def test_good_jobs_publish_and_each_library_compiles_once(first, world):
     assert all(by_repo[r]["status"] == "published" for r in good), result.err
     assert by_repo[""]["libraries"]["compiled"] == LIBRARIES, by_repo
     assert len(list((world["root"] / "cache" / "compiled").glob("*.json"))) == LIBRARIES
-    assert by_repo["t/b-single"]["libraries"]["compiled"] + by_repo["t/b-ckpt"]["libraries"]["compiled"] == 1
+    assert (
+        by_repo["t/b-single"]["libraries"]["compiled"]
+        + by_repo["t/b-ckpt"]["libraries"]["compiled"]
+        == 1
+    )
     local = LocalHub(hub)
     for repo in good:
         version = next(j["version"] for j in world["jobs"] if j["repo"] == repo)
@@ -120,8 +186,13 @@ def test_bad_checkpoints_fail_alone_with_one_line_each(first, world):
     assert result.code == 2 and "Traceback" not in result.err
     lines = [line for line in result.err.splitlines() if line.strip()]
     assert len(lines) == 2, result.err
-    assert lines[0].startswith("error: t/evil@1.0.0") and "not a plain-tensor PyTorch checkpoint" in lines[0]
-    assert lines[1].startswith("error: t/truncated@1.0.0") and "invalid safetensors header" in lines[1]
+    assert (
+        lines[0].startswith("error: t/evil@1.0.0")
+        and "not a plain-tensor PyTorch checkpoint" in lines[0]
+    )
+    assert (
+        lines[1].startswith("error: t/truncated@1.0.0") and "invalid safetensors header" in lines[1]
+    )
     assert by_repo["t/evil"]["status"] == by_repo["t/truncated"]["status"] == "failed"
     assert not (world["root"] / "pwned").exists()  # the pickle's code never ran
     assert not (hub / "t" / "evil").exists() and not (hub / "t" / "truncated").exists()
@@ -133,7 +204,9 @@ def test_a_killed_worker_is_retried_and_nothing_half_published(first, world):
     assert by_repo["t/a-killed"]["status"] == "published"
     repo = LocalHub(hub).repo_dir("t/a-killed")
     assert len(list((repo / "commits").glob("*.json"))) == 1  # one commit: the retry's, whole
-    assert not any((world["root"] / "tmp" / "sdpack-batch").iterdir())  # the retry removed the killed one's bundle
+    assert not any(
+        (world["root"] / "tmp" / "sdpack-batch").iterdir()
+    )  # the retry removed the killed one's bundle
 
 
 @pytest.fixture(scope="module")
@@ -148,12 +221,37 @@ def cluster(world, first):
     def start(name: str, *args: str) -> None:
         temp = Path(tempfile.mkdtemp(prefix=f"r{name}", dir=world["root"] / "r"))
         log = open(logs / f"{name}.log", "w")
-        procs.append(subprocess.Popen([*RAY, "start", "--block", "--num-cpus", "1", "--disable-usage-stats",
-                                       "--temp-dir", str(temp), *args], stdout=log, stderr=subprocess.STDOUT, env=env))
+        procs.append(
+            subprocess.Popen(
+                [
+                    *RAY,
+                    "start",
+                    "--block",
+                    "--num-cpus",
+                    "1",
+                    "--disable-usage-stats",
+                    "--temp-dir",
+                    str(temp),
+                    *args,
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        )
 
     try:
         port = _free_port()
-        start("head", "--head", "--port", str(port), "--node-ip-address", "127.0.0.1", "--include-dashboard", "false")
+        start(
+            "head",
+            "--head",
+            "--port",
+            str(port),
+            "--node-ip-address",
+            "127.0.0.1",
+            "--include-dashboard",
+            "false",
+        )
         address = f"127.0.0.1:{port}"
         _wait_for(lambda: _nodes(address, env) >= 1, logs)
         start("node", "--address", address)
@@ -179,8 +277,14 @@ def _free_port() -> int:
 
 def _nodes(address: str, env: dict) -> int:
     code = f"import ray; ray.init(address={address!r}, log_to_driver=False); print(len([n for n in ray.nodes() if n['Alive']]))"
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
-    return int(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 and proc.stdout.strip() else 0
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    return (
+        int(proc.stdout.strip().splitlines()[-1])
+        if proc.returncode == 0 and proc.stdout.strip()
+        else 0
+    )
 
 
 def _wait_for(ready, logs: Path, timeout: float = 120) -> None:
@@ -189,22 +293,36 @@ def _wait_for(ready, logs: Path, timeout: float = 120) -> None:
         if ready():
             return
         time.sleep(1)
-    raise AssertionError("the Ray cluster did not start: " + " ".join(p.read_text()[-500:] for p in logs.glob("*.log")))
+    raise AssertionError(
+        "the Ray cluster did not start: "
+        + " ".join(p.read_text()[-500:] for p in logs.glob("*.log"))
+    )
 
 
-def test_rerun_on_a_two_node_cluster_skips_published_versions_and_finishes_the_rest(first, world, cluster):
+def test_rerun_on_a_two_node_cluster_skips_published_versions_and_finishes_the_rest(
+    first, world, cluster
+):
     """The same catalogue plus three new jobs, by ``--address`` on the cluster, to the same hub."""
     hub = first[2]
     late = [{**world["jobs"][i], "repo": f"t/late-{i}"} for i in (0, 1, 3)]
     jobs = world["root"] / "more.jsonl"
-    jobs.write_text((world["root"] / "jobs.jsonl").read_text() + "".join(json.dumps(j) + "\n" for j in late))
+    jobs.write_text(
+        (world["root"] / "jobs.jsonl").read_text() + "".join(json.dumps(j) + "\n" for j in late)
+    )
     result, by_repo = batch(world, "--hub", str(hub), "--address", cluster, jobs=jobs)
     summary = by_repo.pop("")
     assert result.code == 2 and len(result.err.strip().splitlines()) == 2  # the bad two fail again
     assert summary["ray"] == cluster
     done = [j["repo"] for j in world["jobs"] if j["repo"] not in ("t/evil", "t/truncated")]
-    assert all(by_repo[r]["status"] == "already" and by_repo[r]["commit"] == first[1][r]["commit"] for r in done)
-    assert summary["published"] == len(late) and summary["libraries"]["compiled"] == 0  # the run's cache, on every node
-    assert len({by_repo[j["repo"]]["node"] for j in late}) == 2  # one CPU per node: both nodes packed
+    assert all(
+        by_repo[r]["status"] == "already" and by_repo[r]["commit"] == first[1][r]["commit"]
+        for r in done
+    )
+    assert (
+        summary["published"] == len(late) and summary["libraries"]["compiled"] == 0
+    )  # the run's cache, on every node
+    assert (
+        len({by_repo[j["repo"]]["node"] for j in late}) == 2
+    )  # one CPU per node: both nodes packed
     for j in late:
         assert LocalHub(hub).tags(j["repo"]) == {f"v{j['version']}": by_repo[j["repo"]]["commit"]}

@@ -26,19 +26,44 @@ def test_request_and_browser_images(tmp_path):
     px = np.zeros((4, 4, 3), np.uint8)
     _png(tmp_path / "webgpu-float16.default.0.png", px)
     _png(tmp_path / "webgpu-float16.default.1.png", px + 1)
-    gen = {"args": {"prompt": "p", "negative_prompt": "n", "seed": "42", "steps": 3, "guidance": 5.0,
-                    "scheduler": "dpm++"},
-           "runs": [{"variant": "webgpu-float16", "flagSet": "default",
-                     "images": ["webgpu-float16.default.0.png", "webgpu-float16.default.1.png"]},
-                    {"variant": "webgpu-float32", "flagSet": "default", "images": []}]}
+    gen = {
+        "args": {
+            "prompt": "p",
+            "negative_prompt": "n",
+            "seed": "42",
+            "steps": 3,
+            "guidance": 5.0,
+            "scheduler": "dpm++",
+        },
+        "runs": [
+            {
+                "variant": "webgpu-float16",
+                "flagSet": "default",
+                "images": ["webgpu-float16.default.0.png", "webgpu-float16.default.1.png"],
+            },
+            {"variant": "webgpu-float32", "flagSet": "default", "images": []},
+        ],
+    }
     req = native_gen.request_of(gen)
-    assert req == {"prompt": "p", "negative_prompt": "n", "seed": 42, "steps": 3, "guidance": 5.0, "scheduler": "dpm++"}
-    manifest = {"targets": {"webgpu-float16": {"kind": "webgpu", "dtype": "float16"},
-                            "cuda-float16": {"kind": "cuda", "dtype": "float16"},
-                            "cuda-float32": {"kind": "cuda", "dtype": "float32"}}}
+    assert req == {
+        "prompt": "p",
+        "negative_prompt": "n",
+        "seed": 42,
+        "steps": 3,
+        "guidance": 5.0,
+        "scheduler": "dpm++",
+    }
+    manifest = {
+        "targets": {
+            "webgpu-float16": {"kind": "webgpu", "dtype": "float16"},
+            "cuda-float16": {"kind": "cuda", "dtype": "float16"},
+            "cuda-float32": {"kind": "cuda", "dtype": "float32"},
+        }
+    }
     got = native_gen.browser_images(gen, tmp_path, manifest)
     assert [(b["variant"], b["dtype"], b["png"], b["same_in_run"]) for b in got] == [
-        ("webgpu-float16", "float16", "webgpu-float16.default.0.png", False)]
+        ("webgpu-float16", "float16", "webgpu-float16.default.0.png", False)
+    ]
     assert native_gen.native_variants(manifest, "cuda", "auto") == ["cuda-float16", "cuda-float32"]
 
 

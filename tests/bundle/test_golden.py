@@ -17,7 +17,9 @@ from tests.helpers import GOLDEN, packer
 
 def test_golden_vectors_regenerate_byte_identical():
     """Packing the same input twice gives byte-identical bundles (and matches what is committed)."""
-    proc = subprocess.run([sys.executable, str(GOLDEN / "make_golden.py"), "--check"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, str(GOLDEN / "make_golden.py"), "--check"], capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -67,7 +69,9 @@ def test_noise_vectors():
     assert vectors["generator"] == noise.GENERATOR
     for case in vectors["philox"]:
         with np.errstate(over="ignore"):
-            got = noise.philox4x32_10(np.array([case["counter"]], dtype=np.uint32), tuple(case["key"]))
+            got = noise.philox4x32_10(
+                np.array([case["counter"]], dtype=np.uint32), tuple(case["key"])
+            )
         assert got[0].tolist() == case["output"]
     for case in vectors["streams"]:
         assert noise.uint32_stream(int(case["seed"]), 4).reshape(-1).tolist() == case["uint32"]

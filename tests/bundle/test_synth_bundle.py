@@ -16,7 +16,9 @@ def test_skeleton_then_make_gives_a_verified_bundle_of_the_same_tensors(tmp_path
     params["unet"].append(("norm1.weight", np.zeros(7, "float16")))
     source = _write(tmp_path / "src", params)
     synth_bundle.skeleton(tmp_path / "src", tmp_path / "skel")
-    kept = sorted(str(p.relative_to(tmp_path / "skel")) for p in (tmp_path / "skel").rglob("*") if p.is_file())
+    kept = sorted(
+        str(p.relative_to(tmp_path / "skel")) for p in (tmp_path / "skel").rglob("*") if p.is_file()
+    )
     assert not any(p.endswith(".zst") for p in kept) and "manifest.json" in kept
     assert "weights/unet/tensor-cache.json" in kept and "tokenizer/tokenizer.json" in kept
 
@@ -36,6 +38,8 @@ def test_skeleton_then_make_gives_a_verified_bundle_of_the_same_tensors(tmp_path
                 assert np.abs(loaded[n].astype("float32")).max() <= 1.0, n  # uniform ±1/√fan_in
     np.testing.assert_array_equal(bundle.load_params("unet")["norm1.weight"], np.ones(7, "float16"))
     source_files = {f["path"]: f for f in source["files"] if not f["path"].startswith("weights/")}
-    assert {f["path"]: f for f in doc["files"] if not f["path"].startswith("weights/")} == source_files
+    assert {
+        f["path"]: f for f in doc["files"] if not f["path"].startswith("weights/")
+    } == source_files
     again = synth_bundle.make(tmp_path / "skel", tmp_path / "again", seed=3)
     assert json.dumps(again["files"]) == json.dumps(doc["files"])  # seeded: the same bytes

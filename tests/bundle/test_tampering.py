@@ -137,11 +137,26 @@ def symlink_escape(root):
 
 
 CASES = [
-    flip_byte, truncate_shard, delete_shard, non_zstd_shard, truncated_zstd_frame, zstd_bomb,
-    raw_hash_mismatch, record_outside_shard, params_reordered, tokenizer_tampered,
-    _path_case("../escape.bin"), _path_case("/etc/passwd"), _path_case("weights\\unet\\x.bin"),
-    _path_case("weights/./x.bin"), unknown_format_version, schema_violation, negative_size,
-    unlisted_reference, invalid_json, symlink_escape,
+    flip_byte,
+    truncate_shard,
+    delete_shard,
+    non_zstd_shard,
+    truncated_zstd_frame,
+    zstd_bomb,
+    raw_hash_mismatch,
+    record_outside_shard,
+    params_reordered,
+    tokenizer_tampered,
+    _path_case("../escape.bin"),
+    _path_case("/etc/passwd"),
+    _path_case("weights\\unet\\x.bin"),
+    _path_case("weights/./x.bin"),
+    unknown_format_version,
+    schema_violation,
+    negative_size,
+    unlisted_reference,
+    invalid_json,
+    symlink_escape,
 ]
 
 

@@ -34,7 +34,9 @@ def _fields(w: BundleWriter, comps: dict) -> dict:
     w.add_bytes("tokenizer/tokenizer.json", b"{}")
     w.add_bytes("tokenizer/tokenizer_config.json", b"{}")
     fields = make_golden.manifest_fields({"text_encoder": ("", []), "unet": ("", [])})
-    fields["components"] = {n: {"weights": i, "params": p, "inputs": []} for n, (i, p) in index.items()}
+    fields["components"] = {
+        n: {"weights": i, "params": p, "inputs": []} for n, (i, p) in index.items()
+    }
     return fields
 
 
@@ -66,8 +68,12 @@ def test_same_input_twice_is_byte_identical(tmp_path):
     comps = {"unet": _params(3)}
     _write(tmp_path / "a", comps, shard_bytes=512)
     _write(tmp_path / "b", comps, shard_bytes=512)
-    files_a = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
-    files_b = sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("*") if p.is_file())
+    files_a = sorted(
+        p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file()
+    )
+    files_b = sorted(
+        p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("*") if p.is_file()
+    )
     assert files_a == files_b
     for rel in files_a:
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel

@@ -16,7 +16,19 @@ from packer.support import native_log, progress
 from tests.cli.conftest import make_bundle
 from tests.helpers import packer
 
-VERBS = ["verify", "inspect", "pack", "generate", "publish", "publish-batch", "resolve", "pull", "versions", "serve", "version"]
+VERBS = [
+    "verify",
+    "inspect",
+    "pack",
+    "generate",
+    "publish",
+    "publish-batch",
+    "resolve",
+    "pull",
+    "versions",
+    "serve",
+    "version",
+]
 
 
 @pytest.mark.parametrize("verb", VERBS)
@@ -30,11 +42,18 @@ def test_help_shows_brackets_and_choices_as_written(cli):
     pack = cli("pack", "-h").out
     assert "Hub id ORG/NAME[@REV]" in pack  # not eaten as markup
     assert "--dtype [fp16|fp32]" in pack
-    assert ("--targets [llvm|cpu|cuda|cuda-sm80|cuda-sm86|cuda-sm89|cuda-sm90|opencl|opencl-mali|webgpu],..."
-            in pack)
+    assert (
+        "--targets [llvm|cpu|cuda|cuda-sm80|cuda-sm86|cuda-sm89|cuda-sm90|opencl|opencl-mali|webgpu],..."
+        in pack
+    )
     generate = cli("generate", "-h").out
-    assert "--scheduler [dpm++|euler|euler-a|ddim|pndm]" in generate and "--device [cpu|cuda|opencl]" in generate
-    assert "ORG/NAME@REV|LOCKFILE" in packer("pull", "--help").out  # the real command, as a shell runs it
+    assert (
+        "--scheduler [dpm++|euler|euler-a|ddim|pndm]" in generate
+        and "--device [cpu|cuda|opencl]" in generate
+    )
+    assert (
+        "ORG/NAME@REV|LOCKFILE" in packer("pull", "--help").out
+    )  # the real command, as a shell runs it
 
 
 def test_choices_are_the_registries():
@@ -57,18 +76,41 @@ def test_version_flag_and_verb(cli):
 def test_shell_completion():
     script = packer("--show-completion", "bash")
     assert script.code == 0 and "_PACKER_COMPLETE=complete_bash" in script.out
-    env = {"_PACKER_COMPLETE": "complete_bash", "COMP_WORDS": "packer generate b --scheduler eu", "COMP_CWORD": "4"}
+    env = {
+        "_PACKER_COMPLETE": "complete_bash",
+        "COMP_WORDS": "packer generate b --scheduler eu",
+        "COMP_CWORD": "4",
+    }
     assert packer(env=env).out.split() == ["euler", "euler-a"]
     env.update(COMP_WORDS="packer pack x --targets llvm,w")
     assert packer(env=env).out.split() == ["llvm,webgpu"]
 
 
-@pytest.mark.parametrize("args,message", [
-    (["pull", "sdpack/x@1.0.0"], "error: Missing option '--out'. (see `packer pull -h`)"),
-    (["verify", "b", "--frobnicate"], "error: No such option: --frobnicate (see `packer verify -h`)"),
-    (["publish", "sdpack/x", "--bundle", "b", "--version", "1.0.0", "--hub", "h1", "--to", "h2"],
-     "error: --hub and --to name different hubs (pass only --hub hf|URL|DIR)"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["pull", "sdpack/x@1.0.0"], "error: Missing option '--out'. (see `packer pull -h`)"),
+        (
+            ["verify", "b", "--frobnicate"],
+            "error: No such option: --frobnicate (see `packer verify -h`)",
+        ),
+        (
+            [
+                "publish",
+                "sdpack/x",
+                "--bundle",
+                "b",
+                "--version",
+                "1.0.0",
+                "--hub",
+                "h1",
+                "--to",
+                "h2",
+            ],
+            "error: --hub and --to name different hubs (pass only --hub hf|URL|DIR)",
+        ),
+    ],
+)
 def test_usage_errors_are_one_line(cli, args, message):
     r = cli(*args)
     assert r.code == 2 and r.error_line == message and r.out == ""
@@ -77,8 +119,14 @@ def test_usage_errors_are_one_line(cli, args, message):
 def test_old_hub_spellings_still_work_and_are_hidden(cli, tmp_path):
     bundle = make_bundle(tmp_path / "bundle")
     hub = tmp_path / "hub"
-    assert cli("publish", "sdpack/tiny-sd", "--bundle", bundle, "--version", "1.0.0", "--to", hub).code == 0
-    by_hub, by_endpoint = cli("resolve", "sdpack/tiny-sd@1.0.0", "--hub", hub), cli("resolve", "sdpack/tiny-sd@1.0.0", "--endpoint", hub)
+    assert (
+        cli("publish", "sdpack/tiny-sd", "--bundle", bundle, "--version", "1.0.0", "--to", hub).code
+        == 0
+    )
+    by_hub, by_endpoint = (
+        cli("resolve", "sdpack/tiny-sd@1.0.0", "--hub", hub),
+        cli("resolve", "sdpack/tiny-sd@1.0.0", "--endpoint", hub),
+    )
     assert by_hub.code == 0 and by_hub.out == by_endpoint.out
     for verb in ("publish", "resolve", "pull", "versions"):
         text = cli(verb, "-h").out
@@ -88,7 +136,9 @@ def test_old_hub_spellings_still_work_and_are_hidden(cli, tmp_path):
 def test_hub_option_merging():
     assert cli_module._hub(None) is None
     assert cli_module._hub("hf", "hf") == "hf"
-    assert cli_module._hub(None, "hf", "http://h") == "http://h"  # --to hf --endpoint URL: the Hub at URL
+    assert (
+        cli_module._hub(None, "hf", "http://h") == "http://h"
+    )  # --to hf --endpoint URL: the Hub at URL
     assert cli_module._hub(None, "dir", None) == "dir"
     with pytest.raises(Exception, match="--to and --endpoint name different hubs"):
         cli_module._hub(None, "dir", "http://h")
@@ -117,9 +167,15 @@ class _Terminal:
         pass
 
 
-@pytest.mark.parametrize("env,shown", [({}, True), ({"SDPACK_NO_PROGRESS": "1"}, False),
-                                       ({"HF_HUB_DISABLE_PROGRESS_BARS": "1"}, False),
-                                       ({"HF_HUB_DISABLE_PROGRESS_BARS": "0"}, True)])
+@pytest.mark.parametrize(
+    "env,shown",
+    [
+        ({}, True),
+        ({"SDPACK_NO_PROGRESS": "1"}, False),
+        ({"HF_HUB_DISABLE_PROGRESS_BARS": "1"}, False),
+        ({"HF_HUB_DISABLE_PROGRESS_BARS": "0"}, True),
+    ],
+)
 def test_progress_bars_follow_the_environment(monkeypatch, env, shown):
     for var in ("SDPACK_NO_PROGRESS", "HF_HUB_DISABLE_PROGRESS_BARS"):
         monkeypatch.delenv(var, raising=False)
@@ -137,7 +193,9 @@ def test_native_stderr_is_kept_quiet(capfd, monkeypatch):
     err = capfd.readouterr().err
     assert "python's own line" in err and "Fast mode" not in err
 
-    with pytest.raises(HubError) as info:  # a user-facing error stays one line; the log is kept in a file
+    with pytest.raises(
+        HubError
+    ) as info:  # a user-facing error stays one line; the log is kept in a file
         with native_log.quiet("test"):
             os.write(2, b"what tvm said\n")
             raise HubError("it failed", "try again")

@@ -27,8 +27,11 @@ class FakeCheckpoint:
     """What ingest hands the compile stage, recording which components were loaded."""
 
     def __init__(self, seed: int):
-        self.models = {"text_encoder": tiny_clip(seed), "unet": tiny_unet(seed),
-                       "vae": tiny_vae(seed)}
+        self.models = {
+            "text_encoder": tiny_clip(seed),
+            "unet": tiny_unet(seed),
+            "vae": tiny_vae(seed),
+        }
         self.loaded: list[str] = []
         self.configs = {"unet": dict(self.models["unet"].config)}
 
@@ -46,8 +49,11 @@ class FakeCheckpoint:
         return self._load("vae")
 
     def signature_configs(self) -> dict:
-        return {"text_encoder": signature_configs("text_encoder", self.models["text_encoder"]),
-                "unet": dict(self.models["unet"].config), "vae": dict(self.models["vae"].config)}
+        return {
+            "text_encoder": signature_configs("text_encoder", self.models["text_encoder"]),
+            "unet": dict(self.models["unet"].config),
+            "vae": dict(self.models["vae"].config),
+        }
 
 
 def _forbid_builds(monkeypatch):
@@ -81,10 +87,15 @@ def test_second_checkpoint_reuses_libraries(shared_cache, monkeypatch):
 
 def _compile_clip(cache, module=None):
     module = module or tiny_clip(0)
-    return compile_component("text_encoder", module,
-                             configs=signature_configs("text_encoder", module),
-                             latent_hw=LATENT_HW, target="llvm", dtype="float32",
-                             cache_dir=cache)
+    return compile_component(
+        "text_encoder",
+        module,
+        configs=signature_configs("text_encoder", module),
+        latent_hw=LATENT_HW,
+        target="llvm",
+        dtype="float32",
+        cache_dir=cache,
+    )
 
 
 def _count_exports(monkeypatch) -> list:
@@ -125,8 +136,11 @@ def test_damaged_entry_is_rebuilt(tmp_path, monkeypatch, damage):
     copy = tmp_path / f"copy-{damage}.so"
     copy.write_bytes(rebuilt.lib_path.read_bytes())
     rebuilt.lib_path = copy
-    np.testing.assert_allclose(run_compiled(rebuilt, module, inputs),
-                               torch_reference("text_encoder", module, inputs), atol=1e-4)
+    np.testing.assert_allclose(
+        run_compiled(rebuilt, module, inputs),
+        torch_reference("text_encoder", module, inputs),
+        atol=1e-4,
+    )
 
 
 def test_interrupted_build_leaves_no_entry(tmp_path, monkeypatch):
@@ -148,15 +162,25 @@ def test_interrupted_build_leaves_no_entry(tmp_path, monkeypatch):
 def test_cache_dir_defaults_to_env(tmp_path, monkeypatch):
     monkeypatch.setenv("SDPACK_CACHE", str(tmp_path / "env-cache"))
     module = tiny_clip(0)
-    compiled = compile_component("text_encoder", module,
-                                 configs=signature_configs("text_encoder", module),
-                                 latent_hw=LATENT_HW, target="llvm", dtype="float32")
+    compiled = compile_component(
+        "text_encoder",
+        module,
+        configs=signature_configs("text_encoder", module),
+        latent_hw=LATENT_HW,
+        target="llvm",
+        dtype="float32",
+    )
     assert compiled.lib_path.parent == tmp_path / "env-cache" / "compiled"
 
 
 def _sig(**overrides) -> str:
-    args = {"component": "unet", "latent_hw": (64, 64), "dtype": "float16",
-            "target_json": {"kind": "cuda", "arch": "sm_86"}, "tuning_db_sha256": None}
+    args = {
+        "component": "unet",
+        "latent_hw": (64, 64),
+        "dtype": "float16",
+        "target_json": {"kind": "cuda", "arch": "sm_86"},
+        "tuning_db_sha256": None,
+    }
     configs = overrides.pop("configs", {"cross_attention_dim": 768, "sample_size": 64})
     return architecture_signature(configs, **{**args, **overrides})
 
@@ -174,8 +198,12 @@ def test_signature_covers_what_changes_code():
     ]
     assert len({base, *changed}) == 1 + len(changed)
     # checkpoint identity is not architecture
-    assert _sig(configs={"cross_attention_dim": 768, "sample_size": 64,
-                         "_name_or_path": "someone/else"}) == base
+    assert (
+        _sig(
+            configs={"cross_attention_dim": 768, "sample_size": 64, "_name_or_path": "someone/else"}
+        )
+        == base
+    )
 
 
 def test_signature_key_records_versions_and_pipeline():

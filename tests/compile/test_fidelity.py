@@ -29,9 +29,15 @@ TOLERANCE = {"float32": 1e-4, "float16": 3e-2}
 @pytest.mark.parametrize("component", ["text_encoder", "unet", "vae_decoder"])
 def test_matches_torch(component, dtype, shared_cache):
     module = MODULES[component](seed=0)
-    compiled = compile_component(component, module, configs=signature_configs(component, module),
-                                 latent_hw=LATENT_HW, target="llvm", dtype=dtype,
-                                 cache_dir=shared_cache)
+    compiled = compile_component(
+        component,
+        module,
+        configs=signature_configs(component, module),
+        latent_hw=LATENT_HW,
+        target="llvm",
+        dtype=dtype,
+        cache_dir=shared_cache,
+    )
     inputs = example_inputs(component)
     expected = torch_reference(component, module, inputs)
     got = run_compiled(compiled, module, inputs)
@@ -48,9 +54,15 @@ def test_matches_torch(component, dtype, shared_cache):
 def test_calling_convention(dtype, shared_cache):
     """Inputs/outputs as documented in packer/compile/__init__.py (the UNet shows them all)."""
     module = MODULES["unet"](seed=0)
-    compiled = compile_component("unet", module, configs=signature_configs("unet", module),
-                                 latent_hw=LATENT_HW, target="llvm", dtype=dtype,
-                                 cache_dir=shared_cache)
+    compiled = compile_component(
+        "unet",
+        module,
+        configs=signature_configs("unet", module),
+        latent_hw=LATENT_HW,
+        target="llvm",
+        dtype=dtype,
+        cache_dir=shared_cache,
+    )
     assert compiled.inputs == [
         {"name": "sample", "shape": [2, 4, 8, 8], "dtype": dtype},
         {"name": "timestep", "shape": [2], "dtype": "float32"},

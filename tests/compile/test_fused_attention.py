@@ -54,20 +54,26 @@ def test_tile_config_fits_the_shared_memory_of_every_sd15_head_dim():
 def test_fused_attention_rewrites_plain_float16_attention_only():
     from tvm import tirx
 
-    shapes = [(2, 4096, 4096, 8, 40), (2, 4096, 77, 8, 40), (2, 256, 256, 8, 160),
-              (1, 4096, 4096, 1, 512), (1, 100, 77, 3, 36)]
+    shapes = [
+        (2, 4096, 4096, 8, 40),
+        (2, 4096, 77, 8, 40),
+        (2, 256, 256, 8, 160),
+        (1, 4096, 4096, 1, 512),
+        (1, 100, 77, 3, 36),
+    ]
     mod = FusedAttention(_attention_module(shapes))
     for i in range(3):
         calls = _calls(mod, f"f{i}")
-        assert calls == [("relax.call_tir", "fused_attention" + ("" if i == 0 else str(i)))], \
-            calls
+        assert calls == [("relax.call_tir", "fused_attention" + ("" if i == 0 else str(i)))], calls
         kernel = mod[calls[0][1]]
         assert isinstance(kernel, tirx.PrimFunc) and kernel.attrs["tirx.is_scheduled"]
     assert _calls(mod, "f3") == [("relax.nn.attention", None)]  # D = 512: no tiles fit
     assert _calls(mod, "f4") == [("relax.nn.attention", None)]  # D not a multiple of 8
 
-    for other in (FusedAttention(_attention_module(shapes[:1], "float32")),
-                  FusedAttention(_attention_module(shapes[:1], causal_mask="TopLeft"))):
+    for other in (
+        FusedAttention(_attention_module(shapes[:1], "float32")),
+        FusedAttention(_attention_module(shapes[:1], causal_mask="TopLeft")),
+    ):
         assert _calls(other, "f0") == [("relax.nn.attention", None)]
 
     # one kernel per distinct shape, shared by every call of it
@@ -88,8 +94,10 @@ def test_only_cuda_float16_libraries_get_the_fused_kernel():
 
 
 @pytest.mark.skipif(cuda_stub.find_nvcc() is None, reason="nvcc not found")
-@pytest.mark.parametrize("shape", [(2, 4096, 4096, 8, 40), (2, 1024, 77, 8, 80),
-                                   (2, 64, 64, 8, 160), (1, 130, 200, 2, 24)])
+@pytest.mark.parametrize(
+    "shape",
+    [(2, 4096, 4096, 8, 40), (2, 1024, 77, 8, 80), (2, 64, 64, 8, 160), (1, 130, 200, 2, 24)],
+)
 def test_fused_attention_compiles_to_tensor_core_code(shape, tmp_path, monkeypatch):
     """nvcc accepts the kernel for sm_90; its shared memory is what tile_config planned, it
     keeps no score in global or shared memory (mma.sync accumulators, ldmatrix operands), and
@@ -100,22 +108,26 @@ def test_fused_attention_compiles_to_tensor_core_code(shape, tmp_path, monkeypat
         monkeypatch.setenv(key, value)
     b, sq, sk, h, d = shape
     warps, kv_tile = tile_config(d)
-    kernel = attention_kernel(b, sq, sk, h, d, d ** -0.5, warps, kv_tile)
+    kernel = attention_kernel(b, sq, sk, h, d, d**-0.5, warps, kv_tile)
     target = get_target("cuda-sm90").tvm_target()
     with target:
-        lib = tvm.compile(tvm.IRModule({"main": kernel.with_attr("global_symbol", "main")}),
-                          target=target)
+        lib = tvm.compile(
+            tvm.IRModule({"main": kernel.with_attr("global_symbol", "main")}), target=target
+        )
     source = lib.mod.imports[0].inspect_source()
     assert "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32" in source
     assert "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16" in source
     assert f"__launch_bounds__({32 * warps})" in source
-    shared = sum(int(n) * (2 if t == "half" else 4) for t, n in
-                 re.findall(r"__shared__ alignas\(\d+\) (\w+) \w+\[(\d+)\];", source))
+    shared = sum(
+        int(n) * (2 if t == "half" else 4)
+        for t, n in re.findall(r"__shared__ alignas\(\d+\) (\w+) \w+\[(\d+)\];", source)
+    )
     assert shared <= shared_bytes(d, warps, kv_tile) <= SHARED_BYTES
-    kernel_body = source[source.index("__global__"):]
+    kernel_body = source[source.index("__global__") :]
     assert "float* __restrict__" not in kernel_body  # no float32 global scratch
-    assert ("-0x1.93e5939a08ceap+99f" in kernel_body.split("for (int kt")[1]) == \
-        (sk % kv_tile != 0)  # the masked "−∞" appears inside the key loop only when needed
+    assert ("-0x1.93e5939a08ceap+99f" in kernel_body.split("for (int kt")[1]) == (
+        sk % kv_tile != 0
+    )  # the masked "−∞" appears inside the key loop only when needed
 
 
 def test_tuning_skips_the_hand_scheduled_kernel():

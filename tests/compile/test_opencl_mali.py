@@ -67,10 +67,15 @@ def _compacted_kernels(mod, spec):
 
     prims = tvm.IRModule({gv: f for gv, f in mod.functions.items() if isinstance(f, tirx.PrimFunc)})
     with spec.tvm_target():
-        return tvm.transform.Sequential([
-            st.LowerCrossThreadReduction(), st.LowerInitBlock(),
-            st.PlanAndUpdateBufferAllocationLocation(), st.ConvertBlocksToOpaque(),
-            st.CompactBufferAllocation()])(prims)
+        return tvm.transform.Sequential(
+            [
+                st.LowerCrossThreadReduction(),
+                st.LowerInitBlock(),
+                st.PlanAndUpdateBufferAllocationLocation(),
+                st.ConvertBlocksToOpaque(),
+                st.CompactBufferAllocation(),
+            ]
+        )(prims)
 
 
 @pytest.fixture(scope="module")
@@ -93,14 +98,23 @@ def _elf(path) -> dict:
     """ELF facts read with binutils' readelf (it reads any architecture's files)."""
     import subprocess
 
-    header = subprocess.run(["readelf", "-h", str(path)], capture_output=True, text=True,
-                            check=True).stdout
-    symbols = subprocess.run(["readelf", "--dyn-syms", "-W", str(path)], capture_output=True,
-                             text=True, check=True).stdout
+    header = subprocess.run(
+        ["readelf", "-h", str(path)], capture_output=True, text=True, check=True
+    ).stdout
+    symbols = subprocess.run(
+        ["readelf", "--dyn-syms", "-W", str(path)], capture_output=True, text=True, check=True
+    ).stdout
     fields = dict(line.strip().split(":", 1) for line in header.splitlines() if ":" in line)
-    defined = {line.split()[-1] for line in symbols.splitlines()
-               if len(line.split()) >= 8 and line.split()[6] != "UND"}
-    return {"machine": fields["Machine"].strip(), "type": fields["Type"].strip(), "symbols": defined}
+    defined = {
+        line.split()[-1]
+        for line in symbols.splitlines()
+        if len(line.split()) >= 8 and line.split()[6] != "UND"
+    }
+    return {
+        "machine": fields["Machine"].strip(),
+        "type": fields["Type"].strip(),
+        "symbols": defined,
+    }
 
 
 @pytest.mark.slow
@@ -109,8 +123,15 @@ def test_mali_library_is_an_aarch64_shared_object(tmp_path):
     from tests.compile.tiny import tiny_clip
 
     clip = tiny_clip()
-    cc = compile_component("text_encoder", clip, configs=clip.config.to_dict(), latent_hw=(8, 8),
-                           target="opencl-mali", dtype="float16", cache_dir=tmp_path)
+    cc = compile_component(
+        "text_encoder",
+        clip,
+        configs=clip.config.to_dict(),
+        latent_hw=(8, 8),
+        target="opencl-mali",
+        dtype="float16",
+        cache_dir=tmp_path,
+    )
     elf = _elf(cc.lib_path)
     assert elf["machine"] == "AArch64" and elf["type"].startswith("DYN"), elf
     # what TVM's loader looks up: the module blob (with the OpenCL kernels), its context slot,

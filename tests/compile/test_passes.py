@@ -37,9 +37,12 @@ def _ops(mod, func: str = "main") -> list[tuple[str, tuple]]:
 
     def visit(expr):
         if isinstance(expr, relax.Call) and hasattr(expr.op, "name"):
-            shapes = tuple(tuple(int(v) for v in a.ty.shape.values)
-                           if isinstance(a.ty, relax.TensorType) and a.ty.shape is not None
-                           else None for a in expr.args)
+            shapes = tuple(
+                tuple(int(v) for v in a.ty.shape.values)
+                if isinstance(a.ty, relax.TensorType) and a.ty.shape is not None
+                else None
+                for a in expr.args
+            )
             found.append((expr.op.name, shapes))
 
     relax.analysis.post_order_visit(mod[func].body, visit)
@@ -51,8 +54,9 @@ def test_gather_before_cast_casts_rows_not_the_table():
     from tvm import relax
 
     mod = _gather_module()
-    rewritten = tvm.transform.Sequential([GatherBeforeCast,
-                                          relax.transform.DeadCodeElimination()])(mod)
+    rewritten = tvm.transform.Sequential([GatherBeforeCast, relax.transform.DeadCodeElimination()])(
+        mod
+    )
     ops = _ops(rewritten)
     assert ("relax.astype", ((50, 8),)) not in ops, "the whole table is still cast"
     assert ("relax.astype", ((5, 8),)) in ops
@@ -99,12 +103,15 @@ def _nhwc(mod):
     return relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"]})(mod)
 
 
-@pytest.mark.parametrize("x_shape,w_shape,strides,padding", [
-    ((2, 5, 9, 7), (6, 5, 3, 3), 1, 1),           # ResNet conv
-    ((1, 4, 9, 8), (3, 4, 3, 3), 2, 1),           # Downsample2D
-    ((2, 6, 5, 5), (4, 6, 1, 1), 1, 0),           # conv_shortcut / proj_in
-    ((1, 3, 6, 7), (2, 3, 3, 3), (2, 1), (0, 1, 1, 0)),  # asymmetric: every index path
-])
+@pytest.mark.parametrize(
+    "x_shape,w_shape,strides,padding",
+    [
+        ((2, 5, 9, 7), (6, 5, 3, 3), 1, 1),  # ResNet conv
+        ((1, 4, 9, 8), (3, 4, 3, 3), 2, 1),  # Downsample2D
+        ((2, 6, 5, 5), (4, 6, 1, 1), 1, 0),  # conv_shortcut / proj_in
+        ((1, 3, 6, 7), (2, 3, 3, 3), (2, 1), (0, 1, 1, 0)),  # asymmetric: every index path
+    ],
+)
 def test_conv2d_implicit_gemm_matches_torch(x_shape, w_shape, strides, padding):
     import torch
     import tvm
@@ -125,10 +132,13 @@ def test_conv2d_implicit_gemm_matches_torch(x_shape, w_shape, strides, padding):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("x_shape,w_shape,strides,padding", [
-    ((2, 5, 9, 7), (6, 5, 3, 3), 1, 1),
-    ((1, 4, 9, 8), (3, 4, 3, 3), 2, 1),
-])
+@pytest.mark.parametrize(
+    "x_shape,w_shape,strides,padding",
+    [
+        ((2, 5, 9, 7), (6, 5, 3, 3), 1, 1),
+        ((1, 4, 9, 8), (3, 4, 3, 3), 2, 1),
+    ],
+)
 def test_conv2d_split_k_matches_torch(x_shape, w_shape, strides, padding, monkeypatch):
     """Split-k (the 8² and 16² convolutions on CUDA), forced onto tiny shapes: the partial
     products over parts of the reduction add up to the convolution."""
@@ -149,19 +159,23 @@ def test_conv2d_split_k_matches_torch(x_shape, w_shape, strides, padding, monkey
     w = rng.standard_normal(w_shape).astype(np.float32)
     vm = relax.VirtualMachine(relax.build(rewritten, "llvm"), tvm.cpu())
     got = vm["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(w)).numpy()
-    want = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w), stride=strides,
-                                      padding=padding).numpy() + 0.5
+    want = (
+        torch.nn.functional.conv2d(
+            torch.from_numpy(x), torch.from_numpy(w), stride=strides, padding=padding
+        ).numpy()
+        + 0.5
+    )
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
 def test_split_k_only_where_the_tiles_do_not_fill_the_gpu():
     from packer.compile.passes.conv2d_implicit_gemm import split_k
 
-    assert split_k(2 * 8 * 8, 1280, 9 * 1280) == 15      # UNet 8²: 10 tiles → 150
-    assert split_k(2 * 16 * 16, 1280, 9 * 1280) == 4     # 16²: 40 tiles → 160
-    assert split_k(2 * 64 * 64, 320, 9 * 320) == 1       # 64²: 192 tiles already
-    assert split_k(512 * 512, 128, 9 * 128) == 1         # VAE 512²
-    assert split_k(128, 128, 9 * 7) == 1                 # no part of k a multiple of 64
+    assert split_k(2 * 8 * 8, 1280, 9 * 1280) == 15  # UNet 8²: 10 tiles → 150
+    assert split_k(2 * 16 * 16, 1280, 9 * 1280) == 4  # 16²: 40 tiles → 160
+    assert split_k(2 * 64 * 64, 320, 9 * 320) == 1  # 64²: 192 tiles already
+    assert split_k(512 * 512, 128, 9 * 128) == 1  # VAE 512²
+    assert split_k(128, 128, 9 * 7) == 1  # no part of k a multiple of 64
 
 
 def test_conv2d_implicit_gemm_leaves_other_convolutions_alone():
@@ -190,14 +204,16 @@ def test_cuda_convolutions_run_on_tensor_cores_without_an_im2col_buffer():
 
     spec = get_target("cuda-sm90")
     assert spec.conv_layout == "NHWC"
-    mod = pipeline.prepare(_conv_module((2, 64, 64, 64), (256, 64, 3, 3), 1, 1, "float16"),
-                           "float16", spec.conv_layout)
+    mod = pipeline.prepare(
+        _conv_module((2, 64, 64, 64), (256, 64, 3, 3), 1, 1, "float16"), "float16", spec.conv_layout
+    )
     passes = pipeline.lower_passes(spec)
     upto = [p.info.name for p in passes].index("RewriteDataflowReshape")
     with spec.tvm_target():
         scheduled = tvm.transform.Sequential(passes[:upto])(mod)
-    kernels = {gv.name_hint: f for gv, f in scheduled.functions.items()
-               if isinstance(f, tirx.PrimFunc)}
+    kernels = {
+        gv.name_hint: f for gv, f in scheduled.functions.items() if isinstance(f, tirx.PrimFunc)
+    }
     conv = [f for name, f in kernels.items() if "conv2d" in name]
     assert len(conv) == 1 and "add" in [n for n in kernels if "conv2d" in n][0], kernels.keys()
     script = conv[0].script()
@@ -207,12 +223,18 @@ def test_cuda_convolutions_run_on_tensor_cores_without_an_im2col_buffer():
 
     # an 8² layer: split-k partial products on tensor cores, then one elementwise sum that
     # takes the epilogue
-    mod = pipeline.prepare(_conv_module((2, 1280, 8, 8), (1280, 1280, 3, 3), 1, 1, "float16"),
-                           "float16", spec.conv_layout)
+    mod = pipeline.prepare(
+        _conv_module((2, 1280, 8, 8), (1280, 1280, 3, 3), 1, 1, "float16"),
+        "float16",
+        spec.conv_layout,
+    )
     with spec.tvm_target():
         scheduled = tvm.transform.Sequential(passes[:upto])(mod)
-    kernels = {gv.name_hint: f.script() for gv, f in scheduled.functions.items()
-               if isinstance(f, tirx.PrimFunc)}
+    kernels = {
+        gv.name_hint: f.script()
+        for gv, f in scheduled.functions.items()
+        if isinstance(f, tirx.PrimFunc)
+    }
     assert "wmma.matrix_b" in kernels["conv2d_split_k"]
     assert 'T.thread_binding(T.int64(15), thread="blockIdx.z")' in kernels["conv2d_split_k"]
     assert any(name.startswith("fused_conv2d_sum_splits_add") for name in kernels), kernels.keys()
@@ -237,15 +259,18 @@ def test_nhwc_convolutions_match_torch(component, dtype, tmp_path):
     mod = pipeline.prepare(exported.mod, dtype, "NHWC")
     ops = _ops(mod)
     assert not any(name == "relax.nn.conv2d" for name, _ in ops), "a conv was not rewritten"
-    assert not any(name == "relax.nn.group_norm" and len(shapes[0]) == 4  # (the VAE attention's
-                   for name, shapes in ops), "NHWC group norm left over"  # is rank 3: legalized)
+    assert not any(
+        name == "relax.nn.group_norm" and len(shapes[0]) == 4  # (the VAE attention's
+        for name, shapes in ops
+    ), "NHWC group norm left over"  # is rank 3: legalized)
     inputs = example_inputs(component)
     expected = torch_reference(component, module, inputs)
     state = module.state_dict()
     dev = tvm.cpu()
-    args = [tvm.runtime.tensor(x if x.dtype != np.float32 or name == "timestep"
-                               else x.astype(dtype))
-            for x, name in zip(inputs, exported.input_names)]
+    args = [
+        tvm.runtime.tensor(x if x.dtype != np.float32 or name == "timestep" else x.astype(dtype))
+        for x, name in zip(inputs, exported.input_names)
+    ]
     params = [tvm.runtime.tensor(state[key].numpy().astype(dtype)) for key in exported.params]
     executable = pipeline.build(mod, get_target("llvm"))
     vm = relax.VirtualMachine(executable, dev)
@@ -253,7 +278,7 @@ def test_nhwc_convolutions_match_torch(component, dtype, tmp_path):
     # step 6b: the weight permutes run once, in main_transform_params, not in every call
     assert len(lifted) == len(mod["main"].params) - len(inputs)
     assert "relax.permute_dims" in [n for n, _ in _ops(mod, "main_transform_params")]
-    weights = set(mod["main"].params[len(inputs):])
+    weights = set(mod["main"].params[len(inputs) :])
     permuted = []
 
     def visit(expr):

@@ -37,28 +37,50 @@ def _dequantized_module(component, cc, stored, scheme):
     return module
 
 
-@pytest.mark.parametrize("component, dtype, scheme", [
-    ("text_encoder", "float16", "q4f16"),
-    ("unet", "float32", "q8f16"),  # the tiny text encoder's 32-wide layers are shorter than a q8 group
-])
+@pytest.mark.parametrize(
+    "component, dtype, scheme",
+    [
+        ("text_encoder", "float16", "q4f16"),
+        (
+            "unet",
+            "float32",
+            "q8f16",
+        ),  # the tiny text encoder's 32-wide layers are shorter than a q8 group
+    ],
+)
 def test_matches_the_numpy_reference_quantization(component, dtype, scheme, shared_cache):
     from packer.runtime.module import ComponentRunner
 
     scheme = qz.SCHEMES[scheme]
     module = MODULES[component](seed=0)
-    cc = compile_component(component, module, configs=signature_configs(component, module),
-                           latent_hw=LATENT_HW, target="llvm", dtype=dtype, cache_dir=shared_cache,
-                           quantize=scheme)
+    cc = compile_component(
+        component,
+        module,
+        configs=signature_configs(component, module),
+        latent_hw=LATENT_HW,
+        target="llvm",
+        dtype=dtype,
+        cache_dir=shared_cache,
+        quantize=scheme,
+    )
     assert cc.quantized and all(n.endswith(".weight") for n in cc.quantized)
     assert not any("embedding" in n and component == "text_encoder" for n in cc.quantized)
     stored = _stored(module, cc, scheme)
-    params = [stored[n] if stored[n].dtype == np.uint32 else stored[n].astype(dtype) for n in cc.params]
+    params = [
+        stored[n] if stored[n].dtype == np.uint32 else stored[n].astype(dtype) for n in cc.params
+    ]
     inputs = example_inputs(component)
-    got = ComponentRunner(cc.lib_path, params)(*[x.astype(s["dtype"]) for x, s in zip(inputs, cc.inputs)])
-    expected = torch_reference(component, _dequantized_module(component, cc, stored, scheme), inputs)
+    got = ComponentRunner(cc.lib_path, params)(
+        *[x.astype(s["dtype"]) for x, s in zip(inputs, cc.inputs)]
+    )
+    expected = torch_reference(
+        component, _dequantized_module(component, cc, stored, scheme), inputs
+    )
     scale = max(1.0, float(np.abs(expected).max()))
     diff = float(np.abs(got.astype(np.float32) - expected).max())
-    print(f"{component} {dtype} {scheme.name}: max abs diff {diff:.3g} vs the reference (output max {scale:.3g})")
+    print(
+        f"{component} {dtype} {scheme.name}: max abs diff {diff:.3g} vs the reference (output max {scale:.3g})"
+    )
     assert diff <= TOLERANCE[dtype] * scale
 
 
@@ -80,7 +102,7 @@ def test_no_decoded_weight_is_materialised(exported_unet, target):
     assert len(params) == len(exported_unet.params) + len(quantized)
     shapes = {}
     main = exported_unet.mod["main"]
-    for var, name in zip(main.params[int(main.attrs["num_input"]):], exported_unet.params):
+    for var, name in zip(main.params[int(main.attrs["num_input"]) :], exported_unet.params):
         if name in quantized:
             shapes[name] = tuple(int(d) for d in var.ty.shape)
     weight_shapes = set(shapes.values())
@@ -94,16 +116,30 @@ def test_no_decoded_weight_is_materialised(exported_unet, target):
     def visit(expr):
         if isinstance(expr, relax.Call) and isinstance(expr.op, relax.GlobalVar):
             called.append(expr.op.name_hint)
-        elif isinstance(expr, relax.Call) and len(expr.args) > 0 and isinstance(expr.args[0], relax.GlobalVar):
+        elif (
+            isinstance(expr, relax.Call)
+            and len(expr.args) > 0
+            and isinstance(expr.args[0], relax.GlobalVar)
+        ):
             called.append(expr.args[0].name_hint)
 
     relax.analysis.post_order_visit(lowered["main"].body, visit)
     assert not [n for n in called if n.startswith(DECODE_PREFIX)]
-    assert len([n for n in called if n.startswith(FUSED_PREFIX)]) == len(quantized)  # one kernel per weight
+    assert len([n for n in called if n.startswith(FUSED_PREFIX)]) == len(
+        quantized
+    )  # one kernel per weight
     for gv, func in lowered.functions.items():
         if isinstance(func, tirx.PrimFunc) and gv.name_hint.startswith(FUSED_PREFIX):
             allocated = {tuple(int(d) for d in b.shape) for b in pipeline._global_allocs(func.body)}
-            assert not allocated & weight_shapes, f"{gv.name_hint} holds a decoded weight in global memory"
-            assert not [b.name for b in pipeline._global_allocs(func.body) if b.name.startswith("decode")]
-            if spec.schedule_rules():  # GPU: dlight's Matmul rule (shared-memory tiles), not its Fallback
-                assert 'scope="shared"' in func.script(), f"{gv.name_hint} fell back to dlight's Fallback rule"
+            assert not allocated & weight_shapes, (
+                f"{gv.name_hint} holds a decoded weight in global memory"
+            )
+            assert not [
+                b.name for b in pipeline._global_allocs(func.body) if b.name.startswith("decode")
+            ]
+            if (
+                spec.schedule_rules()
+            ):  # GPU: dlight's Matmul rule (shared-memory tiles), not its Fallback
+                assert 'scope="shared"' in func.script(), (
+                    f"{gv.name_hint} fell back to dlight's Fallback rule"
+                )

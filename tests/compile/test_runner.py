@@ -15,10 +15,15 @@ from .tiny import LATENT_HW, example_inputs, signature_configs, tiny_clip
 @pytest.fixture(scope="module")
 def clip_library(shared_cache):
     module = tiny_clip(0)
-    compiled = compile_component("text_encoder", module,
-                                 configs=signature_configs("text_encoder", module),
-                                 latent_hw=LATENT_HW, target="llvm", dtype="float32",
-                                 cache_dir=shared_cache)
+    compiled = compile_component(
+        "text_encoder",
+        module,
+        configs=signature_configs("text_encoder", module),
+        latent_hw=LATENT_HW,
+        target="llvm",
+        dtype="float32",
+        cache_dir=shared_cache,
+    )
     state = module.state_dict()
     return compiled, [state[k].numpy() for k in compiled.params]
 
@@ -70,11 +75,15 @@ def _driver_present() -> bool:
     return True
 
 
-@pytest.mark.skipif(_driver_present(), reason="checks the error path of a machine without the CUDA driver")
+@pytest.mark.skipif(
+    _driver_present(), reason="checks the error path of a machine without the CUDA driver"
+)
 def test_cuda_graph_without_a_driver_is_one_clear_error(clip_library):
     compiled, params = clip_library
     runner = ComponentRunner(compiled.lib_path, params)
     runner.cuda_graph = True  # as on a cuda device whose driver library went missing
-    with pytest.raises(SdpackError, match="CUDA graph failed: the CUDA driver library is not loadable") as err:
+    with pytest.raises(
+        SdpackError, match="CUDA graph failed: the CUDA driver library is not loadable"
+    ) as err:
         runner(example_inputs("text_encoder")[0])
     assert "--no-cuda-graph" in err.value.hint

@@ -34,8 +34,17 @@ GPU_TARGETS = ("webgpu", "cuda-sm90")
 
 # --- models -----------------------------------------------------------------------------------
 
-def unet(*, levels: int = 2, channels=(32, 64), layers: int = 1, heads=8, cross: int = 32,
-         groups: int = 32, linear: bool = False):
+
+def unet(
+    *,
+    levels: int = 2,
+    channels=(32, 64),
+    layers: int = 1,
+    heads=8,
+    cross: int = 32,
+    groups: int = 32,
+    linear: bool = False,
+):
     """A tiny UNet2DConditionModel in SD1.5's layout: cross-attention in every level but the
     deepest, a cross-attention mid block; ``heads`` is diffusers' ``attention_head_dim``, which
     for SD1.5 configs is the number of heads (an int, or one per level)."""
@@ -44,11 +53,18 @@ def unet(*, levels: int = 2, channels=(32, 64), layers: int = 1, heads=8, cross:
 
     torch.manual_seed(0)
     return UNet2DConditionModel(
-        block_out_channels=channels, layers_per_block=layers, sample_size=8,
-        norm_num_groups=groups, cross_attention_dim=cross, attention_head_dim=heads,
-        use_linear_projection=linear, in_channels=4, out_channels=4,
+        block_out_channels=channels,
+        layers_per_block=layers,
+        sample_size=8,
+        norm_num_groups=groups,
+        cross_attention_dim=cross,
+        attention_head_dim=heads,
+        use_linear_projection=linear,
+        in_channels=4,
+        out_channels=4,
         down_block_types=("CrossAttnDownBlock2D",) * (levels - 1) + ("DownBlock2D",),
-        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (levels - 1)).eval()
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (levels - 1),
+    ).eval()
 
 
 def vae(*, channels=(32, 64), layers: int = 1, groups: int = 32):
@@ -57,9 +73,14 @@ def vae(*, channels=(32, 64), layers: int = 1, groups: int = 32):
 
     torch.manual_seed(0)
     n = len(channels)
-    return AutoencoderKL(block_out_channels=channels, layers_per_block=layers, latent_channels=4,
-                         norm_num_groups=groups, down_block_types=("DownEncoderBlock2D",) * n,
-                         up_block_types=("UpDecoderBlock2D",) * n).eval()
+    return AutoencoderKL(
+        block_out_channels=channels,
+        layers_per_block=layers,
+        latent_channels=4,
+        norm_num_groups=groups,
+        down_block_types=("DownEncoderBlock2D",) * n,
+        up_block_types=("UpDecoderBlock2D",) * n,
+    ).eval()
 
 
 def clip(*, hidden: int = 32, heads: int = 4, layers: int = 2, intermediate: int = 37):
@@ -67,10 +88,19 @@ def clip(*, hidden: int = 32, heads: int = 4, layers: int = 2, intermediate: int
     from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(0)
-    return CLIPTextModel(CLIPTextConfig(
-        hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
-        num_attention_heads=heads, vocab_size=691, max_position_embeddings=77,
-        bos_token_id=0, eos_token_id=2, pad_token_id=1)).eval()
+    return CLIPTextModel(
+        CLIPTextConfig(
+            hidden_size=hidden,
+            intermediate_size=intermediate,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            vocab_size=691,
+            max_position_embeddings=77,
+            bos_token_id=0,
+            eos_token_id=2,
+            pad_token_id=1,
+        )
+    ).eval()
 
 
 def attention(batch: int, seq_q: int, seq_kv: int, heads: int, dim: int):
@@ -144,8 +174,11 @@ def scheduled(mod, spec, rules=None):
 def unscheduled(mod) -> list[str]:
     from tvm import tirx
 
-    return [gv.name_hint for gv, f in mod.functions_items()
-            if isinstance(f, tirx.PrimFunc) and not f.attrs.get("tirx.is_scheduled", False)]
+    return [
+        gv.name_hint
+        for gv, f in mod.functions_items()
+        if isinstance(f, tirx.PrimFunc) and not f.attrs.get("tirx.is_scheduled", False)
+    ]
 
 
 def build(mod, target: str, dtype: str):
@@ -158,8 +191,13 @@ def raw_dlight_rules():
     """dlight's GPU rules unwrapped (without :class:`packer.compile.schedule_rules.Tolerant`)."""
     from tvm.s_tir import dlight as dl
 
-    return [dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(),
-            dl.gpu.Fallback()]
+    return [
+        dl.gpu.Matmul(),
+        dl.gpu.GEMV(),
+        dl.gpu.Reduction(),
+        dl.gpu.GeneralReduction(),
+        dl.gpu.Fallback(),
+    ]
 
 
 def primfuncs(mod) -> list:
@@ -170,10 +208,16 @@ def primfuncs(mod) -> list:
 
 # --- the class on single attention ops ---------------------------------------------------------
 
-@pytest.mark.parametrize(("target", "make"), [
-    ("webgpu", lambda: attention(*SELF_1x1_ONE_HEAD)), ("cuda-sm90", lambda: attention(*SELF_1x1)),
-    ("cuda-sm90", lambda: batched_gemv(2, 64, 77))],
-    ids=["self-1x1-one-head-webgpu", "self-1x1-cuda", "gemv-2x1x64x77-cuda"])
+
+@pytest.mark.parametrize(
+    ("target", "make"),
+    [
+        ("webgpu", lambda: attention(*SELF_1x1_ONE_HEAD)),
+        ("cuda-sm90", lambda: attention(*SELF_1x1)),
+        ("cuda-sm90", lambda: batched_gemv(2, 64, 77)),
+    ],
+    ids=["self-1x1-one-head-webgpu", "self-1x1-cuda", "gemv-2x1x64x77-cuda"],
+)
 def test_dlight_gemv_raises_on_the_class(target, make):
     """The witness: untouched dlight raises on these kernels (if a TVM upgrade makes this fail,
     dlight learnt to decline them and the Tolerant wrapper is merely harmless)."""
@@ -197,10 +241,11 @@ def test_dlight_gemv_raises_on_the_class(target, make):
 
 @pytest.mark.parametrize("target", GPU_TARGETS)
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
-@pytest.mark.parametrize("case", [SELF_1x1, CROSS_1x1_ONE_HEAD, (2, 1, 2, 8, 40),
-                                  (2, 3, 3, 1, 512), SELF_1x1_ONE_HEAD],
-                         ids=["self-1x1", "cross-1x1-one-head", "self-1x2", "self-3x3-one-head",
-                              "self-1x1-one-head"])
+@pytest.mark.parametrize(
+    "case",
+    [SELF_1x1, CROSS_1x1_ONE_HEAD, (2, 1, 2, 8, 40), (2, 3, 3, 1, 512), SELF_1x1_ONE_HEAD],
+    ids=["self-1x1", "cross-1x1-one-head", "self-1x2", "self-3x3-one-head", "self-1x1-one-head"],
+)
 def test_attention_at_tiny_sequences_builds(case, dtype, target):
     spec, mod = prepared(attention(*case), target, dtype)
     assert not unscheduled(scheduled(mod, spec))
@@ -216,6 +261,7 @@ def test_batched_gemv_of_odd_width_builds(n, target):
 
 
 # --- the rule wrapper ---------------------------------------------------------------------------
+
 
 class _Raises:
     def apply(self, func, target, tunable):
@@ -256,15 +302,25 @@ def _fused_self_1x1():
         return tvm.transform.Sequential(pipeline.fusion_passes())(mod)
 
 
-@pytest.mark.parametrize(("target", "dtype"), [("webgpu", "float32"), ("webgpu", "float16"),
-                                               ("cuda-sm90", "float32"), ("cuda-sm90", "float16")])
+@pytest.mark.parametrize(
+    ("target", "dtype"),
+    [
+        ("webgpu", "float32"),
+        ("webgpu", "float16"),
+        ("cuda-sm90", "float32"),
+        ("cuda-sm90", "float16"),
+    ],
+)
 def test_kernels_that_built_before_keep_their_schedules(target, dtype):
     """Where no rule raises, the wrapped rules schedule every kernel exactly as dlight's own
     (the CUDA tensor-core kernels and the shipped tuning records keep matching)."""
     import tvm
 
-    modules = [exported("vae_decoder", "base", vae, (8, 8)).mod, attention(2, 64, 77, 8, 40),
-               attention(2, 16, 16, 8, 80)]
+    modules = [
+        exported("vae_decoder", "base", vae, (8, 8)).mod,
+        attention(2, 64, 77, 8, 40),
+        attention(2, 16, 16, 8, 80),
+    ]
     for mod in modules:
         spec, mod = prepared(mod, target, dtype)
         new = scheduled(mod, spec)
@@ -290,20 +346,24 @@ def _ids(value):
     return "x".join(map(str, value)) if isinstance(value, tuple) else str(value)
 
 
-@pytest.mark.parametrize(("target", "variant", "hw", "dtype"), [
-    # deepest level 1×1, as SD1.5 at 64 px, with split attention: the class
-    ("cuda-sm90", "base", (2, 2), "float32"),
-    ("webgpu", "wide-head", (2, 2), "float32"),
-    pytest.param("cuda-sm90", "wide-head", (2, 2), "float16", marks=pytest.mark.slow),
-    # WebGPU's fused attention at 1×1, other dims and sizes
-    pytest.param("webgpu", "base", (2, 2), "float32", marks=pytest.mark.slow),
-    pytest.param("webgpu", "one-head", (2, 2), "float16", marks=pytest.mark.slow),
-    pytest.param("webgpu", "dims", (2, 2), "float32", marks=pytest.mark.slow),
-    pytest.param("webgpu", "linear-proj", (2, 2), "float16", marks=pytest.mark.slow),
-    pytest.param("webgpu", "base", (2, 4), "float32", marks=pytest.mark.slow),  # 1×2
-    pytest.param("webgpu", "base", (6, 6), "float32", marks=pytest.mark.slow),  # as 192 px
-    pytest.param("webgpu", "base", (24, 24), "float32", marks=pytest.mark.slow),  # as 768 px
-], ids=_ids)
+@pytest.mark.parametrize(
+    ("target", "variant", "hw", "dtype"),
+    [
+        # deepest level 1×1, as SD1.5 at 64 px, with split attention: the class
+        ("cuda-sm90", "base", (2, 2), "float32"),
+        ("webgpu", "wide-head", (2, 2), "float32"),
+        pytest.param("cuda-sm90", "wide-head", (2, 2), "float16", marks=pytest.mark.slow),
+        # WebGPU's fused attention at 1×1, other dims and sizes
+        pytest.param("webgpu", "base", (2, 2), "float32", marks=pytest.mark.slow),
+        pytest.param("webgpu", "one-head", (2, 2), "float16", marks=pytest.mark.slow),
+        pytest.param("webgpu", "dims", (2, 2), "float32", marks=pytest.mark.slow),
+        pytest.param("webgpu", "linear-proj", (2, 2), "float16", marks=pytest.mark.slow),
+        pytest.param("webgpu", "base", (2, 4), "float32", marks=pytest.mark.slow),  # 1×2
+        pytest.param("webgpu", "base", (6, 6), "float32", marks=pytest.mark.slow),  # as 192 px
+        pytest.param("webgpu", "base", (24, 24), "float32", marks=pytest.mark.slow),  # as 768 px
+    ],
+    ids=_ids,
+)
 def test_tiny_unet_builds(target, variant, hw, dtype):
     exp = exported("unet", variant, lambda: unet(**UNETS[variant]), hw)
     assert build(exp.mod, target, dtype) is not None
@@ -313,31 +373,39 @@ def test_tiny_unet_builds(target, variant, hw, dtype):
 @pytest.mark.parametrize("target", ["cuda-sm90"])  # webgpu: its full-size UNet at 8×8 below
 def test_tiny_unet_in_sd15_layout_builds_at_64px(target):
     """Four levels like SD1.5, so 8×8 latents (64 px) put the mid block at 1×1."""
-    exp = exported("unet", "sd15-layout", lambda: unet(levels=4, channels=(32, 32, 64, 64),
-                                                        groups=16), (8, 8))
+    exp = exported(
+        "unet", "sd15-layout", lambda: unet(levels=4, channels=(32, 32, 64, 64), groups=16), (8, 8)
+    )
     assert build(exp.mod, target, "float32") is not None
 
 
-@pytest.mark.parametrize(("variant", "make", "hw"), [
-    ("base", lambda: vae(), (2, 2)),
-    ("dims", lambda: vae(channels=(16, 48), layers=2, groups=16), (8, 8)),
-    pytest.param("base", lambda: vae(), (2, 4), marks=pytest.mark.slow),
-    pytest.param("base", lambda: vae(), (24, 24), marks=pytest.mark.slow),
-], ids=["base-2x2", "dims-8x8", "base-2x4", "base-24x24"])
+@pytest.mark.parametrize(
+    ("variant", "make", "hw"),
+    [
+        ("base", lambda: vae(), (2, 2)),
+        ("dims", lambda: vae(channels=(16, 48), layers=2, groups=16), (8, 8)),
+        pytest.param("base", lambda: vae(), (2, 4), marks=pytest.mark.slow),
+        pytest.param("base", lambda: vae(), (24, 24), marks=pytest.mark.slow),
+    ],
+    ids=["base-2x2", "dims-8x8", "base-2x4", "base-24x24"],
+)
 def test_tiny_vae_decoder_builds_for_webgpu(variant, make, hw):
     exp = exported("vae_decoder", variant, make, hw)
     assert build(exp.mod, "webgpu", "float32") is not None
 
 
-@pytest.mark.parametrize("dims", [dict(hidden=48, heads=1, layers=1),
-                                  dict(hidden=48, heads=3, layers=1, intermediate=100)],
-                         ids=["one-head", "three-heads"])
+@pytest.mark.parametrize(
+    "dims",
+    [dict(hidden=48, heads=1, layers=1), dict(hidden=48, heads=3, layers=1, intermediate=100)],
+    ids=["one-head", "three-heads"],
+)
 def test_tiny_text_encoder_dims_build_for_webgpu(dims):
     exp = exported("text_encoder", str(sorted(dims.items())), lambda: clip(**dims), (8, 8))
     assert build(exp.mod, "webgpu", "float32") is not None
 
 
 # --- the full-size UNet ----------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def full_size_unet_8x8():

@@ -33,9 +33,11 @@ def test_target_json_is_plain_and_resolved(key):
         assert target["arch"] == "sm_" + spec.key.removeprefix("cuda-sm")
         assert spec.requirements == {"arch": target["arch"]}
         assert target["host"]["kind"] == "llvm"
-        assert (target["max_threads_per_block"], target["max_shared_memory_per_block"],
-                target["thread_warp_size"]) == (1024, 49152, 32)
-
+        assert (
+            target["max_threads_per_block"],
+            target["max_shared_memory_per_block"],
+            target["thread_warp_size"],
+        ) == (1024, 49152, 32)
 
 
 def test_opencl_targets_name_their_host_and_limits():
@@ -66,8 +68,14 @@ def test_opencl_mali_without_cross_linker_says_what_to_install(monkeypatch):
 def test_opencl_libraries_are_cached_apart_from_each_other_and_llvm():
     from packer.compile import architecture_signature
 
-    signatures = {architecture_signature({"hidden_size": 32}, component="text_encoder",
-                                         latent_hw=(8, 8), dtype="float32",
-                                         target_json=get_target(key).target_json())
-                  for key in ("llvm", "opencl", "opencl-mali")}
+    signatures = {
+        architecture_signature(
+            {"hidden_size": 32},
+            component="text_encoder",
+            latent_hw=(8, 8),
+            dtype="float32",
+            target_json=get_target(key).target_json(),
+        )
+        for key in ("llvm", "opencl", "opencl-mali")
+    }
     assert len(signatures) == 3

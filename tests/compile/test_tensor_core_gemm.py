@@ -41,9 +41,17 @@ def _module(dtype="float16"):
         w = relax.Var("w", relax.TensorType((o, k, k, c), dtype))
         with bb.function(name, [x, w]):
             with bb.dataflow():
-                out = bb.emit_output(relax.op.nn.conv2d(
-                    x, w, [s, s], [k // 2] * 4, data_layout="NHWC", kernel_layout="OHWI",
-                    out_dtype=dtype))
+                out = bb.emit_output(
+                    relax.op.nn.conv2d(
+                        x,
+                        w,
+                        [s, s],
+                        [k // 2] * 4,
+                        data_layout="NHWC",
+                        kernel_layout="OHWI",
+                        out_dtype=dtype,
+                    )
+                )
             bb.emit_func_output(out)
 
     def linear(name, x_shape, n):
@@ -93,8 +101,10 @@ def test_rewrites_float16_convolutions_and_linears_that_fit():
         kernel = mod[calls[0]]
         assert isinstance(kernel, tirx.PrimFunc) and kernel.attrs["tirx.is_scheduled"]
     # split along k: float32 partial sums added up by an elementwise kernel
-    assert [t.rstrip("0123456789") for _, t in _calls(mod, "linear") if t] == \
-        ["tensor_core_gemm", "gemm_sum_splits"]
+    assert [t.rstrip("0123456789") for _, t in _calls(mod, "linear") if t] == [
+        "tensor_core_gemm",
+        "gemm_sum_splits",
+    ]
     assert ("relax.nn.conv2d", None) in _calls(mod, "conv_in")
     assert ("relax.matmul", None) in _calls(mod, "gemv")
     assert ("relax.matmul", None) in _calls(mod, "short")  # k < LINEAR_MIN_K, not split
@@ -152,8 +162,10 @@ def test_gemm_kernel_compiles_to_tensor_core_code_without_spills(case, tmp_path,
     p = plan(m, n, k, conv.channels if conv else None)
     target = get_target("cuda-sm90").tvm_target()
     with target:
-        lib = tvm.compile(tvm.IRModule({"main": gemm_kernel(p, conv).with_attr(
-            "global_symbol", "main")}), target=target)
+        lib = tvm.compile(
+            tvm.IRModule({"main": gemm_kernel(p, conv).with_attr("global_symbol", "main")}),
+            target=target,
+        )
     source = lib.mod.imports[0].inspect_source()
     assert "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32" in source
     assert "ldmatrix.sync.aligned.m8n8.x4.shared.b16" in source
@@ -162,15 +174,27 @@ def test_gemm_kernel_compiles_to_tensor_core_code_without_spills(case, tmp_path,
     # the ring is one dynamic shared buffer (its size is a launch parameter), nothing static
     assert "extern __shared__" in source and not re.search(r"^\s*__shared__", source, re.M)
     assert p.tiles.shared_bytes() <= SHARED_BYTES
-    body = source[source.index("__global__"):]
+    body = source[source.index("__global__") :]
     assert ("float* __restrict__" in body) == (p.splits > 1)
-    assert ("*(float2*)(o_ptr" in body if p.splits > 1 else "((uint*)o_ptr)[" in body)
-    loop = body[body.index("for (int kt"):]
+    assert "*(float2*)(o_ptr" in body if p.splits > 1 else "((uint*)o_ptr)[" in body
+    loop = body[body.index("for (int kt") :]
     assert loop.count("__syncthreads()") == 1  # the ring's own barrier, no planner-added one
     cu = tmp_path / "kernel.cu"
     cu.write_text(source)
-    ptxas = subprocess.run([cuda_stub.find_nvcc(), "-arch=sm_90", "-cubin", "-Xptxas", "-v",
-                            "-o", str(tmp_path / "kernel.cubin"), str(cu)],
-                           capture_output=True, text=True, check=True).stderr
+    ptxas = subprocess.run(
+        [
+            cuda_stub.find_nvcc(),
+            "-arch=sm_90",
+            "-cubin",
+            "-Xptxas",
+            "-v",
+            "-o",
+            str(tmp_path / "kernel.cubin"),
+            str(cu),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stderr
     assert "0 bytes spill stores, 0 bytes spill loads" in ptxas, ptxas
     assert "0 bytes stack frame" in ptxas, ptxas

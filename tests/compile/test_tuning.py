@@ -12,8 +12,13 @@ from packer.compile.tuning import TuningDatabaseWarning
 
 from .tiny import LATENT_HW, signature_configs, tiny_clip
 
-CUDA_SM90 = {"kind": "cuda", "arch": "sm_90", "max_threads_per_block": 1024,
-             "max_shared_memory_per_block": 49152, "thread_warp_size": 32}
+CUDA_SM90 = {
+    "kind": "cuda",
+    "arch": "sm_90",
+    "max_threads_per_block": 1024,
+    "max_shared_memory_per_block": 49152,
+    "thread_warp_size": 32,
+}
 
 
 def _write_database(directory, target) -> None:
@@ -29,17 +34,28 @@ def _write_database(directory, target) -> None:
     database = ms.database.JSONDatabase(work_dir=str(directory))
     workload = database.commit_workload(tvm.IRModule({"main": func}))
     trace = Schedule(tvm.IRModule({"main": func})).trace
-    database.commit_tuning_record(ms.database.TuningRecord(
-        trace, workload, [1e-5], tvm.target.Target(target),
-        ms.arg_info.ArgInfo.from_prim_func(func)))
+    database.commit_tuning_record(
+        ms.database.TuningRecord(
+            trace,
+            workload,
+            [1e-5],
+            tvm.target.Target(target),
+            ms.arg_info.ArgInfo.from_prim_func(func),
+        )
+    )
 
 
 def _compile(cache):
     module = tiny_clip(0)
-    return compile_component("text_encoder", module,
-                             configs=signature_configs("text_encoder", module),
-                             latent_hw=LATENT_HW, target="llvm", dtype="float32",
-                             cache_dir=cache)
+    return compile_component(
+        "text_encoder",
+        module,
+        configs=signature_configs("text_encoder", module),
+        latent_hw=LATENT_HW,
+        target="llvm",
+        dtype="float32",
+        cache_dir=cache,
+    )
 
 
 @pytest.fixture
@@ -77,8 +93,9 @@ def test_matching_database_is_applied_and_keys_the_cache(tmp_path, tuning_root, 
     _write_database(tuning_root / "llvm", get_target("llvm").target)
     opened = []
     real_open = tuning.TuningDatabase.open
-    monkeypatch.setattr(tuning.TuningDatabase, "open",
-                        lambda self: opened.append(self) or real_open(self))
+    monkeypatch.setattr(
+        tuning.TuningDatabase, "open", lambda self: opened.append(self) or real_open(self)
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("error", TuningDatabaseWarning)
         tuned = _compile(tmp_path / "cache")

@@ -27,12 +27,20 @@ def tuned(tmp_path_factory):
     """``(example checkpoint, tasks.json, exported database dir)`` with one task tuned on llvm."""
     root = tmp_path_factory.mktemp("tuning-tool")
     example = make_example(root / "example", seed=0)
-    ranked = tuning_tasks.extract(str(example["diffusers"]), "llvm", "float32", [COMPONENT],
-                                  root / "tasks")
+    ranked = tuning_tasks.extract(
+        str(example["diffusers"]), "llvm", "float32", [COMPONENT], root / "tasks"
+    )
     # three kernels asked for, but a budget that only lets the first one start: every kernel
     # that ran is committed, and none is started that would overrun
-    tuning_tasks.tune(root / "tasks" / "tasks.json", root / "work", first=0, count=3, trials=2,
-                      builders=1, seconds=1e-3)
+    tuning_tasks.tune(
+        root / "tasks" / "tasks.json",
+        root / "work",
+        first=0,
+        count=3,
+        trials=2,
+        builders=1,
+        seconds=1e-3,
+    )
     count = tuning_tasks.export([root / "work"], "llvm", root / "db" / "llvm")
     return example, root / "tasks" / "tasks.json", root / "db", ranked, count
 
@@ -58,8 +66,10 @@ def test_export_keeps_one_record_for_this_target(tuned):
     found = tuning.find_database("llvm", get_target("llvm").target_json(), root=db_root)
     assert found is not None and len(found.sha256) == 64
     with pytest.warns(TuningDatabaseWarning, match="another target"):
-        assert tuning.find_database("llvm", get_target("cuda-sm90").target_json(),
-                                    root=db_root) is None
+        assert (
+            tuning.find_database("llvm", get_target("cuda-sm90").target_json(), root=db_root)
+            is None
+        )
 
 
 def test_build_applies_the_record_and_computes_the_same(tuned, tmp_path, monkeypatch):
@@ -76,17 +86,28 @@ def test_build_applies_the_record_and_computes_the_same(tuned, tmp_path, monkeyp
     fused = tuning_tasks.fused_module(COMPONENT, module, spec, "float32", (8, 8))
     with spec.tvm_target(), database.open():
         applied = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(fused)
-    scheduled = [name for name, f in applied.functions.items()
-                 if isinstance(f, tvm.tirx.PrimFunc) and f.attrs
-                 and f.attrs.get("tirx.is_scheduled")]
+    scheduled = [
+        name
+        for name, f in applied.functions.items()
+        if isinstance(f, tvm.tirx.PrimFunc) and f.attrs and f.attrs.get("tirx.is_scheduled")
+    ]
     assert len(scheduled) >= 1, "no kernel took the tuned schedule"
-    assert any(tvm_ffi.structural_equal(fused[name].with_attr("global_symbol", "main"), kernel)
-               for name in scheduled)
+    assert any(
+        tvm_ffi.structural_equal(fused[name].with_attr("global_symbol", "main"), kernel)
+        for name in scheduled
+    )
 
     def build(root):
         monkeypatch.setattr(tuning, "ROOT", root)
-        return compile_component(COMPONENT, module, configs={"tiny": True}, latent_hw=(8, 8),
-                                 target="llvm", dtype="float32", cache_dir=tmp_path / "cache")
+        return compile_component(
+            COMPONENT,
+            module,
+            configs={"tiny": True},
+            latent_hw=(8, 8),
+            target="llvm",
+            dtype="float32",
+            cache_dir=tmp_path / "cache",
+        )
 
     untuned = build(tmp_path / "no-databases")
     with warnings.catch_warnings():

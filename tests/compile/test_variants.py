@@ -11,7 +11,9 @@ from packer.compile import variants
 from packer.compile.variants import Variant, plan
 from packer.support.schemas import schema
 
-KEY = re.compile(schema("manifest.schema.json")["properties"]["targets"]["propertyNames"]["pattern"])
+KEY = re.compile(
+    schema("manifest.schema.json")["properties"]["targets"]["propertyNames"]["pattern"]
+)
 
 
 @pytest.fixture
@@ -37,19 +39,29 @@ def test_default_adds_the_local_cuda_gpu(monkeypatch):
 
 
 def test_targets_narrow_and_dtype_makes_one_dtype_bundle(no_gpu):
-    assert (keys(plan(["llvm"], None)), plan(["llvm"], None).weights_dtype) == (["llvm-float32"], "float32")
+    assert (keys(plan(["llvm"], None)), plan(["llvm"], None).weights_dtype) == (
+        ["llvm-float32"],
+        "float32",
+    )
     assert keys(plan(["webgpu"], None)) == ["webgpu-float16", "webgpu-float32"]
-    assert keys(plan(["cuda"], None)) == ["cuda-float16"] and plan(["cuda"], None).weights_dtype == "float16"
+    assert (
+        keys(plan(["cuda"], None)) == ["cuda-float16"]
+        and plan(["cuda"], None).weights_dtype == "float16"
+    )
     one = plan(["llvm", "webgpu"], "float32")
     assert keys(one) == ["llvm-float32", "webgpu-float32"] and one.weights_dtype == "float32"
     assert keys(plan(["webgpu"], "float16")) == ["webgpu-float16"]
-    assert Variant("cpu", "float32").key == "cpu-float32" and keys(plan(["llvm", "llvm"], None)) == ["llvm-float32"]
+    assert Variant("cpu", "float32").key == "cpu-float32" and keys(
+        plan(["llvm", "llvm"], None)
+    ) == ["llvm-float32"]
 
 
 def _tvm_cuda(monkeypatch, exist: bool, version: str = "9.0"):
     import tvm
 
-    monkeypatch.setattr(tvm, "cuda", lambda _=0: types.SimpleNamespace(exist=exist, compute_version=version))
+    monkeypatch.setattr(
+        tvm, "cuda", lambda _=0: types.SimpleNamespace(exist=exist, compute_version=version)
+    )
 
 
 @pytest.mark.parametrize("nvcc, exist, version, expected", [
@@ -69,7 +81,11 @@ def test_local_cuda_target_needs_nvcc_and_a_gpu(monkeypatch, nvcc, exist, versio
 
 def test_opencl_targets_build_float16_and_float32(no_gpu):
     p = plan(["opencl", "opencl-mali"], None)
-    assert keys(p) == ["opencl-float16", "opencl-float32", "openclmali-float16",
-                       "openclmali-float32"]
+    assert keys(p) == [
+        "opencl-float16",
+        "opencl-float32",
+        "openclmali-float16",
+        "openclmali-float32",
+    ]
     assert p.weights_dtype == "float16"
     assert all(KEY.fullmatch(k) for k in keys(p))

@@ -35,8 +35,10 @@ HARNESS = Path(__file__).parent / "webgpu_harness"
 DENO = HARNESS / "node_modules" / "@deno" / "linux-x64-glibc" / "deno"
 
 if shutil.which("emcc") is None:
-    pytest.skip("emcc is missing (Debian's emscripten; scripts/setup installs it for .ci/run)",
-                allow_module_level=True)
+    pytest.skip(
+        "emcc is missing (Debian's emscripten; scripts/setup installs it for .ci/run)",
+        allow_module_level=True,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +55,14 @@ def text_encoder_wasm(runtime_cache, tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SDPACK_WEBGPU_RUNTIME_CACHE", str(runtime_cache))
         compiled = compile_component(
-            "text_encoder", module, configs=signature_configs("text_encoder", module),
-            latent_hw=(8, 8), target="webgpu", dtype="float32",
-            cache_dir=tmp_path_factory.mktemp("lib-cache"))
+            "text_encoder",
+            module,
+            configs=signature_configs("text_encoder", module),
+            latent_hw=(8, 8),
+            target="webgpu",
+            dtype="float32",
+            cache_dir=tmp_path_factory.mktemp("lib-cache"),
+        )
     return compiled, module
 
 
@@ -103,6 +110,7 @@ def test_text_encoder_builds_to_wasm(text_encoder_wasm):
 
 # --- imports: what the .wasm needs vs what tvmjs gives it ------------------------------------
 
+
 def wasm_imports(data: bytes) -> list[tuple[str, str, int]]:
     """``(module, name, kind)`` of every import (kind 0 = function) of a wasm binary."""
     assert data[:8] == b"\0asm\x01\0\0\0", "not a wasm v1 binary"
@@ -119,7 +127,7 @@ def wasm_imports(data: bytes) -> list[tuple[str, str, int]]:
 
     def name(pos: int) -> tuple[str, int]:
         size, pos = leb(pos)
-        return data[pos:pos + size].decode(), pos + size
+        return data[pos : pos + size].decode(), pos + size
 
     pos, imports = 8, []
     while pos < len(data):
@@ -172,17 +180,21 @@ def tvmjs_provided_imports(index_js: str) -> dict[str, set[str]]:
 def test_wasm_imports_are_all_provided_by_tvmjs(text_encoder_wasm):
     compiled, _ = text_encoder_wasm
     provided = tvmjs_provided_imports(TVMJS.read_text())
-    assert "TVMFFIWasmSafeCall" in provided["env"] and "fd_write" in provided["wasi_snapshot_preview1"]
+    assert (
+        "TVMFFIWasmSafeCall" in provided["env"] and "fd_write" in provided["wasi_snapshot_preview1"]
+    )
     imports = wasm_imports(compiled.lib_path.read_bytes())
     assert imports, "a tvmjs wasm imports at least the WASI and packed-call functions"
-    missing = [f"{m}.{n}" for m, n, kind in imports
-               if kind != 0 or n not in provided.get(m, set())]
+    missing = [f"{m}.{n}" for m, n, kind in imports if kind != 0 or n not in provided.get(m, set())]
     assert not missing, f"imports tvmjs does not provide (version mismatch?): {missing}"
 
 
 # --- numbers on a WebGPU implementation -------------------------------------------------------
 
-def run_in_deno(wasm: Path, arrays: list[np.ndarray], work: Path, n_inputs: int | None = None) -> np.ndarray:
+
+def run_in_deno(
+    wasm: Path, arrays: list[np.ndarray], work: Path, n_inputs: int | None = None
+) -> np.ndarray:
     """Run ``main(*arrays)`` of ``wasm`` through tvmjs in Deno; the output as float32.
 
     With ``n_inputs``, the arrays after the first ``n_inputs`` are the library's params: they go
@@ -190,26 +202,49 @@ def run_in_deno(wasm: Path, arrays: list[np.ndarray], work: Path, n_inputs: int 
     blob, tensors = bytearray(), []
     for arr in arrays:
         arr = np.ascontiguousarray(arr)
-        tensors.append({"shape": list(arr.shape), "dtype": str(arr.dtype), "offset": len(blob),
-                        "nbytes": arr.nbytes})
+        tensors.append(
+            {
+                "shape": list(arr.shape),
+                "dtype": str(arr.dtype),
+                "offset": len(blob),
+                "nbytes": arr.nbytes,
+            }
+        )
         blob += arr.tobytes()
     (work / "args.bin").write_bytes(bytes(blob))
-    (work / "request.json").write_text(json.dumps({"blob": str(work / "args.bin"), "tensors": tensors,
-                                                   "n_inputs": n_inputs}))
+    (work / "request.json").write_text(
+        json.dumps({"blob": str(work / "args.bin"), "tensors": tensors, "n_inputs": n_inputs})
+    )
     proc = subprocess.run(
-        [str(DENO), "run", "--quiet", "--unstable-webgpu", "--allow-read", "--allow-write",
-         "--allow-env", str(HARNESS / "run.js"), str(TVMJS), str(wasm),
-         str(work / "request.json"), str(work / "out.bin")],
-        capture_output=True, text=True, timeout=120,
-        env={**os.environ, "DENO_NO_UPDATE_CHECK": "1", "NO_COLOR": "1"})
+        [
+            str(DENO),
+            "run",
+            "--quiet",
+            "--unstable-webgpu",
+            "--allow-read",
+            "--allow-write",
+            "--allow-env",
+            str(HARNESS / "run.js"),
+            str(TVMJS),
+            str(wasm),
+            str(work / "request.json"),
+            str(work / "out.bin"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "DENO_NO_UPDATE_CHECK": "1", "NO_COLOR": "1"},
+    )
     assert proc.returncode == 0, f"deno failed: {proc.stderr[-2000:]}"
     info = json.loads(proc.stdout.strip().splitlines()[-1])
     out = np.frombuffer((work / "out.bin").read_bytes(), dtype=info["dtype"])
     return out.reshape(info["shape"]).astype(np.float32)
 
 
-@pytest.mark.skipif(not (TVMJS.is_file() and DENO.is_file()),
-                    reason="needs `npm ci` in runtime-web/ and tests/compile/webgpu_harness/")
+@pytest.mark.skipif(
+    not (TVMJS.is_file() and DENO.is_file()),
+    reason="needs `npm ci` in runtime-web/ and tests/compile/webgpu_harness/",
+)
 def test_text_encoder_wasm_matches_torch_on_webgpu(text_encoder_wasm, tmp_path):
     compiled, module = text_encoder_wasm
     inputs = example_inputs("text_encoder")
@@ -222,15 +257,23 @@ def test_text_encoder_wasm_matches_torch_on_webgpu(text_encoder_wasm, tmp_path):
     assert np.abs(got - expected).max() <= 1e-4 * scale, np.abs(got - expected).max()
 
 
-@pytest.mark.skipif(not (TVMJS.is_file() and DENO.is_file()),
-                    reason="needs `npm ci` in runtime-web/ and tests/compile/webgpu_harness/")
+@pytest.mark.skipif(
+    not (TVMJS.is_file() and DENO.is_file()),
+    reason="needs `npm ci` in runtime-web/ and tests/compile/webgpu_harness/",
+)
 def test_float16_text_encoder_runs_on_webgpu(runtime_cache, tmp_path, monkeypatch):
     """shader-f16 kernels; odd-sized fp16 params (37 wide) need the harness's CPU staging."""
     monkeypatch.setenv("SDPACK_WEBGPU_RUNTIME_CACHE", str(runtime_cache))
     module = MODULES["text_encoder"]()
     compiled = compile_component(
-        "text_encoder", module, configs=signature_configs("text_encoder", module),
-        latent_hw=(8, 8), target="webgpu", dtype="float16", cache_dir=tmp_path / "cache")
+        "text_encoder",
+        module,
+        configs=signature_configs("text_encoder", module),
+        latent_hw=(8, 8),
+        target="webgpu",
+        dtype="float16",
+        cache_dir=tmp_path / "cache",
+    )
     assert compiled.requirements["features"] == ["shader-f16"]
     inputs = example_inputs("text_encoder")
     state = module.state_dict()
@@ -240,10 +283,14 @@ def test_float16_text_encoder_runs_on_webgpu(runtime_cache, tmp_path, monkeypatc
     assert np.abs(got - expected).max() <= 3e-2 * float(np.abs(expected).max())
 
 
-@pytest.mark.skipif(not (TVMJS.is_file() and DENO.is_file()),
-                    reason="needs `npm ci` in runtime-web/ and tests/compile/webgpu_harness/")
+@pytest.mark.skipif(
+    not (TVMJS.is_file() and DENO.is_file()),
+    reason="needs `npm ci` in runtime-web/ and tests/compile/webgpu_harness/",
+)
 @pytest.mark.parametrize("component", ["text_encoder", "unet"])
-def test_quantized_component_matches_the_numpy_reference_on_webgpu(component, runtime_cache, tmp_path, monkeypatch):
+def test_quantized_component_matches_the_numpy_reference_on_webgpu(
+    component, runtime_cache, tmp_path, monkeypatch
+):
     """q4f16 weights uploaded packed (uint32 codes, scales widened to float32) and decoded inside
     dlight's matmul and convolution kernels give what torch gives with the reference's weights."""
     import torch
@@ -254,12 +301,22 @@ def test_quantized_component_matches_the_numpy_reference_on_webgpu(component, ru
     scheme = qz.SCHEMES["q4f16"]
     module = MODULES[component]()
     compiled = compile_component(
-        component, module, configs=signature_configs(component, module), latent_hw=(8, 8),
-        target="webgpu", dtype="float32", cache_dir=tmp_path / "cache", quantize=scheme)
+        component,
+        module,
+        configs=signature_configs(component, module),
+        latent_hw=(8, 8),
+        target="webgpu",
+        dtype="float32",
+        cache_dir=tmp_path / "cache",
+        quantize=scheme,
+    )
     assert compiled.quantized
     state = {k: v.numpy().astype(np.float16) for k, v in module.state_dict().items()}
     stored = dict(qz.quantize_params(state.items(), set(compiled.quantized), scheme))
-    params = [stored[k] if stored[k].dtype == np.uint32 else stored[k].astype(np.float32) for k in compiled.params]
+    params = [
+        stored[k] if stored[k].dtype == np.uint32 else stored[k].astype(np.float32)
+        for k in compiled.params
+    ]
     inputs = example_inputs(component)
     got = run_in_deno(compiled.lib_path, inputs + params, tmp_path, len(inputs))
     with torch.no_grad():

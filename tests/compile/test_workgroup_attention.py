@@ -31,7 +31,9 @@ from .test_fused_attention import _attention_module
 
 ROOT = Path(__file__).resolve().parents[2]
 TVMJS = ROOT / "runtime-web" / "node_modules" / "@mlc-ai" / "web-runtime" / "lib" / "index.js"
-DENO = Path(__file__).parent / "webgpu_harness" / "node_modules" / "@deno" / "linux-x64-glibc" / "deno"
+DENO = (
+    Path(__file__).parent / "webgpu_harness" / "node_modules" / "@deno" / "linux-x64-glibc" / "deno"
+)
 
 
 @pytest.mark.parametrize("seq_q", [1, 64, 256, 1024, 4096, 9216])
@@ -49,14 +51,20 @@ def test_tile_config_gives_up_where_nothing_fits():
 def test_rewrites_plain_attention_of_both_dtypes_only():
     from tvm import tirx
 
-    shapes = [(2, 4096, 4096, 8, 40), (2, 4096, 77, 8, 40), (2, 256, 256, 8, 160),
-              (1, 4096, 4096, 1, 512), (1, 100, 77, 3, 36)]
+    shapes = [
+        (2, 4096, 4096, 8, 40),
+        (2, 4096, 77, 8, 40),
+        (2, 256, 256, 8, 160),
+        (1, 4096, 4096, 1, 512),
+        (1, 100, 77, 3, 36),
+    ]
     for dtype in ("float32", "float16"):
         mod = WorkgroupAttention(_attention_module(shapes, dtype))
         for i in range(len(shapes)):
             calls = _calls(mod, f"f{i}")
-            assert calls == [("relax.call_tir", "workgroup_attention" + (str(i) if i else ""))], \
+            assert calls == [("relax.call_tir", "workgroup_attention" + (str(i) if i else ""))], (
                 calls
+            )
             kernel = mod[calls[0][1]]
             assert isinstance(kernel, tirx.PrimFunc) and kernel.attrs["tirx.is_scheduled"]
     masked = WorkgroupAttention(_attention_module(shapes[:1], causal_mask="TopLeft"))
@@ -96,20 +104,34 @@ def _reference(q, k, v):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("emcc") is None or not (TVMJS.is_file() and DENO.is_file()),
-                    reason="needs emcc, `npm ci` in runtime-web/ and tests/compile/webgpu_harness/")
-@pytest.mark.parametrize("dtype,shapes", [
-    ("float32", [(2, 256, 77, 2, 40), (1, 300, 130, 3, 80), (1, 9, 5, 2, 160), (1, 33, 1, 1, 24),
-                 (1, 70, 64, 1, 512)]),
-    ("float16", [(2, 130, 77, 2, 40), (1, 64, 100, 2, 160)]),
-])
+@pytest.mark.skipif(
+    shutil.which("emcc") is None or not (TVMJS.is_file() and DENO.is_file()),
+    reason="needs emcc, `npm ci` in runtime-web/ and tests/compile/webgpu_harness/",
+)
+@pytest.mark.parametrize(
+    "dtype,shapes",
+    [
+        (
+            "float32",
+            [
+                (2, 256, 77, 2, 40),
+                (1, 300, 130, 3, 80),
+                (1, 9, 5, 2, 160),
+                (1, 33, 1, 1, 24),
+                (1, 70, 64, 1, 512),
+            ],
+        ),
+        ("float16", [(2, 130, 77, 2, 40), (1, 64, 100, 2, 160)]),
+    ],
+)
 def test_kernel_matches_numpy_on_webgpu(dtype, shapes, tmp_path, tmp_path_factory, monkeypatch):
     from packer.compile.webgpu import export_wasm
 
     from .test_webgpu import run_in_deno
 
-    cache = os.environ.get("SDPACK_WEBGPU_RUNTIME_CACHE") \
-        or str(tmp_path_factory.getbasetemp() / "webgpu-runtime")
+    cache = os.environ.get("SDPACK_WEBGPU_RUNTIME_CACHE") or str(
+        tmp_path_factory.getbasetemp() / "webgpu-runtime"
+    )
     monkeypatch.setenv("SDPACK_WEBGPU_RUNTIME_CACHE", cache)
     web = get_target("webgpu")
     rng = np.random.default_rng(0)

@@ -25,9 +25,17 @@ def _perturb(module: torch.nn.Module, seed: int) -> torch.nn.Module:
 def tiny_clip(seed: int = 0):
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    config = CLIPTextConfig(hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-                            num_attention_heads=4, vocab_size=691, max_position_embeddings=77,
-                            bos_token_id=0, eos_token_id=2, pad_token_id=1)
+    config = CLIPTextConfig(
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        vocab_size=691,
+        max_position_embeddings=77,
+        bos_token_id=0,
+        eos_token_id=2,
+        pad_token_id=1,
+    )
     torch.manual_seed(seed)
     return _perturb(CLIPTextModel(config), seed)
 
@@ -37,10 +45,17 @@ def tiny_unet(seed: int = 0):
 
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
-        block_out_channels=(32, 64), layers_per_block=1, sample_size=8, norm_num_groups=32,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        sample_size=8,
+        norm_num_groups=32,
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=32, attention_head_dim=8, in_channels=4, out_channels=4)
+        cross_attention_dim=32,
+        attention_head_dim=8,
+        in_channels=4,
+        out_channels=4,
+    )
     return _perturb(unet, seed)
 
 
@@ -48,9 +63,13 @@ def tiny_vae(seed: int = 0):
     from diffusers import AutoencoderKL
 
     torch.manual_seed(seed)
-    vae = AutoencoderKL(block_out_channels=(32, 64), latent_channels=4, norm_num_groups=32,
-                        down_block_types=("DownEncoderBlock2D",) * 2,
-                        up_block_types=("UpDecoderBlock2D",) * 2)
+    vae = AutoencoderKL(
+        block_out_channels=(32, 64),
+        latent_channels=4,
+        norm_num_groups=32,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+    )
     return _perturb(vae, seed)
 
 
@@ -71,9 +90,11 @@ def example_inputs(component: str, seed: int = 0) -> list[np.ndarray]:
     if component == "text_encoder":
         return [rng.integers(0, 691, size=(1, 77)).astype(np.int32)]
     if component == "unet":
-        return [rng.standard_normal((2, 4, 8, 8)).astype(np.float32),
-                np.array([999.0, 1.0], dtype=np.float32),
-                rng.standard_normal((2, 77, 32)).astype(np.float32)]
+        return [
+            rng.standard_normal((2, 4, 8, 8)).astype(np.float32),
+            np.array([999.0, 1.0], dtype=np.float32),
+            rng.standard_normal((2, 77, 32)).astype(np.float32),
+        ]
     return [rng.standard_normal((1, 4, 8, 8)).astype(np.float32)]
 
 
@@ -84,8 +105,9 @@ def torch_reference(component: str, module, inputs: list[np.ndarray]) -> np.ndar
         if component == "text_encoder":
             return module(input_ids=args[0].long()).last_hidden_state.numpy()
         if component == "unet":
-            return module(args[0], args[1], encoder_hidden_states=args[2],
-                          return_dict=False)[0].numpy()
+            return module(args[0], args[1], encoder_hidden_states=args[2], return_dict=False)[
+                0
+            ].numpy()
         return module.decoder(module.post_quant_conv(args[0])).numpy()
 
 

@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 from hypothesis.configuration import set_hypothesis_home_dir
 
-set_hypothesis_home_dir(tempfile.mkdtemp(prefix="sdpack-hypothesis-"))  # not .hypothesis/ in the repo
+set_hypothesis_home_dir(
+    tempfile.mkdtemp(prefix="sdpack-hypothesis-")
+)  # not .hypothesis/ in the repo
 
 from examples.make_example import make_example
 from tests.hostile.corpus import REPO
@@ -23,7 +25,9 @@ from tests.hostile.launcher import Launcher
 @pytest.fixture(scope="session")
 def session_dirs(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("hostile-session")
-    dirs = {name: root / name for name in ("cache", "hf-home", "launcher", "example", "bundles", "hub")}
+    dirs = {
+        name: root / name for name in ("cache", "hf-home", "launcher", "example", "bundles", "hub")
+    }
     for d in dirs.values():
         d.mkdir()
     return dirs
@@ -54,8 +58,24 @@ def pack_run(launcher, example, session_dirs):
     """The example packed once (llvm, fp32, 64 px) as sdpack/tiny 1.0.0 through the real CLI,
     compiling for real (the session's cache starts empty): the bundle and the run's Result."""
     out = session_dirs["bundles"] / "tiny"
-    r = launcher.run("pack", example["safetensors"], "--out", out, "--tokenizer", example["tokenizer"],
-                     "--image-size", "64", "--model-id", REPO, "--version", "1.0.0", "--targets", "llvm", "--dtype", "fp32")
+    r = launcher.run(
+        "pack",
+        example["safetensors"],
+        "--out",
+        out,
+        "--tokenizer",
+        example["tokenizer"],
+        "--image-size",
+        "64",
+        "--model-id",
+        REPO,
+        "--version",
+        "1.0.0",
+        "--targets",
+        "llvm",
+        "--dtype",
+        "fp32",
+    )
     assert r.code == 0, r.err
     for p in out.rglob("*"):  # shared by every case: nobody may change it
         p.chmod(0o444 if p.is_file() else 0o555)
@@ -77,5 +97,3 @@ def local_hub(launcher, packed, session_dirs) -> tuple[Path, Path]:
     r = launcher.run("resolve", f"{REPO}@1.0.0", "--endpoint", hub, "--lock-out", lock)
     assert r.code == 0, r.err
     return hub, lock
-
-

@@ -31,7 +31,9 @@ REPO = "sdpack/tiny"
 LIB = "libs/llvm-float32/unet.so"
 SHARD = "weights/unet/params_shard_0.bin.zst"
 INDEX = "weights/unet/tensor-cache.json"
-DEAD_ENDPOINT = "http://127.0.0.1:9"  # nothing listens: a case that reaches the network fails loudly
+DEAD_ENDPOINT = (
+    "http://127.0.0.1:9"  # nothing listens: a case that reaches the network fails loudly
+)
 
 
 @dataclass
@@ -60,8 +62,20 @@ class World:
 
     def pack(self, checkpoint: Path | str, *extra: str) -> list[str]:
         # llvm fp32 unless a case says otherwise (a later --targets/--dtype wins): no WebGPU builds here
-        return ["pack", str(checkpoint), "--out", str(self.tmp / "out"), *self.tok, "--image-size", "64",
-                "--targets", "llvm", "--dtype", "fp32", *extra]
+        return [
+            "pack",
+            str(checkpoint),
+            "--out",
+            str(self.tmp / "out"),
+            *self.tok,
+            "--image-size",
+            "64",
+            "--targets",
+            "llvm",
+            "--dtype",
+            "fp32",
+            *extra,
+        ]
 
     def copy_bundle(self) -> Path:
         return shutil.copytree(self.bundle, self.tmp / "bundle")
@@ -92,7 +106,9 @@ def forge_safetensors(path: Path, header: dict, body: bytes, length: int | None 
 
 def first_tensor(header: dict) -> str:
     """The tensor whose bytes start the data region."""
-    return min((k for k in header if k != "__metadata__"), key=lambda k: header[k]["data_offsets"][0])
+    return min(
+        (k for k in header if k != "__metadata__"), key=lambda k: header[k]["data_offsets"][0]
+    )
 
 
 def forge_hub_manifest(hub: Path, mutate) -> None:
@@ -158,7 +174,9 @@ def header_offsets_past_data(w):
 
 def overlapping_tensors(w):
     header, body = split_safetensors(w.example["safetensors"])
-    last = max((k for k in header if k != "__metadata__"), key=lambda k: header[k]["data_offsets"][0])
+    last = max(
+        (k for k in header if k != "__metadata__"), key=lambda k: header[k]["data_offsets"][0]
+    )
     begin, end = header[last]["data_offsets"]
     header[last]["data_offsets"] = [0, end - begin]  # its bytes now alias the first tensor's
     forge_safetensors(w.tmp / "overlap.safetensors", header, body)
@@ -188,17 +206,28 @@ def nan_weights(w):
     key = UNET + "input_blocks.0.0.weight"
     sd[key] = sd[key].clone()
     sd[key].view(-1)[:3] = torch.tensor([float("nan"), float("inf"), -float("inf")])
-    return w.pack(w.save(sd, "nan.safetensors")), 0, "warning: 1 weight tensor(s) contain NaN or Inf"
+    return (
+        w.pack(w.save(sd, "nan.safetensors")),
+        0,
+        "warning: 1 weight tensor(s) contain NaN or Inf",
+    )
 
 
 def sd2_linear_proj_in(w):
     sd = {k: v[:, :, 0, 0] if k.startswith(UNET) and k.endswith((".proj_in.weight", ".proj_out.weight")) else v
           for k, v in w.ldm().items()}  # fmt: skip
-    return w.pack(w.save(sd)), 2, "Stable Diffusion 2.x checkpoints are not supported (linear proj_in)"
+    return (
+        w.pack(w.save(sd)),
+        2,
+        "Stable Diffusion 2.x checkpoints are not supported (linear proj_in)",
+    )
 
 
 def sd2_openclip_keys(w):
-    sd = {k.replace(CLIP, "cond_stage_model.model.") if k.startswith(CLIP) else k: v for k, v in w.ldm().items()}
+    sd = {
+        k.replace(CLIP, "cond_stage_model.model.") if k.startswith(CLIP) else k: v
+        for k, v in w.ldm().items()
+    }
     return w.pack(w.save(sd)), 2, "OpenCLIP"
 
 
@@ -217,7 +246,11 @@ def inpainting_9_channels(w):
 
 
 def vae_only(w):
-    sd = {k.removeprefix("first_stage_model."): v for k, v in w.ldm().items() if k.startswith("first_stage_model.")}
+    sd = {
+        k.removeprefix("first_stage_model."): v
+        for k, v in w.ldm().items()
+        if k.startswith("first_stage_model.")
+    }
     return w.pack(w.save(sd, "vae.safetensors")), 2, "a VAE-only file"
 
 
@@ -262,8 +295,13 @@ def ckpt_not_a_zip(w):
 
 def ckpt_zip_bomb_member(w):
     """A storage record that inflates to 64 MiB where the pickle expects 16 bytes."""
-    torch.save({"state_dict": {"x": torch.zeros(4, dtype=torch.uint8).repeat(4)}}, w.tmp / "small.ckpt")
-    with zipfile.ZipFile(w.tmp / "small.ckpt") as src, zipfile.ZipFile(w.tmp / "bomb.ckpt", "w") as out:
+    torch.save(
+        {"state_dict": {"x": torch.zeros(4, dtype=torch.uint8).repeat(4)}}, w.tmp / "small.ckpt"
+    )
+    with (
+        zipfile.ZipFile(w.tmp / "small.ckpt") as src,
+        zipfile.ZipFile(w.tmp / "bomb.ckpt", "w") as out,
+    ):
         for name in src.namelist():
             data = b"\0" * (64 << 20) if name.endswith("/data/0") else src.read(name)
             out.writestr(zipfile.ZipInfo(name), data, compress_type=zipfile.ZIP_DEFLATED)
@@ -296,7 +334,11 @@ def diffusers_missing_unet(w):
 def diffusers_missing_tokenizer(w):
     folder = shutil.copytree(w.example["diffusers"], w.tmp / "partial")
     shutil.rmtree(folder / "tokenizer")
-    return ["pack", str(folder), "--out", str(w.tmp / "out")], 2, "the diffusers folder has no tokenizer/"
+    return (
+        ["pack", str(folder), "--out", str(w.tmp / "out")],
+        2,
+        "the diffusers folder has no tokenizer/",
+    )
 
 
 def diffusers_config_nesting_bomb(w):
@@ -323,7 +365,11 @@ def empty_targets(w):
 
 
 def bad_image_size(w):
-    return w.pack(w.example["safetensors"], "--image-size", "100"), 2, "image size 100 is not a positive multiple"
+    return (
+        w.pack(w.example["safetensors"], "--image-size", "100"),
+        2,
+        "image size 100 is not a positive multiple",
+    )
 
 
 def negative_image_size(w):
@@ -339,7 +385,11 @@ def pack_bad_model_id(w):
 
 
 def pack_bad_prediction_type(w):
-    return w.pack(w.example["safetensors"], "--prediction-type", "sample"), 2, "unknown --prediction-type"
+    return (
+        w.pack(w.example["safetensors"], "--prediction-type", "sample"),
+        2,
+        "unknown --prediction-type",
+    )
 
 
 def pack_out_exists(w):
@@ -369,8 +419,12 @@ def _set_path(path):
 
 verify_dotdot_path = _verify_manifest_case(_set_path("../../outside.bin"), "'..' segment")
 verify_absolute_path = _verify_manifest_case(_set_path("/etc/passwd"), "is absolute")
-verify_unknown_format_version = _verify_manifest_case(lambda d: d.update(format_version=99), "unknown format_version 99")
-verify_huge_declared_size = _verify_manifest_case(lambda d: d["files"][0].update(size=2**34), "in the manifest")
+verify_unknown_format_version = _verify_manifest_case(
+    lambda d: d.update(format_version=99), "unknown format_version 99"
+)
+verify_huge_declared_size = _verify_manifest_case(
+    lambda d: d["files"][0].update(size=2**34), "in the manifest"
+)
 
 
 def verify_huge_raw_size(w):
@@ -415,39 +469,102 @@ def generate_tampered_library(w):
     data = bytearray(lib.read_bytes())
     data[-100] ^= 0x01  # a library that is not the one the manifest pins must never be loaded
     lib.write_bytes(bytes(data))
-    return ["generate", str(root), "--prompt", "a castle", "--steps", "1", "--out", str(w.tmp / "img.png")], 1, \
-        f"{LIB}: sha256 mismatch"
+    return (
+        [
+            "generate",
+            str(root),
+            "--prompt",
+            "a castle",
+            "--steps",
+            "1",
+            "--out",
+            str(w.tmp / "img.png"),
+        ],
+        1,
+        f"{LIB}: sha256 mismatch",
+    )
 
 
 def generate_tampered_weights(w):
     root = w.copy_bundle()
     (root / SHARD).write_bytes((root / SHARD).read_bytes()[:-16])
     rehash(root, SHARD)  # even a consistent manifest entry: the frame no longer decodes
-    return ["generate", str(root), "--prompt", "a castle", "--steps", "1", "--out", str(w.tmp / "img.png")], 1, \
-        SHARD
+    return (
+        [
+            "generate",
+            str(root),
+            "--prompt",
+            "a castle",
+            "--steps",
+            "1",
+            "--out",
+            str(w.tmp / "img.png"),
+        ],
+        1,
+        SHARD,
+    )
 
 
 def generate_bad_scheduler(w):
-    return ["generate", str(w.bundle), "--prompt", "x", "--scheduler", "plms", "--out", str(w.tmp / "img.png")], 2, \
-        "unknown scheduler 'plms'"
+    return (
+        [
+            "generate",
+            str(w.bundle),
+            "--prompt",
+            "x",
+            "--scheduler",
+            "plms",
+            "--out",
+            str(w.tmp / "img.png"),
+        ],
+        2,
+        "unknown scheduler 'plms'",
+    )
 
 
 # == publish ========================================================================================
 def publish_bad_version(w):
-    return ["publish", REPO, "--bundle", str(w.bundle), "--version", "1.0.0.0", "--to", str(w.tmp / "hub")], 2, \
-        "invalid version '1.0.0.0'"
+    return (
+        [
+            "publish",
+            REPO,
+            "--bundle",
+            str(w.bundle),
+            "--version",
+            "1.0.0.0",
+            "--to",
+            str(w.tmp / "hub"),
+        ],
+        2,
+        "invalid version '1.0.0.0'",
+    )
 
 
 def publish_bad_repo_id(w):
-    return ["publish", "sdpack/../evil", "--bundle", str(w.bundle), "--version", "1.0.0", "--to", str(w.tmp / "hub")], \
-        2, "invalid repo id"
+    return (
+        [
+            "publish",
+            "sdpack/../evil",
+            "--bundle",
+            str(w.bundle),
+            "--version",
+            "1.0.0",
+            "--to",
+            str(w.tmp / "hub"),
+        ],
+        2,
+        "invalid repo id",
+    )
 
 
 def publish_tampered_bundle(w):
     root = w.copy_bundle()
     (root / SHARD).write_bytes(b"\0" + (root / SHARD).read_bytes()[1:])
-    return ["publish", REPO, "--bundle", str(root), "--version", "1.0.0", "--to", str(w.tmp / "hub")], 1, \
-        f"{SHARD}: sha256 mismatch"
+    return (
+        ["publish", REPO, "--bundle", str(root), "--version", "1.0.0", "--to", str(w.tmp / "hub")],
+        1,
+        f"{SHARD}: sha256 mismatch",
+    )
 
 
 def publish_tampered_bundle_to_hf(w):
@@ -455,12 +572,28 @@ def publish_tampered_bundle_to_hf(w):
     doc = read_manifest(root)
     doc["files"][0]["path"] = "../x"
     write_manifest(root, doc)
-    return ["publish", REPO, "--bundle", str(root), "--version", "1.0.0", "--endpoint", DEAD_ENDPOINT], 1, "'..' segment"
+    return (
+        ["publish", REPO, "--bundle", str(root), "--version", "1.0.0", "--endpoint", DEAD_ENDPOINT],
+        1,
+        "'..' segment",
+    )
 
 
 def publish_name_mismatch(w):
-    return ["publish", "sdpack/other", "--bundle", str(w.bundle), "--version", "1.0.0", "--to", str(w.tmp / "hub")], 2, \
-        "not sdpack/other 1.0.0"
+    return (
+        [
+            "publish",
+            "sdpack/other",
+            "--bundle",
+            str(w.bundle),
+            "--version",
+            "1.0.0",
+            "--to",
+            str(w.tmp / "hub"),
+        ],
+        2,
+        "not sdpack/other 1.0.0",
+    )
 
 
 def publish_bad_checkpoint(w):
@@ -480,8 +613,11 @@ def publish_changed_content_same_version(w):
     doc = read_manifest(root)
     doc["scheduler"]["steps"] = 21  # another bundle claiming the published version
     write_manifest(root, doc)
-    return ["publish", REPO, "--bundle", str(root), "--version", "1.0.0", "--to", str(hub)], 2, \
-        "already published with different content"
+    return (
+        ["publish", REPO, "--bundle", str(root), "--version", "1.0.0", "--to", str(hub)],
+        2,
+        "already published with different content",
+    )
 
 
 # == resolve / pull: pins and lock records ===========================================================
@@ -498,12 +634,26 @@ def resolve_bad_repo_id(w):
 
 
 def resolve_unpublished_version(w):
-    return ["resolve", f"{REPO}@9.9.9", "--endpoint", str(w.hub), "--lock-out", str(w.tmp / "lock.json")], 2, \
-        "is not published"
+    return (
+        [
+            "resolve",
+            f"{REPO}@9.9.9",
+            "--endpoint",
+            str(w.hub),
+            "--lock-out",
+            str(w.tmp / "lock.json"),
+        ],
+        2,
+        "is not published",
+    )
 
 
 def resolve_lock_bad_sha(w):
-    return ["resolve", str(w.lock_with(manifest_sha256="0" * 64))], 2, "differs from the lock record"
+    return (
+        ["resolve", str(w.lock_with(manifest_sha256="0" * 64))],
+        2,
+        "differs from the lock record",
+    )
 
 
 def resolve_lock_wrong_schema(w):
@@ -511,7 +661,11 @@ def resolve_lock_wrong_schema(w):
 
 
 def pull_lock_extra_field(w):
-    return ["pull", str(w.lock_with(token="hf_x")), "--out", str(w.tmp / "out")], 2, "not a valid lock record"
+    return (
+        ["pull", str(w.lock_with(token="hf_x")), "--out", str(w.tmp / "out")],
+        2,
+        "not a valid lock record",
+    )
 
 
 def pull_lock_not_json(w):
@@ -525,12 +679,19 @@ def pull_lock_nesting_bomb(w):
 
 
 def pull_lock_bad_sha(w):
-    return ["pull", str(w.lock_with(manifest_sha256="f" * 64)), "--out", str(w.tmp / "out")], 2, \
-        "differs from the lock record"
+    return (
+        ["pull", str(w.lock_with(manifest_sha256="f" * 64)), "--out", str(w.tmp / "out")],
+        2,
+        "differs from the lock record",
+    )
 
 
 def pull_lock_bad_commit(w):
-    return ["pull", str(w.lock_with(commit="0" * 39 + "g")), "--out", str(w.tmp / "out")], 2, "not a valid lock record"
+    return (
+        ["pull", str(w.lock_with(commit="0" * 39 + "g")), "--out", str(w.tmp / "out")],
+        2,
+        "not a valid lock record",
+    )
 
 
 def pull_lock_repo_mismatch(w):
@@ -538,60 +699,96 @@ def pull_lock_repo_mismatch(w):
     hub = w.copy_hub()
     shutil.copytree(hub / REPO, hub / "evil" / "copy")
     lock = w.lock_with(repo="evil/copy", endpoint=str(hub))
-    return ["pull", str(lock), "--out", str(w.tmp / "out")], 2, "resolves to a manifest for sdpack/tiny"
+    return (
+        ["pull", str(lock), "--out", str(w.tmp / "out")],
+        2,
+        "resolves to a manifest for sdpack/tiny",
+    )
 
 
 def pull_lock_endpoint_missing(w):
-    return ["pull", str(w.lock_with(endpoint=str(w.tmp / "gone"))), "--out", str(w.tmp / "out")], 2, \
-        "neither an http(s) URL nor a hub directory"
+    return (
+        ["pull", str(w.lock_with(endpoint=str(w.tmp / "gone"))), "--out", str(w.tmp / "out")],
+        2,
+        "neither an http(s) URL nor a hub directory",
+    )
 
 
 def pull_hash_mismatch(w):
     hub = w.copy_hub()
-    objects = [p for p in (hub / REPO / "objects").rglob("*") if p.is_file() and p.stat().st_size > 1 << 20]
+    objects = [
+        p for p in (hub / REPO / "objects").rglob("*") if p.is_file() and p.stat().st_size > 1 << 20
+    ]
     for obj in objects:  # every large object (libraries, shards): one byte changed
         data = bytearray(obj.read_bytes())
         data[7] ^= 0x10
         obj.write_bytes(bytes(data))
-    return ["pull", f"{REPO}@1.0.0", "--endpoint", str(hub), "--out", str(w.tmp / "out")], 1, "sha256 mismatch"
+    return (
+        ["pull", f"{REPO}@1.0.0", "--endpoint", str(hub), "--out", str(w.tmp / "out")],
+        1,
+        "sha256 mismatch",
+    )
 
 
 def pull_manifest_dotdot(w):
     hub = w.copy_hub()
     forge_hub_manifest(hub, lambda d: d["files"][0].update(path="../../../tmp/evil.so"))
-    return ["pull", f"{REPO}@1.0.0", "--endpoint", str(hub), "--out", str(w.tmp / "out")], 1, "'..' segment"
+    return (
+        ["pull", f"{REPO}@1.0.0", "--endpoint", str(hub), "--out", str(w.tmp / "out")],
+        1,
+        "'..' segment",
+    )
 
 
 def pull_manifest_absolute(w):
     hub = w.copy_hub()
     forge_hub_manifest(hub, lambda d: d["files"][0].update(path="/tmp/evil.so"))
-    return ["pull", f"{REPO}@1.0.0", "--endpoint", str(hub), "--out", str(w.tmp / "out")], 1, "is absolute"
+    return (
+        ["pull", f"{REPO}@1.0.0", "--endpoint", str(hub), "--out", str(w.tmp / "out")],
+        1,
+        "is absolute",
+    )
 
 
 def pull_manifest_unknown_format(w):
     hub = w.copy_hub()
     forge_hub_manifest(hub, lambda d: d.update(format_version=2))
-    return ["pull", f"{REPO}@1.0.0", "--endpoint", str(hub), "--out", str(w.tmp / "out")], 1, "unknown format_version 2"
+    return (
+        ["pull", f"{REPO}@1.0.0", "--endpoint", str(hub), "--out", str(w.tmp / "out")],
+        1,
+        "unknown format_version 2",
+    )
 
 
 def pull_manifest_huge_size(w):
     hub = w.copy_hub()
     forge_hub_manifest(hub, lambda d: d["files"][0].update(size=2**34))
-    return ["pull", f"{REPO}@1.0.0", "--endpoint", str(hub), "--out", str(w.tmp / "out")], 1, "in the manifest"
+    return (
+        ["pull", f"{REPO}@1.0.0", "--endpoint", str(hub), "--out", str(w.tmp / "out")],
+        1,
+        "in the manifest",
+    )
 
 
 def pull_manifest_wrong_version(w):
     hub = w.copy_hub()
     forge_hub_manifest(hub, lambda d: d["model"].update(version="6.6.6"))
-    return ["pull", f"{REPO}@1.0.0", "--endpoint", str(hub), "--out", str(w.tmp / "out")], 2, \
-        "resolves to a manifest for sdpack/tiny 6.6.6"
+    return (
+        ["pull", f"{REPO}@1.0.0", "--endpoint", str(hub), "--out", str(w.tmp / "out")],
+        2,
+        "resolves to a manifest for sdpack/tiny 6.6.6",
+    )
 
 
 def pull_commit_record_damaged(w):
     hub = w.copy_hub()
     commit = (hub / REPO / "refs/tags/v1.0.0").read_text().strip()
     (hub / REPO / "commits" / f"{commit}.json").write_text('{"files": [1, 2]}')
-    return ["pull", f"{REPO}@1.0.0", "--endpoint", str(hub), "--out", str(w.tmp / "out")], 2, "is unreadable"
+    return (
+        ["pull", f"{REPO}@1.0.0", "--endpoint", str(hub), "--out", str(w.tmp / "out")],
+        2,
+        "is unreadable",
+    )
 
 
 def pull_out_exists(w):
@@ -626,4 +823,6 @@ for _name, _fn in list(globals().items()):
 
 def destinations(argv: list[str]) -> list[Path]:
     """The paths a command would write: the values of --out, --to and --lock-out."""
-    return [Path(argv[i + 1]) for i, a in enumerate(argv[:-1]) if a in ("--out", "--to", "--lock-out")]
+    return [
+        Path(argv[i + 1]) for i, a in enumerate(argv[:-1]) if a in ("--out", "--to", "--lock-out")
+    ]

@@ -35,10 +35,14 @@ def _preload() -> None:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for name in PRELOAD + tuple(filter(None, os.environ.get("SDPACK_FORKSERVER_PRELOAD", "").split(","))):
+        for name in PRELOAD + tuple(
+            filter(None, os.environ.get("SDPACK_FORKSERVER_PRELOAD", "").split(","))
+        ):
             try:
                 importlib.import_module(name)
-            except Exception:  # a module that does not import fails the command that needs it, not us
+            except (
+                Exception
+            ):  # a module that does not import fails the command that needs it, not us
                 pass
 
 

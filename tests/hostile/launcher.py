@@ -23,8 +23,13 @@ class Launcher:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.hostile.forkserver"], cwd=REPO, env=self.env,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
+            [sys.executable, "-m", "tests.hostile.forkserver"],
+            cwd=REPO,
+            env=self.env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            bufsize=1,
         )
         first = json.loads(self.proc.stdout.readline() or "{}")
         assert first.get("ready"), "fork server did not start"
@@ -44,13 +49,21 @@ class Launcher:
         self._n += 1
         out = self.workdir / f"{self._n}.out"
         err = self.workdir / f"{self._n}.err"
-        req = {"argv": list(map(str, argv)), "cwd": str(cwd or REPO), "env": env or {}, "stdout": str(out), "stderr": str(err)}
+        req = {
+            "argv": list(map(str, argv)),
+            "cwd": str(cwd or REPO),
+            "env": env or {},
+            "stdout": str(out),
+            "stderr": str(err),
+        }
         self.proc.stdin.write(json.dumps(req) + "\n")
         self.proc.stdin.flush()
         pid = json.loads(self.proc.stdout.readline())["pid"]
         return Running(self, pid, out, err)
 
-    def run(self, *argv: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 300) -> Result:
+    def run(
+        self, *argv: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 300
+    ) -> Result:
         return self.start(*argv, env=env, cwd=cwd).wait(timeout)
 
 
@@ -76,5 +89,9 @@ class Running:
                 timer.cancel()
                 self.launcher._lock.release()
             assert done["pid"] == self.pid
-            self.result = Result(done["code"], self.out.read_text(errors="replace"), self.err.read_text(errors="replace"))
+            self.result = Result(
+                done["code"],
+                self.out.read_text(errors="replace"),
+                self.err.read_text(errors="replace"),
+            )
         return self.result

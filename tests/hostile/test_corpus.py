@@ -61,12 +61,18 @@ def check_cache_entries(cache: Path, new: set[str]) -> None:
             lib = cache / "compiled" / meta["lib"]
             assert hashlib.sha256(lib.read_bytes()).hexdigest() == meta["lib_sha256"], rel
         elif rel.startswith("compiled/"):
-            assert any(n.startswith("compiled/") and n.endswith(".json") and
-                       json.loads((cache / n).read_text()).get("lib") == name for n in files_under(cache)), rel
+            assert any(
+                n.startswith("compiled/")
+                and n.endswith(".json")
+                and json.loads((cache / n).read_text()).get("lib") == name
+                for n in files_under(cache)
+            ), rel
 
 
 def leftovers(root: Path) -> list[str]:
-    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if LEFTOVER.search(p.name))
+    return sorted(
+        p.relative_to(root).as_posix() for p in root.rglob("*") if LEFTOVER.search(p.name)
+    )
 
 
 @pytest.fixture
@@ -118,8 +124,11 @@ def test_corpus_is_big_and_distinct():
     assert len(names) == len(set(names)) >= 30
 
 
-@pytest.mark.parametrize("case", [corpus.verify_dotdot_path, corpus.resolve_lock_bad_sha, corpus.ckpt_runs_code],
-                         ids=lambda f: f.__name__)
+@pytest.mark.parametrize(
+    "case",
+    [corpus.verify_dotdot_path, corpus.resolve_lock_bad_sha, corpus.ckpt_runs_code],
+    ids=lambda f: f.__name__,
+)
 def test_launcher_matches_a_plain_subprocess(case, world, launcher, session_dirs):
     """The pre-loaded launcher answers exactly as `python -m packer` does."""
     argv, code, _ = case(world)

@@ -31,8 +31,14 @@ FUZZ = settings(max_examples=300, deadline=None, database=None, derandomize=True
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])  # fmt: skip
 
 JSON = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=True) | st.text(max_size=12),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=True)
+    | st.text(max_size=12),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 GOLDEN_MANIFEST = json.loads((GOLDEN / "bundle" / "manifest.json").read_text())
@@ -71,11 +77,17 @@ def mutated(draw, base):
         elif action == "replace":
             parent[key] = draw(JSON)
         elif isinstance(old, str):
-            parent[key] = draw(st.sampled_from(["", "..", "/abs", "a\\b", "./x", old + "/..", old * 3, "\x00", "é" * 40]))
+            parent[key] = draw(
+                st.sampled_from(
+                    ["", "..", "/abs", "a\\b", "./x", old + "/..", old * 3, "\x00", "é" * 40]
+                )
+            )
         elif isinstance(old, bool) or old is None:
             parent[key] = draw(JSON)
         elif isinstance(old, (int, float)):
-            parent[key] = draw(st.sampled_from([-1, 0, 2**31, 2**32, 2**53 + 1, 2**64, 1.5, float("inf")]))
+            parent[key] = draw(
+                st.sampled_from([-1, 0, 2**31, 2**32, 2**53 + 1, 2**64, 1.5, float("inf")])
+            )
         else:
             parent[key] = draw(JSON)
     return doc

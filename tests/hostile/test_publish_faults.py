@@ -47,7 +47,11 @@ def publish_completes_then_no_op(hub_server, bundle, expected):  # noqa: F811
     hub_server.reset_counters()
     again = publish(PublishArgs(bundle, REPO, "1.0.0", endpoint=hub_server.url)).published
     assert again.already and again.commit == done.commit
-    assert view.commit_count == commits and hub_server.counters["commit"] == 0 and hub_server.lfs_puts == []
+    assert (
+        view.commit_count == commits
+        and hub_server.counters["commit"] == 0
+        and hub_server.lfs_puts == []
+    )
 
 
 NEW_FAULTS = [
@@ -128,5 +132,7 @@ def test_pull_fault_leaves_no_output(hub_server, alice, bundles, tmp_path, mode)
     assert not out.exists() and not list(tmp_path.glob(".pulled.partial-*"))
     hub_server.faults.clear()
     pulled = pull(PullArgs(f"{REPO}@1.0.0", out, endpoint=hub_server.url)).pulled
-    assert bundle_files(out) == bundle_files(bundles.v1) | {"sdpack.lock.json"}  # + the pin pull leaves
+    assert bundle_files(out) == bundle_files(bundles.v1) | {
+        "sdpack.lock.json"
+    }  # + the pin pull leaves
     assert pulled.files == len(bundle_files(bundles.v1)) - 1  # + manifest

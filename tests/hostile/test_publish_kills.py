@@ -31,7 +31,9 @@ def bundle_files(bundle: Path) -> set[str]:
 def grep_token(texts: list[str], roots: list[Path]) -> list[str]:
     leaks = [t[:80] for t in texts if TOKEN in t]
     for root in roots:
-        leaks += [str(p) for p in root.rglob("*") if p.is_file() and TOKEN.encode() in p.read_bytes()]
+        leaks += [
+            str(p) for p in root.rglob("*") if p.is_file() and TOKEN.encode() in p.read_bytes()
+        ]
     return leaks
 
 
@@ -67,10 +69,15 @@ def test_sigkill_publish_to_hub(launcher, packed, session_dirs, tmp_path):
     texts: list[str] = []
 
     def fresh_server(i: int) -> HubServer:
-        return HubServer(tmp_path / f"server-{i}", tokens={TOKEN: "alice"}, orgs={"sdpack": ["alice"]}).start()
+        return HubServer(
+            tmp_path / f"server-{i}", tokens={TOKEN: "alice"}, orgs={"sdpack": ["alice"]}
+        ).start()
 
     calib = fresh_server(-1)
-    argv = lambda url: ("publish", REPO, "--bundle", packed, "--version", "1.0.0", "--endpoint", url)  # noqa: E731
+
+    def argv(url: str) -> tuple:
+        return ("publish", REPO, "--bundle", packed, "--version", "1.0.0", "--endpoint", url)
+
     r, typical = timed(launcher, *argv(calib.url), env=env)
     calib.stop()
     assert r.code == 0, r.err
@@ -99,12 +106,16 @@ def test_sigkill_publish_to_hub(launcher, packed, session_dirs, tmp_path):
 
             noop = launcher.run(*argv(server.url), env=env)
             texts += [noop.out, noop.err]
-            assert noop.code == 0 and "already published" in noop.out and "nothing to do" in noop.out, noop
+            assert (
+                noop.code == 0 and "already published" in noop.out and "nothing to do" in noop.out
+            ), noop
             assert server.repo(REPO).tags == tags and server.repo(REPO).commit_count == commits
         finally:
             server.stop()
     assert outcomes.count(-9) >= KILLS // 2, f"too few runs were really killed: {outcomes}"
-    assert grep_token(texts, [tmp_path, session_dirs["hf-home"], session_dirs["cache"], packed]) == []
+    assert (
+        grep_token(texts, [tmp_path, session_dirs["hf-home"], session_dirs["cache"], packed]) == []
+    )
 
 
 # -- a directory hub ----------------------------------------------------------------------------------
@@ -113,7 +124,9 @@ def check_local_state(hub_dir: Path, expected: set[str]) -> None:
     if not (repo / "refs").exists():
         return
     hub = LocalHub(hub_dir)
-    for record in (repo / "commits").glob("*.json"):  # the glob skips .tmp files: readers never see them
+    for record in (repo / "commits").glob(
+        "*.json"
+    ):  # the glob skips .tmp files: readers never see them
         commit = record.stem
         files = hub.snapshot(REPO, commit)
         assert set(files) == expected, f"commit {commit} holds a partial version"

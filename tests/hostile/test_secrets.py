@@ -31,25 +31,69 @@ def test_token_never_printed_or_written(launcher, packed, session_dirs, hub_serv
             assert r.code == expect, (argv, r.err)
         return r
 
-    cli("publish", REPO, "--bundle", packed, "--version", "1.0.0", "--private", "--endpoint", url, expect=0)
-    cli("publish", REPO, "--bundle", packed, "--version", "1.0.0", "--endpoint", url, expect=0)  # no-op
+    cli(
+        "publish",
+        REPO,
+        "--bundle",
+        packed,
+        "--version",
+        "1.0.0",
+        "--private",
+        "--endpoint",
+        url,
+        expect=0,
+    )
+    cli(
+        "publish", REPO, "--bundle", packed, "--version", "1.0.0", "--endpoint", url, expect=0
+    )  # no-op
     lock = tmp_path / "tiny.lock.json"
     cli("resolve", f"{REPO}@1.0.0", "--endpoint", url, "--lock-out", lock, expect=0)
     cli("pull", lock, "--out", tmp_path / "pulled", expect=0)
 
     # failures: wrong token, someone else's token, missing version, changed content, a damaged bundle
     wrong = TOKEN[:-4] + "XXXX"
-    cli("publish", REPO, "--bundle", packed, "--version", "1.0.0", "--endpoint", url, token=wrong, expect=2)
+    cli(
+        "publish",
+        REPO,
+        "--bundle",
+        packed,
+        "--version",
+        "1.0.0",
+        "--endpoint",
+        url,
+        token=wrong,
+        expect=2,
+    )
     cli("resolve", f"{REPO}@1.0.0", "--endpoint", url, token=wrong, expect=2)
-    cli("pull", f"{REPO}@1.0.0", "--endpoint", url, "--out", tmp_path / "nope", token=wrong, expect=2)
+    cli(
+        "pull",
+        f"{REPO}@1.0.0",
+        "--endpoint",
+        url,
+        "--out",
+        tmp_path / "nope",
+        token=wrong,
+        expect=2,
+    )
     hub_server.tokens[ALICE_TOKEN] = "bob"
-    cli("pull", f"{REPO}@1.0.0", "--endpoint", url, "--out", tmp_path / "nope", token=ALICE_TOKEN, expect=2)
+    cli(
+        "pull",
+        f"{REPO}@1.0.0",
+        "--endpoint",
+        url,
+        "--out",
+        tmp_path / "nope",
+        token=ALICE_TOKEN,
+        expect=2,
+    )
     cli("resolve", f"{REPO}@9.9.9", "--endpoint", url, expect=2)
     damaged = shutil.copytree(packed, tmp_path / "damaged")
     (damaged / SHARD).chmod(0o644)
     (damaged / SHARD).write_bytes(b"\0" + (damaged / SHARD).read_bytes()[1:])
     cli("publish", REPO, "--bundle", damaged, "--version", "1.0.0", "--endpoint", url, expect=1)
-    url_with_password = url.replace("http://", f"http://user:{TOKEN}@")  # a token pasted into the URL
+    url_with_password = url.replace(
+        "http://", f"http://user:{TOKEN}@"
+    )  # a token pasted into the URL
     cli("resolve", f"{REPO}@1.0.0", "--endpoint", url_with_password)
     hub_server.stop()
     cli("publish", REPO, "--bundle", packed, "--version", "2.0.0", "--endpoint", url, expect=2)
@@ -57,7 +101,18 @@ def test_token_never_printed_or_written(launcher, packed, session_dirs, hub_serv
     assert all("Traceback" not in r.err for r in runs)
     texts = [t for r in runs for t in (r.out, r.err)]
     assert [t for t in texts if TOKEN in t] == []
-    roots = [tmp_path, session_dirs["hf-home"], session_dirs["cache"], session_dirs["launcher"], hub_server.storage.root]
-    leaked = [p for root in roots for p in root.rglob("*") if p.is_file() and TOKEN.encode() in p.read_bytes()]
+    roots = [
+        tmp_path,
+        session_dirs["hf-home"],
+        session_dirs["cache"],
+        session_dirs["launcher"],
+        hub_server.storage.root,
+    ]
+    leaked = [
+        p
+        for root in roots
+        for p in root.rglob("*")
+        if p.is_file() and TOKEN.encode() in p.read_bytes()
+    ]
     assert leaked == []
     assert (session_dirs["hf-home"] / "hub").is_dir()  # the client's cache was there to be searched

@@ -29,7 +29,13 @@ def hf_env(monkeypatch, tmp_path):
 
     home = tmp_path / "hf-home"
     home.mkdir()
-    for var in ("HF_HUB_OFFLINE", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_ENDPOINT", "TRANSFORMERS_OFFLINE"):
+    for var in (
+        "HF_HUB_OFFLINE",
+        "HF_TOKEN",
+        "HUGGING_FACE_HUB_TOKEN",
+        "HF_ENDPOINT",
+        "TRANSFORMERS_OFFLINE",
+    ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
     monkeypatch.setenv("HF_HOME", str(home))
@@ -53,7 +59,9 @@ def hf_env(monkeypatch, tmp_path):
 def params(seed: int, changed: int | None = None, count: int = 12) -> list[tuple[str, np.ndarray]]:
     """``count`` small float16 tensors; ``changed`` replaces one tensor (so exactly one shard differs)."""
     rng = np.random.default_rng(seed)
-    out = [(f"block{i}.weight", rng.standard_normal((24, 24)).astype("float16")) for i in range(count)]
+    out = [
+        (f"block{i}.weight", rng.standard_normal((24, 24)).astype("float16")) for i in range(count)
+    ]
     if changed is not None:
         name, old = out[changed]
         out[changed] = (name, (old + 1).astype("float16"))
@@ -61,7 +69,11 @@ def params(seed: int, changed: int | None = None, count: int = 12) -> list[tuple
 
 
 def make_bundle(
-    out: Path, repo: str = "sdpack/tiny-sd", version: str = "1.0.0", changed: int | None = None, count: int = 12
+    out: Path,
+    repo: str = "sdpack/tiny-sd",
+    version: str = "1.0.0",
+    changed: int | None = None,
+    count: int = 12,
 ) -> Path:
     """A small valid bundle with several LFS-sized .zst shards and a few regular files."""
     with BundleWriter(out, shard_bytes=4096) as w:
@@ -70,22 +82,45 @@ def make_bundle(
         w.add_bytes("tokenizer/merges.txt", b"#version: 0.2\na b\n")
         w.commit(
             {
-                "model": {"id": repo, "version": version, "license": "creativeml-openrail-m", "base_model": "stable-diffusion-v1-5/stable-diffusion-v1-5"},
-                "source": {"name": "synthetic.safetensors", "format": "synthetic", "sha256": "0" * 64},
+                "model": {
+                    "id": repo,
+                    "version": version,
+                    "license": "creativeml-openrail-m",
+                    "base_model": "stable-diffusion-v1-5/stable-diffusion-v1-5",
+                },
+                "source": {
+                    "name": "synthetic.safetensors",
+                    "format": "synthetic",
+                    "sha256": "0" * 64,
+                },
                 "architecture": {
                     "family": "sd1",
                     "signature": "1" * 64,
                     "prediction_type": "epsilon",
                     "configs": {},
-                    "latent": {"channels": 4, "height": 8, "width": 8, "scaling_factor": 0.18215, "vae_scale": 8},
+                    "latent": {
+                        "channels": 4,
+                        "height": 8,
+                        "width": 8,
+                        "scaling_factor": 0.18215,
+                        "vae_scale": 8,
+                    },
                 },
                 "dtype": "float16",
                 "components": {"unet": {"weights": index, "params": names, "inputs": []}},
                 "targets": {},
-                "tokenizer": {"files": ["tokenizer/vocab.json", "tokenizer/merges.txt"], "max_length": 77},
+                "tokenizer": {
+                    "files": ["tokenizer/vocab.json", "tokenizer/merges.txt"],
+                    "max_length": 77,
+                },
                 "scheduler": {"default": "dpm++", "steps": 20, "guidance": 7.5, "config": {}},
                 "noise": {"generator": "philox4x32-10/box-muller", "version": 1},
-                "generator": {"sdpack": "0.1.0", "apache_tvm": "0.27.0.post1", "tvm_ffi": "0.1.14.post1", "pipeline_version": "1"},
+                "generator": {
+                    "sdpack": "0.1.0",
+                    "apache_tvm": "0.27.0.post1",
+                    "tvm_ffi": "0.1.14.post1",
+                    "pipeline_version": "1",
+                },
             }
         )
     return out

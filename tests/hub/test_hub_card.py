@@ -30,7 +30,9 @@ def metadata(text: str):
 
 @pytest.fixture
 def manifest(bundles):
-    return Bundle.open(bundles.v1).manifest  # weights only, float16, from a local file, base model SD1.5
+    return Bundle.open(
+        bundles.v1
+    ).manifest  # weights only, float16, from a local file, base model SD1.5
 
 
 def with_targets(manifest, targets=WEB_TARGETS, **source):
@@ -42,7 +44,11 @@ def with_targets(manifest, targets=WEB_TARGETS, **source):
 
 def test_front_matter_is_hub_metadata(manifest):
     data = metadata(card.render(with_targets(manifest), "https://huggingface.co/").decode())
-    assert (data.license, data.library_name, data.pipeline_tag) == ("creativeml-openrail-m", "sdpack", "text-to-image")
+    assert (data.license, data.library_name, data.pipeline_tag) == (
+        "creativeml-openrail-m",
+        "sdpack",
+        "text-to-image",
+    )
     assert data.base_model == SD15
     assert data.base_model_relation == "finetune"  # a local checkpoint built on SD1.5
     assert data.tags == ["text-to-image", "stable-diffusion", "sdpack", "tvm", "webgpu"]
@@ -51,9 +57,16 @@ def test_front_matter_is_hub_metadata(manifest):
 def test_tags_follow_the_targets_built(manifest):
     assert "webgpu" not in metadata(card.render(manifest, "https://huggingface.co").decode()).tags
     only_cpu = {"llvm-float32": WEB_TARGETS["llvm-float32"]}
-    assert metadata(card.render(with_targets(manifest, only_cpu), "https://huggingface.co").decode()).tags == list(card.BASE_TAGS)
+    assert metadata(
+        card.render(with_targets(manifest, only_cpu), "https://huggingface.co").decode()
+    ).tags == list(card.BASE_TAGS)
     cuda = {"cuda-float16": {**WEB_TARGETS["llvm-float32"], "kind": "cuda", "dtype": "float16"}}
-    assert metadata(card.render(with_targets(manifest, cuda), "https://huggingface.co").decode()).tags[-1] == "cuda"
+    assert (
+        metadata(card.render(with_targets(manifest, cuda), "https://huggingface.co").decode()).tags[
+            -1
+        ]
+        == "cuda"
+    )
 
 
 @pytest.mark.parametrize("dtype, relation", [("float16", "quantized"), ("float32", None)])
@@ -70,13 +83,27 @@ def test_body_runs_the_version_in_javascript_and_explains_the_files(manifest):
     assert 'import { loadModel } from "@sdpack/runtime-web";' in body
     assert f'await loadModel("{REPO}@1.0.0");' in body
     assert f"https://huggingface.co/{REPO}/resolve/v1.0.0/manifest.json" in body
-    assert "await model.generate({" in body and "putImageData(new ImageData(rgba, width, height), 0, 0)" in body
-    assert f"packer pull {REPO}@1.0.0 --out tiny-sd" in body and "packer generate tiny-sd --prompt" in body
-    for part in ("`manifest.json`", "`weights/<component>/tensor-cache.json`", ".bin.zst", "`libs/<variant>/", "`tokenizer/`"):
+    assert (
+        "await model.generate({" in body
+        and "putImageData(new ImageData(rgba, width, height), 0, 0)" in body
+    )
+    assert (
+        f"packer pull {REPO}@1.0.0 --out tiny-sd" in body
+        and "packer generate tiny-sd --prompt" in body
+    )
+    for part in (
+        "`manifest.json`",
+        "`weights/<component>/tensor-cache.json`",
+        ".bin.zst",
+        "`libs/<variant>/",
+        "`tokenizer/`",
+    ):
         assert part in body
     for key in WEB_TARGETS:
         assert f"| `{key}` |" in body
-    assert card.render(with_targets(manifest), "https://huggingface.co") == text.encode()  # deterministic
+    assert (
+        card.render(with_targets(manifest), "https://huggingface.co") == text.encode()
+    )  # deterministic
 
 
 def test_a_directory_hub_card_names_its_endpoint(manifest):
@@ -98,7 +125,9 @@ BAD_CARDS = [
 
 
 @pytest.mark.parametrize("text, why", BAD_CARDS)
-def test_bad_cards_are_refused_by_the_hub_and_locally(hub_server, hf_env, monkeypatch, tmp_path, text, why):
+def test_bad_cards_are_refused_by_the_hub_and_locally(
+    hub_server, hf_env, monkeypatch, tmp_path, text, why
+):
     with pytest.raises(HubError, match=why):
         card.check(text)
     bundle = make_bundle(tmp_path / "b")
@@ -118,7 +147,9 @@ def test_generated_card_passes_the_hubs_validation(hub_server, hf_env, monkeypat
 
     monkeypatch.setattr(constants, "ENDPOINT", hub_server.url)  # where ModelCard.validate posts
     for base in ("https://huggingface.co", "http://127.0.0.1:8000"):
-        ModelCard(card.render(with_targets(Bundle.open(bundles.v1).manifest), base).decode()).validate()
+        ModelCard(
+            card.render(with_targets(Bundle.open(bundles.v1).manifest), base).decode()
+        ).validate()
     with pytest.raises(ValueError, match="license"):  # the server does check
         ModelCard("---\nlicense: 3\n---\n", ignore_metadata_errors=True).validate()
     hub_server.reset_counters()
@@ -135,4 +166,7 @@ def test_published_card_is_the_bundles_own_if_it_has_one(bundles, tmp_path):
     from packer.hub.local import LocalHub
 
     hub = LocalHub(tmp_path / "hub")
-    assert hub.read("sdpack/tiny-sd", hub.tags("sdpack/tiny-sd")["v1.0.0"], "README.md") == b"---\nlicense: mit\n---\nmine\n"
+    assert (
+        hub.read("sdpack/tiny-sd", hub.tags("sdpack/tiny-sd")["v1.0.0"], "README.md")
+        == b"---\nlicense: mit\n---\nmine\n"
+    )

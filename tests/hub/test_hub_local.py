@@ -33,9 +33,14 @@ def test_local_publish_resolve_pull(bundles, tmp_path):
 
     for version, bundle, published in (("1.0.0", bundles.v1, first), ("1.1.0", bundles.v2, second)):
         lock_file = tmp_path / f"{version}.lock.json"
-        resolved = resolve(ResolveArgs(f"{REPO}@{version}", endpoint=str(hub_dir), lock_out=lock_file)).resolved
+        resolved = resolve(
+            ResolveArgs(f"{REPO}@{version}", endpoint=str(hub_dir), lock_out=lock_file)
+        ).resolved
         assert resolved.commit == published.commit
-        assert resolved.manifest_sha256 == hashlib.sha256((bundle / "manifest.json").read_bytes()).hexdigest()
+        assert (
+            resolved.manifest_sha256
+            == hashlib.sha256((bundle / "manifest.json").read_bytes()).hexdigest()
+        )
         out = pull(PullArgs(str(lock_file), tmp_path / f"out-{version}")).pulled.out
         assert (out / "manifest.json").read_bytes() == (bundle / "manifest.json").read_bytes()
         assert not list(out.parent.glob(".out-*partial*"))
@@ -94,7 +99,9 @@ def test_tampered_lock_or_hub_is_caught(bundles, tmp_path):
 
     hub = LocalHub(hub_dir)
     commit = hub.tags(REPO)["v1.0.0"]
-    shard = hub.object_path(REPO, hub.snapshot(REPO, commit)["weights/unet/params_shard_0.bin.zst"]["sha256"])
+    shard = hub.object_path(
+        REPO, hub.snapshot(REPO, commit)["weights/unet/params_shard_0.bin.zst"]["sha256"]
+    )
     shard.write_bytes(b"\0" + shard.read_bytes()[1:])
     with pytest.raises(Exception) as err:
         pull(PullArgs(f"{REPO}@1.0.0", tmp_path / "out2", endpoint=str(hub_dir)))

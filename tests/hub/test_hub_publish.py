@@ -45,27 +45,46 @@ def test_two_versions_publish_resolve_pull(hub_server, alice, bundles, tmp_path)
     second = publish(PublishArgs(bundles.v2, REPO, "v1.1.0", endpoint=hub_server.url)).published
     changed = {n for n, oid in shard_oids(bundles.v2).items() if oid != shard_oids(bundles.v1)[n]}
     assert changed == {"params_shard_1.bin.zst"}
-    assert hub_server.lfs_puts == [shard_oids(bundles.v2)["params_shard_1.bin.zst"]]  # unchanged shards not sent
-    assert set(second.uploaded) == {"manifest.json", "README.md", "weights/unet/params_shard_1.bin.zst"}
+    assert hub_server.lfs_puts == [
+        shard_oids(bundles.v2)["params_shard_1.bin.zst"]
+    ]  # unchanged shards not sent
+    assert set(second.uploaded) == {
+        "manifest.json",
+        "README.md",
+        "weights/unet/params_shard_1.bin.zst",
+    }
     assert view.tags == {"v1.0.0": first.commit, "v1.1.0": second.commit}
-    assert view.read("v1.0.0", "manifest.json") == (bundles.v1 / "manifest.json").read_bytes()  # tags never move
+    assert (
+        view.read("v1.0.0", "manifest.json") == (bundles.v1 / "manifest.json").read_bytes()
+    )  # tags never move
 
     for version, bundle, published in (("1.0.0", bundles.v1, first), ("1.1.0", bundles.v2, second)):
         lock_file = tmp_path / f"lock-{version}.json"
-        resolved = resolve(ResolveArgs(f"{REPO}@{version}", endpoint=hub_server.url, lock_out=lock_file)).resolved
+        resolved = resolve(
+            ResolveArgs(f"{REPO}@{version}", endpoint=hub_server.url, lock_out=lock_file)
+        ).resolved
         assert resolved.commit == published.commit
         assert resolved.manifest_sha256 == sha256(bundle / "manifest.json")
-        assert resolved.manifest_url == f"{hub_server.url}/{REPO}/resolve/{published.commit}/manifest.json"
+        assert (
+            resolved.manifest_url
+            == f"{hub_server.url}/{REPO}/resolve/{published.commit}/manifest.json"
+        )
         assert json.loads(lock_file.read_text())["commit"] == published.commit
 
         out = tmp_path / f"pulled-{version}"
         pulled = pull(PullArgs(f"{REPO}@v{version}", out, endpoint=hub_server.url)).pulled
         assert pulled.resolved.commit == published.commit
-        assert bundle_files(out) == bundle_files(bundle) | {"sdpack.lock.json"}  # the pin, beside the bundle's files
-        assert all((out / f).read_bytes() == (bundle / f).read_bytes() for f in bundle_files(bundle))
+        assert bundle_files(out) == bundle_files(bundle) | {
+            "sdpack.lock.json"
+        }  # the pin, beside the bundle's files
+        assert all(
+            (out / f).read_bytes() == (bundle / f).read_bytes() for f in bundle_files(bundle)
+        )
         assert json.loads((out / "sdpack.lock.json").read_text())["commit"] == published.commit
 
-        from_lock = pull(PullArgs(str(lock_file), tmp_path / f"from-lock-{version}")).pulled  # endpoint from the lock
+        from_lock = pull(
+            PullArgs(str(lock_file), tmp_path / f"from-lock-{version}")
+        ).pulled  # endpoint from the lock
         assert from_lock.resolved.commit == published.commit
 
     by_sha = resolve(ResolveArgs(f"{REPO}@{first.commit}", endpoint=hub_server.url)).resolved
@@ -76,8 +95,14 @@ def test_a_version_holds_exactly_its_bundle(hub_server, alice, bundles, tmp_path
     publish(PublishArgs(bundles.v1, REPO, "1.0.0", endpoint=hub_server.url))
     smaller = make_bundle(tmp_path / "smaller", version="2.0.0", count=5)  # fewer shards than 1.0.0
     publish(PublishArgs(smaller, REPO, "2.0.0", endpoint=hub_server.url))
-    assert set(hub_server.repo(REPO).files("v2.0.0")) == bundle_files(smaller) | {"README.md", ".gitattributes"}
-    assert set(hub_server.repo(REPO).files("v1.0.0")) == bundle_files(bundles.v1) | {"README.md", ".gitattributes"}
+    assert set(hub_server.repo(REPO).files("v2.0.0")) == bundle_files(smaller) | {
+        "README.md",
+        ".gitattributes",
+    }
+    assert set(hub_server.repo(REPO).files("v1.0.0")) == bundle_files(bundles.v1) | {
+        "README.md",
+        ".gitattributes",
+    }
 
 
 def test_republishing_the_same_version_is_a_no_op(hub_server, alice, bundles):
@@ -101,10 +126,14 @@ def test_a_version_cannot_change(hub_server, alice, bundles, tmp_path):
     assert hub_server.repo(REPO).tags == {"v1.0.0": first.commit}
 
 
-def test_private_repo_is_invisible_without_its_token(hub_server, hf_env, monkeypatch, bundles, tmp_path):
+def test_private_repo_is_invisible_without_its_token(
+    hub_server, hf_env, monkeypatch, bundles, tmp_path
+):
     monkeypatch.setenv("HF_TOKEN", ALICE_TOKEN)
     publish(PublishArgs(bundles.v1, REPO, "1.0.0", private=True, endpoint=hub_server.url))
-    assert resolve(ResolveArgs(f"{REPO}@1.0.0", endpoint=hub_server.url)).resolved.version == "1.0.0"
+    assert (
+        resolve(ResolveArgs(f"{REPO}@1.0.0", endpoint=hub_server.url)).resolved.version == "1.0.0"
+    )
     for token in (None, BOB_TOKEN):
         if token:
             monkeypatch.setenv("HF_TOKEN", token)
@@ -119,7 +148,9 @@ def test_private_repo_is_invisible_without_its_token(hub_server, hf_env, monkeyp
 
 
 @pytest.mark.parametrize("token", ["hf_not_a_real_token_000000000000", BOB_TOKEN, None])
-def test_bad_or_missing_token_is_an_authentication_error(hub_server, hf_env, monkeypatch, bundles, token):
+def test_bad_or_missing_token_is_an_authentication_error(
+    hub_server, hf_env, monkeypatch, bundles, token
+):
     if token:
         monkeypatch.setenv("HF_TOKEN", token)
     with pytest.raises(HubError) as err:
@@ -151,7 +182,9 @@ FAULTS = [
 
 
 @pytest.mark.parametrize("point,mode", FAULTS)
-def test_interrupted_publish_leaves_no_version_and_rerun_completes(hub_server, alice, bundles, point, mode):
+def test_interrupted_publish_leaves_no_version_and_rerun_completes(
+    hub_server, alice, bundles, point, mode
+):
     hub_server.faults.add(point, mode)
     with pytest.raises(HubError) as err:
         publish(PublishArgs(bundles.v1, REPO, "1.0.0", endpoint=hub_server.url))
@@ -191,7 +224,14 @@ def test_hf_endpoint_variable_is_read_at_call_time(hub_server, alice, monkeypatc
 
 @pytest.mark.parametrize(
     "repo,version",
-    [("bad--name/x", "1.0.0"), ("sdpack/a..b", "1.0.0"), ("no-slash", "1.0.0"), ("-x/y", "1.0.0"), (REPO, "1.0"), (REPO, "01.0.0")],
+    [
+        ("bad--name/x", "1.0.0"),
+        ("sdpack/a..b", "1.0.0"),
+        ("no-slash", "1.0.0"),
+        ("-x/y", "1.0.0"),
+        (REPO, "1.0"),
+        (REPO, "01.0.0"),
+    ],
 )
 def test_invalid_repo_id_or_version_is_a_usage_error(hub_server, alice, bundles, repo, version):
     with pytest.raises(UsageError):
@@ -213,4 +253,7 @@ def test_unknown_version_lists_the_published_ones(hub_server, alice, bundles):
     publish(PublishArgs(bundles.v1, REPO, "1.0.0", endpoint=hub_server.url))
     with pytest.raises(HubError) as err:
         resolve(ResolveArgs(f"{REPO}@9.9.9", endpoint=hub_server.url))
-    assert err.value.one_line() == f"{REPO}@9.9.9 is not published at {hub_server.url} (published versions: 1.0.0)"
+    assert (
+        err.value.one_line()
+        == f"{REPO}@9.9.9 is not published at {hub_server.url} (published versions: 1.0.0)"
+    )

@@ -51,12 +51,22 @@ def test_get_head_range_and_cors(served, bundles):
     status, headers, body = fetch(f"{serving.url}/{REPO}/resolve/v1.0.0/manifest.json", "HEAD")
     assert (status, body, headers["Content-Length"]) == (200, b"", str(len(manifest)))
 
-    status, headers, body = fetch(f"{serving.url}/{REPO}/resolve/v1.0.0/manifest.json", headers={"Range": "bytes=10-19"})
+    status, headers, body = fetch(
+        f"{serving.url}/{REPO}/resolve/v1.0.0/manifest.json", headers={"Range": "bytes=10-19"}
+    )
     assert (status, body) == (206, manifest[10:20])
-    assert headers["Content-Range"] == f"bytes 10-19/{len(manifest)}" and headers["Accept-Ranges"] == "bytes"
-    status, _, body = fetch(f"{serving.url}/{REPO}/resolve/v1.0.0/manifest.json", headers={"Range": "bytes=-5"})
+    assert (
+        headers["Content-Range"] == f"bytes 10-19/{len(manifest)}"
+        and headers["Accept-Ranges"] == "bytes"
+    )
+    status, _, body = fetch(
+        f"{serving.url}/{REPO}/resolve/v1.0.0/manifest.json", headers={"Range": "bytes=-5"}
+    )
     assert (status, body) == (206, manifest[-5:])
-    status, headers, _ = fetch(f"{serving.url}/{REPO}/resolve/v1.0.0/manifest.json", headers={"Range": f"bytes={len(manifest)}-"})
+    status, headers, _ = fetch(
+        f"{serving.url}/{REPO}/resolve/v1.0.0/manifest.json",
+        headers={"Range": f"bytes={len(manifest)}-"},
+    )
     assert status == 416 and headers["Content-Range"] == f"bytes */{len(manifest)}"
 
     status, headers, _ = fetch(f"{serving.url}/{REPO}/resolve/v1.0.0/manifest.json", "OPTIONS")
@@ -85,8 +95,12 @@ def test_the_hub_client_reads_a_served_directory_hub(served, hf_env, bundles):
     from huggingface_hub import hf_hub_download
 
     serving, published = served
-    path = hf_hub_download(REPO, "weights/unet/params_shard_2.bin.zst", revision="v1.0.0", endpoint=serving.url)
-    assert open(path, "rb").read() == (bundles.v1 / "weights/unet/params_shard_2.bin.zst").read_bytes()
+    path = hf_hub_download(
+        REPO, "weights/unet/params_shard_2.bin.zst", revision="v1.0.0", endpoint=serving.url
+    )
+    assert (
+        open(path, "rb").read() == (bundles.v1 / "weights/unet/params_shard_2.bin.zst").read_bytes()
+    )
 
 
 def test_api_revision_names_the_commit_as_the_hub_does(served, bundles):
@@ -101,8 +115,12 @@ def test_api_revision_names_the_commit_as_the_hub_does(served, bundles):
         assert "manifest.json" in {s["rfilename"] for s in info["siblings"]}
     status, _, body = fetch(f"{serving.url}/api/models/{REPO}")
     assert status == 200 and json.loads(body)["sha"] == published.commit  # no revision: main
-    for path, code in ((f"/api/models/{REPO}/revision/v9.9.9", "RevisionNotFound"),
-                       ("/api/models/sdpack/other/revision/v1.0.0", "RepoNotFound"),
-                       ("/api/models/sdpack/x--y/revision/v1.0.0", "RepoNotFound")):
+    for path, code in (
+        (f"/api/models/{REPO}/revision/v9.9.9", "RevisionNotFound"),
+        ("/api/models/sdpack/other/revision/v1.0.0", "RepoNotFound"),
+        ("/api/models/sdpack/x--y/revision/v1.0.0", "RepoNotFound"),
+    ):
         status, headers, body = fetch(serving.url + path)
-        assert status == 404 and headers["X-Error-Code"] == code and code in json.loads(body)["error"]
+        assert (
+            status == 404 and headers["X-Error-Code"] == code and code in json.loads(body)["error"]
+        )

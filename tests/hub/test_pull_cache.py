@@ -44,14 +44,20 @@ def same_files(a, b) -> bool:
     return all((a / f).read_bytes() == (b / f).read_bytes() for f in files)
 
 
-def test_cut_off_pull_resumes_and_a_second_pull_downloads_nothing(hub_server, hf_env, published, tmp_path):
+def test_cut_off_pull_resumes_and_a_second_pull_downloads_nothing(
+    hub_server, hf_env, published, tmp_path
+):
     shard = largest_shard(published)
     hub_server.faults.add("download", "cut", path=shard["path"])
     pulls = tmp_path / "pulls"
     out = pulls / "out"
-    first = packer("pull", f"{REPO}@1.0.0", "--hub", hub_server.url, "--out", str(out), env=cli_env(hf_env))
+    first = packer(
+        "pull", f"{REPO}@1.0.0", "--hub", hub_server.url, "--out", str(out), env=cli_env(hf_env)
+    )
     assert first.code == 2
-    assert first.error_line.startswith(f"error: cannot reach {hub_server.url} while downloading {shard['path']}")
+    assert first.error_line.startswith(
+        f"error: cannot reach {hub_server.url} while downloading {shard['path']}"
+    )
     assert "run the same command again to resume" in first.error_line
     assert [p.name for p in pulls.iterdir()] == []  # no --out, no staging folder
     cut = [d for d in hub_server.downloads if d.path == shard["path"]]
@@ -62,8 +68,19 @@ def test_cut_off_pull_resumes_and_a_second_pull_downloads_nothing(hub_server, hf
 
     hub_server.faults.clear()
     hub_server.reset_counters()
-    second = cli_json(packer("pull", f"{REPO}@1.0.0", "--hub", hub_server.url, "--out", str(out), "--json",
-                             env=cli_env(hf_env)), "pull")
+    second = cli_json(
+        packer(
+            "pull",
+            f"{REPO}@1.0.0",
+            "--hub",
+            hub_server.url,
+            "--out",
+            str(out),
+            "--json",
+            env=cli_env(hf_env),
+        ),
+        "pull",
+    )
     assert [(d.path, d.range, d.sent) for d in hub_server.downloads] == [
         (shard["path"], f"bytes={kept}-", shard["size"] - kept)  # only the rest of the cut shard
     ]
@@ -72,7 +89,9 @@ def test_cut_off_pull_resumes_and_a_second_pull_downloads_nothing(hub_server, hf
 
     hub_server.reset_counters()
     again = pull(PullArgs(f"{REPO}@1.0.0", tmp_path / "again", endpoint=hub_server.url)).pulled
-    assert hub_server.downloads == [] and hub_server.counters["resolve"] == 0  # not even the manifest
+    assert (
+        hub_server.downloads == [] and hub_server.counters["resolve"] == 0
+    )  # not even the manifest
     assert (again.downloaded, again.reused) == (0, len(read_manifest(published)["files"]))
     assert same_files(published, tmp_path / "again")
     blob = hf_cache.repo_folder(REPO) / "blobs" / shard["sha256"]
@@ -95,12 +114,20 @@ def test_a_damaged_cache_entry_is_fetched_again(hub_server, hf_env, published, t
 
 def test_a_damaged_cached_manifest_is_fetched_again(hub_server, hf_env, published, tmp_path):
     pull(PullArgs(f"{REPO}@1.0.0", tmp_path / "first", endpoint=hub_server.url))
-    link = hf_cache.repo_folder(REPO) / "snapshots" / hub_server.repo(REPO).tags["v1.0.0"] / "manifest.json"
+    link = (
+        hf_cache.repo_folder(REPO)
+        / "snapshots"
+        / hub_server.repo(REPO).tags["v1.0.0"]
+        / "manifest.json"
+    )
     blob = link.resolve()
     os.unlink(blob)
     blob.write_text("{}")
     pulled = pull(PullArgs(f"{REPO}@1.0.0", tmp_path / "second", endpoint=hub_server.url)).pulled
-    assert pulled.resolved.manifest_sha256 == hashlib.sha256((published / "manifest.json").read_bytes()).hexdigest()
+    assert (
+        pulled.resolved.manifest_sha256
+        == hashlib.sha256((published / "manifest.json").read_bytes()).hexdigest()
+    )
     assert same_files(published, tmp_path / "second")
 
 
@@ -111,11 +138,15 @@ def test_wrong_bytes_from_the_hub_are_refused(hub_server, hf_env, published, tmp
     stored.write_bytes(b"\1" * shard["size"])  # the hub now serves other bytes under the same name
     with pytest.raises(BundleError) as err:
         pull(PullArgs(f"{REPO}@1.0.0", tmp_path / "out", endpoint=hub_server.url))
-    assert err.value.one_line().startswith(f"{shard['path']}: sha256 mismatch in what {hub_server.url} sent")
+    assert err.value.one_line().startswith(
+        f"{shard['path']}: sha256 mismatch in what {hub_server.url} sent"
+    )
     assert err.value.exit_code == 1
     assert not (tmp_path / "out").exists()
     blobs = hf_cache.repo_folder(REPO) / "blobs"
-    assert not [p for p in blobs.iterdir() if p.name.startswith(shard["sha256"])]  # nothing kept, nothing linked
+    assert not [
+        p for p in blobs.iterdir() if p.name.startswith(shard["sha256"])
+    ]  # nothing kept, nothing linked
 
 
 def test_an_unwritable_cache_is_one_line(hub_server, hf_env, published, tmp_path, monkeypatch):

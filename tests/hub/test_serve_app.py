@@ -29,7 +29,11 @@ def served_app(bundles, tmp_path):
 def test_app_files_and_models_share_one_origin(served_app):
     base = served_app.url
     status, headers, body = fetch(f"{base}/app/demo/index.html")
-    assert status == 200 and body.startswith(b"<!doctype html>") and headers["Content-Type"] == "text/html"
+    assert (
+        status == 200
+        and body.startswith(b"<!doctype html>")
+        and headers["Content-Type"] == "text/html"
+    )
     status, headers, _ = fetch(f"{base}/app/demo/main.js")
     assert status == 200 and headers["Content-Type"] == "text/javascript"
     status, _, body = fetch(f"{base}/{REPO}/resolve/v1.0.0/manifest.json")
@@ -37,7 +41,9 @@ def test_app_files_and_models_share_one_origin(served_app):
     assert "/app/" in served_app.display()
 
 
-@pytest.mark.parametrize("path", ["/app/../secret.txt", "/app/%2e%2e/secret.txt", "/app/demo/missing.js", "/app/demo"])
+@pytest.mark.parametrize(
+    "path", ["/app/../secret.txt", "/app/%2e%2e/secret.txt", "/app/demo/missing.js", "/app/demo"]
+)
 def test_app_never_serves_outside_its_folder(served_app, path):
     status, _, body = fetch(f"{served_app.url}{path}")
     assert status == 404 and b"not for the web" not in body

@@ -21,14 +21,22 @@ REPO = "sdpack/tiny-sd"
 
 
 def pull_size(bundle) -> int:
-    return sum(f["size"] for f in read_manifest(bundle)["files"]) + (bundle / "manifest.json").stat().st_size
+    return (
+        sum(f["size"] for f in read_manifest(bundle)["files"])
+        + (bundle / "manifest.json").stat().st_size
+    )
 
 
 def check_listing(listing, published: dict, bundles: dict) -> None:
     """Newest first; each version's commit, tag, size and (weights-only) targets."""
     assert [v.version for v in listing.versions] == ["2.0.0", "1.1.0", "1.0.0"]
     for v in listing.versions:
-        assert (v.tag, v.commit, v.size, v.targets) == (f"v{v.version}", published[v.version], pull_size(bundles[v.version]), [])
+        assert (v.tag, v.commit, v.size, v.targets) == (
+            f"v{v.version}",
+            published[v.version],
+            pull_size(bundles[v.version]),
+            [],
+        )
     dates = [v.date for v in listing.versions]
     assert all(dates) and dates == sorted(dates, reverse=True)
 
@@ -36,25 +44,44 @@ def check_listing(listing, published: dict, bundles: dict) -> None:
 @pytest.fixture
 def three(bundles, tmp_path) -> dict:
     """1.0.0, 1.1.0, then 2.0.0 (published in that order)."""
-    return {"1.0.0": bundles.v1, "1.1.0": bundles.v2, "2.0.0": make_bundle(tmp_path / "b-2.0.0", version="2.0.0", changed=2)}
+    return {
+        "1.0.0": bundles.v1,
+        "1.1.0": bundles.v2,
+        "2.0.0": make_bundle(tmp_path / "b-2.0.0", version="2.0.0", changed=2),
+    }
 
 
 def test_versions_on_the_hub(hub_server, hf_env, monkeypatch, three):
     monkeypatch.setenv("HF_TOKEN", ALICE_TOKEN)
-    published = {v: publish(PublishArgs(b, REPO, v, endpoint=hub_server.url)).published.commit for v, b in three.items()}
-    HfApi(endpoint=hub_server.url, token=ALICE_TOKEN).create_tag(REPO, tag="latest", revision=published["1.1.0"])
+    published = {
+        v: publish(PublishArgs(b, REPO, v, endpoint=hub_server.url)).published.commit
+        for v, b in three.items()
+    }
+    HfApi(endpoint=hub_server.url, token=ALICE_TOKEN).create_tag(
+        REPO, tag="latest", revision=published["1.1.0"]
+    )
     monkeypatch.delenv("HF_TOKEN")
     listing = list_versions(REPO, hub_server.url)
-    assert listing.hub == hub_server.url and "latest" in hub_server.repo(REPO).tags  # listed: versions only
+    assert (
+        listing.hub == hub_server.url and "latest" in hub_server.repo(REPO).tags
+    )  # listed: versions only
     check_listing(listing, published, three)
-    r = packer("versions", REPO, "--hub", hub_server.url, "--json",
-               env={"HF_HOME": str(hf_env), "HF_HUB_DISABLE_XET": "1", "HF_TOKEN": ""})
+    r = packer(
+        "versions",
+        REPO,
+        "--hub",
+        hub_server.url,
+        "--json",
+        env={"HF_HOME": str(hf_env), "HF_HUB_DISABLE_XET": "1", "HF_TOKEN": ""},
+    )
     assert cli_json(r, "versions") == {"command": "versions", **listing.as_dict()}
 
 
 def test_versions_on_a_directory_hub(three, tmp_path):
     hub = tmp_path / "hub"
-    published = {v: publish(PublishArgs(b, REPO, v, to=hub)).published.commit for v, b in three.items()}
+    published = {
+        v: publish(PublishArgs(b, REPO, v, to=hub)).published.commit for v, b in three.items()
+    }
     listing = list_versions(REPO, hub)
     assert listing.hub == str(hub.absolute())
     check_listing(listing, published, three)

@@ -26,12 +26,16 @@ def create_repo(hub, req: Request) -> None:
     if body.get("type", "model") != "model":
         raise Abort(400, "this test hub only hosts models")
     if not hub.can_write(user, namespace):
-        raise Abort(403, f"You don't have the rights to create a model under the namespace {namespace}")
+        raise Abort(
+            403, f"You don't have the rights to create a model under the namespace {namespace}"
+        )
     url = f"{hub.url}/{repo_id}"
     with hub.storage.lock:
         exists = repo_id in hub.storage.repos
         if not exists:
-            hub.storage.create_repo(repo_id, bool(body.get("private")) or body.get("visibility") == "private")
+            hub.storage.create_repo(
+                repo_id, bool(body.get("private")) or body.get("visibility") == "private"
+            )
     if exists:
         send_json(req, {"error": "You already created this model repo", "url": url}, 409)
     else:
@@ -41,8 +45,14 @@ def create_repo(hub, req: Request) -> None:
 def validate_yaml(hub, req: Request) -> None:
     """POST /api/validate-yaml — the card's metadata checked as the Hub types it (metadata.py)."""
     errors, warnings = errors_and_warnings(str((req.json() or {}).get("content", "")))
-    send_json(req, {"errors": [{"message": e} for e in errors], "warnings": [{"message": w} for w in warnings]},
-              400 if errors else 200)
+    send_json(
+        req,
+        {
+            "errors": [{"message": e} for e in errors],
+            "warnings": [{"message": w} for w in warnings],
+        },
+        400 if errors else 200,
+    )
 
 
 def whoami(hub, req: Request) -> None:
@@ -58,7 +68,11 @@ def _is_lfs(path: str, sample: bytes, size: int, gitattributes: str) -> bool:
     name = posixpath.basename(path)
     for line in gitattributes.splitlines():
         parts = line.split()
-        if len(parts) > 1 and "filter=lfs" in parts[1:] and (fnmatch(name, parts[0]) or fnmatch(path, parts[0])):
+        if (
+            len(parts) > 1
+            and "filter=lfs" in parts[1:]
+            and (fnmatch(name, parts[0]) or fnmatch(path, parts[0]))
+        ):
             return True
     return b"\0" in sample or size >= LFS_MIN_SIZE
 
@@ -78,19 +92,33 @@ def preupload(hub, req: Request) -> None:
         oid = None
         if existing is not None:
             oid = existing.sha256 if lfs else existing.git_oid
-        answer.append({"path": f["path"], "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False, "oid": oid})
+        answer.append(
+            {
+                "path": f["path"],
+                "uploadMode": "lfs" if lfs else "regular",
+                "shouldIgnore": False,
+                "oid": oid,
+            }
+        )
     send_json(req, {"files": answer, "commitOid": head.oid})
 
 
 def _clean_path(path) -> str:
-    if not isinstance(path, str) or not path or path.startswith("/") or any(p in ("", ".", "..") for p in path.split("/")):
+    if (
+        not isinstance(path, str)
+        or not path
+        or path.startswith("/")
+        or any(p in ("", ".", "..") for p in path.split("/"))
+    ):
         raise Abort(400, f"invalid path {path!r}")
     return path
 
 
 def _apply(hub, tree: dict, key: str, value: dict) -> None:
     """Apply one NDJSON operation to ``tree`` (a copy: nothing is visible until the ref moves)."""
-    path = _clean_path(value.get("path", "").rstrip("/") if key == "deletedFolder" else value.get("path"))
+    path = _clean_path(
+        value.get("path", "").rstrip("/") if key == "deletedFolder" else value.get("path")
+    )
     if key == "file":
         try:
             data = base64.b64decode(value["content"], validate=True)
@@ -130,11 +158,15 @@ def commit(hub, req: Request) -> None:
     for line in lines[1:]:
         _apply(hub, tree, line.get("key"), line.get("value") or {})
     try:
-        new = hub.storage.commit(repo, branch, tree, header.get("summary", ""), header.get("parentCommit"))
+        new = hub.storage.commit(
+            repo, branch, tree, header.get("summary", ""), header.get("parentCommit")
+        )
     except ValueError as exc:
         raise Abort(412, str(exc)) from None
     url = f"{hub.url}/{repo.repo_id}/commit/{new.oid}"
-    send_json(req, {"commitOid": new.oid, "commitUrl": url, "pullRequestUrl": None, "success": True})
+    send_json(
+        req, {"commitOid": new.oid, "commitUrl": url, "pullRequestUrl": None, "success": True}
+    )
 
 
 def create_tag(hub, req: Request) -> None:
@@ -174,7 +206,15 @@ def commits(hub, req: Request) -> None:
     commit_ = hub.commit_at(repo, unquote(req.params["rev"]))
     history = []
     while commit_ is not None:
-        history.append({"id": commit_.oid, "title": commit_.title, "message": "", "authors": [], "date": commit_.date})
+        history.append(
+            {
+                "id": commit_.oid,
+                "title": commit_.title,
+                "message": "",
+                "authors": [],
+                "date": commit_.date,
+            }
+        )
         commit_ = repo.commits.get(commit_.parent) if commit_.parent else None
     send_json(req, history)
 
@@ -182,7 +222,11 @@ def commits(hub, req: Request) -> None:
 def _file_doc(path: str, e: Entry) -> dict:
     doc = {"type": "file", "oid": e.git_oid, "size": e.size, "path": path}
     if e.lfs:
-        doc["lfs"] = {"oid": e.sha256, "size": e.size, "pointerSize": len(lfs_pointer(e.sha256, e.size))}
+        doc["lfs"] = {
+            "oid": e.sha256,
+            "size": e.size,
+            "pointerSize": len(lfs_pointer(e.sha256, e.size)),
+        }
     return doc
 
 
@@ -206,7 +250,9 @@ def tree(hub, req: Request) -> None:
     if not recursive:
         depth = prefix.count("/") + 1 if prefix else 0
         folders = {f for f in folders if f.count("/") == depth}
-    listing = [{"type": "directory", "oid": "0" * 40, "size": 0, "path": f} for f in sorted(folders)]
+    listing = [
+        {"type": "directory", "oid": "0" * 40, "size": 0, "path": f} for f in sorted(folders)
+    ]
     send_json(req, listing + files)
 
 
@@ -218,10 +264,21 @@ def repo_info(hub, req: Request) -> None:
     for path, e in sorted(commit_.tree.items()):
         doc = {"rfilename": path, "size": e.size, "blobId": e.git_oid}
         if e.lfs:
-            doc["lfs"] = {"sha256": e.sha256, "size": e.size, "pointerSize": len(lfs_pointer(e.sha256, e.size))}
+            doc["lfs"] = {
+                "sha256": e.sha256,
+                "size": e.size,
+                "pointerSize": len(lfs_pointer(e.sha256, e.size)),
+            }
         siblings.append(doc)
     namespace = repo.repo_id.split("/")[0]
     send_json(
         req,
-        {"id": repo.repo_id, "author": namespace, "sha": commit_.oid, "private": repo.private, "tags": [], "siblings": siblings},
+        {
+            "id": repo.repo_id,
+            "author": namespace,
+            "sha": commit_.oid,
+            "private": repo.private,
+            "tags": [],
+            "siblings": siblings,
+        },
     )

@@ -19,7 +19,17 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-POINTS = {"create_repo", "preupload", "lfs_batch", "lfs_put", "lfs_verify", "commit", "tag", "resolve", "download"}
+POINTS = {
+    "create_repo",
+    "preupload",
+    "lfs_batch",
+    "lfs_put",
+    "lfs_verify",
+    "commit",
+    "tag",
+    "resolve",
+    "download",
+}
 MODES = {"500", "drop", "half", "cut"}
 ONLY_AT = {"half": "lfs_put", "cut": "download"}
 

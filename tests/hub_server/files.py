@@ -20,13 +20,20 @@ def resolve(hub, req: Request) -> None:
     path = unquote(req.params["path"])
     entry = commit.tree.get(path)
     if entry is None:
-        raise Abort(404, f"{path} does not exist at {commit.oid}", "EntryNotFound", {"X-Repo-Commit": commit.oid})
+        raise Abort(
+            404,
+            f"{path} does not exist at {commit.oid}",
+            "EntryNotFound",
+            {"X-Repo-Commit": commit.oid},
+        )
     headers = {
         "X-Repo-Commit": commit.oid,
         "ETag": f'"{entry.sha256 if entry.lfs else entry.git_oid}"',
         "Accept-Ranges": "bytes",
         "Content-Type": "application/octet-stream",
-        "Cache-Control": "public, max-age=31536000, immutable" if req.params["rev"] == commit.oid else "no-cache",
+        "Cache-Control": "public, max-age=31536000, immutable"
+        if req.params["rev"] == commit.oid
+        else "no-cache",
     }
     if entry.lfs:
         headers.update({"X-Linked-Etag": f'"{entry.sha256}"', "X-Linked-Size": str(entry.size)})

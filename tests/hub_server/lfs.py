@@ -30,7 +30,13 @@ def batch(hub, req: Request) -> None:
     for obj in body.get("objects", []):
         oid, size = obj.get("oid", ""), obj.get("size")
         if not OID.match(oid) or not isinstance(size, int) or size < 0:
-            objects.append({"oid": str(oid), "size": int(size or 0), "error": {"code": 422, "message": "bad oid or size"}})
+            objects.append(
+                {
+                    "oid": str(oid),
+                    "size": int(size or 0),
+                    "error": {"code": 422, "message": "bad oid or size"},
+                }
+            )
             continue
         if hub.storage.has_object(oid, size):
             objects.append({"oid": oid, "size": size})

@@ -31,7 +31,9 @@ def front_matter(content: str) -> tuple[str | None, str | None]:
 
 
 def _strings(value) -> bool:
-    return isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+    return isinstance(value, str) or (
+        isinstance(value, list) and all(isinstance(v, str) for v in value)
+    )
 
 
 def errors_and_warnings(content: str) -> tuple[list[str], list[str]]:
@@ -48,14 +50,22 @@ def errors_and_warnings(content: str) -> tuple[list[str], list[str]]:
         return [], ["empty or missing yaml metadata in repo card"]
     if not isinstance(meta, dict):
         return ["metadata must be a YAML mapping"], []
-    errors = [f'"{key}" must be a string' for key in ("license", "library_name", "pipeline_tag", "base_model_relation")
-              if key in meta and not isinstance(meta[key], str)]
-    errors += [f'"{key}" must be a list of strings' for key in ("tags", "datasets", "language")
-               if key in meta and not _strings(meta[key])]
+    errors = [
+        f'"{key}" must be a string'
+        for key in ("license", "library_name", "pipeline_tag", "base_model_relation")
+        if key in meta and not isinstance(meta[key], str)
+    ]
+    errors += [
+        f'"{key}" must be a list of strings'
+        for key in ("tags", "datasets", "language")
+        if key in meta and not _strings(meta[key])
+    ]
     base = meta.get("base_model")
     if base is not None:
         ids = [base] if isinstance(base, str) else base
-        if not isinstance(ids, list) or not all(isinstance(i, str) and MODEL_ID.match(i) for i in ids):
+        if not isinstance(ids, list) or not all(
+            isinstance(i, str) and MODEL_ID.match(i) for i in ids
+        ):
             errors.append('"base_model" must be a model id or a list of model ids')
     relation = meta.get("base_model_relation")
     if isinstance(relation, str):

@@ -70,7 +70,12 @@ class _Handler(BaseHTTPRequestHandler):
 class HubServer:
     """The test Hub. ``tokens`` maps token -> user; ``orgs`` maps org -> members who may write."""
 
-    def __init__(self, root: Path, tokens: dict[str, str] | None = None, orgs: dict[str, list[str]] | None = None):
+    def __init__(
+        self,
+        root: Path,
+        tokens: dict[str, str] | None = None,
+        orgs: dict[str, list[str]] | None = None,
+    ):
         self.storage = Storage(Path(root))
         self.tokens = dict(tokens or {})
         self.orgs = {k: set(v) for k, v in (orgs or {}).items()}
@@ -89,7 +94,9 @@ class HubServer:
         self._httpd.daemon_threads = True
         self._httpd.hub = self
         self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
-        threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
         return self
 
     def stop(self) -> None:

@@ -19,7 +19,17 @@ from pathlib import Path
 
 DEFAULT_GITATTRIBUTES = b"".join(
     f"{pattern} filter=lfs diff=lfs merge=lfs -text\n".encode()
-    for pattern in ("*.bin", "*.safetensors", "*.zst", "*.ckpt", "*.pt", "*.onnx", "*.wasm", "*.so", "*.zip")
+    for pattern in (
+        "*.bin",
+        "*.safetensors",
+        "*.zst",
+        "*.ckpt",
+        "*.pt",
+        "*.onnx",
+        "*.wasm",
+        "*.so",
+        "*.zip",
+    )
 )
 
 
@@ -29,7 +39,9 @@ def git_blob_oid(data: bytes) -> str:
 
 
 def lfs_pointer(sha256: str, size: int) -> bytes:
-    return f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n".encode()
+    return (
+        f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n".encode()
+    )
 
 
 @dataclass(frozen=True)
@@ -118,14 +130,20 @@ class Storage:
         """A new repo starts with one commit holding the Hub's default .gitattributes."""
         repo = Repo(repo_id, private)
         sha = self.put_object(DEFAULT_GITATTRIBUTES)
-        tree = {".gitattributes": Entry.make(sha, len(DEFAULT_GITATTRIBUTES), False, DEFAULT_GITATTRIBUTES)}
+        tree = {
+            ".gitattributes": Entry.make(
+                sha, len(DEFAULT_GITATTRIBUTES), False, DEFAULT_GITATTRIBUTES
+            )
+        }
         first = Commit(commit_oid(None, tree), None, tree, "initial commit")
         repo.commits[first.oid] = first
         repo.branches["main"] = first.oid
         self.repos[repo_id] = repo
         return repo
 
-    def commit(self, repo: Repo, branch: str, tree: dict[str, Entry], title: str, expect_parent: str | None) -> Commit:
+    def commit(
+        self, repo: Repo, branch: str, tree: dict[str, Entry], title: str, expect_parent: str | None
+    ) -> Commit:
         """Move ``branch`` to a new commit of ``tree``; the one step that makes files visible."""
         with self.lock:
             parent = repo.branches[branch]

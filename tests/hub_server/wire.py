@@ -26,7 +26,9 @@ PREFLIGHT = {
 class Abort(Exception):
     """Answer with an error: JSON ``{"error"}`` plus the headers the client classifies by."""
 
-    def __init__(self, status: int, message: str, code: str | None = None, headers: dict | None = None):
+    def __init__(
+        self, status: int, message: str, code: str | None = None, headers: dict | None = None
+    ):
         super().__init__(message)
         self.status, self.message, self.code, self.headers = status, message, code, headers or {}
 
@@ -83,7 +85,9 @@ class Request:
         return int(value) if value else None
 
 
-def send(req: Request, status: int, body: bytes = b"", headers: dict | None = None, *, head: bool = False) -> None:
+def send(
+    req: Request, status: int, body: bytes = b"", headers: dict | None = None, *, head: bool = False
+) -> None:
     h = req.handler
     h.send_response(status)
     for key, value in {**CORS, "Content-Length": str(len(body)), **(headers or {})}.items():
@@ -106,7 +110,12 @@ def send_cut(req: Request, status: int, body: bytes, headers: dict, keep: int) -
 
 
 def send_json(req: Request, doc, status: int = 200, headers: dict | None = None) -> None:
-    send(req, status, json.dumps(doc).encode(), {"Content-Type": "application/json", **(headers or {})})
+    send(
+        req,
+        status,
+        json.dumps(doc).encode(),
+        {"Content-Type": "application/json", **(headers or {})},
+    )
 
 
 def send_error(req: Request, err: Abort) -> None:
@@ -144,5 +153,9 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
         start = int(m.group(1))
         end = min(int(m.group(2)), size - 1) if m.group(2) else size - 1
     if start >= size or start > end:
-        raise Abort(416, f"range {header} not satisfiable for {size} bytes", headers={"Content-Range": f"bytes */{size}"})
+        raise Abort(
+            416,
+            f"range {header} not satisfiable for {size} bytes",
+            headers={"Content-Range": f"bytes */{size}"},
+        )
     return start, end

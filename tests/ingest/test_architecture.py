@@ -47,11 +47,18 @@ def test_sd15_configs_survive_the_ldm_round_trip_on_meta():
         "vae": architecture.infer_vae_config(back["vae"]),
     }
     for component, given in SD15.items():
-        full, ordered = architecture.complete(component, inferred[component], back[component], "sd15")
+        full, ordered = architecture.complete(
+            component, inferred[component], back[component], "sd15"
+        )
         assert {k: full[k] for k in given} == given
         assert list(ordered) == list(state_dicts[component])
-    sig = architecture.signature_configs({c: architecture.complete(c, inferred[c], back[c], "x")[0] for c in SD15})
-    assert sig["unet"]["attention_head_dim"] == [8, 8, 8, 8] and sig["text_encoder"]["num_attention_heads"] == 12
+    sig = architecture.signature_configs(
+        {c: architecture.complete(c, inferred[c], back[c], "x")[0] for c in SD15}
+    )
+    assert (
+        sig["unet"]["attention_head_dim"] == [8, 8, 8, 8]
+        and sig["text_encoder"]["num_attention_heads"] == 12
+    )
 
 
 def test_text_encoder_with_legacy_prefix_and_position_ids():

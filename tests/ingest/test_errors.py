@@ -28,16 +28,28 @@ def expect(match: str, source, **kwargs) -> CheckpointError:
 
 # -- not SD1.x -----------------------------------------------------------------------------------
 def test_sd2_openclip_text_encoder(ldm, write_ldm, example):
-    sd2 = {k.replace(CLIP, "cond_stage_model.model.") if k.startswith(CLIP) else k: v for k, v in ldm.items()}
+    sd2 = {
+        k.replace(CLIP, "cond_stage_model.model.") if k.startswith(CLIP) else k: v
+        for k, v in ldm.items()
+    }
     expect(r"Stable Diffusion 2\.x .*OpenCLIP", write_ldm(sd2), tokenizer=example["tokenizer"])
 
 
 def test_sd2_linear_proj_in(ldm, write_ldm, example):
-    linear = {k: v[:, :, 0, 0] if k.endswith((".proj_in.weight", ".proj_out.weight")) and k.startswith(UNET) else v for k, v in ldm.items()}
-    expect(r"Stable Diffusion 2\.x .*linear proj_in", write_ldm(linear), tokenizer=example["tokenizer"])
+    linear = {
+        k: v[:, :, 0, 0]
+        if k.endswith((".proj_in.weight", ".proj_out.weight")) and k.startswith(UNET)
+        else v
+        for k, v in ldm.items()
+    }
+    expect(
+        r"Stable Diffusion 2\.x .*linear proj_in", write_ldm(linear), tokenizer=example["tokenizer"]
+    )
 
 
-@pytest.mark.parametrize("extra", ["conditioner.embedders.1.model.positional_embedding", UNET + "label_emb.0.0.weight"])
+@pytest.mark.parametrize(
+    "extra", ["conditioner.embedders.1.model.positional_embedding", UNET + "label_emb.0.0.weight"]
+)
 def test_sdxl(ldm, write_ldm, example, extra):
     ldm[extra] = torch.zeros(4, 4)
     expect("SDXL", write_ldm(ldm), tokenizer=example["tokenizer"])
@@ -47,20 +59,31 @@ def test_inpainting(ldm, write_ldm, example):
     w = ldm[UNET + "input_blocks.0.0.weight"]
     ldm[UNET + "input_blocks.0.0.weight"] = torch.cat([w, w, w[:, :1]], dim=1)
     assert ldm[UNET + "input_blocks.0.0.weight"].shape[1] == 9
-    expect(r"inpainting checkpoints \(9-channel UNet\) are not supported yet", write_ldm(ldm), tokenizer=example["tokenizer"])
+    expect(
+        r"inpainting checkpoints \(9-channel UNet\) are not supported yet",
+        write_ldm(ldm),
+        tokenizer=example["tokenizer"],
+    )
 
 
 def test_sdxl_diffusers_folder(example, tmp_path):
     folder = shutil.copytree(example["diffusers"], tmp_path / "xl")
     index = json.loads((folder / "model_index.json").read_text())
-    index.update(_class_name="StableDiffusionXLPipeline", text_encoder_2=["transformers", "CLIPTextModelWithProjection"])
+    index.update(
+        _class_name="StableDiffusionXLPipeline",
+        text_encoder_2=["transformers", "CLIPTextModelWithProjection"],
+    )
     (folder / "model_index.json").write_text(json.dumps(index))
     expect("SDXL", folder)
 
 
 # -- missing components --------------------------------------------------------------------------
 def test_vae_only(ldm, write_ldm):
-    vae = {k.removeprefix("first_stage_model."): v for k, v in ldm.items() if k.startswith("first_stage_model.")}
+    vae = {
+        k.removeprefix("first_stage_model."): v
+        for k, v in ldm.items()
+        if k.startswith("first_stage_model.")
+    }
     expect("VAE-only", write_ldm(vae))
 
 
@@ -74,7 +97,10 @@ def test_lora_only(write_ldm):
 
 
 def test_missing_text_encoder(ldm, write_ldm):
-    expect("missing components: CLIP text encoder", write_ldm({k: v for k, v in ldm.items() if not k.startswith(CLIP)}))
+    expect(
+        "missing components: CLIP text encoder",
+        write_ldm({k: v for k, v in ldm.items() if not k.startswith(CLIP)}),
+    )
 
 
 @pytest.mark.parametrize("component", ["unet", "vae", "text_encoder", "tokenizer"])
@@ -86,7 +112,11 @@ def test_diffusers_folder_missing_component(example, tmp_path, component):
 
 def test_weights_that_do_not_fit(ldm, write_ldm, example):
     del ldm[UNET + "out.2.bias"]
-    expect("unet weights do not fit.*missing 1 .*conv_out.bias", write_ldm(ldm), tokenizer=example["tokenizer"])
+    expect(
+        "unet weights do not fit.*missing 1 .*conv_out.bias",
+        write_ldm(ldm),
+        tokenizer=example["tokenizer"],
+    )
 
 
 # -- forged or truncated safetensors ---------------------------------------------------------------
@@ -176,7 +206,10 @@ def test_bare_dict_ckpt_is_accepted(ldm, example, ingested, tmp_path):
     path = tmp_path / "bare.pth"
     torch.save(ldm, path)
     ckpt = ingest(path, tokenizer=example["tokenizer"])
-    assert all(torch.equal(ckpt.state_dicts["unet"][k], v) for k, v in ingested["ckpt"].state_dicts["unet"].items())
+    assert all(
+        torch.equal(ckpt.state_dicts["unet"][k], v)
+        for k, v in ingested["ckpt"].state_dicts["unet"].items()
+    )
 
 
 def test_garbage_ckpt(tmp_path):
@@ -208,7 +241,9 @@ def test_bad_prediction_type_argument(example):
 
 
 def test_tokenizer_larger_than_vocabulary(ldm, write_ldm, example):
-    ldm[CLIP + "text_model.embeddings.token_embedding.weight"] = ldm[CLIP + "text_model.embeddings.token_embedding.weight"][:600]
+    ldm[CLIP + "text_model.embeddings.token_embedding.weight"] = ldm[
+        CLIP + "text_model.embeddings.token_embedding.weight"
+    ][:600]
     expect("tokenizer has 691 tokens", write_ldm(ldm), tokenizer=example["tokenizer"])
 
 

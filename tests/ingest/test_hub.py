@@ -37,7 +37,9 @@ def test_hub_snapshot_is_ingested_as_a_diffusers_folder(example, ingested, tmp_p
     assert calls[0][:2] == ("org/tiny-sd", "rev")
     assert "unet/diffusion_pytorch_model.safetensors" in calls[0][2]
     assert "safety_checker/model.safetensors" not in calls[0][2]
-    assert "README.md" in calls[0][2] and ckpt.license == "mit"  # the card's license, read with ModelCard
+    assert (
+        "README.md" in calls[0][2] and ckpt.license == "mit"
+    )  # the card's license, read with ModelCard
     assert ckpt.source == {
         "name": "org/tiny-sd", "format": "hub", "revision": SHA, "sha256": ingested["diffusers"].source["sha256"]
     }  # fmt: skip
@@ -67,12 +69,23 @@ def test_the_source_gives_the_bundle_its_base_model_and_license(ingested):
     from packer.bundle.manifest import DEFAULT_BASE_MODEL, DEFAULT_LICENSE, model_fields
 
     local = ingested["diffusers"]  # a folder without a card
-    hub_ckpt = dataclasses.replace(local, source={**local.source, "name": "org/tiny-sd", "format": "hub"}, license="mit")
+    hub_ckpt = dataclasses.replace(
+        local, source={**local.source, "name": "org/tiny-sd", "format": "hub"}, license="mit"
+    )
     args = {"checkpoint": "org/tiny-sd", "version": "0.1.0"}
-    assert model_fields(hub_ckpt, **args)["base_model"] == "org/tiny-sd" and model_fields(hub_ckpt, **args)["license"] == "mit"
-    assert (model_fields(local, **args)["base_model"], model_fields(local, **args)["license"]) == (DEFAULT_BASE_MODEL, DEFAULT_LICENSE)
+    assert (
+        model_fields(hub_ckpt, **args)["base_model"] == "org/tiny-sd"
+        and model_fields(hub_ckpt, **args)["license"] == "mit"
+    )
+    assert (model_fields(local, **args)["base_model"], model_fields(local, **args)["license"]) == (
+        DEFAULT_BASE_MODEL,
+        DEFAULT_LICENSE,
+    )
     given = {**args, "base_model": "other/base", "license": "openrail"}
-    assert (model_fields(hub_ckpt, **given)["base_model"], model_fields(hub_ckpt, **given)["license"]) == ("other/base", "openrail")
+    assert (
+        model_fields(hub_ckpt, **given)["base_model"],
+        model_fields(hub_ckpt, **given)["license"],
+    ) == ("other/base", "openrail")
     assert DEFAULT_BASE_MODEL == "stable-diffusion-v1-5/stable-diffusion-v1-5"
 
 

@@ -39,7 +39,11 @@ def test_inferred_configs_round_trip(ingested):
         assert ckpt[component].pop("sample_size") == size
         assert ckpt[component] == {k: v for k, v in folder[component].items() if k != "sample_size"}
     assert ckpt["text_encoder"] == folder["text_encoder"]
-    for component, given in (("text_encoder", mk.TEXT_ENCODER), ("unet", mk.UNET_CONFIG), ("vae", mk.VAE_CONFIG)):
+    for component, given in (
+        ("text_encoder", mk.TEXT_ENCODER),
+        ("unet", mk.UNET_CONFIG),
+        ("vae", mk.VAE_CONFIG),
+    ):
         assert {k: folder[component][k] for k in given} == json.loads(json.dumps(given))
 
 
@@ -48,14 +52,24 @@ def test_signature_is_canonical_and_shared(ingested):
     assert sig == ingested["safetensors"].signature_configs()
     assert json.loads(canonical.dumps(sig)) == sig
     assert set(sig) == set(COMPONENTS)
-    assert sig["unet"]["attention_head_dim"] == [8, 8] and sig["text_encoder"]["num_attention_heads"] == 4
+    assert (
+        sig["unet"]["attention_head_dim"] == [8, 8]
+        and sig["text_encoder"]["num_attention_heads"] == 4
+    )
     assert "scaling_factor" not in sig["vae"] and "dropout" not in sig["unet"]
-    other = dict(ingested["diffusers"].configs, vae=dict(ingested["diffusers"].configs["vae"], scaling_factor=0.13))
+    other = dict(
+        ingested["diffusers"].configs,
+        vae=dict(ingested["diffusers"].configs["vae"], scaling_factor=0.13),
+    )
     assert architecture.signature_configs(other) == sig  # a runtime constant does not change code
 
 
 def test_head_rules():
-    assert architecture.clip_heads(768) == 12 and architecture.clip_heads(32) == 4 and architecture.clip_heads(31) == 1
+    assert (
+        architecture.clip_heads(768) == 12
+        and architecture.clip_heads(32) == 4
+        and architecture.clip_heads(31) == 1
+    )
     assert architecture.unet_heads([320, 640, 1280]) == 8 and architecture.unet_heads([36, 60]) == 6
 
 
@@ -79,7 +93,10 @@ def test_tokenizer_and_scheduler(ingested, example):
     for ckpt in ingested.values():
         assert ckpt.prediction_type == "epsilon" == ckpt.scheduler_config["prediction_type"]
         assert ckpt.scheduler_config["beta_schedule"] == "scaled_linear"
-        assert ckpt.scheduler_config["steps_offset"] == 1 and ckpt.scheduler_config["num_train_timesteps"] == 1000
+        assert (
+            ckpt.scheduler_config["steps_offset"] == 1
+            and ckpt.scheduler_config["num_train_timesteps"] == 1000
+        )
     assert ingested["ckpt"].scheduler_config == architecture.sd15_scheduler_config()
 
 
@@ -103,7 +120,10 @@ def test_make_example_is_deterministic(example, tmp_path):
     again = mk.make_example(tmp_path / "again", seed=0)
     for kind in ("safetensors", "ckpt"):
         assert again[kind].read_bytes() == example[kind].read_bytes()
-    for root_a, root_b in ((example["diffusers"], again["diffusers"]), (example["tokenizer"], again["tokenizer"])):
+    for root_a, root_b in (
+        (example["diffusers"], again["diffusers"]),
+        (example["tokenizer"], again["tokenizer"]),
+    ):
         files = sorted(p.relative_to(root_a) for p in root_a.rglob("*") if p.is_file())
         assert files == sorted(p.relative_to(root_b) for p in root_b.rglob("*") if p.is_file())
         assert all((root_a / f).read_bytes() == (root_b / f).read_bytes() for f in files)
@@ -120,7 +140,10 @@ def test_vocab_and_merges_only_tokenizer_gets_tokenizer_json(example, tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == sorted(
         ["vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json"]
     )  # nothing written next to the user's files
-    made, tiny = (Tokenizer.from_file(str(d / "tokenizer.json")) for d in (ckpt.tokenizer_dir, example["tokenizer"]))
+    made, tiny = (
+        Tokenizer.from_file(str(d / "tokenizer.json"))
+        for d in (ckpt.tokenizer_dir, example["tokenizer"])
+    )
     for text in ("a photo of an astronaut riding a horse", "Oil   PAINTING, ñ 42!"):
         assert made.encode(text).ids == tiny.encode(text).ids
 

@@ -18,7 +18,13 @@ def test_ingest_shows_each_phase(example, monkeypatch):
     ingest(example["diffusers"])
     shown = screen.getvalue()
     name = example["safetensors"].name
-    for phase in (f"reading {name}", f"converting {name}", f"hashing {name}", "reading diffusers", "hashing diffusers"):
+    for phase in (
+        f"reading {name}",
+        f"converting {name}",
+        f"hashing {name}",
+        "reading diffusers",
+        "hashing diffusers",
+    ):
         assert phase in shown, phase
 
 

@@ -31,8 +31,18 @@ def packed(example, lib_cache, tmp_path_factory):
     def get(layout: str = "safetensors", dtype: str = "fp32") -> Path:
         if (layout, dtype) not in built:
             out = tmp_path_factory.mktemp("bundles") / f"{layout}-{dtype}"
-            pack(PackArgs(str(example[layout]), out, ["llvm"], dtype, "1.0.0", "sdpack/tiny-sd15",
-                          tokenizer=example["tokenizer"], image_size=64))
+            pack(
+                PackArgs(
+                    str(example[layout]),
+                    out,
+                    ["llvm"],
+                    dtype,
+                    "1.0.0",
+                    "sdpack/tiny-sd15",
+                    tokenizer=example["tokenizer"],
+                    image_size=64,
+                )
+            )
             built[(layout, dtype)] = out
         return built[(layout, dtype)]
 

@@ -25,9 +25,11 @@ def chunks(path) -> list[tuple[bytes, bytes]]:
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     out, pos = [], 8
     while pos < len(data):
-        (length,) = struct.unpack(">I", data[pos:pos + 4])
-        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + length]
-        assert struct.unpack(">I", data[pos + 8 + length:pos + 12 + length])[0] == zlib.crc32(kind + body)
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
+        assert struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])[0] == zlib.crc32(
+            kind + body
+        )
         out.append((kind, body))
         pos += 12 + length
     return out
@@ -50,8 +52,17 @@ def bundle(packed, tmp_path):
 
 
 def run(bundle, out, **kw):
-    args = GenerateArgs(bundle, "ein Schloß am Meer 🏰", out, negative_prompt="blurry", seed=2**64 - 1, steps=2,
-                        guidance=7.5, scheduler="euler-a", **kw)
+    args = GenerateArgs(
+        bundle,
+        "ein Schloß am Meer 🏰",
+        out,
+        negative_prompt="blurry",
+        seed=2**64 - 1,
+        steps=2,
+        guidance=7.5,
+        scheduler="euler-a",
+        **kw,
+    )
     return generate(args)
 
 
@@ -62,22 +73,32 @@ def test_chunks_are_itxt_before_the_image_data_in_spec_order(bundle, tmp_path):
     first_idat = kinds.index(b"IDAT")
     text = [itxt(body) for kind, body in chunks(out) if kind == b"iTXt"]
     assert all(k != b"iTXt" for k in kinds[first_idat:]) and not {b"tEXt", b"zTXt"} & set(kinds)
-    assert [k for k, _ in text] == [k for k in KEYS if k != "commit"]  # a packed bundle has no commit
+    assert [k for k, _ in text] == [
+        k for k in KEYS if k != "commit"
+    ]  # a packed bundle has no commit
     values = dict(text)
     assert values == Image.open(out).text
     assert values["prompt"] == "ein Schloß am Meer 🏰" and values["seed"] == "18446744073709551615"
-    assert values["parameters"] == ("ein Schloß am Meer 🏰\nNegative prompt: blurry\nSteps: 2, Sampler: euler-a, "
-                                    "CFG scale: 7.5, Seed: 18446744073709551615, Size: 64x64, Model: sdpack/tiny-sd15@1.0.0")
+    assert values["parameters"] == (
+        "ein Schloß am Meer 🏰\nNegative prompt: blurry\nSteps: 2, Sampler: euler-a, "
+        "CFG scale: 7.5, Seed: 18446744073709551615, Size: 64x64, Model: sdpack/tiny-sd15@1.0.0"
+    )
 
 
 def test_commit_comes_from_the_lock_record_pull_leaves(bundle, tmp_path):
     manifest_sha = canonical.sha256_file(bundle / "manifest.json")
-    lock.write(bundle / lock.BUNDLE_LOCK, lock.make("sdpack/tiny-sd15", "1.0.0", COMMIT, manifest_sha, "https://huggingface.co"))
+    lock.write(
+        bundle / lock.BUNDLE_LOCK,
+        lock.make("sdpack/tiny-sd15", "1.0.0", COMMIT, manifest_sha, "https://huggingface.co"),
+    )
     run(bundle, tmp_path / "pinned.png")
     text = Image.open(tmp_path / "pinned.png").text
     assert text["commit"] == COMMIT and list(text).index("commit") == list(text).index("model") + 1
     # a record that pins another manifest says nothing about this one
-    lock.write(bundle / lock.BUNDLE_LOCK, lock.make("sdpack/tiny-sd15", "1.0.0", COMMIT, "f" * 64, "https://huggingface.co"))
+    lock.write(
+        bundle / lock.BUNDLE_LOCK,
+        lock.make("sdpack/tiny-sd15", "1.0.0", COMMIT, "f" * 64, "https://huggingface.co"),
+    )
     run(bundle, tmp_path / "other.png")
     assert "commit" not in Image.open(tmp_path / "other.png").text
 

@@ -26,9 +26,13 @@ from packer.runtime import opencl_runtime
 from packer.runtime.generate import Pipeline, Request, to_uint8
 from tests.helpers import packer
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(shutil.which("clinfo") is None or shutil.which("g++") is None,
-                                 reason="needs g++ and an OpenCL ICD (scripts/setup installs them)")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        shutil.which("clinfo") is None or shutil.which("g++") is None,
+        reason="needs g++ and an OpenCL ICD (scripts/setup installs them)",
+    ),
+]
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +40,18 @@ def bundle(example, lib_cache, tmp_path_factory, monkeypatch_module):
     """The tiny example with llvm and opencl libraries in float32 (llvm's are the session's)."""
     monkeypatch_module.setenv("SDPACK_CACHE", str(lib_cache))
     out = tmp_path_factory.mktemp("bundles") / "opencl-fp32"
-    pack(PackArgs(str(example["safetensors"]), out, ["llvm", "opencl"], "fp32", "1.0.0",
-                  "sdpack/tiny-sd15", tokenizer=example["tokenizer"], image_size=64))
+    pack(
+        PackArgs(
+            str(example["safetensors"]),
+            out,
+            ["llvm", "opencl"],
+            "fp32",
+            "1.0.0",
+            "sdpack/tiny-sd15",
+            tokenizer=example["tokenizer"],
+            image_size=64,
+        )
+    )
     return Bundle.open(out)
 
 
@@ -53,9 +67,11 @@ def test_opencl_components_match_llvm(bundle):
     rng = np.random.default_rng(0)
     sample = rng.standard_normal((2, 4, 8, 8)).astype(np.float32)
     hidden = np.concatenate([cpu.encode_prompt(""), cpu.encode_prompt("a red dragon")])
-    calls = {"text_encoder": (cpu.token_ids("a red dragon"),),
-             "unet": (sample, np.array([981.0, 981.0], np.float32), hidden),
-             "vae_decoder": (sample[:1] / 0.18215,)}
+    calls = {
+        "text_encoder": (cpu.token_ids("a red dragon"),),
+        "unet": (sample, np.array([981.0, 981.0], np.float32), hidden),
+        "vae_decoder": (sample[:1] / 0.18215,),
+    }
     for name, inputs in calls.items():
         want, got = cpu.runners[name](*inputs), ocl.runners[name](*inputs)
         scale = float(np.abs(want).max())
@@ -65,9 +81,21 @@ def test_opencl_components_match_llvm(bundle):
 
 def test_generate_on_opencl_writes_the_cpu_image(bundle, lib_cache, tmp_path):
     out = tmp_path / "opencl.png"
-    r = packer("generate", str(bundle.root), "--prompt", "a red dragon", "--seed", "3",
-               "--steps", "2", "--device", "opencl", "--out", str(out),
-               env={"SDPACK_CACHE": str(lib_cache)})
+    r = packer(
+        "generate",
+        str(bundle.root),
+        "--prompt",
+        "a red dragon",
+        "--seed",
+        "3",
+        "--steps",
+        "2",
+        "--device",
+        "opencl",
+        "--out",
+        str(out),
+        env={"SDPACK_CACHE": str(lib_cache)},
+    )
     assert r.code == 0, r.err
     assert Image.open(out).text["variant"] == "opencl-float32"
     cpu = Pipeline(bundle, "cpu")(Request("a red dragon", seed=3, steps=2))
@@ -79,8 +107,11 @@ def test_generate_on_opencl_writes_the_cpu_image(bundle, lib_cache, tmp_path):
 def test_float16_is_picked_only_where_the_device_has_cl_khr_fp16(bundle):
     m = bundle.manifest
     fp32 = m["targets"]["opencl-float32"]
-    fp16 = {**fp32, "dtype": "float16", "requirements": {**fp32["requirements"],
-                                                         "features": ["cl_khr_fp16"]}}
+    fp16 = {
+        **fp32,
+        "dtype": "float16",
+        "requirements": {**fp32["requirements"], "features": ["cl_khr_fp16"]},
+    }
     both = {**m, "dtype": "float16", "targets": {"opencl-float16": fp16, "opencl-float32": fp32}}
     only16 = {**m, "targets": {"opencl-float16": fp16}}
     if "cl_khr_fp16" in opencl_runtime.device_extensions():
@@ -93,8 +124,17 @@ def test_float16_is_picked_only_where_the_device_has_cl_khr_fp16(bundle):
 
 def test_no_opencl_driver_is_one_line(bundle, lib_cache, tmp_path):
     env = {"SDPACK_CACHE": str(lib_cache), "OCL_ICD_VENDORS": str(tmp_path / "no-drivers")}
-    r = packer("generate", str(bundle.root), "--prompt", "x", "--device", "opencl", "--out",
-               str(tmp_path / "x.png"), env=env)
+    r = packer(
+        "generate",
+        str(bundle.root),
+        "--prompt",
+        "x",
+        "--device",
+        "opencl",
+        "--out",
+        str(tmp_path / "x.png"),
+        env=env,
+    )
     assert r.code != 0
     assert "no OpenCL device available" in r.error_line
     assert not (tmp_path / "x.png").exists()

@@ -47,16 +47,22 @@ def test_plugin_source_compiles_for_aarch64(tmp_path):
         pytest.skip("needs g++-aarch64-linux-gnu (scripts/setup installs it)")
     obj = tmp_path / "sdpack_opencl.o"
     subprocess.run(opencl_runtime.compile_command(obj, cxx=cxx, objects_only=True), check=True)
-    header = subprocess.run(["readelf", "-h", str(obj)], capture_output=True, text=True,
-                            check=True).stdout
+    header = subprocess.run(
+        ["readelf", "-h", str(obj)], capture_output=True, text=True, check=True
+    ).stdout
     assert "AArch64" in header and "REL (Relocatable file)" in header
     assert b"ffi.Module.load_from_bytes.opencl" in obj.read_bytes()
     assert b"device_api.opencl" in obj.read_bytes()
 
 
 def _variant(arch: str) -> dict:
-    return {"kind": "opencl", "dtype": "float32", "target": {}, "libs": {},
-            "requirements": {"arch": arch, "features": []}}
+    return {
+        "kind": "opencl",
+        "dtype": "float32",
+        "target": {},
+        "libs": {},
+        "requirements": {"arch": arch, "features": []},
+    }
 
 
 @pytest.mark.parametrize("machine", ["x86_64", "aarch64"])

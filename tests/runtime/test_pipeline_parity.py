@@ -27,13 +27,23 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 def diffusers_image(folder, scheduler: str, seed: int, steps: int, guidance: float) -> np.ndarray:
     from diffusers import StableDiffusionPipeline
 
-    pipe = StableDiffusionPipeline.from_pretrained(str(folder), safety_checker=None, requires_safety_checker=False)
+    pipe = StableDiffusionPipeline.from_pretrained(
+        str(folder), safety_checker=None, requires_safety_checker=False
+    )
     pipe.set_progress_bar_config(disable=True)
     pipe.scheduler = schedulers.make(scheduler, dict(pipe.scheduler.config))
     latents = torch.from_numpy(noise.latents(seed, (1, 4, 8, 8)))
     with schedulers.spec_step_noise(pipe.scheduler, seed):
-        out = pipe(PROMPT, negative_prompt=NEGATIVE, num_inference_steps=steps, guidance_scale=guidance,
-                   latents=latents, output_type="np", height=64, width=64)
+        out = pipe(
+            PROMPT,
+            negative_prompt=NEGATIVE,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            latents=latents,
+            output_type="np",
+            height=64,
+            width=64,
+        )
     return out.images[0]
 
 
@@ -44,7 +54,9 @@ def fp32_pipeline(packed):
 
 @pytest.mark.parametrize("scheduler", schedulers.NAMES)
 def test_fp32_image_matches_diffusers(example, fp32_pipeline, scheduler):
-    ours = fp32_pipeline(Request(PROMPT, NEGATIVE, seed=42, steps=8, guidance=7.5, scheduler=scheduler))
+    ours = fp32_pipeline(
+        Request(PROMPT, NEGATIVE, seed=42, steps=8, guidance=7.5, scheduler=scheduler)
+    )
     ref = diffusers_image(example["diffusers"], scheduler, seed=42, steps=8, guidance=7.5)
     assert ours.shape == ref.shape == (64, 64, 3)
     assert ref.std() > 0.05, "reference image is flat: the test would prove nothing"
@@ -81,7 +93,9 @@ def test_text_encoder_matches_torch(example, fp32_pipeline):
     tok = CLIPTokenizer.from_pretrained(str(example["diffusers"] / "tokenizer"))
     model = CLIPTextModel.from_pretrained(str(example["diffusers"] / "text_encoder")).eval()
     for text in ["", PROMPT, "word " * 100]:
-        ids = tok(text, padding="max_length", max_length=77, truncation=True, return_tensors="np").input_ids
+        ids = tok(
+            text, padding="max_length", max_length=77, truncation=True, return_tensors="np"
+        ).input_ids
         np.testing.assert_array_equal(fp32_pipeline.token_ids(text), ids.astype(np.int32))
         with torch.no_grad():
             ref = model(torch.from_numpy(ids)).last_hidden_state.numpy()

@@ -21,9 +21,28 @@ def quantized(example, lib_cache, tmp_path_factory):
     env = {"SDPACK_CACHE": str(lib_cache)}
     for i in range(2):
         out = tmp_path_factory.mktemp("quantized") / f"q4-{i}"
-        r = packer("pack", str(example["safetensors"]), "--out", str(out), "--tokenizer", str(example["tokenizer"]),
-                   "--image-size", "64", "--version", "1.0.0", "--model-id", "sdpack/tiny-sd15",
-                   "--targets", "llvm", "--dtype", "fp16", "--quantize", "q4f16", "--json", env=env)
+        r = packer(
+            "pack",
+            str(example["safetensors"]),
+            "--out",
+            str(out),
+            "--tokenizer",
+            str(example["tokenizer"]),
+            "--image-size",
+            "64",
+            "--version",
+            "1.0.0",
+            "--model-id",
+            "sdpack/tiny-sd15",
+            "--targets",
+            "llvm",
+            "--dtype",
+            "fp16",
+            "--quantize",
+            "q4f16",
+            "--json",
+            env=env,
+        )
         outs.append((out, cli_json(r, "pack")))
     return outs
 
@@ -42,14 +61,21 @@ def test_quantized_pack_is_reproducible_verified_and_smaller(quantized, packed, 
     quant = m["quantization"]
     assert (quant["scheme"], quant["bits"], quant["group_size"]) == ("q4f16", 4, 32)
     assert "vae_decoder" not in quant["tensors"]
-    records = {r["name"]: r for comp in m["components"] for s in Bundle.open(first).tensor_index(comp)["records"]
-               for r in s["records"]}
+    records = {
+        r["name"]: r
+        for comp in m["components"]
+        for s in Bundle.open(first).tensor_index(comp)["records"]
+        for r in s["records"]
+    }
     t = quant["tensors"]["unet"][0]
     assert records[t["packed"]]["dtype"] == "uint32" and records[t["scales"]]["dtype"] == "float16"
     assert not any(t["name"] in records for ts in quant["tensors"].values() for t in ts)
     fp16 = Bundle.open(packed("safetensors", "fp16")).manifest
-    size = {c: sum(f["size"] for f in doc["files"] if f["path"].startswith(f"weights/{c}/"))
-            for doc in (m,) for c in ("unet",)}
+    size = {
+        c: sum(f["size"] for f in doc["files"] if f["path"].startswith(f"weights/{c}/"))
+        for doc in (m,)
+        for c in ("unet",)
+    }
     size16 = sum(f["size"] for f in fp16["files"] if f["path"].startswith("weights/unet/"))
     assert size["unet"] < 0.45 * size16, (size, size16)
 
@@ -59,14 +85,28 @@ def test_quantized_bundle_generates_close_to_float16(quantized, packed, lib_cach
     images = []
     for bundle in (quantized[0][0], packed("safetensors", "fp16")):
         png = tmp_path / f"{len(images)}.png"
-        r = packer("generate", str(bundle), "--prompt", "a castle", "--seed", "3", "--steps", "2",
-                   "--out", str(png), "--json", env=env)
+        r = packer(
+            "generate",
+            str(bundle),
+            "--prompt",
+            "a castle",
+            "--seed",
+            "3",
+            "--steps",
+            "2",
+            "--out",
+            str(png),
+            "--json",
+            env=env,
+        )
         assert cli_json(r, "generate")["variant"] == "llvm-float16"
         images.append(np.asarray(Image.open(png)).astype(np.float64))
     mse = float(np.mean((images[0] - images[1]) ** 2))
     psnr = 10 * np.log10(255**2 / max(mse, 1e-12))
     print(f"q4f16 vs float16 image PSNR {psnr:.1f} dB (tiny random model)")
-    assert images[0].std() > 5 and psnr > 10  # the tiny model's 0.05-scale random weights are hard on 4 bits
+    assert (
+        images[0].std() > 5 and psnr > 10
+    )  # the tiny model's 0.05-scale random weights are hard on 4 bits
 
 
 def test_unknown_scheme_in_a_bundle_is_one_line(quantized, tmp_path):
@@ -78,5 +118,8 @@ def test_unknown_scheme_in_a_bundle_is_one_line(quantized, tmp_path):
     doc["quantization"]["scheme"] = "q3f16"
     (bundle / "manifest.json").write_text(json.dumps(doc))
     r = packer("generate", str(bundle), "--prompt", "x", "--out", str(tmp_path / "x.png"))
-    assert r.code != 0 and "quantized with scheme 'q3f16', which this sdpack does not read" in r.error_line
+    assert (
+        r.code != 0
+        and "quantized with scheme 'q3f16', which this sdpack does not read" in r.error_line
+    )
     assert len(r.err.strip().splitlines()) == 1 and not (tmp_path / "x.png").exists()

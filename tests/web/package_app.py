@@ -17,15 +17,29 @@ WEB = Path(__file__).resolve().parents[2] / "runtime-web"
 APP_SOURCES = WEB / "test" / "browser" / "app"
 # The README's esbuild line (entry points: the page, the model worker, the decode worker).
 ESBUILD_ARGS = [
-    "main.js", "worker.js", "@sdpack/runtime-web/decodeWorker.js", "--bundle", "--format=esm", "--platform=browser",
-    "--target=es2022", "--outdir=dist", "--entry-names=[name]", "--external:fs", "--external:path",
-    "--external:perf_hooks", "--external:ws", "--external:crypto", "--log-level=warning",
+    "main.js",
+    "worker.js",
+    "@sdpack/runtime-web/decodeWorker.js",
+    "--bundle",
+    "--format=esm",
+    "--platform=browser",
+    "--target=es2022",
+    "--outdir=dist",
+    "--entry-names=[name]",
+    "--external:fs",
+    "--external:path",
+    "--external:perf_hooks",
+    "--external:ws",
+    "--external:crypto",
+    "--log-level=warning",
 ]
 
 
 def _run(args: list[str], cwd: Path) -> None:
     done = subprocess.run(args, cwd=cwd, capture_output=True, text=True)
-    assert done.returncode == 0, f"{' '.join(args)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+    assert done.returncode == 0, (
+        f"{' '.join(args)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+    )
 
 
 def build_packaged_app(out: Path) -> Path:
@@ -43,7 +57,9 @@ def build_packaged_app(out: Path) -> Path:
     for dep, version in manifest["dependencies"].items():
         installed = WEB / "node_modules" / dep
         have = json.loads((installed / "package.json").read_text())["version"]
-        assert have == version, f"{dep}: the package declares {version}, runtime-web/node_modules has {have}"
+        assert have == version, (
+            f"{dep}: the package declares {version}, runtime-web/node_modules has {have}"
+        )
         link = app / "node_modules" / dep
         link.parent.mkdir(parents=True, exist_ok=True)
         link.symlink_to(installed.resolve(), target_is_directory=True)

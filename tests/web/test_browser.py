@@ -36,8 +36,14 @@ ROOT = Path(__file__).resolve().parents[2]
 WEB = ROOT / "runtime-web"
 CHROMIUM = os.environ.get("SDPACK_CHROMIUM", "/usr/bin/chromium")
 REPO = "sdpack/tiny"
-REQUEST = {"prompt": "a red cube on a table", "negativePrompt": "blurry", "seed": 1234, "steps": 4,
-           "guidance": 7.5, "scheduler": "dpm++"}
+REQUEST = {
+    "prompt": "a red cube on a table",
+    "negativePrompt": "blurry",
+    "seed": 1234,
+    "steps": 4,
+    "guidance": 7.5,
+    "scheduler": "dpm++",
+}
 TAMPERED = "weights/unet/params_shard_0.bin.zst"
 RUNTIME_VERSION = json.loads((WEB / "package.json").read_text())["version"]
 
@@ -56,7 +62,9 @@ pytestmark = pytest.mark.skipif(_missing() is not None, reason=_missing() or "")
 
 
 def _packer(*args: str, cwd: Path = ROOT) -> str:
-    done = subprocess.run([sys.executable, "-m", "packer", *args], cwd=cwd, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "packer", *args], cwd=cwd, capture_output=True, text=True
+    )
     assert done.returncode == 0, f"packer {' '.join(args)} failed:\n{done.stderr[-3000:]}"
     return done.stdout
 
@@ -78,7 +86,9 @@ def _hub_server(hub: Path):
     def do_GET(self):  # noqa: N802 - http.server's naming
         if self.path == "/__log":
             body = json.dumps({"requests": list(log)}).encode()
-            self._answer(200, {"Content-Type": "application/json", "Cache-Control": "no-store"}, len(body))
+            self._answer(
+                200, {"Content-Type": "application/json", "Cache-Control": "no-store"}, len(body)
+            )
             self.wfile.write(body)
             return
         log.append(self.path)
@@ -95,7 +105,7 @@ class _Quiet(SimpleHTTPRequestHandler):
 
     def translate_path(self, path):
         if path.startswith("/pkg/"):
-            return str(self.app / path[len("/pkg/"):].split("?", 1)[0])
+            return str(self.app / path[len("/pkg/") :].split("?", 1)[0])
         return super().translate_path(path)
 
     def log_message(self, format, *args):  # noqa: A002
@@ -112,7 +122,9 @@ def run(tmp_path_factory):
     timings: dict[str, float] = {}
     start = time.perf_counter()
     tmp = tmp_path_factory.mktemp("web")
-    build = subprocess.run(["npm", "run", "--silent", "build:demo"], cwd=WEB, capture_output=True, text=True)
+    build = subprocess.run(
+        ["npm", "run", "--silent", "build:demo"], cwd=WEB, capture_output=True, text=True
+    )
     assert build.returncode == 0, build.stdout[-2000:] + build.stderr[-2000:]
     timings["build_demo"] = time.perf_counter() - start
 
@@ -120,8 +132,18 @@ def run(tmp_path_factory):
 
     example = make_example(tmp / "example")
     hub = tmp / "hub"
-    publish = ["publish", REPO, "--checkpoint", str(example["safetensors"]), "--tokenizer", str(example["tokenizer"]),
-               "--image-size", "64", "--hub", str(hub)]  # the default variants: what a user publishes
+    publish = [
+        "publish",
+        REPO,
+        "--checkpoint",
+        str(example["safetensors"]),
+        "--tokenizer",
+        str(example["tokenizer"]),
+        "--image-size",
+        "64",
+        "--hub",
+        str(hub),
+    ]  # the default variants: what a user publishes
     _packer(*publish, "--version", "1.0.0")
     timings["publish"] = time.perf_counter() - start
     pin = json.loads(_packer("resolve", f"{REPO}@1.0.0", "--endpoint", str(hub)))
@@ -131,9 +153,24 @@ def run(tmp_path_factory):
     bundle = tmp / "bundle"
     _packer("pull", f"{REPO}@1.0.0", "--endpoint", str(hub), "--out", str(bundle))
     native_png = tmp / "native.png"
-    _packer("generate", str(bundle), "--prompt", REQUEST["prompt"], "--negative-prompt", REQUEST["negativePrompt"],
-            "--seed", str(REQUEST["seed"]), "--steps", str(REQUEST["steps"]), "--guidance", str(REQUEST["guidance"]),
-            "--scheduler", REQUEST["scheduler"], "--out", str(native_png))
+    _packer(
+        "generate",
+        str(bundle),
+        "--prompt",
+        REQUEST["prompt"],
+        "--negative-prompt",
+        REQUEST["negativePrompt"],
+        "--seed",
+        str(REQUEST["seed"]),
+        "--steps",
+        str(REQUEST["steps"]),
+        "--guidance",
+        str(REQUEST["guidance"]),
+        "--scheduler",
+        REQUEST["scheduler"],
+        "--out",
+        str(native_png),
+    )
     timings["native"] = time.perf_counter() - start
 
     from tests.web.package_app import build_packaged_app
@@ -142,27 +179,50 @@ def run(tmp_path_factory):
     timings["package_app"] = time.perf_counter() - start
 
     hub_server = _hub_server(hub)
-    static = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(type("Static", (_Quiet,), {"app": app}), directory=str(WEB)))
+    static = ThreadingHTTPServer(
+        ("127.0.0.1", 0),
+        functools.partial(type("Static", (_Quiet,), {"app": app}), directory=str(WEB)),
+    )
     try:
         hub_url = _serve_in_thread(hub_server)
         static_url = _serve_in_thread(static)
         commit = pin["commit"]
         config = {
-            "chromium": CHROMIUM, "demoUrl": f"{static_url}/demo/index.html", "appUrl": f"{static_url}/pkg/index.html",
-            "hubUrl": hub_url, "repo": REPO, "commit": commit,
-            "version": "1.0.0", "request": REQUEST, "tamperPath": TAMPERED, "timeoutMs": 150_000,
-            "lock": {"lock_version": 1, "repo": REPO, "version": "1.0.0", "commit": commit,
-                     "manifest_sha256": pin["manifest_sha256"], "endpoint": hub_url},
+            "chromium": CHROMIUM,
+            "demoUrl": f"{static_url}/demo/index.html",
+            "appUrl": f"{static_url}/pkg/index.html",
+            "hubUrl": hub_url,
+            "repo": REPO,
+            "commit": commit,
+            "version": "1.0.0",
+            "request": REQUEST,
+            "tamperPath": TAMPERED,
+            "timeoutMs": 150_000,
+            "lock": {
+                "lock_version": 1,
+                "repo": REPO,
+                "version": "1.0.0",
+                "commit": commit,
+                "manifest_sha256": pin["manifest_sha256"],
+                "endpoint": hub_url,
+            },
         }
         (tmp / "config.json").write_text(json.dumps(config))
-        done = subprocess.run(["node", "test/browser/run.mjs", str(tmp / "config.json")], cwd=WEB,
-                              capture_output=True, text=True, timeout=420)
+        done = subprocess.run(
+            ["node", "test/browser/run.mjs", str(tmp / "config.json")],
+            cwd=WEB,
+            capture_output=True,
+            text=True,
+            timeout=420,
+        )
     finally:
         hub_server.shutdown()
         static.shutdown()
     timings["browser"] = time.perf_counter() - start
     lines = done.stdout.strip().splitlines()
-    assert done.returncode == 0 and lines, f"browser run failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    assert done.returncode == 0 and lines, (
+        f"browser run failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    )
     result = json.loads(lines[-1])
     assert "fatal" not in result, result["fatal"] + "\n" + "\n".join(result["console"][-20:])
     result["timings"] = timings
@@ -170,15 +230,28 @@ def run(tmp_path_factory):
     from PIL import Image
 
     result["native_uint8"] = np.asarray(Image.open(native_png).convert("RGB"))
-    for key, image in (("web_float", result.get("image", {})), ("app_float", result.get("app", {}).get("image", {}))):
+    for key, image in (
+        ("web_float", result.get("image", {})),
+        ("app_float", result.get("app", {}).get("image", {})),
+    ):
         if "float_b64" in image:
             flat = np.frombuffer(base64.b64decode(image["float_b64"]), dtype="<f4")
             result[key] = flat.reshape(image["height"], image["width"], 3)
     result["commit"] = pin["commit"]
-    result["manifest_sha"] = {f["path"]: f["sha256"] for f in json.loads((bundle / "manifest.json").read_text())["files"]}
-    print(json.dumps({"timings_s": timings, "browser_ms": {k: v for k, v in result.items() if k.startswith("t_")},
-                      "image_timings_ms": result.get("image", {}).get("timings"),
-                      "app_image_timings_ms": result.get("app", {}).get("image", {}).get("timings")}, indent=1))
+    result["manifest_sha"] = {
+        f["path"]: f["sha256"] for f in json.loads((bundle / "manifest.json").read_text())["files"]
+    }
+    print(
+        json.dumps(
+            {
+                "timings_s": timings,
+                "browser_ms": {k: v for k, v in result.items() if k.startswith("t_")},
+                "image_timings_ms": result.get("image", {}).get("timings"),
+                "app_image_timings_ms": result.get("app", {}).get("image", {}).get("timings"),
+            },
+            indent=1,
+        )
+    )
     return result
 
 
@@ -192,7 +265,11 @@ def test_loads_the_webgpu_fp32_variant(run):
 
 def _needed(run) -> list[str]:
     """The files a webgpu-float32 load takes: all but the other targets' libraries."""
-    return [p for p in run["manifest_sha"] if not p.startswith("libs/") or p.startswith("libs/webgpu-float32/")]
+    return [
+        p
+        for p in run["manifest_sha"]
+        if not p.startswith("libs/") or p.startswith("libs/webgpu-float32/")
+    ]
 
 
 def test_files_are_checked_and_decoded_in_the_worker_pool(run):
@@ -217,7 +294,9 @@ def test_verify_full_checks_raw_sha256_in_the_workers(run):
     assert full["message"] == f"{TAMPERED}: decoded bytes do not match raw_sha256"
     assert "thread" not in r.get("fullDecodedBy", [])
     clean = r["cleanFull"]["stats"]
-    assert clean["verify"] == "full" and clean["ms"]["rawSha256"] > 0 and clean["decodedInThread"] == 0
+    assert (
+        clean["verify"] == "full" and clean["ms"]["rawSha256"] > 0 and clean["decodedInThread"] == 0
+    )
 
 
 def test_fetches_only_what_the_variant_needs(run):
@@ -234,35 +313,56 @@ def test_image_matches_packer_generate(run, source):
     assert web.shape == native.shape
     web8 = np.round(web * 255).astype(np.uint8)
     db = psnr(web8, native, 255.0)
-    print(f"PSNR {source} vs packer generate (uint8): {db:.1f} dB; max |diff| {int(np.abs(web8.astype(int) - native).max())}")
+    print(
+        f"PSNR {source} vs packer generate (uint8): {db:.1f} dB; max |diff| {int(np.abs(web8.astype(int) - native).max())}"
+    )
     assert db >= 40.0
 
 
 def test_the_packaged_app_loads_by_version_in_a_worker_from_the_cache(run):
     app = run["app"]
     assert app["ok"], app.get("error")
-    assert (app["modelId"], app["variant"], app["commit"]) == (f"{REPO}@1.0.0", "webgpu-float32", run["commit"])
+    assert (app["modelId"], app["variant"], app["commit"]) == (
+        f"{REPO}@1.0.0",
+        "webgpu-float32",
+        run["commit"],
+    )
     # The version resolved through the Hub API (once for the load, once for hasModelInCache), then
     # the manifest by commit (which the browser's HTTP cache may answer: commit URLs are immutable);
     # every other file came from the content cache the demo filled.
     manifest = f"/{REPO}/resolve/{run['commit']}/manifest.json"
-    assert [r for r in run["appRequests"] if r != manifest] == [f"/api/models/{REPO}/revision/v1.0.0"] * 2
+    assert [r for r in run["appRequests"] if r != manifest] == [
+        f"/api/models/{REPO}/revision/v1.0.0"
+    ] * 2
     assert app["stats"]["fromCache"] == len(_needed(run))
     assert app["steps"] == [[i, 4] for i in range(1, 5)]  # onStep forwarded from the worker
     assert app["inCache"] is True
-    assert isinstance(app["storage"]["persisted"], bool) and app["storage"]["usage"] > 0 and app["storage"]["quota"] > 0
+    assert (
+        isinstance(app["storage"]["persisted"], bool)
+        and app["storage"]["usage"] > 0
+        and app["storage"]["quota"] > 0
+    )
 
 
 def _monotone_to_one(fractions: list[float]) -> bool:
-    return bool(fractions) and all(0 <= a <= b <= 1 for a, b in zip(fractions, fractions[1:])) and fractions[-1] == 1
+    return (
+        bool(fractions)
+        and all(0 <= a <= b <= 1 for a, b in zip(fractions, fractions[1:]))
+        and fractions[-1] == 1
+    )
 
 
 def test_load_progress_is_one_fraction_that_never_goes_back(run):
     assert _monotone_to_one(run["load"]["progress"])
     events = run["app"]["progress"]
     assert _monotone_to_one([e["progress"] for e in events])
-    assert events[0]["phase"] == "resolve" and events[0]["text"].startswith(f"Resolving {REPO}@1.0.0 on http://")
-    assert all(e["text"] for e in events) and events[-1]["text"] == "Ready: sdpack/tiny 1.0.0 (webgpu-float32)"
+    assert events[0]["phase"] == "resolve" and events[0]["text"].startswith(
+        f"Resolving {REPO}@1.0.0 on http://"
+    )
+    assert (
+        all(e["text"] for e in events)
+        and events[-1]["text"] == "Ready: sdpack/tiny 1.0.0 (webgpu-float32)"
+    )
 
 
 def _png_text_chunks(png: bytes) -> list[tuple[bytes, bytes]]:
@@ -270,8 +370,8 @@ def _png_text_chunks(png: bytes) -> list[tuple[bytes, bytes]]:
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     chunks, at = [], 8
     while at < len(png):
-        (n,) = struct.unpack(">I", png[at:at + 4])
-        chunks.append((png[at + 4:at + 8], png[at + 8:at + 8 + n]))
+        (n,) = struct.unpack(">I", png[at : at + 4])
+        chunks.append((png[at + 4 : at + 8], png[at + 8 : at + 8 + n]))
         at += 12 + n
     return chunks
 
@@ -282,22 +382,37 @@ def test_saved_png_carries_the_parameters_and_the_pixels(run, source):
 
     png = base64.b64decode(run["saved"]["png_b64"] if source == "demo" else run["app"]["png_b64"])
     image = Image.open(io.BytesIO(png))
-    parameters = ("a red cube on a table\nNegative prompt: blurry\nSteps: 4, Sampler: dpm++, CFG scale: 7.5, Seed: 1234, "
-                  "Size: 64x64, Model: sdpack/tiny@1.0.0")
+    parameters = (
+        "a red cube on a table\nNegative prompt: blurry\nSteps: 4, Sampler: dpm++, CFG scale: 7.5, Seed: 1234, "
+        "Size: 64x64, Model: sdpack/tiny@1.0.0"
+    )
     assert image.text == {
-        "prompt": REQUEST["prompt"], "negative_prompt": REQUEST["negativePrompt"], "seed": "1234", "steps": "4",
-        "guidance": "7.5", "scheduler": "dpm++", "model": f"{REPO}@1.0.0", "commit": run["commit"], "width": "64",
-        "height": "64", "variant": "webgpu-float32", "Software": f"sdpack runtime-web {RUNTIME_VERSION}",
+        "prompt": REQUEST["prompt"],
+        "negative_prompt": REQUEST["negativePrompt"],
+        "seed": "1234",
+        "steps": "4",
+        "guidance": "7.5",
+        "scheduler": "dpm++",
+        "model": f"{REPO}@1.0.0",
+        "commit": run["commit"],
+        "width": "64",
+        "height": "64",
+        "variant": "webgpu-float32",
+        "Software": f"sdpack runtime-web {RUNTIME_VERSION}",
         "parameters": parameters,
     }
     types = [t for t, _ in _png_text_chunks(png)]
-    assert types[:14] == [b"IHDR"] + [b"iTXt"] * 13 and types[14] == b"IDAT"  # every text chunk before the first IDAT
+    assert (
+        types[:14] == [b"IHDR"] + [b"iTXt"] * 13 and types[14] == b"IDAT"
+    )  # every text chunk before the first IDAT
     web = run["web_float" if source == "demo" else "app_float"]
     assert np.array_equal(np.asarray(image.convert("RGB")), np.round(web * 255).astype(np.uint8))
     if source == "demo":
         saved = run["saved"]
         assert saved["images"] == 1 and saved["name"] == "sdpack-1234-1.png"
-        assert "seed1234" in saved["text"] and "variantwebgpu-float32" in saved["text"]  # the gallery shows the parameters
+        assert (
+            "seed1234" in saved["text"] and "variantwebgpu-float32" in saved["text"]
+        )  # the gallery shows the parameters
 
 
 def test_deleting_the_model_leaves_nothing_of_it_in_the_cache(run):
@@ -312,14 +427,18 @@ def test_pinned_version_stays_after_a_new_one_is_published(run):
     assert v["tag"] == "1.0.0" and v["main"] == "1.1.0"
     assert v["lock"] == "1.0.0"
     assert "manifest.json" in v["badLock"] and "sha256" in v["badLock"]
-    assert v["badSpec"].startswith(f'BundleError: model "{REPO}@latest": "latest" is neither a version')
+    assert v["badSpec"].startswith(
+        f'BundleError: model "{REPO}@latest": "latest" is neither a version'
+    )
 
 
 def test_tampered_shard_is_refused_named_and_not_cached(run):
     t = run["tampered"]
     assert not t["ok"]
     assert TAMPERED in t["error"] and "sha256 mismatch" in t["error"]
-    assert t["decodedBy"]["thread"] == 0 and t["decodedBy"]["worker"] > 0  # the worker path refused it
+    assert (
+        t["decodedBy"]["thread"] == 0 and t["decodedBy"]["worker"] > 0
+    )  # the worker path refused it
     assert run["tamperedCache"]["cached"] is False
     # A clean retry must fetch that shard again (it was never cached).
     assert any(r.endswith(TAMPERED) for r in run["retryRequests"])

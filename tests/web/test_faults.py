@@ -30,7 +30,9 @@ ROOT = Path(__file__).resolve().parents[2]
 WEB = ROOT / "runtime-web"
 CHROMIUM = os.environ.get("SDPACK_CHROMIUM", "/usr/bin/chromium")
 TARGET = "weights/unet/params_shard_1.bin.zst"  # the file the faults hit
-OTHER = "weights/vae_decoder/params_shard_0.bin.zst"  # larger: its first bytes are the "wrong content"
+OTHER = (
+    "weights/vae_decoder/params_shard_0.bin.zst"  # larger: its first bytes are the "wrong content"
+)
 QUOTA = 2_000_000  # bytes of storage the quota scenario allows the origin (the weights are ~7 MB)
 
 
@@ -88,7 +90,9 @@ class _FaultHandler(BaseHTTPRequestHandler):
     def log_message(self, format, *args):  # noqa: A002
         pass
 
-    def _head(self, status: int, length: int, content_type: str = "application/octet-stream") -> None:
+    def _head(
+        self, status: int, length: int, content_type: str = "application/octet-stream"
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(length))
@@ -96,7 +100,9 @@ class _FaultHandler(BaseHTTPRequestHandler):
         self.send_header("Access-Control-Allow-Origin", "*")
         self.end_headers()
 
-    def _send(self, status: int, body: bytes, content_type: str = "application/octet-stream") -> None:
+    def _send(
+        self, status: int, body: bytes, content_type: str = "application/octet-stream"
+    ) -> None:
         self._head(status, len(body), content_type)
         self.wfile.write(body)
 
@@ -123,12 +129,14 @@ class _FaultHandler(BaseHTTPRequestHandler):
             return self._send(200, body, "application/json")
         for prefix, root in (("/page/", self.server.page), ("/bundle/", self.server.bundle)):
             if path.startswith(prefix):
-                rel = path[len(prefix):]
+                rel = path[len(prefix) :]
                 file = (root / rel).resolve()
                 if not file.is_relative_to(root) or not file.is_file():
                     return self._send(404, b"not found", "text/plain")
                 if prefix == "/page/":
-                    kind = {".js": "text/javascript", ".html": "text/html"}.get(file.suffix, "application/octet-stream")
+                    kind = {".js": "text/javascript", ".html": "text/html"}.get(
+                        file.suffix, "application/octet-stream"
+                    )
                     return self._send(200, file.read_bytes(), kind)
                 return self._bundle_file(rel, file.read_bytes())
         self._send(404, b"not found", "text/plain")
@@ -166,7 +174,9 @@ class _FaultHandler(BaseHTTPRequestHandler):
 
 
 def _packer(*args: str) -> str:
-    done = subprocess.run([sys.executable, "-m", "packer", *args], cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "packer", *args], cwd=ROOT, capture_output=True, text=True
+    )
     assert done.returncode == 0, f"packer {' '.join(args)} failed:\n{done.stderr[-3000:]}"
     return done.stdout
 
@@ -182,31 +192,68 @@ def run(tmp_path_factory):
 
     example = make_example(tmp / "example")
     bundle = tmp / "bundle"
-    _packer("pack", str(example["safetensors"]), "--tokenizer", str(example["tokenizer"]), "--image-size", "64",
-            "--shard-mb", "1", "--targets", "llvm", "--dtype", "fp32", "--out", str(bundle))
+    _packer(
+        "pack",
+        str(example["safetensors"]),
+        "--tokenizer",
+        str(example["tokenizer"]),
+        "--image-size",
+        "64",
+        "--shard-mb",
+        "1",
+        "--targets",
+        "llvm",
+        "--dtype",
+        "fp32",
+        "--out",
+        str(bundle),
+    )
     pack_s = time.perf_counter() - start
     manifest = json.loads((bundle / "manifest.json").read_text())
 
     server = FaultServer(bundle, tmp / "page")
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        config = {"chromium": CHROMIUM, "server": server.url, "pageDir": str(tmp / "page"), "target": TARGET,
-                  "other": OTHER, "quotaBytes": QUOTA, "timeoutMs": 60_000}
+        config = {
+            "chromium": CHROMIUM,
+            "server": server.url,
+            "pageDir": str(tmp / "page"),
+            "target": TARGET,
+            "other": OTHER,
+            "quotaBytes": QUOTA,
+            "timeoutMs": 60_000,
+        }
         (tmp / "config.json").write_text(json.dumps(config))
-        done = subprocess.run(["node", "test/browser/faults.mjs", str(tmp / "config.json")], cwd=WEB,
-                              capture_output=True, text=True, timeout=180)
+        done = subprocess.run(
+            ["node", "test/browser/faults.mjs", str(tmp / "config.json")],
+            cwd=WEB,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
     finally:
         server.set_faults({})
         server.shutdown()
     lines = done.stdout.strip().splitlines()
-    assert done.returncode == 0 and lines, f"browser run failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    assert done.returncode == 0 and lines, (
+        f"browser run failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    )
     result = json.loads(lines[-1])
     assert "fatal" not in result, result["fatal"] + "\n" + "\n".join(result["console"][-20:])
-    result["entries"] = {f["path"]: f for f in manifest["files"] if not f["path"].startswith("libs/")}
+    result["entries"] = {
+        f["path"]: f for f in manifest["files"] if not f["path"].startswith("libs/")
+    }
     (tmp / "result.json").write_text(json.dumps(result))
-    print(json.dumps({"pack_s": round(pack_s, 1), "browser_ms": result["t_total_ms"],
-                      "scenario_ms": {k: v["ms"] for k, v in result["scenarios"].items()},
-                      "backend_ms": {k: v.get("ms") for k, v in result.get("backends", {}).items()}}))
+    print(
+        json.dumps(
+            {
+                "pack_s": round(pack_s, 1),
+                "browser_ms": result["t_total_ms"],
+                "scenario_ms": {k: v["ms"] for k, v in result["scenarios"].items()},
+                "backend_ms": {k: v.get("ms") for k, v in result.get("backends", {}).items()},
+            }
+        )
+    )
     return result
 
 
@@ -228,7 +275,9 @@ def _check_clean_load(run, s: dict, refetched: bool) -> None:
     assert set(clean["files"]) == set(entries)
     for path, digest in clean["files"].items():
         entry = entries[path]
-        assert digest == (entry["encoding"]["raw_sha256"] if entry.get("encoding") else entry["sha256"]), path
+        assert digest == (
+            entry["encoding"]["raw_sha256"] if entry.get("encoding") else entry["sha256"]
+        ), path
     assert set(clean["cached"]) == {e["sha256"] for e in entries.values()}
     assert len(_requests(s["cleanRequests"], TARGET)) == (1 if refetched else 0)
     # Every file was checked and decoded in the loader's decode worker, none on the page's thread.
@@ -253,7 +302,12 @@ TARGET_RE = TARGET.replace(".", r"\.")
 
 
 def test_truncated_body_is_refused_named_and_not_retried(run):
-    error = _check_failed(run, _scenario(run, "truncated"), rf"{TARGET_RE}: size \d+ != \d+ in the manifest", requests=1)
+    error = _check_failed(
+        run,
+        _scenario(run, "truncated"),
+        rf"{TARGET_RE}: size \d+ != \d+ in the manifest",
+        requests=1,
+    )
     assert "damaged" in error["hint"]
 
 
@@ -272,8 +326,12 @@ def test_connection_cut_every_time_gives_up_naming_the_file(run):
 
 
 def test_404_is_named_and_not_retried(run):
-    error = _check_failed(run, _scenario(run, "not_found"), rf"{TARGET_RE}: HTTP 404 Not Found from http://.*/{TARGET_RE}",
-                          requests=1)
+    error = _check_failed(
+        run,
+        _scenario(run, "not_found"),
+        rf"{TARGET_RE}: HTTP 404 Not Found from http://.*/{TARGET_RE}",
+        requests=1,
+    )
     assert "URL" in error["hint"]
 
 
@@ -296,8 +354,12 @@ def test_wrong_content_of_the_right_length_is_refused(run):
 
 
 def test_abort_mid_file(run):
-    error = _check_failed(run, _scenario(run, "aborted"), rf"{TARGET_RE}: loading aborted \(.+\); the file was not cached",
-                          requests=1)
+    error = _check_failed(
+        run,
+        _scenario(run, "aborted"),
+        rf"{TARGET_RE}: loading aborted \(.+\); the file was not cached",
+        requests=1,
+    )
     assert error["name"] == "AbortError"
 
 
@@ -309,7 +371,9 @@ def test_quota_exceeded_still_loads_and_caches_nothing_partial(run):
     # The verified bytes were used: every file is there and verifies.
     for path, digest in faulty["files"].items():
         entry = entries[path]
-        assert digest == (entry["encoding"]["raw_sha256"] if entry.get("encoding") else entry["sha256"]), path
+        assert digest == (
+            entry["encoding"]["raw_sha256"] if entry.get("encoding") else entry["sha256"]
+        ), path
     assert set(faulty["files"]) == set(entries)
     # Some files did not fit: one warning each (also through onProgress), a real QuotaExceededError.
     warned = {w["file"] for w in faulty["warnings"]}
@@ -317,7 +381,9 @@ def test_quota_exceeded_still_loads_and_caches_nothing_partial(run):
     assert sorted(faulty["progressWarnings"]) == sorted(w["message"] for w in faulty["warnings"])
     for w in faulty["warnings"]:
         assert w["cause"] == "QuotaExceededError"
-        assert w["message"].startswith(f"{w['file']}: verified and used but not cached: the browser's storage quota is exceeded")
+        assert w["message"].startswith(
+            f"{w['file']}: verified and used but not cached: the browser's storage quota is exceeded"
+        )
     # The cache holds exactly the files that were cached, none of the others (nothing partial).
     cached = set(faulty["cached"])
     assert cached == {entries[p]["sha256"] for p in set(entries) - warned}
@@ -334,13 +400,21 @@ def test_each_cache_backend_refetches_a_damaged_entry_and_deletes_a_model(run, b
     r = run["backends"][backend]
     assert "fatal" not in r, r.get("fatal", "") + "\n" + "\n".join(run["console"][-20:])
     entries = run["entries"]
-    assert r["entries"] == len(entries) and r["cachedAfterFirst"] == len(entries) and r["fromCacheFirst"] == 0
+    assert (
+        r["entries"] == len(entries)
+        and r["cachedAfterFirst"] == len(entries)
+        and r["fromCacheFirst"] == 0
+    )
     # The damaged entry was not used: that one file was fetched again, every other came from the cache ...
     assert r["requests"].count(TARGET) == 2 and r["second"]["fromCache"] == len(entries) - 1
-    assert sorted(r["requests"]) == sorted(["manifest.json", *entries, "manifest.json", TARGET, "manifest.json"])
+    assert sorted(r["requests"]) == sorted(
+        ["manifest.json", *entries, "manifest.json", TARGET, "manifest.json"]
+    )
     for path, digest in r["second"]["files"].items():
         entry = entries[path]
-        assert digest == (entry["encoding"]["raw_sha256"] if entry.get("encoding") else entry["sha256"]), path
+        assert digest == (
+            entry["encoding"]["raw_sha256"] if entry.get("encoding") else entry["sha256"]
+        ), path
     # ... and stored whole again in its place.
     assert r["repairedSha"] == entries[TARGET]["sha256"]
     # deleteModelFromCache (reading the manifest once more) removed every file of the bundle.

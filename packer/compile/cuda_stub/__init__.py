@@ -41,18 +41,34 @@ def stub_dir(cache_root: Path) -> Path:
         return target
     gcc = shutil.which("gcc") or shutil.which("cc")
     if gcc is None:
-        raise CompileError("cannot build the CUDA driver stub: no C compiler found",
-                           "install gcc, or build CUDA targets on a machine with a GPU driver")
+        raise CompileError(
+            "cannot build the CUDA driver stub: no C compiler found",
+            "install gcc, or build CUDA targets on a machine with a GPU driver",
+        )
     target.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=target, suffix=".so", delete=False) as tmp:
         tmp_path = Path(tmp.name)
     try:
-        subprocess.run([gcc, "-shared", "-fPIC", "-O1", f"-Wl,-soname,{SONAME}", "-o",
-                        str(tmp_path), str(SOURCE)], check=True, capture_output=True)
+        subprocess.run(
+            [
+                gcc,
+                "-shared",
+                "-fPIC",
+                "-O1",
+                f"-Wl,-soname,{SONAME}",
+                "-o",
+                str(tmp_path),
+                str(SOURCE),
+            ],
+            check=True,
+            capture_output=True,
+        )
         tmp_path.replace(target / SONAME)  # atomic: a half-written stub is never found
     except subprocess.CalledProcessError as exc:
-        raise CompileError(f"cannot build the CUDA driver stub: {exc.stderr.decode()[-500:]}",
-                           "check that gcc works") from exc
+        raise CompileError(
+            f"cannot build the CUDA driver stub: {exc.stderr.decode()[-500:]}",
+            "check that gcc works",
+        ) from exc
     finally:
         tmp_path.unlink(missing_ok=True)
     return target
@@ -62,8 +78,10 @@ def build_env(cache_root: Path) -> dict[str, str]:
     """Environment for a CUDA build process: the stub first on the loader path, nvcc mode."""
     nvcc = find_nvcc()
     if nvcc is None:
-        raise CompileError("cannot build a CUDA target: nvcc not found",
-                           "install the CUDA toolkit (nvcc in /usr/local/cuda*/bin or on PATH)")
+        raise CompileError(
+            "cannot build a CUDA target: nvcc not found",
+            "install the CUDA toolkit (nvcc in /usr/local/cuda*/bin or on PATH)",
+        )
     cuda_root = nvcc.parent.parent
     env = dict(os.environ)
     libs = [str(stub_dir(cache_root)), str(cuda_root / "lib64"), str(cuda_root / "lib")]

@@ -35,9 +35,13 @@ def plain_attention(call) -> bool:
     form SD1.5's UNet and VAE import as, the only one the attention passes rewrite."""
     import tvm
 
-    return (isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.nn.attention"
-            and len(call.args) == 3 and call.attrs.causal_mask is None
-            and call.attrs.window_size is None)
+    return (
+        isinstance(call.op, tvm.ir.Op)
+        and call.op.name == "relax.nn.attention"
+        and len(call.args) == 3
+        and call.attrs.causal_mask is None
+        and call.attrs.window_size is None
+    )
 
 
 def attention_scale(call, head_dim) -> float | None:

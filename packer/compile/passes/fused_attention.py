@@ -39,8 +39,16 @@ def tile_config(head_dim: int) -> tuple[int, int] | None:
     return None
 
 
-def attention_kernel(batch: int, seq_q: int, seq_kv: int, heads: int, head_dim: int,
-                     scale: float, warps: int, kv_tile: int):
+def attention_kernel(
+    batch: int,
+    seq_q: int,
+    seq_kv: int,
+    heads: int,
+    head_dim: int,
+    scale: float,
+    warps: int,
+    kv_tile: int,
+):
     """The fused float16 attention PrimFunc ``(q, k, v) -> o`` for one static shape."""
     from tvm.script import tirx as T
 
@@ -68,8 +76,9 @@ def attention_kernel(batch: int, seq_q: int, seq_kv: int, heads: int, head_dim: 
     ldsm, mma, pack = ptx.ldmatrix_x4, ptx.mma_16816, ptx.pack_half2
 
     @T.prim_func(private=True)
-    def fused_attention(q_handle: T.handle, k_handle: T.handle, v_handle: T.handle,
-                        o_handle: T.handle):
+    def fused_attention(
+        q_handle: T.handle, k_handle: T.handle, v_handle: T.handle, o_handle: T.handle
+    ):
         T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
         q = T.match_buffer(q_handle, (batch, seq_q, heads, d), "float16")
         k = T.match_buffer(k_handle, (batch, seq_kv, heads, d), "float16")
@@ -116,8 +125,9 @@ def attention_kernel(batch: int, seq_q: int, seq_kv: int, heads: int, head_dim: 
                                         qs[r * ld + cv * 8 + e] = zero16
                         T.tvm_storage_sync("shared")
                         for f in T.unroll(kd):
-                            T.evaluate(ldsm(qf, f * 4, qs,
-                                            (base + tx % 16) * ld + f * 16 + tx // 16 * 8))
+                            T.evaluate(
+                                ldsm(qf, f * 4, qs, (base + tx % 16) * ld + f * 16 + tx // 16 * 8)
+                            )
                         for i in T.unroll(2):
                             m[i] = neg
                             den[i] = T.float32(0)
@@ -149,9 +159,16 @@ def attention_kernel(batch: int, seq_q: int, seq_kv: int, heads: int, head_dim: 
                                 sacc[i] = T.float32(0)
                             for jj in T.unroll(ns // 2):
                                 for f in T.unroll(kd):
-                                    T.evaluate(ldsm(kb, 0, ks,
-                                                    (jj * 16 + tx % 8 + tx // 16 * 8) * ld
-                                                    + f * 16 + tx // 8 % 2 * 8))
+                                    T.evaluate(
+                                        ldsm(
+                                            kb,
+                                            0,
+                                            ks,
+                                            (jj * 16 + tx % 8 + tx // 16 * 8) * ld
+                                            + f * 16
+                                            + tx // 8 % 2 * 8,
+                                        )
+                                    )
                                     T.evaluate(mma(sacc, jj * 8, qf, f * 4, kb, 0))
                                     T.evaluate(mma(sacc, jj * 8 + 4, qf, f * 4, kb, 2))
 
@@ -164,7 +181,9 @@ def attention_kernel(batch: int, seq_q: int, seq_kv: int, heads: int, head_dim: 
                                     if masked:
                                         sacc[n * 4 + e] = T.if_then_else(
                                             kv0 + n * 8 + t * 2 + e % 2 < seq_kv,
-                                            sacc[n * 4 + e] * T.float32(c), neg)
+                                            sacc[n * 4 + e] * T.float32(c),
+                                            neg,
+                                        )
                                     else:
                                         sacc[n * 4 + e] = sacc[n * 4 + e] * T.float32(c)
                                     mx[e // 2] = T.max(mx[e // 2], sacc[n * 4 + e])
@@ -184,16 +203,25 @@ def attention_kernel(batch: int, seq_q: int, seq_kv: int, heads: int, head_dim: 
                             # P as A fragments: the score tiles' registers, packed to float16
                             for kk in T.unroll(kp):
                                 for e in T.unroll(4):
-                                    pf[kk * 4 + e] = pack(sacc[(kk * 2 + e // 2) * 4 + e % 2 * 2],
-                                                          sacc[(kk * 2 + e // 2) * 4 + e % 2 * 2
-                                                               + 1])
+                                    pf[kk * 4 + e] = pack(
+                                        sacc[(kk * 2 + e // 2) * 4 + e % 2 * 2],
+                                        sacc[(kk * 2 + e // 2) * 4 + e % 2 * 2 + 1],
+                                    )
 
                             # O += P·V
                             for kk in T.unroll(kp):
                                 for dd in T.unroll(nd // 2):
-                                    T.evaluate(ldsm(vb, 0, vs,
-                                                    (kk * 16 + tx % 8 + tx // 8 % 2 * 8) * ld
-                                                    + dd * 16 + tx // 16 * 8, trans=True))
+                                    T.evaluate(
+                                        ldsm(
+                                            vb,
+                                            0,
+                                            vs,
+                                            (kk * 16 + tx % 8 + tx // 8 % 2 * 8) * ld
+                                            + dd * 16
+                                            + tx // 16 * 8,
+                                            trans=True,
+                                        )
+                                    )
                                     T.evaluate(mma(oacc, dd * 8, pf, kk * 4, vb, 0))
                                     T.evaluate(mma(oacc, dd * 8 + 4, pf, kk * 4, vb, 2))
 
@@ -203,8 +231,9 @@ def attention_kernel(batch: int, seq_q: int, seq_kv: int, heads: int, head_dim: 
                         for n in T.unroll(vec_d):  # output tiles inside D (D % 8 == 0)
                             for e in T.unroll(4):
                                 if q0 + base + g + e // 2 * 8 < seq_q:
-                                    o[b, q0 + base + g + e // 2 * 8, h, n * 8 + t * 2 + e % 2] = \
+                                    o[b, q0 + base + g + e // 2 * 8, h, n * 8 + t * 2 + e % 2] = (
                                         T.Cast("float16", oacc[n * 4 + e] / den[e // 2])
+                                    )
 
     return fused_attention
 
@@ -231,8 +260,9 @@ class _Fuser(PyExprMutator):
         if gvar is None:
             gvar = self.builder_.add_func(attention_kernel(*key), "fused_attention")
             self.kernels[key] = gvar
-        return relax.call_tir(gvar, list(call.args),
-                              relax.TensorType([batch, seq_q, heads, dim], "float16"))
+        return relax.call_tir(
+            gvar, list(call.args), relax.TensorType([batch, seq_q, heads, dim], "float16")
+        )
 
 
 @tvm.transform.module_pass(opt_level=0, name="FusedAttention")

@@ -22,11 +22,15 @@ class _Rewriter(PyExprMutator):
             return call
         table = call.args[0]
         bound = self.lookup_binding(table) if isinstance(table, relax.Var) else None
-        if not (isinstance(bound, relax.Call) and isinstance(bound.op, tvm.ir.Op)
-                and bound.op.same_as(self.astype)):
+        if not (
+            isinstance(bound, relax.Call)
+            and isinstance(bound.op, tvm.ir.Op)
+            and bound.op.same_as(self.astype)
+        ):
             return call
-        gathered = self.builder_.emit(relax.Call(call.op, [bound.args[0], *call.args[1:]],
-                                                 call.attrs))
+        gathered = self.builder_.emit(
+            relax.Call(call.op, [bound.args[0], *call.args[1:]], call.attrs)
+        )
         return relax.op.astype(gathered, bound.attrs.dtype)
 
 

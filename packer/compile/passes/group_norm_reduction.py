@@ -29,27 +29,70 @@ class _Rewriter(PyExprMutator):
         if shape is None or len(shape) != 4:
             return call
         layout = {(1, (2, 3)): "NCHW", (3, (1, 2)): "NHWC"}.get(
-            (int(attrs.channel_axis), tuple(int(a) for a in attrs.axes)))
+            (int(attrs.channel_axis), tuple(int(a) for a in attrs.axes))
+        )
         if layout is None or shape[layout.index("C")] % groups:
             return call
 
         emit_te = self.builder_.emit_te
         opaque = {"op_pattern": _OPAQUE}
         if layout == "NCHW":
-            t1, t2 = (emit_te(_channel_sums, x, power=p, layout=layout,
-                              primfunc_name_hint=f"group_norm_sum{p}") for p in (1, 2))
+            t1, t2 = (
+                emit_te(
+                    _channel_sums,
+                    x,
+                    power=p,
+                    layout=layout,
+                    primfunc_name_hint=f"group_norm_sum{p}",
+                )
+                for p in (1, 2)
+            )
         else:
-            t1, t2 = (emit_te(_column_sums, emit_te(
-                _partial_channel_sums, x, power=p, primfunc_name_hint=f"group_norm_part{p}"),
-                batch=shape[0], primfunc_name_hint=f"group_norm_sum{p}") for p in (1, 2))
-        mean = emit_te(_group_mean, x, t1, groups=groups, layout=layout,
-                       primfunc_name_hint="group_norm_mean", primfunc_attrs=opaque)
-        rstd = emit_te(_group_rstd, x, t1, t2, mean, groups=groups, epsilon=float(attrs.epsilon),
-                       layout=layout, primfunc_name_hint="group_norm_rstd",
-                       primfunc_attrs=opaque)
-        return emit_te(_normalize, x, mean, rstd, gamma, beta, groups=groups,
-                       scale=bool(attrs.scale), center=bool(attrs.center), layout=layout,
-                       primfunc_name_hint="group_norm_apply")
+            t1, t2 = (
+                emit_te(
+                    _column_sums,
+                    emit_te(
+                        _partial_channel_sums, x, power=p, primfunc_name_hint=f"group_norm_part{p}"
+                    ),
+                    batch=shape[0],
+                    primfunc_name_hint=f"group_norm_sum{p}",
+                )
+                for p in (1, 2)
+            )
+        mean = emit_te(
+            _group_mean,
+            x,
+            t1,
+            groups=groups,
+            layout=layout,
+            primfunc_name_hint="group_norm_mean",
+            primfunc_attrs=opaque,
+        )
+        rstd = emit_te(
+            _group_rstd,
+            x,
+            t1,
+            t2,
+            mean,
+            groups=groups,
+            epsilon=float(attrs.epsilon),
+            layout=layout,
+            primfunc_name_hint="group_norm_rstd",
+            primfunc_attrs=opaque,
+        )
+        return emit_te(
+            _normalize,
+            x,
+            mean,
+            rstd,
+            gamma,
+            beta,
+            groups=groups,
+            scale=bool(attrs.scale),
+            center=bool(attrs.center),
+            layout=layout,
+            primfunc_name_hint="group_norm_apply",
+        )
 
 
 def _dims(x, layout):
@@ -82,8 +125,9 @@ def _channel_sums(x, power, layout):
         d = _f32(_at(x, layout, n, c, rh, rw))
         return d if power == 1 else d * d
 
-    return te.compute((n_ * c_,), lambda r: te.sum(term(r), axis=[rh, rw]),
-                      name=f"channel_sum{power}")
+    return te.compute(
+        (n_ * c_,), lambda r: te.sum(term(r), axis=[rh, rw]), name=f"channel_sum{power}"
+    )
 
 
 PARTIAL_OUTPUTS = 65536
@@ -120,8 +164,11 @@ def _partial_channel_sums(x, power):
         d = _f32(x[i // blocks, (i % blocks) * rows + rr, rw, c])
         return d if power == 1 else d * d
 
-    return te.compute((n_ * blocks, c_), lambda i, c: te.sum(term(i, c), axis=[rr, rw]),
-                      name=f"partial_sum{power}")
+    return te.compute(
+        (n_ * blocks, c_),
+        lambda i, c: te.sum(term(i, c), axis=[rr, rw]),
+        name=f"partial_sum{power}",
+    )
 
 
 def _column_sums(partial, batch):
@@ -131,9 +178,11 @@ def _column_sums(partial, batch):
     rows, c_ = (int(v) for v in partial.shape)
     blocks = rows // batch
     rb = te.reduce_axis((0, blocks), "rb")
-    return te.compute((batch * c_,),
-                      lambda r: te.sum(partial[(r // c_) * blocks + rb, r % c_], axis=rb),
-                      name="channel_sum")
+    return te.compute(
+        (batch * c_,),
+        lambda r: te.sum(partial[(r // c_) * blocks + rb, r % c_], axis=rb),
+        name="channel_sum",
+    )
 
 
 def _channel_mean(x, t1, n, c, layout):

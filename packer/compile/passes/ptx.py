@@ -80,14 +80,19 @@ def ldmatrix_x4(dst, dst_offset, src, src_offset, trans: bool = False):
     """Four 8×8 float16 matrices from shared ``src`` (this lane's row address at
     ``src_offset``) into four uint32 registers of ``dst`` from ``dst_offset``."""
     name = "sdpack_ldsm_x4_trans" if trans else "sdpack_ldsm_x4"
-    return call(name, dst.access_ptr("w", offset=dst_offset),
-                src.access_ptr("r", offset=src_offset))
+    return call(
+        name, dst.access_ptr("w", offset=dst_offset), src.access_ptr("r", offset=src_offset)
+    )
 
 
 def mma_16816(acc, acc_offset, a, a_offset, b, b_offset):
     """``acc[acc_offset:+4] += A·B``: A from four uint32 registers of ``a``, B from two of ``b``."""
-    return call("sdpack_mma_16816", acc.access_ptr("rw", offset=acc_offset),
-                a.access_ptr("r", offset=a_offset), b.access_ptr("r", offset=b_offset))
+    return call(
+        "sdpack_mma_16816",
+        acc.access_ptr("rw", offset=acc_offset),
+        a.access_ptr("r", offset=a_offset),
+        b.access_ptr("r", offset=b_offset),
+    )
 
 
 def pack_half2(lo, hi):
@@ -103,8 +108,12 @@ def cp_async16(dst, dst_offset, src, src_offset, nbytes):
     their shared-memory ring with their own barriers and ``cp.async.wait_group``, and TVM's
     barrier planner, which cannot tell the ring's slots apart, would otherwise add a second
     barrier per tile between these copies and the ``ldmatrix`` reads of another slot."""
-    return call("sdpack_cp_async16", dst.access_ptr("r", offset=dst_offset),
-                src.access_ptr("r", offset=src_offset), nbytes)
+    return call(
+        "sdpack_cp_async16",
+        dst.access_ptr("r", offset=dst_offset),
+        src.access_ptr("r", offset=src_offset),
+        nbytes,
+    )
 
 
 def cp_async_commit():

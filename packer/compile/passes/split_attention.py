@@ -50,8 +50,11 @@ def _softmax_f32(scores):
 
     k2 = te.reduce_axis((0, length), "k2")
     row_sum = te.compute(rows, lambda *i: te.sum(shifted(i, k2), axis=k2), name="row_sum")
-    return te.compute(scores.shape, lambda *i: (shifted(i[:-1], i[-1]) / row_sum[i[:-1]])
-                      .astype(scores.dtype), name="softmax")
+    return te.compute(
+        scores.shape,
+        lambda *i: (shifted(i[:-1], i[-1]) / row_sum[i[:-1]]).astype(scores.dtype),
+        name="softmax",
+    )
 
 
 @tvm.transform.module_pass(opt_level=0, name="SplitAttention")

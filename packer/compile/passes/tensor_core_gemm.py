@@ -61,8 +61,12 @@ class Tiles:
         return self.stages * (self.bm + self.bn) * self.bk * 2
 
 
-TILES = (Tiles(128, 128, 2, 4, 2, 64), Tiles(128, 64, 2, 2, 2, 64),
-         Tiles(128, 128, 2, 4, 4), Tiles(128, 64, 2, 2, 4))
+TILES = (
+    Tiles(128, 128, 2, 4, 2, 64),
+    Tiles(128, 64, 2, 2, 2, 64),
+    Tiles(128, 128, 2, 4, 4),
+    Tiles(128, 64, 2, 2, 4),
+)
 """Tried in order; the first whose ``bn`` divides the output width and whose ``bk`` divides the
 reduction is used. Two 64-wide k-tiles in flight (64 or 48 KiB, two CTAs per SM) beat four
 32-wide ones over the lab's shapes; 64×64 warp tiles are slower (docs/design.md, step 1c)."""
@@ -77,8 +81,13 @@ class Plan:
     splits: int
 
 
-def plan(m: int, n: int, k: int, channels: int | None = None,
-         tiles_tried: tuple[Tiles, ...] | None = None) -> Plan | None:
+def plan(
+    m: int,
+    n: int,
+    k: int,
+    channels: int | None = None,
+    tiles_tried: tuple[Tiles, ...] | None = None,
+) -> Plan | None:
     """The tiles (the first of ``tiles_tried``, default :data:`TILES`, that fits) and k-splits
     for an ``m × n`` product over ``k``, or None when the kernel does not apply: ``k`` must be
     a multiple of the tile's ``bk``, ``n`` of its width, an NHWC input's channels of 8 (one
@@ -124,7 +133,8 @@ def gemm_kernel(p: Plan, conv: Conv | None = None):
     out_shape = (p.splits, m, n) if split else (m, n)
     out_dtype = "float32" if split else "float16"
     if max(m * k, n * k, m * n * p.splits) >= 2**31 or (
-            conv and conv.batch * conv.height * conv.width * conv.channels >= 2**31):
+        conv and conv.batch * conv.height * conv.width * conv.channels >= 2**31
+    ):
         raise ValueError("the kernel indexes with int32")
 
     ldsm, mma = ptx.ldmatrix_x4, ptx.mma_16816
@@ -139,6 +149,7 @@ def gemm_kernel(p: Plan, conv: Conv | None = None):
     # prologue keeps in registers `base`: the row's start (linear) or its image's (conv), and
     # for a conv `y`, `x`: the top-left input pixel of its window (y = -2²⁰ for rows past m).
     if conv is None:
+
         def a_vector(base, y, x, i, kv):
             return y[i] == 0, base[i] + kv
     else:
@@ -162,14 +173,20 @@ def gemm_kernel(p: Plan, conv: Conv | None = None):
         for i in T.unroll(a_loads):
             r = T.meta_var(tid // vr + i * row_step)
             ok, src = T.meta_var(a_vector(row_base, row_y, row_x, i, kv))
-            T.evaluate(ptx.cp_async16(
-                sa, stage * a_stage + swizzle(r, vec), a,
-                T.if_then_else(ok, src, 0), T.if_then_else(ok, 16, 0)))
+            T.evaluate(
+                ptx.cp_async16(
+                    sa,
+                    stage * a_stage + swizzle(r, vec),
+                    a,
+                    T.if_then_else(ok, src, 0),
+                    T.if_then_else(ok, 16, 0),
+                )
+            )
         for i in T.unroll(b_loads):
             r = T.meta_var(tid // vr + i * row_step)
-            T.evaluate(ptx.cp_async16(
-                sb, stage * b_stage + swizzle(r, vec), w,
-                (n0 + r) * k + kv, 16))
+            T.evaluate(
+                ptx.cp_async16(sb, stage * b_stage + swizzle(r, vec), w, (n0 + r) * k + kv, 16)
+            )
 
     @T.prim_func(private=True)
     def tensor_core_gemm(a_handle: T.handle, w_handle: T.handle, o_handle: T.handle):
@@ -210,35 +227,69 @@ def gemm_kernel(p: Plan, conv: Conv | None = None):
                                 else:
                                     row_base[i] = row // (oh * ow) * (height * width * ch)
                                     row_y[i] = T.if_then_else(
-                                        row < m, row % (oh * ow) // ow * sh - top, -(2**20))
+                                        row < m, row % (oh * ow) // ow * sh - top, -(2**20)
+                                    )
                                     row_x[i] = row % ow * sw - left
 
                             for i in T.unroll(mi * ni * 4):
                                 acc[i] = T.float32(0)
                             for s in T.unroll(stages - 1):
                                 if s < k_tiles:
-                                    load_tile(sa, sb, a, w, row_base, row_y, row_x, tid, n0, kt0, s, s)
+                                    load_tile(
+                                        sa, sb, a, w, row_base, row_y, row_x, tid, n0, kt0, s, s
+                                    )
                                 T.evaluate(ptx.cp_async_commit())
                             for kt in T.serial(k_tiles):
                                 T.evaluate(ptx.cp_async_wait(stages - 2))
                                 T.tvm_storage_sync("shared")
                                 if kt + stages - 1 < k_tiles:  # into the stage read last round
-                                    load_tile(sa, sb, a, w, row_base, row_y, row_x, tid, n0, kt0,
-                                              (kt + stages - 1) % stages, kt + stages - 1)
+                                    load_tile(
+                                        sa,
+                                        sb,
+                                        a,
+                                        w,
+                                        row_base,
+                                        row_y,
+                                        row_x,
+                                        tid,
+                                        n0,
+                                        kt0,
+                                        (kt + stages - 1) % stages,
+                                        kt + stages - 1,
+                                    )
                                 T.evaluate(ptx.cp_async_commit())
                                 cur = T.meta_var(kt % stages)
                                 for kk in T.unroll(bk // 16):
                                     for i in T.unroll(mi):
-                                        T.evaluate(ldsm(af, i * 4, sa, cur * a_stage + swizzle(
-                                            wm0 + i * 16 + tx % 16, kk * 2 + tx // 16)))
+                                        T.evaluate(
+                                            ldsm(
+                                                af,
+                                                i * 4,
+                                                sa,
+                                                cur * a_stage
+                                                + swizzle(
+                                                    wm0 + i * 16 + tx % 16, kk * 2 + tx // 16
+                                                ),
+                                            )
+                                        )
                                     for j in T.unroll(ni // 2):
-                                        T.evaluate(ldsm(bf, j * 4, sb, cur * b_stage + swizzle(
-                                            wn0 + j * 16 + tx % 8 + tx // 16 * 8,
-                                            kk * 2 + tx // 8 % 2)))
+                                        T.evaluate(
+                                            ldsm(
+                                                bf,
+                                                j * 4,
+                                                sb,
+                                                cur * b_stage
+                                                + swizzle(
+                                                    wn0 + j * 16 + tx % 8 + tx // 16 * 8,
+                                                    kk * 2 + tx // 8 % 2,
+                                                ),
+                                            )
+                                        )
                                     for i in T.unroll(mi):
                                         for j in T.unroll(ni):
-                                            T.evaluate(mma(acc, (i * ni + j) * 4, af, i * 4,
-                                                           bf, j * 2))
+                                            T.evaluate(
+                                                mma(acc, (i * ni + j) * 4, af, i * 4, bf, j * 2)
+                                            )
                             T.evaluate(ptx.cp_async_wait(0))
 
                             # registers 2h, 2h + 1 of tile (i, j): row g + 8h, columns 2q, 2q + 1
@@ -251,8 +302,9 @@ def gemm_kernel(p: Plan, conv: Conv | None = None):
                                             col = T.meta_var(n0 + wn0 + j * 8 + q * 2)
                                             if row < m:
                                                 for e in T.vectorized(2):
-                                                    o[bz, row, col + e] = \
-                                                        acc[(i * ni + j) * 4 + h * 2 + e]
+                                                    o[bz, row, col + e] = acc[
+                                                        (i * ni + j) * 4 + h * 2 + e
+                                                    ]
                             else:
                                 o_pairs = T.decl_buffer((m * n // 2,), "uint32", data=o.data)
                                 for i in T.unroll(mi):
@@ -263,7 +315,8 @@ def gemm_kernel(p: Plan, conv: Conv | None = None):
                                             reg = T.meta_var((i * ni + j) * 4 + h * 2)
                                             if row < m:
                                                 o_pairs[(row * n + col) // 2] = ptx.pack_half2(
-                                                    acc[reg], acc[reg + 1])
+                                                    acc[reg], acc[reg + 1]
+                                                )
 
     return tensor_core_gemm
 
@@ -296,21 +349,38 @@ class _Rewriter(PyExprMutator):
         if p is None:
             return None
         padding = [int(v) for v in attrs.padding]
-        conv = Conv(batch, height, width, channels, kh, kw,
-                    tuple(int(s) for s in attrs.strides), (padding[0], padding[1]),
-                    (out[1], out[2]))
+        conv = Conv(
+            batch,
+            height,
+            width,
+            channels,
+            kh,
+            kw,
+            tuple(int(s) for s in attrs.strides),
+            (padding[0], padding[1]),
+            (out[1], out[2]),
+        )
         return self._gemm(p, conv, x, relax.op.reshape(w, [o, k]), out)
 
     def _linear(self, call):
         x, wt = call.args
         w = self.lookup_binding(wt) if isinstance(wt, relax.Var) else wt
-        if not (isinstance(w, relax.Call) and isinstance(w.op, tvm.ir.Op)
-                and w.op.name == "relax.permute_dims"):
+        if not (
+            isinstance(w, relax.Call)
+            and isinstance(w.op, tvm.ir.Op)
+            and w.op.name == "relax.permute_dims"
+        ):
             return None
         w = w.args[0]
         x_shape, w_shape, out = static_shape(x.ty), static_shape(w.ty), static_shape(call.ty)
-        if x_shape is None or w_shape is None or out is None or len(w_shape) != 2 \
-                or len(x_shape) < 2 or not _float16(x, w, call):
+        if (
+            x_shape is None
+            or w_shape is None
+            or out is None
+            or len(w_shape) != 2
+            or len(x_shape) < 2
+            or not _float16(x, w, call)
+        ):
             return None
         n, k = w_shape
         m = math.prod(x_shape[:-1])
@@ -330,16 +400,20 @@ class _Rewriter(PyExprMutator):
             self.kernels[key] = gvar
         a, w = (self.builder_.emit(e) if isinstance(e, relax.Call) else e for e in (a, w))
         if p.splits == 1:
-            y = self.builder_.emit(relax.call_tir(
-                gvar, [a, w], relax.TensorType([p.m, p.n], "float16")))
+            y = self.builder_.emit(
+                relax.call_tir(gvar, [a, w], relax.TensorType([p.m, p.n], "float16"))
+            )
             return relax.op.reshape(y, out_shape)
-        part = self.builder_.emit(relax.call_tir(
-            gvar, [a, w], relax.TensorType([p.splits, p.m, p.n], "float32")))
+        part = self.builder_.emit(
+            relax.call_tir(gvar, [a, w], relax.TensorType([p.splits, p.m, p.n], "float32"))
+        )
         if len(out_shape) == 4:
-            return self.builder_.call_te(sum_splits, part, out_shape, "float16",
-                                         primfunc_name_hint="gemm_sum_splits")
-        y = self.builder_.emit_te(sum_splits, part, [1, 1, p.m, p.n], "float16",
-                                  primfunc_name_hint="gemm_sum_splits")
+            return self.builder_.call_te(
+                sum_splits, part, out_shape, "float16", primfunc_name_hint="gemm_sum_splits"
+            )
+        y = self.builder_.emit_te(
+            sum_splits, part, [1, 1, p.m, p.n], "float16", primfunc_name_hint="gemm_sum_splits"
+        )
         return relax.op.reshape(y, out_shape)
 
 

@@ -39,7 +39,7 @@ def tile_config(seq_q: int, head_dim: int) -> tuple[int, int] | None:
     the longest V chunk that fits :data:`WORKGROUP_BYTES`; None when nothing fits (the caller
     keeps the split form)."""
     dims = (head_dim + THREADS - 1) // THREADS
-    for rows in ((4, 2, 1) if seq_q > 256 else (2, 4, 1)):
+    for rows in (4, 2, 1) if seq_q > 256 else (2, 4, 1):
         if rows * dims > ACCUMULATORS:
             continue
         for v_chunk in (16, 8, 4):
@@ -48,8 +48,17 @@ def tile_config(seq_q: int, head_dim: int) -> tuple[int, int] | None:
     return None
 
 
-def attention_kernel(batch: int, seq_q: int, seq_kv: int, heads: int, head_dim: int,
-                     scale: float, dtype: str, rows_per_thread: int, v_chunk: int):
+def attention_kernel(
+    batch: int,
+    seq_q: int,
+    seq_kv: int,
+    heads: int,
+    head_dim: int,
+    scale: float,
+    dtype: str,
+    rows_per_thread: int,
+    v_chunk: int,
+):
     """The fused attention PrimFunc ``(q, k, v) -> o`` for one static shape and dtype."""
     from tvm.script import tirx as T
 
@@ -74,8 +83,9 @@ def attention_kernel(batch: int, seq_q: int, seq_kv: int, heads: int, head_dim: 
     c = T.float32(scale)
 
     @T.prim_func(private=True)
-    def workgroup_attention(q_handle: T.handle, k_handle: T.handle, v_handle: T.handle,
-                            o_handle: T.handle):
+    def workgroup_attention(
+        q_handle: T.handle, k_handle: T.handle, v_handle: T.handle, o_handle: T.handle
+    ):
         T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
         q = T.match_buffer(q_handle, (batch, seq_q, heads, d), dtype)
         k = T.match_buffer(k_handle, (batch, seq_kv, heads, d), dtype)
@@ -118,8 +128,9 @@ def attention_kernel(batch: int, seq_q: int, seq_kv: int, heads: int, head_dim: 
                                         r = T.meta_var(item // D_CHUNK)
                                         e = T.meta_var(item % D_CHUNK)
                                         if q0 + r < seq_q and d0 + e < d:
-                                            sm[e * rows + r] = T.Cast("float32",
-                                                                      q[b, q0 + r, h, d0 + e])
+                                            sm[e * rows + r] = T.Cast(
+                                                "float32", q[b, q0 + r, h, d0 + e]
+                                            )
                                         else:
                                             sm[e * rows + r] = zero
                                 for it in T.serial(k_loads):
@@ -129,27 +140,33 @@ def attention_kernel(batch: int, seq_q: int, seq_kv: int, heads: int, head_dim: 
                                         e = T.meta_var(item % D_CHUNK)
                                         if kv0 + r < seq_kv and d0 + e < d:
                                             sm[k_base + e * KEY_TILE + r] = T.Cast(
-                                                "float32", k[b, kv0 + r, h, d0 + e])
+                                                "float32", k[b, kv0 + r, h, d0 + e]
+                                            )
                                         else:
                                             sm[k_base + e * KEY_TILE + r] = zero
                                 T.tvm_storage_sync("shared")
                                 for e in T.unroll(D_CHUNK):
                                     for i in T.unroll(rt):
                                         for j in T.unroll(4):
-                                            sacc[i * 4 + j] = sacc[i * 4 + j] \
-                                                + sm[e * rows + r0 + i] \
+                                            sacc[i * 4 + j] = (
+                                                sacc[i * 4 + j]
+                                                + sm[e * rows + r0 + i]
                                                 * sm[k_base + e * KEY_TILE + tx + j * THREADS]
+                                            )
                             # 2. scaled scores to the tile; running max; P over own scores
                             for i in T.unroll(rt):
                                 for j in T.unroll(4):
                                     if masked:
                                         sacc[i * 4 + j] = T.if_then_else(
                                             kv0 + tx + j * THREADS < seq_kv,
-                                            sacc[i * 4 + j] * c, neg)
+                                            sacc[i * 4 + j] * c,
+                                            neg,
+                                        )
                                     else:
                                         sacc[i * 4 + j] = sacc[i * 4 + j] * c
-                                    sm[p_base + (r0 + i) * KEY_TILE + tx + j * THREADS] = \
-                                        sacc[i * 4 + j]
+                                    sm[p_base + (r0 + i) * KEY_TILE + tx + j * THREADS] = sacc[
+                                        i * 4 + j
+                                    ]
                             T.tvm_storage_sync("shared")
                             for i in T.unroll(rt):
                                 mx[i] = m[i]
@@ -163,8 +180,9 @@ def attention_kernel(batch: int, seq_q: int, seq_kv: int, heads: int, head_dim: 
                             T.tvm_storage_sync("shared")  # every row max is read
                             for i in T.unroll(rt):
                                 for j in T.unroll(4):
-                                    sm[p_base + (r0 + i) * KEY_TILE + tx + j * THREADS] = \
-                                        T.exp(sacc[i * 4 + j] - m[i])
+                                    sm[p_base + (r0 + i) * KEY_TILE + tx + j * THREADS] = T.exp(
+                                        sacc[i * 4 + j] - m[i]
+                                    )
                             # 3. O += P·V, keys in chunks of vc (V in the Q/K area)
                             for vt in T.serial(KEY_TILE // vc):
                                 T.tvm_storage_sync("shared")
@@ -174,8 +192,9 @@ def attention_kernel(batch: int, seq_q: int, seq_kv: int, heads: int, head_dim: 
                                         r = T.meta_var(item // dp)
                                         e = T.meta_var(item % dp)
                                         if kv0 + vt * vc + r < seq_kv and e < d:
-                                            sm[item] = T.Cast("float32",
-                                                              v[b, kv0 + vt * vc + r, h, e])
+                                            sm[item] = T.Cast(
+                                                "float32", v[b, kv0 + vt * vc + r, h, e]
+                                            )
                                         else:
                                             sm[item] = zero
                                 T.tvm_storage_sync("shared")
@@ -184,14 +203,17 @@ def attention_kernel(batch: int, seq_q: int, seq_kv: int, heads: int, head_dim: 
                                         pv[i] = sm[p_base + (r0 + i) * KEY_TILE + vt * vc + key]
                                         den[i] = den[i] + pv[i]
                                         for j in T.unroll(dt):
-                                            oacc[i * dt + j] = oacc[i * dt + j] + pv[i] \
-                                                * sm[key * dp + tx + j * THREADS]
+                                            oacc[i * dt + j] = (
+                                                oacc[i * dt + j]
+                                                + pv[i] * sm[key * dp + tx + j * THREADS]
+                                            )
 
                         for i in T.unroll(rt):
                             for j in T.unroll(dt):
                                 if q0 + r0 + i < seq_q and tx + j * THREADS < d:
                                     o[b, q0 + r0 + i, h, tx + j * THREADS] = T.Cast(
-                                        dtype, oacc[i * dt + j] / den[i])
+                                        dtype, oacc[i * dt + j] / den[i]
+                                    )
 
     return workgroup_attention
 
@@ -219,8 +241,9 @@ class _Fuser(PyExprMutator):
         if gvar is None:
             gvar = self.builder_.add_func(attention_kernel(*key), "workgroup_attention")
             self.kernels[key] = gvar
-        return relax.call_tir(gvar, list(call.args),
-                              relax.TensorType([batch, seq_q, heads, dim], dtype))
+        return relax.call_tir(
+            gvar, list(call.args), relax.TensorType([batch, seq_q, heads, dim], dtype)
+        )
 
 
 @tvm.transform.module_pass(opt_level=0, name="WorkgroupAttention")

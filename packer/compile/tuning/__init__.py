@@ -43,8 +43,9 @@ class TuningDatabase:
 
         load_tensor_intrinsics()  # records name the wmma / mma intrinsics
 
-        return ms.database.JSONDatabase(str(self.directory / WORKLOAD),
-                                        str(self.directory / RECORDS), allow_missing=False)
+        return ms.database.JSONDatabase(
+            str(self.directory / WORKLOAD), str(self.directory / RECORDS), allow_missing=False
+        )
 
 
 def find_database(target_key: str, target_json: dict, root: Path | None = None):
@@ -69,9 +70,12 @@ def find_database(target_key: str, target_json: dict, root: Path | None = None):
 
 def skip(directory: Path, reason: str) -> None:
     """Warn that the database in ``directory`` is not used, and why."""
-    warnings.warn(TuningDatabaseWarning(
-        f"tuning database {directory} ignored ({reason}); using untuned dlight schedules"),
-        stacklevel=3)
+    warnings.warn(
+        TuningDatabaseWarning(
+            f"tuning database {directory} ignored ({reason}); using untuned dlight schedules"
+        ),
+        stacklevel=3,
+    )
 
 
 def _comparable(target: dict) -> dict:

@@ -30,9 +30,16 @@ import time
 from pathlib import Path
 
 
-def extract(checkpoint: str, target_key: str, dtype: str, components, out: Path,
-            image_size: int | None = None, tokenizer: Path | None = None,
-            steps: int = 20) -> list[dict]:
+def extract(
+    checkpoint: str,
+    target_key: str,
+    dtype: str,
+    components,
+    out: Path,
+    image_size: int | None = None,
+    tokenizer: Path | None = None,
+    steps: int = 20,
+) -> list[dict]:
     """Write ``out/tasks.json``: every tunable kernel of ``components`` for ``target_key``.
 
     Tasks are ranked by their share of one image of ``steps`` UNet steps (estimated FLOPs ×
@@ -61,20 +68,39 @@ def extract(checkpoint: str, target_key: str, dtype: str, components, out: Path,
             entry = tasks.get(key)
             if entry is None:
                 entry = tasks[key] = {
-                    "name": task.task_name, "components": {}, "weight": 0,
+                    "name": task.task_name,
+                    "components": {},
+                    "weight": 0,
                     "flops": float(estimate_tir_flops(kernel)),
-                    "mod": tvm.ir.save_json(kernel)}
+                    "mod": tvm.ir.save_json(kernel),
+                }
             entry["weight"] += int(task.weight)
-            entry["components"][component] = entry["components"].get(component, 0) + int(task.weight)
-        print(f"{component}: exported and fused in {time.monotonic() - start:.0f} s",
-              file=sys.stderr)
+            entry["components"][component] = entry["components"].get(component, 0) + int(
+                task.weight
+            )
+        print(
+            f"{component}: exported and fused in {time.monotonic() - start:.0f} s", file=sys.stderr
+        )
     # per-image cost: the UNet runs once per step, the other components once
-    ranked = sorted(tasks.values(), key=lambda t: -t["flops"] * sum(
-        n * (steps if c == "unet" else 1) for c, n in t["components"].items()))
+    ranked = sorted(
+        tasks.values(),
+        key=lambda t: (
+            -t["flops"] * sum(n * (steps if c == "unet" else 1) for c, n in t["components"].items())
+        ),
+    )
     out.mkdir(parents=True, exist_ok=True)
-    (out / "tasks.json").write_text(json.dumps({
-        "target": target_key, "target_json": spec.target_json(), "dtype": dtype,
-        "latent_hw": list(hw), "tvm": tvm.__version__, "tasks": ranked}))
+    (out / "tasks.json").write_text(
+        json.dumps(
+            {
+                "target": target_key,
+                "target_json": spec.target_json(),
+                "dtype": dtype,
+                "latent_hw": list(hw),
+                "tvm": tvm.__version__,
+                "tasks": ranked,
+            }
+        )
+    )
     return ranked
 
 
@@ -83,8 +109,11 @@ def tunable_tasks(fused, target) -> list:
     hand-written fused attention): a build never looks those up, tuning them would be waste."""
     from tvm.s_tir import meta_schedule as ms
 
-    return [task for task in ms.relax_integration.extract_tasks(fused, target)
-            if not (task.mod["main"].attrs or {}).get("tirx.is_scheduled")]
+    return [
+        task
+        for task in ms.relax_integration.extract_tasks(fused, target)
+        if not (task.mod["main"].attrs or {}).get("tirx.is_scheduled")
+    ]
 
 
 def fused_module(component: str, module, spec, dtype: str, latent_hw):
@@ -100,10 +129,20 @@ def fused_module(component: str, module, spec, dtype: str, latent_hw):
         return tvm.transform.Sequential(pipeline.fusion_passes())(mod)
 
 
-def tune(tasks_path: Path, work_dir: Path, *, first: int, count: int, trials: int,
-         builders: int, seed: int = 0, cost_model: str = "random",
-         strategy: str = "replay-trace", seconds: float | None = None,
-         pick: list[int] | None = None) -> None:
+def tune(
+    tasks_path: Path,
+    work_dir: Path,
+    *,
+    first: int,
+    count: int,
+    trials: int,
+    builders: int,
+    seed: int = 0,
+    cost_model: str = "random",
+    strategy: str = "replay-trace",
+    seconds: float | None = None,
+    pick: list[int] | None = None,
+) -> None:
     """Tune tasks ``first .. first+count`` of ``tasks.json`` (heaviest first) into ``work_dir``
     (or the task numbers in ``pick``, in that order: e.g. by a profile's kernel times).
 
@@ -133,12 +172,14 @@ def tune(tasks_path: Path, work_dir: Path, *, first: int, count: int, trials: in
     if spec.device == "cpu":  # CPU search spaces need the core count (ignored when applying)
         import os
 
-        target = tvm.target.Target({**spec.target_json(), "num-cores": os.cpu_count()},
-                                   host=target.host)
+        target = tvm.target.Target(
+            {**spec.target_json(), "num-cores": os.cpu_count()}, host=target.host
+        )
     rules = "cuda-tensorcore" if spec.device == "cuda" else "from-target"
     work_dir.mkdir(parents=True, exist_ok=True)
     database = ms.database.JSONDatabase(
-        str(work_dir / "database_workload.json"), str(work_dir / "database_tuning_record.json"))
+        str(work_dir / "database_workload.json"), str(work_dir / "database_tuning_record.json")
+    )
     start = time.monotonic()
     slowest = 0.0
     done = 0
@@ -147,25 +188,43 @@ def tune(tasks_path: Path, work_dir: Path, *, first: int, count: int, trials: in
         task = doc["tasks"][number]
         elapsed = time.monotonic() - start
         if seconds is not None and elapsed + slowest > seconds:
-            print(f"stopping before task {number}: {elapsed:.0f} s used, the slowest kernel "
-                  f"took {slowest:.0f} s of the {seconds:.0f} s allowed", flush=True)
+            print(
+                f"stopping before task {number}: {elapsed:.0f} s used, the slowest kernel "
+                f"took {slowest:.0f} s of the {seconds:.0f} s allowed",
+                flush=True,
+            )
             break
-        print(f"task {number}: {task['name']} ×{task['weight']} "
-              f"{task['flops'] / 1e9:.2f} GFLOP", flush=True)
+        print(
+            f"task {number}: {task['name']} ×{task['weight']} {task['flops'] / 1e9:.2f} GFLOP",
+            flush=True,
+        )
         context = ms.TuneContext(
-            mod=tvm.ir.load_json(task["mod"]), target=target,
+            mod=tvm.ir.load_json(task["mod"]),
+            target=target,
             space_generator=ms.space_generator.PostOrderApply(
-                sch_rules=rules, postprocs=rules, mutator_probs=rules),
-            search_strategy=strategy, task_name=f"{number:03d}-{task['name']}",
-            rand_state=seed + number, num_threads=builders)
+                sch_rules=rules, postprocs=rules, mutator_probs=rules
+            ),
+            search_strategy=strategy,
+            task_name=f"{number:03d}-{task['name']}",
+            rand_state=seed + number,
+            num_threads=builders,
+        )
         ms.tune.tune_tasks(
-            tasks=[context], task_weights=[float(task["weight"])],
-            work_dir=str(work_dir / "logs"), max_trials_global=trials,
-            max_trials_per_task=trials, num_trials_per_iter=min(64, trials),
+            tasks=[context],
+            task_weights=[float(task["weight"])],
+            work_dir=str(work_dir / "logs"),
+            max_trials_global=trials,
+            max_trials_per_task=trials,
+            num_trials_per_iter=min(64, trials),
             builder=ms.builder.LocalBuilder(max_workers=builders, timeout_sec=120),
-            runner=ms.runner.LocalRunner(evaluator_config=ms.runner.EvaluatorConfig(
-                number=3, repeat=1, min_repeat_ms=50, enable_cpu_cache_flush=False)),
-            database=database, cost_model=cost_model)
+            runner=ms.runner.LocalRunner(
+                evaluator_config=ms.runner.EvaluatorConfig(
+                    number=3, repeat=1, min_repeat_ms=50, enable_cpu_cache_flush=False
+                )
+            ),
+            database=database,
+            cost_model=cost_model,
+        )
         slowest = max(slowest, time.monotonic() - start - elapsed)
         done += 1
     faulthandler.cancel_dump_traceback_later()
@@ -181,8 +240,11 @@ def best_records(*work_dirs: Path) -> dict[str, tuple[list, float]]:
     """
     best: dict[str, tuple[list, float]] = {}
     for work_dir in work_dirs:
-        workloads = [line for line in (work_dir / "database_workload.json").read_text()
-                     .splitlines() if line.strip()]
+        workloads = [
+            line
+            for line in (work_dir / "database_workload.json").read_text().splitlines()
+            if line.strip()
+        ]
         for line in (work_dir / "database_tuning_record.json").read_text().splitlines():
             if not line.strip():
                 continue
@@ -207,9 +269,12 @@ def report(tasks_path: Path, work_dir: Path) -> None:
     tasks = json.loads(tasks_path.read_text())["tasks"]
     kernels = [tvm.ir.load_json(task["mod"]) for task in tasks]
     database = ms.database.JSONDatabase(
-        str(work_dir / "database_workload.json"), str(work_dir / "database_tuning_record.json"))
-    for workload in {tvm_ffi.structural_hash(r.workload.mod): r.workload
-                     for r in database.get_all_tuning_records()}.values():
+        str(work_dir / "database_workload.json"), str(work_dir / "database_tuning_record.json")
+    )
+    for workload in {
+        tvm_ffi.structural_hash(r.workload.mod): r.workload
+        for r in database.get_all_tuning_records()
+    }.values():
         top = database.get_top_k(workload, 1)
         if not top or not top[0].run_secs:
             continue
@@ -218,13 +283,20 @@ def report(tasks_path: Path, work_dir: Path) -> None:
         task = tasks[found[0]] if found else None
         label = f"{found[0]:3d} {task['name']} x{task['weight']}" if task else "unknown kernel"
         rate = f" {task['flops'] / seconds / 1e12:6.1f} TFLOP/s" if task and task["flops"] else ""
-        print(f"best {seconds * 1e6:9.1f} us x{task['weight'] if task else 1} "
-              f"= {seconds * 1e3 * (task['weight'] if task else 1):7.2f} ms{rate}  {label}",
-              flush=True)
+        print(
+            f"best {seconds * 1e6:9.1f} us x{task['weight'] if task else 1} "
+            f"= {seconds * 1e3 * (task['weight'] if task else 1):7.2f} ms{rate}  {label}",
+            flush=True,
+        )
 
 
-def export(work_dirs: list[Path], target_key: str, out: Path, tasks_path: Path | None = None,
-           only: set[int] | None = None) -> int:
+def export(
+    work_dirs: list[Path],
+    target_key: str,
+    out: Path,
+    tasks_path: Path | None = None,
+    only: set[int] | None = None,
+) -> int:
     """Write the best record per kernel as a shippable database for ``target_key``.
 
     With ``only`` (task numbers of ``tasks_path``), kernels outside it are left out: a tuned
@@ -296,17 +368,34 @@ def main(argv=None) -> None:
     p.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     if args.verb == "extract":
-        ranked = extract(args.checkpoint, args.target, args.dtype, args.components.split(","),
-                         args.out, args.image_size, args.tokenizer,
-                         args.steps)
+        ranked = extract(
+            args.checkpoint,
+            args.target,
+            args.dtype,
+            args.components.split(","),
+            args.out,
+            args.image_size,
+            args.tokenizer,
+            args.steps,
+        )
         for number, task in enumerate(ranked):
-            print(f"{number:3d} {task['name']:60s} ×{task['weight']:3d} "
-                  f"{task['flops'] / 1e9:9.2f} GFLOP {task['components']}")
+            print(
+                f"{number:3d} {task['name']:60s} ×{task['weight']:3d} "
+                f"{task['flops'] / 1e9:9.2f} GFLOP {task['components']}"
+            )
     elif args.verb == "tune":
-        tune(args.tasks, args.work_dir, first=args.first, count=args.count, trials=args.trials,
-             builders=args.builders, cost_model=args.cost_model, strategy=args.strategy,
-             seconds=args.seconds,
-             pick=[int(x) for x in args.pick.split(",")] if args.pick else None)
+        tune(
+            args.tasks,
+            args.work_dir,
+            first=args.first,
+            count=args.count,
+            trials=args.trials,
+            builders=args.builders,
+            cost_model=args.cost_model,
+            strategy=args.strategy,
+            seconds=args.seconds,
+            pick=[int(x) for x in args.pick.split(",")] if args.pick else None,
+        )
     elif args.verb == "report":
         report(args.tasks, args.work_dir)
     else:

@@ -80,9 +80,11 @@ def emcc() -> str:
     """Path of emscripten's ``emcc``, or a CompileError saying how to get it."""
     path = shutil.which("emcc")
     if path is None:
-        raise CompileError("the webgpu target needs emscripten's emcc, which is not installed",
-                           "install it (Debian: apt-get install emscripten), or build without "
-                           "WebGPU: --targets llvm")
+        raise CompileError(
+            "the webgpu target needs emscripten's emcc, which is not installed",
+            "install it (Debian: apt-get install emscripten), or build without "
+            "WebGPU: --targets llvm",
+        )
     return path
 
 
@@ -102,8 +104,10 @@ def runtime_key() -> str:
     for name in sorted(OUR_HEADERS):
         digest.update(name.encode() + b"\0" + (INCLUDE_DIR / name).read_bytes() + b"\0")
     digest.update(json.dumps([CFLAGS, TIRX_REQUIREMENT, _emcc_version()]).encode())
-    return (f"tvm{metadata.version('apache-tvm')}-ffi{metadata.version('apache-tvm-ffi')}-"
-            f"{digest.hexdigest()[:12]}")
+    return (
+        f"tvm{metadata.version('apache-tvm')}-ffi{metadata.version('apache-tvm-ffi')}-"
+        f"{digest.hexdigest()[:12]}"
+    )
 
 
 def runtime_home(cache_dir: Path | str | None = None) -> Path:
@@ -146,26 +150,41 @@ def _build(home: Path, root: Path) -> None:
     ffi_dir = Path(tvm_ffi.__file__).parent
     for need in (tvm_dir / "web" / "emcc", tvm_dir / "src" / "runtime", ffi_dir / "src" / "ffi"):
         if not need.is_dir():
-            raise CompileError(f"{need} is missing from the installed TVM packages",
-                               "reinstall apache-tvm==0.27.0.post1 and apache-tvm-ffi==0.1.14.post1")
+            raise CompileError(
+                f"{need} is missing from the installed TVM packages",
+                "reinstall apache-tvm==0.27.0.post1 and apache-tvm-ffi==0.1.14.post1",
+            )
     out = home / "web" / "dist" / "wasm"
     out.mkdir(parents=True)
     with tempfile.TemporaryDirectory(prefix="sdpack-wasm-runtime-") as scratch:
         tree = Path(scratch)
         _source_tree(tree, tvm_dir, ffi_dir, _tirx_wheel(root))
-        includes = [tree, tree / "include", tree / "3rdparty" / "tvm-ffi" / "include",
-                    tree / "3rdparty" / "tvm-ffi" / "3rdparty" / "dlpack" / "include",
-                    tree / "3rdparty" / "compiler-rt"]
+        includes = [
+            tree,
+            tree / "include",
+            tree / "3rdparty" / "tvm-ffi" / "include",
+            tree / "3rdparty" / "tvm-ffi" / "3rdparty" / "dlpack" / "include",
+            tree / "3rdparty" / "compiler-rt",
+        ]
         flags = [*CFLAGS, *(f"-I{path}" for path in includes)]
         progress.status("building TVM's wasm runtime objects (once per TVM version, ~1-2 min)")
         start = time.monotonic()
         _compile_all(cc, flags, tree / "web" / "emcc", out)
         progress.status(f"wasm runtime built in {time.monotonic() - start:.0f} s")
-    (home / "build.json").write_text(json.dumps({
-        "sources": list(SOURCES), "cflags": list(CFLAGS), "emcc": _emcc_version(),
-        "apache-tvm": metadata.version("apache-tvm"),
-        "apache-tvm-ffi": metadata.version("apache-tvm-ffi"), "tirx_headers": TIRX_REQUIREMENT,
-    }, indent=1) + "\n")
+    (home / "build.json").write_text(
+        json.dumps(
+            {
+                "sources": list(SOURCES),
+                "cflags": list(CFLAGS),
+                "emcc": _emcc_version(),
+                "apache-tvm": metadata.version("apache-tvm"),
+                "apache-tvm-ffi": metadata.version("apache-tvm-ffi"),
+                "tirx_headers": TIRX_REQUIREMENT,
+            },
+            indent=1,
+        )
+        + "\n"
+    )
 
 
 def _source_tree(tree: Path, tvm_dir: Path, ffi_dir: Path, tirx_wheel: Path) -> None:
@@ -186,8 +205,9 @@ def _source_tree(tree: Path, tvm_dir: Path, ffi_dir: Path, tirx_wheel: Path) -> 
             try:
                 (tree / dest).write_bytes(wheel.read(member))
             except KeyError as exc:
-                raise CompileError(f"{tirx_wheel.name} has no {member}",
-                                   f"use the wheel of {TIRX_REQUIREMENT}") from exc
+                raise CompileError(
+                    f"{tirx_wheel.name} has no {member}", f"use the wheel of {TIRX_REQUIREMENT}"
+                ) from exc
 
 
 def _tirx_wheel(root: Path) -> Path:
@@ -195,8 +215,10 @@ def _tirx_wheel(root: Path) -> Path:
     given = os.environ.get("SDPACK_TIRX_WHEEL")
     if given:
         if not Path(given).is_file():
-            raise CompileError(f"SDPACK_TIRX_WHEEL={given} is not a file",
-                               f"point it at the wheel of {TIRX_REQUIREMENT}")
+            raise CompileError(
+                f"SDPACK_TIRX_WHEEL={given} is not a file",
+                f"point it at the wheel of {TIRX_REQUIREMENT}",
+            )
         return Path(given)
     downloads = root / "downloads"
     pattern = "apache_tvm_tirx-" + TIRX_REQUIREMENT.split("==")[1] + "-*.whl"
@@ -205,14 +227,28 @@ def _tirx_wheel(root: Path) -> Path:
         return found[0]
     downloads.mkdir(parents=True, exist_ok=True)
     progress.status(f"downloading {TIRX_REQUIREMENT} (3 headers of the wasm runtime come from it)")
-    proc = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q",
-                           "--disable-pip-version-check", TIRX_REQUIREMENT, "-d", str(downloads)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "-q",
+            "--disable-pip-version-check",
+            TIRX_REQUIREMENT,
+            "-d",
+            str(downloads),
+        ],
+        capture_output=True,
+        text=True,
+    )
     found = sorted(downloads.glob(pattern))
     if proc.returncode != 0 or not found:
         raise CompileError(
             f"pip could not download {TIRX_REQUIREMENT}: {proc.stderr.strip()[-300:]}",
-            "download it yourself and set SDPACK_TIRX_WHEEL to the .whl file")
+            "download it yourself and set SDPACK_TIRX_WHEEL to the .whl file",
+        )
     return found[0]
 
 
@@ -228,16 +264,26 @@ def _compile_all(cc: str, flags: list[str], src_dir: Path, out: Path) -> None:
                 log = out.parent / f"{name}.log"
                 with open(log, "wb") as sink:
                     proc = subprocess.Popen(
-                        [cc, *flags, "-c", str(src_dir / f"{name}.cc"), "-o",
-                         str(out / f"{name}.bc")], stdout=sink, stderr=subprocess.STDOUT)
+                        [
+                            cc,
+                            *flags,
+                            "-c",
+                            str(src_dir / f"{name}.cc"),
+                            "-o",
+                            str(out / f"{name}.bc"),
+                        ],
+                        stdout=sink,
+                        stderr=subprocess.STDOUT,
+                    )
                 running.append((name, proc, log))
             name, proc, log = running.pop(0)
             if proc.wait() != 0:
                 text = log.read_text(errors="replace")
                 errors = [line for line in text.splitlines() if "error" in line] or [text[-500:]]
-                raise CompileError(f"emcc failed on tvm/web/emcc/{name}.cc: {errors[0][-500:]}",
-                                   "the runtime sources need packer/compile/webgpu/include; "
-                                   f"full log: {log}")
+                raise CompileError(
+                    f"emcc failed on tvm/web/emcc/{name}.cc: {errors[0][-500:]}",
+                    f"the runtime sources need packer/compile/webgpu/include; full log: {log}",
+                )
             log.unlink()
     finally:
         for _, proc, _ in running:
@@ -259,8 +305,12 @@ def _tvm_home(home: Path) -> Iterator[None]:
             os.environ["TVM_HOME"] = before
 
 
-def export_wasm(executable, path: Path, cache_dir: Path | str | None = None,
-                link_options: tuple[str, ...] = LINK_OPTIONS) -> None:
+def export_wasm(
+    executable,
+    path: Path,
+    cache_dir: Path | str | None = None,
+    link_options: tuple[str, ...] = LINK_OPTIONS,
+) -> None:
     """Link a Relax VM executable built for the webgpu target into a standalone ``.wasm``.
 
     The host module is written as a wasm object (``object_format = "o"``): TVM's default, LLVM
@@ -273,12 +323,15 @@ def export_wasm(executable, path: Path, cache_dir: Path | str | None = None,
 
     def fcompile(output, objects, options=None, **kwargs):
         with _tvm_home(home):
-            tvmjs.create_tvmjs_wasm(output, objects, options=[*(options or []), *link_options],
-                                    **kwargs)
+            tvmjs.create_tvmjs_wasm(
+                output, objects, options=[*(options or []), *link_options], **kwargs
+            )
 
     fcompile.object_format = "o"
     try:
         executable.export_library(str(path), fcompile=fcompile)
     except RuntimeError as exc:
-        raise CompileError(f"linking {Path(path).name} with emcc failed: {str(exc)[-800:]}",
-                           "see emcc's message; the runtime objects are in " + str(home)) from exc
+        raise CompileError(
+            f"linking {Path(path).name} with emcc failed: {str(exc)[-800:]}",
+            "see emcc's message; the runtime objects are in " + str(home),
+        ) from exc

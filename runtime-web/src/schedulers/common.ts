@@ -76,7 +76,10 @@ export function readConfig<T extends BaseConfig>(
   allowed: { [K in keyof T]?: readonly unknown[] } = {},
 ): T {
   for (const flag of UNSUPPORTED_FLAGS) {
-    if (raw[flag]) throw new UnsupportedError(`${scheduler}: scheduler config option ${flag} is not supported by the web runtime`);
+    if (raw[flag])
+      throw new UnsupportedError(
+        `${scheduler}: scheduler config option ${flag} is not supported by the web runtime`,
+      );
   }
   const config = { ...BASE_DEFAULTS, ...classDefaults } as T;
   for (const key of Object.keys(config) as (keyof T & string)[]) {
@@ -93,11 +96,15 @@ export function readConfig<T extends BaseConfig>(
     const value = (config as Record<string, unknown>)[key];
     if (key === "beta_schedule" && config.trained_betas) continue;
     if (!values.includes(value)) {
-      throw new UnsupportedError(`${scheduler}: scheduler config ${key}=${JSON.stringify(value)} is not supported`, `use one of ${JSON.stringify(values)}`);
+      throw new UnsupportedError(
+        `${scheduler}: scheduler config ${key}=${JSON.stringify(value)} is not supported`,
+        `use one of ${JSON.stringify(values)}`,
+      );
     }
   }
   for (const key of ["num_train_timesteps", "steps_offset"] as const) {
-    if (!Number.isInteger(config[key]) || config[key] < 0) throw new UnsupportedError(`${scheduler}: ${key} must be a non-negative integer`);
+    if (!Number.isInteger(config[key]) || config[key] < 0)
+      throw new UnsupportedError(`${scheduler}: ${key} must be a non-negative integer`);
   }
   return config;
 }
@@ -110,7 +117,9 @@ function linspaceF32(start: number, end: number, steps: number): number[] {
   const step = Math.fround(Math.fround(e - s) / (steps - 1));
   const half = Math.floor(steps / 2);
   return Array.from({ length: steps }, (_, i) =>
-    i < half ? Math.fround(s + Math.fround(step * i)) : Math.fround(e - Math.fround(step * (steps - i - 1))),
+    i < half
+      ? Math.fround(s + Math.fround(step * i))
+      : Math.fround(e - Math.fround(step * (steps - i - 1))),
   );
 }
 
@@ -123,7 +132,9 @@ export function alphasCumprod(config: BaseConfig): Float64Array {
   } else if (config.beta_schedule === "linear") {
     betas = linspaceF32(config.beta_start, config.beta_end, n);
   } else {
-    betas = linspaceF32(Math.sqrt(config.beta_start), Math.sqrt(config.beta_end), n).map((b) => Math.fround(b * b));
+    betas = linspaceF32(Math.sqrt(config.beta_start), Math.sqrt(config.beta_end), n).map((b) =>
+      Math.fround(b * b),
+    );
   }
   const out = new Float64Array(betas.length);
   let acc = 1;
@@ -181,7 +192,10 @@ export function spacedTimesteps(config: BaseConfig, n: number, roundLinspace: bo
     }
     case "leading": {
       const ratio = Math.floor(train / n);
-      return Array.from({ length: n }, (_, i) => roundHalfEven(i * ratio) + config.steps_offset).reverse();
+      return Array.from(
+        { length: n },
+        (_, i) => roundHalfEven(i * ratio) + config.steps_offset,
+      ).reverse();
     }
     case "trailing":
       return arange(train, 0, -train / n).map((t) => roundHalfEven(t) - 1);
@@ -191,17 +205,22 @@ export function spacedTimesteps(config: BaseConfig, n: number, roundLinspace: bo
 /** diffusers' index_for_timestep: the position of `t` (the second one if it appears twice). */
 export function indexForTimestep(timesteps: readonly number[], t: number, name: string): number {
   const hits: number[] = [];
-  timesteps.forEach((v, i) => { if (v === t) hits.push(i); });
+  timesteps.forEach((v, i) => {
+    if (v === t) hits.push(i);
+  });
   if (!hits.length) throw new RangeError(`${name}: timestep ${t} is not in this schedule`);
   return hits.length > 1 ? hits[1] : hits[0];
 }
 
 export function checkSteps(n: number, config: BaseConfig, name: string): void {
   if (!Number.isInteger(n) || n < 1 || n > config.num_train_timesteps) {
-    throw new RangeError(`${name}: steps must be an integer in [1, ${config.num_train_timesteps}], got ${n}`);
+    throw new RangeError(
+      `${name}: steps must be an integer in [1, ${config.num_train_timesteps}], got ${n}`,
+    );
   }
 }
 
 export function checkLengths(name: string, ...arrays: Float32Array[]): void {
-  if (arrays.some((a) => a.length !== arrays[0].length)) throw new RangeError(`${name}: model output and sample differ in length`);
+  if (arrays.some((a) => a.length !== arrays[0].length))
+    throw new RangeError(`${name}: model output and sample differ in length`);
 }

@@ -1,5 +1,13 @@
 /** DDIM (diffusers DDIMScheduler) with eta = 0, as the Stable Diffusion pipeline runs it. */
-import { alphasCumprod, type BaseConfig, checkLengths, checkSteps, readConfig, type Scheduler, spacedTimesteps } from "./common.js";
+import {
+  alphasCumprod,
+  type BaseConfig,
+  checkLengths,
+  checkSteps,
+  readConfig,
+  type Scheduler,
+  spacedTimesteps,
+} from "./common.js";
 
 export interface DdimConfig extends BaseConfig {
   clip_sample: boolean;
@@ -17,7 +25,16 @@ export class DdimScheduler implements Scheduler {
   private readonly finalAlphaCumprod: number;
 
   constructor(raw: Record<string, unknown> = {}) {
-    this.config = readConfig<DdimConfig>(raw, { clip_sample: true, clip_sample_range: 1, set_alpha_to_one: true, timestep_spacing: "leading" }, "ddim");
+    this.config = readConfig<DdimConfig>(
+      raw,
+      {
+        clip_sample: true,
+        clip_sample_range: 1,
+        set_alpha_to_one: true,
+        timestep_spacing: "leading",
+      },
+      "ddim",
+    );
     this.alphasCumprod = alphasCumprod(this.config);
     this.finalAlphaCumprod = this.config.set_alpha_to_one ? 1 : this.alphasCumprod[0];
   }

@@ -49,11 +49,23 @@ export class DpmSolverMultistepScheduler implements Scheduler {
   constructor(raw: Record<string, unknown> = {}) {
     this.config = readConfig<DpmSolverConfig>(
       raw,
-      { solver_type: "midpoint", lower_order_final: true, euler_at_final: false, final_sigmas_type: "zero", lambda_min_clipped: -Infinity, variance_type: null },
+      {
+        solver_type: "midpoint",
+        lower_order_final: true,
+        euler_at_final: false,
+        final_sigmas_type: "zero",
+        lambda_min_clipped: -Infinity,
+        variance_type: null,
+      },
       "dpm++",
-      { solver_type: ["midpoint", "heun"], final_sigmas_type: ["zero", "sigma_min"], variance_type: [null] },
+      {
+        solver_type: ["midpoint", "heun"],
+        final_sigmas_type: ["zero", "sigma_min"],
+        variance_type: [null],
+      },
     );
-    if (this.config.lambda_min_clipped !== -Infinity) throw new UnsupportedError("dpm++: lambda_min_clipped is not supported");
+    if (this.config.lambda_min_clipped !== -Infinity)
+      throw new UnsupportedError("dpm++: lambda_min_clipped is not supported");
     this.trainSigmas = trainingSigmas(alphasCumprod(this.config));
   }
 
@@ -63,11 +75,17 @@ export class DpmSolverMultistepScheduler implements Scheduler {
     let ts: number[];
     switch (this.config.timestep_spacing) {
       case "linspace":
-        ts = linspace(0, last - 1, n + 1).map(roundHalfEven).reverse().slice(0, -1);
+        ts = linspace(0, last - 1, n + 1)
+          .map(roundHalfEven)
+          .reverse()
+          .slice(0, -1);
         break;
       case "leading": {
         const ratio = Math.floor(last / (n + 1));
-        ts = Array.from({ length: n + 1 }, (_, i) => i * ratio).reverse().slice(0, -1).map((t) => t + this.config.steps_offset);
+        ts = Array.from({ length: n + 1 }, (_, i) => i * ratio)
+          .reverse()
+          .slice(0, -1)
+          .map((t) => t + this.config.steps_offset);
         break;
       }
       case "trailing":
@@ -75,7 +93,9 @@ export class DpmSolverMultistepScheduler implements Scheduler {
         break;
     }
     const sigmas = new Float32Array(ts.length + 1);
-    ts.forEach((t, i) => { sigmas[i] = this.trainSigmas[t]; });
+    ts.forEach((t, i) => {
+      sigmas[i] = this.trainSigmas[t];
+    });
     sigmas[ts.length] = this.config.final_sigmas_type === "sigma_min" ? this.trainSigmas[0] : 0;
     this.timesteps = ts;
     this.sigmas = sigmas;
@@ -91,7 +111,8 @@ export class DpmSolverMultistepScheduler implements Scheduler {
   /** The data prediction x0 at the current step (dpmsolver++ works on x0, not on epsilon). */
   private toX0(modelOutput: Float32Array, sample: Float32Array, i: number): Float32Array {
     const [alpha, sigma] = alphaSigma(this.sigmas[i]);
-    if (this.config.prediction_type === "epsilon") return sample.map((x, k) => (x - sigma * modelOutput[k]) / alpha);
+    if (this.config.prediction_type === "epsilon")
+      return sample.map((x, k) => (x - sigma * modelOutput[k]) / alpha);
     return sample.map((x, k) => alpha * x - sigma * modelOutput[k]);
   }
 
@@ -101,10 +122,16 @@ export class DpmSolverMultistepScheduler implements Scheduler {
     const i = this.stepIndex;
     const n = this.timesteps.length;
     const lowerOrderFinal =
-      i === n - 1 && (this.config.euler_at_final || (this.config.lower_order_final && n < 15) || this.config.final_sigmas_type === "zero");
+      i === n - 1 &&
+      (this.config.euler_at_final ||
+        (this.config.lower_order_final && n < 15) ||
+        this.config.final_sigmas_type === "zero");
     const x0 = this.toX0(modelOutput, sample, i);
     this.modelOutputs = [this.modelOutputs[1], x0];
-    const out = this.lowerOrderNums < 1 || lowerOrderFinal ? this.firstOrder(x0, sample, i) : this.secondOrder(sample, i);
+    const out =
+      this.lowerOrderNums < 1 || lowerOrderFinal
+        ? this.firstOrder(x0, sample, i)
+        : this.secondOrder(sample, i);
     if (this.lowerOrderNums < 2) this.lowerOrderNums += 1;
     this.stepIndex = i + 1;
     return out;
@@ -128,7 +155,8 @@ export class DpmSolverMultistepScheduler implements Scheduler {
     const r0 = (lambda(s0) - lambda(s1)) / h;
     const a = t[1] / s0[1];
     const b = t[0] * (Math.exp(-h) - 1);
-    const c = this.config.solver_type === "midpoint" ? 0.5 * b : -t[0] * ((Math.exp(-h) - 1) / h + 1);
+    const c =
+      this.config.solver_type === "midpoint" ? 0.5 * b : -t[0] * ((Math.exp(-h) - 1) / h + 1);
     return sample.map((x, k) => {
       const d1 = (1 / r0) * (m0[k] - m1[k]);
       return a * x - b * m0[k] - c * d1;

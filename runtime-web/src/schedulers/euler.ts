@@ -40,7 +40,8 @@ abstract class SigmaScheduler implements Scheduler {
 
   get initNoiseSigma(): number {
     const max = this.sigmas.reduce((a, b) => Math.max(a, b), 0);
-    if (this.config.timestep_spacing === "linspace" || this.config.timestep_spacing === "trailing") return max;
+    if (this.config.timestep_spacing === "linspace" || this.config.timestep_spacing === "trailing")
+      return max;
     return Math.fround(Math.sqrt(Math.fround(Math.fround(max * max) + 1)));
   }
 
@@ -49,7 +50,9 @@ abstract class SigmaScheduler implements Scheduler {
     const grid = spacedTimesteps(this.config, n, false).map(Math.fround);
     this.timesteps = grid;
     const sigmas = new Float32Array(n + 1);
-    grid.forEach((t, i) => { sigmas[i] = interpIndex(t, this.trainSigmas); });
+    grid.forEach((t, i) => {
+      sigmas[i] = interpIndex(t, this.trainSigmas);
+    });
     sigmas[n] = this.config.final_sigmas_type === "sigma_min" ? this.trainSigmas[0] : 0;
     this.sigmas = sigmas;
     this.stepIndex = null;
@@ -67,7 +70,12 @@ abstract class SigmaScheduler implements Scheduler {
   }
 
   /** x0 from the model output at noise level sigma (before any churn). */
-  protected predictOriginal(modelOutput: Float32Array, sample: Float32Array, sigma: number, i: number): number {
+  protected predictOriginal(
+    modelOutput: Float32Array,
+    sample: Float32Array,
+    sigma: number,
+    i: number,
+  ): number {
     if (this.config.prediction_type === "epsilon") return sample[i] - sigma * modelOutput[i];
     const s2 = sigma * sigma + 1;
     return modelOutput[i] * (-sigma / Math.sqrt(s2)) + sample[i] / s2;
@@ -77,11 +85,16 @@ abstract class SigmaScheduler implements Scheduler {
 }
 
 function eulerConfig(raw: Record<string, unknown>, name: string): EulerConfig {
-  const config = readConfig<EulerConfig>(raw, { interpolation_type: "linear", timestep_type: "discrete", final_sigmas_type: "zero" }, name, {
-    interpolation_type: ["linear"],
-    timestep_type: ["discrete"],
-    final_sigmas_type: ["zero", "sigma_min"],
-  });
+  const config = readConfig<EulerConfig>(
+    raw,
+    { interpolation_type: "linear", timestep_type: "discrete", final_sigmas_type: "zero" },
+    name,
+    {
+      interpolation_type: ["linear"],
+      timestep_type: ["discrete"],
+      final_sigmas_type: ["zero", "sigma_min"],
+    },
+  );
   return config;
 }
 
@@ -116,8 +129,14 @@ export class EulerAncestralScheduler extends SigmaScheduler {
     private readonly noise: StepNoise,
   ) {
     // EulerAncestralDiscreteScheduler has none of Euler's extra options: it always ends at sigma 0.
-    super({ ...readConfig<BaseConfig>(raw, {}, "euler-a"), interpolation_type: "linear", timestep_type: "discrete", final_sigmas_type: "zero" });
-    if (typeof noise !== "function") throw new UnsupportedError("euler-a needs a noise source (a seed)");
+    super({
+      ...readConfig<BaseConfig>(raw, {}, "euler-a"),
+      interpolation_type: "linear",
+      timestep_type: "discrete",
+      final_sigmas_type: "zero",
+    });
+    if (typeof noise !== "function")
+      throw new UnsupportedError("euler-a needs a noise source (a seed)");
   }
 
   step(modelOutput: Float32Array, t: number, sample: Float32Array): Float32Array {
@@ -125,14 +144,18 @@ export class EulerAncestralScheduler extends SigmaScheduler {
     const i = this.index(t);
     const sigmaFrom = this.sigmas[i];
     const sigmaTo = this.sigmas[i + 1];
-    const sigmaUp = Math.sqrt((sigmaTo * sigmaTo * (sigmaFrom * sigmaFrom - sigmaTo * sigmaTo)) / (sigmaFrom * sigmaFrom));
+    const sigmaUp = Math.sqrt(
+      (sigmaTo * sigmaTo * (sigmaFrom * sigmaFrom - sigmaTo * sigmaTo)) / (sigmaFrom * sigmaFrom),
+    );
     const sigmaDown = Math.sqrt(sigmaTo * sigmaTo - sigmaUp * sigmaUp);
     const dt = sigmaDown - sigmaFrom;
     const noise = this.noise(i, sample.length);
-    if (noise.length !== sample.length) throw new RangeError("euler-a: step noise has the wrong length");
+    if (noise.length !== sample.length)
+      throw new RangeError("euler-a: step noise has the wrong length");
     const out = new Float32Array(sample.length);
     for (let k = 0; k < sample.length; k++) {
-      const derivative = (sample[k] - this.predictOriginal(modelOutput, sample, sigmaFrom, k)) / sigmaFrom;
+      const derivative =
+        (sample[k] - this.predictOriginal(modelOutput, sample, sigmaFrom, k)) / sigmaFrom;
       out[k] = sample[k] + derivative * dt + noise[k] * sigmaUp;
     }
     this.stepIndex = i + 1;

@@ -23,15 +23,22 @@ export function seededStepNoise(seed: Seed): StepNoise {
 }
 
 /** A fresh scheduler `name` configured from a bundle's `scheduler.config` (diffusers keys). */
-export function createScheduler(name: SchedulerName, config: Record<string, unknown>, options: SchedulerOptions = {}): Scheduler {
+export function createScheduler(
+  name: SchedulerName,
+  config: Record<string, unknown>,
+  options: SchedulerOptions = {},
+): Scheduler {
   switch (name) {
     case "dpm++":
       return new DpmSolverMultistepScheduler(config);
     case "euler":
       return new EulerScheduler(config);
     case "euler-a": {
-      const noise = options.stepNoise ?? (options.seed !== undefined ? seededStepNoise(options.seed) : undefined);
-      if (!noise) throw new UnsupportedError("euler-a needs the generation's seed for its step noise");
+      const noise =
+        options.stepNoise ??
+        (options.seed !== undefined ? seededStepNoise(options.seed) : undefined);
+      if (!noise)
+        throw new UnsupportedError("euler-a needs the generation's seed for its step noise");
       return new EulerAncestralScheduler(config, noise);
     }
     case "ddim":
@@ -39,10 +46,19 @@ export function createScheduler(name: SchedulerName, config: Record<string, unkn
     case "pndm":
       return new PndmScheduler(config);
     default:
-      throw new UnsupportedError(`unknown scheduler ${JSON.stringify(name)}`, `choose one of ${SCHEDULER_NAMES.join(", ")}`);
+      throw new UnsupportedError(
+        `unknown scheduler ${JSON.stringify(name)}`,
+        `choose one of ${SCHEDULER_NAMES.join(", ")}`,
+      );
   }
 }
 
 export type { Scheduler, BaseConfig, PredictionType, TimestepSpacing } from "./common.js";
-export { DdimScheduler, DpmSolverMultistepScheduler, EulerAncestralScheduler, EulerScheduler, PndmScheduler };
+export {
+  DdimScheduler,
+  DpmSolverMultistepScheduler,
+  EulerAncestralScheduler,
+  EulerScheduler,
+  PndmScheduler,
+};
 export type { StepNoise };

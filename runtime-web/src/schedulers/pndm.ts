@@ -3,7 +3,15 @@
  * model outputs, one extra model call at the start (the second timestep is repeated).
  */
 import { UnsupportedError } from "../errors.js";
-import { alphasCumprod, type BaseConfig, checkLengths, checkSteps, readConfig, type Scheduler, spacedTimesteps } from "./common.js";
+import {
+  alphasCumprod,
+  type BaseConfig,
+  checkLengths,
+  checkSteps,
+  readConfig,
+  type Scheduler,
+  spacedTimesteps,
+} from "./common.js";
 
 export interface PndmConfig extends BaseConfig {
   skip_prk_steps: boolean;
@@ -23,9 +31,16 @@ export class PndmScheduler implements Scheduler {
   private curSample: Float32Array | null = null;
 
   constructor(raw: Record<string, unknown> = {}) {
-    this.config = readConfig<PndmConfig>(raw, { skip_prk_steps: false, set_alpha_to_one: false, timestep_spacing: "leading" }, "pndm");
+    this.config = readConfig<PndmConfig>(
+      raw,
+      { skip_prk_steps: false, set_alpha_to_one: false, timestep_spacing: "leading" },
+      "pndm",
+    );
     if (!this.config.skip_prk_steps) {
-      throw new UnsupportedError("pndm: only skip_prk_steps=true (PLMS) is supported", "set skip_prk_steps in the scheduler config, as SD 1.5 does");
+      throw new UnsupportedError(
+        "pndm: only skip_prk_steps=true (PLMS) is supported",
+        "set skip_prk_steps in the scheduler config, as SD 1.5 does",
+      );
     }
     this.alphasCumprod = alphasCumprod(this.config);
     this.finalAlphaCumprod = this.config.set_alpha_to_one ? 1 : this.alphasCumprod[0];
@@ -73,14 +88,21 @@ export class PndmScheduler implements Scheduler {
     } else if (e.length === 3) {
       combined = e[2].map((v, k) => (23 * v - 16 * e[1][k] + 5 * e[0][k]) / 12);
     } else {
-      combined = e[3].map((v, k) => (1 / 24) * (55 * v - 59 * e[2][k] + 37 * e[1][k] - 9 * e[0][k]));
+      combined = e[3].map(
+        (v, k) => (1 / 24) * (55 * v - 59 * e[2][k] + 37 * e[1][k] - 9 * e[0][k]),
+      );
     }
     const out = this.prevSample(x, timestep, prevT, combined);
     this.counter += 1;
     return out;
   }
 
-  private prevSample(sample: Float32Array, t: number, prevT: number, modelOutput: Float32Array): Float32Array {
+  private prevSample(
+    sample: Float32Array,
+    t: number,
+    prevT: number,
+    modelOutput: Float32Array,
+  ): Float32Array {
     const aT = this.alphasCumprod[t];
     const aPrev = prevT >= 0 ? this.alphasCumprod[prevT] : this.finalAlphaCumprod;
     const bT = 1 - aT;
@@ -89,7 +111,10 @@ export class PndmScheduler implements Scheduler {
     const denom = aT * Math.sqrt(bPrev) + Math.sqrt(aT * bT * aPrev);
     const out = new Float32Array(sample.length);
     for (let k = 0; k < sample.length; k++) {
-      const eps = this.config.prediction_type === "v_prediction" ? Math.sqrt(aT) * modelOutput[k] + Math.sqrt(bT) * sample[k] : modelOutput[k];
+      const eps =
+        this.config.prediction_type === "v_prediction"
+          ? Math.sqrt(aT) * modelOutput[k] + Math.sqrt(bT) * sample[k]
+          : modelOutput[k];
       out[k] = sampleCoeff * sample[k] - ((aPrev - aT) * eps) / denom;
     }
     return out;

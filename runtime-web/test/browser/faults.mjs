@@ -22,9 +22,19 @@ import { chromium } from "playwright-core";
 
 const config = JSON.parse(readFileSync(process.argv[2], "utf8"));
 const FLAGS = [
-  "--headless=new", "--no-sandbox", "--enable-unsafe-webgpu", "--enable-features=Vulkan", "--use-angle=swiftshader",
-  "--use-webgpu-adapter=swiftshader", "--enable-unsafe-swiftshader", "--disable-background-networking",
-  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic", "--disable-dev-shm-usage",
+  "--headless=new",
+  "--no-sandbox",
+  "--enable-unsafe-webgpu",
+  "--enable-features=Vulkan",
+  "--use-angle=swiftshader",
+  "--use-webgpu-adapter=swiftshader",
+  "--enable-unsafe-swiftshader",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+  "--no-first-run",
+  "--disable-quic",
+  "--disable-dev-shm-usage",
 ];
 const server = config.server.replace(/\/$/, "");
 const result = { scenarios: {}, console: [] };
@@ -107,22 +117,39 @@ async function buildPage() {
   const here = fileURLToPath(new URL(".", import.meta.url));
   const out = await build({
     stdin: { contents: PAGE_SOURCE, resolveDir: here, loader: "js", sourcefile: "faults-page.js" },
-    bundle: true, format: "esm", platform: "browser", target: "es2022", write: false, logLevel: "warning",
+    bundle: true,
+    format: "esm",
+    platform: "browser",
+    target: "es2022",
+    write: false,
+    logLevel: "warning",
     external: ["fs", "path", "perf_hooks", "ws", "crypto"], // tvmjs's node branches (modelCache reaches gpu.ts)
   });
   // The decode worker, where the loader looks for it: next to the page's script.
   const worker = await build({
     entryPoints: [join(here, "../../src/decodeWorker.ts")],
-    bundle: true, format: "esm", platform: "browser", target: "es2022", write: false, logLevel: "warning",
+    bundle: true,
+    format: "esm",
+    platform: "browser",
+    target: "es2022",
+    write: false,
+    logLevel: "warning",
   });
   mkdirSync(config.pageDir, { recursive: true });
   writeFileSync(join(config.pageDir, "faults.js"), out.outputFiles[0].text);
   writeFileSync(join(config.pageDir, "decodeWorker.js"), worker.outputFiles[0].text);
-  writeFileSync(join(config.pageDir, "index.html"), '<!doctype html><meta charset="utf-8"><title>sdpack faults</title><script type="module" src="faults.js"></script>\n');
+  writeFileSync(
+    join(config.pageDir, "index.html"),
+    '<!doctype html><meta charset="utf-8"><title>sdpack faults</title><script type="module" src="faults.js"></script>\n',
+  );
 }
 
 async function setFaults(faults) {
-  const r = await fetch(`${server}/__faults`, { method: "POST", body: JSON.stringify(faults), headers: { "content-type": "application/json" } });
+  const r = await fetch(`${server}/__faults`, {
+    method: "POST",
+    body: JSON.stringify(faults),
+    headers: { "content-type": "application/json" },
+  });
   if (!r.ok) throw new Error(`setting faults: HTTP ${r.status}`);
 }
 
@@ -140,7 +167,12 @@ const SCENARIOS = {
   unavailable_twice: { faults: { [target]: { kind: "503", times: 2 } } }, // the default backoff: 200, 400 ms
   wrong_content: { faults: { [target]: { kind: "wrong", other: config.other } }, retry: FAST },
   // One file at a time, so the stalled file is the only one in flight when the abort lands.
-  aborted: { faults: { [target]: { kind: "stall" } }, retry: FAST, abortOn: target, concurrency: 1 },
+  aborted: {
+    faults: { [target]: { kind: "stall" } },
+    retry: FAST,
+    abortOn: target,
+    concurrency: 1,
+  },
   quota: { faults: {}, quotaBytes: config.quotaBytes },
 };
 
@@ -155,7 +187,11 @@ async function openFaultsPage(context, name) {
   return page;
 }
 
-const browser = await chromium.launch({ executablePath: config.chromium, args: FLAGS, headless: true });
+const browser = await chromium.launch({
+  executablePath: config.chromium,
+  args: FLAGS,
+  headless: true,
+});
 try {
   await buildPage();
   result.t_build_ms = Date.now() - t0;
@@ -169,11 +205,19 @@ try {
       let cdp;
       if (s.quotaBytes) {
         cdp = await context.newCDPSession(page);
-        await cdp.send("Storage.overrideQuotaForOrigin", { origin: server, quotaSize: s.quotaBytes });
+        await cdp.send("Storage.overrideQuotaForOrigin", {
+          origin: server,
+          quotaSize: s.quotaBytes,
+        });
         r.quota = await page.evaluate(() => navigator.storage.estimate());
       }
       await setFaults(s.faults);
-      r.faulty = await page.evaluate((args) => globalThis.faults.load(args), { url, retry: s.retry, abortOn: s.abortOn, concurrency: s.concurrency });
+      r.faulty = await page.evaluate((args) => globalThis.faults.load(args), {
+        url,
+        retry: s.retry,
+        abortOn: s.abortOn,
+        concurrency: s.concurrency,
+      });
       r.faultyRequests = await serverLog();
       if (cdp) await cdp.send("Storage.overrideQuotaForOrigin", { origin: server }); // back to the normal quota
       await setFaults({});
@@ -194,7 +238,11 @@ try {
     try {
       const page = await openFaultsPage(context, name);
       const before = (await serverLog()).length;
-      result.backends[name] = await page.evaluate((args) => globalThis.faults.backend(args), { url, name, damage: target });
+      result.backends[name] = await page.evaluate((args) => globalThis.faults.backend(args), {
+        url,
+        name,
+        damage: target,
+      });
       result.backends[name].requests = (await serverLog()).slice(before).map((r) => r.path);
     } catch (err) {
       result.backends[name] = { fatal: String(err?.stack ? err.stack : err) };

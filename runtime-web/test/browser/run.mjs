@@ -9,9 +9,19 @@ import { chromium } from "playwright-core";
 
 const config = JSON.parse(readFileSync(process.argv[2], "utf8"));
 const FLAGS = [
-  "--headless=new", "--no-sandbox", "--enable-unsafe-webgpu", "--enable-features=Vulkan", "--use-angle=swiftshader",
-  "--use-webgpu-adapter=swiftshader", "--enable-unsafe-swiftshader", "--disable-background-networking",
-  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic", "--disable-dev-shm-usage",
+  "--headless=new",
+  "--no-sandbox",
+  "--enable-unsafe-webgpu",
+  "--enable-features=Vulkan",
+  "--use-angle=swiftshader",
+  "--use-webgpu-adapter=swiftshader",
+  "--enable-unsafe-swiftshader",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+  "--no-first-run",
+  "--disable-quic",
+  "--disable-dev-shm-usage",
 ];
 const hub = config.hubUrl.replace(/\/$/, "");
 const repoUrl = (rev) => `${hub}/${config.repo}/resolve/${rev}/manifest.json`;
@@ -36,11 +46,25 @@ async function openDemo(context, modelUrl) {
 /** Press Load and wait until the model is ready or the load failed; returns what the page shows. */
 async function pressLoad(page) {
   await page.click("#load");
-  await page.waitForFunction(() => !globalThis.sdpackDemo.busy && (globalThis.sdpackDemo.model || globalThis.sdpackDemo.error), null, { timeout: config.timeoutMs });
+  await page.waitForFunction(
+    () =>
+      !globalThis.sdpackDemo.busy && (globalThis.sdpackDemo.model || globalThis.sdpackDemo.error),
+    null,
+    { timeout: config.timeoutMs },
+  );
   return page.evaluate(() => {
     const s = globalThis.sdpackDemo;
     return s.model
-      ? { ok: true, version: s.model.manifest.model.version, variant: s.model.variant, gpu: s.model.gpu.description, loadMs: s.loadMs, decodedBy: s.decodedBy, stats: s.model.bundle.stats, progress: s.progress }
+      ? {
+          ok: true,
+          version: s.model.manifest.model.version,
+          variant: s.model.variant,
+          gpu: s.model.gpu.description,
+          loadMs: s.loadMs,
+          decodedBy: s.decodedBy,
+          stats: s.model.bundle.stats,
+          progress: s.progress,
+        }
       : { ok: false, error: s.error, decodedBy: s.decodedBy };
   });
 }
@@ -53,23 +77,41 @@ async function generate(page, req) {
   await page.fill("#guidance", String(req.guidance));
   await page.selectOption("#scheduler", req.scheduler);
   await page.click("#generate");
-  await page.waitForFunction(() => !globalThis.sdpackDemo.busy && (globalThis.sdpackDemo.last || globalThis.sdpackDemo.error), null, { timeout: config.timeoutMs });
+  await page.waitForFunction(
+    () =>
+      !globalThis.sdpackDemo.busy && (globalThis.sdpackDemo.last || globalThis.sdpackDemo.error),
+    null,
+    { timeout: config.timeoutMs },
+  );
   return page.evaluate(() => {
     const s = globalThis.sdpackDemo;
     if (!s.last) return { ok: false, error: s.error };
     const f = s.last.float;
     const bytes = new Uint8Array(f.buffer, f.byteOffset, f.byteLength);
     let bin = "";
-    for (let i = 0; i < bytes.length; i += 0x8000) bin += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
-    return { ok: true, width: s.last.width, height: s.last.height, float_b64: btoa(bin), timings: s.last.timings };
+    for (let i = 0; i < bytes.length; i += 0x8000)
+      bin += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+    return {
+      ok: true,
+      width: s.last.width,
+      height: s.last.height,
+      float_b64: btoa(bin),
+      timings: s.last.timings,
+    };
   });
 }
 
 /** Press the newest gallery entry's save button: the downloaded PNG (base64), its name, and the entry's text. */
 async function saveFromGallery(page) {
-  const [download] = await Promise.all([page.waitForEvent("download"), page.click("#gallery figure:first-child .save")]);
+  const [download] = await Promise.all([
+    page.waitForEvent("download"),
+    page.click("#gallery figure:first-child .save"),
+  ]);
   const png = readFileSync(await download.path()).toString("base64");
-  const shown = await page.evaluate(() => ({ images: globalThis.sdpackDemo.gallery.length, text: document.querySelector("#gallery figure dl").textContent }));
+  const shown = await page.evaluate(() => ({
+    images: globalThis.sdpackDemo.gallery.length,
+    text: document.querySelector("#gallery figure dl").textContent,
+  }));
   return { png_b64: png, name: download.suggestedFilename(), ...shown };
 }
 
@@ -82,7 +124,11 @@ async function openApp(context) {
   return page;
 }
 
-const browser = await chromium.launch({ executablePath: config.chromium, args: FLAGS, headless: true });
+const browser = await chromium.launch({
+  executablePath: config.chromium,
+  args: FLAGS,
+  headless: true,
+});
 try {
   // 1. A fresh profile: load v1.0.0 by its pinned commit URL in the demo, generate, save the PNG from the gallery.
   const context = await browser.newContext();
@@ -103,38 +149,56 @@ try {
   const spec = `${config.repo}@${config.version}`;
   const before = (await hubLog()).length;
   const app = await openApp(context);
-  result.app = await app.evaluate((args) => globalThis.app.run(args).catch((e) => ({ ok: false, error: `${e.name}: ${e.message}` })), { spec, endpoint: hub, request: config.request });
+  result.app = await app.evaluate(
+    (args) =>
+      globalThis.app.run(args).catch((e) => ({ ok: false, error: `${e.name}: ${e.message}` })),
+    { spec, endpoint: hub, request: config.request },
+  );
   result.appRequests = (await hubLog()).slice(before);
   mark("app");
 
   // 3. Versions and lock records (manifest-level; files come from the cache).
   page = await openDemo(context, repoUrl(`v${config.version}`));
-  result.versions = await page.evaluate(async ({ tag, main, lock }) => {
-    const { fetchManifest, loadBundleFiles, BrowserCache } = globalThis.sdpack;
-    const version = async (url) => (await fetchManifest(url)).manifest.model.version;
-    const out = { tag: await version(tag), main: await version(main) };
-    const b = await loadBundleFiles(globalThis.sdpack.lockManifest(lock).url, { manifestSha256: lock.manifest_sha256, cache: new BrowserCache() });
-    out.lock = b.manifest.model.version;
-    try {
-      await globalThis.sdpack.loadModel({ ...lock, manifest_sha256: "0".repeat(64) }, { cache: new BrowserCache() });
-      out.badLock = "accepted";
-    } catch (e) {
-      out.badLock = `${e.name}: ${e.message}`;
-    }
-    try {
-      await globalThis.sdpack.loadModel(`${lock.repo}@latest`, { endpoint: lock.endpoint });
-      out.badSpec = "accepted";
-    } catch (e) {
-      out.badSpec = `${e.name}: ${e.message}`;
-    }
-    return out;
-  }, { tag: repoUrl(`v${config.version}`), main: repoUrl("main"), lock: config.lock });
+  result.versions = await page.evaluate(
+    async ({ tag, main, lock }) => {
+      const { fetchManifest, loadBundleFiles, BrowserCache } = globalThis.sdpack;
+      const version = async (url) => (await fetchManifest(url)).manifest.model.version;
+      const out = { tag: await version(tag), main: await version(main) };
+      const b = await loadBundleFiles(globalThis.sdpack.lockManifest(lock).url, {
+        manifestSha256: lock.manifest_sha256,
+        cache: new BrowserCache(),
+      });
+      out.lock = b.manifest.model.version;
+      try {
+        await globalThis.sdpack.loadModel(
+          { ...lock, manifest_sha256: "0".repeat(64) },
+          { cache: new BrowserCache() },
+        );
+        out.badLock = "accepted";
+      } catch (e) {
+        out.badLock = `${e.name}: ${e.message}`;
+      }
+      try {
+        await globalThis.sdpack.loadModel(`${lock.repo}@latest`, { endpoint: lock.endpoint });
+        out.badSpec = "accepted";
+      } catch (e) {
+        out.badSpec = `${e.name}: ${e.message}`;
+      }
+      return out;
+    },
+    { tag: repoUrl(`v${config.version}`), main: repoUrl("main"), lock: config.lock },
+  );
   mark("versions");
   await page.close();
 
   // 4. The app removes the model from the cache: nothing of it is left.
-  result.forget = await app.evaluate((args) => globalThis.app.forget(args), { spec, endpoint: hub });
-  result.forget.left = await app.evaluate(async () => (await (await caches.open("sdpack-content-v1")).keys()).length);
+  result.forget = await app.evaluate((args) => globalThis.app.forget(args), {
+    spec,
+    endpoint: hub,
+  });
+  result.forget.left = await app.evaluate(
+    async () => (await (await caches.open("sdpack-content-v1")).keys()).length,
+  );
   await app.close();
   await context.close();
 
@@ -151,7 +215,9 @@ try {
   result.tampered = await pressLoad(page);
   result.tamperedCache = await page.evaluate(async (path) => {
     const { fetchManifest, BrowserCache } = globalThis.sdpack;
-    const { manifest } = await fetchManifest(location.search ? new URLSearchParams(location.search).get("model") : "");
+    const { manifest } = await fetchManifest(
+      location.search ? new URLSearchParams(location.search).get("model") : "",
+    );
     const entry = manifest.files.find((f) => f.path === path);
     return { cached: (await new BrowserCache().get(entry.sha256)) !== undefined };
   }, config.tamperPath);
@@ -159,7 +225,9 @@ try {
   const beforeRetry = (await hubLog()).length;
   result.retry = await page.evaluate(async () => {
     const { loadBundleFiles, BrowserCache } = globalThis.sdpack;
-    const b = await loadBundleFiles(new URLSearchParams(location.search).get("model"), { cache: new BrowserCache() });
+    const b = await loadBundleFiles(new URLSearchParams(location.search).get("model"), {
+      cache: new BrowserCache(),
+    });
     return { ok: true, files: b.files.size };
   });
   result.retryRequests = (await hubLog()).slice(beforeRetry);
@@ -174,27 +242,39 @@ try {
     const response = await route.fetch();
     const m = JSON.parse(await response.text());
     const f = m.files.find((x) => x.path === config.tamperPath);
-    f.encoding.raw_sha256 = (f.encoding.raw_sha256[0] === "0" ? "1" : "0") + f.encoding.raw_sha256.slice(1);
+    f.encoding.raw_sha256 =
+      (f.encoding.raw_sha256[0] === "0" ? "1" : "0") + f.encoding.raw_sha256.slice(1);
     await route.fulfill({ response, body: JSON.stringify(m) });
   });
   page = await openDemo(rawCheck, manifestUrl);
-  result.rawCheck = await page.evaluate(async ({ url, path }) => {
-    const { loadBundleFiles } = globalThis.sdpack;
-    const weightsOnly = (f) => f.path.startsWith("weights/");
-    const out = {};
-    const stored = await loadBundleFiles(url, { include: weightsOnly });
-    out.stored = { ok: true, stats: stored.stats };
-    try {
-      await loadBundleFiles(url, { include: weightsOnly, verify: "full", onProgress: (p) => p.fileDone && (out.fullDecodedBy = [...(out.fullDecodedBy ?? []), p.decodedBy]) });
-      out.full = { ok: true };
-    } catch (e) {
-      out.full = { ok: false, name: e.name, message: e.message, file: e.file };
-    }
-    const component = `${path.split("/").slice(0, 2).join("/")}/`; // the other components' weights all check out
-    const clean = await loadBundleFiles(url, { include: (f) => weightsOnly(f) && !f.path.startsWith(component), verify: "full" });
-    out.cleanFull = { ok: true, stats: clean.stats };
-    return out;
-  }, { url: manifestUrl, path: config.tamperPath });
+  result.rawCheck = await page.evaluate(
+    async ({ url, path }) => {
+      const { loadBundleFiles } = globalThis.sdpack;
+      const weightsOnly = (f) => f.path.startsWith("weights/");
+      const out = {};
+      const stored = await loadBundleFiles(url, { include: weightsOnly });
+      out.stored = { ok: true, stats: stored.stats };
+      try {
+        await loadBundleFiles(url, {
+          include: weightsOnly,
+          verify: "full",
+          onProgress: (p) =>
+            p.fileDone && (out.fullDecodedBy = [...(out.fullDecodedBy ?? []), p.decodedBy]),
+        });
+        out.full = { ok: true };
+      } catch (e) {
+        out.full = { ok: false, name: e.name, message: e.message, file: e.file };
+      }
+      const component = `${path.split("/").slice(0, 2).join("/")}/`; // the other components' weights all check out
+      const clean = await loadBundleFiles(url, {
+        include: (f) => weightsOnly(f) && !f.path.startsWith(component),
+        verify: "full",
+      });
+      out.cleanFull = { ok: true, stats: clean.stats };
+      return out;
+    },
+    { url: manifestUrl, path: config.tamperPath },
+  );
   mark("raw_check");
   await rawCheck.close();
 } catch (err) {

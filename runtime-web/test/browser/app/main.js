@@ -13,7 +13,8 @@ import {
 
 const base64 = (bytes) => {
   let bin = "";
-  for (let i = 0; i < bytes.length; i += 0x8000) bin += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  for (let i = 0; i < bytes.length; i += 0x8000)
+    bin += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
   return btoa(bin);
 };
 
@@ -31,11 +32,29 @@ async function run({ spec, endpoint, request }) {
   });
   const loadMs = performance.now() - t0;
   const steps = [];
-  const image = await model.generate({ ...request, onStep: (step, total) => steps.push([step, total]) });
+  const image = await model.generate({
+    ...request,
+    onStep: (step, total) => steps.push([step, total]),
+  });
   const png = await encodePng(image, imageMetadata(image.parameters));
   const out = {
-    ok: true, loadMs, modelId: model.modelId, variant: model.variant, commit: model.commit, stats: model.stats, decodedBy, progress, steps,
-    image: { width: image.width, height: image.height, float_b64: base64(new Uint8Array(image.float.buffer, image.float.byteOffset, image.float.byteLength)), timings: image.timings },
+    ok: true,
+    loadMs,
+    modelId: model.modelId,
+    variant: model.variant,
+    commit: model.commit,
+    stats: model.stats,
+    decodedBy,
+    progress,
+    steps,
+    image: {
+      width: image.width,
+      height: image.height,
+      float_b64: base64(
+        new Uint8Array(image.float.buffer, image.float.byteOffset, image.float.byteLength),
+      ),
+      timings: image.timings,
+    },
     png_b64: base64(png),
     inCache: await hasModelInCache(spec, { endpoint }),
     storage: await requestPersistentStorage(),

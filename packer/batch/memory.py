@@ -5,13 +5,13 @@ node's unclaimed ``memory`` covers it; it does not measure or cap the process).
 The estimate is linear in the checkpoint's size on disk ``S``:
 
 * :data:`BASE_BYTES`: the interpreter with torch, TVM, diffusers and transformers imported;
-* ``PACK_FACTOR * S``: a pack whose libraries are cached. Ingest holds the weights it read plus
-  their float32 conversion (twice the bytes of a float16 file), and the bundle writer one
-  component's cast copy at a time. bench/pack.py measured 8.2 GiB for a 2.0 GiB float16 file,
-  under the 9.5 GiB this gives;
-* ``COMPILE_FACTOR * S`` more for a job that compiles (``torch.export`` and the Relax build of
-  one component at a time): the same bench's first pack peaked only 0.1 GiB above its second,
-  so one more ``S`` is margin.
+* ``PACK_FACTOR * S``: a pack whose libraries are cached. Ingest holds the weights as stored
+  (``S``; a bfloat16 file is widened to float32, ``2 S``), and the bundle writer streams them
+  through a few shards at a time. bench/pack.py measured 3.2 GiB for a 2.0 GiB float16 file,
+  under the 4.5 GiB this gives;
+* ``COMPILE_FACTOR * S`` more for a job that compiles: a module is built in float32 (``2 S`` for
+  a float16 UNet) for ``torch.export`` and the Relax build, one component at a time. The same
+  bench's first pack peaked at 7.5 GiB, under the 8.5 GiB this gives.
 
 Too high costs parallelism, too low risks Ray's out-of-memory killer (the job is then retried).
 A Hub id's size is unknown before download: a full-size SD1.5 float16 file is assumed.
@@ -23,8 +23,8 @@ from pathlib import Path
 
 GIB = 1 << 30
 BASE_BYTES = int(1.5 * GIB)
-PACK_FACTOR = 4
-COMPILE_FACTOR = 1
+PACK_FACTOR = 1.5
+COMPILE_FACTOR = 2
 FULL_SIZE_SD15_BYTES = 2_132_856_622  # v1-5-pruned-emaonly.safetensors (float16)
 WEIGHT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 
@@ -44,4 +44,4 @@ def checkpoint_bytes(checkpoint: str) -> int:
 def peak_bytes(checkpoint: str, *, compiles: bool) -> int:
     """The memory a job declares: see the module docstring."""
     size = checkpoint_bytes(checkpoint)
-    return BASE_BYTES + PACK_FACTOR * size + (COMPILE_FACTOR * size if compiles else 0)
+    return int(BASE_BYTES + PACK_FACTOR * size + (COMPILE_FACTOR * size if compiles else 0))

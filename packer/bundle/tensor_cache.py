@@ -10,7 +10,7 @@ which typed-array views and GPU uploads in the browser need. The decompressed la
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -72,10 +72,11 @@ class Shard:
         }
 
 
-def pack(params: Iterable[tuple[str, np.ndarray]], shard_bytes: int) -> list[Shard]:
-    """Lay ``params`` out in shards, keeping their order."""
-    shards: list[Shard] = []
+def iter_shards(params: Iterable[tuple[str, np.ndarray]], shard_bytes: int) -> Iterator[Shard]:
+    """Lay ``params`` out in shards, keeping their order, and yield each shard as soon as nothing
+    more goes into it, so a writer can encode and drop it before the next one fills."""
     current: Shard | None = None
+    count = 0
     seen: set[str] = set()
     for name, array in params:
         if name in seen:
@@ -84,17 +85,28 @@ def pack(params: Iterable[tuple[str, np.ndarray]], shard_bytes: int) -> list[Sha
         if str(array.dtype) not in DTYPES:
             raise ValueError(f"{name}: unsupported dtype {array.dtype}")
         nbytes = array.nbytes
-        if nbytes * 2 >= shard_bytes:
-            shard = Shard(f"params_shard_{len(shards)}.bin")
+        if nbytes * 2 >= shard_bytes:  # a large tensor gets a shard of its own
+            if current is not None:
+                yield current
+                current = None
+            shard = Shard(f"params_shard_{count}.bin")
+            count += 1
             shard.append(name, array)
-            shards.append(shard)
-            current = None
+            yield shard
             continue
         if current is None or len(current.data) + nbytes + ALIGN > shard_bytes:
-            current = Shard(f"params_shard_{len(shards)}.bin")
-            shards.append(current)
+            if current is not None:
+                yield current
+            current = Shard(f"params_shard_{count}.bin")
+            count += 1
         current.append(name, array)
-    return shards
+    if current is not None:
+        yield current
+
+
+def pack(params: Iterable[tuple[str, np.ndarray]], shard_bytes: int) -> list[Shard]:
+    """Lay ``params`` out in shards, keeping their order (all of them: :func:`iter_shards`)."""
+    return list(iter_shards(params, shard_bytes))
 
 
 def index(shards: list[Shard], metadata: dict) -> dict:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections import deque
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -91,16 +92,27 @@ class BundleWriter:
         return self._write(rel, canonical.dumps(doc))
 
     def add_weights(
-        self, component: str, params: Iterable[tuple[str, np.ndarray]], metadata: dict | None = None
+        self,
+        component: str,
+        params: Iterable[tuple[str, np.ndarray]],
+        metadata: dict | None = None,
+        total_bytes: int | None = None,
     ) -> tuple[str, list[str]]:
         """Shard, encode and store one component's parameters in tensor-cache layout.
 
-        Returns the path of its ``tensor-cache.json`` and the parameter names in order.
+        ``params`` is consumed as a stream: each shard is encoded (on a pool of one thread per
+        core) and written as soon as it is full, and at most two shards per thread wait for it,
+        so memory holds a few shards, not the component. ``total_bytes`` (raw, if known) only
+        sizes the progress bar. Returns the path of its ``tensor-cache.json`` and the parameter
+        names in order.
         """
-        shards = tensor_cache.pack(params, self.shard_bytes)
         folder = f"weights/{component}"
-        total = sum(s.nbytes for s in shards)
-        with progress.task(f"compress {component}", total, bytes_=True) as bar:
+        workers = os.cpu_count() or 1
+        shards: list[tensor_cache.Shard] = []
+        with (
+            progress.task(f"compress {component}", total_bytes, bytes_=True) as bar,
+            ThreadPoolExecutor(max_workers=workers) as pool,
+        ):
 
             def encode(shard: tensor_cache.Shard) -> tuple[tensor_cache.Shard, bytes, dict]:
                 size = shard.element_size() if self.shuffle else 1
@@ -114,10 +126,19 @@ class BundleWriter:
                     extra["shuffle"] = size
                 return shard, encoding.encode(raw, level=self.zstd_level, element_size=size), extra
 
-            with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-                for shard, blob, extra in pool.map(encode, shards):
+            pending: deque = deque()
+
+            def write_done(keep: int) -> None:  # in shard order, as they were made
+                while len(pending) > keep:
+                    shard, blob, extra = pending.popleft().result()
                     self._write(f"{folder}/{shard.data_path}.zst", blob, extra)
                     bar.advance(shard.nbytes)
+
+            for shard in tensor_cache.iter_shards(params, self.shard_bytes):
+                shards.append(shard)
+                pending.append(pool.submit(encode, shard))
+                write_done(2 * workers)
+            write_done(0)
         index_path = f"{folder}/{tensor_cache.INDEX_NAME}"
         self.add_json(index_path, tensor_cache.index(shards, metadata or {}))
         names = [rec["name"] for s in shards for rec in s.records]

@@ -17,10 +17,12 @@ class Checkpoint:
     """An ingested checkpoint.
 
     ``source``: ``{"name", "format", "sha256", "revision"?}`` (never a full local path);
-    ``configs`` / ``state_dicts``: diffusers configs and fp32 weights for ``text_encoder``,
-    ``unet`` and ``vae``; ``license``: what the source's model card declares (None when the
-    source has no card or the card no license). The model constructors load those weights strictly and *share* their
-    storage (no copy of a 3 GB UNet), so do not modify parameters in place.
+    ``configs`` / ``state_dicts``: diffusers configs and weights for ``text_encoder``, ``unet``
+    and ``vae`` (floating tensors in float16 or float32, as the source stores them; other float
+    dtypes become float32); ``license``: what the source's model card declares (None when the
+    source has no card or the card no license). The model constructors build float32 modules that
+    *share* the storage of float32 weights (no copy of a 3 GB UNet) and widen float16 ones, so do
+    not modify parameters in place.
 
     >>> ckpt = ingest("model.safetensors", tokenizer=Path("tok"))   # doctest: +SKIP
     >>> ckpt.unet()(sample, t, text_embeddings, return_dict=False)  # doctest: +SKIP
@@ -40,7 +42,13 @@ class Checkpoint:
         # Text encoder on CPU: it has non-persistent buffers (position_ids) a meta build would lose.
         device = "cpu" if component == "text_encoder" else "meta"
         model = architecture.construct(component, self.configs[component], device=device)
-        model.load_state_dict(self.state_dicts[component], strict=True, assign=True)
+        # float32 modules whatever the stored dtype: a float16 checkpoint is widened here, one
+        # component at a time, only when a module is built
+        state = {
+            k: v.to(torch.float32) if v.is_floating_point() and v.dtype != torch.float32 else v
+            for k, v in self.state_dicts[component].items()
+        }
+        model.load_state_dict(state, strict=True, assign=True)
         left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
         if left:  # a buffer the state dict does not carry: build this component on the CPU instead
             raise RuntimeError(f"{component}: {left[0]} was not loaded")

@@ -68,7 +68,7 @@ def _read(files: list[Path], on_bytes=None) -> dict[str, torch.Tensor]:
             if f.suffix == ".safetensors"
             else weights.read_pickle(f, on_bytes)
         )
-    return weights.to_fp32(state_dict)
+    return weights.as_stored(state_dict)
 
 
 def check_index(index: dict, name: str) -> None:

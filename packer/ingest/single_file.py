@@ -146,7 +146,7 @@ def load(
         check_keys(list(raw), path.name)
         converted = ldm_to_diffusers(raw, path.name)
         bar.describe(f"converting {path.name}", weights.tensor_bytes(converted))
-        state_dicts = {c: weights.to_fp32(sd, bar.advance) for c, sd in converted.items()}
+        state_dicts = {c: weights.as_stored(sd, bar.advance) for c, sd in converted.items()}
         del raw, converted
     configs = infer_configs(state_dicts, meta, path.name)
     with progress.task(f"hashing {path.name}", size, bytes_=True) as bar:

@@ -151,13 +151,22 @@ def read_pickle(path: Path, on_bytes: Progress = None) -> dict[str, torch.Tensor
     return {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
 
 
-def to_fp32(
+KEPT_FLOATS = (torch.float16, torch.float32)
+"""Floating dtypes a checkpoint's tensors keep through ingest (what bundles store)."""
+
+
+def as_stored(
     state_dict: dict[str, torch.Tensor], on_bytes: Progress = None
 ) -> dict[str, torch.Tensor]:
-    """Floating tensors as contiguous fp32 (fp16/bf16 checkpoints are common); others unchanged."""
+    """Tensors as the bundle stores them: float16 and float32 kept (no copy), other floats
+    (bfloat16, float64) widened or narrowed to float32, every tensor contiguous. A float16
+    checkpoint is not widened here: that would double its memory for the whole pack; modules are
+    built in float32 per component when a compile needs them (:meth:`Checkpoint._model`)."""
     out = {}
     for k, v in state_dict.items():
-        out[k] = (v.to(torch.float32) if v.is_floating_point() else v).contiguous()
+        if v.is_floating_point() and v.dtype not in KEPT_FLOATS:
+            v = v.to(torch.float32)
+        out[k] = v.contiguous()
         if on_bytes:
             on_bytes(_nbytes(v))
     return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,28 +112,42 @@ class PackResult:
         }
 
 
-def _params(ckpt, compiled, dtype: str, scheme=None) -> list[tuple[str, np.ndarray]]:
-    """The component's params as stored, in the library's order: floats in ``dtype``; each weight
-    the library takes quantized as its packed codes and scales (``scheme``), quantized from the
-    ``dtype`` values an unquantized bundle would store."""
+def _params(ckpt, compiled, dtype: str, scheme=None) -> Iterator[tuple[str, np.ndarray]]:
+    """The component's params as stored, in the library's order, one at a time (the writer
+    streams them into shards): floats in ``dtype``; each weight the library takes quantized as its
+    packed codes and scales (``scheme``), quantized from the ``dtype`` values an unquantized
+    bundle would store."""
     state = ckpt.state_dicts[compiled.param_source]
-    stored: dict[str, np.ndarray] = {}
+    source_of: dict[str, str] = {}  # stored name of a quantized weight -> its state-dict key
     if compiled.quantized:
         from packer.bundle.quantize import quantize, stored_names
 
-        for key in compiled.quantized:
-            packed, scales = quantize(state[key].detach().cpu().numpy().astype(dtype), scheme)
-            stored.update(zip(stored_names(key), (packed, scales)))
-    out = []
+        source_of = {name: key for key in compiled.quantized for name in stored_names(key)}
+    ready: dict[str, np.ndarray] = {}
     for key in compiled.params:
-        if key in stored:
-            out.append((key, stored.pop(key)))
+        if key in source_of:
+            if key not in ready:
+                source = source_of[key]
+                weight = state[source].detach().cpu().numpy().astype(dtype)
+                ready.update(zip(stored_names(source), quantize(weight, scheme), strict=True))
+            yield key, ready.pop(key)
             continue
         arr = state[key].detach().cpu().numpy()
         if arr.dtype.kind == "f":
             arr = arr.astype(dtype)
-        out.append((key, np.ascontiguousarray(arr)))
-    return out
+        yield key, np.ascontiguousarray(arr)
+
+
+def _raw_bytes(ckpt, compiled, dtype: str) -> int | None:
+    """The unquantized params' stored size (for the progress bar), or None when quantized."""
+    if compiled.quantized:
+        return None
+    state = ckpt.state_dicts[compiled.param_source]
+    size = np.dtype(dtype).itemsize
+    return sum(
+        state[k].numel() * (size if state[k].is_floating_point() else state[k].element_size())
+        for k in compiled.params
+    )
 
 
 def pack(args: PackArgs) -> PackResult:
@@ -180,7 +195,11 @@ def pack(args: PackArgs) -> PackResult:
                     f"targets disagree on the {component} parameter order",
                     "pack these targets separately and report it as a bug",
                 )
-            index, params = writer.add_weights(component, _params(ckpt, first, dtype, scheme))
+            index, params = writer.add_weights(
+                component,
+                _params(ckpt, first, dtype, scheme),
+                total_bytes=_raw_bytes(ckpt, first, dtype),
+            )
             components[component] = manifest.component_entry(index, params, first)
         targets: dict = {}
         for variant in chosen.variants:

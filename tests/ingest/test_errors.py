@@ -256,6 +256,19 @@ def test_nan_weights_warn(ldm, write_ldm, example):
     assert torch.isnan(ckpt.state_dicts["unet"]["conv_out.bias"][0])
 
 
-def test_fp16_checkpoint_becomes_fp32(ldm, write_ldm, example):
+def test_fp16_checkpoint_stays_fp16_and_builds_fp32_modules(ldm, write_ldm, example):
+    """Weights keep the checkpoint's float16 through ingest (a pack never holds a float32 copy of
+    the whole model); the modules a compile builds are float32 with the same values."""
     ckpt = ingest(write_ldm({k: v.half() for k, v in ldm.items()}), tokenizer=example["tokenizer"])
+    assert all(t.dtype == torch.float16 for sd in ckpt.state_dicts.values() for t in sd.values())
+    unet = ckpt.unet()
+    assert all(p.dtype == torch.float32 for p in unet.parameters())
+    key = "conv_in.weight"
+    assert torch.equal(unet.state_dict()[key], ckpt.state_dicts["unet"][key].float())
+
+
+def test_bf16_checkpoint_becomes_fp32(ldm, write_ldm, example):
+    ckpt = ingest(
+        write_ldm({k: v.bfloat16() for k, v in ldm.items()}), tokenizer=example["tokenizer"]
+    )
     assert all(t.dtype == torch.float32 for sd in ckpt.state_dicts.values() for t in sd.values())

@@ -56,6 +56,13 @@ def _driver() -> ctypes.CDLL:
     return lib
 
 
+def _address(handle) -> int:
+    """A stream handle as an integer address (TVM may give an int or a ctypes pointer)."""
+    if isinstance(handle, ctypes.c_void_p):
+        return handle.value or 0
+    return int(handle)
+
+
 def _check(lib: ctypes.CDLL, rc: int, what: str) -> None:
     if rc != 0:
         name = ctypes.c_char_p()
@@ -79,7 +86,8 @@ class CapturedCall:
         self._lib = _driver()
         self._device = device
         self.inputs = list(inputs)
-        self._stream = device.create_raw_stream()
+        self._raw = device.create_raw_stream()  # as TVM returns it (freed with TVM)
+        self._stream = _address(self._raw)
         args = [*self.inputs, *tail]
         self._graph = ctypes.c_void_p()
         self._exec = ctypes.c_void_p()
@@ -119,7 +127,7 @@ class CapturedCall:
             self._lib.cuGraphDestroy(self._graph)
             self._graph = ctypes.c_void_p()
         if self._stream:
-            self._device.free_raw_stream(self._stream)
+            self._device.free_raw_stream(self._raw)
             self._stream = 0
 
     def __del__(self):

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SdpackError
+from .cuda_graph import CapturedCall, CudaGraphError
 
 DEVICES = ("cpu", "cuda", "opencl")
 
@@ -58,35 +59,11 @@ class ComponentRunner:
         self._graphs: dict[tuple, object] = {}
 
     def __call__(self, *inputs: np.ndarray) -> np.ndarray:
-        if self.cuda_graph:
-            return self._replay(inputs)
         try:
-            out = self._main(*[self._upload(x) for x in inputs], *self._params)
-        except (TypeError, ValueError, RuntimeError) as exc:
-            raise SdpackError(
-                f"calling the compiled component failed: {exc}",
-                "check input/param count, shapes and dtypes against the calling convention",
-            ) from exc
-        if not hasattr(out, "numpy"):  # a tuple result: the first output is the one we want
-            out = out[0]
-        return out.numpy()
-
-    def _replay(self, inputs: Sequence[np.ndarray]) -> np.ndarray:
-        """The call through the CUDA graph of this input signature, captured on first use."""
-        from .cuda_graph import CapturedCall, CudaGraphError
-
-        arrays = [np.ascontiguousarray(x) for x in inputs]
-        key = tuple((a.shape, a.dtype.str) for a in arrays)
-        call = self._graphs.get(key)
-        try:
-            if call is None:
-                call = self._graphs[key] = CapturedCall(
-                    self._main, [self._upload(a) for a in arrays], self._device, tail=self._params
-                )
+            if self.cuda_graph:
+                out = self._replay(inputs)
             else:
-                for buf, a in zip(call.inputs, arrays, strict=True):
-                    buf.copyfrom(a)
-            out = call.replay()
+                out = self._main(*[self._upload(x) for x in inputs], *self._params)
         except CudaGraphError as exc:
             raise SdpackError(
                 f"replaying the component as a CUDA graph failed: {exc}",
@@ -97,9 +74,24 @@ class ComponentRunner:
                 f"calling the compiled component failed: {exc}",
                 "check input/param count, shapes and dtypes against the calling convention",
             ) from exc
-        if not hasattr(out, "numpy"):
+        if not hasattr(out, "numpy"):  # a tuple result: the first output is the one we want
             out = out[0]
         return out.numpy()
+
+    def _replay(self, inputs: Sequence[np.ndarray]):
+        """The call through the CUDA graph of this input signature, captured on first use."""
+        arrays = [np.ascontiguousarray(x) for x in inputs]
+        key = tuple((a.shape, a.dtype.str) for a in arrays)
+        call = self._graphs.get(key)
+        if call is None:
+            uploaded = [self._upload(a) for a in arrays]
+            call = self._graphs[key] = CapturedCall(
+                self._main, uploaded, self._device, tail=self._params
+            )
+        else:
+            for buf, a in zip(call.inputs, arrays, strict=True):
+                buf.copyfrom(a)
+        return call.replay()
 
     def _upload(self, array: np.ndarray):
         import tvm

@@ -159,11 +159,12 @@ def tune(
     import logging
 
     import tvm
-    import tvm.s_tir.tensor_intrin.cuda  # noqa: F401  registers the wmma / mma intrinsics
     from tvm.s_tir import meta_schedule as ms
 
+    from ..schedule_rules import load_tensor_intrinsics
     from ..targets import get_target
 
+    load_tensor_intrinsics()  # registers the wmma / mma intrinsics
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     faulthandler.dump_traceback_later(300, repeat=True)  # where a long run hangs, if it does
     doc = json.loads(tasks_path.read_text())
@@ -262,10 +263,12 @@ def best_records(*work_dirs: Path) -> dict[str, tuple[list, float]]:
 def report(tasks_path: Path, work_dir: Path) -> None:
     """Print the best time per tuned kernel (and its TFLOP/s when FLOPs are known)."""
     import tvm
-    import tvm.s_tir.tensor_intrin.cuda  # noqa: F401  records name the wmma / mma intrinsics
     import tvm_ffi
     from tvm.s_tir import meta_schedule as ms
 
+    from ..schedule_rules import load_tensor_intrinsics
+
+    load_tensor_intrinsics()  # records name the wmma / mma intrinsics
     tasks = json.loads(tasks_path.read_text())["tasks"]
     kernels = [tvm.ir.load_json(task["mod"]) for task in tasks]
     database = ms.database.JSONDatabase(
@@ -303,12 +306,13 @@ def export(
     schedule that lost to dlight's untuned one in the profile must not ship.
     """
     import tvm
-    import tvm.s_tir.tensor_intrin.cuda  # noqa: F401
     import tvm_ffi
 
+    from ..schedule_rules import load_tensor_intrinsics
     from ..targets import get_target
     from . import RECORDS, WORKLOAD, _comparable
 
+    load_tensor_intrinsics()  # records name the wmma / mma intrinsics
     want = _comparable(get_target(target_key).target_json())
     best = best_records(*work_dirs)
     if only is not None:

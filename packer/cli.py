@@ -404,12 +404,9 @@ def publish(
     args = PublishArgs(bundle, repo, version, private, pack=pack_args)
     if (checkpoint is None) == (bundle is None):
         args.checked()  # says which of the two to pass before the hub options are looked at
-    where = _hub(hub, to, endpoint) or "hf"
-    args.to, args.endpoint = (
-        ("hf", where)
-        if where.startswith(("http://", "https://"))
-        else (where if where == "hf" else Path(where), None)
-    )
+    from packer.hub.resolve import publish_destination
+
+    args.to, args.endpoint = publish_destination(_hub(hub, to, endpoint) or "hf")
     _emit(run(args), as_json)
 
 

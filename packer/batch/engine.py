@@ -154,12 +154,13 @@ def work_dir(run: str, job: Job) -> Path:
 
 def publish_job(job: Job, hub: str, leader: bool, run: str) -> JobResult:
     """Pack ``job`` into its work folder and publish it: `packer publish --checkpoint`, as one task."""
+    from packer.hub.resolve import publish_destination
     from packer.interface.pack import pack
     from packer.interface.publish import PublishArgs, publish
 
     os.environ["SDPACK_NO_PROGRESS"] = "1"
     start = time.monotonic()
-    to, endpoint = destination(hub)
+    to, endpoint = publish_destination(hub)
     work = work_dir(run, job)
     try:
         shutil.rmtree(work, ignore_errors=True)
@@ -205,13 +206,6 @@ def _kill_once(job: Job) -> None:
     except OSError:
         return
     os.kill(os.getpid(), signal.SIGKILL)
-
-
-def destination(hub: str) -> tuple[str | Path, str | None]:
-    """``--hub`` as PublishArgs takes it: ("hf", endpoint URL or None) or (directory, None)."""
-    if hub.startswith(("http://", "https://")):
-        return "hf", hub
-    return ("hf", None) if hub == "hf" else (Path(hub), None)
 
 
 # -- the driver -------------------------------------------------------------------------------------

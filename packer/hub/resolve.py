@@ -47,6 +47,14 @@ __all__ = [
 HF = "hf"  # the hub named by HF_ENDPOINT, else huggingface.co
 
 
+def publish_destination(hub: str) -> tuple[str | Path, str | None]:
+    """``--hub`` as publish takes it (``to``, ``endpoint``): ("hf", None) for the Hub (HF_ENDPOINT),
+    ("hf", URL) for another Hub-protocol server, (directory, None) for a directory hub."""
+    if hub.startswith(("http://", "https://")):
+        return HF, hub
+    return (HF, None) if hub == HF else (Path(hub), None)
+
+
 def remote_for(hub: str | Path | None):
     """``hf`` or nothing (HF_ENDPOINT / the Hub) or an http(s) URL -> HfRemote; a directory -> LocalHub."""
     if hub is None or str(hub) == HF:

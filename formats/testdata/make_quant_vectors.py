@@ -5,8 +5,9 @@
 For each scheme (formats/README.md, "Quantized weights"), a few float16 weights — a linear and a
 convolution shape, random values with heavy tails, exact rounding ties, an all-zero group and a
 group whose largest magnitude is negative — with what the reference quantizer
-(:mod:`packer.bundle.quantize`) makes of them: float16 scale bits, codes, packed uint32 words and
-the dequantized float32 values. ``--check`` fails if the committed file differs.
+(:mod:`packer.bundle.quantize`) makes of them: float16 scale bits, codes and packed uint32 words
+(row by row in the format's reduction order: a convolution's taps outer, input channel inner)
+and the dequantized float32 values (in the weight's own shape and C order). ``--check`` fails if the committed file differs.
 """
 
 from __future__ import annotations

@@ -3,9 +3,12 @@
 The layout is part of the bundle format (formats/README.md, "Quantized weights"):
 
 * A weight of shape ``[O, *rest]`` (a linear ``[O, I]`` or a convolution ``[O, I, kh, kw]``) is
-  viewed as ``[O, K]`` with ``K = prod(rest)``, the row-major flattening of the reduction axes
-  (``k = (i * kh + y) * kw + x`` for a convolution), and cut into groups of ``group_size``
-  consecutive elements along ``K``.
+  viewed as ``[O, K]`` with ``K = prod(rest)`` and cut into groups of ``group_size`` consecutive
+  elements along ``K``. A linear row is ``K = I`` as stored; a convolution's reduction is
+  flattened taps outer, input channel inner (``k = (y * kw + x) * I + i``: the weight read as
+  ``[O, kh, kw, I]``), the order in which an implicit-GEMM kernel over channels-last
+  activations walks it, so that the codes of consecutive input channels of one tap share a word
+  and a scale.
 * Symmetric, one float16 scale per group: ``scale = fp16(max|w| / Q)`` with ``Q = 2**(bits-1) - 1``
   (7 for 4-bit, 127 for 8-bit), ``q = clip(rint(w / scale), -Q, Q)`` computed in float32 with
   round-half-to-even (an all-zero group has scale 0 and q 0). The code stored is ``q + 2**(bits-1)``
@@ -94,12 +97,29 @@ def stored_names(name: str) -> tuple[str, str]:
     return name + PACKED_SUFFIX, name + SCALES_SUFFIX
 
 
+def reduction_rows(weight: np.ndarray) -> np.ndarray:
+    """``weight`` viewed as ``[O, K]`` in the format's reduction order (a convolution's
+    ``[O, I, kh, kw]`` read as ``[O, kh, kw, I]``)."""
+    if weight.ndim == 4:
+        weight = weight.transpose(0, 2, 3, 1)
+    return weight.reshape(weight.shape[0], -1)
+
+
+def from_reduction_rows(rows: np.ndarray, shape) -> np.ndarray:
+    """The inverse of :func:`reduction_rows`: ``[O, K]`` back to the weight's own ``shape``."""
+    shape = tuple(int(d) for d in shape)
+    if len(shape) == 4:
+        o, i, kh, kw = shape
+        return rows.reshape(o, kh, kw, i).transpose(0, 3, 1, 2)
+    return rows.reshape(shape)
+
+
 def quantize(weight: np.ndarray, scheme: Scheme) -> tuple[np.ndarray, np.ndarray]:
     """``weight`` (any float dtype; float16 in a bundle) → (packed uint32, float16 scales)."""
     if not scheme.applies_to(weight.shape):
         raise ValueError(f"shape {tuple(weight.shape)} cannot take {scheme.name}")
     rows = weight.shape[0]
-    w = np.asarray(weight, dtype=np.float32).reshape(rows, -1, scheme.group_size)
+    w = reduction_rows(np.asarray(weight, dtype=np.float32)).reshape(rows, -1, scheme.group_size)
     amax = np.abs(w).max(axis=2, keepdims=True)
     scales = (amax / np.float32(scheme.qmax)).astype(np.float16)
     s32 = scales.astype(np.float32)
@@ -116,7 +136,8 @@ def quantize(weight: np.ndarray, scheme: Scheme) -> tuple[np.ndarray, np.ndarray
 
 
 def unpack_codes(packed: np.ndarray, scheme: Scheme) -> np.ndarray:
-    """The stored codes ``[O, K]`` (uint32, 0 … 2**bits - 1) of a packed weight."""
+    """The stored codes ``[O, K]`` (uint32, 0 … 2**bits - 1, in the format's reduction order)
+    of a packed weight."""
     shifts = np.arange(scheme.per_word, dtype=np.uint32) * scheme.bits
     codes = (packed.astype(np.uint32)[..., None] >> shifts) & np.uint32((1 << scheme.bits) - 1)
     return codes.reshape(packed.shape[0], -1)
@@ -125,10 +146,11 @@ def unpack_codes(packed: np.ndarray, scheme: Scheme) -> np.ndarray:
 def dequantize(
     packed: np.ndarray, scales: np.ndarray, shape, scheme: Scheme, dtype: str = "float32"
 ) -> np.ndarray:
-    """The weight the kernels compute from the stored tensors, in ``dtype`` (the numpy reference)."""
+    """The weight the kernels compute from the stored tensors, in ``dtype`` and the weight's own
+    ``shape`` (the numpy reference)."""
     q = unpack_codes(packed, scheme).astype(np.float32) - np.float32(scheme.offset)
     s = np.repeat(scales.astype(np.float32), scheme.group_size, axis=1)
-    return (q * s).astype(dtype).reshape(shape)
+    return np.ascontiguousarray(from_reduction_rows((q * s).astype(dtype), shape))
 
 
 def quantize_params(params, quantized: set[str], scheme: Scheme):

@@ -109,9 +109,7 @@ def _decode_func(shape: list[int], dtype: str, scheme):
     mask = tirx.const((1 << scheme.bits) - 1, "uint32")
 
     def element(o, *axes):
-        k = axes[0]
-        for extent, axis in zip(shape[2:], axes[1:]):
-            k = k * i64(extent) + axis
+        k = reduction_index(shape, axes, i64)
         word = packed[o, k // i64(scheme.per_word)]
         code = (word >> (bits * (k % i64(scheme.per_word)).astype("uint32"))) & mask
         value = code.astype(dtype) - tirx.const(scheme.offset, dtype)
@@ -119,6 +117,15 @@ def _decode_func(shape: list[int], dtype: str, scheme):
 
     weight = te.compute(tuple(i64(d) for d in shape), element, name="decode")
     return te.create_prim_func([packed, scales, weight])
+
+
+def reduction_index(shape, axes, const=int):
+    """The format's ``k`` of element ``(o, *axes)`` of a weight of ``shape`` (formats/README.md,
+    "Groups"): a linear's input index; a convolution ``[O, I, kh, kw]``'s ``(y·kw + x)·I + i``."""
+    if len(shape) == 4:
+        i, y, x = axes
+        return (y * const(shape[3]) + x) * const(shape[1]) + i
+    return axes[0]
 
 
 def _is_decode(gvar) -> bool:

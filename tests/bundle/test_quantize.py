@@ -27,7 +27,8 @@ def test_golden_vectors_regenerate_byte_identical():
 @pytest.mark.parametrize("name", sorted(quantize.SCHEMES))
 def test_golden_vectors_decode_by_the_spec(name):
     """Read the golden words with the formats/README.md rules written out here independently:
-    code k of a row at bits [bits·(k mod n), +bits) of word k // n, value (code − offset)·scale."""
+    code k of a row at bits [bits·(k mod n), +bits) of word k // n, value (code − offset)·scale,
+    a convolution's k running over (tap, input channel)."""
     doc = json.loads((GOLDEN / "quant.json").read_text())[name]
     bits, group = doc["bits"], doc["group_size"]
     per_word, offset = 32 // bits, 1 << (bits - 1)
@@ -53,6 +54,9 @@ def test_golden_vectors_decode_by_the_spec(name):
             .astype(np.float64)
         )
         values = (codes - offset) * np.repeat(scales.reshape(rows, -1), group, axis=1)
+        if len(case["shape"]) == 4:  # k = (y·kw + x)·I + i: back to [O, I, kh, kw]
+            o, i, kh, kw = case["shape"]
+            values = values.reshape(o, kh, kw, i).transpose(0, 3, 1, 2)
         assert np.array_equal(
             values.ravel().astype(np.float32), np.array(case["dequantized_float32"], np.float32)
         )
@@ -92,11 +96,10 @@ def test_error_is_at_most_half_a_step_and_bytes_are_deterministic(name):
     assert packed.dtype == np.dtype("<u4") and scales.dtype == np.float16
     assert packed.shape == (64, weight[0].size * scheme.bits // 32)
     assert scales.shape == (64, weight[0].size // scheme.group_size)
-    back = quantize.dequantize(packed, scales, weight.shape, scheme).reshape(
-        64, -1, scheme.group_size
-    )
-    step = scales.astype(np.float32)[..., None]
-    err = np.abs(back - weight.astype(np.float32).reshape(back.shape))
+    back = quantize.dequantize(packed, scales, weight.shape, scheme)
+    assert back.shape == weight.shape
+    step = np.repeat(scales.astype(np.float32), scheme.group_size, axis=1)
+    err = np.abs(quantize.reduction_rows(back - weight.astype(np.float32)))
     assert np.all(err <= step * 0.5 * (1 + 2**-10) + 1e-8)  # float16 scale rounding may add a hair
     again = quantize.quantize(weight.copy(), scheme)
     assert packed.tobytes() == again[0].tobytes() and scales.tobytes() == again[1].tobytes()

@@ -193,13 +193,17 @@ class Compiler:
 
     def _build(self, signature, exported, spec, dtype, database) -> dict:
         params, quantized = exported.params, []
+        decode = None
         if self.quantize is not None and exported.component in QUANTIZED_COMPONENTS:
-            mod = pipeline.prepare_for(exported.mod, dtype, spec, quantized=True)
-            mod, params, quantized = decode_weights(
-                mod, exported.component, exported.params, self.quantize
-            )
-        else:
-            mod = pipeline.prepare_for(exported.mod, dtype, spec)
+
+            def decode(mod):
+                nonlocal params, quantized
+                mod, params, quantized = decode_weights(
+                    mod, exported.component, exported.params, self.quantize
+                )
+                return mod
+
+        mod = pipeline.prepare_for(exported.mod, dtype, spec, decode)
         meta = {
             "component": exported.component,
             "target": spec.key,

@@ -90,20 +90,16 @@ from __future__ import annotations
 
 import contextlib
 
-PIPELINE_VERSION = "9"
+PIPELINE_VERSION = "10"
 
 FP32_INPUTS = ("timestep",)
 """Float user inputs that stay float32 in the float16 variant."""
 
 
-def prepare_for(mod, dtype: str, spec, quantized: bool = False):
+def prepare_for(mod, dtype: str, spec, decode=None):
     """:func:`prepare` with the choices of target ``spec`` (a
-    :class:`packer.compile.targets.TargetSpec`). ``quantized``: for a module whose weights will be
-    taken packed (:mod:`packer.compile.quantize`): NCHW convolutions and no hand-written mma
-    kernels, which read float weights; dlight schedules the decode-fused matmuls and convolutions."""
-    if quantized:
-        return prepare(mod, dtype, "NCHW", False, spec.workgroup_attention)
-    return prepare(mod, dtype, spec.conv_layout, spec.mma_kernels, spec.workgroup_attention)
+    :class:`packer.compile.targets.TargetSpec`); ``decode`` as :func:`prepare` takes it."""
+    return prepare(mod, dtype, spec.conv_layout, spec.mma_kernels, spec.workgroup_attention, decode)
 
 
 def prepare(
@@ -112,10 +108,15 @@ def prepare(
     conv_layout: str = "NCHW",
     mma_kernels: bool = False,
     workgroup_attention: bool = False,
+    decode=None,
 ):
     """Steps 1–6: the rewrite that fixes the module's dtypes, its convolutions' layout and its
     hand-written kernels (``conv_layout``, ``mma_kernels``, ``workgroup_attention``: the
-    target's, :attr:`packer.compile.targets.TargetSpec.conv_layout` and so on)."""
+    target's, :attr:`packer.compile.targets.TargetSpec.conv_layout` and so on).
+
+    ``decode`` (a quantized build): a function ``mod -> mod`` that takes the weights packed,
+    :func:`packer.compile.quantize.decode_weights`, run right after step 1 so that every later
+    step sees each quantized weight as a decode of its stored tensors (step 1d)."""
     import tvm
     from tvm import relax
 
@@ -127,6 +128,8 @@ def prepare(
     from .passes.tensor_core_gemm import TensorCoreGemm
     from .passes.workgroup_attention import WorkgroupAttention
 
+    from .quantize import channels_last_decode_pass
+
     passes = []
     if dtype == "float16":
         passes.append(
@@ -134,8 +137,12 @@ def prepare(
                 out_dtype="float16", fp16_input_names=_fp16_inputs(mod)
             )
         )
+    if decode is not None:
+        passes.append(tvm.transform.module_pass(lambda m, _ctx: decode(m), 0, "DecodeWeights"))
     if conv_layout == "NHWC":
         passes.append(relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"]}))
+        if decode is not None:
+            passes.append(channels_last_decode_pass())
     elif conv_layout != "NCHW":
         raise ValueError(f"unknown conv_layout {conv_layout!r}")
     if mma_kernels:
@@ -153,7 +160,7 @@ def prepare(
         relax.transform.FuseTransposeMatmul(),
         relax.transform.DeadCodeElimination(),
     ]
-    if conv_layout == "NHWC":  # after FuseTransposeMatmul: linear weights stay as they are
+    if conv_layout == "NHWC" and decode is None:  # after FuseTransposeMatmul: linear weights stay
         passes += [relax.transform.LiftTransformParams(), relax.transform.DeadCodeElimination()]
     mod = tvm.transform.Sequential(passes)(mod)
     return _cast_output(mod, dtype) if dtype == "float16" else mod

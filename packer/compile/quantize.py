@@ -30,6 +30,8 @@ from __future__ import annotations
 import numpy as np
 
 DECODE_PREFIX = "decode_q"
+DECODE_ATTR = "sdpack.decode"
+"""A decode PrimFunc's attribute: the weight's own ``shape`` and the ``layout`` it writes."""
 FUSED_PREFIX = "fused_" + DECODE_PREFIX
 QUANTIZED_COMPONENTS = ("text_encoder", "unet")
 """The VAE decoder stays in full precision: small (49 M params) and closest to the pixels."""
@@ -95,28 +97,38 @@ def decode_weights(mod, component: str, names: list[str], scheme):
     return relax.transform.Normalize()(mod), out_names, quantized
 
 
-def _decode_func(shape: list[int], dtype: str, scheme):
-    """The decode PrimFunc ``(packed, scales) -> W`` for one weight shape (injective)."""
+def _decode_func(shape: list[int], dtype: str, scheme, layout: str = "OIHW"):
+    """The decode PrimFunc ``(packed, scales) -> W`` for one weight shape (injective). ``shape``
+    is the weight's own; ``layout`` "OHWI" writes a convolution weight channels-last,
+    ``[O, kh, kw, I]`` (what an NHWC convolution reads), instead of ``[O, I, kh, kw]``."""
     from tvm import te, tirx
 
     def i64(n):
         return tirx.IntImm("int64", int(n))
 
     rows, k_total = shape[0], int(np.prod(shape[1:]))
+    out_shape = list(shape)
+    if layout == "OHWI":
+        out_shape = [shape[0], shape[2], shape[3], shape[1]]
+    elif layout != "OIHW":
+        raise ValueError(f"unknown decode layout {layout!r}")
     packed = te.placeholder((i64(rows), i64(k_total // scheme.per_word)), "uint32", name="packed")
     scales = te.placeholder((i64(rows), i64(k_total // scheme.group_size)), dtype, name="scales")
     bits = tirx.const(scheme.bits, "uint32")
     mask = tirx.const((1 << scheme.bits) - 1, "uint32")
 
     def element(o, *axes):
+        if layout == "OHWI":  # (y, x, i) → the weight's own (i, y, x)
+            axes = (axes[2], axes[0], axes[1])
         k = reduction_index(shape, axes, i64)
         word = packed[o, k // i64(scheme.per_word)]
         code = (word >> (bits * (k % i64(scheme.per_word)).astype("uint32"))) & mask
         value = code.astype(dtype) - tirx.const(scheme.offset, dtype)
         return value * scales[o, k // i64(scheme.group_size)]
 
-    weight = te.compute(tuple(i64(d) for d in shape), element, name="decode")
-    return te.create_prim_func([packed, scales, weight])
+    weight = te.compute(tuple(i64(d) for d in out_shape), element, name="decode")
+    func = te.create_prim_func([packed, scales, weight])
+    return func.with_attr(DECODE_ATTR, {"shape": [int(d) for d in shape], "layout": layout})
 
 
 def reduction_index(shape, axes, const=int):
@@ -128,16 +140,110 @@ def reduction_index(shape, axes, const=int):
     return axes[0]
 
 
+def decode_source(mod, expr, lookup):
+    """``(codes, scales, bits, group_size, layout)`` when ``expr`` is a Relax var bound (per
+    ``lookup``, a mutator's ``lookup_binding``) to a decode call of ``mod``: the packed weight a
+    kernel can read instead of the decoded one; None otherwise."""
+    import tvm
+    from tvm import relax
+
+    from .passes import static_shape
+
+    if not isinstance(expr, relax.Var):
+        return None
+    call = lookup(expr)
+    if not (
+        isinstance(call, relax.Call)
+        and call.op.same_as(tvm.ir.Op.get("relax.call_tir"))
+        and _is_decode(call.args[0])
+    ):
+        return None
+    attrs = mod[call.args[0]].attrs
+    if attrs is None or DECODE_ATTR not in attrs:
+        return None
+    info = attrs[DECODE_ATTR]
+    codes, scales = call.args[1].fields
+    shape = [int(d) for d in info["shape"]]
+    k = int(np.prod(shape[1:]))
+    code_cols, scale_cols = static_shape(codes.ty)[1], static_shape(scales.ty)[1]
+    return codes, scales, 32 * code_cols // k, k // scale_cols, str(info["layout"])
+
+
+def _channels_last(mod, _ctx):
+    """``permute_dims(decode(codes, scales), [0, 2, 3, 1])`` → a decode that writes the weight
+    channels-last itself (what ``ConvertLayout`` asks of a convolution weight for NHWC), so the
+    convolution's weight stays one decode of the stored tensors that a kernel can read directly."""
+    import tvm
+    from tvm import relax
+    from tvm.relax.expr_functor import PyExprMutator, mutator
+
+    from .passes import rewrite_functions
+
+    @mutator
+    class Rewriter(PyExprMutator):
+        def __init__(self, mod):
+            super().__init__(mod)
+            self.decoders = {}
+
+        def visit_call_(self, call):
+            call = super().visit_call_(call)
+            if not (
+                isinstance(call.op, tvm.ir.Op)
+                and call.op.name == "relax.permute_dims"
+                and call.attrs.axes is not None
+                and [int(a) for a in call.attrs.axes] == [0, 2, 3, 1]
+            ):
+                return call
+            source = decode_source(self.builder_.get(), call.args[0], self.lookup_binding)
+            if source is None or source[4] != "OIHW":
+                return call
+            codes, scales, bits, group, _ = source
+            decode = self.lookup_binding(call.args[0])
+            info = self.builder_.get()[decode.args[0]].attrs[DECODE_ATTR]
+            shape = [int(d) for d in info["shape"]]
+            dtype = str(call.ty.dtype)
+            key = (tuple(shape), dtype, bits)
+            if key not in self.decoders:
+                scheme = _Layout(bits, group)
+                self.decoders[key] = self.builder_.add_func(
+                    _decode_func(shape, dtype, scheme, "OHWI"),
+                    f"{DECODE_PREFIX}{bits}_{'x'.join(map(str, shape))}_{dtype}_ohwi",
+                )
+            return relax.call_tir(self.decoders[key], [codes, scales], call.ty)
+
+    return rewrite_functions(Rewriter(mod), mod)
+
+
+class _Layout:
+    """The numbers of a scheme that a decode function needs, read back from a decode call."""
+
+    def __init__(self, bits: int, group_size: int):
+        self.bits, self.group_size = bits, group_size
+        self.per_word = 32 // bits
+        self.offset = 1 << (bits - 1)
+
+
 def _is_decode(gvar) -> bool:
     return gvar.name_hint.startswith(DECODE_PREFIX)
 
 
 def _fuse_decode(mod, _ctx):
-    """Group each decode call with the single call_tir that reads its output (see module doc)."""
+    """Group each decode call with the single call_tir that reads its output (see module doc),
+    in every Relax function of ``mod``."""
+    from tvm import relax
+
+    for gvar, func in list(mod.functions.items()):
+        attrs = {} if func.attrs is None else dict(func.attrs)
+        if isinstance(func, relax.Function) and not attrs.get("Primitive"):
+            mod = _fuse_decode_in(mod, gvar)
+    return mod
+
+
+def _fuse_decode_in(mod, gvar):
     import tvm
     from tvm import relax
 
-    main = mod["main"]
+    main = mod[gvar]
     call_tir = tvm.ir.Op.get("relax.call_tir")
     decoded: dict = {}  # var -> decode call
     uses: dict = {}
@@ -181,7 +287,7 @@ def _fuse_decode(mod, _ctx):
         cls = relax.DataflowBlock if isinstance(block, relax.DataflowBlock) else relax.BindingBlock
         blocks.append(cls(bindings))
     mod = builder.get()
-    mod["main"] = relax.Function(
+    mod[gvar] = relax.Function(
         main.params, relax.SeqExpr(blocks, main.body.body), main.ret_ty, main.is_pure, main.attrs
     )
     return relax.transform.Normalize()(mod)
@@ -268,6 +374,10 @@ def _module_pass(func, name: str):
     import tvm
 
     return tvm.transform.module_pass(func, opt_level=0, name=name)
+
+
+def channels_last_decode_pass():
+    return _module_pass(_channels_last, "ChannelsLastDecode")
 
 
 def fuse_decode_pass():

@@ -60,6 +60,15 @@ __forceinline__ __device__ void sdpack_cp_async16(void* dst, void* src, int byte
                :: "r"(addr), "l"(src), "r"(bytes) : "memory");
 }
 """,
+    # 16 bytes (four 32-bit registers) → shared, one vector store
+    "sdpack_st_shared16": """
+__forceinline__ __device__ void sdpack_st_shared16(void* dst, unsigned a, unsigned b, unsigned c,
+                                                   unsigned d) {
+  unsigned addr = (unsigned)__cvta_generic_to_shared(dst);
+  asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};\\n"
+               :: "r"(addr), "r"(a), "r"(b), "r"(c), "r"(d) : "memory");
+}
+""",
     "sdpack_cp_async_commit": """
 __forceinline__ __device__ void sdpack_cp_async_commit() {
   asm volatile("cp.async.commit_group;\\n" ::: "memory");
@@ -114,6 +123,14 @@ def cp_async16(dst, dst_offset, src, src_offset, nbytes):
         src.access_ptr("r", offset=src_offset),
         nbytes,
     )
+
+
+def st_shared16(dst, dst_offset, words):
+    """Store four uint32 values ``words`` (16 bytes) at ``dst[dst_offset:]`` (shared).
+
+    Passed as a read (access mask "r") for the reason :func:`cp_async16` gives: the kernels that
+    use it fill a ring slot no warp reads until their own next barrier."""
+    return call("sdpack_st_shared16", dst.access_ptr("r", offset=dst_offset), *words)
 
 
 def cp_async_commit():

@@ -73,6 +73,27 @@ reduction is used. Two 64-wide k-tiles in flight (64 or 48 KiB, two CTAs per SM)
 
 
 @dataclass(frozen=True)
+class Packed:
+    """A weight stored quantized (formats/README.md, "Quantized weights"): ``bits``-bit codes
+    packed into uint32 words along k, one scale per ``group`` consecutive k."""
+
+    bits: int
+    group: int
+
+    @property
+    def per_word(self) -> int:
+        return 32 // self.bits
+
+    @property
+    def words_per_vector(self) -> int:  # uint32 words holding the codes of 8 consecutive k
+        return 8 // self.per_word
+
+    @property
+    def offset(self) -> int:
+        return 1 << (self.bits - 1)
+
+
+@dataclass(frozen=True)
 class Plan:
     m: int
     n: int
@@ -109,9 +130,12 @@ def plan(
     return Plan(m, n, k, tiles, splits)
 
 
-def gemm_kernel(p: Plan, conv: Conv | None = None):
+def gemm_kernel(p: Plan, conv: Conv | None = None, packed: Packed | None = None):
     """The PrimFunc ``(a, w, out)``: ``a`` is ``[m, k]`` (or the NHWC input of ``conv``),
-    ``w`` ``[n, k]``, ``out`` ``[m, n]`` float16 (``[splits, m, n]`` float32 when split)."""
+    ``w`` ``[n, k]``, ``out`` ``[m, n]`` float16 (``[splits, m, n]`` float32 when split).
+    With ``packed``, ``(a, codes, scales, out)``: the weight as a quantized bundle stores it,
+    ``codes`` uint32 ``[n, k·bits/32]`` and ``scales`` float16 ``[n, k/group]``, decoded as each
+    k-tile is staged into shared memory."""
     from tvm.script import tirx as T
 
     t = p.tiles
@@ -138,6 +162,10 @@ def gemm_kernel(p: Plan, conv: Conv | None = None):
         raise ValueError("the kernel indexes with int32")
 
     ldsm, mma = ptx.ldmatrix_x4, ptx.mma_16816
+    if packed is not None and (packed.group % 8 or k % packed.group):
+        raise ValueError(f"group {packed.group} does not fit 8-wide vectors of k = {k}")
+    words = 0 if packed is None else packed.words_per_vector
+    scale_regs = 1 if packed is None else b_loads
 
     def swizzle(row, vec):  # element offset of 16-byte vector `vec` of a k-tile's `row`
         if vr == 8:  # 128-byte rows: row r's vectors rotate by r % 8
@@ -165,7 +193,7 @@ def gemm_kernel(p: Plan, conv: Conv | None = None):
             ok = tvm.tirx.all(0 <= yy, yy < height, 0 <= xx, xx < width)
             return ok, base[i] + (yy * width + xx) * ch + kv % ch
 
-    # one k-tile (kt0 + kt) of A and W into ring slot `stage`
+    # one k-tile (kt0 + kt) of A (and of W when it is not packed) into ring slot `stage`
     @T.macro
     def load_tile(sa, sb, a, w, row_base, row_y, row_x, tid, n0, kt0, stage, kt):
         vec = T.meta_var(tid % vr)
@@ -182,18 +210,50 @@ def gemm_kernel(p: Plan, conv: Conv | None = None):
                     T.if_then_else(ok, 16, 0),
                 )
             )
+        if packed is None:
+            for i in T.unroll(b_loads):
+                r = T.meta_var(tid // vr + i * row_step)
+                T.evaluate(
+                    ptx.cp_async16(sb, stage * b_stage + swizzle(r, vec), w, (n0 + r) * k + kv, 16)
+                )
+
+    def store_vector(sb, offset, bw, bs, i):
+        pairs = [
+            ptx.pack_half2(decoded(bw, bs, i, 2 * h), decoded(bw, bs, i, 2 * h + 1))
+            for h in range(4)
+        ]
+        return ptx.st_shared16(sb, offset, pairs)
+
+    def decoded(bw, bs, i, e):  # element e (0..7) of vector i, as float32 (exact)
+        word = bw[i * words + e // packed.per_word]
+        shift = tvm.tirx.const(packed.bits * (e % packed.per_word), "uint32")
+        code = (word >> shift) & tvm.tirx.const((1 << packed.bits) - 1, "uint32")
+        q = code.astype("int32") - packed.offset
+        return q.astype("float32") * bs[i].astype("float32")
+
+    # a packed W: a k-tile's codes and scales into registers (plain loads, in flight while the
+    # tensor cores work on the current tile) ...
+    @T.macro
+    def fetch_codes(codes, scales, bw, bs, tid, n0, kt0, kt):
+        vec = T.meta_var(tid % vr)
+        kv = T.meta_var((kt0 + kt) * bk + vec * 8)
         for i in T.unroll(b_loads):
             r = T.meta_var(tid // vr + i * row_step)
-            T.evaluate(
-                ptx.cp_async16(sb, stage * b_stage + swizzle(r, vec), w, (n0 + r) * k + kv, 16)
-            )
+            for j in T.unroll(words):
+                bw[i * words + j] = codes[n0 + r, kv // packed.per_word + j]
+            bs[i] = scales[n0 + r, kv // packed.group]
 
-    @T.prim_func(private=True)
-    def tensor_core_gemm(a_handle: T.handle, w_handle: T.handle, o_handle: T.handle):
-        T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
-        a = T.match_buffer(a_handle, a_shape, "float16")
-        w = T.match_buffer(w_handle, (n, k), "float16")
-        o = T.match_buffer(o_handle, out_shape, out_dtype)
+    # ... then decoded, (code − offset) · scale rounded once to float16, 8 values per 16-byte
+    # store into ring slot `stage`
+    @T.macro
+    def store_codes(sb, bw, bs, tid, stage):
+        vec = T.meta_var(tid % vr)
+        for i in T.unroll(b_loads):
+            r = T.meta_var(tid // vr + i * row_step)
+            T.evaluate(store_vector(sb, stage * b_stage + swizzle(r, vec), bw, bs, i))
+
+    @T.macro
+    def body(a, w, codes, scales, o):
         for bx in T.thread_binding(n // bn, thread="blockIdx.x"):
             for by in T.thread_binding((m + bm - 1) // bm, thread="blockIdx.y"):
                 for bz in T.thread_binding(p.splits, thread="blockIdx.z"):
@@ -205,6 +265,9 @@ def gemm_kernel(p: Plan, conv: Conv | None = None):
                             acc = T.alloc_buffer((mi * ni * 4,), "float32", scope="local")
                             af = T.alloc_buffer((mi * 4,), "uint32", scope="local")
                             bf = T.alloc_buffer((ni * 2,), "uint32", scope="local")
+                            # a packed W's next k-tile, codes and scales, in flight
+                            bw = T.alloc_buffer((max(b_loads * words, 1),), "uint32", scope="local")
+                            bs = T.alloc_buffer((scale_regs,), "float16", scope="local")
                             # this thread's A rows: the start of the row (linear) or the
                             # top-left input pixel of its window and its image (conv)
                             row_base = T.alloc_buffer((a_loads,), "int32", scope="local")
@@ -238,6 +301,9 @@ def gemm_kernel(p: Plan, conv: Conv | None = None):
                                     load_tile(
                                         sa, sb, a, w, row_base, row_y, row_x, tid, n0, kt0, s, s
                                     )
+                                    if packed is not None:
+                                        fetch_codes(codes, scales, bw, bs, tid, n0, kt0, s)
+                                        store_codes(sb, bw, bs, tid, s)
                                 T.evaluate(ptx.cp_async_commit())
                             for kt in T.serial(k_tiles):
                                 T.evaluate(ptx.cp_async_wait(stages - 2))
@@ -257,6 +323,10 @@ def gemm_kernel(p: Plan, conv: Conv | None = None):
                                         (kt + stages - 1) % stages,
                                         kt + stages - 1,
                                     )
+                                    if packed is not None:
+                                        fetch_codes(
+                                            codes, scales, bw, bs, tid, n0, kt0, kt + stages - 1
+                                        )
                                 T.evaluate(ptx.cp_async_commit())
                                 cur = T.meta_var(kt % stages)
                                 for kk in T.unroll(bk // 16):
@@ -290,6 +360,11 @@ def gemm_kernel(p: Plan, conv: Conv | None = None):
                                             T.evaluate(
                                                 mma(acc, (i * ni + j) * 4, af, i * 4, bf, j * 2)
                                             )
+                                if packed is not None:
+                                    # the slot of tile kt - 1: every warp is past its reads
+                                    # (this round's barrier); read after the next one
+                                    if kt + stages - 1 < k_tiles:
+                                        store_codes(sb, bw, bs, tid, (kt + stages - 1) % stages)
                             T.evaluate(ptx.cp_async_wait(0))
 
                             # registers 2h, 2h + 1 of tile (i, j): row g + 8h, columns 2q, 2q + 1
@@ -318,7 +393,30 @@ def gemm_kernel(p: Plan, conv: Conv | None = None):
                                                     acc[reg], acc[reg + 1]
                                                 )
 
-    return tensor_core_gemm
+    if packed is None:
+
+        @T.prim_func(private=True)
+        def tensor_core_gemm(a_handle: T.handle, w_handle: T.handle, o_handle: T.handle):
+            T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
+            a = T.match_buffer(a_handle, a_shape, "float16")
+            w = T.match_buffer(w_handle, (n, k), "float16")
+            o = T.match_buffer(o_handle, out_shape, out_dtype)
+            body(a, w, None, None, o)
+
+        return tensor_core_gemm
+
+    @T.prim_func(private=True)
+    def tensor_core_gemm_packed(
+        a_handle: T.handle, c_handle: T.handle, s_handle: T.handle, o_handle: T.handle
+    ):
+        T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
+        a = T.match_buffer(a_handle, a_shape, "float16")
+        codes = T.match_buffer(c_handle, (n, k // packed.per_word), "uint32")
+        scales = T.match_buffer(s_handle, (n, k // packed.group), "float16")
+        o = T.match_buffer(o_handle, out_shape, out_dtype)
+        body(a, None, codes, scales, o)
+
+    return tensor_core_gemm_packed
 
 
 @mutator
@@ -334,6 +432,21 @@ class _Rewriter(PyExprMutator):
         rewrite = {"relax.nn.conv2d": self._conv2d, "relax.matmul": self._linear}.get(call.op.name)
         new = rewrite(call) if rewrite else None
         return call if new is None else new
+
+    def _packed(self, w) -> tuple | None:
+        """``(codes, scales, Packed)`` when the weight ``w`` is a decode of stored quantized
+        tensors (:mod:`packer.compile.quantize`) in the layout this kernel reads."""
+        from ..quantize import decode_source
+
+        source = decode_source(self.builder_.get(), w, self.lookup_binding)
+        if source is None:
+            return None
+        codes, scales, bits, group, layout = source
+        if layout != ("OHWI" if len(static_shape(w.ty)) == 4 else "OIHW"):
+            return None
+        if str(scales.ty.dtype) != "float16" or group % 8:
+            return None
+        return codes, scales, Packed(bits, group)
 
     def _conv2d(self, call):
         shapes = nhwc_conv_shapes(call)
@@ -360,6 +473,9 @@ class _Rewriter(PyExprMutator):
             (padding[0], padding[1]),
             (out[1], out[2]),
         )
+        packed = self._packed(w)
+        if packed is not None:
+            return self._gemm(p, conv, x, packed, out)
         return self._gemm(p, conv, x, relax.op.reshape(w, [o, k]), out)
 
     def _linear(self, call):
@@ -390,22 +506,26 @@ class _Rewriter(PyExprMutator):
         if p is None or (k < LINEAR_MIN_K and p.splits == 1):
             return None
         a = x if len(x_shape) == 2 else relax.op.reshape(x, [m, k])
-        return self._gemm(p, None, a, w, out)
+        return self._gemm(p, None, a, self._packed(w) or w, out)
 
     def _gemm(self, p: Plan, conv: Conv | None, a, w, out_shape):
-        key = (p, conv)
+        """``w``: the ``[n, k]`` weight, or ``(codes, scales, Packed)`` for a packed one."""
+        packed = w[2] if isinstance(w, tuple) else None
+        key = (p, conv, packed)
         gvar = self.kernels.get(key)
         if gvar is None:
-            gvar = self.builder_.add_func(gemm_kernel(p, conv), "tensor_core_gemm")
+            name = "tensor_core_gemm" if packed is None else f"tensor_core_gemm_q{packed.bits}"
+            gvar = self.builder_.add_func(gemm_kernel(p, conv, packed), name)
             self.kernels[key] = gvar
-        a, w = (self.builder_.emit(e) if isinstance(e, relax.Call) else e for e in (a, w))
+        weights = list(w[:2]) if packed is not None else [w]
+        args = [self.builder_.emit(e) if isinstance(e, relax.Call) else e for e in (a, *weights)]
         if p.splits == 1:
             y = self.builder_.emit(
-                relax.call_tir(gvar, [a, w], relax.TensorType([p.m, p.n], "float16"))
+                relax.call_tir(gvar, args, relax.TensorType([p.m, p.n], "float16"))
             )
             return relax.op.reshape(y, out_shape)
         part = self.builder_.emit(
-            relax.call_tir(gvar, [a, w], relax.TensorType([p.splits, p.m, p.n], "float32"))
+            relax.call_tir(gvar, args, relax.TensorType([p.splits, p.m, p.n], "float32"))
         )
         if len(out_shape) == 4:
             return self.builder_.call_te(

@@ -127,7 +127,6 @@ def prepare(
     from .passes.split_attention import SplitAttention
     from .passes.tensor_core_gemm import TensorCoreGemm
     from .passes.workgroup_attention import WorkgroupAttention
-
     from .quantize import channels_last_decode_pass
 
     passes = []

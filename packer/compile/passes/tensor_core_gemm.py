@@ -360,9 +360,10 @@ def gemm_kernel(p: Plan, conv: Conv | None = None, packed: Packed | None = None)
                                             T.evaluate(
                                                 mma(acc, (i * ni + j) * 4, af, i * 4, bf, j * 2)
                                             )
-                                if packed is not None:
-                                    # the slot of tile kt - 1: every warp is past its reads
-                                    # (this round's barrier); read after the next one
+                                # a packed W's tile into the slot of tile kt - 1: every warp
+                                # is past its reads (this round's barrier); read after the next
+                                # (two ifs: the first is Python, decided when the kernel is made)
+                                if packed is not None:  # noqa: SIM102
                                     if kt + stages - 1 < k_tiles:
                                         store_codes(sb, bw, bs, tid, (kt + stages - 1) % stages)
                             T.evaluate(ptx.cp_async_wait(0))

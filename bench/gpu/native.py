@@ -211,6 +211,46 @@ def state_tensors(module: torch.nn.Module, keys: list[str]) -> list[torch.Tensor
     return out
 
 
+def packed_tensors(module: torch.nn.Module, keys: list[str], quant: dict) -> list[torch.Tensor]:
+    """:func:`state_tensors` for a quantized bundle's param keys: ``NAME.packed`` / ``NAME.scales``
+    are ``NAME``'s weight quantized by the manifest's scheme (codes as uint32 through numpy)."""
+    from .quantlab import quantize
+
+    base = [k.removesuffix(".packed").removesuffix(".scales") for k in keys]
+    plain = state_tensors(module, base)
+    out, done = [], {}
+    for key, b, tensor in zip(keys, base, plain, strict=True):
+        if key == b:
+            out.append(tensor)
+            continue
+        if b not in done:
+            words, scales, _ = quantize(tensor, quant["bits"], quant["group_size"])
+            done[b] = (_uint32(words), scales.contiguous())
+        out.append(done[b][0] if key.endswith(".packed") else done[b][1])
+    return out
+
+
+def _uint32(words: torch.Tensor) -> torch.Tensor:
+    """int64 values 0 … 2³²−1 as a uint32 tensor (two's-complement int32 bits, viewed)."""
+    signed = torch.where(words >= 2**31, words - 2**32, words).to(torch.int32)
+    return signed.view(torch.uint32).contiguous()
+
+
+def decoded_module(module: torch.nn.Module, quant: dict) -> torch.nn.Module:
+    """A copy of ``module`` whose quantized weights are what their codes decode to."""
+    import copy
+
+    from .quantlab import quantize
+
+    names = {t["name"] for t in quant["tensors"].get("unet", [])}
+    out = copy.deepcopy(module)
+    with torch.no_grad():
+        for name, p in out.named_parameters():
+            if name in names:
+                p.copy_(quantize(p, quant["bits"], quant["group_size"])[2])
+    return out
+
+
 # ------------------------------------------------------------------------------------------------
 # models
 # ------------------------------------------------------------------------------------------------
@@ -468,6 +508,15 @@ def main() -> None:
     ap.add_argument(
         "--no-graphs", action="store_true", help="skip the CUDA-graph runs (TVM and eager)"
     )
+    ap.add_argument(
+        "--quantized",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="quantized bundles (manifest.json + libs/): their text encoder and UNet run on the "
+        "same weights, quantized here by the manifest's scheme (bench/gpu/quantlab.py's torch "
+        "quantizer), against the float16 libraries",
+    )
     ap.add_argument("--no-profile", action="store_true", help="skip the kernel profiles")
     ap.add_argument("--profile-steps", type=int, default=3)
     ap.add_argument("--ncu-steps", type=int, default=1)
@@ -623,6 +672,59 @@ def main() -> None:
         )
         _write(args.out, results, timings)
 
+        # ---------------- quantized bundles: same weights, packed, same kernels reading codes ----
+        for qdir in args.quantized:
+            qman = json.loads((qdir / "manifest.json").read_text())
+            quant = qman["quantization"]
+            qname = f"tvm-{quant['scheme']}"
+            qtarget = next(
+                t
+                for t in qman["targets"].values()
+                if t["kind"] == "cuda" and t["dtype"] == "float16"
+            )
+            t0 = time.perf_counter()
+            qcomp = {
+                c: TvmComponent(
+                    tvm,
+                    qdir / qtarget["libs"][c],
+                    packed_tensors(sources[c], qman["components"][c]["params"], quant),
+                    tdev,
+                )
+                for c in ("text_encoder", "unet")
+            }
+            say(f"{qname}: libraries loaded, weights quantized in {time.perf_counter() - t0:.1f} s")
+            qb = tvm_backend(qcomp["text_encoder"], qcomp["unet"], tcomp["vae_decoder"])
+            # the kernels against torch on the weights the codes decode to, and the quantization
+            # error against the float16 library on the original weights
+            unet_dq = decoded_module(m16["unet"], quant)
+            u_q = qb["unet"](x, t_step, ehs)
+            fid[f"unet_{qname}_vs_torch16_decoded"] = diff(
+                u_q, unet_dq(x, t_step, encoder_hidden_states=ehs, return_dict=False)[0]
+            )
+            del unet_dq
+            torch.cuda.empty_cache()
+            fid[f"unet_{qname}_vs_tvm"] = diff(u_q, u_t)
+            fid[f"clip_{qname}_vs_tvm"] = diff(qb["clip"](ids[1:2]), e_t)
+            components(qname, qb, args.tvm_budget_s)
+            img_q = images(qname, qb, args.tvm_budget_s)
+            fid[f"image20_psnr_{qname}_vs_tvm_db"] = psnr(img_q[20], img_t[20])
+            fid[f"image20_psnr_unclamped_{qname}_vs_tvm_db"] = psnr_unclamped(img_q[20], img_t[20])
+            for k in (
+                f"unet_{qname}_vs_torch16_decoded",
+                f"unet_{qname}_vs_tvm",
+                f"clip_{qname}_vs_tvm",
+            ):
+                say(f"fidelity {k:36s} rel L2 {fid[k]['rel_l2']:.3g} finite {fid[k]['finite']}")
+            say(
+                f"fidelity image 20 steps PSNR {qname} vs tvm float16: "
+                f"{fid[f'image20_psnr_{qname}_vs_tvm_db']:.2f} dB "
+                f"(unclamped {fid[f'image20_psnr_unclamped_{qname}_vs_tvm_db']:.2f} dB); "
+                f"UNet step {timings[(qname, 'unet')]['median'] / timings[('tvm', 'unet')]['median']:.2f}x float16's"
+            )
+            del qcomp, qb
+            torch.cuda.empty_cache()
+            _write(args.out, results, timings)
+
         # ---------------- CUDA graphs: the bundle through packer's capture, torch eager captured ----
         if not args.no_graphs:
             ref = {
@@ -751,7 +853,17 @@ COMPILE_NAMES = {
     "reduce-overhead": "compiled-ro",
     "max-autotune": "compiled-ma",
 }
-BACKENDS = ("tvm", "tvm-graph", "eager", "eager-graph", "compiled", "compiled-ro", "compiled-ma")
+BACKENDS = (
+    "tvm",
+    "tvm-graph",
+    "tvm-q4f16",
+    "tvm-q8f16",
+    "eager",
+    "eager-graph",
+    "compiled",
+    "compiled-ro",
+    "compiled-ma",
+)
 
 
 def _step_marked(fn):

@@ -1,12 +1,15 @@
 #!/bin/bash
 # Run HERE (the dev machine) before `run` on the lent GPU: fills the ignored .device/ folder
 # that bench/gpu/run.sh needs there (≈ 30 MB; name ".device" in the run call's carry).
-#   usage: bash bench/gpu/prepare.sh [BUNDLE_DIR]   (default /tmp/sdpack-bench/bundle-a)
+#   usage: bash bench/gpu/prepare.sh [BUNDLE_DIR [QUANTIZED_BUNDLE_DIR...]]
+#          (default /tmp/sdpack-bench/bundle-a; each quantized bundle's manifest and cuda-float16
+#          libraries go to .device/quant/<scheme>, for run.sh's `--quantized .device/quant/*`)
 set -euo pipefail
 BUNDLE=${1:-/tmp/sdpack-bench/bundle-a}
+shift || true
 cd "$(dirname "$0")/../.."
 grep -qx '/.device/' .git/info/exclude 2>/dev/null || echo '/.device/' >> .git/info/exclude
-rm -rf .device/whl .device/site .device/bundle
+rm -rf .device/whl .device/site .device/bundle .device/quant
 mkdir -p .device/whl .device/site .device/bundle/libs
 # the device has python 3.12 and no diffusers / importlib_metadata / tvm-ffi
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
@@ -20,4 +23,10 @@ if [ -d "$BUNDLE" ]; then  # the labs need no bundle
   cp "$BUNDLE/manifest.json" .device/bundle/
   cp -r "$BUNDLE/libs/cuda-float16" .device/bundle/libs/
 fi
+for q in "$@"; do  # quantized bundles of the same checkpoint
+  scheme=$(python3 -c "import json, sys; print(json.load(open(sys.argv[1]))['quantization']['scheme'])" "$q/manifest.json")
+  mkdir -p ".device/quant/$scheme/libs"
+  cp "$q/manifest.json" ".device/quant/$scheme/"
+  cp -r "$q/libs/"cuda*-float16 ".device/quant/$scheme/libs/"
+done
 du -sh .device/*

@@ -3,8 +3,9 @@ and a small app built from the ``npm pack`` tarball (tests/web/package_app.py) a
 hub served Hub-style; their images are compared with ``packer generate``, and the PNGs they save
 are read back with Pillow.
 
-One module fixture does the slow part once — the tiny example published as v1.0.0 and v1.1.0
-with the default variants (webgpu float16 and float32, llvm float32, over float16 weights), the
+One module fixture does the slow part once — the tiny example published as v1.0.0 with the
+default variants (webgpu float16 and float32, llvm float32, over float16 weights) and as v1.1.0
+quantized (q4f16, the same variants), the
 demo and the app built, both servers started, one Playwright run
 (runtime-web/test/browser/run.mjs) — and each test checks one promise of its result. The demo
 loads the model by commit URL into a fresh profile's cache; the app, from the same origin, loads
@@ -147,7 +148,8 @@ def run(tmp_path_factory):
     _packer(*publish, "--version", "1.0.0")
     timings["publish"] = time.perf_counter() - start
     pin = json.loads(_packer("resolve", f"{REPO}@1.0.0", "--endpoint", str(hub)))
-    _packer(*publish, "--version", "1.1.0")
+    # the newer version is the same model quantized (q4f16): a user's smaller download
+    _packer(*publish, "--version", "1.1.0", "--quantize", "q4f16")
     timings["publish_2"] = time.perf_counter() - start
 
     bundle = tmp / "bundle"
@@ -170,6 +172,27 @@ def run(tmp_path_factory):
         REQUEST["scheduler"],
         "--out",
         str(native_png),
+    )
+    quant_bundle = tmp / "bundle-q4f16"
+    _packer("pull", f"{REPO}@1.1.0", "--endpoint", str(hub), "--out", str(quant_bundle))
+    quant_png = tmp / "native-q4f16.png"
+    _packer(
+        "generate",
+        str(quant_bundle),
+        "--prompt",
+        REQUEST["prompt"],
+        "--negative-prompt",
+        REQUEST["negativePrompt"],
+        "--seed",
+        str(REQUEST["seed"]),
+        "--steps",
+        str(REQUEST["steps"]),
+        "--guidance",
+        str(REQUEST["guidance"]),
+        "--scheduler",
+        REQUEST["scheduler"],
+        "--out",
+        str(quant_png),
     )
     timings["native"] = time.perf_counter() - start
 
@@ -195,6 +218,7 @@ def run(tmp_path_factory):
             "repo": REPO,
             "commit": commit,
             "version": "1.0.0",
+            "quantizedVersion": "1.1.0",
             "request": REQUEST,
             "tamperPath": TAMPERED,
             "timeoutMs": 150_000,
@@ -230,9 +254,11 @@ def run(tmp_path_factory):
     from PIL import Image
 
     result["native_uint8"] = np.asarray(Image.open(native_png).convert("RGB"))
+    result["native_q4f16_uint8"] = np.asarray(Image.open(quant_png).convert("RGB"))
     for key, image in (
         ("web_float", result.get("image", {})),
         ("app_float", result.get("app", {}).get("image", {})),
+        ("quant_float", result.get("quantized", {}).get("image", {})),
     ):
         if "float_b64" in image:
             flat = np.frombuffer(base64.b64decode(image["float_b64"]), dtype="<f4")
@@ -317,6 +343,27 @@ def test_image_matches_packer_generate(run, source):
         f"PSNR {source} vs packer generate (uint8): {db:.1f} dB; max |diff| {int(np.abs(web8.astype(int) - native).max())}"
     )
     assert db >= 40.0
+
+
+def test_quantized_version_loads_and_matches_packer_generate(run):
+    """v1.1.0 is the model published with --quantize q4f16: the demo loads it by its version tag,
+    uploads the packed codes as stored, and its image is `packer generate`'s on the same bundle
+    (llvm float32 kernels decoding the same codes); the float16 model's image differs from it by
+    the quantization only."""
+    q = run["quantized"]
+    assert q["load"]["ok"], q["load"].get("error")
+    assert q["load"]["version"] == "1.1.0"
+    assert q["load"]["variant"] == run["load"]["variant"]  # the same choice as for float16
+    assert q["image"]["ok"], q["image"].get("error")
+    web8 = np.round(run["quant_float"] * 255).astype(np.uint8)
+    native = run["native_q4f16_uint8"]
+    db = psnr(web8, native, 255.0)
+    vs_float16 = psnr(web8, run["native_uint8"], 255.0)
+    print(
+        f"PSNR q4f16 demo vs packer generate: {db:.1f} dB; vs the float16 model: {vs_float16:.1f} dB"
+    )
+    assert db >= 40.0
+    assert vs_float16 < db  # the quantized weights were used, not the float16 ones
 
 
 def test_the_packaged_app_loads_by_version_in_a_worker_from_the_cache(run):

@@ -202,6 +202,16 @@ try {
   await app.close();
   await context.close();
 
+  // 4b. A fresh profile, the quantized version (v1.1.0, q4f16) by its tag: load and generate.
+  if (config.quantizedVersion) {
+    const quantized = await browser.newContext();
+    page = await openDemo(quantized, repoUrl(`v${config.quantizedVersion}`));
+    result.quantized = { load: await pressLoad(page) };
+    if (result.quantized.load.ok) result.quantized.image = await generate(page, config.request);
+    mark("quantized");
+    await quantized.close();
+  }
+
   // 5. A fresh profile and one tampered shard: refused, named, not cached; a clean retry fetches it again.
   const tampered = await browser.newContext();
   const target = `${hub}/${config.repo}/resolve/${config.commit}/${config.tamperPath}`;

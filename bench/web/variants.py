@@ -13,7 +13,9 @@ stores them (NHWC libraries permute their convolution weights in ``main_transfor
 
 Choices: ``attention`` = workgroup (the fused kernel) | split (scores materialised);
 ``layout`` = NCHW | NHWC (convolutions as implicit GEMMs); ``matmul`` = one of
-:data:`packer.compile.targets.WEBGPU_MATMUL_CONFIGS` or ``dlight`` (dlight's own default).
+:data:`packer.compile.targets.WEBGPU_MATMUL_CONFIGS` or ``dlight`` (dlight's own default);
+``gemm`` = workgroup (convolutions and linears as the tiled GEMM of
+:mod:`packer.compile.passes.workgroup_gemm`) | dlight (dlight's Matmul rule, the shipped default).
 The bundle's other files are untouched; run ``packer verify BUNDLE`` after.
 """
 
@@ -40,7 +42,7 @@ def parse(spec: str) -> tuple[str, str, dict]:
     if dtype not in ("float32", "float16"):
         raise SystemExit(f"variant {name!r}: the name must end in -float32 or -float16")
     choices = dict(item.split("=", 1) for item in rest.split(",") if item)
-    unknown = set(choices) - {"attention", "layout", "matmul"}
+    unknown = set(choices) - {"attention", "layout", "matmul", "gemm"}
     if unknown:
         raise SystemExit(f"variant {name!r}: unknown choices {sorted(unknown)}")
     return name, dtype, choices
@@ -56,6 +58,8 @@ def build(exported, dtype: str, choices: dict, path: Path) -> dict:
         workgroup_attention=choices.get(
             "attention", "workgroup" if base.workgroup_attention else "split"
         )
+        == "workgroup",
+        workgroup_gemm=choices.get("gemm", "workgroup" if base.workgroup_gemm else "dlight")
         == "workgroup",
     )
     start = time.perf_counter()

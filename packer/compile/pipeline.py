@@ -33,6 +33,11 @@ In order:
      split along k into float32 partial sums where the tiles would not fill the GPU); the rest
      (4-channel ``conv_in``/``conv_out``, the 2-row time-embedding products, the short
      linears, which dlight runs faster with their bias fused) is left to the steps after it.
+  1e. Targets with ``workgroup_gemm`` (a WebGPU choice, off by default), both dtypes:
+     ``WorkgroupGemm`` (:mod:`packer.compile.passes.workgroup_gemm`): every NCHW convolution
+     and linear layer whose weight is a parameter becomes one GEMM kernel in plain TIR, tiles
+     of A and W in workgroup memory and a register micro-tile per invocation (the
+     convolution's im2col gathered on the fly), instead of dlight's Matmul schedule.
   2a. Targets with ``mma_kernels`` (CUDA), float16 only: ``FusedAttention``
      (:mod:`packer.compile.passes.fused_attention`): each ``R.nn.attention`` whose head dim
      fits its tiles (D ≤ 160: every UNet attention) becomes one hand-written FlashAttention-2
@@ -99,7 +104,15 @@ FP32_INPUTS = ("timestep",)
 def prepare_for(mod, dtype: str, spec, decode=None):
     """:func:`prepare` with the choices of target ``spec`` (a
     :class:`packer.compile.targets.TargetSpec`); ``decode`` as :func:`prepare` takes it."""
-    return prepare(mod, dtype, spec.conv_layout, spec.mma_kernels, spec.workgroup_attention, decode)
+    return prepare(
+        mod,
+        dtype,
+        spec.conv_layout,
+        spec.mma_kernels,
+        spec.workgroup_attention,
+        decode,
+        spec.workgroup_gemm,
+    )
 
 
 def prepare(
@@ -109,10 +122,11 @@ def prepare(
     mma_kernels: bool = False,
     workgroup_attention: bool = False,
     decode=None,
+    workgroup_gemm: bool = False,
 ):
     """Steps 1–6: the rewrite that fixes the module's dtypes, its convolutions' layout and its
-    hand-written kernels (``conv_layout``, ``mma_kernels``, ``workgroup_attention``: the
-    target's, :attr:`packer.compile.targets.TargetSpec.conv_layout` and so on).
+    hand-written kernels (``conv_layout``, ``mma_kernels``, ``workgroup_attention``,
+    ``workgroup_gemm``: the target's, :attr:`packer.compile.targets.TargetSpec.conv_layout` and so on).
 
     ``decode`` (a quantized build): a function ``mod -> mod`` that takes the weights packed,
     :func:`packer.compile.quantize.decode_weights`, run right after step 1 so that every later
@@ -127,6 +141,7 @@ def prepare(
     from .passes.split_attention import SplitAttention
     from .passes.tensor_core_gemm import TensorCoreGemm
     from .passes.workgroup_attention import WorkgroupAttention
+    from .passes.workgroup_gemm import WorkgroupGemm
     from .quantize import channels_last_decode_pass
 
     passes = []
@@ -150,6 +165,8 @@ def prepare(
         passes.append(Conv2dImplicitGemm)
     if mma_kernels:
         passes.append(FusedAttention)
+    if workgroup_gemm:
+        passes.append(WorkgroupGemm)
     if workgroup_attention:
         passes.append(WorkgroupAttention)
     passes += [

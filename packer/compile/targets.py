@@ -247,6 +247,7 @@ class TargetSpec:
     conv_layout: str = "NCHW"  # convolutions' layout inside the library (pipeline step 1b)
     mma_kernels: bool = False  # float16 hand-written mma.sync kernels (pipeline steps 1c, 2a)
     workgroup_attention: bool = False  # fused attention in workgroup memory (pipeline step 2b)
+    workgroup_gemm: bool = False  # convolutions and linears tiled in workgroup memory (step 1e)
     toolchain: Callable[[], None] = (
         _no_toolchain  # raises, saying what to install, if a tool is missing
     )

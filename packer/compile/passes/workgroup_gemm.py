@@ -1,0 +1,343 @@
+"""Convolutions and linear layers as one tiled GEMM in workgroup memory, for GPU targets without
+tensor-core intrinsics (WebGPU)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import tvm
+from tvm import relax
+from tvm.relax.expr_functor import PyExprMutator, mutator
+
+from . import rewrite_functions, static_shape
+
+THREADS = 16
+"""Invocations along each of the workgroup's two axes (256 in all: WebGPU's default limit)."""
+BK = 16
+"""Reduction elements per tile held in workgroup memory."""
+TILES = ((128, 128), (128, 64), (64, 128), (64, 64), (32, 32))
+"""Workgroup tiles (rows × columns of the output), largest first; each invocation owns a
+``(bm / 16) × (bn / 16)`` register micro-tile."""
+MIN_WORKGROUPS = 128
+"""The largest tile is taken that still gives at least this many workgroups."""
+MIN_ROWS = 32
+"""Products with fewer output rows (the time embedding's 2-row linears) stay with dlight's GEMV."""
+
+
+@dataclass(frozen=True)
+class Conv:
+    """An NCHW convolution's geometry: GEMM row m is output pixel (n, oy, ox) = m as
+    (N, OH, OW); column k is input channel k // (KH·KW) and tap (r, s) = k % (KH·KW) as (KH, KW)
+    (the OIHW weight's own order)."""
+
+    batch: int
+    channels: int
+    height: int
+    width: int
+    kh: int
+    kw: int
+    stride: tuple[int, int]
+    pad: tuple[int, int]  # top, left
+    out_hw: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Gemm:
+    m: int
+    n: int
+    k: int
+    bm: int
+    bn: int
+    dtype: str  # of the input and the weight
+    out_dtype: str
+
+
+def tiles(m: int, n: int) -> tuple[int, int]:
+    """The workgroup tile for an ``m × n`` output (:data:`TILES`, :data:`MIN_WORKGROUPS`)."""
+    for bm, bn in TILES:
+        if math.ceil(m / bm) * math.ceil(n / bn) >= MIN_WORKGROUPS:
+            return bm, bn
+    return TILES[-1]
+
+
+def workgroup_words(bm: int, bn: int) -> int:
+    """float32 words of workgroup memory: a ``BK × bm`` and a ``BK × bn`` tile, rows padded by one
+    word so that a column's stores fall in distinct banks."""
+    return BK * (bm + 1 + bn + 1)
+
+
+def gemm_kernel(g: Gemm, conv: Conv | None):
+    """The PrimFunc ``(a, w) -> out`` for one shape: ``out[m, o] = Σ_k A[m, k]·W[o, k]`` with
+    ``A`` the ``[m, k]`` input (a linear layer) or the im2col view of an NCHW input (``conv``),
+    ``W`` the weight as stored (``[o, k]`` or OIHW), ``out`` ``[m, o]`` or NCHW."""
+    from tvm.script import tirx as T
+
+    bm, bn = g.bm, g.bn
+    tm, tn = bm // THREADS, bn // THREADS
+    threads = THREADS * THREADS
+    sa, sb = bm + 1, bn + 1  # row strides of the two tiles
+    b_base = BK * sa
+    words = workgroup_words(bm, bn)
+    k_tiles = math.ceil(g.k / BK)
+    m_tiles, n_tiles = math.ceil(g.m / bm), math.ceil(g.n / bn)
+    a_loads, b_loads = bm * BK // threads, bn * BK // threads
+    zero = T.float32(0)
+    m_, n_, k_ = g.m, g.n, g.k
+    if conv is None:
+        a_shape, w_shape, o_shape = (m_, k_), (n_, k_), (m_, n_)
+    else:
+        oh, ow = conv.out_hw
+        taps = conv.kh * conv.kw
+        a_shape = (conv.batch, conv.channels, conv.height, conv.width)
+        w_shape = (n_, conv.channels, conv.kh, conv.kw)
+        o_shape = (conv.batch, n_, oh, ow)
+
+    @T.prim_func(private=True)
+    def workgroup_gemm(a_handle: T.handle, w_handle: T.handle, o_handle: T.handle):
+        T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
+        a = T.match_buffer(a_handle, a_shape, g.dtype)
+        w = T.match_buffer(w_handle, w_shape, g.dtype)
+        o = T.match_buffer(o_handle, o_shape, g.out_dtype)
+        for bx in T.thread_binding(m_tiles, thread="blockIdx.x"):
+            for by in T.thread_binding(n_tiles, thread="blockIdx.y"):
+                for ty in T.thread_binding(THREADS, thread="threadIdx.y"):
+                    for tx in T.thread_binding(THREADS, thread="threadIdx.x"):
+                        sm = T.alloc_buffer((words,), "float32", scope="shared")
+                        acc = T.alloc_buffer((tm * tn,), "float32", scope="local")
+                        ra = T.alloc_buffer((tm,), "float32", scope="local")
+                        rb = T.alloc_buffer((tn,), "float32", scope="local")
+                        m0 = T.meta_var(bx * bm)
+                        n0 = T.meta_var(by * bn)
+                        tid = T.meta_var(ty * THREADS + tx)
+                        for i in T.unroll(tm * tn):
+                            acc[i] = zero
+                        for kt in T.serial(k_tiles):
+                            k0 = T.meta_var(kt * BK)
+                            T.tvm_storage_sync("shared")  # the last tile's reads are done
+                            for it in T.serial(a_loads):
+                                item = T.meta_var(it * threads + tid)
+                                if conv is None:
+                                    # along k: a row's neighbours are neighbours in memory
+                                    kl = T.meta_var(item % BK)
+                                    ml = T.meta_var(item // BK)
+                                    if m0 + ml < m_ and k0 + kl < k_:
+                                        sm[kl * sa + ml] = T.Cast("float32", a[m0 + ml, k0 + kl])
+                                    else:
+                                        sm[kl * sa + ml] = zero
+                                else:
+                                    # along m: neighbouring output pixels read neighbouring pixels
+                                    ml = T.meta_var(item % bm)
+                                    kl = T.meta_var(item // bm)
+                                    mm = T.meta_var(m0 + ml)
+                                    kk = T.meta_var(k0 + kl)
+                                    p = T.meta_var(mm % (oh * ow))
+                                    tap = T.meta_var(kk % taps)
+                                    iy = T.meta_var(
+                                        p // ow * conv.stride[0] + tap // conv.kw - conv.pad[0]
+                                    )
+                                    ix = T.meta_var(
+                                        p % ow * conv.stride[1] + tap % conv.kw - conv.pad[1]
+                                    )
+                                    if (
+                                        mm < m_
+                                        and kk < k_
+                                        and 0 <= iy
+                                        and iy < conv.height
+                                        and 0 <= ix
+                                        and ix < conv.width
+                                    ):
+                                        sm[kl * sa + ml] = T.Cast(
+                                            "float32", a[mm // (oh * ow), kk // taps, iy, ix]
+                                        )
+                                    else:
+                                        sm[kl * sa + ml] = zero
+                            for it in T.serial(b_loads):
+                                item = T.meta_var(it * threads + tid)
+                                kl = T.meta_var(item % BK)
+                                nl = T.meta_var(item // BK)
+                                if n0 + nl < n_ and k0 + kl < k_:
+                                    if conv is None:
+                                        sm[b_base + kl * sb + nl] = T.Cast(
+                                            "float32", w[n0 + nl, k0 + kl]
+                                        )
+                                    else:
+                                        sm[b_base + kl * sb + nl] = T.Cast(
+                                            "float32",
+                                            w[
+                                                n0 + nl,
+                                                (k0 + kl) // taps,
+                                                (k0 + kl) % taps // conv.kw,
+                                                (k0 + kl) % conv.kw,
+                                            ],
+                                        )
+                                else:
+                                    sm[b_base + kl * sb + nl] = zero
+                            T.tvm_storage_sync("shared")
+                            for kk in T.unroll(BK):
+                                for i in T.unroll(tm):
+                                    if conv is None:
+                                        ra[i] = sm[kk * sa + ty + i * THREADS]
+                                    else:
+                                        ra[i] = sm[kk * sa + tx + i * THREADS]
+                                for j in T.unroll(tn):
+                                    if conv is None:
+                                        rb[j] = sm[b_base + kk * sb + tx + j * THREADS]
+                                    else:
+                                        rb[j] = sm[b_base + kk * sb + ty + j * THREADS]
+                                for i in T.unroll(tm):
+                                    for j in T.unroll(tn):
+                                        acc[i * tn + j] = acc[i * tn + j] + ra[i] * rb[j]
+                        for i in T.unroll(tm):
+                            for j in T.unroll(tn):
+                                if conv is None:
+                                    if m0 + ty + i * THREADS < m_ and n0 + tx + j * THREADS < n_:
+                                        o[m0 + ty + i * THREADS, n0 + tx + j * THREADS] = T.Cast(
+                                            g.out_dtype, acc[i * tn + j]
+                                        )
+                                else:
+                                    mo = T.meta_var(m0 + tx + i * THREADS)
+                                    if mo < m_ and n0 + ty + j * THREADS < n_:
+                                        o[
+                                            mo // (oh * ow),
+                                            n0 + ty + j * THREADS,
+                                            mo % (oh * ow) // ow,
+                                            mo % ow,
+                                        ] = T.Cast(g.out_dtype, acc[i * tn + j])
+
+    return workgroup_gemm
+
+
+def _dtype(expr) -> str:
+    return str(expr.ty.dtype)
+
+
+@mutator
+class _Rewriter(PyExprMutator):
+    def __init__(self, mod):
+        super().__init__(mod)
+        self.kernels: dict[tuple, relax.GlobalVar] = {}
+
+    def visit_call_(self, call):
+        call = super().visit_call_(call)
+        if not isinstance(call.op, tvm.ir.Op):
+            return call
+        rewrite = {"relax.nn.conv2d": self._conv2d, "relax.matmul": self._linear}.get(call.op.name)
+        new = rewrite(call) if rewrite else None
+        return call if new is None else new
+
+    def _is_param(self, w) -> bool:
+        """A weight read as stored: a function parameter, not a value computed in the graph
+        (a quantized weight's decode stays with the kernels that fuse it)."""
+        return isinstance(w, relax.Var) and self.lookup_binding(w) is None
+
+    def _conv2d(self, call):
+        attrs = call.attrs
+        if (
+            (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) != ("NCHW", "OIHW", "NCHW")
+            or int(attrs.groups) != 1
+            or [int(d) for d in attrs.dilation] != [1, 1]
+        ):
+            return None
+        x, w = call.args
+        shapes = static_shape(x.ty), static_shape(w.ty), static_shape(call.ty)
+        if None in shapes or not self._is_param(w) or not _supported(x, w, call):
+            return None
+        (batch, channels, height, width), (o, _, kh, kw), out = shapes
+        m, k = out[0] * out[2] * out[3], channels * kh * kw
+        if m < MIN_ROWS:
+            return None
+        padding = [int(v) for v in attrs.padding]
+        conv = Conv(
+            batch,
+            channels,
+            height,
+            width,
+            kh,
+            kw,
+            tuple(int(s) for s in attrs.strides),
+            (padding[0], padding[1]),
+            (out[2], out[3]),
+        )
+        return self._gemm(m, o, k, conv, x, w, call.ty)
+
+    def _linear(self, call):
+        x, wt = call.args
+        w = self.lookup_binding(wt) if isinstance(wt, relax.Var) else wt
+        if not (
+            isinstance(w, relax.Call)
+            and isinstance(w.op, tvm.ir.Op)
+            and w.op.name == "relax.permute_dims"
+        ):
+            return None
+        w = w.args[0]
+        x_shape, w_shape, out = static_shape(x.ty), static_shape(w.ty), static_shape(call.ty)
+        if (
+            x_shape is None
+            or w_shape is None
+            or out is None
+            or len(w_shape) != 2
+            or len(x_shape) < 2
+            or not self._is_param(w)
+            or not _supported(x, w, call)
+        ):
+            return None
+        n, k = w_shape
+        m = math.prod(x_shape[:-1])
+        if x_shape[-1] != k or out != [*x_shape[:-1], n] or m < MIN_ROWS:
+            return None
+        a = x if len(x_shape) == 2 else self.builder_.emit(relax.op.reshape(x, [m, k]))
+        y = self._gemm(m, n, k, None, a, w, relax.TensorType([m, n], _dtype(call)))
+        return y if len(out) == 2 else relax.op.reshape(self.builder_.emit(y), out)
+
+    def _gemm(self, m, n, k, conv, a, w, out_ty):
+        bm, bn = tiles(m, n)
+        g = Gemm(m, n, k, bm, bn, _dtype(a), str(out_ty.dtype))
+        key = (g, conv)
+        gvar = self.kernels.get(key)
+        if gvar is None:
+            gvar = self.builder_.add_func(gemm_kernel(g, conv), "workgroup_gemm")
+            self.kernels[key] = gvar
+        return relax.call_tir(gvar, [a, w], out_ty)
+
+
+def _supported(x, w, call) -> bool:
+    dtypes = {_dtype(x), _dtype(w)}
+    return (
+        len(dtypes) == 1
+        and dtypes <= {"float32", "float16"}
+        and _dtype(call) in dtypes | {"float32"}
+    )
+
+
+@tvm.transform.module_pass(opt_level=0, name="WorkgroupGemm")
+def WorkgroupGemm(mod, _ctx):  # noqa: N802  (a pass, named like TVM's)
+    """The module pass: every Relax function of ``mod`` rewritten.
+
+    dlight's Matmul rule on WebGPU (no tensor cores, no vector loads through TVM's WebGPU storage
+    rewrite) runs the UNet's and VAE's convolutions at a few percent of an adapter's scalar rate.
+    :func:`gemm_kernel` is one kernel per shape written in plain TIR — loops, workgroup
+    (``shared``) buffers, private arrays and barriers — so that WGSL can express it: the classic
+    two-level tiling of a GEMM. One workgroup of 16 × 16 invocations owns a ``bm × bn`` output
+    tile (:func:`tiles`) and walks the reduction in steps of :data:`BK`; per step
+
+    1. the ``BK × bm`` slice of A and the ``BK × bn`` slice of W go to workgroup memory as float32
+       (k-major, rows padded by a word), zero past m, n, k and in the convolution's padding; A is
+       read along m for a convolution (neighbouring output pixels read neighbouring input
+       pixels of an NCHW plane) and along k for a linear layer, W along k (the stored rows);
+    2. each invocation multiplies its ``(bm/16) × (bn/16)`` micro-tile in registers: per k, bm/16
+       values of A and bn/16 of W read from workgroup memory feed (bm/16)·(bn/16) multiply-adds.
+
+    Invocation (ty, tx) owns the rows ``tx + 16·i`` of a convolution's tile (output pixels, so
+    that a row of invocations writes neighbouring pixels of an NCHW plane) and the columns
+    ``tx + 16·j`` of a linear layer's (neighbouring output features). Accumulation is float32
+    whatever the storage dtype; the result is written in the call's dtype and layout, the bias
+    and everything after it left to the following kernels.
+
+    :class:`WorkgroupGemm` is the Relax pass (targets with ``workgroup_gemm``, after mixed
+    precision): every NCHW/OIHW ``conv2d`` (one group, no dilation) and every
+    ``matmul(x, permute_dims(W))`` (a torch linear layer) with static shapes, float32 or float16,
+    at least :data:`MIN_ROWS` output rows and a weight read as stored (a parameter: quantized
+    weights keep their decode-fused kernels) becomes a ``call_tir`` of its kernel.
+    """
+    return relax.transform.Normalize()(rewrite_functions(_Rewriter(mod), mod))

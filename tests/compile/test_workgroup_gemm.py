@@ -1,0 +1,221 @@
+"""Pipeline step 1e: ``WorkgroupGemm`` (packer.compile.passes.workgroup_gemm).
+
+What it rewrites, the tiles it picks, and its numbers on a real WebGPU implementation (tvmjs in
+Deno on wgpu; Mesa lavapipe here and on CI) against numpy for convolutions (3×3 and 1×1,
+strides 1 and 2, ragged tiles, channels and reductions that are not multiples of a tile) and
+linear layers (leading batch dims, ragged rows), in both dtypes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from packer.compile import pipeline
+from packer.compile.passes.workgroup_gemm import (
+    BK,
+    MIN_ROWS,
+    MIN_WORKGROUPS,
+    THREADS,
+    TILES,
+    WorkgroupGemm,
+    tiles,
+    workgroup_words,
+)
+from packer.compile.targets import get_target
+
+from .relax_calls import calls as _calls
+from .test_workgroup_attention import DENO, TVMJS
+
+
+def _conv_module(x_shape, w_shape, stride=1, padding=1, dtype="float32", bias=True):
+    from tvm import relax
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(x_shape, dtype))
+    w = relax.Var("w", relax.TensorType(w_shape, dtype))
+    b = relax.Var("b", relax.TensorType((1, w_shape[0], 1, 1), dtype))
+    with bb.function("main", [x, w, b]):
+        with bb.dataflow():
+            y = bb.emit(relax.op.nn.conv2d(x, w, strides=stride, padding=padding))
+            out = bb.emit_output(relax.op.add(y, b) if bias else y)
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def _linear_module(x_shape, w_shape, dtype="float32"):
+    from tvm import relax
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(x_shape, dtype))
+    w = relax.Var("w", relax.TensorType(w_shape, dtype))
+    with bb.function("main", [x, w]):
+        with bb.dataflow():
+            wt = bb.emit(relax.op.permute_dims(w))
+            out = bb.emit_output(relax.op.matmul(x, wt))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def test_tiles_fill_the_workgroup_memory_and_the_adapter():
+    for bm, bn in TILES:
+        assert bm % THREADS == 0 and bn % THREADS == 0
+        assert workgroup_words(bm, bn) * 4 <= 32 * 1024
+        assert (bm * BK) % (THREADS * THREADS) == 0 and (bn * BK) % (THREADS * THREADS) == 0
+    assert tiles(8192, 320) == (128, 128)  # the UNet's 64² layers: 64 × 3 workgroups
+    assert tiles(512, 1280) == (64, 64)  # 16²: 8 × 20
+    assert tiles(154, 768) == TILES[-1]  # the text encoder at batch 2: as many as can be
+    for m, n in [(8192, 320), (2048, 640), (512, 1280), (262144, 128)]:
+        bm, bn = tiles(m, n)
+        assert -(-m // bm) * -(-n // bn) >= MIN_WORKGROUPS
+
+
+def test_rewrites_convolutions_and_linears_with_parameter_weights_only():
+    from tvm import relax, tirx
+
+    for dtype in ("float32", "float16"):
+        conv = WorkgroupGemm(_conv_module((2, 8, 16, 16), (12, 8, 3, 3), dtype=dtype))
+        names = [name for name, _ in _calls(conv, "main")]
+        assert "relax.nn.conv2d" not in names and "relax.call_tir" in names, names
+        gvar = next(g for g in conv.functions if g.name_hint.startswith("workgroup_gemm"))
+        assert conv[gvar].attrs["tirx.is_scheduled"]
+        assert isinstance(conv[gvar], tirx.PrimFunc)
+        linear = WorkgroupGemm(_linear_module((2, 77, 64), (96, 64), dtype))
+        names = [name for name, _ in _calls(linear, "main")]
+        assert "relax.matmul" not in names and "relax.call_tir" in names, names
+    # too few rows (the time embedding's 2-row products): left to dlight's GEMV
+    small = WorkgroupGemm(_linear_module((2, 64), (96, 64)))
+    assert "relax.matmul" in [name for name, _ in _calls(small, "main")]
+    assert MIN_ROWS > 2
+    # a weight computed in the graph (a quantized weight's decode) is not read as stored
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((64, 64), "float32"))
+    w = relax.Var("w", relax.TensorType((96, 64), "float16"))
+    with bb.function("main", [x, w]):
+        with bb.dataflow():
+            wf = bb.emit(relax.op.astype(w, "float32"))
+            out = bb.emit_output(relax.op.matmul(x, bb.emit(relax.op.permute_dims(wf))))
+        bb.emit_func_output(out)
+    decoded = WorkgroupGemm(bb.get())
+    assert "relax.matmul" in [name for name, _ in _calls(decoded, "main")]
+
+
+def test_off_by_default_and_on_where_the_target_asks():
+    web = get_target("webgpu")
+    assert not web.workgroup_gemm
+    mod = _conv_module((1, 8, 16, 16), (16, 8, 3, 3))
+    plain = pipeline.prepare_for(mod, "float32", web)
+    assert "relax.nn.conv2d" in [name for name, _ in _calls(plain, "main")]
+    tiled = pipeline.prepare_for(mod, "float32", dataclasses.replace(web, workgroup_gemm=True))
+    assert "relax.nn.conv2d" not in [name for name, _ in _calls(tiled, "main")]
+
+
+def _conv_reference(x, w, b, stride, padding):
+    x, w = x.astype(np.float64), w.astype(np.float64)
+    n, c, h, wd = x.shape
+    o, _, kh, kw = w.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    oh = (h + 2 * padding - kh) // stride + 1
+    ow = (wd + 2 * padding - kw) // stride + 1
+    out = np.zeros((n, o, oh, ow))
+    for r in range(kh):
+        for s in range(kw):
+            patch = xp[:, :, r : r + stride * oh : stride, s : s + stride * ow : stride]
+            out += np.einsum("nchw,oc->nohw", patch, w[:, :, r, s])
+    return out + b.astype(np.float64)
+
+
+CASES = [
+    # (x shape, w shape, stride, padding)
+    ((2, 8, 16, 16), (12, 8, 3, 3), 1, 1),  # ragged: 12 outputs, k = 72
+    ((1, 5, 33, 17), (40, 5, 3, 3), 2, 1),  # stride 2, odd sizes
+    ((1, 24, 20, 20), (130, 24, 1, 1), 1, 0),  # 1×1, outputs past one 128 tile
+    ((2, 3, 64, 64), (16, 3, 3, 3), 1, 1),  # 3 channels (conv_in-like), 128×… tiles
+]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    shutil.which("emcc") is None or not (TVMJS.is_file() and DENO.is_file()),
+    reason="needs emcc, `npm ci` in runtime-web/ and tests/compile/webgpu_harness/",
+)
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_kernel_matches_numpy_on_webgpu(dtype, tmp_path, tmp_path_factory, monkeypatch):
+    from packer.compile.webgpu import export_wasm
+
+    from .test_webgpu import run_in_deno
+
+    cache = os.environ.get("SDPACK_WEBGPU_RUNTIME_CACHE") or str(
+        tmp_path_factory.getbasetemp() / "webgpu-runtime"
+    )
+    monkeypatch.setenv("SDPACK_WEBGPU_RUNTIME_CACHE", cache)
+    web = dataclasses.replace(get_target("webgpu"), workgroup_gemm=True)
+    rng = np.random.default_rng(0)
+    tolerance = 1e-5 if dtype == "float32" else 2e-3
+    for i, (x_shape, w_shape, stride, padding) in enumerate(CASES):
+        mod = pipeline.prepare_for(_conv_module(x_shape, w_shape, stride, padding), dtype, web)
+        assert "relax.nn.conv2d" not in [name for name, _ in _calls(mod, "main")]
+        wasm = tmp_path / f"conv{i}.wasm"
+        export_wasm(pipeline.build(mod, web), wasm)
+        x = rng.standard_normal(x_shape).astype(dtype)
+        w = (rng.standard_normal(w_shape) / np.sqrt(np.prod(w_shape[1:]))).astype(dtype)
+        b = rng.standard_normal((1, w_shape[0], 1, 1)).astype(dtype)
+        got = run_in_deno(wasm, [x, w, b], tmp_path)
+        expected = _conv_reference(x, w, b, stride, padding)
+        assert got.shape == expected.shape
+        err = np.abs(got - expected).max()
+        assert err <= tolerance * np.abs(expected).max(), (x_shape, w_shape, stride, err)
+    for i, (x_shape, w_shape) in enumerate([((2, 77, 64), (96, 64)), ((300, 40), (130, 40))]):
+        mod = pipeline.prepare_for(_linear_module(x_shape, w_shape), dtype, web)
+        assert "relax.matmul" not in [name for name, _ in _calls(mod, "main")]
+        wasm = tmp_path / f"linear{i}.wasm"
+        export_wasm(pipeline.build(mod, web), wasm)
+        x = rng.standard_normal(x_shape).astype(dtype)
+        w = (rng.standard_normal(w_shape) / np.sqrt(w_shape[1])).astype(dtype)
+        got = run_in_deno(wasm, [x, w], tmp_path)
+        expected = x.astype(np.float64) @ w.astype(np.float64).T
+        err = np.abs(got - expected).max()
+        assert err <= tolerance * np.abs(expected).max(), (x_shape, w_shape, err)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    shutil.which("emcc") is None or not (TVMJS.is_file() and DENO.is_file()),
+    reason="needs emcc, `npm ci` in runtime-web/ and tests/compile/webgpu_harness/",
+)
+@pytest.mark.parametrize("component", ["unet", "vae_decoder"])
+def test_whole_models_match_torch_on_webgpu(component, tmp_path, tmp_path_factory, monkeypatch):
+    """The tiny UNet and VAE decoder (4- and 3-channel convolutions, strided downsampling, 1×1
+    shortcuts, attention projections, time-embedding linears left to dlight) built with the
+    tiled GEMM compute what torch does, within test_fidelity's float32 tolerance."""
+    from packer.compile.export import export_component
+    from packer.compile.webgpu import export_wasm
+
+    from .test_fidelity import TOLERANCE
+    from .test_webgpu import run_in_deno
+    from .tiny import LATENT_HW, MODULES, example_inputs, torch_reference
+
+    cache = os.environ.get("SDPACK_WEBGPU_RUNTIME_CACHE") or str(
+        tmp_path_factory.getbasetemp() / "webgpu-runtime"
+    )
+    monkeypatch.setenv("SDPACK_WEBGPU_RUNTIME_CACHE", cache)
+    web = dataclasses.replace(get_target("webgpu"), workgroup_gemm=True)
+    module = MODULES[component](seed=0)
+    exported = export_component(component, module, LATENT_HW)
+    mod = pipeline.prepare_for(exported.mod, "float32", web)
+    kernels = [gv.name_hint for gv in mod.functions if gv.name_hint.startswith("workgroup_gemm")]
+    assert kernels, "no convolution or linear was rewritten"
+    wasm = tmp_path / f"{component}.wasm"
+    export_wasm(pipeline.build(mod, web), wasm)
+    inputs = example_inputs(component)
+    state = module.state_dict()
+    params = [state[key].numpy().astype(np.float32) for key in exported.params]
+    got = run_in_deno(wasm, inputs + params, tmp_path, len(inputs))
+    expected = torch_reference(component, module, inputs)
+    assert got.shape == expected.shape
+    scale = max(1.0, float(np.abs(expected).max()))
+    assert float(np.abs(got - expected).max()) <= TOLERANCE["float32"] * scale

@@ -4,7 +4,7 @@
 #                  .device/whl   (apache_tvm_ffi cp312, diffusers, importlib_metadata wheels)
 #                  .device/site  (the installed tvm package minus lib/libtvm_compiler.so)
 #                  .device/bundle (manifest.json + libs/cuda-float16/*.so of a packed bundle)
-# usage: [THEN=bench] bash bench/gpu/run.sh [bench|ncu|both|convlab|attnlab|gemmlab] [extra args...]
+# usage: [THEN=bench] bash bench/gpu/run.sh [bench|ncu|both|convlab|attnlab|gemmlab|quantlab|wglab] [extra args...]
 #   bench (the default) prints a torch-profiler kernel table too; ncu over the whole bench ran
 #   past its deadline on an H100 (378 s, nothing written): prefer bench.
 set -o pipefail

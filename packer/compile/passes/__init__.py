@@ -2,6 +2,7 @@
 
 Each pass is a ``PyExprMutator`` over calls plus the module-pass wrapper
 :func:`rewrite_functions`; :func:`static_shape` is the shape check they share,
+:func:`conv2d_shapes` / :func:`linear_operands` what the GEMM passes match,
 :func:`plain_attention` / :func:`attention_shape` / :func:`attention_scale` what the attention
 passes share.
 """
@@ -28,6 +29,54 @@ def rewrite_functions(rewriter, mod):
         if isinstance(func, relax.Function):
             rewriter.builder_.update_func(gvar, rewriter.visit_expr(func))
     return rewriter.builder_.get()
+
+
+def conv2d_shapes(call, layouts: tuple[str, str, str]):
+    """(input, weight, output) shapes of ``call`` if it is a ``relax.nn.conv2d`` with
+    ``layouts`` = (data, kernel, out) layouts, one group, no dilation and static shapes; None
+    otherwise."""
+    import tvm
+
+    if not (isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.nn.conv2d"):
+        return None
+    attrs = call.attrs
+    if (
+        (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) != layouts
+        or int(attrs.groups) != 1
+        or [int(d) for d in attrs.dilation] != [1, 1]
+    ):
+        return None
+    x, w = call.args
+    shapes = static_shape(x.ty), static_shape(w.ty), static_shape(call.ty)
+    return None if None in shapes else shapes
+
+
+def linear_operands(call, lookup_binding):
+    """``(x, w, m, n, k, out)`` of a ``relax.matmul`` ``call`` that is a torch linear layer,
+    ``matmul(x, permute_dims(w))`` with ``w`` ``[n, k]`` and ``x`` ``[..., k]`` (m rows once its
+    leading dims are flattened), static shapes, ``out`` the call's ``[..., n]``; None otherwise.
+    ``lookup_binding``: the mutator's, to see through the variable that binds the permute."""
+    import math
+
+    import tvm
+    from tvm import relax
+
+    x, wt = call.args
+    w = lookup_binding(wt) if isinstance(wt, relax.Var) else wt
+    if not (
+        isinstance(w, relax.Call)
+        and isinstance(w.op, tvm.ir.Op)
+        and w.op.name == "relax.permute_dims"
+    ):
+        return None
+    w = w.args[0]
+    x_shape, w_shape, out = static_shape(x.ty), static_shape(w.ty), static_shape(call.ty)
+    if x_shape is None or w_shape is None or out is None or len(w_shape) != 2 or len(x_shape) < 2:
+        return None
+    n, k = w_shape
+    if x_shape[-1] != k or out != [*x_shape[:-1], n]:
+        return None
+    return x, w, math.prod(x_shape[:-1]), n, k, out
 
 
 def plain_attention(call) -> bool:

@@ -6,25 +6,14 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from . import rewrite_functions, static_shape
+from . import conv2d_shapes, rewrite_functions
 
 
 def nhwc_conv_shapes(call) -> tuple[list[int], list[int], list[int]] | None:
     """(input, weight, output) shapes of ``call`` if it is a ``relax.nn.conv2d`` this module's
     rewrites apply to (NHWC data, OHWI kernel, NHWC output, one group, no dilation, static
     shapes); None otherwise. :mod:`packer.compile.passes.tensor_core_gemm` asks the same."""
-    if not (isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.nn.conv2d"):
-        return None
-    attrs = call.attrs
-    if (
-        (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) != ("NHWC", "OHWI", "NHWC")
-        or int(attrs.groups) != 1
-        or [int(d) for d in attrs.dilation] != [1, 1]
-    ):
-        return None
-    x, w = call.args
-    shapes = static_shape(x.ty), static_shape(w.ty), static_shape(call.ty)
-    return None if None in shapes else shapes
+    return conv2d_shapes(call, ("NHWC", "OHWI", "NHWC"))
 
 
 @mutator

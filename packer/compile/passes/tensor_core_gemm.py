@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from . import ptx, rewrite_functions, static_shape
+from . import linear_operands, ptx, rewrite_functions, static_shape
 from .conv2d_implicit_gemm import nhwc_conv_shapes, sum_splits
 
 SHARED_BYTES = 96 * 1024
@@ -480,33 +479,16 @@ class _Rewriter(PyExprMutator):
         return self._gemm(p, conv, x, relax.op.reshape(w, [o, k]), out)
 
     def _linear(self, call):
-        x, wt = call.args
-        w = self.lookup_binding(wt) if isinstance(wt, relax.Var) else wt
-        if not (
-            isinstance(w, relax.Call)
-            and isinstance(w.op, tvm.ir.Op)
-            and w.op.name == "relax.permute_dims"
-        ):
+        operands = linear_operands(call, self.lookup_binding)
+        if operands is None:
             return None
-        w = w.args[0]
-        x_shape, w_shape, out = static_shape(x.ty), static_shape(w.ty), static_shape(call.ty)
-        if (
-            x_shape is None
-            or w_shape is None
-            or out is None
-            or len(w_shape) != 2
-            or len(x_shape) < 2
-            or not _float16(x, w, call)
-        ):
-            return None
-        n, k = w_shape
-        m = math.prod(x_shape[:-1])
-        if x_shape[-1] != k or out != [*x_shape[:-1], n]:
+        x, w, m, n, k, out = operands
+        if not _float16(x, w, call):
             return None
         p = plan(m, n, k)
         if p is None or (k < LINEAR_MIN_K and p.splits == 1):
             return None
-        a = x if len(x_shape) == 2 else relax.op.reshape(x, [m, k])
+        a = x if len(out) == 2 else relax.op.reshape(x, [m, k])
         return self._gemm(p, None, a, self._packed(w) or w, out)
 
     def _gemm(self, p: Plan, conv: Conv | None, a, w, out_shape):

@@ -10,7 +10,7 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from . import rewrite_functions, static_shape
+from . import conv2d_shapes, linear_operands, rewrite_functions
 
 THREADS = 16
 """Invocations along each of the workgroup's two axes (256 in all: WebGPU's default limit)."""
@@ -232,21 +232,15 @@ class _Rewriter(PyExprMutator):
         return isinstance(w, relax.Var) and self.lookup_binding(w) is None
 
     def _conv2d(self, call):
-        attrs = call.attrs
-        if (
-            (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) != ("NCHW", "OIHW", "NCHW")
-            or int(attrs.groups) != 1
-            or [int(d) for d in attrs.dilation] != [1, 1]
-        ):
-            return None
+        shapes = conv2d_shapes(call, ("NCHW", "OIHW", "NCHW"))
         x, w = call.args
-        shapes = static_shape(x.ty), static_shape(w.ty), static_shape(call.ty)
-        if None in shapes or not self._is_param(w) or not _supported(x, w, call):
+        if shapes is None or not self._is_param(w) or not _supported(x, w, call):
             return None
         (batch, channels, height, width), (o, _, kh, kw), out = shapes
         m, k = out[0] * out[2] * out[3], channels * kh * kw
         if m < MIN_ROWS:
             return None
+        attrs = call.attrs
         padding = [int(v) for v in attrs.padding]
         conv = Conv(
             batch,
@@ -262,31 +256,13 @@ class _Rewriter(PyExprMutator):
         return self._gemm(m, o, k, conv, x, w, call.ty)
 
     def _linear(self, call):
-        x, wt = call.args
-        w = self.lookup_binding(wt) if isinstance(wt, relax.Var) else wt
-        if not (
-            isinstance(w, relax.Call)
-            and isinstance(w.op, tvm.ir.Op)
-            and w.op.name == "relax.permute_dims"
-        ):
+        operands = linear_operands(call, self.lookup_binding)
+        if operands is None:
             return None
-        w = w.args[0]
-        x_shape, w_shape, out = static_shape(x.ty), static_shape(w.ty), static_shape(call.ty)
-        if (
-            x_shape is None
-            or w_shape is None
-            or out is None
-            or len(w_shape) != 2
-            or len(x_shape) < 2
-            or not self._is_param(w)
-            or not _supported(x, w, call)
-        ):
+        x, w, m, n, k, out = operands
+        if not self._is_param(w) or not _supported(x, w, call) or m < MIN_ROWS:
             return None
-        n, k = w_shape
-        m = math.prod(x_shape[:-1])
-        if x_shape[-1] != k or out != [*x_shape[:-1], n] or m < MIN_ROWS:
-            return None
-        a = x if len(x_shape) == 2 else self.builder_.emit(relax.op.reshape(x, [m, k]))
+        a = x if len(out) == 2 else self.builder_.emit(relax.op.reshape(x, [m, k]))
         y = self._gemm(m, n, k, None, a, w, relax.TensorType([m, n], _dtype(call)))
         return y if len(out) == 2 else relax.op.reshape(self.builder_.emit(y), out)
 

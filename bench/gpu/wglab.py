@@ -21,18 +21,14 @@ import dataclasses
 import json
 from pathlib import Path
 
+from . import convlab
 from .convlab import flops
 from .lab import Gpu, build_library, main, rel_l2
 
-SHAPES = {  # name: (batch, in channels, height = width, out channels, kernel, stride)
-    "unet64": (2, 320, 64, 320, 3, 1),
-    "unet32": (2, 640, 32, 640, 3, 1),
-    "unet16": (2, 1280, 16, 1280, 3, 1),
-    "unet8": (2, 1280, 8, 1280, 3, 1),
-    "unet64_1x1": (2, 640, 64, 320, 1, 1),
+SHAPES = {  # convlab's shapes, a strided downsampling and the VAE's 512-channel layer besides
+    **convlab.SHAPES,
     "down64": (2, 320, 64, 320, 3, 2),
     "vae64": (1, 512, 64, 512, 3, 1),
-    "vae256": (1, 256, 256, 256, 3, 1),
 }
 VARIANTS = ("dlight", "workgroup")
 DTYPES = ("float16", "float32")

@@ -152,48 +152,34 @@ def run(tmp_path_factory):
     _packer(*publish, "--version", "1.1.0", "--quantize", "q4f16")
     timings["publish_2"] = time.perf_counter() - start
 
-    bundle = tmp / "bundle"
-    _packer("pull", f"{REPO}@1.0.0", "--endpoint", str(hub), "--out", str(bundle))
-    native_png = tmp / "native.png"
-    _packer(
-        "generate",
-        str(bundle),
-        "--prompt",
-        REQUEST["prompt"],
-        "--negative-prompt",
-        REQUEST["negativePrompt"],
-        "--seed",
-        str(REQUEST["seed"]),
-        "--steps",
-        str(REQUEST["steps"]),
-        "--guidance",
-        str(REQUEST["guidance"]),
-        "--scheduler",
-        REQUEST["scheduler"],
-        "--out",
-        str(native_png),
-    )
-    quant_bundle = tmp / "bundle-q4f16"
-    _packer("pull", f"{REPO}@1.1.0", "--endpoint", str(hub), "--out", str(quant_bundle))
-    quant_png = tmp / "native-q4f16.png"
-    _packer(
-        "generate",
-        str(quant_bundle),
-        "--prompt",
-        REQUEST["prompt"],
-        "--negative-prompt",
-        REQUEST["negativePrompt"],
-        "--seed",
-        str(REQUEST["seed"]),
-        "--steps",
-        str(REQUEST["steps"]),
-        "--guidance",
-        str(REQUEST["guidance"]),
-        "--scheduler",
-        REQUEST["scheduler"],
-        "--out",
-        str(quant_png),
-    )
+    def pull_and_generate(version: str, name: str) -> tuple[Path, Path]:
+        """``packer pull`` of ``version``, then ``packer generate`` of REQUEST on it: the bundle
+        and the PNG."""
+        bundle = tmp / f"bundle-{name}"
+        _packer("pull", f"{REPO}@{version}", "--endpoint", str(hub), "--out", str(bundle))
+        png = tmp / f"native-{name}.png"
+        _packer(
+            "generate",
+            str(bundle),
+            "--prompt",
+            REQUEST["prompt"],
+            "--negative-prompt",
+            REQUEST["negativePrompt"],
+            "--seed",
+            str(REQUEST["seed"]),
+            "--steps",
+            str(REQUEST["steps"]),
+            "--guidance",
+            str(REQUEST["guidance"]),
+            "--scheduler",
+            REQUEST["scheduler"],
+            "--out",
+            str(png),
+        )
+        return bundle, png
+
+    bundle, native_png = pull_and_generate("1.0.0", "float16")
+    _, quant_png = pull_and_generate("1.1.0", "q4f16")
     timings["native"] = time.perf_counter() - start
 
     from tests.web.package_app import build_packaged_app

@@ -15,7 +15,7 @@ Choices: ``attention`` = workgroup (the fused kernel) | split (scores materialis
 ``layout`` = NCHW | NHWC (convolutions as implicit GEMMs); ``matmul`` = one of
 :data:`packer.compile.targets.WEBGPU_MATMUL_CONFIGS` or ``dlight`` (dlight's own default);
 ``gemm`` = workgroup (convolutions and linears as the tiled GEMM of
-:mod:`packer.compile.passes.workgroup_gemm`) | dlight (dlight's Matmul rule, the shipped default).
+:mod:`packer.compile.passes.workgroup_gemm`, the shipped default) | dlight (dlight's Matmul rule).
 The bundle's other files are untouched; run ``packer verify BUNDLE`` after.
 """
 

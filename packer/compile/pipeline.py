@@ -33,7 +33,7 @@ In order:
      split along k into float32 partial sums where the tiles would not fill the GPU); the rest
      (4-channel ``conv_in``/``conv_out``, the 2-row time-embedding products, the short
      linears, which dlight runs faster with their bias fused) is left to the steps after it.
-  1e. Targets with ``workgroup_gemm`` (a WebGPU choice, off by default), both dtypes:
+  1e. Targets with ``workgroup_gemm`` (WebGPU), both dtypes:
      ``WorkgroupGemm`` (:mod:`packer.compile.passes.workgroup_gemm`): every NCHW convolution
      and linear layer whose weight is a parameter becomes one GEMM kernel in plain TIR, tiles
      of A and W in workgroup memory and a register micro-tile per invocation (the
@@ -95,7 +95,7 @@ from __future__ import annotations
 
 import contextlib
 
-PIPELINE_VERSION = "10"
+PIPELINE_VERSION = "11"
 
 FP32_INPUTS = ("timestep",)
 """Float user inputs that stay float32 in the float16 variant."""

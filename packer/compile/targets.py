@@ -339,6 +339,7 @@ _ENTRIES: tuple[TargetSpec, ...] = (
         dtype_requirements=_webgpu_requirements,
         measure_buffers=True,
         workgroup_attention=True,
+        workgroup_gemm=True,
         toolchain=_emscripten,
     ),
 )

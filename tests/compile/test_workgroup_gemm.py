@@ -104,14 +104,15 @@ def test_rewrites_convolutions_and_linears_with_parameter_weights_only():
     assert "relax.matmul" in [name for name, _ in _calls(decoded, "main")]
 
 
-def test_off_by_default_and_on_where_the_target_asks():
+def test_on_for_webgpu_and_only_where_the_target_asks():
     web = get_target("webgpu")
-    assert not web.workgroup_gemm
+    assert web.workgroup_gemm
+    assert not any(get_target(t).workgroup_gemm for t in ("llvm", "cuda", "opencl", "opencl-mali"))
     mod = _conv_module((1, 8, 16, 16), (16, 8, 3, 3))
-    plain = pipeline.prepare_for(mod, "float32", web)
-    assert "relax.nn.conv2d" in [name for name, _ in _calls(plain, "main")]
-    tiled = pipeline.prepare_for(mod, "float32", dataclasses.replace(web, workgroup_gemm=True))
+    tiled = pipeline.prepare_for(mod, "float32", web)
     assert "relax.nn.conv2d" not in [name for name, _ in _calls(tiled, "main")]
+    plain = pipeline.prepare_for(mod, "float32", dataclasses.replace(web, workgroup_gemm=False))
+    assert "relax.nn.conv2d" in [name for name, _ in _calls(plain, "main")]
 
 
 def _conv_reference(x, w, b, stride, padding):
@@ -155,7 +156,7 @@ def test_kernel_matches_numpy_on_webgpu(dtype, tmp_path, tmp_path_factory, monke
         tmp_path_factory.getbasetemp() / "webgpu-runtime"
     )
     monkeypatch.setenv("SDPACK_WEBGPU_RUNTIME_CACHE", cache)
-    web = dataclasses.replace(get_target("webgpu"), workgroup_gemm=True)
+    web = get_target("webgpu")
     rng = np.random.default_rng(0)
     tolerance = 1e-5 if dtype == "float32" else 2e-3
     for i, (x_shape, w_shape, stride, padding) in enumerate(CONVS[dtype]):
@@ -204,7 +205,7 @@ def test_tiny_unet_matches_torch_on_webgpu(tmp_path, tmp_path_factory, monkeypat
         tmp_path_factory.getbasetemp() / "webgpu-runtime"
     )
     monkeypatch.setenv("SDPACK_WEBGPU_RUNTIME_CACHE", cache)
-    web = dataclasses.replace(get_target("webgpu"), workgroup_gemm=True)
+    web = get_target("webgpu")
     component = "unet"
     module = MODULES[component](seed=0)
     exported = export_component(component, module, LATENT_HW)

@@ -20,6 +20,9 @@ Three steps:
   fused PrimFunc is inlined into the reduction that reads it, so the weight is decoded element by
   element as it is multiplied and never written out whole. On GPU targets dlight's Matmul rule
   does this itself (the decode lands in the shared-memory load of each weight tile).
+  The hand-written GEMMs (CUDA's ``TensorCoreGemm`` in float16, WebGPU's ``WorkgroupGemm``)
+  take the codes and scales in place of the decoded weight (:func:`decode_source`) and decode
+  each element as they load a weight tile; those decode calls are then dead and removed.
 
 No full-precision copy of a quantized weight exists at run time: no buffer of the weight's shape
 is allocated in ``main`` nor in any kernel's global memory (tests/compile/test_quantize.py).

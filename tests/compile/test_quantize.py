@@ -133,13 +133,17 @@ def test_no_decoded_weight_is_materialised(exported_unet, target):
 
     relax.analysis.post_order_visit(lowered["main"].body, visit)
     assert not [n for n in called if n.startswith(DECODE_PREFIX)]
-    # one kernel per weight: a decode fused into its consumer, or the tensor-core GEMM that
-    # reads the packed codes itself (CUDA float16)
-    packed_gemms = [n for n in called if n.startswith("tensor_core_gemm_q")]
+    # one kernel per weight: a decode fused into its consumer, or a GEMM that reads the packed
+    # codes itself (the tensor-core GEMM on CUDA float16, the workgroup GEMM on WebGPU)
+    packed_gemms = [n for n in called if n.startswith(("tensor_core_gemm_q", "workgroup_gemm_q"))]
     assert len([n for n in called if n.startswith(FUSED_PREFIX)]) + len(packed_gemms) == len(
         quantized
     )
-    assert bool(packed_gemms) == (target == "cuda-sm90")
+    assert {n.rsplit("_q", 1)[0] for n in packed_gemms} == {
+        "cuda-sm90": {"tensor_core_gemm"},
+        "webgpu": {"workgroup_gemm"},
+        "llvm": set(),
+    }[target]
     for gv, func in lowered.functions.items():
         if isinstance(func, tirx.PrimFunc) and gv.name_hint.startswith(FUSED_PREFIX):
             allocated = {tuple(int(d) for d in b.shape) for b in pipeline._global_allocs(func.body)}

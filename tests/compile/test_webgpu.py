@@ -292,7 +292,8 @@ def test_quantized_component_matches_the_numpy_reference_on_webgpu(
     component, runtime_cache, tmp_path, monkeypatch
 ):
     """q4f16 weights uploaded packed (uint32 codes, scales widened to float32) and decoded inside
-    dlight's matmul and convolution kernels give what torch gives with the reference's weights."""
+    the kernels that read them (the workgroup GEMM's weight-tile loads; dlight's GEMV for the
+    time embedding) give what torch gives with the reference's weights."""
     import torch
 
     from packer.bundle import quantize as qz

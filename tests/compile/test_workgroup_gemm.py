@@ -222,3 +222,80 @@ def test_tiny_unet_matches_torch_on_webgpu(tmp_path, tmp_path_factory, monkeypat
     assert got.shape == expected.shape
     scale = max(1.0, float(np.abs(expected).max()))
     assert float(np.abs(got - expected).max()) <= TOLERANCE["float32"] * scale
+
+
+PACKED = {
+    # (x shape, w shape, stride, padding) of a convolution, then a linear's (x shape, w shape):
+    # reductions of whole groups of 64 (both schemes'), ragged rows and outputs
+    "convs": [((1, 64, 11, 13), (40, 64, 3, 3), 1, 1), ((2, 64, 9, 9), (20, 64, 1, 1), 2, 0)],
+    "linears": [((2, 45, 128), (70, 128))],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    shutil.which("emcc") is None or not (TVMJS.is_file() and DENO.is_file()),
+    reason="needs emcc, `npm ci` in runtime-web/ and tests/compile/webgpu_harness/",
+)
+@pytest.mark.parametrize("scheme_name", ["q4f16", "q8f16"])
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_packed_kernel_matches_numpy_on_webgpu(
+    dtype, scheme_name, tmp_path, tmp_path_factory, monkeypatch
+):
+    """Quantized weights read packed by the kernel (codes and scales as the bundle stores them,
+    decoded as each weight tile is loaded) give the product with the numpy reference's decoded
+    weights, convolutions in the format's (y·kw + x)·I + i reduction order included."""
+    from packer.bundle import quantize as qz
+    from packer.compile.webgpu import export_wasm
+
+    from .test_webgpu import run_in_deno
+
+    cache = os.environ.get("SDPACK_WEBGPU_RUNTIME_CACHE") or str(
+        tmp_path_factory.getbasetemp() / "webgpu-runtime"
+    )
+    monkeypatch.setenv("SDPACK_WEBGPU_RUNTIME_CACHE", cache)
+    web = get_target("webgpu")
+    scheme = qz.SCHEMES[scheme_name]
+    rng = np.random.default_rng(1)
+    tolerance = 1e-5 if dtype == "float32" else 2e-3
+    cases = [("conv", *c) for c in PACKED["convs"]] + [
+        ("linear", x, w, None, None) for x, w in PACKED["linears"]
+    ]
+    for i, (kind, x_shape, w_shape, stride, padding) in enumerate(cases):
+        conv = kind == "conv"
+        module = (
+            _conv_module(x_shape, w_shape, stride, padding)
+            if conv
+            else _linear_module(x_shape, w_shape)
+        )
+        module["main"] = module["main"].with_attr("num_input", 1)
+        names = ["layer.weight", "layer.bias"] if conv else ["layer.weight"]
+
+        def decode(mod, names=names):
+            from packer.compile.quantize import decode_weights
+
+            mod, _, quantized = decode_weights(mod, "unet", names, scheme)
+            assert quantized == ["layer.weight"]
+            return mod
+
+        mod = pipeline.prepare_for(module, dtype, web, decode)
+        kernels = [
+            gv.name_hint for gv in mod.functions if gv.name_hint.startswith("workgroup_gemm")
+        ]
+        assert kernels == [f"workgroup_gemm_q{scheme.bits}"], kernels
+        wasm = tmp_path / f"{kind}{i}.wasm"
+        export_wasm(pipeline.build(mod, web), wasm)
+        x = rng.standard_normal(x_shape).astype(dtype)
+        w = rng.standard_normal(w_shape).astype(np.float16)
+        packed, scales = qz.quantize(w, scheme)
+        decoded = qz.dequantize(packed, scales, w_shape, scheme, dtype)
+        b = rng.standard_normal((1, w_shape[0], 1, 1)).astype(dtype)
+        args = [x, packed, scales.astype(dtype)] + ([b] if conv else [])
+        got = run_in_deno(wasm, args, tmp_path, 1)
+        if conv:
+            expected = _conv_reference(x, decoded, b, stride, padding)
+        else:
+            expected = x.astype(np.float64) @ decoded.astype(np.float64).T
+        assert got.shape == expected.shape
+        err = np.abs(got - expected).max()
+        assert err <= tolerance * np.abs(expected).max(), (kind, x_shape, w_shape, err)

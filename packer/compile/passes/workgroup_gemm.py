@@ -11,6 +11,7 @@ from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from . import conv2d_shapes, linear_operands, rewrite_functions
+from .tensor_core_gemm import Packed
 
 THREADS = 16
 """Invocations along each of the workgroup's two axes (256 in all: WebGPU's default limit)."""
@@ -67,10 +68,17 @@ def workgroup_words(bm: int, bn: int) -> int:
     return BK * (bm + 1 + bn + 1)
 
 
-def gemm_kernel(g: Gemm, conv: Conv | None):
+def gemm_kernel(g: Gemm, conv: Conv | None, packed: Packed | None = None):
     """The PrimFunc ``(a, w) -> out`` for one shape: ``out[m, o] = Σ_k A[m, k]·W[o, k]`` with
     ``A`` the ``[m, k]`` input (a linear layer) or the im2col view of an NCHW input (``conv``),
-    ``W`` the weight as stored (``[o, k]`` or OIHW), ``out`` ``[m, o]`` or NCHW."""
+    ``W`` the weight as stored (``[o, k]`` or OIHW), ``out`` ``[m, o]`` or NCHW.
+
+    With ``packed``, ``(a, codes, scales) -> out``: the weight as a quantized bundle stores it
+    (formats/README.md, "Quantized weights": ``codes`` uint32 ``[o, k·bits/32]``, ``scales``
+    ``[o, k/group]`` in the input's dtype, a convolution's reduction in the format's
+    ``(y·kw + x)·I + i`` order), each element decoded as the weight tile is loaded exactly as
+    the decode PrimFunc computes it — ``(code − offset) · scale`` in the storage dtype — so no
+    decoded copy of the weight exists."""
     from tvm.script import tirx as T
 
     bm, bn = g.bm, g.bn
@@ -93,12 +101,22 @@ def gemm_kernel(g: Gemm, conv: Conv | None):
         w_shape = (n_, conv.channels, conv.kh, conv.kw)
         o_shape = (conv.batch, n_, oh, ow)
 
-    @T.prim_func(private=True)
-    def workgroup_gemm(a_handle: T.handle, w_handle: T.handle, o_handle: T.handle):
-        T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
-        a = T.match_buffer(a_handle, a_shape, g.dtype)
-        w = T.match_buffer(w_handle, w_shape, g.dtype)
-        o = T.match_buffer(o_handle, o_shape, g.out_dtype)
+    def weight(w, n, kk):
+        """Element (n, kk) of the weight in this kernel's reduction order, as float32."""
+        if packed is None:
+            if conv is None:
+                return T.Cast("float32", w[n, kk])
+            return T.Cast("float32", w[n, kk // taps, kk % taps // conv.kw, kk % conv.kw])
+        codes, scales = w
+        fk = kk if conv is None else kk % taps * conv.channels + kk // taps
+        word = codes[n, fk // packed.per_word]
+        shift = T.Cast("uint32", fk % packed.per_word * packed.bits)
+        code = T.shift_right(word, shift) & T.uint32((1 << packed.bits) - 1)
+        value = T.Cast(g.dtype, code) - T.Cast(g.dtype, packed.offset)
+        return T.Cast("float32", value * scales[n, fk // packed.group])
+
+    @T.macro
+    def body(a, w, o):
         for bx in T.thread_binding(m_tiles, thread="blockIdx.x"):
             for by in T.thread_binding(n_tiles, thread="blockIdx.y"):
                 for ty in T.thread_binding(THREADS, thread="threadIdx.y"):
@@ -157,20 +175,7 @@ def gemm_kernel(g: Gemm, conv: Conv | None):
                                 kl = T.meta_var(item % BK)
                                 nl = T.meta_var(item // BK)
                                 if n0 + nl < n_ and k0 + kl < k_:
-                                    if conv is None:
-                                        sm[b_base + kl * sb + nl] = T.Cast(
-                                            "float32", w[n0 + nl, k0 + kl]
-                                        )
-                                    else:
-                                        sm[b_base + kl * sb + nl] = T.Cast(
-                                            "float32",
-                                            w[
-                                                n0 + nl,
-                                                (k0 + kl) // taps,
-                                                (k0 + kl) % taps // conv.kw,
-                                                (k0 + kl) % conv.kw,
-                                            ],
-                                        )
+                                    sm[b_base + kl * sb + nl] = weight(w, n0 + nl, k0 + kl)
                                 else:
                                     sm[b_base + kl * sb + nl] = zero
                             T.tvm_storage_sync("shared")
@@ -205,7 +210,32 @@ def gemm_kernel(g: Gemm, conv: Conv | None):
                                             mo % ow,
                                         ] = T.Cast(g.out_dtype, acc[i * tn + j])
 
-    return workgroup_gemm
+    if packed is None:
+
+        @T.prim_func(private=True)
+        def workgroup_gemm(a_handle: T.handle, w_handle: T.handle, o_handle: T.handle):
+            T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
+            a = T.match_buffer(a_handle, a_shape, g.dtype)
+            w = T.match_buffer(w_handle, w_shape, g.dtype)
+            o = T.match_buffer(o_handle, o_shape, g.out_dtype)
+            body(a, w, o)
+
+        return workgroup_gemm
+
+    k_words, k_groups = k_ // packed.per_word, k_ // packed.group
+
+    @T.prim_func(private=True)
+    def workgroup_gemm_packed(
+        a_handle: T.handle, c_handle: T.handle, s_handle: T.handle, o_handle: T.handle
+    ):
+        T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
+        a = T.match_buffer(a_handle, a_shape, g.dtype)
+        codes = T.match_buffer(c_handle, (n_, k_words), "uint32")
+        scales = T.match_buffer(s_handle, (n_, k_groups), g.dtype)
+        o = T.match_buffer(o_handle, o_shape, g.out_dtype)
+        body(a, (codes, scales), o)
+
+    return workgroup_gemm_packed
 
 
 def _dtype(expr) -> str:
@@ -226,15 +256,32 @@ class _Rewriter(PyExprMutator):
         new = rewrite(call) if rewrite else None
         return call if new is None else new
 
-    def _is_param(self, w) -> bool:
-        """A weight read as stored: a function parameter, not a value computed in the graph
-        (a quantized weight's decode stays with the kernels that fuse it)."""
-        return isinstance(w, relax.Var) and self.lookup_binding(w) is None
+    def _stored(self, w, dtype: str):
+        """The weight as the kernel reads it: ``w`` itself when it is a function parameter,
+        ``(codes, scales, Packed)`` when it is the decode of a quantized weight
+        (:mod:`packer.compile.quantize`, OIHW order, scales in ``dtype``), else None (a value
+        computed in the graph)."""
+        from ..quantize import decode_source
+
+        if not isinstance(w, relax.Var):
+            return None
+        if self.lookup_binding(w) is None:
+            return w
+        source = decode_source(self.builder_.get(), w, self.lookup_binding)
+        if source is None:
+            return None
+        codes, scales, bits, group, layout = source
+        if layout != "OIHW" or _dtype(scales) != dtype:
+            return None
+        return codes, scales, Packed(bits, group)
 
     def _conv2d(self, call):
         shapes = conv2d_shapes(call, ("NCHW", "OIHW", "NCHW"))
         x, w = call.args
-        if shapes is None or not self._is_param(w) or not _supported(x, w, call):
+        if shapes is None or not _supported(x, w, call):
+            return None
+        w = self._stored(w, _dtype(x))
+        if w is None:
             return None
         (batch, channels, height, width), (o, _, kh, kw), out = shapes
         m, k = out[0] * out[2] * out[3], channels * kh * kw
@@ -260,21 +307,28 @@ class _Rewriter(PyExprMutator):
         if operands is None:
             return None
         x, w, m, n, k, out = operands
-        if not self._is_param(w) or not _supported(x, w, call) or m < MIN_ROWS:
+        if not _supported(x, w, call) or m < MIN_ROWS:
+            return None
+        w = self._stored(w, _dtype(x))
+        if w is None:
             return None
         a = x if len(out) == 2 else self.builder_.emit(relax.op.reshape(x, [m, k]))
         y = self._gemm(m, n, k, None, a, w, relax.TensorType([m, n], _dtype(call)))
         return y if len(out) == 2 else relax.op.reshape(self.builder_.emit(y), out)
 
     def _gemm(self, m, n, k, conv, a, w, out_ty):
+        """``w``: the weight parameter, or ``(codes, scales, Packed)`` for a quantized one."""
         bm, bn = tiles(m, n)
         g = Gemm(m, n, k, bm, bn, _dtype(a), str(out_ty.dtype))
-        key = (g, conv)
+        packed = w[2] if isinstance(w, tuple) else None
+        key = (g, conv, packed)
         gvar = self.kernels.get(key)
         if gvar is None:
-            gvar = self.builder_.add_func(gemm_kernel(g, conv), "workgroup_gemm")
+            name = "workgroup_gemm" if packed is None else f"workgroup_gemm_q{packed.bits}"
+            gvar = self.builder_.add_func(gemm_kernel(g, conv, packed), name)
             self.kernels[key] = gvar
-        return relax.call_tir(gvar, [a, w], out_ty)
+        args = [a, w] if packed is None else [a, w[0], w[1]]
+        return relax.call_tir(gvar, args, out_ty)
 
 
 def _supported(x, w, call) -> bool:
@@ -313,7 +367,8 @@ def WorkgroupGemm(mod, _ctx):  # noqa: N802  (a pass, named like TVM's)
     :class:`WorkgroupGemm` is the Relax pass (targets with ``workgroup_gemm``, after mixed
     precision): every NCHW/OIHW ``conv2d`` (one group, no dilation) and every
     ``matmul(x, permute_dims(W))`` (a torch linear layer) with static shapes, float32 or float16,
-    at least :data:`MIN_ROWS` output rows and a weight read as stored (a parameter: quantized
-    weights keep their decode-fused kernels) becomes a ``call_tir`` of its kernel.
+    at least :data:`MIN_ROWS` output rows and a weight read as stored (a parameter, or the decode
+    of a quantized weight's codes and scales, which the kernel then reads packed) becomes a
+    ``call_tir`` of its kernel.
     """
     return relax.transform.Normalize()(rewrite_functions(_Rewriter(mod), mod))

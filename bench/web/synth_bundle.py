@@ -8,8 +8,11 @@ libraries). ``make`` writes, through packer's own ``BundleWriter`` (sharding, by
 level 3, sha256 of every file, manifest validated), a bundle with the same components, tensor
 names, shapes and dtypes and the same other files, whose weights are drawn from a seeded generator
 the way PyTorch initialises the layers (uniform ±1/√fan_in; norms 1 and 0), so the shards compress
-about as much as those of a freshly initialised checkpoint. Only the weights' bytes, their hashes
-and `model.id` differ from the skeleton's bundle.
+about as much as those of a freshly initialised checkpoint. In a quantized bundle each quantized
+weight is drawn the same way at its own shape and stored as packer stores it (its packed codes and
+scales from ``packer.bundle.quantize``), so codes and scales have what packing a random
+checkpoint gives them. Only the weights' bytes, their hashes and `model.id` differ from the
+skeleton's bundle.
 """
 
 from __future__ import annotations
@@ -47,6 +50,29 @@ def random_param(rng: np.random.Generator, name: str, shape: list[int], dtype: s
     return rng.uniform(-bound, bound, size=shape).astype(np.float32).astype(dtype)
 
 
+def _params(rng: np.random.Generator, records: list[dict], quantization: dict | None, component):
+    """``(name, array)`` for every record of a component's tensor index, in its order."""
+    packed_of: dict[str, dict] = {}
+    if quantization:
+        packed_of = {t["packed"]: t for t in quantization["tensors"].get(component, [])}
+    pending: dict[str, np.ndarray] = {}  # a quantized weight's scales, made with its codes
+    for r in records:
+        if r["name"] in pending:
+            yield r["name"], pending.pop(r["name"])
+        elif r["name"] in packed_of:
+            from packer.bundle import quantize as qz
+
+            t = packed_of[r["name"]]
+            weight = random_param(rng, t["name"], t["shape"], "float16")
+            codes, scales = qz.quantize(weight, qz.get_scheme(quantization["scheme"]))
+            pending[t["scales"]] = scales
+            yield r["name"], codes
+        else:
+            yield r["name"], random_param(rng, r["name"], r["shape"], r["dtype"])
+    if pending:
+        sys.exit(f"{component}: scales stored before their codes: {sorted(pending)}")
+
+
 def make(skel: Path, out: Path, seed: int) -> dict:
     doc = json.loads((skel / "manifest.json").read_text())
     rng = np.random.default_rng(seed)
@@ -60,9 +86,7 @@ def make(skel: Path, out: Path, seed: int) -> dict:
         for name, comp in doc["components"].items():
             index = json.loads((skel / comp["weights"]).read_text())
             records = [r for shard in index["records"] for r in shard["records"]]
-            params = (
-                (r["name"], random_param(rng, r["name"], r["shape"], r["dtype"])) for r in records
-            )
+            params = _params(rng, records, doc.get("quantization"), name)
             path, names = writer.add_weights(name, params, index.get("metadata") or {})
             if path != comp["weights"] or names != comp["params"]:
                 sys.exit(f"{name}: the skeleton's tensor index does not list the manifest's params")

@@ -43,3 +43,37 @@ def test_skeleton_then_make_gives_a_verified_bundle_of_the_same_tensors(tmp_path
     } == source_files
     again = synth_bundle.make(tmp_path / "skel", tmp_path / "again", seed=3)
     assert json.dumps(again["files"]) == json.dumps(doc["files"])  # seeded: the same bytes
+
+
+def test_a_quantized_bundle_gets_codes_and_scales_of_random_weights(tmp_path):
+    """Each quantized weight is drawn at its own shape and stored as packer stores it: the
+    synthesized codes and scales decode to weights within the initialiser's bounds."""
+    from packer.bundle import BundleWriter
+    from packer.bundle import quantize as qz
+    from tests.bundle.test_writer import _fields
+
+    scheme = qz.SCHEMES["q4f16"]
+    rng = np.random.default_rng(0)
+    conv = rng.standard_normal((16, 32, 3, 3)).astype("float16")
+    plain = [("conv_in.weight", rng.standard_normal((16, 4, 3, 3)).astype("float16"))]
+    params = list(qz.quantize_params([("mid.conv1.weight", conv)], {"mid.conv1.weight"}, scheme))
+    with BundleWriter(tmp_path / "src") as w:
+        fields = _fields(w, {"unet": plain + params, "text_encoder": _params(2, 3)})
+        fields["quantization"] = qz.manifest_entry(
+            scheme, {"unet": [("mid.conv1.weight", [16, 32, 3, 3])]}
+        )
+        w.commit(fields)
+    synth_bundle.skeleton(tmp_path / "src", tmp_path / "skel")
+    doc = synth_bundle.make(tmp_path / "skel", tmp_path / "out", seed=1)
+    assert doc["quantization"]["scheme"] == "q4f16"
+    bundle = Bundle.open(tmp_path / "out")
+    bundle.verify()
+    loaded = bundle.load_params("unet")
+    packed, scales = (loaded[n] for n in qz.stored_names("mid.conv1.weight"))
+    assert packed.dtype == np.uint32 and packed.shape == params[0][1].shape
+    assert scales.dtype == np.float16 and scales.shape == params[1][1].shape
+    weight = qz.dequantize(packed, scales, (16, 32, 3, 3), scheme)
+    bound = 1 / np.sqrt(32 * 9)
+    assert np.abs(weight).max() <= bound * 1.01 and np.abs(weight).max() > bound / 2
+    codes = qz.unpack_codes(packed, scheme)
+    assert len(np.unique(codes)) == 15  # symmetric 4-bit codes, spread over the whole range

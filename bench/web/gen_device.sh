@@ -12,6 +12,12 @@
 # default,norobust,f16, --profile; later arguments override) loading by pinned URL.
 # Output ($OUT): gen_device.txt (the log and tables), gen_bench.json, gen_images.tgz (PNGs),
 # chromium_logs.tgz.
+# More models in the same call: every .device/gen/skel-TAG.tar.xz (prepare_gen.sh's TAG=BUNDLE
+# arguments, e.g. the same model quantized) is synthesized with the same seed — so a quantized
+# skeleton of the same model gets the quantization of the same weights — published beside the
+# first as bench/synthetic-seed0-TAG and run after it with the same arguments, its variants
+# EXTRA_VARIANTS (default webgpu-float16); outputs gen_bench-TAG.json, gen_images-TAG.tgz, and the
+# PSNR of each of its PNGs against the first model's of the same dtype.
 # Env: ADAPTER=nvidia|swiftshader (default: nvidia where NVIDIA's Vulkan ICD is, else swiftshader);
 #      GEN_DEADLINE=s (no new browser run past it; default 420); DRY_RUN=1 (a rehearsal on the dev VM:
 #      nothing is unpacked into /, the system's Python packages are used);
@@ -105,16 +111,57 @@ if gone:
 PY
 python3 -m bench.web.synth_bundle make "$WORK/skel" "$WORK/bundle" || exit 1
 echo "bundle made at $((SECONDS - T0)) s"
-SOURCE=(--bundle "$WORK/bundle" --hub "$WORK/hub")
-else
-model() { python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["model"][sys.argv[2]])' "$WORK/bundle/manifest.json" "$1"; }
-SOURCE=(--hub "$WORK/hub" --repo "$(model id)" --rev "v$(model version)")  # the tag publish made
+for x in .device/gen/skel-*.tar.xz; do
+  [ -f "$x" ] || continue
+  tag=$(basename "$x" .tar.xz) && tag=${tag#skel-}
+  rm -rf "${WORK:?}/m-$tag" && mkdir -p "$WORK/m-$tag" && tar -C "$WORK/m-$tag" -xJf "$x" || exit 1
+  python3 -m bench.web.synth_bundle make "$WORK/m-$tag/skel" "$WORK/m-$tag/bundle" \
+    --model-id "bench/synthetic-seed0-$tag" || exit 1
+  echo "bundle $tag made at $((SECONDS - T0)) s"
+done
 fi
-python3 -m bench.web.gen_bench "${SOURCE[@]}" --page .device/gen/page --chromium "$CR/chromium" \
+# a model's source for gen_bench: its bundle (published on first use), then the tag publish made
+source_of() {
+  local b=$1/bundle
+  if [ -z "$KEEP" ]; then echo "--bundle $b --hub $WORK/hub"; return; fi
+  python3 -c 'import json, sys; m = json.load(open(sys.argv[1]))["model"]; print("--hub", sys.argv[2], "--repo", m["id"], "--rev", "v" + m["version"])' \
+    "$b/manifest.json" "$WORK/hub"
+}
+# shellcheck disable=SC2046
+python3 -m bench.web.gen_bench $(source_of "$WORK") --page .device/gen/page --chromium "$CR/chromium" \
   --adapter "$ADAPTER" --variants webgpu-float32,webgpu-float16 --flag-sets default,norobust,f16 --profile --timeout 150 \
   --deadline "${GEN_DEADLINE:-420}" --out "$WORK/out" --json "$OUT/gen_bench.json" "$@"
 echo "gen_bench rc=$? at $((SECONDS - T0)) s"
 (cd "$WORK/out" && tar -czf "$OUT/gen_images.tgz" ./*.png)
+for m in "$WORK"/m-*; do
+  [ -f "$m/bundle/manifest.json" ] || continue
+  tag=${m##*/m-}
+  echo "== model $tag at $((SECONDS - T0)) s"
+  # shellcheck disable=SC2046
+  python3 -m bench.web.gen_bench $(source_of "$m") --page .device/gen/page --chromium "$CR/chromium" \
+    --adapter "$ADAPTER" --flag-sets f16 --profile --timeout 150 --deadline "${GEN_DEADLINE:-420}" "$@" \
+    --variants "${EXTRA_VARIANTS:-webgpu-float16}" --out "$WORK/out-$tag" --json "$OUT/gen_bench-$tag.json"
+  echo "gen_bench $tag rc=$? at $((SECONDS - T0)) s"
+  (cd "$WORK/out-$tag" && tar -czf "$OUT/gen_images-$tag.tgz" ./*.png)
+  python3 - "$WORK/out" "$WORK/out-$tag" "$tag" <<'PY'
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from bench.web.native_gen import read_png
+
+first, other, tag = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+for png in sorted(other.glob("*.cold.png")):
+    dtype = png.name.split(".")[0].rsplit("-", 1)[-1]
+    for ref in sorted(first.glob(f"*-{dtype}.*.cold.png")):
+        a = read_png(png).astype(np.float64)
+        b = read_png(ref).astype(np.float64)
+        mse = float(np.mean((a - b) ** 2))
+        db = float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+        print(f"PSNR {tag} {png.name} vs {ref.name}: {db:.2f} dB")
+PY
+done
 for f in "$WORK"/out/chromium.*.log; do grep -av TextRunHarfBuzz "$f" | tail -c 400000 > "$f.t" && mv "$f.t" "$f"; done
 (cd "$WORK/out" && tar -czf "$OUT/chromium_logs.tgz" ./chromium.*.log)
 NDEV=${NATIVE_DEVICE:-cuda}

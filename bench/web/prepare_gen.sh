@@ -2,8 +2,10 @@
 # Fill .device/gen/ for bench/web/gen_device.sh: the browser generation bench on the lent GPU machine
 # (no Chromium, no node, no network there). Run here (needs Debian's chromium, runtime-web/node_modules,
 # pip, apt-get download):
-#   bash bench/web/prepare_gen.sh BUNDLE    # BUNDLE: a packed bundle with webgpu variants (full size:
-#                                           # packed with --targets webgpu, float16 + float32)
+#   bash bench/web/prepare_gen.sh BUNDLE [TAG=BUNDLE2 ...]
+#       BUNDLE: a packed bundle with webgpu variants (full size: packed with --targets webgpu, float16 +
+#       float32); each TAG=BUNDLE2 (e.g. q4f16=the same checkpoint packed --quantize q4f16) becomes
+#       .device/gen/skel-TAG.tar.xz, a second model gen_device.sh runs in the same call
 # Uses .device/web/{p1,p2,p3,whl} (Chromium in three parts, wheels) from bench/web/prepare_device.sh,
 # which it runs first if .device/web/p3 is missing (FRESH=1: always). Makes
 #   .device/gen/page           bench/web/gen_page.js built (gen_bench.py --build-page)
@@ -21,7 +23,8 @@
 #   .device/native/whl               cp312 wheels: apache-tvm-ffi, diffusers, importlib_metadata
 # It travels with Chromium's part 2 (gen_device.sh's header has the call sequence).
 set -euo pipefail
-BUNDLE=${1:?usage: bash bench/web/prepare_gen.sh BUNDLE}
+BUNDLE=${1:?usage: bash bench/web/prepare_gen.sh BUNDLE [TAG=BUNDLE2 ...]}
+shift
 cd "$(dirname "$0")/../.."
 if [ -n "${FRESH:-}" ] || [ ! -f .device/web/p3/chromium.tar.xz.part02 ]; then bash bench/web/prepare_device.sh "$BUNDLE"; fi
 D=.device/gen
@@ -50,6 +53,12 @@ for n in ("apache-tvm-ffi", "diffusers", "importlib_metadata"): print(f"{n}=={m.
   du -sh "$N"/*
   echo "carry for the stash call (.device/web/p2 + $N): $(du -shc .device/web/p2 "$N" | tail -1)"
 fi
+for extra in "$@"; do
+  tag=${extra%%=*} && path=${extra#*=}
+  rm -rf "$TMP/skel-$tag"
+  python -m bench.web.synth_bundle skeleton "$path" "$TMP/skel-$tag/skel"
+  tar -C "$TMP/skel-$tag" -cf - skel | xz -9 -T0 > "$D/skel-$tag.tar.xz"
+done
 rm -rf "$TMP"
 (cd "$D/debs" && apt-get download -q libvulkan1 libglvnd0 libegl1 libgl1 libglx0 libgles2 libopengl0 \
     fonts-dejavu-core fontconfig-config >/dev/null)

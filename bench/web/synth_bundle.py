@@ -1,7 +1,7 @@
 """A full-size bundle with random weights, made where a checkpoint cannot travel (the lent GPU machine).
 
     python -m bench.web.synth_bundle skeleton BUNDLE DIR     # here: BUNDLE without its shards (a few MB)
-    python -m bench.web.synth_bundle make DIR OUT [--seed 0]  # there: the same bundle, random weights
+    python -m bench.web.synth_bundle make DIR OUT [--seed 0] [--model-id ID]  # there: random weights
 
 ``skeleton`` keeps a bundle's manifest, tensor indexes and every file outside weights/ (tokenizer,
 libraries). ``make`` writes, through packer's own ``BundleWriter`` (sharding, byte shuffle, zstd
@@ -73,11 +73,14 @@ def _params(rng: np.random.Generator, records: list[dict], quantization: dict | 
         sys.exit(f"{component}: scales stored before their codes: {sorted(pending)}")
 
 
-def make(skel: Path, out: Path, seed: int) -> dict:
+def make(skel: Path, out: Path, seed: int, model_id: str | None = None) -> dict:
+    """The bundle; ``model.id`` is ``model_id``, default ``bench/synthetic-seed<seed>``. Weights
+    are drawn in the skeleton's tensor order, one draw per weight (a quantized one at its own
+    shape), so a float and a quantized skeleton of one model get the same weights from one seed."""
     doc = json.loads((skel / "manifest.json").read_text())
     rng = np.random.default_rng(seed)
     fields = {k: v for k, v in doc.items() if k not in ("files", "format", "format_version")}
-    fields["model"] = {**fields["model"], "id": f"bench/synthetic-seed{seed}"}
+    fields["model"] = {**fields["model"], "id": model_id or f"bench/synthetic-seed{seed}"}
     zstd = doc["generator"].get("zstd_level", 3)
     with BundleWriter(out, zstd_level=zstd, overwrite=True) as writer:
         for entry in doc["files"]:
@@ -103,11 +106,12 @@ def main() -> None:
     m.add_argument("skeleton", type=Path)
     m.add_argument("out", type=Path)
     m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--model-id", help="default bench/synthetic-seed<SEED>")
     args = ap.parse_args()
     if args.cmd == "skeleton":
         skeleton(args.bundle, args.out)
     else:
-        doc = make(args.skeleton, args.out, args.seed)
+        doc = make(args.skeleton, args.out, args.seed, args.model_id)
         weights = [f for f in doc["files"] if f["path"].startswith("weights/")]
         print(
             f"{args.out}: {len(weights)} weight files, {sum(f['size'] for f in weights) / 1e6:.1f} MB stored, "

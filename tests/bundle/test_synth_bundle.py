@@ -77,3 +77,20 @@ def test_a_quantized_bundle_gets_codes_and_scales_of_random_weights(tmp_path):
     assert np.abs(weight).max() <= bound * 1.01 and np.abs(weight).max() > bound / 2
     codes = qz.unpack_codes(packed, scheme)
     assert len(np.unique(codes)) == 15  # symmetric 4-bit codes, spread over the whole range
+
+    # the same model unquantized, same seed: the same weights, which quantize to the same codes
+    with BundleWriter(tmp_path / "src-float") as w:
+        w.commit(
+            _fields(
+                w,
+                {"unet": plain + [("mid.conv1.weight", conv)], "text_encoder": _params(2, 3)},
+            )
+        )
+    synth_bundle.skeleton(tmp_path / "src-float", tmp_path / "skel-float")
+    floats = synth_bundle.make(tmp_path / "skel-float", tmp_path / "float", 1, "bench/float")
+    assert floats["model"]["id"] == "bench/float"
+    weights = Bundle.open(tmp_path / "float").load_params("unet")
+    again, again_scales = qz.quantize(weights["mid.conv1.weight"], scheme)
+    np.testing.assert_array_equal(again, packed)
+    np.testing.assert_array_equal(again_scales, scales)
+    np.testing.assert_array_equal(weights["conv_in.weight"], loaded["conv_in.weight"])

@@ -127,10 +127,12 @@ source_of() {
   python3 -c 'import json, sys; m = json.load(open(sys.argv[1]))["model"]; print("--hub", sys.argv[2], "--repo", m["id"], "--rev", "v" + m["version"])' \
     "$b/manifest.json" "$WORK/hub"
 }
+# every model's run: this page and browser, the adapter, a profile, time limits
+COMMON=(--page .device/gen/page --chromium "$CR/chromium" --adapter "$ADAPTER" --profile --timeout 150
+  --deadline "${GEN_DEADLINE:-420}")
 # shellcheck disable=SC2046
-python3 -m bench.web.gen_bench $(source_of "$WORK") --page .device/gen/page --chromium "$CR/chromium" \
-  --adapter "$ADAPTER" --variants webgpu-float32,webgpu-float16 --flag-sets default,norobust,f16 --profile --timeout 150 \
-  --deadline "${GEN_DEADLINE:-420}" --out "$WORK/out" --json "$OUT/gen_bench.json" "$@"
+python3 -m bench.web.gen_bench $(source_of "$WORK") "${COMMON[@]}" --variants webgpu-float32,webgpu-float16 \
+  --flag-sets default,norobust,f16 --out "$WORK/out" --json "$OUT/gen_bench.json" "$@"
 echo "gen_bench rc=$? at $((SECONDS - T0)) s"
 (cd "$WORK/out" && tar -czf "$OUT/gen_images.tgz" ./*.png)
 for m in "$WORK"/m-*; do
@@ -138,8 +140,7 @@ for m in "$WORK"/m-*; do
   tag=${m##*/m-}
   echo "== model $tag at $((SECONDS - T0)) s"
   # shellcheck disable=SC2046
-  python3 -m bench.web.gen_bench $(source_of "$m") --page .device/gen/page --chromium "$CR/chromium" \
-    --adapter "$ADAPTER" --flag-sets f16 --profile --timeout 150 --deadline "${GEN_DEADLINE:-420}" "$@" \
+  python3 -m bench.web.gen_bench $(source_of "$m") "${COMMON[@]}" --flag-sets f16 "$@" \
     --variants "${EXTRA_VARIANTS:-webgpu-float16}" --out "$WORK/out-$tag" --json "$OUT/gen_bench-$tag.json"
   echo "gen_bench $tag rc=$? at $((SECONDS - T0)) s"
   (cd "$WORK/out-$tag" && tar -czf "$OUT/gen_images-$tag.tgz" ./*.png)
@@ -147,19 +148,13 @@ for m in "$WORK"/m-*; do
 import sys
 from pathlib import Path
 
-import numpy as np
-
-from bench.web.native_gen import read_png
+from bench.web.native_gen import psnr, read_png
 
 first, other, tag = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 for png in sorted(other.glob("*.cold.png")):
     dtype = png.name.split(".")[0].rsplit("-", 1)[-1]
     for ref in sorted(first.glob(f"*-{dtype}.*.cold.png")):
-        a = read_png(png).astype(np.float64)
-        b = read_png(ref).astype(np.float64)
-        mse = float(np.mean((a - b) ** 2))
-        db = float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
-        print(f"PSNR {tag} {png.name} vs {ref.name}: {db:.2f} dB")
+        print(f"PSNR {tag} {png.name} vs {ref.name}: {psnr(read_png(png), read_png(ref)):.2f} dB")
 PY
 done
 for f in "$WORK"/out/chromium.*.log; do grep -av TextRunHarfBuzz "$f" | tail -c 400000 > "$f.t" && mv "$f.t" "$f"; done

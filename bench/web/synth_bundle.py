@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from packer.bundle import BundleWriter
+from packer.bundle import quantize as qz
 
 
 def skeleton(bundle: Path, out: Path) -> None:
@@ -60,8 +61,6 @@ def _params(rng: np.random.Generator, records: list[dict], quantization: dict | 
         if r["name"] in pending:
             yield r["name"], pending.pop(r["name"])
         elif r["name"] in packed_of:
-            from packer.bundle import quantize as qz
-
             t = packed_of[r["name"]]
             weight = random_param(rng, t["name"], t["shape"], "float16")
             codes, scales = qz.quantize(weight, qz.get_scheme(quantization["scheme"]))

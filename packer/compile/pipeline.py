@@ -35,9 +35,10 @@ In order:
      linears, which dlight runs faster with their bias fused) is left to the steps after it.
   1e. Targets with ``workgroup_gemm`` (WebGPU), both dtypes:
      ``WorkgroupGemm`` (:mod:`packer.compile.passes.workgroup_gemm`): every NCHW convolution
-     and linear layer whose weight is a parameter becomes one GEMM kernel in plain TIR, tiles
-     of A and W in workgroup memory and a register micro-tile per invocation (the
-     convolution's im2col gathered on the fly), instead of dlight's Matmul schedule.
+     and linear layer whose weight is a parameter, or a quantized weight's decode (then read
+     packed), becomes one GEMM kernel in plain TIR, tiles of A and W in workgroup memory and a
+     register micro-tile per invocation (the convolution's im2col gathered on the fly), instead
+     of dlight's Matmul schedule.
   2a. Targets with ``mma_kernels`` (CUDA), float16 only: ``FusedAttention``
      (:mod:`packer.compile.passes.fused_attention`): each ``R.nn.attention`` whose head dim
      fits its tiles (D ≤ 160: every UNet attention) becomes one hand-written FlashAttention-2

@@ -2,12 +2,15 @@
 
 Each pass is a ``PyExprMutator`` over calls plus the module-pass wrapper
 :func:`rewrite_functions`; :func:`static_shape` is the shape check they share,
-:func:`conv2d_shapes` / :func:`linear_operands` what the GEMM passes match,
+:func:`conv2d_shapes` / :func:`linear_operands` what the GEMM passes match, :class:`Packed` /
+:func:`packed_weight` how they find a quantized weight to read packed,
 :func:`plain_attention` / :func:`attention_shape` / :func:`attention_scale` what the attention
 passes share.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 
 def static_shape(ty) -> list[int] | None:
@@ -77,6 +80,42 @@ def linear_operands(call, lookup_binding):
     if x_shape[-1] != k or out != [*x_shape[:-1], n]:
         return None
     return x, w, math.prod(x_shape[:-1]), n, k, out
+
+
+@dataclasses.dataclass(frozen=True)
+class Packed:
+    """A weight stored quantized (formats/README.md, "Quantized weights"): ``bits``-bit codes
+    packed into uint32 words along k, one scale per ``group`` consecutive k."""
+
+    bits: int
+    group: int
+
+    @property
+    def per_word(self) -> int:
+        return 32 // self.bits
+
+    @property
+    def words_per_vector(self) -> int:  # uint32 words holding the codes of 8 consecutive k
+        return 8 // self.per_word
+
+    @property
+    def offset(self) -> int:
+        return 1 << (self.bits - 1)
+
+
+def packed_weight(mod, w, lookup_binding, layout: str, scale_dtype: str):
+    """``(codes, scales, Packed)`` when the weight ``w`` is the decode of a quantized weight's
+    stored tensors (:func:`packer.compile.quantize.decode_source`) in ``layout`` with scales in
+    ``scale_dtype``: what a GEMM kernel reads in its place. None otherwise."""
+    from ..quantize import decode_source
+
+    source = decode_source(mod, w, lookup_binding)
+    if source is None:
+        return None
+    codes, scales, bits, group, found = source
+    if found != layout or str(scales.ty.dtype) != scale_dtype:
+        return None
+    return codes, scales, Packed(bits, group)
 
 
 def plain_attention(call) -> bool:

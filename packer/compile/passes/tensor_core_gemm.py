@@ -8,7 +8,7 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from . import linear_operands, ptx, rewrite_functions, static_shape
+from . import Packed, linear_operands, packed_weight, ptx, rewrite_functions, static_shape
 from .conv2d_implicit_gemm import nhwc_conv_shapes, sum_splits
 
 SHARED_BYTES = 96 * 1024
@@ -69,27 +69,6 @@ TILES = (
 """Tried in order; the first whose ``bn`` divides the output width and whose ``bk`` divides the
 reduction is used. Two 64-wide k-tiles in flight (64 or 48 KiB, two CTAs per SM) beat four
 32-wide ones over the lab's shapes; 64×64 warp tiles are slower (docs/design.md, step 1c)."""
-
-
-@dataclass(frozen=True)
-class Packed:
-    """A weight stored quantized (formats/README.md, "Quantized weights"): ``bits``-bit codes
-    packed into uint32 words along k, one scale per ``group`` consecutive k."""
-
-    bits: int
-    group: int
-
-    @property
-    def per_word(self) -> int:
-        return 32 // self.bits
-
-    @property
-    def words_per_vector(self) -> int:  # uint32 words holding the codes of 8 consecutive k
-        return 8 // self.per_word
-
-    @property
-    def offset(self) -> int:
-        return 1 << (self.bits - 1)
 
 
 @dataclass(frozen=True)
@@ -435,18 +414,10 @@ class _Rewriter(PyExprMutator):
 
     def _packed(self, w) -> tuple | None:
         """``(codes, scales, Packed)`` when the weight ``w`` is a decode of stored quantized
-        tensors (:mod:`packer.compile.quantize`) in the layout this kernel reads."""
-        from ..quantize import decode_source
-
-        source = decode_source(self.builder_.get(), w, self.lookup_binding)
-        if source is None:
-            return None
-        codes, scales, bits, group, layout = source
-        if layout != ("OHWI" if len(static_shape(w.ty)) == 4 else "OIHW"):
-            return None
-        if str(scales.ty.dtype) != "float16" or group % 8:
-            return None
-        return codes, scales, Packed(bits, group)
+        tensors in the layout this kernel reads, with groups of whole 8-wide vectors."""
+        layout = "OHWI" if len(static_shape(w.ty)) == 4 else "OIHW"
+        found = packed_weight(self.builder_.get(), w, self.lookup_binding, layout, "float16")
+        return None if found is None or found[2].group % 8 else found
 
     def _conv2d(self, call):
         shapes = nhwc_conv_shapes(call)

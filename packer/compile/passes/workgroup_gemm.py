@@ -10,8 +10,7 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from . import conv2d_shapes, linear_operands, rewrite_functions
-from .tensor_core_gemm import Packed
+from . import Packed, conv2d_shapes, linear_operands, packed_weight, rewrite_functions
 
 THREADS = 16
 """Invocations along each of the workgroup's two axes (256 in all: WebGPU's default limit)."""
@@ -261,19 +260,11 @@ class _Rewriter(PyExprMutator):
         ``(codes, scales, Packed)`` when it is the decode of a quantized weight
         (:mod:`packer.compile.quantize`, OIHW order, scales in ``dtype``), else None (a value
         computed in the graph)."""
-        from ..quantize import decode_source
-
         if not isinstance(w, relax.Var):
             return None
         if self.lookup_binding(w) is None:
             return w
-        source = decode_source(self.builder_.get(), w, self.lookup_binding)
-        if source is None:
-            return None
-        codes, scales, bits, group, layout = source
-        if layout != "OIHW" or _dtype(scales) != dtype:
-            return None
-        return codes, scales, Packed(bits, group)
+        return packed_weight(self.builder_.get(), w, self.lookup_binding, "OIHW", dtype)
 
     def _conv2d(self, call):
         shapes = conv2d_shapes(call, ("NCHW", "OIHW", "NCHW"))

@@ -15,7 +15,8 @@ Choices: ``attention`` = workgroup (the fused kernel) | split (scores materialis
 ``layout`` = NCHW | NHWC (convolutions as implicit GEMMs); ``matmul`` = one of
 :data:`packer.compile.targets.WEBGPU_MATMUL_CONFIGS` or ``dlight`` (dlight's own default);
 ``gemm`` = workgroup (convolutions and linears as the tiled GEMM of
-:mod:`packer.compile.passes.workgroup_gemm`, the shipped default) | dlight (dlight's Matmul rule).
+:mod:`packer.compile.passes.workgroup_gemm`, the shipped default) | dlight (dlight's Matmul rule);
+``splits`` = auto (the tiled GEMM's planner splits long reductions, the default) | 1 (never).
 The bundle's other files are untouched; run ``packer verify BUNDLE`` after.
 """
 
@@ -32,6 +33,7 @@ from packer.bundle.manifest import merge_requirements
 from packer.compile import pipeline, targets
 from packer.compile.component import COMPONENTS
 from packer.compile.export import export_component
+from packer.compile.passes import workgroup_gemm
 from packer.compile.webgpu.runtime import export_wasm
 from packer.support.canonical import dumps, sha256_file
 
@@ -42,7 +44,7 @@ def parse(spec: str) -> tuple[str, str, dict]:
     if dtype not in ("float32", "float16"):
         raise SystemExit(f"variant {name!r}: the name must end in -float32 or -float16")
     choices = dict(item.split("=", 1) for item in rest.split(",") if item)
-    unknown = set(choices) - {"attention", "layout", "matmul", "gemm"}
+    unknown = set(choices) - {"attention", "layout", "matmul", "gemm", "splits"}
     if unknown:
         raise SystemExit(f"variant {name!r}: unknown choices {sorted(unknown)}")
     return name, dtype, choices
@@ -63,7 +65,14 @@ def build(exported, dtype: str, choices: dict, path: Path) -> dict:
         == "workgroup",
     )
     start = time.perf_counter()
-    mod = pipeline.prepare_for(exported.mod, dtype, spec)
+    planner = workgroup_gemm.plan
+    if choices.get("splits", "auto") != "auto":
+        most = int(choices["splits"])
+        workgroup_gemm.plan = lambda m, n, k, max_splits=most: planner(m, n, k, most)
+    try:
+        mod = pipeline.prepare_for(exported.mod, dtype, spec)
+    finally:
+        workgroup_gemm.plan = planner
     stats: dict = {}
     executable = pipeline.build(mod, spec, None, stats)
     export_wasm(executable, path)

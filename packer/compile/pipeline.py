@@ -38,7 +38,8 @@ In order:
      and linear layer whose weight is a parameter, or a quantized weight's decode (then read
      packed), becomes one GEMM kernel in plain TIR, tiles of A and W in workgroup memory and a
      register micro-tile per invocation (the convolution's im2col gathered on the fly), instead
-     of dlight's Matmul schedule.
+     of dlight's Matmul schedule; a long reduction over few output tiles is split along k into
+     float32 partial sums, added by an elementwise kernel that fuses with what follows.
   2a. Targets with ``mma_kernels`` (CUDA), float16 only: ``FusedAttention``
      (:mod:`packer.compile.passes.fused_attention`): each ``R.nn.attention`` whose head dim
      fits its tiles (D ≤ 160: every UNet attention) becomes one hand-written FlashAttention-2
@@ -96,7 +97,7 @@ from __future__ import annotations
 
 import contextlib
 
-PIPELINE_VERSION = "11"
+PIPELINE_VERSION = "12"
 
 FP32_INPUTS = ("timestep",)
 """Float user inputs that stay float32 in the float16 variant."""

@@ -18,12 +18,16 @@ import pytest
 from packer.compile import pipeline
 from packer.compile.passes.workgroup_gemm import (
     BK,
+    MAX_SPLITS,
     MIN_ROWS,
+    MIN_SPLIT_STEPS,
     MIN_WORKGROUPS,
+    SPLIT_WORKGROUPS,
     THREADS,
     TILES,
     WorkgroupGemm,
-    tiles,
+    plan,
+    split_steps,
     workgroup_words,
 )
 from packer.compile.targets import get_target
@@ -66,12 +70,22 @@ def test_tiles_fill_the_workgroup_memory_and_the_adapter():
         assert bm % THREADS == 0 and bn % THREADS == 0
         assert workgroup_words(bm, bn) * 4 <= 32 * 1024
         assert (bm * BK) % (THREADS * THREADS) == 0 and (bn * BK) % (THREADS * THREADS) == 0
-    assert tiles(8192, 320) == (128, 128)  # the UNet's 64² layers: 64 × 3 workgroups
-    assert tiles(512, 1280) == (64, 64)  # 16²: 8 × 20
-    assert tiles(154, 768) == TILES[-1]  # the text encoder at batch 2: as many as can be
-    for m, n in [(8192, 320), (2048, 640), (512, 1280), (262144, 128)]:
-        bm, bn = tiles(m, n)
-        assert -(-m // bm) * -(-n // bn) >= MIN_WORKGROUPS
+    assert plan(8192, 320, 320) == (128, 128, 1)  # the UNet's 64² linears: 64 × 3 workgroups
+    assert plan(154, 768, 768) == (*TILES[-1], 1)  # the text encoder at batch 2: as many as can be
+    # long reductions over few output tiles (the UNet's 32², 16² and 8² convolutions) are split
+    assert plan(512, 1280, 11520)[2] > 1 and plan(128, 1280, 11520)[2] > 1
+    shapes = [(8192, 320, 320), (8192, 320, 2880), (2048, 640, 5760), (512, 1280, 11520)]
+    shapes += [(128, 1280, 11520), (262144, 128, 1152), (154, 768, 768), (64, 96, 1560)]
+    for m, n, k in shapes:
+        bm, bn, splits = plan(m, n, k)
+        workgroups = -(-m // bm) * -(-n // bn)
+        assert 1 <= splits <= MAX_SPLITS
+        if splits > 1:  # every share is non-empty and long enough to pay for its partial sums
+            steps = split_steps(k, splits)
+            assert steps >= MIN_SPLIT_STEPS and (splits - 1) * steps < -(-k // BK)
+        if (bm, bn) != TILES[-1]:  # a smaller tile is taken only where this one gives too few
+            assert workgroups * splits >= min(MIN_WORKGROUPS, SPLIT_WORKGROUPS)
+        assert plan(m, n, k, max_splits=1)[2] == 1
 
 
 def test_rewrites_convolutions_and_linears_with_parameter_weights_only():
@@ -102,6 +116,35 @@ def test_rewrites_convolutions_and_linears_with_parameter_weights_only():
         bb.emit_func_output(out)
     decoded = WorkgroupGemm(bb.get())
     assert "relax.matmul" in [name for name, _ in _calls(decoded, "main")]
+
+
+def test_long_reductions_are_split_and_their_shares_added_in_float32():
+    from tvm import relax
+
+    from packer.compile.passes.workgroup_gemm import workgroup_gemm_pass
+
+    for dtype in ("float32", "float16"):
+        mod = WorkgroupGemm(_conv_module((1, 160, 6, 6), (20, 160, 3, 3), dtype=dtype))
+        kernels = {gv.name_hint: mod[gv] for gv in mod.functions if gv.name_hint != "main"}
+        assert set(kernels) == {"workgroup_gemm", "workgroup_gemm_sum"}, set(kernels)
+        _, _, splits = plan(36, 20, 160 * 9)
+        assert splits == 2
+        outputs = {}  # kernel -> the tensor its call_tir returns
+        for block in mod["main"].body.blocks:
+            for binding in block.bindings:
+                call = binding.value
+                if isinstance(call, relax.Call) and call.op.name == "relax.call_tir":
+                    ty = binding.var.ty
+                    outputs[call.args[0].name_hint] = ([int(d) for d in ty.shape], ty.dtype)
+        assert outputs["workgroup_gemm"] == ([splits, 20 * 6 * 6], "float32")
+        assert outputs["workgroup_gemm_sum"] == ([1, 20, 6, 6], dtype)
+        # not split: one kernel writing the output itself
+        whole = workgroup_gemm_pass(max_splits=1)(
+            _conv_module((1, 160, 6, 6), (20, 160, 3, 3), dtype=dtype)
+        )
+        assert [gv.name_hint for gv in whole.functions if gv.name_hint != "main"] == [
+            "workgroup_gemm"
+        ]
 
 
 def test_on_for_webgpu_and_only_where_the_target_asks():
@@ -135,10 +178,17 @@ CONVS = {
     "float32": [
         ((1, 5, 33, 17), (40, 5, 3, 3), 2, 1),  # stride 2, odd sizes, a partial k tile
         ((1, 24, 20, 20), (130, 24, 1, 1), 1, 0),  # 1×1, outputs past one 128 tile
+        ((1, 136, 8, 8), (24, 136, 3, 3), 1, 1),  # k = 1224 split in two shares of 39 and 38 steps
     ],
-    "float16": [((2, 8, 16, 16), (12, 8, 3, 3), 1, 1)],  # ragged: 12 outputs, k = 72
+    "float16": [
+        ((2, 8, 16, 16), (12, 8, 3, 3), 1, 1),  # ragged: 12 outputs, k = 72
+        ((1, 160, 12, 12), (20, 160, 3, 3), 2, 1),  # strided, k = 1440 split in two
+    ],
 }
-LINEARS = {"float32": [((300, 40), (130, 40))], "float16": [((2, 77, 64), (96, 64))]}
+LINEARS = {
+    "float32": [((300, 40), (130, 40)), ((64, 1560), (96, 1560))],  # 1560: three shares, ragged
+    "float16": [((2, 77, 64), (96, 64)), ((2, 40, 2048), (70, 2048))],
+}
 
 
 @pytest.mark.slow
@@ -228,7 +278,7 @@ PACKED = {
     # (x shape, w shape, stride, padding) of a convolution, then a linear's (x shape, w shape):
     # reductions of whole groups of 64 (both schemes'), ragged rows and outputs
     "convs": [((1, 64, 11, 13), (40, 64, 3, 3), 1, 1), ((2, 64, 9, 9), (20, 64, 1, 1), 2, 0)],
-    "linears": [((2, 45, 128), (70, 128))],
+    "linears": [((2, 45, 128), (70, 128)), ((2, 40, 2048), (70, 2048))],  # the second split
 }
 
 
@@ -282,7 +332,8 @@ def test_packed_kernel_matches_numpy_on_webgpu(
         kernels = [
             gv.name_hint for gv in mod.functions if gv.name_hint.startswith("workgroup_gemm")
         ]
-        assert kernels == [f"workgroup_gemm_q{scheme.bits}"], kernels
+        assert kernels[0] == f"workgroup_gemm_q{scheme.bits}", kernels
+        assert kernels[1:] in ([], ["workgroup_gemm_sum"]), kernels  # split reductions
         wasm = tmp_path / f"{kind}{i}.wasm"
         export_wasm(pipeline.build(mod, web), wasm)
         x = rng.standard_normal(x_shape).astype(dtype)

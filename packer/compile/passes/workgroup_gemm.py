@@ -20,7 +20,16 @@ TILES = ((128, 128), (128, 64), (64, 128), (64, 64), (32, 32))
 """Workgroup tiles (rows × columns of the output), largest first; each invocation owns a
 ``(bm / 16) × (bn / 16)`` register micro-tile."""
 MIN_WORKGROUPS = 128
-"""The largest tile is taken that still gives at least this many workgroups."""
+"""A tile whose reduction is too short to split is taken when it gives at least this many
+workgroups."""
+SPLIT_WORKGROUPS = 512
+"""A long reduction is split until the workgroups reach this many: a few per compute unit of a
+large GPU, so that every unit has workgroups to switch between while one waits on memory."""
+MAX_SPLITS = 16
+"""At most this many workgroups share one output tile's reduction (split-K)."""
+MIN_SPLIT_STEPS = 32
+"""Each share of a split reduction covers at least this many ``BK`` steps, so that the float32
+partial sums it writes, and the kernel that adds them reads, stay small next to its arithmetic."""
 MIN_ROWS = 32
 """Products with fewer output rows (the time embedding's 2-row linears) stay with dlight's GEMV."""
 
@@ -51,14 +60,41 @@ class Gemm:
     bn: int
     dtype: str  # of the input and the weight
     out_dtype: str
+    splits: int = 1  # workgroups along the reduction, each writing float32 partial sums
 
 
-def tiles(m: int, n: int) -> tuple[int, int]:
-    """The workgroup tile for an ``m × n`` output (:data:`TILES`, :data:`MIN_WORKGROUPS`)."""
+def splits_for(workgroups: int, k: int, max_splits: int = MAX_SPLITS) -> int:
+    """Shares of a ``k``-long reduction for an output of ``workgroups`` tiles: enough to reach
+    :data:`SPLIT_WORKGROUPS`, each at least :data:`MIN_SPLIT_STEPS` steps, at most
+    ``max_splits``, with no share left empty by :func:`split_steps`."""
+    k_tiles = math.ceil(k / BK)
+    want = min(math.ceil(SPLIT_WORKGROUPS / workgroups), k_tiles // MIN_SPLIT_STEPS, max_splits)
+    if want <= 1:
+        return 1
+    return math.ceil(k_tiles / math.ceil(k_tiles / want))
+
+
+def split_steps(k: int, splits: int) -> int:
+    """``BK`` steps of each share of a reduction split ``splits`` ways (the last takes the rest)."""
+    k_tiles = math.ceil(k / BK)
+    return math.ceil(k_tiles / splits)
+
+
+def plan(m: int, n: int, k: int, max_splits: int = MAX_SPLITS) -> tuple[int, int, int]:
+    """Workgroup tile and reduction shares ``(bm, bn, splits)`` for an ``m × n × k`` product: the
+    largest tile of :data:`TILES` that, its reduction split (:func:`splits_for`), reaches
+    :data:`SPLIT_WORKGROUPS` workgroups, or that gives :data:`MIN_WORKGROUPS` with a reduction too
+    short to split; else the one that gives the most workgroups."""
+    best = None
     for bm, bn in TILES:
-        if math.ceil(m / bm) * math.ceil(n / bn) >= MIN_WORKGROUPS:
-            return bm, bn
-    return TILES[-1]
+        workgroups = math.ceil(m / bm) * math.ceil(n / bn)
+        splits = splits_for(workgroups, k, max_splits)
+        total = workgroups * splits
+        if total >= SPLIT_WORKGROUPS or (splits == 1 and workgroups >= MIN_WORKGROUPS):
+            return bm, bn, splits
+        if best is None or total > best[0]:
+            best = (total, (bm, bn, splits))
+    return best[1]
 
 
 def workgroup_words(bm: int, bn: int) -> int:
@@ -90,6 +126,8 @@ def gemm_kernel(g: Gemm, conv: Conv | None, packed: Packed | None = None):
     m_tiles, n_tiles = math.ceil(g.m / bm), math.ceil(g.n / bn)
     a_loads, b_loads = bm * BK // threads, bn * BK // threads
     zero = T.float32(0)
+    splits = g.splits
+    steps = split_steps(g.k, splits)
     m_, n_, k_ = g.m, g.n, g.k
     if conv is None:
         a_shape, w_shape, o_shape = (m_, k_), (n_, k_), (m_, n_)
@@ -117,20 +155,23 @@ def gemm_kernel(g: Gemm, conv: Conv | None, packed: Packed | None = None):
     @T.macro
     def body(a, w, o):
         for bx in T.thread_binding(m_tiles, thread="blockIdx.x"):
-            for by in T.thread_binding(n_tiles, thread="blockIdx.y"):
+            # blockIdx.y numbers (share, column tile): WebGPU's blockIdx.z is not free
+            for byz in T.thread_binding(n_tiles * splits, thread="blockIdx.y"):
                 for ty in T.thread_binding(THREADS, thread="threadIdx.y"):
                     for tx in T.thread_binding(THREADS, thread="threadIdx.x"):
                         sm = T.alloc_buffer((words,), "float32", scope="shared")
                         acc = T.alloc_buffer((tm * tn,), "float32", scope="local")
                         ra = T.alloc_buffer((tm,), "float32", scope="local")
                         rb = T.alloc_buffer((tn,), "float32", scope="local")
+                        bz = T.meta_var(byz // n_tiles)
                         m0 = T.meta_var(bx * bm)
-                        n0 = T.meta_var(by * bn)
+                        n0 = T.meta_var(byz % n_tiles * bn)
                         tid = T.meta_var(ty * THREADS + tx)
                         for i in T.unroll(tm * tn):
                             acc[i] = zero
-                        for kt in T.serial(k_tiles):
-                            k0 = T.meta_var(kt * BK)
+                        # the last share of a split reduction may have fewer steps
+                        for kt in T.serial(T.min(steps, k_tiles - bz * steps)):
+                            k0 = T.meta_var((bz * steps + kt) * BK)
                             T.tvm_storage_sync("shared")  # the last tile's reads are done
                             for it in T.serial(a_loads):
                                 item = T.meta_var(it * threads + tid)
@@ -196,18 +237,37 @@ def gemm_kernel(g: Gemm, conv: Conv | None, packed: Packed | None = None):
                             for j in T.unroll(tn):
                                 if conv is None:
                                     if m0 + ty + i * THREADS < m_ and n0 + tx + j * THREADS < n_:
-                                        o[m0 + ty + i * THREADS, n0 + tx + j * THREADS] = T.Cast(
-                                            g.out_dtype, acc[i * tn + j]
-                                        )
+                                        if splits == 1:
+                                            o[m0 + ty + i * THREADS, n0 + tx + j * THREADS] = (
+                                                T.Cast(g.out_dtype, acc[i * tn + j])
+                                            )
+                                        else:
+                                            o[
+                                                bz,
+                                                (m0 + ty + i * THREADS) * n_
+                                                + n0
+                                                + tx
+                                                + j * THREADS,
+                                            ] = acc[i * tn + j]
                                 else:
                                     mo = T.meta_var(m0 + tx + i * THREADS)
                                     if mo < m_ and n0 + ty + j * THREADS < n_:
-                                        o[
-                                            mo // (oh * ow),
-                                            n0 + ty + j * THREADS,
-                                            mo % (oh * ow) // ow,
-                                            mo % ow,
-                                        ] = T.Cast(g.out_dtype, acc[i * tn + j])
+                                        if splits == 1:
+                                            o[
+                                                mo // (oh * ow),
+                                                n0 + ty + j * THREADS,
+                                                mo % (oh * ow) // ow,
+                                                mo % ow,
+                                            ] = T.Cast(g.out_dtype, acc[i * tn + j])
+                                        else:
+                                            o[
+                                                bz,
+                                                (mo // (oh * ow) * n_ + n0 + ty + j * THREADS)
+                                                * (oh * ow)
+                                                + mo % (oh * ow),
+                                            ] = acc[i * tn + j]
+
+    out_shape, out_dtype = (o_shape, g.out_dtype) if splits == 1 else partial_of(o_shape, splits)
 
     if packed is None:
 
@@ -216,7 +276,7 @@ def gemm_kernel(g: Gemm, conv: Conv | None, packed: Packed | None = None):
             T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
             a = T.match_buffer(a_handle, a_shape, g.dtype)
             w = T.match_buffer(w_handle, w_shape, g.dtype)
-            o = T.match_buffer(o_handle, o_shape, g.out_dtype)
+            o = T.match_buffer(o_handle, out_shape, out_dtype)
             body(a, w, o)
 
         return workgroup_gemm
@@ -231,10 +291,31 @@ def gemm_kernel(g: Gemm, conv: Conv | None, packed: Packed | None = None):
         a = T.match_buffer(a_handle, a_shape, g.dtype)
         codes = T.match_buffer(c_handle, (n_, k_words), "uint32")
         scales = T.match_buffer(s_handle, (n_, k_groups), g.dtype)
-        o = T.match_buffer(o_handle, o_shape, g.out_dtype)
+        o = T.match_buffer(o_handle, out_shape, out_dtype)
         body(a, (codes, scales), o)
 
     return workgroup_gemm_packed
+
+
+def partial_of(shape: tuple, splits: int) -> tuple[tuple, str]:
+    """Shape and dtype of a split GEMM's partial sums: one float32 output per share, flattened
+    (the output's own element order)."""
+    return (splits, math.prod(shape)), "float32"
+
+
+def add_shares(partial, splits: int, out_dtype: str):
+    """TE: a split GEMM's output from its shares (``partial`` ``[splits, *out]``, float32): their
+    sum, written out term by term, cast once to ``out_dtype``. Elementwise, so that it fuses with
+    what follows (the bias, an activation) into one kernel."""
+    from tvm import te
+
+    def element(*i):
+        total = partial[(0, *i)]
+        for z in range(1, splits):
+            total = total + partial[(z, *i)]
+        return total.astype(out_dtype)
+
+    return te.compute(partial.shape[1:], element, name="add_shares")
 
 
 def _dtype(expr) -> str:
@@ -243,8 +324,9 @@ def _dtype(expr) -> str:
 
 @mutator
 class _Rewriter(PyExprMutator):
-    def __init__(self, mod):
+    def __init__(self, mod, max_splits: int):
         super().__init__(mod)
+        self.max_splits = max_splits
         self.kernels: dict[tuple, relax.GlobalVar] = {}
 
     def visit_call_(self, call):
@@ -305,12 +387,14 @@ class _Rewriter(PyExprMutator):
             return None
         a = x if len(out) == 2 else self.builder_.emit(relax.op.reshape(x, [m, k]))
         y = self._gemm(m, n, k, None, a, w, relax.TensorType([m, n], _dtype(call)))
-        return y if len(out) == 2 else relax.op.reshape(self.builder_.emit(y), out)
+        if len(out) == 2:
+            return y
+        return relax.op.reshape(y if isinstance(y, relax.Var) else self.builder_.emit(y), out)
 
     def _gemm(self, m, n, k, conv, a, w, out_ty):
         """``w``: the weight parameter, or ``(codes, scales, Packed)`` for a quantized one."""
-        bm, bn = tiles(m, n)
-        g = Gemm(m, n, k, bm, bn, _dtype(a), str(out_ty.dtype))
+        bm, bn, splits = plan(m, n, k, self.max_splits)
+        g = Gemm(m, n, k, bm, bn, _dtype(a), str(out_ty.dtype), splits)
         packed = w[2] if isinstance(w, tuple) else None
         key = (g, conv, packed)
         gvar = self.kernels.get(key)
@@ -319,7 +403,19 @@ class _Rewriter(PyExprMutator):
             gvar = self.builder_.add_func(gemm_kernel(g, conv, packed), name)
             self.kernels[key] = gvar
         args = [a, w] if packed is None else [a, w[0], w[1]]
-        return relax.call_tir(gvar, args, out_ty)
+        if splits == 1:
+            return relax.call_tir(gvar, args, out_ty)
+        shape = [int(d) for d in out_ty.shape]
+        p_shape, p_dtype = partial_of(shape, splits)
+        partial = self.builder_.emit(relax.call_tir(gvar, args, relax.TensorType(p_shape, p_dtype)))
+        shares = self.builder_.emit(relax.op.reshape(partial, [splits, *shape]))
+        return self.builder_.emit_te(
+            add_shares,
+            shares,
+            splits=splits,
+            out_dtype=g.out_dtype,
+            primfunc_name_hint="workgroup_gemm_sum",
+        )
 
 
 def _supported(x, w, call) -> bool:
@@ -329,6 +425,17 @@ def _supported(x, w, call) -> bool:
         and dtypes <= {"float32", "float16"}
         and _dtype(call) in dtypes | {"float32"}
     )
+
+
+def workgroup_gemm_pass(max_splits: int = MAX_SPLITS):
+    """:data:`WorkgroupGemm` with reductions split into at most ``max_splits`` shares (1: never
+    split)."""
+
+    @tvm.transform.module_pass(opt_level=0, name="WorkgroupGemm")
+    def rewrite(mod, _ctx):
+        return relax.transform.Normalize()(rewrite_functions(_Rewriter(mod, max_splits), mod))
+
+    return rewrite
 
 
 @tvm.transform.module_pass(opt_level=0, name="WorkgroupGemm")
@@ -349,6 +456,13 @@ def WorkgroupGemm(mod, _ctx):  # noqa: N802  (a pass, named like TVM's)
     2. each invocation multiplies its ``(bm/16) × (bn/16)`` micro-tile in registers: per k, bm/16
        values of A and bn/16 of W read from workgroup memory feed (bm/16)·(bn/16) multiply-adds.
 
+    Where the output has too few tiles to keep a large GPU busy and the reduction is long (the
+    UNet's convolutions at 32², 16² and 8²: a few dozen 128 × 128 tiles, k up to 11 520), the
+    reduction is split (:func:`plan`): ``splits`` workgroups per tile, numbered along
+    ``blockIdx.y`` with the column tiles, each walk their share of the k steps and write float32
+    partial sums ``[splits, *out]``; :func:`add_shares`, elementwise, adds them in float32 and
+    casts once, and fuses with the bias and whatever else follows.
+
     Invocation (ty, tx) owns the rows ``tx + 16·i`` of a convolution's tile (output pixels, so
     that a row of invocations writes neighbouring pixels of an NCHW plane) and the columns
     ``tx + 16·j`` of a linear layer's (neighbouring output features). Accumulation is float32
@@ -362,4 +476,4 @@ def WorkgroupGemm(mod, _ctx):  # noqa: N802  (a pass, named like TVM's)
     of a quantized weight's codes and scales, which the kernel then reads packed) becomes a
     ``call_tir`` of its kernel.
     """
-    return relax.transform.Normalize()(rewrite_functions(_Rewriter(mod), mod))
+    return workgroup_gemm_pass()(mod)

@@ -305,8 +305,9 @@ def partial_of(shape: tuple, splits: int) -> tuple[tuple, str]:
 
 def add_shares(partial, splits: int, out_dtype: str):
     """TE: a split GEMM's output from its shares (``partial`` ``[splits, *out]``, float32): their
-    sum, written out term by term, cast once to ``out_dtype``. Elementwise, so that it fuses with
-    what follows (the bias, an activation) into one kernel."""
+    sum, written out term by term, cast once to ``out_dtype``: one read of each share, one write,
+    scheduled by dlight like any injective kernel (FuseOps fuses it with the reshape before it;
+    the bias add after it stays a kernel of its own)."""
     from tvm import te
 
     def element(*i):
@@ -460,8 +461,8 @@ def WorkgroupGemm(mod, _ctx):  # noqa: N802  (a pass, named like TVM's)
     UNet's convolutions at 32², 16² and 8²: a few dozen 128 × 128 tiles, k up to 11 520), the
     reduction is split (:func:`plan`): ``splits`` workgroups per tile, numbered along
     ``blockIdx.y`` with the column tiles, each walk their share of the k steps and write float32
-    partial sums ``[splits, *out]``; :func:`add_shares`, elementwise, adds them in float32 and
-    casts once, and fuses with the bias and whatever else follows.
+    partial sums ``[splits, m·n]``; :func:`add_shares`, an injective TE kernel, adds them in
+    float32 and casts once.
 
     Invocation (ty, tx) owns the rows ``tx + 16·i`` of a convolution's tile (output pixels, so
     that a row of invocations writes neighbouring pixels of an NCHW plane) and the columns

@@ -39,7 +39,7 @@ In order:
      packed), becomes one GEMM kernel in plain TIR, tiles of A and W in workgroup memory and a
      register micro-tile per invocation (the convolution's im2col gathered on the fly), instead
      of dlight's Matmul schedule; a long reduction over few output tiles is split along k into
-     float32 partial sums, added by a second, injective kernel.
+     float32 partial sums, added by an injective kernel that fuses with the bias add after it.
   2a. Targets with ``mma_kernels`` (CUDA), float16 only: ``FusedAttention``
      (:mod:`packer.compile.passes.fused_attention`): each ``R.nn.attention`` whose head dim
      fits its tiles (D ≤ 160: every UNet attention) becomes one hand-written FlashAttention-2

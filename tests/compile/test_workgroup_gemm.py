@@ -119,6 +119,7 @@ def test_rewrites_convolutions_and_linears_with_parameter_weights_only():
 
 
 def test_long_reductions_are_split_and_their_shares_added_in_float32():
+    import tvm
     from tvm import relax
 
     from packer.compile.passes.workgroup_gemm import workgroup_gemm_pass
@@ -138,6 +139,13 @@ def test_long_reductions_are_split_and_their_shares_added_in_float32():
                     outputs[call.args[0].name_hint] = ([int(d) for d in ty.shape], ty.dtype)
         assert outputs["workgroup_gemm"] == ([splits, 20 * 6 * 6], "float32")
         assert outputs["workgroup_gemm_sum"] == ([1, 20, 6, 6], dtype)
+        # the shares' sum fuses with the bias add after it: no dispatch more than unsplit
+        with pipeline._lowering(get_target("webgpu"), None):
+            fused = tvm.transform.Sequential(pipeline.fusion_passes())(mod)
+        called = [name for name, _ in _calls(fused, "main")]
+        names = [gv.name_hint for gv in fused.functions]
+        assert any("workgroup_gemm_sum" in n and "add" in n for n in names), names
+        assert called.count("relax.call_tir") == 2, called
         # not split: one kernel writing the output itself
         whole = workgroup_gemm_pass(max_splits=1)(
             _conv_module((1, 160, 6, 6), (20, 160, 3, 3), dtype=dtype)

@@ -306,8 +306,7 @@ def partial_of(shape: tuple, splits: int) -> tuple[tuple, str]:
 def add_shares(partial, splits: int, out_dtype: str):
     """TE: a split GEMM's output from its shares (``partial`` ``[splits, *out]``, float32): their
     sum, written out term by term, cast once to ``out_dtype``: one read of each share, one write,
-    scheduled by dlight like any injective kernel (FuseOps fuses it with the reshape before it;
-    the bias add after it stays a kernel of its own)."""
+    injective, so that FuseOps fuses it with what follows (the bias add, a cast) into one kernel."""
     from tvm import te
 
     def element(*i):
@@ -410,7 +409,7 @@ class _Rewriter(PyExprMutator):
         p_shape, p_dtype = partial_of(shape, splits)
         partial = self.builder_.emit(relax.call_tir(gvar, args, relax.TensorType(p_shape, p_dtype)))
         shares = self.builder_.emit(relax.op.reshape(partial, [splits, *shape]))
-        return self.builder_.emit_te(
+        return self.builder_.call_te(
             add_shares,
             shares,
             splits=splits,
@@ -461,8 +460,8 @@ def WorkgroupGemm(mod, _ctx):  # noqa: N802  (a pass, named like TVM's)
     UNet's convolutions at 32², 16² and 8²: a few dozen 128 × 128 tiles, k up to 11 520), the
     reduction is split (:func:`plan`): ``splits`` workgroups per tile, numbered along
     ``blockIdx.y`` with the column tiles, each walk their share of the k steps and write float32
-    partial sums ``[splits, m·n]``; :func:`add_shares`, an injective TE kernel, adds them in
-    float32 and casts once.
+    partial sums ``[splits, m·n]``; :func:`add_shares`, injective, adds them in float32 and
+    casts once, fused with the bias add after it.
 
     Invocation (ty, tx) owns the rows ``tx + 16·i`` of a convolution's tile (output pixels, so
     that a row of invocations writes neighbouring pixels of an NCHW plane) and the columns

@@ -45,9 +45,8 @@ def variants_of(shape, dtype: str) -> list[str]:
     from packer.compile.passes import workgroup_gemm as wg
 
     names = list(VARIANTS)
-    (m, n), _ = gemm_dims(shape)
+    (m, n), k = gemm_dims(shape)
     if dtype == "float16" and -(-m // 128) * -(-n // 128) < wg.SPLIT_WORKGROUPS:
-        _, k = gemm_dims(shape)
         k_tiles = -(-k // wg.BK)
         names += [f"t{bm}x{bn}s{s}" for bm, bn, s in SWEEP if s == 1 or k_tiles // s >= 8]
     return names
@@ -88,16 +87,14 @@ def scheduled(shape, dtype: str, variant: str):
     web = dataclasses.replace(get_target("webgpu"), workgroup_gemm=variant != "dlight")
     planner = wg.plan
     if variant == "workgroup1":
-        wg.plan = lambda m, n, k, max_splits=1: planner(m, n, k, 1)
+        planner = lambda m, n, k: wg.plan(m, n, k, 1)
     elif variant.startswith("t"):
         bm, rest = variant[1:].split("x")
         bn, splits = rest.split("s")
         forced = (int(bm), int(bn), int(splits))
-        wg.plan = lambda m, n, k, max_splits=1: forced
-    try:
+        planner = lambda m, n, k: forced
+    with wg.planned_by(planner):
         mod = pipeline.prepare_for(_conv(shape, dtype), dtype, web)
-    finally:
-        wg.plan = planner
     with web.tvm_target():
         mod = tvm.transform.Sequential(
             [*pipeline.fusion_passes(), dl.ApplyDefaultSchedule(*web.schedule_rules())]
@@ -114,11 +111,11 @@ def cmd_build(out: Path) -> None:
     index = {}
     for name, shape in SHAPES.items():
         for dtype in DTYPES:
-            for variant in variants_of(shape, dtype):
+            index[f"{name}-{dtype}"] = variants_of(shape, dtype)
+            for variant in index[f"{name}-{dtype}"]:
                 build_library(
                     scheduled(shape, dtype, variant), out / f"{variant}-{dtype}-{name}.so"
                 )
-            index[f"{name}-{dtype}"] = variants_of(shape, dtype)
         (m, n), k = gemm_dims(shape)
         index[f"{name}-plan"] = list(plan(m, n, k))
     (out / "index.json").write_text(json.dumps({"shapes": SHAPES, "variants": index}))

@@ -65,14 +65,10 @@ def build(exported, dtype: str, choices: dict, path: Path) -> dict:
         == "workgroup",
     )
     start = time.perf_counter()
-    planner = workgroup_gemm.plan
-    if choices.get("splits", "auto") != "auto":
-        most = int(choices["splits"])
-        workgroup_gemm.plan = lambda m, n, k, max_splits=most: planner(m, n, k, most)
-    try:
+    most = choices.get("splits", "auto")
+    most = workgroup_gemm.MAX_SPLITS if most == "auto" else int(most)
+    with workgroup_gemm.planned_by(lambda m, n, k: workgroup_gemm.plan(m, n, k, most)):
         mod = pipeline.prepare_for(exported.mod, dtype, spec)
-    finally:
-        workgroup_gemm.plan = planner
     stats: dict = {}
     executable = pipeline.build(mod, spec, None, stats)
     export_wasm(executable, path)

@@ -122,7 +122,7 @@ def test_long_reductions_are_split_and_their_shares_added_in_float32():
     import tvm
     from tvm import relax
 
-    from packer.compile.passes.workgroup_gemm import workgroup_gemm_pass
+    from packer.compile.passes.workgroup_gemm import planned_by
 
     for dtype in ("float32", "float16"):
         mod = WorkgroupGemm(_conv_module((1, 160, 6, 6), (20, 160, 3, 3), dtype=dtype))
@@ -147,9 +147,8 @@ def test_long_reductions_are_split_and_their_shares_added_in_float32():
         assert any("workgroup_gemm_sum" in n and "add" in n for n in names), names
         assert called.count("relax.call_tir") == 2, called
         # not split: one kernel writing the output itself
-        whole = workgroup_gemm_pass(max_splits=1)(
-            _conv_module((1, 160, 6, 6), (20, 160, 3, 3), dtype=dtype)
-        )
+        with planned_by(lambda m, n, k: plan(m, n, k, 1)):
+            whole = WorkgroupGemm(_conv_module((1, 160, 6, 6), (20, 160, 3, 3), dtype=dtype))
         assert [gv.name_hint for gv in whole.functions if gv.name_hint != "main"] == [
             "workgroup_gemm"
         ]

@@ -3,7 +3,9 @@ tensor-core intrinsics (WebGPU)."""
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import tvm
@@ -95,6 +97,22 @@ def plan(m: int, n: int, k: int, max_splits: int = MAX_SPLITS) -> tuple[int, int
         if best is None or total > best[0]:
             best = (total, (bm, bn, splits))
     return best[1]
+
+
+_planner: Callable[[int, int, int], tuple[int, int, int]] | None = None
+
+
+@contextlib.contextmanager
+def planned_by(planner: Callable[[int, int, int], tuple[int, int, int]]) -> Iterator[None]:
+    """Within the block, :class:`WorkgroupGemm` plans each product with ``planner(m, n, k) ->
+    (bm, bn, splits)`` instead of :func:`plan`: for benches and tests that build the pipeline's
+    module under other plans (``lambda m, n, k: plan(m, n, k, 1)``: reductions never split)."""
+    global _planner
+    before, _planner = _planner, planner
+    try:
+        yield
+    finally:
+        _planner = before
 
 
 def workgroup_words(bm: int, bn: int) -> int:
@@ -324,9 +342,8 @@ def _dtype(expr) -> str:
 
 @mutator
 class _Rewriter(PyExprMutator):
-    def __init__(self, mod, max_splits: int):
+    def __init__(self, mod):
         super().__init__(mod)
-        self.max_splits = max_splits
         self.kernels: dict[tuple, relax.GlobalVar] = {}
 
     def visit_call_(self, call):
@@ -387,13 +404,11 @@ class _Rewriter(PyExprMutator):
             return None
         a = x if len(out) == 2 else self.builder_.emit(relax.op.reshape(x, [m, k]))
         y = self._gemm(m, n, k, None, a, w, relax.TensorType([m, n], _dtype(call)))
-        if len(out) == 2:
-            return y
-        return relax.op.reshape(y if isinstance(y, relax.Var) else self.builder_.emit(y), out)
+        return y if len(out) == 2 else relax.op.reshape(self.builder_.emit(y), out)
 
     def _gemm(self, m, n, k, conv, a, w, out_ty):
         """``w``: the weight parameter, or ``(codes, scales, Packed)`` for a quantized one."""
-        bm, bn, splits = plan(m, n, k, self.max_splits)
+        bm, bn, splits = (_planner or plan)(m, n, k)
         g = Gemm(m, n, k, bm, bn, _dtype(a), str(out_ty.dtype), splits)
         packed = w[2] if isinstance(w, tuple) else None
         key = (g, conv, packed)
@@ -425,17 +440,6 @@ def _supported(x, w, call) -> bool:
         and dtypes <= {"float32", "float16"}
         and _dtype(call) in dtypes | {"float32"}
     )
-
-
-def workgroup_gemm_pass(max_splits: int = MAX_SPLITS):
-    """:data:`WorkgroupGemm` with reductions split into at most ``max_splits`` shares (1: never
-    split)."""
-
-    @tvm.transform.module_pass(opt_level=0, name="WorkgroupGemm")
-    def rewrite(mod, _ctx):
-        return relax.transform.Normalize()(rewrite_functions(_Rewriter(mod, max_splits), mod))
-
-    return rewrite
 
 
 @tvm.transform.module_pass(opt_level=0, name="WorkgroupGemm")
@@ -476,4 +480,4 @@ def WorkgroupGemm(mod, _ctx):  # noqa: N802  (a pass, named like TVM's)
     of a quantized weight's codes and scales, which the kernel then reads packed) becomes a
     ``call_tir`` of its kernel.
     """
-    return workgroup_gemm_pass()(mod)
+    return relax.transform.Normalize()(rewrite_functions(_Rewriter(mod), mod))

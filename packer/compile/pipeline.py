@@ -56,9 +56,12 @@ In order:
      matmul (P·V) → permute_dims, so that dlight's Matmul and reduction rules schedule it;
      legalized whole it is one kernel family no rule recognises (Fallback: one thread per score).
   3. ``GroupNormReduction`` (:mod:`packer.compile.passes.group_norm_reduction`):
-     ``R.nn.group_norm`` becomes per-channel float32 sums over H·W (N·C rows, dlight's
-     reduction rules), per-group mean / rstd from them (tiny opaque kernels) and one elementwise
-     normalise + affine kernel, instead of one kernel that runs one CTA per batch element.
+     ``R.nn.group_norm`` (rank 4, and the VAE attention's rank 3) becomes per-channel float32
+     sums of x and x² over H·W (N·C rows: dlight's reduction rules, one kernel per moment),
+     per-group mean and rstd from them (one tiny opaque kernel) and one normalise + affine
+     kernel, into which FuseOps fuses the SiLU that follows, instead of one kernel that runs one
+     CTA per batch element. On targets with ``workgroup_norm`` (WebGPU) the statistics are one
+     hand-scheduled kernel (a workgroup per group, both moments from one read).
   4. ``GatherBeforeCast`` (:mod:`packer.compile.passes.gather_before_cast`):
      ``take(astype(W), ids)`` → ``astype(take(W, ids))``, so the float16 text encoder casts the
      77 gathered embedding rows instead of the whole 49408-row table (a 145 MiB float32 buffer
@@ -66,7 +69,9 @@ In order:
   5. ``FuseTransposeMatmul`` — torch's ``linear`` imports as ``permute_dims(W) @ x``; fusing
      reads the weight transposed in place instead of materialising ``W.T`` on every call (the
      params stay the untouched torch tensors, so no ``transform_params`` step exists).
-  6. ``DeadCodeElimination``.
+  6. ``EliminateCommonSubexpr``, ``DeadCodeElimination``: the UNet's resnets each compute
+     SiLU of the same time embedding; computed once, it is one dispatch instead of one per
+     block.
   6b. NHWC targets only: ``LiftTransformParams``: what depends on params alone (the OHWI
      permutes of the conv weights and the NHWC reshapes of their biases) moves to a second VM
      function, ``main_transform_params(params) -> params'``, that a runner calls once after
@@ -97,7 +102,7 @@ from __future__ import annotations
 
 import contextlib
 
-PIPELINE_VERSION = "12"
+PIPELINE_VERSION = "13"
 
 FP32_INPUTS = ("timestep",)
 """Float user inputs that stay float32 in the float16 variant."""
@@ -114,6 +119,7 @@ def prepare_for(mod, dtype: str, spec, decode=None):
         spec.workgroup_attention,
         decode,
         spec.workgroup_gemm,
+        spec.workgroup_norm,
     )
 
 
@@ -125,10 +131,11 @@ def prepare(
     workgroup_attention: bool = False,
     decode=None,
     workgroup_gemm: bool = False,
+    workgroup_norm: bool = False,
 ):
     """Steps 1–6: the rewrite that fixes the module's dtypes, its convolutions' layout and its
     hand-written kernels (``conv_layout``, ``mma_kernels``, ``workgroup_attention``,
-    ``workgroup_gemm``: the target's, :attr:`packer.compile.targets.TargetSpec.conv_layout` and so on).
+    ``workgroup_gemm``, ``workgroup_norm``: the target's, :attr:`packer.compile.targets.TargetSpec.conv_layout` and so on).
 
     ``decode`` (a quantized build): a function ``mod -> mod`` that takes the weights packed,
     :func:`packer.compile.quantize.decode_weights`, run right after step 1 so that every later
@@ -139,7 +146,7 @@ def prepare(
     from .passes.conv2d_implicit_gemm import Conv2dImplicitGemm
     from .passes.fused_attention import FusedAttention
     from .passes.gather_before_cast import GatherBeforeCast
-    from .passes.group_norm_reduction import GroupNormReduction
+    from .passes.group_norm_reduction import group_norm_reduction
     from .passes.split_attention import SplitAttention
     from .passes.tensor_core_gemm import TensorCoreGemm
     from .passes.workgroup_attention import WorkgroupAttention
@@ -173,9 +180,10 @@ def prepare(
         passes.append(WorkgroupAttention)
     passes += [
         SplitAttention,
-        GroupNormReduction,
+        group_norm_reduction(workgroup_norm),
         GatherBeforeCast,
         relax.transform.FuseTransposeMatmul(),
+        relax.transform.EliminateCommonSubexpr(),
         relax.transform.DeadCodeElimination(),
     ]
     if conv_layout == "NHWC" and decode is None:  # after FuseTransposeMatmul: linear weights stay

@@ -248,6 +248,7 @@ class TargetSpec:
     mma_kernels: bool = False  # float16 hand-written mma.sync kernels (pipeline steps 1c, 2a)
     workgroup_attention: bool = False  # fused attention in workgroup memory (pipeline step 2b)
     workgroup_gemm: bool = False  # convolutions and linears tiled in workgroup memory (step 1e)
+    workgroup_norm: bool = False  # group norms' statistics in one workgroup kernel (step 3)
     toolchain: Callable[[], None] = (
         _no_toolchain  # raises, saying what to install, if a tool is missing
     )
@@ -340,6 +341,7 @@ _ENTRIES: tuple[TargetSpec, ...] = (
         measure_buffers=True,
         workgroup_attention=True,
         workgroup_gemm=True,
+        workgroup_norm=True,
         toolchain=_emscripten,
     ),
 )

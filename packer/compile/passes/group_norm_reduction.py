@@ -14,9 +14,11 @@ _OPAQUE = 8
 
 @mutator
 class _Rewriter(PyExprMutator):
-    def __init__(self, mod):
+    def __init__(self, mod, workgroup_stats: bool):
         super().__init__(mod)
         self.group_norm = tvm.ir.Op.get("relax.nn.group_norm")
+        self.workgroup_stats = workgroup_stats
+        self.kernels: dict[tuple, relax.GlobalVar] = {}
 
     def visit_call_(self, call):
         call = super().visit_call_(call)
@@ -26,18 +28,38 @@ class _Rewriter(PyExprMutator):
         x, gamma, beta = call.args
         shape = static_shape(x.ty)
         groups = int(attrs.num_groups)
-        if shape is None or len(shape) != 4:
+        if shape is None:
             return call
-        layout = {(1, (2, 3)): "NCHW", (3, (1, 2)): "NHWC"}.get(
-            (int(attrs.channel_axis), tuple(int(a) for a in attrs.axes))
-        )
+        axes = (int(attrs.channel_axis), tuple(int(a) for a in attrs.axes))
+        if len(shape) == 3 and axes == (1, (2,)):
+            # (N, C, L), the VAE attention's norm: NCHW with W = 1, viewed so and back
+            if shape[1] % groups:
+                return call
+            x4 = self.builder_.emit(relax.op.reshape(x, [*shape, 1]))
+            y = self.builder_.emit(self._rewrite(x4, [*shape, 1], gamma, beta, attrs, "NCHW"))
+            return relax.op.reshape(y, shape)
+        if len(shape) != 4:
+            return call
+        layout = {(1, (2, 3)): "NCHW", (3, (1, 2)): "NHWC"}.get(axes)
         if layout is None or shape[layout.index("C")] % groups:
             return call
+        return self._rewrite(x, shape, gamma, beta, attrs, layout)
 
+    def _rewrite(self, x, shape, gamma, beta, attrs, layout):
+        """The statistics emitted, the normalised output returned as a call (:meth:`_apply`)."""
         emit_te = self.builder_.emit_te
-        opaque = {"op_pattern": _OPAQUE}
+        groups = int(attrs.num_groups)
+        if layout == "NCHW" and self.workgroup_stats:
+            key = (tuple(shape), str(x.ty.dtype), groups, float(attrs.epsilon))
+            gvar = self.kernels.get(key)
+            if gvar is None:
+                gvar = self.builder_.add_func(group_stats_kernel(*key), "group_norm_stats")
+                self.kernels[key] = gvar
+            out = relax.TensorType([2, shape[0], groups], "float32")
+            stats = self.builder_.emit(relax.call_tir(gvar, [x], out))
+            return self._apply(x, stats, gamma, beta, attrs, layout)
         if layout == "NCHW":
-            t1, t2 = (
+            sums = [
                 emit_te(
                     _channel_sums,
                     x,
@@ -46,9 +68,9 @@ class _Rewriter(PyExprMutator):
                     primfunc_name_hint=f"group_norm_sum{p}",
                 )
                 for p in (1, 2)
-            )
+            ]
         else:
-            t1, t2 = (
+            sums = [
                 emit_te(
                     _column_sums,
                     emit_te(
@@ -58,41 +80,102 @@ class _Rewriter(PyExprMutator):
                     primfunc_name_hint=f"group_norm_sum{p}",
                 )
                 for p in (1, 2)
-            )
-        mean = emit_te(
-            _group_mean,
+            ]
+        stats = emit_te(
+            _group_stats,
             x,
-            t1,
-            groups=groups,
-            layout=layout,
-            primfunc_name_hint="group_norm_mean",
-            primfunc_attrs=opaque,
-        )
-        rstd = emit_te(
-            _group_rstd,
-            x,
-            t1,
-            t2,
-            mean,
+            *sums,
             groups=groups,
             epsilon=float(attrs.epsilon),
             layout=layout,
-            primfunc_name_hint="group_norm_rstd",
-            primfunc_attrs=opaque,
+            primfunc_name_hint="group_norm_stats",
+            primfunc_attrs={"op_pattern": _OPAQUE},
         )
-        return emit_te(
+        return self._apply(x, stats, gamma, beta, attrs, layout)
+
+    def _apply(self, x, stats, gamma, beta, attrs, layout):
+        """The normalisation as a call, not emitted: the caller's binding takes it, so FuseOps
+        fuses the SiLU that follows into it (an alias binding in between keeps them apart)."""
+        return self.builder_.call_te(
             _normalize,
             x,
-            mean,
-            rstd,
+            stats,
             gamma,
             beta,
-            groups=groups,
+            groups=int(attrs.num_groups),
             scale=bool(attrs.scale),
             center=bool(attrs.center),
             layout=layout,
             primfunc_name_hint="group_norm_apply",
         )
+
+
+STATS_THREADS = 256
+"""Invocations of the workgroup that reduces one group (WebGPU's default limit)."""
+
+
+def group_stats_kernel(shape, dtype: str, groups: int, epsilon: float):
+    """The PrimFunc ``x -> stats`` for an NCHW ``x`` of ``shape``: ``stats[0, n, g]`` the mean and
+    ``stats[1, n, g]`` the rstd of group g of sample n, float32, from one read of x.
+
+    A group of an NCHW tensor is one contiguous run of C/G·H·W elements; one workgroup reduces
+    it: each invocation adds every ``STATS_THREADS``-th element and its square (neighbouring
+    invocations read neighbouring elements), a tree in workgroup memory adds the invocations'
+    sums, and the first invocation writes ``mean = Σx / n`` and ``rstd = rsqrt(max(Σx² / n −
+    mean², 0) + eps)``. One dispatch instead of dlight's two row reductions (one per moment, two
+    reads of x) and the statistics kernel after them."""
+    from tvm.script import tirx as T
+
+    n_, c_, h_, w_ = (int(v) for v in shape)
+    hw = h_ * w_
+    length = c_ // groups * hw
+    threads = STATS_THREADS
+    steps = -(-length // threads)
+    levels = threads.bit_length() - 1
+    zero = T.float32(0)
+    count = T.float32(length)
+
+    @T.prim_func(private=True, s_tir=True)
+    def group_norm_stats(x_handle: T.handle, s_handle: T.handle):
+        T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
+        x = T.match_buffer(x_handle, (n_, c_, h_, w_), dtype)
+        stats = T.match_buffer(s_handle, (2, n_, groups), "float32")
+        with T.sblock("root"):  # RewriteDataflowReshape reads a one-input kernel's block
+            for ng in T.thread_binding(n_ * groups, thread="blockIdx.x"):
+                for tx in T.thread_binding(threads, thread="threadIdx.x"):
+                    sm = T.alloc_buffer((2 * threads,), "float32", scope="shared")
+                    acc = T.alloc_buffer((3,), "float32", scope="local")
+                    acc[0] = zero
+                    acc[1] = zero
+                    for step in T.serial(steps):
+                        i = T.meta_var(step * threads + tx)
+                        f = T.meta_var(ng * length + i)  # x's flat index
+                        if i < length:
+                            acc[2] = T.Cast(
+                                "float32", x[f // (c_ * hw), f // hw % c_, f // w_ % h_, f % w_]
+                            )
+                            acc[0] = acc[0] + acc[2]
+                            acc[1] = acc[1] + acc[2] * acc[2]
+                    sm[tx] = acc[0]
+                    sm[threads + tx] = acc[1]
+                    # a tree over the invocations' sums: each level's reads before its writes
+                    for level in T.unroll(levels):
+                        half = T.meta_var(T.shift_right(threads // 2, level))
+                        T.tvm_storage_sync("shared")
+                        if tx < half:
+                            acc[0] = sm[tx] + sm[tx + half]
+                            acc[1] = sm[threads + tx] + sm[threads + tx + half]
+                        T.tvm_storage_sync("shared")
+                        if tx < half:
+                            sm[tx] = acc[0]
+                            sm[threads + tx] = acc[1]
+                    if tx == 0:  # the last level's sums, still in its registers
+                        acc[0] = acc[0] / count
+                        acc[1] = T.max(acc[1] / count - acc[0] * acc[0], zero)
+                        stats[0, ng // groups, ng % groups] = acc[0]
+                        stats[1, ng // groups, ng % groups] = T.rsqrt(acc[1] + T.float32(epsilon))
+
+    return group_norm_stats
 
 
 def _dims(x, layout):
@@ -185,27 +268,13 @@ def _column_sums(partial, batch):
     )
 
 
-def _channel_mean(x, t1, n, c, layout):
-    _, c_, h_, w_ = _dims(x, layout)
-    return t1[n * c_ + c] / float(int(h_) * int(w_))
+def _group_stats(x, t1, t2, groups, epsilon, layout):
+    """stats[0, n, g] = mean and stats[1, n, g] = rstd of group g of sample n, from the channel
+    sums ``t1`` (of x) and ``t2`` (of x²), ``[N·C]`` each, as explicit sums of C/G terms::
 
-
-def _group_mean(x, t1, groups, layout):
-    """Mean of each group's channel means: an explicit sum of C/G terms per (n, g)."""
-    from tvm import te
-
-    per_group = int(_dims(x, layout)[1]) // groups
-
-    def value(n, g):
-        total = _channel_mean(x, t1, n, g * per_group, layout)
-        for j in range(1, per_group):
-            total = total + _channel_mean(x, t1, n, g * per_group + j, layout)
-        return total / float(per_group)
-
-    return te.compute((x.shape[0], groups), value, name="group_mean")
-
-
-def _group_rstd(x, t1, t2, mean, groups, epsilon, layout):
+        mean = mean over c∈g of mean_c = t1/HW
+        rstd = rsqrt(var + eps), var = (Σ_c M2_c + HW·Σ_c (mean_c − mean)²) / (C/G·HW),
+               M2_c = t2 − t1²/HW  (parallel-variance combination)"""
     from tvm import te, tirx
 
     _, c_, h_, w_ = _dims(x, layout)
@@ -213,22 +282,38 @@ def _group_rstd(x, t1, t2, mean, groups, epsilon, layout):
     per_group = c_ // groups
     hw = float(int(h_) * int(w_))
 
-    def channel(n, c, g):
-        s1, s2 = t1[n * c_ + c], t2[n * c_ + c]
-        d = _channel_mean(x, t1, n, c, layout) - mean[n, g]
-        return s2 - s1 * s1 / hw + hw * d * d
+    def s1(r):
+        return t1[r]
 
-    def value(n, g):
-        total = channel(n, g * per_group, g)
+    def s2(r):
+        return t2[r]
+
+    def mean(n, g):
+        total = s1(n * c_ + g * per_group) / hw
         for j in range(1, per_group):
-            total = total + channel(n, g * per_group + j, g)
+            total = total + s1(n * c_ + g * per_group + j) / hw
+        return total / float(per_group)
+
+    def rstd(n, g, m):
+        def channel(c):
+            a, b = s1(n * c_ + c), s2(n * c_ + c)
+            d = a / hw - m
+            return b - a * a / hw + hw * d * d
+
+        total = channel(g * per_group)
+        for j in range(1, per_group):
+            total = total + channel(g * per_group + j)
         var = tirx.max(total / (hw * per_group), tirx.const(0.0, "float32"))
         return tirx.rsqrt(var + tirx.const(epsilon, "float32"))
 
-    return te.compute((x.shape[0], groups), value, name="group_rstd")
+    def value(k, n, g):
+        m = mean(n, g)
+        return tirx.if_then_else(k == 0, m, rstd(n, g, m))
+
+    return te.compute((2, x.shape[layout.index("N")], groups), value, name="group_stats")
 
 
-def _normalize(x, mean, rstd, gamma, beta, groups, scale, center, layout):
+def _normalize(x, stats, gamma, beta, groups, scale, center, layout):
     from tvm import te
 
     per_group = _dims(x, layout)[1] // groups
@@ -236,7 +321,7 @@ def _normalize(x, mean, rstd, gamma, beta, groups, scale, center, layout):
     def value(*index):
         n, c = index[layout.index("N")], index[layout.index("C")]
         g = c // per_group
-        y = (_f32(x[index]) - mean[n, g]) * rstd[n, g]
+        y = (_f32(x[index]) - stats[0, n, g]) * stats[1, n, g]
         if scale:
             y = y * _f32(gamma[c])
         if center:
@@ -246,37 +331,47 @@ def _normalize(x, mean, rstd, gamma, beta, groups, scale, center, layout):
     return te.compute(x.shape, value, name="group_norm")
 
 
-@tvm.transform.module_pass(opt_level=0, name="GroupNormReduction")
-def GroupNormReduction(mod, _ctx):  # noqa: N802  (a pass, named like TVM's)
+def group_norm_reduction(workgroup_stats: bool = False):
     """The module pass: every Relax function of ``mod`` rewritten.
 
-    ``LegalizeOps`` turns ``R.nn.group_norm`` (plus the SiLU that ``FuseOps`` attaches) into one
-    PrimFunc that no dlight rule parallelises beyond the batch: one CTA per batch element, 2 for the
-    UNet (docs/design.md, step 3, has the cost). For an NCHW input x with G
-    groups of C/G channels it becomes five small PrimFuncs (``emit_te``):
+    ``LegalizeOps`` turns ``R.nn.group_norm`` into one PrimFunc that no dlight rule parallelises
+    beyond the batch: one CTA per batch element, 2 for the UNet (docs/design.md, step 3, has the
+    cost). For an NCHW input x with G groups of C/G channels it becomes:
 
-        t1[n·C+c] = Σ_hw x           t2[n·C+c] = Σ_hw x²          N·C rows of H·W   (reductions)
-        mean[n, g] = mean over c∈g of mean_c = t1/HW                                 (opaque)
-        rstd[n, g] = rsqrt(var + eps), var = (Σ_c M2_c + HW·Σ_c (mean_c − mean)²) / (C/G·HW),
-                     M2_c = t2 − t1²/HW  (parallel-variance combination)              (opaque)
-        y = (x − mean) · rstd · γ[c] + β[c]                                          (elementwise)
+        t1[n·C+c] = Σ_hw x,  t2[n·C+c] = Σ_hw x²     N·C rows of H·W                 (reductions)
+        stats[0, n, g] = mean, stats[1, n, g] = rstd of each group (:func:`_group_stats`) (opaque)
+        y = (x − mean) · rstd · γ[c] + β[c]                                          (injective)
 
-    The two long reductions are plain row reductions that dlight's ``Reduction``/
-    ``GeneralReduction`` rules schedule with N·C rows (640 at 320 channels and batch 2, 128-512 for
-    the VAE at batch 1) instead of N; ``y`` is one elementwise kernel. The (N, G) statistics are
-    explicit sums of C/G terms, one thread per group, marked opaque (``op_pattern`` 8) so that
-    ``FuseOps`` neither inlines them into every output element nor makes the full-size ``y`` their
-    epilogue. Caveat: M2_c is a one-pass float32 sum of squares, which loses about
-    2·log2(|mean_c|/std_c) of float32's 24 bits per channel (a shift by x[n, c, 0, 0] would avoid it
-    but dlight's Reduction rule rejects the second read; open). Everything after the load of x is float32 (the float16 variant casts only the
-    result), as the legalised op kept its statistics.
+    The two moments are plain row reductions that dlight's ``Reduction``/``GeneralReduction``
+    rules schedule with N·C rows (640 at 320 channels and batch 2, 128-512 for the VAE at batch 1)
+    instead of N, one kernel per moment. The (N, G) statistics are explicit sums of C/G terms,
+    one thread per group, marked opaque (``op_pattern`` 8) so that ``FuseOps`` neither inlines
+    them into every output element nor makes the full-size ``y`` their epilogue; ``y`` is the
+    call the norm's binding takes, so the SiLU after it fuses into it.
 
-    Only SD1.5's layouts are rewritten: rank 4, static shape, C divisible by G, and either NCHW
-    (``channel_axis=1``, ``axes=[2, 3]``) or NHWC (``channel_axis=3``, ``axes=[1, 2]``, what
+    With ``workgroup_stats`` (WebGPU, where every dispatch costs) the statistics of an NCHW norm
+    are one hand-scheduled kernel instead of three (:func:`group_stats_kernel`: one workgroup per
+    group, both moments from one read of x): a norm is two dispatches.
+
+    Caveat: the variances are one-pass float32 sums of squares (per channel, or per group with
+    ``workgroup_stats``), which lose about 2·log2(|mean|/std) of float32's 24 bits (a shift by
+    x[n, c, 0, 0] would avoid it but dlight's Reduction rule rejects the second read; open).
+    Everything after the load of x is float32 (the float16 variant casts only the result), as the
+    legalised op kept its statistics.
+
+    Only SD1.5's layouts are rewritten: static shapes, C divisible by G, and either NCHW
+    (``channel_axis=1``, ``axes=[2, 3]``), NCL (rank 3, ``axes=[2]``: the VAE attention's norm,
+    viewed as NCHW with W = 1) or NHWC (``channel_axis=3``, ``axes=[1, 2]``, what
     ``ConvertLayout`` makes of it for CUDA). In NHWC the channel sums reduce over the outer axes,
     so they run in two stages: partial sums per block of rows (:func:`_partial_channel_sums`, ~64 K
     outputs read along contiguous channels), then the sum of the blocks per channel (faster
     than one thread per channel; docs/design.md, step 3). Anything else is left to the
     legalizer.
     """
-    return relax.transform.Normalize()(rewrite_functions(_Rewriter(mod), mod))
+
+    @tvm.transform.module_pass(opt_level=0, name="GroupNormReduction")
+    def rewrite(mod, _ctx):
+        rewriter = _Rewriter(mod, workgroup_stats)
+        return relax.transform.Normalize()(rewrite_functions(rewriter, mod))
+
+    return rewrite

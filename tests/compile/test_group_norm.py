@@ -17,7 +17,7 @@ import pytest
 
 from packer.compile import pipeline
 from packer.compile.export import export_component
-from packer.compile.passes.group_norm_reduction import STATS_THREADS
+from packer.compile.passes.group_norm_reduction import CHUNK, STATS_THREADS, moment_chunks
 from packer.compile.targets import get_target
 
 from .relax_calls import calls as _calls
@@ -70,9 +70,10 @@ def _kernels(mod) -> list[str]:
 @pytest.mark.parametrize("target", ["webgpu", "llvm", "cuda"])
 def test_each_norm_is_few_kernels_and_takes_the_silu_after_it(target):
     """The tiny UNet and VAE decoder: no group norm is left to the legalizer (the VAE attention's
-    is rank 3); on WebGPU each norm is two kernels (the group statistics from one read, the
-    normalisation with the SiLU that follows fused in), elsewhere the two channel sums come
-    first; no SiLU after a norm runs alone."""
+    is rank 3); on WebGPU each norm is both moments from one read of x (which also gives the
+    statistics where a group fits one workgroup's chunk, else a tiny kernel adds the chunks) and
+    the normalisation with the SiLU that follows fused in; elsewhere two channel sums, the
+    statistics and the normalisation; no SiLU after a norm runs alone."""
     spec = get_target(target)
     for component in ("unet", "vae_decoder"):
         exported = export_component(component, MODULES[component](seed=0), LATENT_HW)
@@ -82,11 +83,15 @@ def test_each_norm_is_few_kernels_and_takes_the_silu_after_it(target):
             assert "relax.nn.group_norm" not in ops, (component, dtype)
             kernels = _kernels(_fused(prepared))
             applies = [k for k in kernels if "group_norm_apply" in k]
-            stats = [k for k in kernels if k.startswith("group_norm_stats")]
-            assert applies and len(stats) == len(applies), (component, dtype, kernels)
             norms = len(applies)
+            stats = [k for k in kernels if k.startswith("group_norm_stats")]
             sums = [k for k in kernels if k.startswith("group_norm_sum")]
-            assert len(sums) == (0 if spec.workgroup_norm else 2 * norms), (component, kernels)
+            moments = [k for k in kernels if k.startswith("group_norm_moments")]
+            if spec.workgroup_norm:  # one read of x for both moments, stats where chunked
+                assert len(moments) == norms and not sums, (component, kernels)
+                assert len(stats) <= norms, (component, kernels)
+            else:
+                assert len(stats) == norms and len(sums) == 2 * norms, (component, kernels)
             # every SiLU of a resnet block follows a norm: none may run as its own kernel
             assert [k for k in applies if "sigmoid" in k], (component, dtype, applies)
             alone = [k for k in kernels if k.startswith("fused_tir_sigmoid")]
@@ -95,27 +100,30 @@ def test_each_norm_is_few_kernels_and_takes_the_silu_after_it(target):
     assert spec.workgroup_norm == (target == "webgpu")
 
 
-def test_stats_kernel_is_scheduled_and_shared_by_equal_shapes():
+def test_moments_kernel_is_scheduled_and_shared_by_equal_shapes():
     from tvm import tirx
 
     spec = get_target("webgpu")
     exported = export_component("unet", MODULES["unet"](seed=0), LATENT_HW)
     prepared = pipeline.prepare_for(exported.mod, "float16", spec)
     funcs = {gv.name_hint: f for gv, f in prepared.functions.items()}
-    stats = [name for name in funcs if name.startswith("group_norm_stats")]
-    calls = [name for name in _kernels(prepared) if name.startswith("group_norm_stats")]
-    assert stats and len(calls) > len(stats)  # one kernel per distinct shape
-    for name in stats:
+    moments = [name for name in funcs if name.startswith("group_norm_moments")]
+    calls = [name for name in _kernels(prepared) if name.startswith("group_norm_moments")]
+    assert moments and len(calls) > len(moments)  # one kernel per distinct shape
+    for name in moments:
         assert isinstance(funcs[name], tirx.PrimFunc) and funcs[name].attrs["tirx.is_scheduled"]
 
 
 NORMS = [
-    # (shape, groups, silu): groups shorter than a workgroup, as long, longer and ragged; one
-    # channel per group or several; rank 3 (the VAE attention's)
+    # (shape, groups, silu): groups shorter than a workgroup, as long, of one chunk exactly, of
+    # two and of ten chunks with a ragged last one; one channel per group or several; rank 3
+    # (the VAE attention's)
     ((2, 64, 8, 8), 32, True),
     ((1, 96, 17, 15), 32, False),
-    ((1, 40, 33, 41), 8, True),
     ((2, 32, 16, 16), 32, True),
+    ((2, 64, 32, 64), 32, True),
+    ((1, 40, 33, 41), 8, True),
+    ((1, 32, 96, 100), 8, False),
     ((1, 64, 300), 32, False),
 ]
 
@@ -141,10 +149,14 @@ def test_kernels_match_numpy_on_webgpu(dtype, tmp_path, tmp_path_factory, monkey
     lengths = [shape[1] // groups * int(np.prod(shape[2:])) for shape, groups, _ in NORMS]
     assert [n for n in lengths if n < STATS_THREADS] and STATS_THREADS in lengths
     assert [n for n in lengths if n > STATS_THREADS and n % STATS_THREADS]
+    assert CHUNK in lengths and [n for n in lengths if n > 2 * CHUNK and n % CHUNK]
+    assert moment_chunks((1, 32, 96, 100), 8) == 10
     for i, (shape, groups, silu) in enumerate(NORMS):
         mod = pipeline.prepare_for(_norm_module(shape, groups, dtype, silu), dtype, web)
         kernels = _kernels(_fused(mod))
-        assert [k for k in kernels if k.startswith("group_norm_stats")], kernels
+        assert len([k for k in kernels if k.startswith("group_norm_moments")]) == 1, kernels
+        stats = [k for k in kernels if k.startswith("group_norm_stats")]
+        assert len(stats) == (moment_chunks(shape + (1,) * (4 - len(shape)), groups) > 1)
         wasm = tmp_path / f"norm{i}.wasm"
         export_wasm(pipeline.build(mod, web), wasm)
         # an offset and per-channel scales, as activations have: the one-pass variance's case

@@ -53,10 +53,23 @@ class _Rewriter(PyExprMutator):
             key = (tuple(shape), str(x.ty.dtype), groups, float(attrs.epsilon))
             gvar = self.kernels.get(key)
             if gvar is None:
-                gvar = self.builder_.add_func(group_stats_kernel(*key), "group_norm_stats")
+                gvar = self.builder_.add_func(group_moments_kernel(*key), "group_norm_moments")
                 self.kernels[key] = gvar
-            out = relax.TensorType([2, shape[0], groups], "float32")
-            stats = self.builder_.emit(relax.call_tir(gvar, [x], out))
+            chunks = moment_chunks(shape, groups)
+            if chunks == 1:  # the kernel writes the statistics
+                out = relax.TensorType([2, shape[0], groups], "float32")
+                stats = self.builder_.emit(relax.call_tir(gvar, [x], out))
+            else:
+                out = relax.TensorType([2, shape[0] * groups, chunks], "float32")
+                stats = emit_te(
+                    _stats_from_chunks,
+                    self.builder_.emit(relax.call_tir(gvar, [x], out)),
+                    shape=shape,
+                    groups=groups,
+                    epsilon=float(attrs.epsilon),
+                    primfunc_name_hint="group_norm_stats",
+                    primfunc_attrs={"op_pattern": _OPAQUE},
+                )
             return self._apply(x, stats, gamma, beta, attrs, layout)
         if layout == "NCHW":
             sums = [
@@ -111,46 +124,62 @@ class _Rewriter(PyExprMutator):
 
 
 STATS_THREADS = 256
-"""Invocations of the workgroup that reduces one group (WebGPU's default limit)."""
+"""Invocations of a workgroup of :func:`group_moments_kernel` (WebGPU's default limit)."""
+CHUNK = 4096
+"""Elements of a group one workgroup of :func:`group_moments_kernel` adds up (16 per
+invocation): about what each workgroup of dlight's row sums took per channel at 64², so that a
+large group (the VAE's, 2 M elements at 512²) is spread over as many workgroups as its row sums
+had, not one."""
 
 
-def group_stats_kernel(shape, dtype: str, groups: int, epsilon: float):
-    """The PrimFunc ``x -> stats`` for an NCHW ``x`` of ``shape``: ``stats[0, n, g]`` the mean and
-    ``stats[1, n, g]`` the rstd of group g of sample n, float32, from one read of x.
+def moment_chunks(shape, groups: int) -> int:
+    """Workgroups per group of an NCHW ``shape`` in :func:`group_moments_kernel`."""
+    n_, c_, h_, w_ = (int(v) for v in shape)
+    return -(-(c_ // groups * h_ * w_) // CHUNK)
 
-    A group of an NCHW tensor is one contiguous run of C/G·H·W elements; one workgroup reduces
-    it: each invocation adds every ``STATS_THREADS``-th element and its square (neighbouring
-    invocations read neighbouring elements), a tree in workgroup memory adds the invocations'
-    sums, and the first invocation writes ``mean = Σx / n`` and ``rstd = rsqrt(max(Σx² / n −
-    mean², 0) + eps)``. One dispatch instead of dlight's two row reductions (one per moment, two
-    reads of x) and the statistics kernel after them."""
+
+def group_moments_kernel(shape, dtype: str, groups: int, epsilon: float):
+    """The PrimFunc ``x -> out`` for an NCHW ``x`` of ``shape`` with ``groups`` groups, both
+    moments of each group from one read of x, in float32.
+
+    A group of an NCHW tensor is one contiguous run of C/G·H·W elements; it is cut into
+    :func:`moment_chunks` chunks of :data:`CHUNK`, one workgroup each: each invocation adds every
+    ``STATS_THREADS``-th element and its square (neighbouring invocations read neighbouring
+    elements), a tree in workgroup memory adds the invocations' sums. Where a group is one chunk
+    the first invocation writes the statistics, ``out[0, n, g]`` the mean and ``out[1, n, g]``
+    the rstd, ``rsqrt(max(Σx²/len − mean², 0) + eps)``; otherwise it writes the chunk's sums
+    ``out[0 or 1, n·G + g, chunk]`` for :func:`_stats_from_chunks`. Either way the moments take
+    one dispatch where dlight's row sums took two (one per moment, each reading x)."""
     from tvm.script import tirx as T
 
     n_, c_, h_, w_ = (int(v) for v in shape)
     hw = h_ * w_
     length = c_ // groups * hw
+    chunks = moment_chunks(shape, groups)
+    chunk = min(CHUNK, length)
     threads = STATS_THREADS
-    steps = -(-length // threads)
+    steps = -(-chunk // threads)
     levels = threads.bit_length() - 1
     zero = T.float32(0)
     count = T.float32(length)
+    out_shape = (2, n_, groups) if chunks == 1 else (2, n_ * groups, chunks)
 
     @T.prim_func(private=True, s_tir=True)
-    def group_norm_stats(x_handle: T.handle, s_handle: T.handle):
+    def group_norm_moments(x_handle: T.handle, o_handle: T.handle):
         T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
         x = T.match_buffer(x_handle, (n_, c_, h_, w_), dtype)
-        stats = T.match_buffer(s_handle, (2, n_, groups), "float32")
+        out = T.match_buffer(o_handle, out_shape, "float32")
         with T.sblock("root"):  # RewriteDataflowReshape reads a one-input kernel's block
-            for ng in T.thread_binding(n_ * groups, thread="blockIdx.x"):
+            for b in T.thread_binding(n_ * groups * chunks, thread="blockIdx.x"):
                 for tx in T.thread_binding(threads, thread="threadIdx.x"):
                     sm = T.alloc_buffer((2 * threads,), "float32", scope="shared")
                     acc = T.alloc_buffer((3,), "float32", scope="local")
                     acc[0] = zero
                     acc[1] = zero
                     for step in T.serial(steps):
-                        i = T.meta_var(step * threads + tx)
-                        f = T.meta_var(ng * length + i)  # x's flat index
-                        if i < length:
+                        i = T.meta_var(b % chunks * chunk + step * threads + tx)  # in the group
+                        f = T.meta_var(b // chunks * length + i)  # in x, flat
+                        if step * threads + tx < chunk and i < length:
                             acc[2] = T.Cast(
                                 "float32", x[f // (c_ * hw), f // hw % c_, f // w_ % h_, f % w_]
                             )
@@ -170,12 +199,39 @@ def group_stats_kernel(shape, dtype: str, groups: int, epsilon: float):
                             sm[tx] = acc[0]
                             sm[threads + tx] = acc[1]
                     if tx == 0:  # the last level's sums, still in its registers
-                        acc[0] = acc[0] / count
-                        acc[1] = T.max(acc[1] / count - acc[0] * acc[0], zero)
-                        stats[0, ng // groups, ng % groups] = acc[0]
-                        stats[1, ng // groups, ng % groups] = T.rsqrt(acc[1] + T.float32(epsilon))
+                        if chunks == 1:
+                            acc[0] = acc[0] / count
+                            acc[1] = T.max(acc[1] / count - acc[0] * acc[0], zero)
+                            out[0, b // groups, b % groups] = acc[0]
+                            out[1, b // groups, b % groups] = T.rsqrt(acc[1] + T.float32(epsilon))
+                        else:
+                            out[0, b // chunks, b % chunks] = acc[0]
+                            out[1, b // chunks, b % chunks] = acc[1]
 
-    return group_norm_stats
+    return group_norm_moments
+
+
+def _stats_from_chunks(sums, shape, groups, epsilon):
+    """stats[0, n, g] = mean, stats[1, n, g] = rstd of group g of sample n from its chunks' sums
+    (``sums`` ``[2, N·G, chunks]`` from :func:`group_moments_kernel`)."""
+    from tvm import te, tirx
+
+    n_, c_, h_, w_ = (int(v) for v in shape)
+    count = float(c_ // groups * h_ * w_)
+    chunks = int(sums.shape[2])
+
+    def total(k, ng):
+        value = sums[k, ng, 0]
+        for j in range(1, chunks):
+            value = value + sums[k, ng, j]
+        return value
+
+    def value(k, n, g):
+        mean = total(0, n * groups + g) / count
+        var = tirx.max(total(1, n * groups + g) / count - mean * mean, tirx.const(0.0, "float32"))
+        return tirx.if_then_else(k == 0, mean, tirx.rsqrt(var + tirx.const(epsilon, "float32")))
+
+    return te.compute((2, n_, groups), value, name="group_stats")
 
 
 def _dims(x, layout):
@@ -349,9 +405,10 @@ def group_norm_reduction(workgroup_stats: bool = False):
     them into every output element nor makes the full-size ``y`` their epilogue; ``y`` is the
     call the norm's binding takes, so the SiLU after it fuses into it.
 
-    With ``workgroup_stats`` (WebGPU, where every dispatch costs) the statistics of an NCHW norm
-    are one hand-scheduled kernel instead of three (:func:`group_stats_kernel`: one workgroup per
-    group, both moments from one read of x): a norm is two dispatches.
+    With ``workgroup_stats`` (WebGPU, where every dispatch costs) both moments of an NCHW norm
+    come from one hand-scheduled kernel that reads x once (:func:`group_moments_kernel`, chunks
+    of each group over many workgroups), which also writes the statistics where a group is one
+    chunk: a norm is two or three dispatches instead of five.
 
     Caveat: the variances are one-pass float32 sums of squares (per channel, or per group with
     ``workgroup_stats``), which lose about 2·log2(|mean|/std) of float32's 24 bits (a shift by

@@ -1,11 +1,11 @@
-"""How many GPU dispatches one call of each full-size SD1.5 component makes on WebGPU, by kind of
-kernel: counted on the module the pipeline builds (real configs, random weights, the static
+"""How many GPU dispatches one call of each full-size SD1.5 component makes on WebGPU (or another
+target), by kind of kernel: counted on the module the pipeline builds (real configs, random weights, the static
 memory plan: every kernel call ``main`` makes), so it runs on the dev VM without a GPU.
 
 Each dispatch costs the browser a submission and a pass on top of its kernel time; the
 browser bench's profile (bench/web/gen_bench.py) measures the cost on a real adapter.
 
-    python -m bench.web.dispatches [--image-size 512] [--dtype float16 --dtype float32]
+    python -m bench.web.dispatches [--target webgpu] [--image-size 512] [--dtype float16 ...]
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import time
 
 KINDS = (
     ("split-K sum", re.compile(r"workgroup_gemm_sum")),  # the shares' sum, with the epilogue
-    ("gemm", re.compile(r"workgroup_gemm|NT_matmul|matmul|conv2d")),
+    ("split-K sum", re.compile(r"sum_splits")),
+    ("gemm", re.compile(r"gemm|matmul|conv2d")),
     ("attention", re.compile(r"attention")),
     ("group norm", re.compile(r"group_norm")),
     ("layer norm", re.compile(r"layer_norm")),
@@ -33,8 +34,8 @@ def kind(name: str) -> str:
     return "element-wise"
 
 
-def kernel_calls(mod) -> list[str]:
-    """The PrimFunc each kernel call of ``mod["main"]`` runs, in order (after the memory plan,
+def kernel_calls(mod, func: str) -> list[str]:
+    """The PrimFunc each kernel call of ``mod[func]`` runs, in order (after the memory plan,
     where ``call_tir`` has become a direct call)."""
     from tvm import relax, tirx
 
@@ -45,7 +46,7 @@ def kernel_calls(mod) -> list[str]:
         if call and isinstance(mod[expr.op], tirx.PrimFunc):
             names.append(expr.op.name_hint)
 
-    relax.analysis.post_order_visit(mod["main"].body, visit)
+    relax.analysis.post_order_visit(mod[func].body, visit)
     return names
 
 
@@ -66,6 +67,7 @@ def _module(component: str):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--target", default="webgpu")
     parser.add_argument("--image-size", type=int, default=512)
     parser.add_argument("--dtype", action="append", choices=["float16", "float32"])
     parser.add_argument(
@@ -77,15 +79,15 @@ def main() -> None:
     from packer.compile.export import export_component
     from packer.compile.targets import get_target
 
-    web = get_target("webgpu")
+    spec = get_target(args.target)
     latent = (args.image_size // 8, args.image_size // 8)
-    print(f"pipeline v{pipeline.PIPELINE_VERSION}, webgpu, {args.image_size} px")
+    print(f"pipeline v{pipeline.PIPELINE_VERSION}, {spec.key}, {args.image_size} px")
     for component in args.component or ["text_encoder", "unet", "vae_decoder"]:
         exported = export_component(component, _module(component), latent)
         for dtype in args.dtype or ["float16", "float32"]:
             start = time.perf_counter()
-            planned = pipeline.plan(pipeline.prepare_for(exported.mod, dtype, web), web)
-            calls = kernel_calls(planned)
+            planned = pipeline.plan(pipeline.prepare_for(exported.mod, dtype, spec), spec)
+            calls = kernel_calls(planned, "main")
             kinds = collections.Counter(kind(name) for name in calls)
             parts = ", ".join(f"{label} {count}" for label, count in kinds.most_common())
             seconds = time.perf_counter() - start

@@ -16,7 +16,9 @@ Choices: ``attention`` = workgroup (the fused kernel) | split (scores materialis
 :data:`packer.compile.targets.WEBGPU_MATMUL_CONFIGS` or ``dlight`` (dlight's own default);
 ``gemm`` = workgroup (convolutions and linears as the tiled GEMM of
 :mod:`packer.compile.passes.workgroup_gemm`, the shipped default) | dlight (dlight's Matmul rule);
-``splits`` = auto (the tiled GEMM's planner splits long reductions, the default) | 1 (never).
+``splits`` = auto (the tiled GEMM's planner splits long reductions, the default) | 1 (never);
+``norm`` = workgroup (a group norm's moments from one workgroup kernel, the default) | rows
+(dlight's row sums, one per moment, as pipelines before v13 built them).
 The bundle's other files are untouched; run ``packer verify BUNDLE`` after.
 """
 
@@ -44,7 +46,7 @@ def parse(spec: str) -> tuple[str, str, dict]:
     if dtype not in ("float32", "float16"):
         raise SystemExit(f"variant {name!r}: the name must end in -float32 or -float16")
     choices = dict(item.split("=", 1) for item in rest.split(",") if item)
-    unknown = set(choices) - {"attention", "layout", "matmul", "gemm", "splits"}
+    unknown = set(choices) - {"attention", "layout", "matmul", "gemm", "splits", "norm"}
     if unknown:
         raise SystemExit(f"variant {name!r}: unknown choices {sorted(unknown)}")
     return name, dtype, choices
@@ -62,6 +64,8 @@ def build(exported, dtype: str, choices: dict, path: Path) -> dict:
         )
         == "workgroup",
         workgroup_gemm=choices.get("gemm", "workgroup" if base.workgroup_gemm else "dlight")
+        == "workgroup",
+        workgroup_norm=choices.get("norm", "workgroup" if base.workgroup_norm else "rows")
         == "workgroup",
     )
     start = time.perf_counter()

@@ -338,21 +338,15 @@ def _group_stats(x, t1, t2, groups, epsilon, layout):
     per_group = c_ // groups
     hw = float(int(h_) * int(w_))
 
-    def s1(r):
-        return t1[r]
-
-    def s2(r):
-        return t2[r]
-
     def mean(n, g):
-        total = s1(n * c_ + g * per_group) / hw
+        total = t1[n * c_ + g * per_group] / hw
         for j in range(1, per_group):
-            total = total + s1(n * c_ + g * per_group + j) / hw
+            total = total + t1[n * c_ + g * per_group + j] / hw
         return total / float(per_group)
 
     def rstd(n, g, m):
         def channel(c):
-            a, b = s1(n * c_ + c), s2(n * c_ + c)
+            a, b = t1[n * c_ + c], t2[n * c_ + c]
             d = a / hw - m
             return b - a * a / hw + hw * d * d
 

@@ -23,18 +23,14 @@ import psutil
 import torch
 
 from examples import make_example, tiny_tokenizer
-from packer.ingest import architecture
 
-from .sd15 import CLIP_L, UNET, VAE
+from .full_size import full_size
+from .sd15 import UNET, VAE
 
 
 def make_checkpoint(path: Path, seed: int) -> None:
     torch.manual_seed(seed)
-    models = {
-        "text_encoder": architecture.construct("text_encoder", CLIP_L, device="cpu"),
-        "unet": architecture.construct("unet", UNET, device="cpu"),
-        "vae": architecture.construct("vae", VAE, device="cpu"),
-    }
+    models = {c: full_size(c) for c in ("text_encoder", "unet", "vae")}
     state = {c: m.state_dict() for c, m in models.items()}
     ldm = make_example.to_ldm(state, {"unet": UNET, "vae": VAE})
     del models, state

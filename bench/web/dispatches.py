@@ -50,21 +50,6 @@ def kernel_calls(mod, func: str) -> list[str]:
     return names
 
 
-def _module(component: str):
-    import diffusers
-    import torch
-    import transformers
-
-    from bench.sd15 import CLIP_L, UNET, VAE
-
-    torch.manual_seed(0)
-    if component == "unet":
-        return diffusers.UNet2DConditionModel(**UNET)
-    if component == "vae_decoder":
-        return diffusers.AutoencoderKL(**VAE)
-    return transformers.CLIPTextModel(transformers.CLIPTextConfig(**CLIP_L))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--target", default="webgpu")
@@ -75,6 +60,9 @@ def main() -> None:
     )
     args = parser.parse_args()
 
+    import torch
+
+    from bench.full_size import full_size
     from packer.compile import pipeline
     from packer.compile.export import export_component
     from packer.compile.targets import get_target
@@ -83,7 +71,8 @@ def main() -> None:
     latent = (args.image_size // 8, args.image_size // 8)
     print(f"pipeline v{pipeline.PIPELINE_VERSION}, {spec.key}, {args.image_size} px")
     for component in args.component or ["text_encoder", "unet", "vae_decoder"]:
-        exported = export_component(component, _module(component), latent)
+        torch.manual_seed(0)
+        exported = export_component(component, full_size(component), latent)
         for dtype in args.dtype or ["float16", "float32"]:
             start = time.perf_counter()
             planned = pipeline.plan(pipeline.prepare_for(exported.mod, dtype, spec), spec)

@@ -9,9 +9,6 @@ ones, groups of one to several channels, ranks 3 and 4, with and without the SiL
 
 from __future__ import annotations
 
-import os
-import shutil
-
 import numpy as np
 import pytest
 
@@ -20,8 +17,8 @@ from packer.compile.export import export_component
 from packer.compile.passes.group_norm_reduction import CHUNK, STATS_THREADS, moment_chunks
 from packer.compile.targets import get_target
 
+from .deno_webgpu import needs_deno_webgpu, run_in_deno
 from .relax_calls import calls as _calls
-from .test_workgroup_attention import DENO, TVMJS
 from .tiny import LATENT_HW, MODULES
 
 
@@ -129,20 +126,11 @@ NORMS = [
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    shutil.which("emcc") is None or not (TVMJS.is_file() and DENO.is_file()),
-    reason="needs emcc, `npm ci` in runtime-web/ and tests/compile/webgpu_harness/",
-)
+@needs_deno_webgpu
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
-def test_kernels_match_numpy_on_webgpu(dtype, tmp_path, tmp_path_factory, monkeypatch):
+def test_kernels_match_numpy_on_webgpu(dtype, tmp_path, webgpu_runtime_cache):
     from packer.compile.webgpu import export_wasm
 
-    from .test_webgpu import run_in_deno
-
-    cache = os.environ.get("SDPACK_WEBGPU_RUNTIME_CACHE") or str(
-        tmp_path_factory.getbasetemp() / "webgpu-runtime"
-    )
-    monkeypatch.setenv("SDPACK_WEBGPU_RUNTIME_CACHE", cache)
     web = get_target("webgpu")
     rng = np.random.default_rng(0)
     tolerance = 2e-5 if dtype == "float32" else 4e-3

@@ -11,11 +11,9 @@ between runs (otherwise they are built into this session's temporary directory).
 from __future__ import annotations
 
 import gzip
-import json
 import os
 import re
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
@@ -25,14 +23,11 @@ import pytest
 from packer.compile import compile_component, get_target
 from packer.compile.webgpu import runtime
 
+from .deno_webgpu import DENO, TVMJS, run_in_deno
 from .tiny import MODULES, example_inputs, signature_configs, torch_reference
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
-TVMJS = ROOT / "runtime-web" / "node_modules" / "@mlc-ai" / "web-runtime" / "lib" / "index.js"
-HARNESS = Path(__file__).parent / "webgpu_harness"
-DENO = HARNESS / "node_modules" / "@deno" / "linux-x64-glibc" / "deno"
 
 if shutil.which("emcc") is None:
     pytest.skip(
@@ -190,55 +185,6 @@ def test_wasm_imports_are_all_provided_by_tvmjs(text_encoder_wasm):
 
 
 # --- numbers on a WebGPU implementation -------------------------------------------------------
-
-
-def run_in_deno(
-    wasm: Path, arrays: list[np.ndarray], work: Path, n_inputs: int | None = None
-) -> np.ndarray:
-    """Run ``main(*arrays)`` of ``wasm`` through tvmjs in Deno; the output as float32.
-
-    With ``n_inputs``, the arrays after the first ``n_inputs`` are the library's params: they go
-    through ``main_transform_params`` first where the library has it (as runtime-web does)."""
-    blob, tensors = bytearray(), []
-    for arr in arrays:
-        arr = np.ascontiguousarray(arr)
-        tensors.append(
-            {
-                "shape": list(arr.shape),
-                "dtype": str(arr.dtype),
-                "offset": len(blob),
-                "nbytes": arr.nbytes,
-            }
-        )
-        blob += arr.tobytes()
-    (work / "args.bin").write_bytes(bytes(blob))
-    (work / "request.json").write_text(
-        json.dumps({"blob": str(work / "args.bin"), "tensors": tensors, "n_inputs": n_inputs})
-    )
-    proc = subprocess.run(
-        [
-            str(DENO),
-            "run",
-            "--quiet",
-            "--unstable-webgpu",
-            "--allow-read",
-            "--allow-write",
-            "--allow-env",
-            str(HARNESS / "run.js"),
-            str(TVMJS),
-            str(wasm),
-            str(work / "request.json"),
-            str(work / "out.bin"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "DENO_NO_UPDATE_CHECK": "1", "NO_COLOR": "1"},
-    )
-    assert proc.returncode == 0, f"deno failed: {proc.stderr[-2000:]}"
-    info = json.loads(proc.stdout.strip().splitlines()[-1])
-    out = np.frombuffer((work / "out.bin").read_bytes(), dtype=info["dtype"])
-    return out.reshape(info["shape"]).astype(np.float32)
 
 
 @pytest.mark.skipif(

@@ -10,8 +10,9 @@ scores: 512 MiB in float16, 1 GiB in float32.
 from __future__ import annotations
 
 import pytest
+import torch
 
-from bench.sd15 import CLIP_L, UNET, VAE
+from bench.full_size import full_size
 from packer.compile import pipeline
 from packer.compile.export import export_component
 from packer.compile.targets import get_target
@@ -22,23 +23,11 @@ MiB = 1 << 20
 LIMITS = {"float16": 128 * MiB, "float32": 256 * MiB}
 
 
-def _module(component: str):
-    import diffusers
-    import torch
-    import transformers
-
-    torch.manual_seed(0)
-    if component == "unet":
-        return diffusers.UNet2DConditionModel(**UNET)
-    if component == "vae_decoder":
-        return diffusers.AutoencoderKL(**VAE)
-    return transformers.CLIPTextModel(transformers.CLIPTextConfig(**CLIP_L))
-
-
 @pytest.mark.parametrize("component", ["unet", "vae_decoder", "text_encoder"])
 def test_full_size_webgpu_buffers_fit_the_default_limits(component):
     web = get_target("webgpu")
-    exported = export_component(component, _module(component), (64, 64))
+    torch.manual_seed(0)
+    exported = export_component(component, full_size(component), (64, 64))
     for dtype, limit in LIMITS.items():
         planned = pipeline.plan(pipeline.prepare_for(exported.mod, dtype, web), web)
         largest = pipeline.max_buffer_bytes(planned)

@@ -8,10 +8,6 @@ are not multiples of 16, one key).
 
 from __future__ import annotations
 
-import os
-import shutil
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -26,14 +22,9 @@ from packer.compile.passes.workgroup_attention import (
 )
 from packer.compile.targets import get_target
 
+from .deno_webgpu import needs_deno_webgpu, run_in_deno
 from .relax_calls import calls as _calls
 from .test_fused_attention import _attention_module
-
-ROOT = Path(__file__).resolve().parents[2]
-TVMJS = ROOT / "runtime-web" / "node_modules" / "@mlc-ai" / "web-runtime" / "lib" / "index.js"
-DENO = (
-    Path(__file__).parent / "webgpu_harness" / "node_modules" / "@deno" / "linux-x64-glibc" / "deno"
-)
 
 
 @pytest.mark.parametrize("seq_q", [1, 64, 256, 1024, 4096, 9216])
@@ -104,10 +95,7 @@ def _reference(q, k, v):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    shutil.which("emcc") is None or not (TVMJS.is_file() and DENO.is_file()),
-    reason="needs emcc, `npm ci` in runtime-web/ and tests/compile/webgpu_harness/",
-)
+@needs_deno_webgpu
 @pytest.mark.parametrize(
     "dtype,shapes",
     [
@@ -124,15 +112,9 @@ def _reference(q, k, v):
         ("float16", [(2, 130, 77, 2, 40), (1, 64, 100, 2, 160)]),
     ],
 )
-def test_kernel_matches_numpy_on_webgpu(dtype, shapes, tmp_path, tmp_path_factory, monkeypatch):
+def test_kernel_matches_numpy_on_webgpu(dtype, shapes, tmp_path, webgpu_runtime_cache):
     from packer.compile.webgpu import export_wasm
 
-    from .test_webgpu import run_in_deno
-
-    cache = os.environ.get("SDPACK_WEBGPU_RUNTIME_CACHE") or str(
-        tmp_path_factory.getbasetemp() / "webgpu-runtime"
-    )
-    monkeypatch.setenv("SDPACK_WEBGPU_RUNTIME_CACHE", cache)
     web = get_target("webgpu")
     rng = np.random.default_rng(0)
     for i, (b, sq, sk, h, d) in enumerate(shapes):

@@ -9,8 +9,6 @@ linear layers (leading batch dims, ragged rows), in both dtypes.
 from __future__ import annotations
 
 import dataclasses
-import os
-import shutil
 
 import numpy as np
 import pytest
@@ -32,8 +30,8 @@ from packer.compile.passes.workgroup_gemm import (
 )
 from packer.compile.targets import get_target
 
+from .deno_webgpu import needs_deno_webgpu, run_in_deno
 from .relax_calls import calls as _calls
-from .test_workgroup_attention import DENO, TVMJS
 
 
 def _conv_module(x_shape, w_shape, stride=1, padding=1, dtype="float32", bias=True):
@@ -199,20 +197,11 @@ LINEARS = {
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    shutil.which("emcc") is None or not (TVMJS.is_file() and DENO.is_file()),
-    reason="needs emcc, `npm ci` in runtime-web/ and tests/compile/webgpu_harness/",
-)
+@needs_deno_webgpu
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
-def test_kernel_matches_numpy_on_webgpu(dtype, tmp_path, tmp_path_factory, monkeypatch):
+def test_kernel_matches_numpy_on_webgpu(dtype, tmp_path, webgpu_runtime_cache):
     from packer.compile.webgpu import export_wasm
 
-    from .test_webgpu import run_in_deno
-
-    cache = os.environ.get("SDPACK_WEBGPU_RUNTIME_CACHE") or str(
-        tmp_path_factory.getbasetemp() / "webgpu-runtime"
-    )
-    monkeypatch.setenv("SDPACK_WEBGPU_RUNTIME_CACHE", cache)
     web = get_target("webgpu")
     rng = np.random.default_rng(0)
     tolerance = 1e-5 if dtype == "float32" else 2e-3
@@ -243,11 +232,8 @@ def test_kernel_matches_numpy_on_webgpu(dtype, tmp_path, tmp_path_factory, monke
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    shutil.which("emcc") is None or not (TVMJS.is_file() and DENO.is_file()),
-    reason="needs emcc, `npm ci` in runtime-web/ and tests/compile/webgpu_harness/",
-)
-def test_tiny_unet_matches_torch_on_webgpu(tmp_path, tmp_path_factory, monkeypatch):
+@needs_deno_webgpu
+def test_tiny_unet_matches_torch_on_webgpu(tmp_path, webgpu_runtime_cache):
     """The tiny UNet (4-channel conv_in, 3×3 convolutions, strided downsampling, 1×1 shortcuts,
     attention projections; the time embedding's 2-row linears left to dlight) built with the
     tiled GEMM computes what torch does, within test_fidelity's float32 tolerance."""
@@ -255,13 +241,8 @@ def test_tiny_unet_matches_torch_on_webgpu(tmp_path, tmp_path_factory, monkeypat
     from packer.compile.webgpu import export_wasm
 
     from .test_fidelity import TOLERANCE
-    from .test_webgpu import run_in_deno
     from .tiny import LATENT_HW, MODULES, example_inputs, torch_reference
 
-    cache = os.environ.get("SDPACK_WEBGPU_RUNTIME_CACHE") or str(
-        tmp_path_factory.getbasetemp() / "webgpu-runtime"
-    )
-    monkeypatch.setenv("SDPACK_WEBGPU_RUNTIME_CACHE", cache)
     web = get_target("webgpu")
     component = "unet"
     module = MODULES[component](seed=0)
@@ -290,27 +271,16 @@ PACKED = {
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    shutil.which("emcc") is None or not (TVMJS.is_file() and DENO.is_file()),
-    reason="needs emcc, `npm ci` in runtime-web/ and tests/compile/webgpu_harness/",
-)
+@needs_deno_webgpu
 @pytest.mark.parametrize("scheme_name", ["q4f16", "q8f16"])
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
-def test_packed_kernel_matches_numpy_on_webgpu(
-    dtype, scheme_name, tmp_path, tmp_path_factory, monkeypatch
-):
+def test_packed_kernel_matches_numpy_on_webgpu(dtype, scheme_name, tmp_path, webgpu_runtime_cache):
     """Quantized weights read packed by the kernel (codes and scales as the bundle stores them,
     decoded as each weight tile is loaded) give the product with the numpy reference's decoded
     weights, convolutions in the format's (y·kw + x)·I + i reduction order included."""
     from packer.bundle import quantize as qz
     from packer.compile.webgpu import export_wasm
 
-    from .test_webgpu import run_in_deno
-
-    cache = os.environ.get("SDPACK_WEBGPU_RUNTIME_CACHE") or str(
-        tmp_path_factory.getbasetemp() / "webgpu-runtime"
-    )
-    monkeypatch.setenv("SDPACK_WEBGPU_RUNTIME_CACHE", cache)
     web = get_target("webgpu")
     scheme = qz.SCHEMES[scheme_name]
     rng = np.random.default_rng(1)

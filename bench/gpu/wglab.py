@@ -5,13 +5,10 @@ webgpu target builds it (256 invocations, 32 KiB of workgroup memory, no tensor 
 compiled for CUDA, in these variants:
 
   dlight       dlight's webgpu rules (the WebGPU libraries before the tiled GEMM)
-  workgroup1   the tiled GEMM of packer.compile.passes.workgroup_gemm, reductions never split,
-               each slice loaded when it is multiplied (no prefetch)
-  workgroup    the same as the pipeline plans it (tile, and split-K where k is long), no prefetch
-  prefetch1    reductions never split, each slice's loads issued one step ahead
-  prefetch     planned and prefetched: the pipeline's kernel
-  t{bm}x{bn}s{S}  the pipeline's kernel with that tile and S shares forced (float16 only: the
-               sweep that the planner's thresholds are checked against)
+  workgroup1   the tiled GEMM of packer.compile.passes.workgroup_gemm, reductions never split
+  workgroup    the tiled GEMM as the pipeline plans it (tile, and split-K where k is long)
+  t{bm}x{bn}s{S}  the tiled GEMM with that tile and S shares forced (float16 only: the sweep that
+               the planner's thresholds are checked against)
 
 The same TIR reaches the GPU through CUDA C here and through WGSL (Tint, SPIR-V, the Vulkan driver)
 in Chromium, so the ratio between variants, not their absolute time, is what this says about the
@@ -36,7 +33,7 @@ SHAPES = {  # convlab's shapes, a strided downsampling and the VAE's 512-channel
     "down64": (2, 320, 64, 320, 3, 2),
     "vae64": (1, 512, 64, 512, 3, 1),
 }
-VARIANTS = ("workgroup1", "workgroup", "prefetch1", "prefetch")
+VARIANTS = ("workgroup1", "workgroup")
 DTYPES = ("float16", "float32")
 SWEEP = [(128, 128, s) for s in (1, 2, 4, 8, 16)] + [(128, 64, s) for s in (2, 4, 8)]
 SWEEP += [(64, 64, s) for s in (1, 4, 8, 16)]
@@ -89,14 +86,14 @@ def scheduled(shape, dtype: str, variant: str):
 
     web = dataclasses.replace(get_target("webgpu"), workgroup_gemm=variant != "dlight")
     planner = wg.plan
-    if variant in ("workgroup1", "prefetch1"):
+    if variant == "workgroup1":
         planner = lambda m, n, k: wg.plan(m, n, k, 1)
     elif variant.startswith("t"):
         bm, rest = variant[1:].split("x")
         bn, splits = rest.split("s")
         forced = (int(bm), int(bn), int(splits))
         planner = lambda m, n, k: forced
-    with wg.planned_by(planner, prefetch=not variant.startswith("workgroup")):
+    with wg.planned_by(planner):
         mod = pipeline.prepare_for(_conv(shape, dtype), dtype, web)
     with web.tvm_target():
         mod = tvm.transform.Sequential(

@@ -18,9 +18,7 @@ Choices: ``attention`` = workgroup (the fused kernel) | split (scores materialis
 :mod:`packer.compile.passes.workgroup_gemm`, the shipped default) | dlight (dlight's Matmul rule);
 ``splits`` = auto (the tiled GEMM's planner splits long reductions, the default) | 1 (never);
 ``norm`` = workgroup (a group norm's moments from one workgroup kernel, the default) | rows
-(dlight's row sums, one per moment, as pipelines before v13 built them); ``prefetch`` = 1 (the
-tiled GEMM loads each slice one step ahead, the default) | 0 (when it is multiplied, as pipelines
-before v14 built it).
+(dlight's row sums, one per moment, as pipelines before v13 built them).
 The bundle's other files are untouched; run ``packer verify BUNDLE`` after.
 """
 
@@ -48,7 +46,7 @@ def parse(spec: str) -> tuple[str, str, dict]:
     if dtype not in ("float32", "float16"):
         raise SystemExit(f"variant {name!r}: the name must end in -float32 or -float16")
     choices = dict(item.split("=", 1) for item in rest.split(",") if item)
-    unknown = set(choices) - {"attention", "layout", "matmul", "gemm", "splits", "norm", "prefetch"}
+    unknown = set(choices) - {"attention", "layout", "matmul", "gemm", "splits", "norm"}
     if unknown:
         raise SystemExit(f"variant {name!r}: unknown choices {sorted(unknown)}")
     return name, dtype, choices
@@ -73,9 +71,7 @@ def build(exported, dtype: str, choices: dict, path: Path) -> dict:
     start = time.perf_counter()
     most = choices.get("splits", "auto")
     most = workgroup_gemm.MAX_SPLITS if most == "auto" else int(most)
-    prefetch = choices.get("prefetch", "1") == "1"
-    planner = lambda m, n, k: workgroup_gemm.plan(m, n, k, most)
-    with workgroup_gemm.planned_by(planner, prefetch=prefetch):
+    with workgroup_gemm.planned_by(lambda m, n, k: workgroup_gemm.plan(m, n, k, most)):
         mod = pipeline.prepare_for(exported.mod, dtype, spec)
     stats: dict = {}
     executable = pipeline.build(mod, spec, None, stats)

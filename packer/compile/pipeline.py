@@ -102,7 +102,7 @@ from __future__ import annotations
 
 import contextlib
 
-PIPELINE_VERSION = "14"
+PIPELINE_VERSION = "13"
 
 FP32_INPUTS = ("timestep",)
 """Float user inputs that stay float32 in the float16 variant."""

@@ -23,12 +23,8 @@ from packer.compile.passes.workgroup_gemm import (
     SPLIT_WORKGROUPS,
     THREADS,
     TILES,
-    Conv,
-    Gemm,
     WorkgroupGemm,
-    gemm_kernel,
     plan,
-    planned_by,
     split_steps,
     workgroup_words,
 )
@@ -124,6 +120,8 @@ def test_long_reductions_are_split_and_their_shares_added_in_float32():
     import tvm
     from tvm import relax
 
+    from packer.compile.passes.workgroup_gemm import planned_by
+
     for dtype in ("float32", "float16"):
         mod = WorkgroupGemm(_conv_module((1, 160, 6, 6), (20, 160, 3, 3), dtype=dtype))
         kernels = {gv.name_hint: mod[gv] for gv in mod.functions if gv.name_hint != "main"}
@@ -198,44 +196,17 @@ LINEARS = {
 }
 
 
-@pytest.mark.parametrize("conv", [None, Conv(1, 8, 12, 12, 3, 3, (1, 1), (1, 1), (12, 12))])
-def test_prefetch_loads_the_next_slice_while_this_one_is_multiplied(conv):
-    """Prefetched, the loop over k slices stores the registers loaded the step before, then (after
-    the barrier) loads the next slice's elements, then multiplies; unprefetched it loads first."""
-    k = 72 if conv else 64
-    order = {}
-    for prefetch in (True, False):
-        kernel = gemm_kernel(Gemm(144, 12, k, 64, 64, "float32", "float32", 1, prefetch), conv)
-        loop = kernel.script().split("for kt in")[1]
-        marks = {
-            "sync": loop.index("tvm_storage_sync"),
-            "store": loop.index("sm["),
-            "load": loop.index("pa[it] = T.Cast"),
-            "multiply": loop.index("acc[i * "),
-        }
-        order[prefetch] = sorted(marks, key=marks.get)
-    assert order[True] == ["sync", "store", "load", "multiply"]
-    assert order[False] == ["load", "sync", "store", "multiply"]
-
-
 @pytest.mark.slow
 @needs_deno_webgpu
-@pytest.mark.parametrize(
-    "dtype,prefetch", [("float32", True), ("float16", True), ("float32", False)]
-)
-def test_kernel_matches_numpy_on_webgpu(dtype, prefetch, tmp_path, webgpu_runtime_cache):
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_kernel_matches_numpy_on_webgpu(dtype, tmp_path, webgpu_runtime_cache):
     from packer.compile.webgpu import export_wasm
 
     web = get_target("webgpu")
     rng = np.random.default_rng(0)
     tolerance = 1e-5 if dtype == "float32" else 2e-3
-
-    def prepare(mod):
-        with planned_by(prefetch=prefetch):
-            return pipeline.prepare_for(mod, dtype, web)
-
     for i, (x_shape, w_shape, stride, padding) in enumerate(CONVS[dtype]):
-        mod = prepare(_conv_module(x_shape, w_shape, stride, padding))
+        mod = pipeline.prepare_for(_conv_module(x_shape, w_shape, stride, padding), dtype, web)
         assert "relax.nn.conv2d" not in [name for name, _ in _calls(mod, "main")]
         wasm = tmp_path / f"conv{i}.wasm"
         export_wasm(pipeline.build(mod, web), wasm)
@@ -248,7 +219,7 @@ def test_kernel_matches_numpy_on_webgpu(dtype, prefetch, tmp_path, webgpu_runtim
         err = np.abs(got - expected).max()
         assert err <= tolerance * np.abs(expected).max(), (x_shape, w_shape, stride, err)
     for i, (x_shape, w_shape) in enumerate(LINEARS[dtype]):
-        mod = prepare(_linear_module(x_shape, w_shape))
+        mod = pipeline.prepare_for(_linear_module(x_shape, w_shape), dtype, web)
         assert "relax.matmul" not in [name for name, _ in _calls(mod, "main")]
         wasm = tmp_path / f"linear{i}.wasm"
         export_wasm(pipeline.build(mod, web), wasm)

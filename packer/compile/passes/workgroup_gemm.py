@@ -63,7 +63,6 @@ class Gemm:
     dtype: str  # of the input and the weight
     out_dtype: str
     splits: int = 1  # workgroups along the reduction, each writing float32 partial sums
-    prefetch: bool = True  # the next slice's global loads issued before this one's products
 
 
 def splits_for(workgroups: int, k: int, max_splits: int = MAX_SPLITS) -> int:
@@ -101,24 +100,19 @@ def plan(m: int, n: int, k: int, max_splits: int = MAX_SPLITS) -> tuple[int, int
 
 
 _planner: Callable[[int, int, int], tuple[int, int, int]] | None = None
-_prefetch = True
 
 
 @contextlib.contextmanager
-def planned_by(
-    planner: Callable[[int, int, int], tuple[int, int, int]] | None = None, *, prefetch: bool = True
-) -> Iterator[None]:
+def planned_by(planner: Callable[[int, int, int], tuple[int, int, int]]) -> Iterator[None]:
     """Within the block, :class:`WorkgroupGemm` plans each product with ``planner(m, n, k) ->
-    (bm, bn, splits)`` instead of :func:`plan` (``lambda m, n, k: plan(m, n, k, 1)``: reductions
-    never split), and with ``prefetch=False`` loads each slice only when it is multiplied: for
-    benches and tests that build the pipeline's module under other choices."""
-    global _planner, _prefetch
-    before = _planner, _prefetch
-    _planner, _prefetch = planner, prefetch
+    (bm, bn, splits)`` instead of :func:`plan`: for benches and tests that build the pipeline's
+    module under other plans (``lambda m, n, k: plan(m, n, k, 1)``: reductions never split)."""
+    global _planner
+    before, _planner = _planner, planner
     try:
         yield
     finally:
-        _planner, _prefetch = before
+        _planner = before
 
 
 def workgroup_words(bm: int, bn: int) -> int:
@@ -151,7 +145,6 @@ def gemm_kernel(g: Gemm, conv: Conv | None, packed: Packed | None = None):
     a_loads, b_loads = bm * BK // threads, bn * BK // threads
     zero = T.float32(0)
     splits = g.splits
-    prefetch = g.prefetch
     steps = split_steps(g.k, splits)
     m_, n_, k_ = g.m, g.n, g.k
     if conv is None:
@@ -178,63 +171,6 @@ def gemm_kernel(g: Gemm, conv: Conv | None, packed: Packed | None = None):
         return T.Cast("float32", value * scales[n, fk // packed.group])
 
     @T.macro
-    def load_tile(a, w, pa, pb, k0, m0, n0, tid):
-        """This invocation's share of the ``BK``-deep slices of A and W at ``k0`` into registers
-        (``pa``, ``pb``), as float32, zero past m, n, k and in a convolution's padding."""
-        for it in T.unroll(a_loads):
-            item = T.meta_var(it * threads + tid)
-            if conv is None:
-                # along k: a row's neighbours are neighbours in memory
-                kl = T.meta_var(item % BK)
-                ml = T.meta_var(item // BK)
-                if m0 + ml < m_ and k0 + kl < k_:
-                    pa[it] = T.Cast("float32", a[m0 + ml, k0 + kl])
-                else:
-                    pa[it] = zero
-            else:
-                # along m: neighbouring output pixels read neighbouring pixels
-                ml = T.meta_var(item % bm)
-                kl = T.meta_var(item // bm)
-                mm = T.meta_var(m0 + ml)
-                kk = T.meta_var(k0 + kl)
-                p = T.meta_var(mm % (oh * ow))
-                tap = T.meta_var(kk % taps)
-                iy = T.meta_var(p // ow * conv.stride[0] + tap // conv.kw - conv.pad[0])
-                ix = T.meta_var(p % ow * conv.stride[1] + tap % conv.kw - conv.pad[1])
-                if (
-                    mm < m_
-                    and kk < k_
-                    and 0 <= iy
-                    and iy < conv.height
-                    and 0 <= ix
-                    and ix < conv.width
-                ):
-                    pa[it] = T.Cast("float32", a[mm // (oh * ow), kk // taps, iy, ix])
-                else:
-                    pa[it] = zero
-        for it in T.unroll(b_loads):
-            item = T.meta_var(it * threads + tid)
-            kl = T.meta_var(item % BK)
-            nl = T.meta_var(item // BK)
-            if n0 + nl < n_ and k0 + kl < k_:
-                pb[it] = weight(w, n0 + nl, k0 + kl)
-            else:
-                pb[it] = zero
-
-    @T.macro
-    def store_tile(sm, pa, pb, tid):
-        """The registers of :func:`load_tile` into the workgroup's tiles (k-major)."""
-        for it in T.unroll(a_loads):
-            item = T.meta_var(it * threads + tid)
-            if conv is None:
-                sm[item % BK * sa + item // BK] = pa[it]
-            else:
-                sm[item // bm * sa + item % bm] = pa[it]
-        for it in T.unroll(b_loads):
-            item = T.meta_var(it * threads + tid)
-            sm[b_base + item % BK * sb + item // BK] = pb[it]
-
-    @T.macro
     def body(a, w, o):
         for bx in T.thread_binding(m_tiles, thread="blockIdx.x"):
             # blockIdx.y numbers (share, column tile): WebGPU's blockIdx.z is not free
@@ -245,28 +181,62 @@ def gemm_kernel(g: Gemm, conv: Conv | None, packed: Packed | None = None):
                         acc = T.alloc_buffer((tm * tn,), "float32", scope="local")
                         ra = T.alloc_buffer((tm,), "float32", scope="local")
                         rb = T.alloc_buffer((tn,), "float32", scope="local")
-                        pa = T.alloc_buffer((a_loads,), "float32", scope="local")
-                        pb = T.alloc_buffer((b_loads,), "float32", scope="local")
                         bz = T.meta_var(byz // n_tiles)
                         m0 = T.meta_var(bx * bm)
                         n0 = T.meta_var(byz % n_tiles * bn)
                         tid = T.meta_var(ty * THREADS + tx)
                         for i in T.unroll(tm * tn):
                             acc[i] = zero
-                        if prefetch:
-                            load_tile(a, w, pa, pb, bz * steps * BK, m0, n0, tid)
                         # the last share of a split reduction may have fewer steps
                         for kt in T.serial(T.min(steps, k_tiles - bz * steps)):
                             k0 = T.meta_var((bz * steps + kt) * BK)
-                            if not prefetch:
-                                load_tile(a, w, pa, pb, k0, m0, n0, tid)
                             T.tvm_storage_sync("shared")  # the last tile's reads are done
-                            store_tile(sm, pa, pb, tid)
+                            for it in T.serial(a_loads):
+                                item = T.meta_var(it * threads + tid)
+                                if conv is None:
+                                    # along k: a row's neighbours are neighbours in memory
+                                    kl = T.meta_var(item % BK)
+                                    ml = T.meta_var(item // BK)
+                                    if m0 + ml < m_ and k0 + kl < k_:
+                                        sm[kl * sa + ml] = T.Cast("float32", a[m0 + ml, k0 + kl])
+                                    else:
+                                        sm[kl * sa + ml] = zero
+                                else:
+                                    # along m: neighbouring output pixels read neighbouring pixels
+                                    ml = T.meta_var(item % bm)
+                                    kl = T.meta_var(item // bm)
+                                    mm = T.meta_var(m0 + ml)
+                                    kk = T.meta_var(k0 + kl)
+                                    p = T.meta_var(mm % (oh * ow))
+                                    tap = T.meta_var(kk % taps)
+                                    iy = T.meta_var(
+                                        p // ow * conv.stride[0] + tap // conv.kw - conv.pad[0]
+                                    )
+                                    ix = T.meta_var(
+                                        p % ow * conv.stride[1] + tap % conv.kw - conv.pad[1]
+                                    )
+                                    if (
+                                        mm < m_
+                                        and kk < k_
+                                        and 0 <= iy
+                                        and iy < conv.height
+                                        and 0 <= ix
+                                        and ix < conv.width
+                                    ):
+                                        sm[kl * sa + ml] = T.Cast(
+                                            "float32", a[mm // (oh * ow), kk // taps, iy, ix]
+                                        )
+                                    else:
+                                        sm[kl * sa + ml] = zero
+                            for it in T.serial(b_loads):
+                                item = T.meta_var(it * threads + tid)
+                                kl = T.meta_var(item % BK)
+                                nl = T.meta_var(item // BK)
+                                if n0 + nl < n_ and k0 + kl < k_:
+                                    sm[b_base + kl * sb + nl] = weight(w, n0 + nl, k0 + kl)
+                                else:
+                                    sm[b_base + kl * sb + nl] = zero
                             T.tvm_storage_sync("shared")
-                            if prefetch:
-                                # the next slice's loads, in flight while this one is multiplied
-                                # (past k they read nothing: zeros)
-                                load_tile(a, w, pa, pb, k0 + BK, m0, n0, tid)
                             for kk in T.unroll(BK):
                                 for i in T.unroll(tm):
                                     if conv is None:
@@ -439,7 +409,7 @@ class _Rewriter(PyExprMutator):
     def _gemm(self, m, n, k, conv, a, w, out_ty):
         """``w``: the weight parameter, or ``(codes, scales, Packed)`` for a quantized one."""
         bm, bn, splits = (_planner or plan)(m, n, k)
-        g = Gemm(m, n, k, bm, bn, _dtype(a), str(out_ty.dtype), splits, _prefetch)
+        g = Gemm(m, n, k, bm, bn, _dtype(a), str(out_ty.dtype), splits)
         packed = w[2] if isinstance(w, tuple) else None
         key = (g, conv, packed)
         gvar = self.kernels.get(key)
@@ -489,11 +459,6 @@ def WorkgroupGemm(mod, _ctx):  # noqa: N802  (a pass, named like TVM's)
        pixels of an NCHW plane) and along k for a linear layer, W along k (the stored rows);
     2. each invocation multiplies its ``(bm/16) × (bn/16)`` micro-tile in registers: per k, bm/16
        values of A and bn/16 of W read from workgroup memory feed (bm/16)·(bn/16) multiply-adds.
-
-    The global loads of step 1 go through registers and are issued one step ahead: each
-    invocation reads its elements of the next slices before it multiplies the current ones and
-    stores them to workgroup memory after, so the memory latency is hidden behind the products
-    rather than paid at every step between two barriers.
 
     Where the output has too few tiles to keep a large GPU busy and the reduction is long (the
     UNet's convolutions at 32², 16² and 8²: a few dozen 128 × 128 tiles, k up to 11 520), the

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 
@@ -18,14 +16,3 @@ def _no_home_cache(monkeypatch, tmp_path):
     """Never write to the real ~/.cache/sdpack from tests."""
     monkeypatch.setenv("SDPACK_CACHE", str(tmp_path / "default-cache"))
     monkeypatch.setenv("SDPACK_NO_PROGRESS", "1")
-
-
-@pytest.fixture
-def webgpu_runtime_cache(tmp_path_factory, monkeypatch):
-    """``SDPACK_WEBGPU_RUNTIME_CACHE`` for the test: the directory given, else one per session,
-    so the wasm runtime objects are built once."""
-    cache = os.environ.get("SDPACK_WEBGPU_RUNTIME_CACHE") or str(
-        tmp_path_factory.getbasetemp() / "webgpu-runtime"
-    )
-    monkeypatch.setenv("SDPACK_WEBGPU_RUNTIME_CACHE", cache)
-    return cache

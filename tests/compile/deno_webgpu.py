@@ -1,8 +1,7 @@
 """Running a webgpu library's ``main`` on a real WebGPU implementation from a test: tvmjs (from
 ``runtime-web/``'s npm packages) in Deno's wgpu (``tests/compile/webgpu_harness/``), which CI's
 Mesa lavapipe backs. Building a wasm library also needs emcc (Debian's emscripten); its runtime
-objects are built once per session, or kept in ``SDPACK_WEBGPU_RUNTIME_CACHE`` (the conftest's
-``webgpu_runtime_cache`` fixture sets it)."""
+objects are built once per session (tests/conftest.py), or kept in ``SDPACK_WEBGPU_RUNTIME_CACHE``."""
 
 from __future__ import annotations
 

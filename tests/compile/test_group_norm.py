@@ -128,7 +128,7 @@ NORMS = [
 @pytest.mark.slow
 @needs_deno_webgpu
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
-def test_kernels_match_numpy_on_webgpu(dtype, tmp_path, webgpu_runtime_cache):
+def test_kernels_match_numpy_on_webgpu(dtype, tmp_path):
     from packer.compile.webgpu import export_wasm
 
     web = get_target("webgpu")

@@ -11,11 +11,9 @@ between runs (otherwise they are built into this session's temporary directory).
 from __future__ import annotations
 
 import gzip
-import os
 import re
 import shutil
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,7 +21,7 @@ import pytest
 from packer.compile import compile_component, get_target
 from packer.compile.webgpu import runtime
 
-from .deno_webgpu import DENO, TVMJS, run_in_deno
+from .deno_webgpu import TVMJS, needs_deno_webgpu, run_in_deno
 from .tiny import MODULES, example_inputs, signature_configs, torch_reference
 
 pytestmark = pytest.mark.slow
@@ -37,38 +35,29 @@ if shutil.which("emcc") is None:
 
 
 @pytest.fixture(scope="module")
-def runtime_cache(tmp_path_factory) -> Path:
-    """Where the runtime objects live: $SDPACK_WEBGPU_RUNTIME_CACHE, else a session directory."""
-    given = os.environ.get("SDPACK_WEBGPU_RUNTIME_CACHE")
-    return Path(given) if given else tmp_path_factory.mktemp("webgpu-runtime")
-
-
-@pytest.fixture(scope="module")
-def text_encoder_wasm(runtime_cache, tmp_path_factory):
+def text_encoder_wasm(tmp_path_factory):
     """The tiny CLIP built for webgpu float32, with its torch module."""
     module = MODULES["text_encoder"]()
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SDPACK_WEBGPU_RUNTIME_CACHE", str(runtime_cache))
-        compiled = compile_component(
-            "text_encoder",
-            module,
-            configs=signature_configs("text_encoder", module),
-            latent_hw=(8, 8),
-            target="webgpu",
-            dtype="float32",
-            cache_dir=tmp_path_factory.mktemp("lib-cache"),
-        )
+    compiled = compile_component(
+        "text_encoder",
+        module,
+        configs=signature_configs("text_encoder", module),
+        latent_hw=(8, 8),
+        target="webgpu",
+        dtype="float32",
+        cache_dir=tmp_path_factory.mktemp("lib-cache"),
+    )
     return compiled, module
 
 
-def test_runtime_objects_build_once_and_are_reused(runtime_cache):
-    home = runtime.runtime_home(runtime_cache)
+def test_runtime_objects_build_once_and_are_reused():
+    home = runtime.runtime_home()  # tests/conftest.py's session directory
     objects = [home / "web" / "dist" / "wasm" / f"{name}.bc" for name in runtime.SOURCES]
     for path in objects:
         assert path.read_bytes()[:4] == b"\0asm", f"{path.name} is not a wasm object"
     stamps = [p.stat().st_mtime_ns for p in objects]
     start = time.monotonic()
-    assert runtime.runtime_home(runtime_cache) == home  # a cache hit: nothing rebuilt
+    assert runtime.runtime_home() == home  # a cache hit: nothing rebuilt
     assert time.monotonic() - start < 10
     assert [p.stat().st_mtime_ns for p in objects] == stamps
     assert home.name.startswith("tvm0.27.0.post1-ffi0.1.14.post1-")
@@ -187,10 +176,7 @@ def test_wasm_imports_are_all_provided_by_tvmjs(text_encoder_wasm):
 # --- numbers on a WebGPU implementation -------------------------------------------------------
 
 
-@pytest.mark.skipif(
-    not (TVMJS.is_file() and DENO.is_file()),
-    reason="needs `npm ci` in runtime-web/ and tests/compile/webgpu_harness/",
-)
+@needs_deno_webgpu
 def test_text_encoder_wasm_matches_torch_on_webgpu(text_encoder_wasm, tmp_path):
     compiled, module = text_encoder_wasm
     inputs = example_inputs("text_encoder")
@@ -203,13 +189,9 @@ def test_text_encoder_wasm_matches_torch_on_webgpu(text_encoder_wasm, tmp_path):
     assert np.abs(got - expected).max() <= 1e-4 * scale, np.abs(got - expected).max()
 
 
-@pytest.mark.skipif(
-    not (TVMJS.is_file() and DENO.is_file()),
-    reason="needs `npm ci` in runtime-web/ and tests/compile/webgpu_harness/",
-)
-def test_float16_text_encoder_runs_on_webgpu(runtime_cache, tmp_path, monkeypatch):
+@needs_deno_webgpu
+def test_float16_text_encoder_runs_on_webgpu(tmp_path):
     """shader-f16 kernels; odd-sized fp16 params (37 wide) need the harness's CPU staging."""
-    monkeypatch.setenv("SDPACK_WEBGPU_RUNTIME_CACHE", str(runtime_cache))
     module = MODULES["text_encoder"]()
     compiled = compile_component(
         "text_encoder",
@@ -229,14 +211,9 @@ def test_float16_text_encoder_runs_on_webgpu(runtime_cache, tmp_path, monkeypatc
     assert np.abs(got - expected).max() <= 3e-2 * float(np.abs(expected).max())
 
 
-@pytest.mark.skipif(
-    not (TVMJS.is_file() and DENO.is_file()),
-    reason="needs `npm ci` in runtime-web/ and tests/compile/webgpu_harness/",
-)
+@needs_deno_webgpu
 @pytest.mark.parametrize("component", ["text_encoder", "unet"])
-def test_quantized_component_matches_the_numpy_reference_on_webgpu(
-    component, runtime_cache, tmp_path, monkeypatch
-):
+def test_quantized_component_matches_the_numpy_reference_on_webgpu(component, tmp_path):
     """q4f16 weights uploaded packed (uint32 codes, scales widened to float32) and decoded inside
     the kernels that read them (the workgroup GEMM's weight-tile loads; dlight's GEMV for the
     time embedding) give what torch gives with the reference's weights."""
@@ -244,7 +221,6 @@ def test_quantized_component_matches_the_numpy_reference_on_webgpu(
 
     from packer.bundle import quantize as qz
 
-    monkeypatch.setenv("SDPACK_WEBGPU_RUNTIME_CACHE", str(runtime_cache))
     scheme = qz.SCHEMES["q4f16"]
     module = MODULES[component]()
     compiled = compile_component(

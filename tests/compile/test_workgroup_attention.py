@@ -112,7 +112,7 @@ def _reference(q, k, v):
         ("float16", [(2, 130, 77, 2, 40), (1, 64, 100, 2, 160)]),
     ],
 )
-def test_kernel_matches_numpy_on_webgpu(dtype, shapes, tmp_path, webgpu_runtime_cache):
+def test_kernel_matches_numpy_on_webgpu(dtype, shapes, tmp_path):
     from packer.compile.webgpu import export_wasm
 
     web = get_target("webgpu")

@@ -199,7 +199,7 @@ LINEARS = {
 @pytest.mark.slow
 @needs_deno_webgpu
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
-def test_kernel_matches_numpy_on_webgpu(dtype, tmp_path, webgpu_runtime_cache):
+def test_kernel_matches_numpy_on_webgpu(dtype, tmp_path):
     from packer.compile.webgpu import export_wasm
 
     web = get_target("webgpu")
@@ -233,7 +233,7 @@ def test_kernel_matches_numpy_on_webgpu(dtype, tmp_path, webgpu_runtime_cache):
 
 @pytest.mark.slow
 @needs_deno_webgpu
-def test_tiny_unet_matches_torch_on_webgpu(tmp_path, webgpu_runtime_cache):
+def test_tiny_unet_matches_torch_on_webgpu(tmp_path):
     """The tiny UNet (4-channel conv_in, 3×3 convolutions, strided downsampling, 1×1 shortcuts,
     attention projections; the time embedding's 2-row linears left to dlight) built with the
     tiled GEMM computes what torch does, within test_fidelity's float32 tolerance."""
@@ -274,7 +274,7 @@ PACKED = {
 @needs_deno_webgpu
 @pytest.mark.parametrize("scheme_name", ["q4f16", "q8f16"])
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
-def test_packed_kernel_matches_numpy_on_webgpu(dtype, scheme_name, tmp_path, webgpu_runtime_cache):
+def test_packed_kernel_matches_numpy_on_webgpu(dtype, scheme_name, tmp_path):
     """Quantized weights read packed by the kernel (codes and scales as the bundle stores them,
     decoded as each weight tile is loaded) give the product with the numpy reference's decoded
     weights, convolutions in the format's (y·kw + x)·I + i reduction order included."""
